@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine with Python >= 3.11 and make:
+#   make demo   - create/refresh the virtualenv, run the embedded demo
+#   make test   - create/refresh the virtualenv, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The stamp is older than pyproject.toml when dependencies or packages changed,
+# and missing when the venv is new or broken: either way, (re)install.
+STAMP := $(VENV)/.fedgate-installed
+
+.PHONY: demo test protos bench clean venv
+
+$(STAMP): pyproject.toml
+	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+		rm -rf $(VENV); \
+		$(PYTHON) -c 'import sys; sys.exit("fedgate needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None' && \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23" "setuptools>=77" wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fedgate demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) fedgate-demo build *.egg-info .pytest_cache

@@ -1,0 +1,145 @@
+"""Adapter configuration (`dept.toml`): the department, its gateway, its datasets and their sources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedgate.adapters.sources import Source
+from fedgate.adapters.sources.csv_file import CsvSource
+from fedgate.adapters.sources.sql import SqlSource, sqlite_url
+from fedgate.classification import Levels, default_levels
+from fedgate.datasets import DatasetDecl, FieldDecl
+from fedgate.errors import ConfigError, InvalidInput
+from fedgate.tls import TlsFiles
+from fedgate.tomlconfig import Table
+
+EXAMPLE = """\
+# fedgate department adapter configuration. Paths are relative to this file.
+department = "hrss"                     # must match the department in the certificate
+display_name = "人力资源和社会保障局"
+listen = "127.0.0.1:0"                  # port 0 picks a free port
+# advertise = "adapter.hrss.example:7443"  # what the gateway dials; default: listen host + bound port
+gateway = "127.0.0.1:50051"
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/dept-hrss.pem"
+key = "certs/dept-hrss.key"
+
+[[datasets]]
+name = "subsidies"
+description = "稳岗补贴发放记录"
+source = { kind = "csv", path = "data/hrss/subsidies.csv" }
+# source = { kind = "sqlite", path = "data/hrss.db", table = "subsidies" }
+# source = { kind = "sql", url = "postgresql+psycopg://user@db/hrss", table = "subsidies" }
+
+[[datasets.fields]]
+name = "uscc"
+type = "string"          # string | int | date
+level = "L3"             # a level from policies/levels.toml
+key = "uscc"             # only on key fields: resident_id | uscc | plain
+
+[[datasets.fields]]
+name = "amount_fen"
+type = "int"
+level = "L3"
+"""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    path: Path | None = None
+    url: str | None = None
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    decl: DatasetDecl
+    source: SourceSpec
+
+    def open_source(self) -> Source:
+        types = {f.name: f.type for f in self.decl.fields}
+        spec = self.source
+        if spec.kind == "csv":
+            assert spec.path is not None
+            return CsvSource(spec.path, types)
+        assert spec.table is not None
+        if spec.kind == "sqlite":
+            assert spec.path is not None
+            return SqlSource(sqlite_url(spec.path), spec.table, label=f"{spec.path} table {spec.table}")
+        assert spec.url is not None
+        return SqlSource(spec.url, spec.table)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    department: str
+    display_name: str
+    listen: str
+    advertise: str
+    gateway: str
+    tls: TlsFiles
+    datasets: tuple[DatasetConfig, ...]
+    register_timeout_s: int = 60
+
+    @classmethod
+    def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
+        """Read and check dept.toml; ConfigError names the file and the key."""
+        levels = levels or default_levels()
+        table = Table.load(path)
+        department = table.str("department")
+        config = cls(
+            department=department,
+            display_name=table.str("display_name", department),
+            listen=table.str("listen"),
+            advertise=table.str("advertise", ""),
+            gateway=table.str("gateway"),
+            register_timeout_s=table.int("register_timeout_s", 60),
+            tls=TlsFiles.from_table(table.table("tls")),
+            datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
+        )
+        table.done()
+        names = [d.decl.name for d in config.datasets]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(str(path), f"dataset '{name}' is declared twice")
+        return config
+
+
+def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
+    name = table.str("name")
+    description = table.str("description", "")
+    source = _source(table.table("source"))
+    fields = []
+    for ft in table.tables("fields"):
+        try:
+            fields.append(FieldDecl.build(ft.str("name"), ft.str("type"), ft.str("level"),
+                                          ft.str("key", None), ft.str("description", ""),
+                                          where=f"dataset '{name}'"))
+        except InvalidInput as exc:
+            raise ConfigError(str(table.file), str(exc)) from None
+        ft.done()
+    table.done()
+    try:
+        decl = DatasetDecl(department, name, tuple(fields), description)
+        decl.check_levels(levels)
+    except InvalidInput as exc:
+        raise ConfigError(str(table.file), str(exc)) from None
+    return DatasetConfig(decl, source)
+
+
+def _source(table: Table) -> SourceSpec:
+    kind = table.str("kind")
+    if kind == "csv":
+        spec = SourceSpec(kind, path=table.path("path"))
+    elif kind == "sqlite":
+        spec = SourceSpec(kind, path=table.path("path"), table=table.str("table"))
+    elif kind == "sql":
+        spec = SourceSpec(kind, url=table.str("url"), table=table.str("table"))
+    else:
+        raise table.error("kind", f"unknown source kind {kind!r} (allowed: csv, sqlite, sql)")
+    table.done()
+    return spec

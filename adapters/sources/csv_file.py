@@ -1,0 +1,92 @@
+"""CSV source: UTF-8 (a BOM is tolerated), header row, one record per row."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedgate.adapters.sources import Value
+from fedgate.datasets import FieldType
+from fedgate.errors import DataSourceError
+
+
+class CsvSource:
+    def __init__(self, path: Path, types: Mapping[str, FieldType]) -> None:
+        self._path = path
+        self._types = dict(types)
+
+    def describe(self) -> str:
+        return str(self._path)
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[tuple[list[str], Any]]:
+        """Open the file and read its header; yields (header, csv reader)."""
+        try:
+            fh = self._path.open(newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            raise DataSourceError(f"{self._path}: cannot open: {exc.strerror}") from None
+        with fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataSourceError(f"{self._path}: empty file (a header row is required)") from None
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise DataSourceError(f"{self._path} line 1: unreadable header ({type(exc).__name__})") from None
+            yield header, reader
+
+    def columns(self) -> list[str]:
+        with self._reader() as (header, _):
+            return header
+
+    def _records(self, columns: Sequence[str]) -> Iterator[tuple[Value, ...]]:
+        with self._reader() as (header, reader):
+            index = {name: i for i, name in enumerate(header)}
+            missing = [c for c in columns if c not in index]
+            if missing:
+                raise DataSourceError(f"{self._path}: header has no column '{missing[0]}'")
+            picks = [(index[c], c, self._types.get(c, FieldType.STRING)) for c in columns]
+            width = len(header)
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except (UnicodeDecodeError, csv.Error) as exc:
+                    raise DataSourceError(
+                        f"{self._path} line {reader.line_num + 1}: unreadable row ({type(exc).__name__})"
+                    ) from None
+                if not row:
+                    continue  # a blank line is not a record
+                if len(row) != width:
+                    raise DataSourceError(
+                        f"{self._path} line {reader.line_num}: expected {width} columns, found {len(row)}")
+                yield tuple(_convert(row[i], ftype, self._path, reader.line_num, name)
+                            for i, name, ftype in picks)
+
+    def count(self) -> int:
+        return sum(1 for _ in self._records(list(self._types)))
+
+    def rows(self, columns: Sequence[str]) -> Iterator[tuple[Value, ...]]:
+        return self._records(columns)
+
+
+def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> Value:
+    # Messages name the line and column but never the value: it may be classified.
+    if raw == "":
+        return None
+    if ftype is FieldType.INT:
+        try:
+            return int(raw)
+        except ValueError:
+            raise DataSourceError(f"{path} line {line}: column '{column}' is not an integer") from None
+    if ftype is FieldType.DATE:
+        try:
+            dt.date.fromisoformat(raw)
+        except ValueError:
+            raise DataSourceError(f"{path} line {line}: column '{column}' is not a YYYY-MM-DD date") from None
+    return raw

@@ -1,0 +1,38 @@
+"""Protocol logic with no I/O: bytes and ints in, bytes and ints out.
+
+Supported names are re-exported here; anything with a leading underscore may
+change without notice.
+"""
+
+from .ids import (
+    USCC_ALPHABET,
+    IdKind,
+    NormalisedId,
+    is_valid,
+    make_resident_id,
+    make_uscc,
+    normalise,
+    normalise_plain,
+    normalise_resident_id,
+    normalise_uscc,
+    org_code_check_char,
+    resident_id_check_char,
+    uscc_check_char,
+)
+
+__all__ = [
+    # ids
+    "USCC_ALPHABET",
+    "IdKind",
+    "NormalisedId",
+    "is_valid",
+    "make_resident_id",
+    "make_uscc",
+    "normalise",
+    "normalise_plain",
+    "normalise_resident_id",
+    "normalise_uscc",
+    "org_code_check_char",
+    "resident_id_check_char",
+    "uscc_check_char",
+]

@@ -1,0 +1,5 @@
+"""`python -m fedgate` runs the CLI."""
+
+from fedgate.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Demo support: synthetic department data with planted anomalies."""

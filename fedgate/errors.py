@@ -1,0 +1,113 @@
+"""The fedgate error tree.
+
+Domain code raises these; it never picks a transport status. ``fedgate.status``
+holds the one table from error class to gRPC status code, and the CLI turns any
+``FedgateError`` into ``diagnostics()`` and an exit code.
+
+Messages must never contain a raw identifier, a matching key or a classified
+value: they travel in gRPC details, logs and audit entries.
+"""
+
+from __future__ import annotations
+
+
+class FedgateError(Exception):
+    """Base of every error fedgate raises on purpose."""
+
+    def diagnostics(self) -> str:
+        """Text a person can act on (CLI, console); defaults to the message."""
+        return str(self)
+
+
+class ConfigError(FedgateError):
+    """A configuration file is missing, unreadable or has a wrong, missing or unknown key."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class InvalidInput(FedgateError):
+    """The caller sent something malformed (bad declaration, filter, identifier format...)."""
+
+
+class InvalidIdentifier(InvalidInput):
+    """An identifier failed normalisation or its check character; never carries the value."""
+
+
+class DataSourceError(FedgateError):
+    """A department's own data source cannot be read as declared (file, table, row)."""
+
+
+class Unauthenticated(FedgateError):
+    """The caller presented no usable identity."""
+
+
+class PermissionDenied(FedgateError):
+    """The caller's identity is known but not allowed to do this."""
+
+
+class NotFound(FedgateError):
+    """A named dataset, department or entry does not exist."""
+
+
+class FailedPrecondition(FedgateError):
+    """The request is well formed but the system is not in a state to serve it."""
+
+
+class QuotaExceeded(FedgateError):
+    """A per-caller volume quota is used up."""
+
+
+class Unavailable(FedgateError):
+    """A dependency (an adapter, the gateway) cannot be reached right now."""
+
+
+class RemoteCallFailed(FedgateError):
+    """A call to a fedgate server failed; carries the gRPC status name and the server's message."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+class ProtocolError(FedgateError):
+    """A cryptographic or wire protocol step failed.
+
+    Not raised directly: ``LocalProtocolError`` means our own caller misused an
+    API (a bug, INTERNAL); ``RemoteProtocolError`` means a peer sent bad bytes
+    (INVALID_ARGUMENT).
+    """
+
+    def __init__(self, message: str) -> None:
+        if type(self) is ProtocolError:
+            raise TypeError("raise LocalProtocolError or RemoteProtocolError")
+        super().__init__(message)
+
+
+class LocalProtocolError(ProtocolError):
+    """Our own code called a protocol function with impossible arguments."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer sent malformed protocol data."""
+
+
+class VerificationError(FedgateError):
+    """A signature, proof or checkpoint did not verify (possible tampering)."""
+
+
+class MalformedProof(VerificationError):
+    """A proof or checkpoint is not well formed (wrong length, size, encoding)."""
+
+
+class RootMismatch(VerificationError):
+    """A well-formed proof leads to a different root than the trusted one."""
+
+    def __init__(self, expected: bytes, calculated: bytes) -> None:
+        super().__init__(
+            f"root mismatch: expected {expected.hex()}, calculated {calculated.hex()}"
+        )
+        self.expected = expected
+        self.calculated = calculated

@@ -1,0 +1,34 @@
+"""Conversion between protobuf messages and domain objects, at the service edge.
+
+Only service modules and this one touch generated `*_pb2` classes.
+"""
+
+from __future__ import annotations
+
+from fedgate.datasets import DatasetDecl, FieldDecl
+from fedgate.protos.fedgate.v1 import common_pb2
+
+
+def dataset_from_proto(msg: common_pb2.DatasetSpec, department: str | None = None) -> DatasetDecl:
+    """Validate and convert a DatasetSpec; `department` fills an empty department field."""
+    dept = msg.department or department or ""
+    where = f"dataset '{dept}.{msg.name}'"
+    fields = tuple(
+        FieldDecl.build(f.name, f.type, f.level, f.key_kind or None, f.description, where=where)
+        for f in msg.fields
+    )
+    return DatasetDecl(dept, msg.name, fields, msg.description, msg.row_count)
+
+
+def dataset_to_proto(decl: DatasetDecl) -> common_pb2.DatasetSpec:
+    return common_pb2.DatasetSpec(
+        department=decl.department,
+        name=decl.name,
+        description=decl.description,
+        row_count=decl.row_count,
+        fields=[
+            common_pb2.FieldSpec(name=f.name, type=f.type.value, level=f.level,
+                                 key_kind=f.key.value if f.key else "", description=f.description)
+            for f in decl.fields
+        ],
+    )

@@ -1,0 +1,61 @@
+"""Registering and listing datasets: who may, and what is checked, before the store is touched."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fedgate.classification import Levels
+from fedgate.datasets import DatasetDecl, RegisteredDataset
+from fedgate.errors import InvalidInput, PermissionDenied
+from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
+from fedgate.gateway.registry_store import RegistryStore
+from fedgate.identity import Identity, Role
+
+
+@dataclass(frozen=True)
+class Registration:
+    department: str
+    display_name: str
+    endpoint: str
+    datasets: tuple[DatasetDecl, ...]
+
+
+class Registry:
+    def __init__(self, store: RegistryStore, levels: Levels, links: AdapterLinks) -> None:
+        self._store = store
+        self._levels = levels
+        self._links = links
+
+    async def register(self, caller: Identity, reg: Registration) -> tuple[int, int]:
+        """Validate, check ownership and the adapter endpoint, then replace the department's datasets."""
+        if caller.role is not Role.DEPARTMENT:
+            raise PermissionDenied(f"only a department certificate may register datasets (caller is {caller})")
+        if caller.org != reg.department:
+            raise PermissionDenied(
+                f"certificate is for department '{caller.org}'; it cannot register datasets for '{reg.department}'"
+            )
+        names = [d.name for d in reg.datasets]
+        if len(set(names)) != len(names):
+            raise InvalidInput("the registration names the same dataset twice")
+        for decl in reg.datasets:
+            if decl.department != reg.department:
+                raise PermissionDenied(f"dataset '{decl.qualified_name}' belongs to another department")
+            decl.check_levels(self._levels)
+        if not reg.endpoint:
+            raise InvalidInput("adapter_endpoint is required (host:port the gateway can dial)")
+        served = await self._links.describe(reg.department, reg.endpoint)
+        check_same_datasets(list(reg.datasets), served)
+        return await asyncio.to_thread(
+            self._store.replace_department, reg.department, reg.display_name or reg.department,
+            reg.endpoint, list(reg.datasets))
+
+    async def list(self, caller: Identity, department: str | None) -> list[RegisteredDataset]:
+        """Datasets the caller may see: departments their own, supervisors and officers all."""
+        if caller.role is Role.DEPARTMENT:
+            if department and department != caller.org:
+                raise PermissionDenied("a department may list only its own datasets")
+            department = caller.org
+        elif caller.role not in (Role.SUPERVISOR, Role.OFFICER):
+            raise PermissionDenied(f"{caller.role.value} may not list datasets")
+        return await asyncio.to_thread(self._store.list_datasets, department)

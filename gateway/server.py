@@ -1,0 +1,61 @@
+"""Building and running the gateway server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedgate.classification import default_levels
+from fedgate.gateway.adapter_links import AdapterLinks
+from fedgate.gateway.config import GatewayConfig
+from fedgate.gateway.registry import Registry
+from fedgate.gateway.registry_store import RegistryStore
+from fedgate.gateway.services.registry import RegistryServicer
+from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
+from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    running: RunningServer
+    store: RegistryStore
+    links: AdapterLinks
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.running.stop(grace)
+        await self.links.close()
+        self.store.close()
+
+
+async def build_gateway(config: GatewayConfig) -> Gateway:
+    """Open the stores and start serving; returns once the port is bound."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await asyncio.to_thread(RegistryStore.open, config.effective_registry_url)
+    links = AdapterLinks(config.tls)
+    registry = Registry(store, default_levels(), links)
+    services = [
+        Service(registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+                RegistryServicer(registry), registry_pb2_grpc.add_RegistryServiceServicer_to_server),
+    ]
+    try:
+        running = await start_server(config.listen, config.tls, services)
+    except BaseException:
+        store.close()
+        raise
+    return Gateway(running, store, links)
+
+
+async def serve(config: GatewayConfig, ready_file: Path | None = None) -> None:
+    """Run the gateway until SIGINT/SIGTERM."""
+    gateway = await build_gateway(config)
+    log.info("gateway listening on port %d", gateway.port)
+    write_ready_file(ready_file, port=gateway.port)
+    await run_until_signalled(gateway.stop)

@@ -1,0 +1,36 @@
+"""RegistryService: protobuf in, domain call, protobuf out."""
+
+from __future__ import annotations
+
+import grpc
+
+from fedgate.gateway.registry import Registration, Registry
+from fedgate.interceptors import current_identity
+from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
+from fedgate.wire import dataset_from_proto, dataset_to_proto
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def RegisterDatasets(self, request: registry_pb2.RegisterDatasetsRequest,
+                               context: grpc.aio.ServicerContext) -> registry_pb2.RegisterDatasetsResponse:
+        reg = Registration(
+            department=request.department,
+            display_name=request.display_name,
+            endpoint=request.adapter_endpoint,
+            datasets=tuple(dataset_from_proto(d, request.department) for d in request.datasets),
+        )
+        registered, removed = await self._registry.register(current_identity(), reg)
+        return registry_pb2.RegisterDatasetsResponse(registered=registered, removed=removed)
+
+    async def ListDatasets(self, request: registry_pb2.ListDatasetsRequest,
+                           context: grpc.aio.ServicerContext) -> registry_pb2.ListDatasetsResponse:
+        found = await self._registry.list(current_identity(), request.department or None)
+        reply = registry_pb2.ListDatasetsResponse()
+        for item in found:
+            entry = reply.datasets.add(spec=dataset_to_proto(item.decl),
+                                       department_display_name=item.department_display_name)
+            entry.registered_at.FromDatetime(item.registered_at)
+        return reply

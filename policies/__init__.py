@@ -1,0 +1,1 @@
+"""Policy data: classification levels, Casbin model and policy (files, not code)."""

@@ -1,0 +1,1 @@
+"""fedgate wire contract: .proto files and their generated stubs."""

@@ -1,0 +1,35 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FieldSpec(_message.Message):
+    __slots__ = ("name", "type", "level", "key_kind", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    level: str
+    key_kind: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., level: _Optional[str] = ..., key_kind: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class DatasetSpec(_message.Message):
+    __slots__ = ("department", "name", "description", "fields", "row_count")
+    DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    department: str
+    name: str
+    description: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldSpec]
+    row_count: int
+    def __init__(self, department: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldSpec, _Mapping]]] = ..., row_count: _Optional[int] = ...) -> None: ...

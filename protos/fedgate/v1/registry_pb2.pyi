@@ -1,0 +1,53 @@
+import datetime
+
+from . import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterDatasetsRequest(_message.Message):
+    __slots__ = ("department", "display_name", "adapter_endpoint", "datasets")
+    DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    department: str
+    display_name: str
+    adapter_endpoint: str
+    datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSpec]
+    def __init__(self, department: _Optional[str] = ..., display_name: _Optional[str] = ..., adapter_endpoint: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ...) -> None: ...
+
+class RegisterDatasetsResponse(_message.Message):
+    __slots__ = ("registered", "removed")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    registered: int
+    removed: int
+    def __init__(self, registered: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ("department",)
+    DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
+    department: str
+    def __init__(self, department: _Optional[str] = ...) -> None: ...
+
+class RegisteredDataset(_message.Message):
+    __slots__ = ("spec", "department_display_name", "registered_at")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    DEPARTMENT_DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    spec: _common_pb2.DatasetSpec
+    department_display_name: str
+    registered_at: _timestamp_pb2.Timestamp
+    def __init__(self, spec: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., department_display_name: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[RegisteredDataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[RegisteredDataset, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import support
+from fedgate import pki
+from fedgate.adapters.config import AdapterConfig
+from fedgate.adapters.server import Adapter, build_adapter
+from fedgate.gateway.config import GatewayConfig
+from fedgate.gateway.server import Gateway, build_gateway
+from fedgate.identity import Identity
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private CA with the gateway, three departments, a supervisor and an officer."""
+    directory = tmp_path_factory.mktemp("certs")
+    pki.init_dir(directory, [*(Identity.department(d) for d in support.DEPARTMENTS),
+                             support.SUPERVISOR, support.OFFICER])
+    return directory
+
+
+@pytest.fixture
+async def servers(tmp_path: Path, certs: Path) -> AsyncIterator["Servers"]:
+    s = Servers(tmp_path, certs)
+    try:
+        yield s
+    finally:
+        await s.stop_all()
+
+
+class Servers:
+    """Starts real gateway and adapter servers in this event loop; stops them all at the end."""
+
+    def __init__(self, tmp: Path, certs: Path) -> None:
+        self.tmp = tmp
+        self.certs = certs
+        self.gateways: list[Gateway] = []
+        self.adapters: list[Adapter] = []
+
+    async def gateway(self, data_dir: Path | None = None) -> Gateway:
+        cfg = self.tmp / "gateway.toml"
+        cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs))
+        gw = await build_gateway(GatewayConfig.load(cfg))
+        self.gateways.append(gw)
+        return gw
+
+    def adapter_config(self, dept: str, gateway: Gateway, datasets: str, cert_stem: str | None = None) -> AdapterConfig:
+        cfg = self.tmp / f"adapter-{dept}.toml"
+        cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gateway.port}", self.certs, datasets, cert_stem))
+        return AdapterConfig.load(cfg)
+
+    async def adapter(self, dept: str, gateway: Gateway, datasets: str) -> Adapter:
+        adapter = await build_adapter(self.adapter_config(dept, gateway, datasets))
+        self.adapters.append(adapter)
+        return adapter
+
+    async def stop_gateway(self, gw: Gateway) -> None:
+        self.gateways.remove(gw)
+        await gw.stop(0)
+
+    async def stop_all(self) -> None:
+        for a in self.adapters:
+            await a.stop(0)
+        for g in self.gateways:
+            await g.stop(0)

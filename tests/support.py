@@ -1,0 +1,101 @@
+"""Helpers for tests that run real fedgate servers on loopback with mTLS."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from fedgate.crypto.ids import make_uscc
+from fedgate.identity import Identity, Role
+
+SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "alice")
+OFFICER = Identity(Role.OFFICER, "audit", "bob")
+DEPARTMENTS = ("hrss", "samr", "tax")
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def gateway_toml(data_dir: Path, certs: Path) -> str:
+    return (f'listen = "127.0.0.1:0"\ndata_dir = "{data_dir}"\n\n[tls]\n'
+            f'ca = "{certs}/ca.pem"\ncert = "{certs}/gateway.pem"\nkey = "{certs}/gateway.key"\n')
+
+
+def adapter_toml(dept: str, gateway: str, certs: Path, datasets: str, cert_stem: str | None = None) -> str:
+    stem = cert_stem or f"dept-{dept}"
+    return (f'department = "{dept}"\nlisten = "127.0.0.1:0"\ngateway = "{gateway}"\n'
+            f'register_timeout_s = 10\n\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{stem}.pem"\n'
+            f'key = "{certs}/{stem}.key"\n\n{datasets}')
+
+
+def uscc(i: int) -> str:
+    """A valid unified social credit code, numbered i."""
+    return make_uscc(f"91330100MA2{i:06d}")
+
+
+SUBSIDIES_CSV = "uscc,company_name,amount_fen\n" + "".join(
+    f"{uscc(i)},公司{i},{1000 * i}\n" for i in range(1, 21))
+
+SUBSIDIES_DECL = """
+[[datasets]]
+name = "subsidies"
+description = "稳岗补贴"
+source = {{ kind = "csv", path = "{path}" }}
+
+[[datasets.fields]]
+name = "uscc"
+type = "string"
+level = "L3"
+key = "uscc"
+
+[[datasets.fields]]
+name = "company_name"
+type = "string"
+level = "L2"
+
+[[datasets.fields]]
+name = "amount_fen"
+type = "int"
+level = "L3"
+"""
+
+COMPANIES_DECL = """
+[[datasets]]
+name = "companies"
+source = {{ kind = "{kind}", {where}, table = "companies" }}
+
+[[datasets.fields]]
+name = "uscc"
+type = "string"
+level = "L2"
+key = "uscc"
+
+[[datasets.fields]]
+name = "status"
+type = "string"
+level = "L1"
+"""
+
+
+def write_companies(engine_url: str, n: int = 15) -> None:
+    engine = sa.create_engine(engine_url)
+    meta = sa.MetaData()
+    table = sa.Table("companies", meta, sa.Column("uscc", sa.String), sa.Column("status", sa.String))
+    with engine.begin() as conn:
+        meta.drop_all(conn)
+        meta.create_all(conn)
+        conn.execute(table.insert(), [{"uscc": uscc(i), "status": "存续"} for i in range(n)])
+    engine.dispose()
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+        engine = sa.create_engine(PG_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
