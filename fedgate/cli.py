@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from fedgate.datasets import RegisteredDataset
@@ -44,7 +45,7 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except FedgateError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.diagnostics()}", markup=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(exc.diagnostics())}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
