@@ -134,7 +134,9 @@ def normalise_resident_id(raw: str) -> str:
     label = _LABELS[IdKind.RESIDENT_ID]
     value = _compact(label, raw)
     if len(value) != _ID_LENGTH:
-        hint = " (15-digit first-generation IDs must be converted first)" if len(value) == 15 else ""
+        hint = ""
+        if len(value) == 15:
+            hint = " (15-digit first-generation IDs must be converted first)"
         raise InvalidIdentifier(f"{label} must have 18 characters, got {len(value)}{hint}")
     for i, c in enumerate(value[:17]):
         if c not in _DIGITS:

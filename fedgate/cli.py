@@ -111,11 +111,13 @@ def adapter_serve(
 
 
 def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:
-    table = RichTable("department", "dataset", "rows", "fields (level, 🔑 = key)", title="Registered datasets")
+    table = RichTable("department", "dataset", "rows", "level  field", title="Registered datasets")
     for item in datasets:
         d = item.decl
-        fields = ", ".join(f"{f.name}{' 🔑' + f.key.value if f.key else ''} {f.level}" for f in d.fields)
-        table.add_row(f"{d.department} {item.department_display_name}", d.name, f"{d.row_count:,}", fields)
+        fields = "\n".join(f"{f.level}  {f.name}" + (f"  [key: {f.key.value}]" if f.key else "")
+                           for f in d.fields)
+        table.add_row(f"{d.department}\n{item.department_display_name}", d.name, f"{d.row_count:,}",
+                      escape(fields), end_section=True)
     return table
 
 
@@ -155,12 +157,14 @@ def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where data, certificates, configs and logs go.")] = Path("fedgate-demo"),
     rows: Annotated[int, typer.Option(min=100, help="Rows per dataset.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 20261129,
+    keep_running: Annotated[bool, typer.Option(help="Keep the servers up until Ctrl-C.")] = False,
 ) -> None:
     """Generate data and certificates, start a gateway and every department adapter, show the registry."""
     from fedgate.demo.runner import run_demo
 
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}"),
-                                   on_datasets=lambda ds: console.print(datasets_table(ds))))
+                                   on_datasets=lambda ds: console.print(datasets_table(ds)),
+                                   keep_running=keep_running))
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments; "
                   "all servers stopped cleanly")
 

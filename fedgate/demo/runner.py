@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,10 +81,28 @@ async def _check_health(address: str, tls: TlsFiles, server: Identity) -> None:
         raise FailedPrecondition(f"{server} at {address} reports {reply.status}")
 
 
+def _wait_for_interrupt(address: str, certs: Path, say: Callable[[str], None]) -> None:
+    files = TlsFiles.in_dir(certs, SUPERVISOR)
+    say("servers keep running; as the demo supervisor, in another shell:\n"
+        f"  export FEDGATE_GATEWAY={address} FEDGATE_CA={files.ca} FEDGATE_CERT={files.cert} "
+        f"FEDGATE_KEY={files.key}\n  fedgate datasets\n"
+        "press Ctrl-C to stop them")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stopping")
+
+
 def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
              say: Callable[[str], None] = print,
-             on_datasets: Callable[[list[RegisteredDataset]], None] | None = None) -> DemoResult:
-    """Run the whole demo; every server process is stopped on return, Ctrl-C included."""
+             on_datasets: Callable[[list[RegisteredDataset]], None] | None = None,
+             keep_running: bool = False) -> DemoResult:
+    """Run the whole demo; every server process is stopped on return, Ctrl-C included.
+
+    With `keep_running`, the servers stay up after the scenarios until Ctrl-C,
+    so the CLI can be pointed at them.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     say(f"generating demo data ({rows} rows per dataset, seed {seed}) in {workdir}")
     departments = generate(workdir, rows=rows, seed=seed)
@@ -118,6 +137,8 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
         result.datasets = asyncio.run(check_and_list())
         if on_datasets:
             on_datasets(result.datasets)
+        if keep_running:
+            _wait_for_interrupt(address, certs, say)
     finally:
         # Adapters first, so none of them is left talking to a gateway that is gone.
         for proc in reversed(started):
