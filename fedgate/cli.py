@@ -155,14 +155,14 @@ def datasets_cmd(
 @app.command("demo")
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where data, certificates, configs and logs go.")] = Path("fedgate-demo"),
-    rows: Annotated[int, typer.Option(min=100, help="Rows per dataset.")] = 10_000,
+    rows: Annotated[int, typer.Option(min=200, help="Rows per dataset.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 20261129,
     keep_running: Annotated[bool, typer.Option(help="Keep the servers up until Ctrl-C.")] = False,
 ) -> None:
     """Generate data and certificates, start a gateway and every department adapter, show the registry."""
     from fedgate.demo.runner import run_demo
 
-    result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}"),
+    result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    on_datasets=lambda ds: console.print(datasets_table(ds)),
                                    keep_running=keep_running))
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments; "

@@ -83,11 +83,12 @@ async def _check_health(address: str, tls: TlsFiles, server: Identity) -> None:
 
 def _wait_for_interrupt(address: str, certs: Path, say: Callable[[str], None]) -> None:
     files = TlsFiles.in_dir(certs, SUPERVISOR)
-    say("servers keep running; as the demo supervisor, in another shell:\n"
-        f"  export FEDGATE_GATEWAY={address} FEDGATE_CA={files.ca} FEDGATE_CERT={files.cert} "
-        f"FEDGATE_KEY={files.key}\n  fedgate datasets\n"
-        "press Ctrl-C to stop them")
     try:
+        # Inside the try: a Ctrl-C right after the prompt is the normal way out too.
+        say("servers keep running; as the demo supervisor, in another shell:\n"
+            f"  export FEDGATE_GATEWAY={address} FEDGATE_CA={files.ca} FEDGATE_CERT={files.cert} "
+            f"FEDGATE_KEY={files.key}\n  fedgate datasets\n"
+            "press Ctrl-C to stop them")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
