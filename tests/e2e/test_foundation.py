@@ -182,3 +182,22 @@ async def test_client_library_reports_status(servers) -> None:
     with pytest.raises(RemoteCallFailed) as err:
         await list_as(gw.port, servers.certs, GATEWAY)
     assert err.value.code == "PERMISSION_DENIED"
+
+
+async def test_health_and_reflection_on_every_server(servers, tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    gw = await servers.gateway()
+    hrss = await servers.adapter("hrss", gw, subsidies(tmp_path))
+    tls = TlsFiles.in_dir(servers.certs, support.OFFICER)
+    for address, server, service in ((f"127.0.0.1:{gw.port}", GATEWAY, "fedgate.v1.RegistryService"),
+                                     (hrss.endpoint, Identity.department("hrss"), "fedgate.v1.AdapterService")):
+        async with secure_channel(address, tls, server) as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+            names = [s.name async for reply in call for s in reply.list_services_response.service]
+            assert service in names and "grpc.health.v1.Health" in names
