@@ -8,17 +8,21 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import RegisteredDataset
 from fedgate.errors import FedgateError
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from fedgate.client import GatewayClient
 
 app = typer.Typer(help="fedgate: privacy-preserving federated data-sharing gateway (可用不可见).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -28,6 +32,8 @@ adapter_app = typer.Typer(help="Run a department adapter.", no_args_is_help=True
 app.add_typer(certs_app, name="certs")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(adapter_app, name="adapter")
+audit_app = typer.Typer(help="Read, prove and verify the audit log (security officers).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -167,6 +173,164 @@ def demo_cmd(
                                    keep_running=keep_running))
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments; "
                   "all servers stopped cleanly")
+
+
+def _client(gateway: str, ca: Path, cert: Path, key: Path) -> "GatewayClient":
+    from fedgate.client import GatewayClient
+
+    return GatewayClient(gateway, TlsFiles(ca, cert, key))
+
+
+def entries_table(items: list[tuple[int, AuditEntry]]) -> RichTable:
+    table = RichTable("#", "time (UTC)", "subject", "action", "decision", "datasets", "case", "sizes", "reason",
+                      title="Audit entries")
+    for index, e in items:
+        colour = {"allow": "green", "deny": "red"}.get(e.decision, "yellow")
+        table.add_row(str(index), e.time.replace("T", " ").rstrip("Z"), e.subject.removeprefix("spiffe://fedgate/"),
+                      e.action, f"[{colour}]{e.decision}[/] {e.status}", escape(", ".join(e.datasets)),
+                      escape(e.case_number), ", ".join(f"{k}={v}" for k, v in e.result_sizes),
+                      escape(e.reason))
+    return table
+
+
+def _print_entries(items: list[tuple[int, AuditEntry]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"index": i, **e.to_dict()} for i, e in items], ensure_ascii=False, indent=2))
+    else:
+        console.print(entries_table(items))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@audit_app.command("tail")
+def audit_tail(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+               n: Annotated[int, typer.Option("-n", min=1, max=10_000, help="How many entries.")] = 20,
+               as_json: JsonOpt = False) -> None:
+    """The newest audit entries, oldest of them first."""
+    async def go() -> list[tuple[int, AuditEntry]]:
+        async with _client(gateway, ca, cert, key) as client:
+            return list(reversed(await client.search(limit=n)))
+
+    _print_entries(_run(lambda: asyncio.run(go())), as_json)
+
+
+@audit_app.command("search")
+def audit_search(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    subject: Annotated[str, typer.Option(help="Caller SPIFFE ID, e.g. spiffe://fedgate/supervisor/dcb/alice.")] = "",
+    dataset: Annotated[str, typer.Option(help="Qualified dataset, e.g. hrss.subsidies.")] = "",
+    case: Annotated[str, typer.Option("--case", help="Case number (督查事项编号).")] = "",
+    decision: Annotated[str, typer.Option(help="allow, deny or error.")] = "",
+    action: Annotated[str, typer.Option(help="e.g. registry.register, audit.read.")] = "",
+    since: Annotated[str, typer.Option(help="RFC 3339 UTC time, inclusive (e.g. 2026-11-29T00:00:00Z).")] = "",
+    until: Annotated[str, typer.Option(help="RFC 3339 UTC time, exclusive.")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Entries matching every given criterion, newest first."""
+    async def go() -> list[tuple[int, AuditEntry]]:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.search(subject=subject, dataset=dataset, case_number=case, decision=decision,
+                                       action=action, since=since, until=until, limit=limit)
+
+    _print_entries(_run(lambda: asyncio.run(go())), as_json)
+
+
+VkeyOpt = Annotated[Path, typer.Option("--vkey", envvar="FEDGATE_LOG_VKEY",
+                                       help="The gateway's pinned log verifier key (log-signing.vkey).")]
+
+
+@audit_app.command("proof")
+def audit_proof(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, vkey: VkeyOpt,
+                index: Annotated[int, typer.Argument(min=0, help="Entry index.")],
+                size: Annotated[int, typer.Option(min=0, help="Tree size (0: latest).")] = 0,
+                as_json: JsonOpt = False) -> None:
+    """Fetch an entry's inclusion proof and check it against the signed checkpoint."""
+    from fedgate.audit_verify import check_inclusion
+    from fedgate.signing_key import read_vkey
+
+    async def go() -> Any:
+        async with _client(gateway, ca, cert, key) as client:
+            proof = await client.inclusion_proof(index, size)
+        return proof, check_inclusion(proof.index, proof.body, list(proof.hashes), proof.checkpoint, read_vkey(vkey))
+
+    proof, cp = _run(lambda: asyncio.run(go()))
+    out = {"index": proof.index, "size": cp.size, "leaf_hash": proof.leaf_hash.hex(),
+           "proof": [h.hex() for h in proof.hashes], "root": cp.root_hash.hex(), "verified": True,
+           "entry": AuditEntry.from_canonical(proof.body).to_dict()}
+    if as_json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    console.print(entries_table([(proof.index, AuditEntry.from_canonical(proof.body))]))
+    console.print(f"leaf hash {out['leaf_hash']}\nproof ({len(out['proof'])} hashes):")
+    for h in out["proof"]:
+        console.print(f"  {h}")
+    console.print(f"[green]OK:[/] entry {proof.index} is included in the signed tree of size {cp.size}, "
+                  f"root {out['root']}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    vkey: VkeyOpt,
+    gateway: Annotated[str, typer.Option("--gateway", envvar="FEDGATE_GATEWAY", help="Gateway host:port.")] = "",
+    ca: Annotated[Path | None, typer.Option("--ca", envvar="FEDGATE_CA")] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", envvar="FEDGATE_CERT")] = None,
+    key: Annotated[Path | None, typer.Option("--key", envvar="FEDGATE_KEY")] = None,
+    db: Annotated[str, typer.Option(help="Read the store directly (SQLAlchemy URL or SQLite path) "
+                                         "instead of asking a gateway.")] = "",
+    state: Annotated[Path | None, typer.Option(help="Where the last verified checkpoint and leaf hashes are kept "
+                                                    "(default: ~/.local/state/fedgate/audit/<gateway or db>).")] = None,
+    no_state: Annotated[bool, typer.Option("--no-state", help="Do not read or update the trusted state.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay the whole log against its signed checkpoints and the last verified state.
+
+    Exit 0 when the log verifies (the trusted state then moves forward); exit 1
+    naming the first bad index when an entry was altered, dropped, reordered or
+    truncated, or a checkpoint was signed with another key.
+    """
+    from fedgate.audit_verify import TrustedState, verify_store
+    from fedgate.signing_key import read_vkey
+
+    where = db or gateway
+    if not where:
+        raise typer.BadParameter("give --gateway (with --ca/--cert/--key) or --db")
+    state_dir = None if no_state else (state or Path.home() / ".local/state/fedgate/audit"
+                                       / "".join(c if c.isalnum() else "_" for c in where))
+
+    def go() -> Any:
+        pinned = read_vkey(vkey)
+        trusted = TrustedState.load(state_dir) if state_dir else None
+        if db:
+            report = verify_store(db, pinned, trusted)
+        else:
+            if not (ca and cert and key):
+                raise typer.BadParameter("--gateway needs --ca, --cert and --key")
+
+            async def remote() -> Any:
+                async with _client(gateway, ca, cert, key) as client:
+                    return await client.verify_log(pinned, trusted)
+            report = asyncio.run(remote())
+        if state_dir:
+            TrustedState(report.latest_note, report.leaf_hashes).save(state_dir)
+        return report
+
+    try:
+        report = go()
+    except FedgateError as exc:
+        if as_json:
+            print(json.dumps({"ok": False, "bad_index": getattr(exc, "index", None), "error": str(exc)},
+                             ensure_ascii=False))
+        else:
+            err_console.print(f"[bold red]FAIL:[/] {escape(exc.diagnostics())}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps({"ok": True, "size": report.size, "root": report.root.hex(),
+                          "checkpoints_checked": report.checkpoints_checked}))
+    else:
+        console.print(f"[green]OK:[/] {report.size} entries verified against {report.checkpoints_checked} "
+                      f"signed checkpoints; root {report.root.hex()}")
 
 
 def main() -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 import grpc
 
+from fedgate.audit_entry import AuditEntry
+from fedgate.audit_verify import TrustedState, VerifyReport, verify_log
+from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.datasets import RegisteredDataset
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import GATEWAY
-from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
+from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
@@ -23,6 +28,7 @@ class GatewayClient:
     def __init__(self, address: str, tls: TlsFiles, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._channel = secure_channel(address, tls, GATEWAY)
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._timeout = timeout
 
     async def __aenter__(self) -> GatewayClient:
@@ -36,13 +42,58 @@ class GatewayClient:
         await self._channel.close()
 
     async def list_datasets(self, department: str | None = None) -> list[RegisteredDataset]:
-        try:
+        async with _calling():
             reply = await self._registry.ListDatasets(
                 registry_pb2.ListDatasetsRequest(department=department or ""), timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise RemoteCallFailed(exc.code().name, exc.details() or "") from None
         return [
             RegisteredDataset(dataset_from_proto(item.spec), item.department_display_name,
                               item.registered_at.ToDatetime(tzinfo=dt.timezone.utc))
             for item in reply.datasets
         ]
+
+    # --- audit (security officers) ---
+
+    async def checkpoint(self, size: int = 0) -> tuple[int, str]:
+        """The signed checkpoint at `size` (0: the latest)."""
+        async with _calling():
+            reply = await self._audit.GetCheckpoint(audit_pb2.GetCheckpointRequest(size=size), timeout=self._timeout)
+        return reply.size, reply.note
+
+    async def entries(self, start: int = 0, stop: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+        """Raw canonical entries [start, stop) in index order."""
+        async with _calling():
+            async for item in self._audit.GetEntries(audit_pb2.GetEntriesRequest(start=start, stop=stop)):
+                yield item.index, item.body
+
+    async def checkpoints(self, start_size: int = 1, stop_size: int = 0) -> dict[int, str]:
+        async with _calling():
+            return {c.size: c.note async for c in self._audit.GetCheckpoints(
+                audit_pb2.GetCheckpointsRequest(start_size=start_size, stop_size=stop_size))}
+
+    async def search(self, **criteria: str | int) -> list[tuple[int, AuditEntry]]:
+        """Entries matching every criterion (subject, dataset, case_number, decision, action, since, until, limit)."""
+        async with _calling():
+            return [(e.index, AuditEntry.from_canonical(e.body)) async for e in self._audit.SearchEntries(
+                audit_pb2.SearchEntriesRequest(**criteria), timeout=self._timeout)]  # type: ignore[arg-type]
+
+    async def inclusion_proof(self, index: int, size: int = 0) -> audit_pb2.InclusionProof:
+        async with _calling():
+            return await self._audit.GetInclusionProof(
+                audit_pb2.GetInclusionProofRequest(index=index, size=size), timeout=self._timeout)
+
+    async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
+        """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.audit_verify)."""
+        size, latest = await self.checkpoint()
+        notes = await self.checkpoints(1, size)
+        items = [item async for item in self.entries(0, size)]
+        # Entries beyond `size` are appended meanwhile (this very call is one); they are checked next time.
+        return verify_log(items, notes, latest, vkey, trusted)
+
+
+@contextlib.asynccontextmanager
+async def _calling() -> AsyncIterator[None]:
+    """Turn a failed RPC into RemoteCallFailed with the server's status and message."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise RemoteCallFailed(exc.code().name, exc.details() or "") from None

@@ -1,12 +1,17 @@
 """The server interceptor chain shared by the gateway and the adapters.
 
-Order, outermost first, for every method except health and reflection:
-1. error mapping: a FedgateError becomes its status code (fedgate.status);
-   anything unexpected becomes INTERNAL with a generic message (logged here,
-   never sent to the caller);
-2. identity: the caller's fedgate identity is read from the certificate the TLS
-   layer verified and kept in a contextvar (``current_identity()``).
-Service code never reads identity from a request field.
+For every method except health and reflection, in this order:
+1. identity: the caller's fedgate identity is read from the certificate the TLS
+   layer verified and kept in a contextvar (``current_identity()``); service
+   code never reads identity from a request field;
+2. the service runs, annotating ``current_record()`` with what it did
+   (action, datasets, fields, purpose, case number, rule, result sizes);
+3. completion hook (the gateway's audit log): called with the record and the
+   final status *before* the reply leaves, so an acknowledged request is
+   always logged; if the hook fails the call fails with UNAVAILABLE;
+4. error mapping: a FedgateError becomes its status code (fedgate.status);
+   anything unexpected becomes INTERNAL with a generic message (details are
+   logged here, never sent to the caller).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from fedgate.errors import FedgateError, Unauthenticated
 from fedgate.identity import Identity, identity_from_pem
@@ -24,8 +31,30 @@ from fedgate.status import status_for
 
 log = logging.getLogger(__name__)
 
-_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("fedgate_identity")
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+INTERNAL_MESSAGE = "internal error in the server; the operator's log has the details"
+
+
+@dataclass
+class RequestRecord:
+    """What one RPC did, filled in by the service; the audit log's raw material."""
+
+    method: str
+    identity: Identity | None = None
+    action: str = ""
+    datasets: list[str] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)
+    purpose: str = ""
+    case_number: str = ""
+    rule: str = ""
+    result_sizes: dict[str, int] = field(default_factory=dict)
+    trace_id: str = ""
+
+
+CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]]
+
+_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("fedgate_identity")
+_record: contextvars.ContextVar[RequestRecord] = contextvars.ContextVar("fedgate_record")
 
 
 def current_identity() -> Identity:
@@ -36,6 +65,11 @@ def current_identity() -> Identity:
         raise Unauthenticated("no verified caller identity for this call") from None
 
 
+def current_record() -> RequestRecord:
+    """The record of the RPC being served, for the service to annotate."""
+    return _record.get()
+
+
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert") or []
@@ -44,15 +78,23 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
     return identity_from_pem(pems[0])
 
 
-async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def _status_of(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, FedgateError):
-        await context.abort(status_for(exc), str(exc))
+        return status_for(exc), str(exc)
     log.error("unexpected error in %s", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error in the server; the operator's log has the details")
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Error mapping and identity for every fedgate service method."""
+    """Identity, completion hook (audit) and error mapping for every fedgate service method."""
+
+    def __init__(self, on_complete: CompletionHook | None = None) -> None:
+        self._on_complete = on_complete
 
     async def intercept_service(
         self,
@@ -63,47 +105,62 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        kinds = (
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler, self._wrap_unary),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler, self._wrap_unary),
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler, self._wrap_stream),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, self._wrap_stream),
+        )
+        behavior, make, wrap = next(k for k in kinds if k[0] is not None)
+        return make(wrap(behavior, method), request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
 
+    def _begin(self, method: str, context: grpc.aio.ServicerContext) -> RequestRecord:
+        record = RequestRecord(method, trace_id=_trace_id())
+        _record.set(record)
+        record.identity = peer_identity(context)
+        _identity.set(record.identity)
+        return record
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            _identity.set(peer_identity(context))
-            return await behavior(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort_for(exc, context, method)
-    return wrapper
+    async def _finish(self, record: RequestRecord, code: grpc.StatusCode, message: str,
+                      context: grpc.aio.ServicerContext) -> None:
+        """Run the completion hook, then abort with `code` unless it is OK."""
+        if self._on_complete is not None:
+            try:
+                await self._on_complete(record, code, message)
+            except Exception as exc:  # the request must not succeed unrecorded
+                log.error("audit hook failed for %s", record.method, exc_info=exc)
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    "the audit log is unavailable, so the request was not served; retry later")
+        if code is not grpc.StatusCode.OK:
+            await context.abort(code, message)
 
+    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            record = RequestRecord(method)
+            try:
+                record = self._begin(method, context)
+                result = await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._finish(record, *_status_of(exc, method), context)
+                raise  # unreachable: _finish aborts
+            await self._finish(record, grpc.StatusCode.OK, "", context)
+            return result
+        return wrapper
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            _identity.set(peer_identity(context))
-            async for item in behavior(request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort_for(exc, context, method)
-    return wrapper
+    def _wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            record = RequestRecord(method)
+            try:
+                record = self._begin(method, context)
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._finish(record, *_status_of(exc, method), context)
+                raise
+            await self._finish(record, grpc.StatusCode.OK, "", context)
+        return wrapper

@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedgate.errors import ConfigError
-from fedgate.interceptors import ServiceInterceptor
+from fedgate.interceptors import CompletionHook, ServiceInterceptor
 from fedgate.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,11 @@ class RunningServer:
 
 
 async def start_server(listen: str, tls: TlsFiles, services: Iterable[Service],
-                       options: list[tuple[str, Any]] | None = None) -> RunningServer:
+                       options: list[tuple[str, Any]] | None = None,
+                       on_complete: CompletionHook | None = None) -> RunningServer:
     """Start a grpc.aio server with mTLS on `listen` (port 0 picks a free port)."""
     services = list(services)
-    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=options or [])
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(on_complete)], options=options or [])
     for svc in services:
         svc.add(svc.servicer, server)
     health_servicer = health.aio.HealthServicer()

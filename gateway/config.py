@@ -8,11 +8,16 @@ from pathlib import Path
 from fedgate.tls import TlsFiles
 from fedgate.tomlconfig import Table
 
+DEFAULT_ORIGIN = "fedgate.local/audit"
+
 EXAMPLE = """\
 # fedgate gateway configuration. Paths are relative to this file.
 listen = "127.0.0.1:50051"      # host:port; port 0 picks a free port
 data_dir = "gateway-data"       # registry (and later the audit log) live here
 # registry_url = "postgresql+psycopg://fedgate@db/fedgate"  # default: SQLite in data_dir
+# audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir
+# log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
+# signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing
 
 [tls]
 ca = "certs/ca.pem"
@@ -27,10 +32,21 @@ class GatewayConfig:
     data_dir: Path
     tls: TlsFiles
     registry_url: str = ""
+    audit_url: str = ""
+    log_origin: str = DEFAULT_ORIGIN
+    signing_key: Path | None = None
 
     @property
     def effective_registry_url(self) -> str:
         return self.registry_url or f"sqlite+pysqlite:///{self.data_dir / 'registry.db'}"
+
+    @property
+    def effective_audit_url(self) -> str:
+        return self.audit_url or f"sqlite+pysqlite:///{self.data_dir / 'audit.db'}"
+
+    @property
+    def effective_signing_key(self) -> Path:
+        return self.signing_key or self.data_dir / "log-signing.key"
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -40,6 +56,9 @@ class GatewayConfig:
             listen=table.str("listen"),
             data_dir=table.path("data_dir"),
             registry_url=table.str("registry_url", ""),
+            audit_url=table.str("audit_url", ""),
+            log_origin=table.str("log_origin", DEFAULT_ORIGIN),
+            signing_key=table.path("signing_key", None),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from fedgate.gateway.registry import Registration, Registry
-from fedgate.interceptors import current_identity
+from fedgate.interceptors import current_identity, current_record
 from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
 from fedgate.wire import dataset_from_proto, dataset_to_proto
 
@@ -16,6 +16,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def RegisterDatasets(self, request: registry_pb2.RegisterDatasetsRequest,
                                context: grpc.aio.ServicerContext) -> registry_pb2.RegisterDatasetsResponse:
+        record = current_record()
+        record.action = "registry.register"
+        record.datasets = [f"{request.department}.{d.name}" for d in request.datasets]
         reg = Registration(
             department=request.department,
             display_name=request.display_name,
@@ -23,11 +26,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             datasets=tuple(dataset_from_proto(d, request.department) for d in request.datasets),
         )
         registered, removed = await self._registry.register(current_identity(), reg)
+        record.result_sizes.update(registered=registered, removed=removed)
         return registry_pb2.RegisterDatasetsResponse(registered=registered, removed=removed)
 
     async def ListDatasets(self, request: registry_pb2.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> registry_pb2.ListDatasetsResponse:
+        record = current_record()
+        record.action = "registry.list"
         found = await self._registry.list(current_identity(), request.department or None)
+        record.result_sizes["datasets"] = len(found)
         reply = registry_pb2.ListDatasetsResponse()
         for item in found:
             entry = reply.datasets.add(spec=dataset_to_proto(item.decl),

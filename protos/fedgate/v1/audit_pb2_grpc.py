@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from . import audit_pb2 as fedgate_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -33,14 +34,115 @@ class AuditServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetCheckpoint = channel.unary_unary(
+                '/fedgate.v1.AuditService/GetCheckpoint',
+                request_serializer=fedgate_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_audit__pb2.SignedCheckpoint.FromString,
+                _registered_method=True)
+        self.GetEntries = channel.unary_stream(
+                '/fedgate.v1.AuditService/GetEntries',
+                request_serializer=fedgate_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_audit__pb2.LogEntry.FromString,
+                _registered_method=True)
+        self.GetCheckpoints = channel.unary_stream(
+                '/fedgate.v1.AuditService/GetCheckpoints',
+                request_serializer=fedgate_dot_v1_dot_audit__pb2.GetCheckpointsRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_audit__pb2.SignedCheckpoint.FromString,
+                _registered_method=True)
+        self.SearchEntries = channel.unary_stream(
+                '/fedgate.v1.AuditService/SearchEntries',
+                request_serializer=fedgate_dot_v1_dot_audit__pb2.SearchEntriesRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_audit__pb2.LogEntry.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/fedgate.v1.AuditService/GetInclusionProof',
+                request_serializer=fedgate_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_audit__pb2.InclusionProof.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/fedgate.v1.AuditService/GetConsistencyProof',
+                request_serializer=fedgate_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def GetCheckpoint(self, request, context):
+        """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """Entries [start, stop) in index order, as the exact canonical bytes hashed
+        into the tree, so the caller can re-hash them itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoints(self, request, context):
+        """Every stored checkpoint with size in [start_size, stop_size].
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchEntries(self, request, context):
+        """Entries matching all given criteria, newest first, at most `limit`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=fedgate_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_audit__pb2.SignedCheckpoint.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=fedgate_dot_v1_dot_audit__pb2.GetEntriesRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_audit__pb2.LogEntry.SerializeToString,
+            ),
+            'GetCheckpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetCheckpoints,
+                    request_deserializer=fedgate_dot_v1_dot_audit__pb2.GetCheckpointsRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_audit__pb2.SignedCheckpoint.SerializeToString,
+            ),
+            'SearchEntries': grpc.unary_stream_rpc_method_handler(
+                    servicer.SearchEntries,
+                    request_deserializer=fedgate_dot_v1_dot_audit__pb2.SearchEntriesRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_audit__pb2.LogEntry.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=fedgate_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_audit__pb2.InclusionProof.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=fedgate_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_audit__pb2.ConsistencyProof.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'fedgate.v1.AuditService', rpc_method_handlers)
@@ -51,3 +153,165 @@ def add_AuditServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AuditService/GetCheckpoint',
+            fedgate_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+            fedgate_dot_v1_dot_audit__pb2.SignedCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedgate.v1.AuditService/GetEntries',
+            fedgate_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+            fedgate_dot_v1_dot_audit__pb2.LogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedgate.v1.AuditService/GetCheckpoints',
+            fedgate_dot_v1_dot_audit__pb2.GetCheckpointsRequest.SerializeToString,
+            fedgate_dot_v1_dot_audit__pb2.SignedCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedgate.v1.AuditService/SearchEntries',
+            fedgate_dot_v1_dot_audit__pb2.SearchEntriesRequest.SerializeToString,
+            fedgate_dot_v1_dot_audit__pb2.LogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AuditService/GetInclusionProof',
+            fedgate_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            fedgate_dot_v1_dot_audit__pb2.InclusionProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AuditService/GetConsistencyProof',
+            fedgate_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            fedgate_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,153 @@
+"""Replaying the audit log against signed and trusted checkpoints (`fedgate audit verify`).
+
+Pure: it takes the entries and checkpoints a gateway served and the keys and
+state the officer trusts, and raises ``LogTampered`` naming the first bad index.
+The officer's state directory holds the last verified checkpoint and the leaf
+hashes up to it, so a log rewritten even with the real signing key is caught
+and located on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedgate.audit_entry import AuditEntry
+from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
+from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, verify_inclusion
+from fedgate.errors import FedgateError, VerificationError
+
+HASHER = RFC6962_SHA256
+
+
+class LogTampered(VerificationError):
+    """The log does not match what was signed or trusted; `index` is the first bad entry."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"audit log fails verification at index {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrustedState:
+    """What an officer verified before: a signed checkpoint and the leaf hashes it covers."""
+
+    checkpoint_note: str
+    leaf_hashes: tuple[bytes, ...]
+
+    @classmethod
+    def load(cls, directory: Path) -> TrustedState | None:
+        note_path, leaves_path = directory / "checkpoint", directory / "leaves"
+        if not note_path.exists():
+            return None
+        raw = leaves_path.read_bytes() if leaves_path.exists() else b""
+        if len(raw) % 32:
+            raise FedgateError(f"{leaves_path}: corrupt (length is not a multiple of 32)")
+        return cls(note_path.read_text(), tuple(raw[i:i + 32] for i in range(0, len(raw), 32)))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "leaves.tmp").write_bytes(b"".join(self.leaf_hashes))
+        (directory / "checkpoint.tmp").write_text(self.checkpoint_note)
+        (directory / "leaves.tmp").replace(directory / "leaves")
+        (directory / "checkpoint.tmp").replace(directory / "checkpoint")
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    size: int
+    root: bytes
+    checkpoints_checked: int
+    latest_note: str
+    leaf_hashes: tuple[bytes, ...]
+
+
+def _open(note: str, vkey: VerifierKey, origin: str | None, what: str, index: int) -> Checkpoint:
+    try:
+        return verify_checkpoint(note, vkey.name, vkey.public_key, origin=origin)
+    except VerificationError as exc:
+        raise LogTampered(index, f"{what} does not verify with the pinned key ({exc}); "
+                                 "was the signing key replaced?") from None
+
+
+def verify_log(entries: Iterable[tuple[int, bytes]], checkpoints: Mapping[int, str], latest_note: str,
+               vkey: VerifierKey, trusted: TrustedState | None = None, origin: str | None = None) -> VerifyReport:
+    """Replay every entry; raise LogTampered at the first index that breaks a signed or trusted root."""
+    trusted_cp = None
+    if trusted:
+        try:
+            trusted_cp = verify_checkpoint(trusted.checkpoint_note, vkey.name, vkey.public_key, origin=origin)
+        except VerificationError as exc:
+            raise VerificationError(f"the locally trusted checkpoint does not verify with the pinned key: {exc}; "
+                                    "check the --vkey file and the state directory") from None
+    tree = CompactRange(HASHER)
+    leaves: list[bytes] = []
+    checked = 0
+    for position, (index, body) in enumerate(entries):
+        if index != position:
+            raise LogTampered(position, f"expected entry {position}, found entry {index} "
+                                        "(an entry was dropped or the log reordered)")
+        try:
+            AuditEntry.from_canonical(body)
+        except FedgateError:
+            raise LogTampered(index, "entry is not a canonical audit entry (it was edited)") from None
+        leaf = HASHER.hash_leaf(body)
+        if trusted and index < len(trusted.leaf_hashes) and trusted.leaf_hashes[index] != leaf:
+            raise LogTampered(index, "entry differs from the one verified earlier (rewritten, dropped or reordered)")
+        tree.append(leaf)
+        leaves.append(leaf)
+        size = index + 1
+        note = checkpoints.get(size)
+        if note is not None:
+            cp = _open(note, vkey, origin, f"the checkpoint for size {size}", index)
+            checked += 1
+            if cp.size != size or cp.root_hash != tree.root():
+                raise LogTampered(index, f"the entries up to here do not hash to the root signed at size {size} "
+                                         "(an entry was rewritten, dropped or reordered)")
+        if trusted_cp and size == trusted_cp.size and trusted_cp.root_hash != tree.root():
+            raise LogTampered(index, "the entries up to here no longer hash to the trusted checkpoint's "
+                                     "root; the bad entry is at or before this index")
+    size = tree.size
+    latest = _open(latest_note, vkey, origin, "the latest checkpoint", max(size - 1, 0))
+    if trusted_cp and trusted_cp.size > size:
+        raise LogTampered(size, f"log truncated: it has {size} entries but a checkpoint for "
+                                f"{trusted_cp.size} was verified before")
+    if latest.size > size:
+        raise LogTampered(size, f"log truncated: it has {size} entries but its latest checkpoint "
+                                f"is for {latest.size}")
+    if latest.size < size:
+        raise LogTampered(latest.size, f"entries beyond the latest checkpoint (size {latest.size}) "
+                                       "are not covered by any signature")
+    if latest.root_hash != tree.root():
+        raise LogTampered(max(size - 1, 0), "the log does not hash to its latest signed root")
+    return VerifyReport(size, tree.root(), checked, latest_note, tuple(leaves))
+
+
+def check_inclusion(index: int, body: bytes, proof: list[bytes], note: str, vkey: VerifierKey) -> Checkpoint:
+    """Verify one entry's inclusion proof against a signed checkpoint; returns the checkpoint."""
+    cp = _open(note, vkey, None, "the checkpoint", index)
+    verify_inclusion(HASHER, index, cp.size, HASHER.hash_leaf(body), proof, cp.root_hash)
+    return cp
+
+
+def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
+    """Replay a log straight from its store (forensics when no gateway can run)."""
+    from fedgate.gateway.audit_store import AuditStore
+
+    if "://" not in url:
+        if not Path(url).is_file():
+            raise FedgateError(f"{url}: no such audit database")
+        url = f"sqlite+pysqlite:///file:{Path(url).resolve()}?mode=ro&uri=true"
+    store = AuditStore.open(url)
+    try:
+        latest = store.latest_checkpoint()
+        if latest is None:
+            raise LogTampered(0, "the store holds no checkpoint at all")
+        notes = dict(store.checkpoints())
+        items = ((e.index, e.body) for e in store.entries())
+        return verify_log(items, notes, latest, vkey, trusted)
+    finally:
+        store.close()

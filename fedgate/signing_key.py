@@ -1,0 +1,52 @@
+"""The gateway's Ed25519 log-signing key on disk, and its public verifier key.
+
+The private key signs audit checkpoints and query tickets. The verifier key
+(`<name>+<key id>+<base64 key>`, the C2SP signed-note format) is what adapters
+and security officers pin; it is written next to the key as `<key>.vkey`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedgate.crypto.checkpoint import VerifierKey, encode_verifier_key, parse_verifier_key
+from fedgate.errors import ConfigError, MalformedProof
+
+
+def load_or_create(path: Path, name: str) -> Ed25519PrivateKey:
+    """Load the PEM key at `path`, or create it (mode 0600) with its .vkey beside it."""
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(str(path), f"unusable log-signing key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(str(path), "log-signing key must be Ed25519")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+    vkey_path(path).write_text(encode_verifier_key(name, key.public_key()) + "\n")
+    return key
+
+
+def vkey_path(key_path: Path) -> Path:
+    return key_path.with_suffix(".vkey")
+
+
+def read_vkey(path: Path) -> VerifierKey:
+    """Read a pinned verifier key file; ConfigError names the file on any problem."""
+    try:
+        return parse_verifier_key(path.read_text().strip())
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read verifier key: {exc.strerror}") from None
+    except MalformedProof as exc:
+        raise ConfigError(str(path), f"not a verifier key: {exc}") from None

@@ -1,0 +1,130 @@
+"""What the gateway writes to its audit log for each request, and how officers read it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.errors import InvalidInput, NotFound, PermissionDenied
+from fedgate.gateway.audit_log import AuditLog
+from fedgate.gateway.audit_store import StoredEntry
+from fedgate.identity import Identity, Role
+from fedgate.interceptors import RequestRecord
+
+_DENIALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}
+MAX_SEARCH = 10_000
+
+
+def decision_for(code: grpc.StatusCode) -> str:
+    if code is grpc.StatusCode.OK:
+        return "allow"
+    return "deny" if code in _DENIALS else "error"
+
+
+def entry_for(record: RequestRecord, code: grpc.StatusCode, reason: str) -> AuditEntry:
+    """The audit entry for a finished request (allowed or refused)."""
+    ident = record.identity
+    return AuditEntry(
+        time=utc_now(),
+        subject=ident.spiffe_id if ident else "unauthenticated",
+        role=ident.role.value if ident else "",
+        action=record.action or record.method.rsplit("/", 1)[-1],
+        method=record.method,
+        decision=decision_for(code),
+        status=code.name,
+        datasets=tuple(record.datasets),
+        fields=tuple(record.fields),
+        purpose=record.purpose,
+        case_number=record.case_number,
+        rule=record.rule,
+        reason=reason,
+        result_sizes=tuple(sorted(record.result_sizes.items())),
+        trace_id=record.trace_id,
+    )
+
+
+class AuditRecorder:
+    """The gateway's completion hook: one entry per request, appended before the reply leaves."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+
+    async def __call__(self, record: RequestRecord, code: grpc.StatusCode, reason: str) -> None:
+        await self._log.append(entry_for(record, code, reason))
+
+
+@dataclass(frozen=True)
+class SearchCriteria:
+    subject: str = ""
+    dataset: str = ""
+    case_number: str = ""
+    decision: str = ""
+    action: str = ""
+    since: str = ""
+    until: str = ""
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0 < self.limit <= MAX_SEARCH:
+            raise InvalidInput(f"limit must be between 1 and {MAX_SEARCH}")
+        if self.decision and self.decision not in ("allow", "deny", "error"):
+            raise InvalidInput("decision must be allow, deny or error")
+
+    def matches(self, e: AuditEntry) -> bool:
+        # RFC 3339 UTC strings of equal precision compare in time order.
+        return ((not self.subject or e.subject == self.subject)
+                and (not self.dataset or self.dataset in e.datasets)
+                and (not self.case_number or e.case_number == self.case_number)
+                and (not self.decision or e.decision == self.decision)
+                and (not self.action or e.action == self.action)
+                and (not self.since or e.time >= self.since)
+                and (not self.until or e.time < self.until))
+
+
+def require_officer(caller: Identity) -> None:
+    if caller.role is not Role.OFFICER:
+        raise PermissionDenied(f"only security officers may read the audit log (caller is {caller})")
+
+
+class AuditReader:
+    """Read access to the log for security officers."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def checkpoint(self, size: int) -> tuple[int, str]:
+        """The stored checkpoint at `size`, or the latest stored one for 0."""
+        if size:
+            note = self.log.store.checkpoint_at(size)
+        else:
+            found = self.log.store.latest_checkpoint_with_size()
+            size, note = found if found else (0, None)
+        if note is None:
+            raise NotFound(f"no checkpoint for size {size} (the log has {self.log.size} entries)")
+        return size, note
+
+    async def entries(self, start: int, stop: int) -> AsyncIterator[StoredEntry]:
+        stop = stop or self.log.size
+        if start < 0 or stop < start:
+            raise InvalidInput("entries need 0 <= start <= stop")
+        # Batches keep memory flat however long the log is.
+        for begin in range(start, stop, 1000):
+            end = min(begin + 1000, stop)
+            for item in await asyncio.to_thread(lambda: list(self.log.store.entries(begin, end))):
+                yield item
+
+    async def search(self, criteria: SearchCriteria) -> list[StoredEntry]:
+        def scan() -> list[StoredEntry]:
+            found = []
+            for item in self.log.store.entries_newest_first():
+                if criteria.matches(AuditEntry.from_canonical(item.body)):
+                    found.append(item)
+                    if len(found) >= criteria.limit:
+                        break
+            return found
+        return await asyncio.to_thread(scan)

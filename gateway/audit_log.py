@@ -1,0 +1,89 @@
+"""The gateway's append-only audit log: entries hashed into an RFC 9162 tree, checkpoints signed.
+
+Every append stores the entry, the tree nodes it completes and a checkpoint
+signed for the new size, in one transaction, before the caller gets its index
+back. Proofs are planned by `fedgate.crypto.merkle` and read from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedgate.audit_entry import AuditEntry
+from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes, range_nodes
+from fedgate.errors import FailedPrecondition, InvalidInput
+from fedgate.gateway.audit_store import AuditStore
+
+HASHER = RFC6962_SHA256
+
+
+@dataclass(frozen=True)
+class Appended:
+    index: int
+    checkpoint: str  # signed note for size index + 1
+
+
+class AuditLog:
+    def __init__(self, store: AuditStore, key: Ed25519PrivateKey, origin: str, tree: CompactRange) -> None:
+        self.store = store
+        self._key = key
+        self.origin = origin
+        self._tree = tree
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, store: AuditStore, key: Ed25519PrivateKey, origin: str) -> AuditLog:
+        """Resume from the store, refusing to start if its tree and latest checkpoint disagree."""
+
+        def load() -> CompactRange:
+            size = store.size()
+            tree = CompactRange.from_frontier(HASHER, size, store.node_hashes(range_nodes(0, size)))
+            note = store.latest_checkpoint()
+            if size and note is None:
+                raise FailedPrecondition("audit store has entries but no checkpoint; run `fedgate audit verify`")
+            if note is not None:
+                cp = verify_checkpoint(note, origin, key.public_key(), origin=origin)
+                if cp.size != size or cp.root_hash != tree.root():
+                    raise FailedPrecondition(
+                        f"audit store is inconsistent: {size} entries but the latest checkpoint is for "
+                        f"size {cp.size} with another root; run `fedgate audit verify`")
+            return tree
+
+        return cls(store, key, origin, await asyncio.to_thread(load))
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    async def append(self, entry: AuditEntry) -> Appended:
+        """Durably append one entry; returns its index and the signed checkpoint covering it."""
+        body = entry.canonical()
+        async with self._lock:
+            tree = self._tree.copy()
+            new_nodes = tree.append(HASHER.hash_leaf(body))
+            note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), self.origin, self._key)
+            await asyncio.to_thread(self.store.append, tree.size - 1, body, new_nodes, note)
+            # Only a committed append moves the in-memory tree forward.
+            self._tree = tree
+        return Appended(tree.size - 1, note)
+
+    def latest_checkpoint(self) -> str | None:
+        return self.store.latest_checkpoint()
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        if not 0 <= index < size <= self.size:
+            raise InvalidInput(f"no inclusion proof for index {index} in a tree of size {size} "
+                               f"(the log has {self.size} entries)")
+        plan = inclusion_nodes(index, size)
+        return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)
+
+    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        if not 0 < size1 <= size2 <= self.size:
+            raise InvalidInput(f"no consistency proof from size {size1} to {size2} "
+                               f"(the log has {self.size} entries)")
+        plan = consistency_nodes(size1, size2)
+        return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)
