@@ -33,6 +33,14 @@ def test_wheel_contains_only_the_fedgate_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"fedgate"}
+    # Every package folder of the source tree must be in the wheel (the package
+    # list in pyproject.toml is explicit, so a new subpackage is easy to miss).
+    mapping = {"fedgate": "fedgate", "gateway": "fedgate/gateway", "adapters": "fedgate/adapters",
+               "crypto": "fedgate/crypto", "protos": "fedgate/protos", "policies": "fedgate/policies"}
+    for folder, target in mapping.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.relative_to(REPO / folder).as_posix()
+            assert f"{target}/{rel}" in names, f"{folder}/{rel} is missing from the wheel: add it to pyproject.toml"
     for expected in ("fedgate/gateway/server.py", "fedgate/adapters/server.py", "fedgate/crypto/ids.py",
                      "fedgate/protos/fedgate/v1/registry_pb2.py", "fedgate/protos/fedgate/v1/registry.proto",
                      "fedgate/policies/levels.toml", "fedgate/cli.py"):
