@@ -21,6 +21,8 @@ display_name = "人力资源和社会保障局"
 listen = "127.0.0.1:0"                  # port 0 picks a free port
 # advertise = "adapter.hrss.example:7443"  # what the gateway dials; default: listen host + bound port
 gateway = "127.0.0.1:50051"
+gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
+# data_dir = "hrss-adapter-data"            # the department's own disclosure log
 
 [tls]
 ca = "certs/ca.pem"
@@ -83,6 +85,8 @@ class AdapterConfig:
     gateway: str
     tls: TlsFiles
     datasets: tuple[DatasetConfig, ...]
+    gateway_log_key: Path
+    data_dir: Path
     register_timeout_s: int = 60
 
     @classmethod
@@ -97,6 +101,8 @@ class AdapterConfig:
             listen=table.str("listen"),
             advertise=table.str("advertise", ""),
             gateway=table.str("gateway"),
+            gateway_log_key=table.path("gateway_log_key"),
+            data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
             register_timeout_s=table.int("register_timeout_s", 60),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),

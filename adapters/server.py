@@ -12,12 +12,15 @@ from pathlib import Path
 import grpc
 
 from fedgate.adapters.config import AdapterConfig, DatasetConfig
+from fedgate.adapters.disclosure_log import DisclosureLog
+from fedgate.adapters.tickets import TicketGate
 from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
 from fedgate.datasets import DatasetDecl
 from fedgate.errors import ConfigError, DataSourceError, Unavailable
 from fedgate.identity import GATEWAY
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb2, registry_pb2_grpc
+from fedgate.signing_key import read_vkey
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 from fedgate.tls import secure_channel
 from fedgate.wire import dataset_to_proto
@@ -33,6 +36,7 @@ class Adapter:
     datasets: list[DatasetDecl]
     sources: dict[str, Source]
     endpoint: str
+    disclosures: DisclosureLog
 
     @property
     def port(self) -> int:
@@ -40,6 +44,7 @@ class Adapter:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.running.stop(grace)
+        self.disclosures.close()
 
 
 def check_source(ds: DatasetConfig, source: Source) -> DatasetDecl:
@@ -88,18 +93,25 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
 
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
     """Check every source, start the adapter server, then register with the gateway."""
+    vkey = read_vkey(config.gateway_log_key)
     sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
     datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
+    disclosures = DisclosureLog(config.data_dir / "disclosures.db")
+    gate = TicketGate(config.department, vkey, disclosures)
     services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
-                        AdapterServicer(config.department, datasets),
+                        AdapterServicer(config.department, datasets, sources, gate),
                         adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
-    running = await start_server(config.listen, config.tls, services)
-    adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port))
+    try:
+        running = await start_server(config.listen, config.tls, services)
+    except BaseException:
+        disclosures.close()
+        raise
+    adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port), disclosures)
     if register_now:
         try:
             await register(config, adapter.endpoint, datasets)
         except BaseException:
-            await running.stop(0)
+            await adapter.stop(0)
             raise
     return adapter
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 
 import grpc
 
+from fedgate.adapters.sources import Source
+from fedgate.adapters.tickets import TicketGate
 from fedgate.datasets import DatasetDecl
-from fedgate.errors import PermissionDenied
+from fedgate.errors import NotFound, PermissionDenied
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
@@ -22,12 +25,31 @@ def require_gateway() -> None:
 
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
-    def __init__(self, department: str, datasets: Sequence[DatasetDecl]) -> None:
+    def __init__(self, department: str, datasets: Sequence[DatasetDecl], sources: Mapping[str, Source],
+                 gate: TicketGate) -> None:
         self._department = department
         self._datasets = list(datasets)
+        self._sources = dict(sources)
+        self._gate = gate
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
         require_gateway()
         return adapter_pb2.DescribeResponse(
             department=self._department, datasets=[dataset_to_proto(d) for d in self._datasets])
+
+    async def GetLogState(self, request: adapter_pb2.GetLogStateRequest,
+                          context: grpc.aio.ServicerContext) -> adapter_pb2.LogState:
+        require_gateway()
+        return adapter_pb2.LogState(seen_size=await asyncio.to_thread(self._gate.seen_size))
+
+    async def CountRows(self, request: adapter_pb2.AdapterCountRequest,
+                        context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterCountResponse:
+        require_gateway()
+        source = self._sources.get(request.dataset)
+        if source is None:
+            raise NotFound(f"this adapter serves no dataset '{request.dataset}'")
+        admission = await self._gate.admit(request.ticket, "query.count", request.dataset)
+        rows = await asyncio.to_thread(source.count)
+        await admission.served(rows)
+        return adapter_pb2.AdapterCountResponse(rows=rows)

@@ -45,7 +45,9 @@ __all__ = [
     "VerifierKey",
     "encode_verifier_key",
     "parse_verifier_key",
+    "open_note",
     "sign_checkpoint",
+    "sign_note",
     "verify_checkpoint",
 ]
 
@@ -164,7 +166,7 @@ def sign_checkpoint(cp: Checkpoint, signer_name: str, private_key: Ed25519Privat
 
     The spec says the log's key name SHOULD equal ``cp.origin``.
     """
-    return _sign_note(cp.to_text(), signer_name, private_key)
+    return sign_note(cp.to_text(), signer_name, private_key)
 
 
 def verify_checkpoint(
@@ -178,7 +180,7 @@ def verify_checkpoint(
 
     Pass ``origin`` to also require the checkpoint to come from that log.
     """
-    body = _open_note(note_text, signer_name, public_key)
+    body = open_note(note_text, signer_name, public_key)
     # Parse only signed text: the spec says to ignore a note's text until verified.
     cp = Checkpoint.from_text(body)
     if origin is not None and cp.origin != origin:
@@ -186,7 +188,8 @@ def verify_checkpoint(
     return cp
 
 
-def _sign_note(body: str, signer_name: str, private_key: Ed25519PrivateKey) -> str:
+def sign_note(body: str, signer_name: str, private_key: Ed25519PrivateKey) -> str:
+    """Sign any note text (non-empty lines, each ending in newline) as a C2SP signed note."""
     _check_key_name(signer_name, LocalProtocolError)
     # Blank lines inside the text are fine: readers split at the last one.
     if not body.endswith("\n"):
@@ -198,7 +201,7 @@ def _sign_note(body: str, signer_name: str, private_key: Ed25519PrivateKey) -> s
     return f"{body}\n{_SIG_PREFIX}{signer_name} {_b64(blob)}\n"
 
 
-def _open_note(note_text: str | bytes, signer_name: str, public_key: Ed25519PublicKey) -> str:
+def open_note(note_text: str | bytes, signer_name: str, public_key: Ed25519PublicKey) -> str:
     """Return the text of a signed note once a signature by the given key verifies."""
     # 1. Bound the input before doing any work on it.
     if isinstance(note_text, bytes):

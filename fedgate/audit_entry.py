@@ -42,6 +42,7 @@ class AuditEntry:
     reason: str = ""      # why a request was refused or failed (a domain error message)
     result_sizes: tuple[tuple[str, int], ...] = ()
     trace_id: str = ""    # for correlation only; supplied by the client, never a key
+    query_id: str = ""    # links a query's pre-access entry to its outcome entry and tickets
     v: int = field(default=ENTRY_VERSION)
 
     def canonical(self) -> bytes:

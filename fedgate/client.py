@@ -15,7 +15,14 @@ from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.datasets import RegisteredDataset
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import GATEWAY
-from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, registry_pb2, registry_pb2_grpc
+from fedgate.protos.fedgate.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
@@ -29,6 +36,7 @@ class GatewayClient:
         self._channel = secure_channel(address, tls, GATEWAY)
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self._query = query_pb2_grpc.QueryServiceStub(self._channel)
         self._timeout = timeout
 
     async def __aenter__(self) -> GatewayClient:
@@ -50,6 +58,15 @@ class GatewayClient:
                               item.registered_at.ToDatetime(tzinfo=dt.timezone.utc))
             for item in reply.datasets
         ]
+
+    # --- queries (supervisors) ---
+
+    async def count_rows(self, dataset: str, purpose: str, case_number: str) -> tuple[int, int]:
+        """Live row count of `dept.dataset`; returns (rows, audit index of the query)."""
+        async with _calling():
+            reply = await self._query.CountRows(query_pb2.CountRowsRequest(
+                dataset=dataset, purpose=purpose, case_number=case_number), timeout=self._timeout)
+        return reply.rows, reply.audit_index
 
     # --- audit (security officers) ---
 

@@ -49,6 +49,7 @@ class RequestRecord:
     rule: str = ""
     result_sizes: dict[str, int] = field(default_factory=dict)
     trace_id: str = ""
+    query_id: str = ""
 
 
 CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]]
@@ -83,8 +84,20 @@ def _trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
-def _status_of(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+ERROR_CLASS_KEY = "fedgate-error"  # trailing metadata: the domain error's class name, for our own clients
+
+
+def error_class(exc: grpc.aio.AioRpcError) -> str:
+    """The fedgate error class a server reported for a failed call ('' if none)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_CLASS_KEY:
+            return str(value)
+    return ""
+
+
+def _status_of(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, FedgateError):
+        context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
         return status_for(exc), str(exc)
     log.error("unexpected error in %s", method, exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
@@ -144,7 +157,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await self._finish(record, *_status_of(exc, method), context)
+                await self._finish(record, *_status_of(exc, method, context), context)
                 raise  # unreachable: _finish aborts
             await self._finish(record, grpc.StatusCode.OK, "", context)
             return result
@@ -160,7 +173,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await self._finish(record, *_status_of(exc, method), context)
+                await self._finish(record, *_status_of(exc, method, context), context)
                 raise
             await self._finish(record, grpc.StatusCode.OK, "", context)
         return wrapper

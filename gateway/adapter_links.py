@@ -5,13 +5,38 @@ from __future__ import annotations
 import grpc
 
 from fedgate.datasets import DatasetDecl
-from fedgate.errors import FailedPrecondition, PermissionDenied, Unavailable
+from fedgate.crypto.ticket import StaleBase, Ticket
+from fedgate.errors import FailedPrecondition, FedgateError, PermissionDenied, Unavailable
 from fedgate.identity import Identity
+from fedgate.interceptors import error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
 DESCRIBE_TIMEOUT_S = 5.0
+STATE_TIMEOUT_S = 5.0
+QUERY_TIMEOUT_S = 60.0
+
+
+def ticket_to_proto(ticket: Ticket) -> adapter_pb2.QueryTicket:
+    return adapter_pb2.QueryTicket(claims=ticket.claims_note, entry=ticket.entry, checkpoint=ticket.checkpoint,
+                                   inclusion=list(ticket.inclusion), base_size=ticket.base_size,
+                                   consistency=list(ticket.consistency))
+
+
+def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
+    """What a failed adapter call means for the supervisor who asked."""
+    code = exc.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return Unavailable(f"department '{department}' is unavailable ({code.name}); retry later")
+    return FailedPrecondition(f"department '{department}' refused the request ({code.name}): {exc.details()}")
+
+
+class StaleTicket(FailedPrecondition):
+    """The adapter accepted a newer checkpoint meanwhile; a new ticket will do."""
+
+    def __init__(self, department: str) -> None:
+        super().__init__(f"department '{department}' kept refusing tickets as stale; retry")
 
 
 class AdapterLinks:
@@ -40,6 +65,27 @@ class AdapterLinks:
         if reply.department != department:
             raise PermissionDenied(f"adapter at {endpoint} says it serves department '{reply.department}'")
         return [dataset_from_proto(d, department) for d in reply.datasets]
+
+    async def log_state(self, department: str, endpoint: str) -> int:
+        """The size of the last audit checkpoint the adapter accepted."""
+        stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
+        try:
+            reply = await stub.GetLogState(adapter_pb2.GetLogStateRequest(), timeout=STATE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise adapter_failure(department, exc) from None
+        return reply.seen_size
+
+    async def count_rows(self, department: str, endpoint: str, ticket: Ticket, dataset: str) -> int:
+        stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
+        try:
+            reply = await stub.CountRows(adapter_pb2.AdapterCountRequest(ticket=ticket_to_proto(ticket),
+                                                                          dataset=dataset),
+                                         timeout=QUERY_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if error_class(exc) == StaleBase.__name__:
+                raise StaleTicket(department) from None
+            raise adapter_failure(department, exc) from None
+        return reply.rows
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -26,8 +26,9 @@ def decision_for(code: grpc.StatusCode) -> str:
     return "deny" if code in _DENIALS else "error"
 
 
-def entry_for(record: RequestRecord, code: grpc.StatusCode, reason: str) -> AuditEntry:
-    """The audit entry for a finished request (allowed or refused)."""
+def entry_for(record: RequestRecord, code: grpc.StatusCode | None, reason: str) -> AuditEntry:
+    """The audit entry for a finished request (allowed or refused), or, with no code, for a
+    query about to touch department data (decision allow, status STARTED)."""
     ident = record.identity
     return AuditEntry(
         time=utc_now(),
@@ -35,8 +36,8 @@ def entry_for(record: RequestRecord, code: grpc.StatusCode, reason: str) -> Audi
         role=ident.role.value if ident else "",
         action=record.action or record.method.rsplit("/", 1)[-1],
         method=record.method,
-        decision=decision_for(code),
-        status=code.name,
+        decision=decision_for(code) if code else "allow",
+        status=code.name if code else "STARTED",
         datasets=tuple(record.datasets),
         fields=tuple(record.fields),
         purpose=record.purpose,
@@ -45,6 +46,7 @@ def entry_for(record: RequestRecord, code: grpc.StatusCode, reason: str) -> Audi
         reason=reason,
         result_sizes=tuple(sorted(record.result_sizes.items())),
         trace_id=record.trace_id,
+        query_id=record.query_id,
     )
 
 

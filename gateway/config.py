@@ -18,6 +18,7 @@ data_dir = "gateway-data"       # registry (and later the audit log) live here
 # audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir
 # log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
 # signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing
+# ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
 
 [tls]
 ca = "certs/ca.pem"
@@ -35,6 +36,7 @@ class GatewayConfig:
     audit_url: str = ""
     log_origin: str = DEFAULT_ORIGIN
     signing_key: Path | None = None
+    ticket_ttl_s: int = 60
 
     @property
     def effective_registry_url(self) -> str:
@@ -59,6 +61,7 @@ class GatewayConfig:
             audit_url=table.str("audit_url", ""),
             log_origin=table.str("log_origin", DEFAULT_ORIGIN),
             signing_key=table.path("signing_key", None),
+            ticket_ttl_s=table.int("ticket_ttl_s", 60),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()

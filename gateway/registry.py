@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from fedgate.classification import Levels
 from fedgate.datasets import DatasetDecl, RegisteredDataset
-from fedgate.errors import InvalidInput, PermissionDenied
+from fedgate.errors import InvalidInput, NotFound, PermissionDenied
 from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
-from fedgate.gateway.registry_store import RegistryStore
+from fedgate.gateway.registry_store import Department, RegistryStore
 from fedgate.identity import Identity, Role
 
 
@@ -59,3 +59,14 @@ class Registry:
         elif caller.role not in (Role.SUPERVISOR, Role.OFFICER):
             raise PermissionDenied(f"{caller.role.value} may not list datasets")
         return await asyncio.to_thread(self._store.list_datasets, department)
+
+    async def locate(self, qualified: str) -> tuple[Department, DatasetDecl]:
+        """The department (with its adapter endpoint) and declaration of `dept.dataset`."""
+        dept, sep, name = qualified.partition(".")
+        if not sep or not dept or not name:
+            raise InvalidInput(f"dataset must be written department.dataset, e.g. hrss.subsidies (got {qualified!r})")
+        found = [d for d in await asyncio.to_thread(self._store.list_datasets, dept) if d.decl.name == name]
+        department = await asyncio.to_thread(self._store.department, dept)
+        if not found or department is None:
+            raise NotFound(f"no dataset '{qualified}' is registered")
+        return department, found[0].decl

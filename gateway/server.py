@@ -12,13 +12,23 @@ from fedgate.classification import default_levels
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
+from fedgate.gateway.query import QueryEngine
 from fedgate.gateway.services.audit import AuditServicer
+from fedgate.gateway.services.query import QueryServicer
+from fedgate.gateway.tickets import TicketIssuer
 from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import RegistryStore
 from fedgate.gateway.services.registry import RegistryServicer
-from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, registry_pb2, registry_pb2_grpc
+from fedgate.protos.fedgate.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,8 @@ class Gateway:
     store: RegistryStore
     links: AdapterLinks
     audit_log: AuditLog
+
+    vkey_path: Path
 
     @property
     def port(self) -> int:
@@ -58,12 +70,15 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             Service(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
                     AuditServicer(AuditReader(audit_log)), audit_pb2_grpc.add_AuditServiceServicer_to_server),
         ]
+        engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s))
+        services.append(Service(query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+                                QueryServicer(engine), query_pb2_grpc.add_QueryServiceServicer_to_server))
         running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log))
     except BaseException:
         store.close()
         audit_store.close()
         raise
-    return Gateway(running, store, links, audit_log)
+    return Gateway(running, store, links, audit_log, signing_key.vkey_path(config.effective_signing_key))
 
 
 async def serve(config: GatewayConfig, ready_file: Path | None = None) -> None:

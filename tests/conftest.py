@@ -50,7 +50,9 @@ class Servers:
 
     def adapter_config(self, dept: str, gateway: Gateway, datasets: str, cert_stem: str | None = None) -> AdapterConfig:
         cfg = self.tmp / f"adapter-{dept}.toml"
-        cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gateway.port}", self.certs, datasets, cert_stem))
+        vkey = gateway.vkey_path
+        cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gateway.port}", self.certs, datasets, cert_stem,
+                                            vkey=vkey))
         return AdapterConfig.load(cfg)
 
     async def adapter(self, dept: str, gateway: Gateway, datasets: str) -> Adapter:

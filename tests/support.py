@@ -21,9 +21,11 @@ def gateway_toml(data_dir: Path, certs: Path) -> str:
             f'ca = "{certs}/ca.pem"\ncert = "{certs}/gateway.pem"\nkey = "{certs}/gateway.key"\n')
 
 
-def adapter_toml(dept: str, gateway: str, certs: Path, datasets: str, cert_stem: str | None = None) -> str:
+def adapter_toml(dept: str, gateway: str, certs: Path, datasets: str, cert_stem: str | None = None,
+                 vkey: Path | None = None) -> str:
     stem = cert_stem or f"dept-{dept}"
     return (f'department = "{dept}"\nlisten = "127.0.0.1:0"\ngateway = "{gateway}"\n'
+            f'gateway_log_key = "{vkey or certs / "log-signing.vkey"}"\n'
             f'register_timeout_s = 10\n\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{stem}.pem"\n'
             f'key = "{certs}/{stem}.key"\n\n{datasets}')
 

@@ -49,6 +49,9 @@ def adapter_toml(dept: DemoDepartment, gateway_address: str) -> str:
         f"display_name = {_toml_str(dept.display_name)}",
         'listen = "127.0.0.1:0"',
         f"gateway = {_toml_str(gateway_address)}",
+        # Copied out of band in a real deployment; here the file is simply next door.
+        'gateway_log_key = "gateway-data/log-signing.vkey"',
+        f'data_dir = "adapter-data/{dept.code}"',
         "",
         "[tls]",
         'ca = "certs/ca.pem"',

@@ -55,7 +55,11 @@ def test_adapter_serve_with_broken_csv_exits_1_naming_the_line(tmp_path: Path, c
     csv = tmp_path / "s.csv"
     csv.write_text(support.SUBSIDIES_CSV.replace(",3000\n", ",3000,oops\n"), encoding="utf-8")
     cfg = tmp_path / "dept.toml"
-    cfg.write_text(support.adapter_toml("hrss", "127.0.0.1:1", certs, support.SUBSIDIES_DECL.format(path=csv)))
+    from fedgate.signing_key import load_or_create, vkey_path
+
+    load_or_create(tmp_path / "log.key", "fedgate.local/audit")
+    cfg.write_text(support.adapter_toml("hrss", "127.0.0.1:1", certs, support.SUBSIDIES_DECL.format(path=csv),
+                                        vkey=vkey_path(tmp_path / "log.key")))
     result = runner.invoke(app, ["adapter", "serve", "--config", str(cfg)])
     assert result.exit_code == 1
     assert "line 4: expected 3 columns, found 4" in result.output

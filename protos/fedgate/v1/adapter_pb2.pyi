@@ -18,3 +18,43 @@ class DescribeResponse(_message.Message):
     department: str
     datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSpec]
     def __init__(self, department: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ...) -> None: ...
+
+class GetLogStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LogState(_message.Message):
+    __slots__ = ("seen_size",)
+    SEEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    seen_size: int
+    def __init__(self, seen_size: _Optional[int] = ...) -> None: ...
+
+class QueryTicket(_message.Message):
+    __slots__ = ("claims", "entry", "checkpoint", "inclusion", "base_size", "consistency")
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_FIELD_NUMBER: _ClassVar[int]
+    BASE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    claims: str
+    entry: bytes
+    checkpoint: str
+    inclusion: _containers.RepeatedScalarFieldContainer[bytes]
+    base_size: int
+    consistency: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, claims: _Optional[str] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[str] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., base_size: _Optional[int] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class AdapterCountRequest(_message.Message):
+    __slots__ = ("ticket", "dataset")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    ticket: QueryTicket
+    dataset: str
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ...) -> None: ...
+
+class AdapterCountResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    def __init__(self, rows: _Optional[int] = ...) -> None: ...

@@ -39,6 +39,16 @@ class AdapterServiceStub:
                 request_serializer=fedgate_dot_v1_dot_adapter__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_adapter__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.GetLogState = channel.unary_unary(
+                '/fedgate.v1.AdapterService/GetLogState',
+                request_serializer=fedgate_dot_v1_dot_adapter__pb2.GetLogStateRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_adapter__pb2.LogState.FromString,
+                _registered_method=True)
+        self.CountRows = channel.unary_unary(
+                '/fedgate.v1.AdapterService/CountRows',
+                request_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountResponse.FromString,
+                _registered_method=True)
 
 
 class AdapterServiceServicer:
@@ -51,6 +61,21 @@ class AdapterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLogState(self, request, context):
+        """The size of the last audit checkpoint this adapter accepted, so the
+        gateway can prove consistency from it in the next ticket.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountRows(self, request, context):
+        """Live row count of one dataset. Served only with a valid ticket.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +83,16 @@ def add_AdapterServiceServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=fedgate_dot_v1_dot_adapter__pb2.DescribeRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_adapter__pb2.DescribeResponse.SerializeToString,
+            ),
+            'GetLogState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLogState,
+                    request_deserializer=fedgate_dot_v1_dot_adapter__pb2.GetLogStateRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_adapter__pb2.LogState.SerializeToString,
+            ),
+            'CountRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountRows,
+                    request_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +122,60 @@ class AdapterService:
             '/fedgate.v1.AdapterService/Describe',
             fedgate_dot_v1_dot_adapter__pb2.DescribeRequest.SerializeToString,
             fedgate_dot_v1_dot_adapter__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AdapterService/GetLogState',
+            fedgate_dot_v1_dot_adapter__pb2.GetLogStateRequest.SerializeToString,
+            fedgate_dot_v1_dot_adapter__pb2.LogState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AdapterService/CountRows',
+            fedgate_dot_v1_dot_adapter__pb2.AdapterCountRequest.SerializeToString,
+            fedgate_dot_v1_dot_adapter__pb2.AdapterCountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,13 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gate/v1/query.proto\x12\nfedgate.v12\x0e\n\x0cQueryServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gate/v1/query.proto\x12\nfedgate.v1\"I\n\x10\x43ountRowsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\"6\n\x11\x43ountRowsResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x03\x32X\n\x0cQueryService\x12H\n\tCountRows\x12\x1c.fedgate.v1.CountRowsRequest\x1a\x1d.fedgate.v1.CountRowsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUERYSERVICE']._serialized_start=38
-  _globals['_QUERYSERVICE']._serialized_end=52
+  _globals['_COUNTROWSREQUEST']._serialized_start=38
+  _globals['_COUNTROWSREQUEST']._serialized_end=111
+  _globals['_COUNTROWSRESPONSE']._serialized_start=113
+  _globals['_COUNTROWSRESPONSE']._serialized_end=167
+  _globals['_QUERYSERVICE']._serialized_start=169
+  _globals['_QUERYSERVICE']._serialized_end=257
 # @@protoc_insertion_point(module_scope)

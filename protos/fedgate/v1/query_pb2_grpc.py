@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from . import query_pb2 as fedgate_dot_v1_dot_query__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -33,14 +34,31 @@ class QueryServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CountRows = channel.unary_unary(
+                '/fedgate.v1.QueryService/CountRows',
+                request_serializer=fedgate_dot_v1_dot_query__pb2.CountRowsRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_query__pb2.CountRowsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def CountRows(self, request, context):
+        """The live number of rows in one dataset, asked of its department.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CountRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountRows,
+                    request_deserializer=fedgate_dot_v1_dot_query__pb2.CountRowsRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_query__pb2.CountRowsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'fedgate.v1.QueryService', rpc_method_handlers)
@@ -51,3 +69,30 @@ def add_QueryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CountRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.QueryService/CountRows',
+            fedgate_dot_v1_dot_query__pb2.CountRowsRequest.SerializeToString,
+            fedgate_dot_v1_dot_query__pb2.CountRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -84,17 +84,17 @@ def test_go_verifier_key_round_trips() -> None:
 
 
 def test_go_note_signs_and_opens_byte_for_byte() -> None:
-    # The checkpoint API only signs checkpoints, so reach for the note helpers.
-    assert cpmod._sign_note(GO_TEXT, "PeterNeumann", _go_private_key()) == GO_NOTE
-    assert cpmod._open_note(GO_NOTE, "PeterNeumann", parse_verifier_key(GO_VKEY).public_key) == GO_TEXT
+    # Any note text, not only checkpoints: the public note helpers.
+    assert cpmod.sign_note(GO_TEXT, "PeterNeumann", _go_private_key()) == GO_NOTE
+    assert cpmod.open_note(GO_NOTE, "PeterNeumann", parse_verifier_key(GO_VKEY).public_key) == GO_TEXT
 
 
 def test_note_text_may_contain_blank_lines() -> None:
     # signed-note: the text ends at the *last* blank line.
     text = "first\n\nafter a blank line\n"
     note = _signed_body(text)
-    assert cpmod._sign_note(text, NAME, KEY) == note
-    assert cpmod._open_note(note, NAME, KEY.public_key()) == text
+    assert cpmod.sign_note(text, NAME, KEY) == note
+    assert cpmod.open_note(note, NAME, KEY.public_key()) == text
 
 
 def test_go_note_verifies_but_is_not_a_checkpoint() -> None:

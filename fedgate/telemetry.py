@@ -1,0 +1,425 @@
+"""The one module that configures the OpenTelemetry SDK; everything else calls ``trace.get_tracer``.
+
+Design, because the API lets a process set the global tracer provider only once:
+the first ``setup_tracing`` installs a small forwarding provider as the global one,
+and every call builds a fresh SDK ``TracerProvider`` (own resource, own exporters)
+that the forwarder then uses. Tracers handed out earlier, including those inside
+the gRPC interceptors, follow the switch; the previous SDK provider is flushed and
+shut down. After ``shutdown_tracing`` the forwarder yields no-op spans. So tests
+and the demo can set up tracing again and again, with another service name or
+store, in one process.
+
+What may reach a span (DESIGN: "sizes and ids, never data"):
+- app code passes attributes through ``safe_attributes``, which raises on
+  anything that is not a number or a short identifier-like string;
+- every exporter is wrapped in ``ScrubbingSpanExporter``, a backstop that drops
+  the gRPC instrumentation's ``rpc.user_agent`` (client-controlled free text),
+  exception messages and stack traces, status descriptions that could hold a
+  value, and any attribute that fails the same rule;
+- only W3C ``traceparent`` crosses processes: no baggage, and incoming
+  ``tracestate`` is discarded (both are caller-chosen text that would otherwise
+  ride along into every adapter and exporter).
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from fedgate.crypto import ids
+from fedgate.errors import ConfigError, LocalProtocolError
+from fedgate.trace_store import SqliteSpanExporter
+
+log = logging.getLogger(__name__)
+
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_REQUIREMENT = "opentelemetry-exporter-otlp-proto-grpc"
+# Health checks and reflection would flood the store with spans that say nothing.
+UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# The local store feeds `fedgate trace show` right after a query: flush often.
+_STORE_SCHEDULE_DELAY_MS = 500
+
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
+_SAFE_STR = re.compile(r"[A-Za-z0-9_.:/-]{0,128}")
+# 15 is the length of a first-generation resident ID; bank card and account
+# numbers are longer still. No size or id fedgate records has that many digits.
+_DIGIT_RUN = re.compile(r"[0-9]{15}")
+_MAX_NUMBER = 10**14  # numbers with 15 or more integer digits are rejected alike
+_MAX_SEQUENCE = 32
+_ID_SEPARATORS = re.compile(r"[_.:/]")
+_ID_LENGTH = 18
+# Attributes the gRPC instrumentation sets from the method path, the status and the
+# peer address: structure, not data, and kept even where the value rule is stricter
+# (an IPv6 peer is written "[::1]").
+_INSTRUMENTATION_KEYS = frozenset({
+    "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code",
+    "net.peer.ip", "net.peer.port", "net.peer.name",
+})
+# Client-controlled free text (any channel may set its user agent): always dropped.
+_DROPPED_KEYS = frozenset({"rpc.user_agent"})
+# record_exception() copies str(exception) and a traceback ending in that same text.
+_DROPPED_EVENT_KEYS = frozenset({"exception.message", "exception.stacktrace"})
+_MAX_DESCRIPTION = 256
+WITHHELD = "details withheld from traces; see the audit log or the server log"
+REDACTED_COUNT_KEY = "fedgate.redacted_attributes"
+
+
+@dataclass(frozen=True, slots=True)
+class TracingInfo:
+    """What the current ``setup_tracing`` installed, for a startup log line."""
+
+    service_name: str
+    span_db: Path | None
+    otlp_endpoint: str | None
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.provider: TracerProvider | None = None
+        self.info: TracingInfo | None = None
+        self.forwarder_installed = False
+
+
+_state = _State()
+
+
+class _ForwardingTracer(trace.Tracer):
+    """Starts spans on whichever SDK provider is current; no-op spans when there is none."""
+
+    def __init__(self, name: str, version: str | None, schema_url: str | None,
+                 attributes: Any) -> None:
+        self._args = (name, version, schema_url, attributes)
+        self._cached: tuple[TracerProvider, trace.Tracer] | None = None
+
+    def _current(self) -> trace.Tracer:
+        provider = _state.provider
+        if provider is None:
+            return trace.NoOpTracer()
+        cached = self._cached
+        if cached is None or cached[0] is not provider:
+            cached = (provider, provider.get_tracer(*self._args))
+            self._cached = cached
+        return cached[1]
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        """Start a span on the current provider."""
+        return self._current().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        """Start a current span on the current provider (context manager and decorator)."""
+        return self._current().start_as_current_span(*args, **kwargs)
+
+
+class _ForwardingTracerProvider(trace.TracerProvider):
+    """The process-global provider: installed once, forwards to the current SDK provider."""
+
+    def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
+                   schema_url: str | None = None, attributes: Any = None) -> trace.Tracer:
+        """A tracer that follows later ``setup_tracing`` calls."""
+        return _ForwardingTracer(instrumenting_module_name, instrumenting_library_version,
+                                 schema_url, attributes)
+
+
+_FORWARDER = _ForwardingTracerProvider()
+
+
+class TraceContextOnlyPropagator(TraceContextTextMapPropagator):
+    """W3C tracecontext that keeps ``traceparent`` and drops any incoming ``tracestate``."""
+
+    def extract(self, carrier: CarrierT, context: Context | None = None,
+                getter: Getter[CarrierT] = default_getter) -> Context:
+        """Extract the remote parent with an empty trace state."""
+        ctx = super().extract(carrier, context, getter)
+        remote = trace.get_current_span(ctx).get_span_context()
+        if not remote.is_valid or not remote.trace_state:
+            return ctx
+        clean = trace.SpanContext(remote.trace_id, remote.span_id, is_remote=True,
+                                  trace_flags=remote.trace_flags)
+        return trace.set_span_in_context(trace.NonRecordingSpan(clean), ctx)
+
+
+def setup_tracing(service_name: str, span_db: Path | None) -> TracerProvider:
+    """Install a fresh SDK provider for ``service_name``: local store if ``span_db``, OTLP if the env var is set."""
+    if _problem(service_name) is not None or not service_name:
+        raise ConfigError("service name", "must be a short identifier-like name")
+    endpoint = os.environ.get(OTLP_ENDPOINT_ENV) or None
+    with _state.lock:
+        _install_forwarder()
+    # Build everything before switching, so a ConfigError leaves the old setup running.
+    exporters: list[tuple[SpanExporter, float | None]] = []
+    if span_db is not None:
+        exporters.append((SqliteSpanExporter(span_db), _STORE_SCHEDULE_DELAY_MS))
+    if endpoint is not None:
+        try:
+            exporters.append((_otlp_exporter(), None))  # None: OTEL_BSP_* env or SDK defaults
+        except BaseException:
+            for exporter, _ in exporters:
+                exporter.shutdown()
+            raise
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name}),
+        # A caller's traceparent with the sampled flag off must not switch off
+        # tracing of its queries at the gateway and the adapters.
+        sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON),
+        # One atexit hook for the module instead of one per provider built.
+        shutdown_on_exit=False,
+    )
+    for exporter, delay in exporters:
+        # Batch, not Simple: Simple would run SQLite commits (or an OTLP round trip)
+        # on the event loop at the end of every span; the batch worker thread does
+        # them off the request path, one transaction per batch.
+        provider.add_span_processor(
+            BatchSpanProcessor(ScrubbingSpanExporter(exporter), schedule_delay_millis=delay))
+    with _state.lock:
+        propagate.set_global_textmap(TraceContextOnlyPropagator())
+        old, _state.provider = _state.provider, provider
+        _state.info = TracingInfo(service_name, span_db, endpoint)
+    if old is not None:
+        old.shutdown()
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and shut down the provider ``setup_tracing`` installed; later spans are no-ops."""
+    with _state.lock:
+        old, _state.provider, _state.info = _state.provider, None, None
+    if old is not None:
+        old.shutdown()
+
+
+def force_flush(timeout_millis: int = 5_000) -> bool:
+    """Export every span ended so far (e.g. before the CLI reads the store); False on timeout."""
+    provider = _state.provider
+    return True if provider is None else provider.force_flush(timeout_millis)
+
+
+def tracing_info() -> TracingInfo | None:
+    """The current setup, or None when tracing is off."""
+    return _state.info
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The tracing server interceptor; put it FIRST so its span covers identity, audit and error mapping."""
+    return [aio_server_interceptor(filter_=_traced_server_call)]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Tracing client interceptors for a grpc.aio channel: W3C traceparent goes in the metadata."""
+    # No request/response hooks: the instrumentation then never looks at message bodies.
+    return list(aio_client_interceptors(filter_=_traced_client_call))  # type: ignore[no-untyped-call]
+
+
+def current_trace_id() -> str:
+    """The current span's trace id as 32 hex characters, or "" outside any span."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def safe_attributes(**attrs: object) -> dict[str, AttributeValue]:
+    """Check span attributes are sizes and ids, never data; raise ``LocalProtocolError`` otherwise.
+
+    Accepted: bool, int and float below 10**14 in magnitude, strings matching
+    ``[A-Za-z0-9_.:/-]{0,128}`` with no run of 15+ digits that are not a valid
+    resident ID or USCC (whole or between ``_ . : /``), and lists of those (at most
+    32). So a name (not ASCII), a resident ID (digit run, or check digit when
+    written with dashes) or a USCC (check character) cannot slip into a trace by
+    accident. Hex digests trip the digit rule by chance: use at most 14 hex chars.
+    Keys as ``{"fedgate.rows": 3}`` via ``**``. Errors never echo the value.
+    """
+    clean: dict[str, AttributeValue] = {}
+    for key, value in attrs.items():
+        if not _KEY.fullmatch(key):
+            raise LocalProtocolError("a span attribute key is not identifier-like")
+        problem = _problem(value)
+        if problem is not None:
+            raise LocalProtocolError(f"span attribute {key!r} rejected: {problem}")
+        clean[key] = tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[assignment]
+    return clean
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps an exporter and hands it copies of spans without anything that could hold data."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Scrub, then export through the wrapped exporter; FAILURE (logged) rather than raise."""
+        try:
+            clean = [scrub_span(span) for span in spans]
+            return self.inner.export(clean)
+        except Exception:  # the app must never fail because tracing did
+            log.warning("could not export %d spans", len(spans), exc_info=True)
+            return SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush the wrapped exporter."""
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Shut the wrapped exporter down, passing the timeout where it takes one."""
+        if "timeout_millis" in inspect.signature(self.inner.shutdown).parameters:
+            self.inner.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+        else:
+            self.inner.shutdown()
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` keeping only data-free attributes, events, links and status text."""
+    attributes, dropped = _scrub_attributes(span.attributes, _INSTRUMENTATION_KEYS)
+    name = span.name
+    if _problem(name) is not None:
+        name, dropped = "redacted", dropped + 1
+    events = []
+    for event in span.events:
+        event_attrs, n = _scrub_attributes(
+            {k: v for k, v in (event.attributes or {}).items() if k not in _DROPPED_EVENT_KEYS},
+            frozenset(),
+        )
+        event_name = event.name if _problem(event.name) is None else "redacted"
+        dropped += n + (event_name != event.name)
+        events.append(Event(event_name, event_attrs, event.timestamp))
+    links = []
+    for link in span.links:
+        link_attrs, n = _scrub_attributes(link.attributes, frozenset())
+        dropped += n
+        links.append(trace.Link(link.context, link_attrs))
+    if dropped:
+        # Counted, not named: tells the operator a call site needs safe_attributes.
+        attributes[REDACTED_COUNT_KEY] = dropped
+    status = span.status
+    if status.description and not _safe_text(status.description):
+        status = Status(status.status_code, WITHHELD if status.status_code is StatusCode.ERROR else None)
+    return ReadableSpan(
+        name=name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=attributes, events=events, links=links, kind=span.kind, status=status,
+        start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _scrub_attributes(attrs: Mapping[str, Any] | None,
+                      structural: frozenset[str]) -> tuple[dict[str, AttributeValue], int]:
+    kept: dict[str, AttributeValue] = {}
+    dropped = 0
+    for key, value in (attrs or {}).items():
+        if key in _DROPPED_KEYS:
+            continue  # expected and always present: not counted as a call-site bug
+        if key in structural and isinstance(value, (str, int)):
+            kept[key] = value
+        elif _KEY.fullmatch(key) and _problem(value) is None:
+            kept[key] = value
+        else:
+            dropped += 1
+    return kept, dropped
+
+
+def _problem(value: object) -> str | None:
+    """Why ``value`` may not go into a span, or None if it may."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return None if abs(value) < _MAX_NUMBER else "a number with 15 or more digits (an identifier?)"
+    if isinstance(value, str):
+        if not _SAFE_STR.fullmatch(value):
+            return "not a short identifier-like string (letters, digits and _ . : / -, at most 128)"
+        if _DIGIT_RUN.search(value):
+            return "contains a run of 15 or more digits (a resident ID or account number?)"
+        if _is_identifier(value):
+            return "is or contains a valid resident ID or USCC"
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) > _MAX_SEQUENCE:
+            return f"a list longer than {_MAX_SEQUENCE}"
+        if len({type(v) for v in value}) > 1:
+            return "a list mixing types"
+        for item in value:
+            if isinstance(item, (list, tuple)):
+                return "a nested list"
+            inner = _problem(item)
+            if inner is not None:
+                return f"a list item: {inner}"
+        return None
+    return f"type {type(value).__name__} (only bool, int, float, str and lists of them)"
+
+
+def _is_identifier(text: str) -> bool:
+    # The id normalisers strip dashes and spaces, so "110105-19491231-002X" is caught
+    # whole; splitting on the other separators catches "org:<USCC>".
+    for part in {text, *_ID_SEPARATORS.split(text)}:
+        if len(part) >= _ID_LENGTH and (ids.is_valid("uscc", part) or ids.is_valid("resident_id", part)):
+            return True
+    return False
+
+
+def _safe_text(text: str) -> bool:
+    # Status descriptions are free text (abort details, str(AioRpcError)): keep one only
+    # if it is short printable ASCII (no name in Chinese) with no identifier in it.
+    if len(text) > _MAX_DESCRIPTION or not text.isascii() or not text.isprintable():
+        return False
+    if _DIGIT_RUN.search(text):
+        return False
+    return not any(_is_identifier(word) for word in re.split(r"[\s,;'\"()\[\]{}=]+", text) if word)
+
+
+def _otlp_exporter() -> SpanExporter:
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise ConfigError(
+            OTLP_ENDPOINT_ENV,
+            f"is set but {OTLP_REQUIREMENT} is not installed; install it or unset the variable",
+        ) from None
+    # Endpoint, TLS, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
+    exporter: SpanExporter = OTLPSpanExporter()
+    return exporter
+
+
+def _install_forwarder() -> None:
+    if _state.forwarder_installed:
+        return
+    trace.set_tracer_provider(_FORWARDER)
+    if trace.get_tracer_provider() is not _FORWARDER:
+        raise ConfigError(
+            "tracer provider",
+            "another TracerProvider is already installed in this process; "
+            "only fedgate.telemetry may configure the OpenTelemetry SDK",
+        )
+    _state.forwarder_installed = True
+    atexit.register(shutdown_tracing)
+
+
+def _traced_server_call(details: grpc.HandlerCallDetails) -> bool:
+    return not (details.method or "").startswith(UNTRACED_PREFIXES)
+
+
+def _traced_client_call(details: grpc.aio.ClientCallDetails) -> bool:
+    method = details.method
+    if isinstance(method, bytes):  # grpc passes bytes here (grpc/grpc#31092)
+        method = method.decode()
+    return not method.startswith(UNTRACED_PREFIXES)
