@@ -20,6 +20,7 @@ from fedgate.datasets import DatasetDecl
 from fedgate.errors import ConfigError, DataSourceError, Unavailable
 from fedgate.identity import GATEWAY
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb2, registry_pb2_grpc
+from fedgate import telemetry
 from fedgate.signing_key import read_vkey
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 from fedgate.tls import secure_channel
@@ -118,8 +119,13 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
 
 async def serve(config: AdapterConfig, ready_file: Path | None = None) -> None:
     """Run the adapter until SIGINT/SIGTERM."""
-    adapter = await build_adapter(config)
-    log.info("adapter for %s listening on port %d", config.department, adapter.port)
-    write_ready_file(ready_file, port=adapter.port, endpoint=adapter.endpoint)
-    await run_until_signalled(adapter.stop)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    telemetry.setup_tracing(f"fedgate-adapter-{config.department}", config.data_dir / "spans.db")
+    try:
+        adapter = await build_adapter(config)
+        log.info("adapter for %s listening on port %d", config.department, adapter.port)
+        write_ready_file(ready_file, port=adapter.port, endpoint=adapter.endpoint)
+        await run_until_signalled(adapter.stop)
+    finally:
+        telemetry.shutdown_tracing()
 

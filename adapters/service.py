@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 import grpc
+from opentelemetry import trace
 
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import TicketGate
@@ -14,6 +15,9 @@ from fedgate.errors import NotFound, PermissionDenied
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
+from fedgate.telemetry import safe_attributes
+
+tracer = trace.get_tracer(__name__)
 from fedgate.wire import dataset_to_proto
 
 
@@ -49,7 +53,10 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         source = self._sources.get(request.dataset)
         if source is None:
             raise NotFound(f"this adapter serves no dataset '{request.dataset}'")
-        admission = await self._gate.admit(request.ticket, "query.count", request.dataset)
-        rows = await asyncio.to_thread(source.count)
+        with tracer.start_as_current_span("ticket.verify"):
+            admission = await self._gate.admit(request.ticket, "query.count", request.dataset)
+        with tracer.start_as_current_span("source.count") as span:
+            rows = await asyncio.to_thread(source.count)
+            span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
         await admission.served(rows)
         return adapter_pb2.AdapterCountResponse(rows=rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ from rich.table import Table as RichTable
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import RegisteredDataset
+from fedgate.render import datasets_table, entries_table
 from fedgate.errors import FedgateError
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
@@ -32,6 +34,10 @@ adapter_app = typer.Typer(help="Run a department adapter.", no_args_is_help=True
 app.add_typer(certs_app, name="certs")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(adapter_app, name="adapter")
+query_app = typer.Typer(help="Cross-department queries (supervisors).", no_args_is_help=True)
+app.add_typer(query_app, name="query")
+trace_app = typer.Typer(help="Show traces from the local span stores.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
 audit_app = typer.Typer(help="Read, prove and verify the audit log (security officers).", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
@@ -116,17 +122,6 @@ def adapter_serve(
     _run(lambda: asyncio.run(serve(AdapterConfig.load(config), ready_file)))
 
 
-def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:
-    table = RichTable("department", "dataset", "rows", "level  field", title="Registered datasets")
-    for item in datasets:
-        d = item.decl
-        fields = "\n".join(f"{f.level}  {f.name}" + (f"  [key: {f.key.value}]" if f.key else "")
-                           for f in d.fields)
-        table.add_row(f"{d.department}\n{item.department_display_name}", d.name, f"{d.row_count:,}",
-                      escape(fields), end_section=True)
-    return table
-
-
 def datasets_json(datasets: list[RegisteredDataset]) -> list[dict[str, Any]]:
     return [
         {"department": i.decl.department, "department_display_name": i.department_display_name,
@@ -169,28 +164,16 @@ def demo_cmd(
     from fedgate.demo.runner import run_demo
 
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
-                                   on_datasets=lambda ds: console.print(datasets_table(ds)),
+                                   show=console.print,
                                    keep_running=keep_running))
-    console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments; "
-                  "all servers stopped cleanly")
+    console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments, "
+                  f"{len(result.counts)} logged queries; all servers stopped cleanly")
 
 
 def _client(gateway: str, ca: Path, cert: Path, key: Path) -> "GatewayClient":
     from fedgate.client import GatewayClient
 
     return GatewayClient(gateway, TlsFiles(ca, cert, key))
-
-
-def entries_table(items: list[tuple[int, AuditEntry]]) -> RichTable:
-    table = RichTable("#", "time (UTC)", "subject", "action", "decision", "datasets", "case", "sizes", "reason",
-                      title="Audit entries")
-    for index, e in items:
-        colour = {"allow": "green", "deny": "red"}.get(e.decision, "yellow")
-        table.add_row(str(index), e.time.replace("T", " ").rstrip("Z"), e.subject.removeprefix("spiffe://fedgate/"),
-                      e.action, f"[{colour}]{e.decision}[/] {e.status}", escape(", ".join(e.datasets)),
-                      escape(e.case_number), ", ".join(f"{k}={v}" for k, v in e.result_sizes),
-                      escape(e.reason))
-    return table
 
 
 def _print_entries(items: list[tuple[int, AuditEntry]], as_json: bool) -> None:
@@ -331,6 +314,63 @@ def audit_verify(
     else:
         console.print(f"[green]OK:[/] {report.size} entries verified against {report.checkpoints_checked} "
                       f"signed checkpoints; root {report.root.hex()}")
+
+
+PurposeOpt = Annotated[str, typer.Option("--purpose", help="Why you ask (required, audited).")]
+CaseOpt = Annotated[str, typer.Option("--case", help="Case number, 督查事项编号 (required, audited).")]
+
+
+@query_app.command("count")
+def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+                dataset: Annotated[str, typer.Argument(help="department.dataset, e.g. hrss.subsidies")],
+                purpose: PurposeOpt, case: CaseOpt, as_json: JsonOpt = False) -> None:
+    """Live row count of one dataset, asked of its department with a logged, signed ticket."""
+    async def go() -> tuple[int, int]:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.count_rows(dataset, purpose, case)
+
+    rows, index = _run(lambda: asyncio.run(go()))
+    if as_json:
+        print(json.dumps({"dataset": dataset, "rows": rows, "audit_index": index}))
+    else:
+        console.print(f"{dataset}: {rows:,} rows (audit entry #{index})")
+
+
+StoreOpt = Annotated[list[Path], typer.Option("--store", help="A span store (spans.db); repeatable. "
+                                                              "A directory is searched for spans.db files.")]
+
+
+def _span_files(stores: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in stores or [Path(".")]:
+        files += sorted(path.rglob("spans.db")) if path.is_dir() else [path]
+    return files
+
+
+@trace_app.command("show")
+def trace_show(trace_id: Annotated[str, typer.Argument(help="32 hex characters (from an audit entry).")],
+               store: StoreOpt = []) -> None:
+    """One trace as a tree, merged from the gateway's and the adapters' span stores."""
+    from fedgate.trace_store import load_trace, render_tree
+
+    spans = load_trace(_span_files(store), trace_id.lower())
+    if not spans:
+        err_console.print(f"no spans of trace {escape(trace_id)} in {', '.join(map(str, _span_files(store))) or 'no store'}")
+        raise typer.Exit(1)
+    console.print(render_tree(spans))
+
+
+@trace_app.command("list")
+def trace_list(store: StoreOpt = [], limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    """The most recent traces in the span stores."""
+    from fedgate.trace_store import list_traces
+
+    table = RichTable("trace id", "root span", "start (UTC)", "spans")
+    for t in list_traces(_span_files(store), limit):
+        table.add_row(t.trace_id, t.root_name,
+                      dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.timezone.utc).isoformat(timespec="seconds"),
+                      str(t.span_count))
+    console.print(table)
 
 
 def main() -> None:

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from opentelemetry import trace
-
 from fedgate.errors import FedgateError, Unauthenticated
 from fedgate.identity import Identity, identity_from_pem
 from fedgate.status import status_for
+from fedgate.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +78,6 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
     return identity_from_pem(pems[0])
 
 
-def _trace_id() -> str:
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
-
-
 ERROR_CLASS_KEY = "fedgate-error"  # trailing metadata: the domain error's class name, for our own clients
 
 
@@ -129,7 +123,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     response_serializer=handler.response_serializer)
 
     def _begin(self, method: str, context: grpc.aio.ServicerContext) -> RequestRecord:
-        record = RequestRecord(method, trace_id=_trace_id())
+        record = RequestRecord(method, trace_id=current_trace_id())
         _record.set(record)
         record.identity = peer_identity(context)
         _identity.set(record.identity)

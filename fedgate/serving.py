@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fedgate import telemetry
 from fedgate.errors import ConfigError
 from fedgate.interceptors import CompletionHook, ServiceInterceptor
 from fedgate.tls import TlsFiles, server_credentials
@@ -49,7 +50,9 @@ async def start_server(listen: str, tls: TlsFiles, services: Iterable[Service],
                        on_complete: CompletionHook | None = None) -> RunningServer:
     """Start a grpc.aio server with mTLS on `listen` (port 0 picks a free port)."""
     services = list(services)
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(on_complete)], options=options or [])
+    # Tracing first, so its span covers identity, the audit append and error mapping.
+    interceptors = [*telemetry.server_interceptors(), ServiceInterceptor(on_complete)]
+    server = grpc.aio.server(interceptors=interceptors, options=options or [])
     for svc in services:
         svc.add(svc.servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from fedgate import telemetry
 from fedgate.errors import ConfigError
 from fedgate.identity import Identity
 from fedgate.tomlconfig import Table
@@ -62,4 +63,5 @@ def secure_channel(address: str, files: TlsFiles, server: Identity,
     department's certificate cannot answer for this one.
     """
     opts = [("grpc.ssl_target_name_override", server.dns_name), *(options or [])]
-    return grpc.aio.secure_channel(address, channel_credentials(files), options=opts)
+    return grpc.aio.secure_channel(address, channel_credentials(files), options=opts,
+                                   interceptors=telemetry.client_interceptors())

@@ -10,6 +10,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from fedgate.errors import InvalidInput, PermissionDenied
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
@@ -18,7 +20,9 @@ from fedgate.gateway.registry import Registry
 from fedgate.gateway.tickets import TicketIssuer
 from fedgate.identity import Identity, Role
 from fedgate.interceptors import RequestRecord
+from fedgate.telemetry import safe_attributes
 
+tracer = trace.get_tracer(__name__)
 MAX_TEXT = 256
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
@@ -64,10 +68,15 @@ class QueryEngine:
         record.purpose, record.case_number = why.purpose, why.case_number
         require_supervisor(caller)
         department, decl = await self._registry.locate(dataset)
-        index, entry = await self._log_intent(record)
+        with tracer.start_as_current_span("audit.append_intent") as span:
+            index, entry = await self._log_intent(record)
+            span.set_attributes(safe_attributes(**{"fedgate.audit_index": index}))
         for attempt in range(TICKET_ATTEMPTS):
-            seen = await self._links.log_state(department.code, department.endpoint)
-            ticket = await self._tickets.issue(department.code, record.query_id, index, entry, seen)
+            with tracer.start_as_current_span("ticket.issue") as span:
+                seen = await self._links.log_state(department.code, department.endpoint)
+                ticket = await self._tickets.issue(department.code, record.query_id, index, entry, seen)
+                span.set_attributes(safe_attributes(**{"fedgate.department": department.code,
+                                                       "fedgate.base_size": seen, "fedgate.attempt": attempt}))
             try:
                 rows = await self._links.count_rows(department.code, department.endpoint, ticket, decl.name)
                 break

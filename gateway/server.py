@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedgate import signing_key
+from fedgate import signing_key, telemetry
 from fedgate.classification import default_levels
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
@@ -83,7 +83,12 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
 
 async def serve(config: GatewayConfig, ready_file: Path | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM."""
-    gateway = await build_gateway(config)
-    log.info("gateway listening on port %d", gateway.port)
-    write_ready_file(ready_file, port=gateway.port)
-    await run_until_signalled(gateway.stop)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    telemetry.setup_tracing("fedgate-gateway", config.data_dir / "spans.db")
+    try:
+        gateway = await build_gateway(config)
+        log.info("gateway listening on port %d", gateway.port)
+        write_ready_file(ready_file, port=gateway.port)
+        await run_until_signalled(gateway.stop)
+    finally:
+        telemetry.shutdown_tracing()

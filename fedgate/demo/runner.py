@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import RenderableType
+from rich.table import Table
 
 from fedgate import pki
 from fedgate.client import GatewayClient
@@ -22,7 +24,11 @@ from fedgate.demo import processes
 from fedgate.demo.datagen import DemoDepartment, generate
 from fedgate.errors import FailedPrecondition
 from fedgate.identity import GATEWAY, Identity, Role
+from fedgate.audit_verify import TrustedState
+from fedgate.render import datasets_table
+from fedgate.signing_key import read_vkey
 from fedgate.tls import TlsFiles, secure_channel
+from fedgate.trace_store import load_trace, render_tree
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "zhangwei")
 OFFICER = Identity(Role.OFFICER, "audit", "liqiang")
@@ -70,11 +76,26 @@ def adapter_toml(dept: DemoDepartment, gateway_address: str) -> str:
     return "\n".join(out) + "\n"
 
 
+DEMO_PURPOSE = "演示：核对各部门数据集规模"
+DEMO_CASE = "DEMO-2026-001"
+
+
 @dataclass
 class DemoResult:
     departments: tuple[DemoDepartment, ...]
     datasets: list[RegisteredDataset]
+    counts: list[tuple[str, int, int, int]] = field(default_factory=list)  # dataset, registered, live, audit index
+    verified_size: int = 0
+    trace_id: str = ""
+    trace_services: set[str] = field(default_factory=set)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+
+def counts_table(counts: list[tuple[str, int, int, int]]) -> Table:
+    table = Table("dataset", "registered rows", "live count", "audit entry", title="Live row counts (signed tickets)")
+    for name, registered, live, index in counts:
+        table.add_row(name, f"{registered:,}", f"{live:,}", f"#{index}")
+    return table
 
 
 async def _check_health(address: str, tls: TlsFiles, server: Identity) -> None:
@@ -100,7 +121,7 @@ def _wait_for_interrupt(address: str, certs: Path, say: Callable[[str], None]) -
 
 def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
              say: Callable[[str], None] = print,
-             on_datasets: Callable[[list[RegisteredDataset]], None] | None = None,
+             show: Callable[[RenderableType], None] = print,
              keep_running: bool = False) -> DemoResult:
     """Run the whole demo; every server process is stopped on return, Ctrl-C included.
 
@@ -113,6 +134,8 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
     certs = workdir / "certs"
     pki.init_dir(certs, [Identity.department(d.code) for d in departments] + [SUPERVISOR, OFFICER])
     supervisor_tls = TlsFiles.in_dir(certs, SUPERVISOR)
+    officer_tls = TlsFiles.in_dir(certs, OFFICER)
+    officer_state = workdir / "officer-state"
 
     (workdir / "gateway.toml").write_text(gateway_toml())
     started: list[processes.ServerProcess] = []
@@ -139,8 +162,30 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
                 return await client.list_datasets()
 
         result.datasets = asyncio.run(check_and_list())
-        if on_datasets:
-            on_datasets(result.datasets)
+        show(datasets_table(result.datasets))
+
+        async def count_all() -> None:
+            async with GatewayClient(address, supervisor_tls) as client:
+                for item in result.datasets:
+                    name = item.decl.qualified_name
+                    live, index = await client.count_rows(name, DEMO_PURPOSE, DEMO_CASE)
+                    result.counts.append((name, item.decl.row_count, live, index))
+
+        asyncio.run(count_all())
+        show(counts_table(result.counts))
+
+        async def verify_and_find_trace() -> tuple[int, str]:
+            vkey = read_vkey(workdir / "gateway-data" / "log-signing.vkey")
+            async with GatewayClient(address, officer_tls) as client:
+                report = await client.verify_log(vkey, TrustedState.load(officer_state))
+                TrustedState(report.latest_note, report.leaf_hashes).save(officer_state)
+                found = await client.search(case_number=DEMO_CASE, action="query.count", decision="allow",
+                                            limit=1)
+            return report.size, found[0][1].trace_id if found else ""
+
+        result.verified_size, result.trace_id = asyncio.run(verify_and_find_trace())
+        say(f"security officer: audit log verified, {result.verified_size} entries, every checkpoint signed "
+            f"by the pinned gateway key (state kept in {officer_state})")
         if keep_running:
             _wait_for_interrupt(address, certs, say)
     finally:
@@ -150,6 +195,13 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
     failed = {name: code for name, code in result.exit_codes.items() if code != 0}
     if failed:
         raise FailedPrecondition(f"servers did not shut down cleanly: {failed}; logs in {workdir / 'logs'}")
+    # Spans are flushed when the servers stop, so the trace is read afterwards.
+    spans = load_trace(sorted(workdir.rglob("spans.db")), result.trace_id) if result.trace_id else []
+    if spans:
+        result.trace_services = {s.service for s in spans}
+        say(f"trace {result.trace_id} of the latest query, from the gateway's and the adapter's span stores "
+            f"(`fedgate trace show {result.trace_id} --store {workdir}`):")
+        show(render_tree(spans))
     return result
 
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROWS = "300"
 
 
@@ -61,3 +63,84 @@ def test_demo_ctrl_c_stops_every_server(tmp_path: Path) -> None:
     assert proc.returncode == 0, seen + rest
     assert "all servers stopped cleanly" in rest
     assert not [p for p in pids if _alive(p)]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    from fedgate.demo.runner import run_demo
+
+    workdir = tmp_path_factory.mktemp("demo")
+    return workdir, run_demo(workdir, rows=int(ROWS), say=lambda _: None, show=lambda _: None)
+
+
+def test_demo_query_is_one_trace_across_gateway_and_adapter(demo) -> None:
+    from fedgate.trace_store import load_trace
+
+    workdir, result = demo
+    assert len(result.counts) == 7 and all(reg == live for _, reg, live, _ in result.counts)
+    # The trace id came from the query's audit entry; its spans come from two processes' stores.
+    assert len(result.trace_id) == 32
+    spans = load_trace(sorted(workdir.rglob("spans.db")), result.trace_id)
+    services = {s.service for s in spans}
+    assert services == {"fedgate-gateway", "fedgate-adapter-vehicle"}
+    names = {s.name for s in spans}
+    assert {"audit.append_intent", "ticket.issue", "ticket.verify", "source.count",
+            "/fedgate.v1.QueryService/CountRows", "/fedgate.v1.AdapterService/CountRows"} <= names
+    by_id = {s.span_id: s for s in spans}
+    adapter_server = next(s for s in spans if s.service == "fedgate-adapter-vehicle"
+                          and s.name == "/fedgate.v1.AdapterService/CountRows")
+    assert by_id[adapter_server.parent_span_id].service == "fedgate-gateway"
+
+
+def _demo_identifiers(workdir: Path) -> set[str]:
+    """Every resident ID and USCC in the demo data, canonical and as written."""
+    import csv
+    import sqlite3
+
+    from fedgate.crypto.ids import normalise
+
+    found: set[str] = set()
+    values: list[str] = []
+    for path in (workdir / "data").rglob("*.csv"):
+        with path.open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                values += [row[k] for k in row if k in ("uscc", "resident_id", "legal_rep_id", "owner_id")]
+    for path in (workdir / "data").rglob("*.db"):
+        db = sqlite3.connect(path)
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+            cols = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+            for col in set(cols) & {"uscc", "legal_rep_id", "owner_id", "resident_id"}:
+                values += [v for (v,) in db.execute(f"SELECT {col} FROM {table}")]
+        db.close()
+    for v in values:
+        found.add(v)
+        for kind in ("resident_id", "uscc"):
+            try:
+                found.add(normalise(kind, v))
+            except Exception:
+                pass
+    return {v for v in found if len(v) >= 15}
+
+
+def test_no_demo_identifier_in_audit_log_spans_disclosure_logs_or_server_logs(demo) -> None:
+    import re
+    import unicodedata
+
+    workdir, _ = demo
+    ids = _demo_identifiers(workdir)
+    assert len(ids) > 1000
+    # Everything fedgate itself wrote: the gateway's stores (audit, registry, spans), each
+    # adapter's disclosure log and spans, and every server's log. Not data/: that is the departments' own.
+    scanned = [p for d in ("gateway-data", "adapter-data", "logs", "run") for p in (workdir / d).rglob("*")
+               if p.is_file()]
+    names = {p.name for p in scanned}
+    assert {"audit.db", "registry.db", "spans.db", "disclosures.db", "gateway.log"} <= names
+    token = re.compile(r"[0-9A-Za-z]{15,18}")
+    leaks = []
+    for path in scanned:
+        text = unicodedata.normalize("NFKC", path.read_bytes().decode("utf-8", errors="replace"))
+        squeezed = re.sub(r"\s+", "", text)
+        for candidate in {*token.findall(text), *token.findall(squeezed)}:
+            if candidate in ids or candidate.upper() in ids:
+                leaks.append((path.name, "<an identifier>"))
+    assert not leaks, f"demo identifiers found in {sorted({p for p, _ in leaks})}"
