@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # and missing when the venv is new or broken: either way, (re)install.
 STAMP := $(VENV)/.fedgate-installed
 
-.PHONY: demo test protos bench clean venv
+.PHONY: demo test protos typecheck clean venv
 
 $(STAMP): pyproject.toml
 	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
@@ -27,6 +27,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+typecheck: $(STAMP)
+	$(BIN)/python scripts/typecheck.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
