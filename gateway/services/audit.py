@@ -13,7 +13,9 @@ from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc
 
 
 def _begin(action: str) -> None:
-    current_record().action = action
+    record = current_record()
+    record.action = action
+    record.rule = "builtin:officers-read-audit-log"
     require_officer(current_identity())
 
 

@@ -17,6 +17,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                         context: grpc.aio.ServicerContext) -> query_pb2.CountRowsResponse:
         record = current_record()
         record.action = "query.count"
+        record.rule = "builtin:supervisors-query-with-purpose-and-case"
         record.datasets = [request.dataset]
         record.purpose, record.case_number = request.purpose, request.case_number
         rows, index = await self._engine.count_rows(current_identity(), record, request.dataset,

@@ -18,6 +18,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                                context: grpc.aio.ServicerContext) -> registry_pb2.RegisterDatasetsResponse:
         record = current_record()
         record.action = "registry.register"
+        # Until the policy issue brings Casbin, the rules are fixed in code and named here.
+        record.rule = "builtin:department-registers-own-datasets"
         record.datasets = [f"{request.department}.{d.name}" for d in request.datasets]
         reg = Registration(
             department=request.department,
@@ -33,6 +35,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                            context: grpc.aio.ServicerContext) -> registry_pb2.ListDatasetsResponse:
         record = current_record()
         record.action = "registry.list"
+        record.rule = "builtin:departments-see-own-supervisors-officers-see-all"
         found = await self._registry.list(current_identity(), request.department or None)
         record.result_sizes["datasets"] = len(found)
         reply = registry_pb2.ListDatasetsResponse()

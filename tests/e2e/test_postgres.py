@@ -46,3 +46,39 @@ async def test_adapter_on_postgres_and_registry_in_postgres(servers, tmp_path: P
     servers.gateways.append(gw2)
     async with GatewayClient(f"127.0.0.1:{gw2.port}", tls) as client:
         assert [d.decl.qualified_name for d in await client.list_datasets()] == ["samr.companies"]
+
+
+async def test_audit_log_on_postgres(tmp_path: Path) -> None:
+    """The same audit store and log code on PostgreSQL: append, resume, prove, verify."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fedgate.audit_entry import AuditEntry, utc_now
+    from fedgate.audit_verify import verify_log
+    from fedgate.crypto.checkpoint import VerifierKey, verify_checkpoint
+    from fedgate.crypto.merkle import RFC6962_SHA256, verify_inclusion
+    from fedgate.gateway.audit_log import AuditLog
+    from fedgate.gateway.audit_store import AuditStore
+
+    engine = sa.create_engine(support.PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS fedgate_audit_entries, fedgate_audit_nodes, "
+                             "fedgate_audit_checkpoints"))
+    engine.dispose()
+    key, origin = Ed25519PrivateKey.generate(), "fedgate.test/audit"
+    store = AuditStore.open(support.PG_URL)
+    log = await AuditLog.open(store, key, origin)
+    bodies = []
+    for i in range(37):
+        entry = AuditEntry(utc_now(), "spiffe://fedgate/officer/a/b", "officer", "audit.read", "/m", "allow", "OK",
+                           result_sizes=(("n", i),))
+        bodies.append(entry.canonical())
+        await log.append(entry)
+    resumed = await AuditLog.open(store, key, origin)
+    assert resumed.size == 37
+    cp = verify_checkpoint(store.latest_checkpoint(), origin, key.public_key())
+    verify_inclusion(RFC6962_SHA256, 11, 37, RFC6962_SHA256.hash_leaf(bodies[11]),
+                     await resumed.inclusion_proof(11, 37), cp.root_hash)
+    report = verify_log(((e.index, e.body) for e in store.entries()), dict(store.checkpoints()),
+                        store.latest_checkpoint(), VerifierKey(origin, key.public_key()))
+    assert report.size == 37
+    store.close()
