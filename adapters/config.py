@@ -23,6 +23,7 @@ listen = "127.0.0.1:0"                  # port 0 picks a free port
 gateway = "127.0.0.1:50051"
 gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
 # data_dir = "hrss-adapter-data"            # the department's own disclosure log
+# policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
 
 [tls]
 ca = "certs/ca.pem"
@@ -87,13 +88,15 @@ class AdapterConfig:
     datasets: tuple[DatasetConfig, ...]
     gateway_log_key: Path
     data_dir: Path
+    levels: Levels
     register_timeout_s: int = 60
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
         """Read and check dept.toml; ConfigError names the file and the key."""
-        levels = levels or default_levels()
         table = Table.load(path)
+        policy_dir = table.path("policy_dir", None)
+        levels = levels or (Levels.from_file(policy_dir / "levels.toml") if policy_dir else default_levels())
         department = table.str("department")
         config = cls(
             department=department,
@@ -104,6 +107,7 @@ class AdapterConfig:
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
             register_timeout_s=table.int("register_timeout_s", 60),
+            levels=levels,
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )

@@ -98,9 +98,9 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
     datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
     disclosures = DisclosureLog(config.data_dir / "disclosures.db")
-    gate = TicketGate(config.department, vkey, disclosures)
+    gate = TicketGate(config.department, vkey, disclosures, config.levels)
     services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
-                        AdapterServicer(config.department, datasets, sources, gate),
+                        AdapterServicer(config.department, datasets, sources, gate, config.levels),
                         adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
     try:
         running = await start_server(config.listen, config.tls, services)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping, Sequence
 
 import grpc
 from opentelemetry import trace
 
+from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.sources import Source
+from fedgate.classification import Levels
+from fedgate.filters import Filter, check, parse
 from fedgate.adapters.tickets import TicketGate
-from fedgate.datasets import DatasetDecl
-from fedgate.errors import NotFound, PermissionDenied
+from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
-from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
+from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from fedgate.telemetry import safe_attributes
 
 tracer = trace.get_tracer(__name__)
+MAX_DISCLOSE_ROWS = 10_000
 from fedgate.wire import dataset_to_proto
 
 
@@ -30,11 +35,26 @@ def require_gateway() -> None:
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     def __init__(self, department: str, datasets: Sequence[DatasetDecl], sources: Mapping[str, Source],
-                 gate: TicketGate) -> None:
+                 gate: TicketGate, levels: Levels) -> None:
         self._department = department
         self._datasets = list(datasets)
         self._sources = dict(sources)
         self._gate = gate
+        self._levels = levels
+
+    def _dataset(self, name: str) -> tuple[DatasetDecl, Source]:
+        decl = next((d for d in self._datasets if d.name == name), None)
+        if decl is None:
+            raise NotFound(f"this adapter serves no dataset '{name}'")
+        return decl, self._sources[name]
+
+    @staticmethod
+    def _filter(decl: DatasetDecl, text: str) -> Filter | None:
+        """Parse and type-check the filter again here: the adapter trusts no one's parse but its own."""
+        where = parse(text)
+        if where is not None:
+            check(where, {f.name: f.type for f in decl.fields})
+        return where
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
@@ -50,13 +70,47 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     async def CountRows(self, request: adapter_pb2.AdapterCountRequest,
                         context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterCountResponse:
         require_gateway()
-        source = self._sources.get(request.dataset)
-        if source is None:
-            raise NotFound(f"this adapter serves no dataset '{request.dataset}'")
+        decl, source = self._dataset(request.dataset)
+        ask = Ask("query.count", decl, filter_text=request.filter, filter_nonce=request.filter_nonce)
         with tracer.start_as_current_span("ticket.verify"):
-            admission = await self._gate.admit(request.ticket, "query.count", request.dataset)
+            admission = await self._gate.admit(request.ticket, ask)
+        where = self._filter(decl, request.filter)
         with tracer.start_as_current_span("source.count") as span:
-            rows = await asyncio.to_thread(source.count)
+            rows = await asyncio.to_thread(source.count, where)
             span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
         await admission.served(rows)
         return adapter_pb2.AdapterCountResponse(rows=rows)
+
+    async def Disclose(self, request: adapter_pb2.AdapterDiscloseRequest,
+                       context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterDiscloseResponse:
+        require_gateway()
+        decl, source = self._dataset(request.dataset)
+        fields = tuple(FieldGrant(f.name, f.level, f.form) for f in request.fields)
+        if not fields or not 0 < request.limit <= MAX_DISCLOSE_ROWS:
+            raise InvalidInput(f"a disclosure names at least one field and a limit of 1..{MAX_DISCLOSE_ROWS} rows")
+        ask = Ask("query.disclose", decl, fields, request.filter, request.filter_nonce, request.min_set_size)
+        with tracer.start_as_current_span("ticket.verify"):
+            admission = await self._gate.admit(request.ticket, ask)
+        where = self._filter(decl, request.filter)
+
+        def read() -> tuple[int, list[adapter_pb2.DisclosedRow] | None]:
+            matched = source.count(where)
+            if matched < max(request.min_set_size, 1):
+                return matched, None
+            out = []
+            for values in itertools.islice(source.rows([f.name for f in fields], where), request.limit):
+                text, nulls = render(values, fields, decl, self._levels)
+                out.append(common_pb2.DisclosedRow(values=text, null=nulls))
+            return matched, out
+
+        with tracer.start_as_current_span("source.disclose") as span:
+            matched, rows = await asyncio.to_thread(read)
+            span.set_attributes(safe_attributes(**{"fedgate.matched_rows": matched,
+                                                   "fedgate.disclosed_rows": len(rows or [])}))
+        if rows is None:
+            # The exact size is not told: that would itself be a probe answer.
+            await admission.refused_after_check(f"filtered set smaller than the minimum of {request.min_set_size}")
+            raise FailedPrecondition(f"the filtered set has fewer than {request.min_set_size} rows "
+                                     "(safeguard min_set_size): nothing disclosed")
+        await admission.served(len(rows))
+        return adapter_pb2.AdapterDiscloseResponse(rows=rows, matched_rows=matched)

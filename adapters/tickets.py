@@ -6,7 +6,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from fedgate.adapters.disclosure import Ask, check_ask
 from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog
+from fedgate.classification import Levels
 from fedgate.audit_entry import AuditEntry, utc_now
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
 from fedgate.crypto.ticket import Ticket, TicketRefused, VerifiedTicket, verify_ticket
@@ -30,10 +32,14 @@ class Admission:
     async def served(self, rows: int) -> None:
         await self.gate.record_served(self, rows)
 
+    async def refused_after_check(self, reason: str) -> None:
+        await self.gate.record_refused(self, reason)
+
 
 class TicketGate:
-    def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog) -> None:
+    def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels) -> None:
         self._department = department
+        self._levels = levels
         self._vkey = vkey
         self._log = log
         # One ticket at a time: each accepted checkpoint is the base of the next proof.
@@ -50,16 +56,16 @@ class TicketGate:
     def _open(self, note: str) -> Checkpoint:
         return verify_checkpoint(note, self._vkey.name, self._vkey.public_key, origin=self.origin)
 
-    async def admit(self, msg: adapter_pb2.QueryTicket, action: str, dataset: str) -> Admission:
-        """Verify the ticket for `action` on `dataset` of this department, or record the refusal and raise."""
-        qualified = f"{self._department}.{dataset}"
+    async def admit(self, msg: adapter_pb2.QueryTicket, ask: Ask) -> Admission:
+        """Verify the ticket for exactly this request, or record the refusal and raise."""
+        action, qualified = ask.action, ask.dataset.qualified_name
         ticket = ticket_from_proto(msg)
         async with self._lock:
             try:
                 note = self._log.last_accepted_note()
                 verified = verify_ticket(ticket, audience=self._department, now=int(time.time()), vkey=self._vkey,
                                          origin=self.origin, last_seen=self._open(note) if note else None)
-                _check_entry(verified, action, qualified)
+                check_ask(_entry_of(verified), ask, self._levels)
             except FedgateError as exc:
                 await asyncio.to_thread(self._log.record, Disclosure(
                     utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
@@ -70,6 +76,12 @@ class TicketGate:
                 utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
                 action, qualified, "admitted", "", None))
         return admission
+
+    async def record_refused(self, admission: Admission, reason: str) -> None:
+        t = admission.ticket
+        await asyncio.to_thread(self._log.record, Disclosure(
+            utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
+            admission.dataset, "refused", reason, None))
 
     async def record_served(self, admission: Admission, rows: int) -> None:
         t = admission.ticket
@@ -86,17 +98,12 @@ def _query_id(ticket: Ticket) -> str:
     return "unknown"
 
 
-def _check_entry(ticket: VerifiedTicket, action: str, qualified: str) -> None:
-    """The logged request must be the one being served: same action, this dataset, allowed."""
+def _entry_of(ticket: VerifiedTicket) -> AuditEntry:
+    """The logged request the ticket proves, which must belong to the ticket's query."""
     try:
         entry = AuditEntry.from_canonical(ticket.entry)
     except RemoteProtocolError as exc:
         raise TicketRefused(f"the ticket's audit entry is malformed ({exc})") from None
     if entry.query_id != ticket.claims.query_id:
         raise TicketRefused("the ticket's audit entry belongs to another query")
-    if entry.action != action:
-        raise TicketRefused(f"the logged request is '{entry.action}', not '{action}'")
-    if qualified not in entry.datasets:
-        raise TicketRefused(f"the logged request does not name dataset '{qualified}'")
-    if entry.decision != "allow":
-        raise TicketRefused("the logged request was not allowed")
+    return entry

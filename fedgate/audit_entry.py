@@ -10,6 +10,7 @@ the same entry.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,9 @@ class AuditEntry:
     result_sizes: tuple[tuple[str, int], ...] = ()
     trace_id: str = ""    # for correlation only; supplied by the client, never a key
     query_id: str = ""    # links a query's pre-access entry to its outcome entry and tickets
+    # What adapters check a ticket against: field forms and levels, the filter with its
+    # values blanked and a salted digest of the exact filter, safeguard values.
+    params: tuple[tuple[str, str], ...] = ()
     v: int = field(default=ENTRY_VERSION)
 
     def canonical(self) -> bytes:
@@ -51,6 +55,7 @@ class AuditEntry:
         obj["datasets"] = list(self.datasets)
         obj["fields"] = list(self.fields)
         obj["result_sizes"] = {k: v for k, v in self.result_sizes}
+        obj["params"] = {k: v for k, v in self.params}
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,12 +69,19 @@ class AuditEntry:
             if not isinstance(obj, dict):
                 raise TypeError("not an object")
             sizes = obj.pop("result_sizes")
-            if not isinstance(sizes, Mapping):
-                raise TypeError("result_sizes")
+            params = obj.pop("params")
+            if not isinstance(sizes, Mapping) or not isinstance(params, Mapping):
+                raise TypeError("result_sizes / params")
             entry = cls(**{**obj, "datasets": tuple(obj["datasets"]), "fields": tuple(obj["fields"]),
-                           "result_sizes": tuple(sorted((str(k), int(v)) for k, v in sizes.items()))})
+                           "result_sizes": tuple(sorted((str(k), int(v)) for k, v in sizes.items())),
+                           "params": tuple(sorted((str(k), str(v)) for k, v in params.items()))})
         except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
             raise RemoteProtocolError(f"audit entry is not valid canonical JSON ({type(exc).__name__})") from None
         if entry.canonical() != data:
             raise RemoteProtocolError("audit entry bytes are not in canonical form")
         return entry
+
+
+def filter_digest(nonce: bytes, text: str) -> str:
+    """SHA-256(nonce || filter): binds a filter into the log without recording or exposing its values."""
+    return hashlib.sha256(nonce + text.encode("utf-8")).hexdigest()

@@ -1,13 +1,47 @@
-"""Classification levels (分级), loaded from policy data rather than code."""
+"""Classification levels (分级), their disclosure ceilings and masks, loaded from policy data."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from fedgate.errors import ConfigError
 from fedgate.tomlconfig import Table
+
+# Disclosure forms, least revealing first.
+FORMS = ("aggregate", "masked", "plaintext")
+_MASK = re.compile(r"^keep:(\d{1,2}):(\d{1,2})$")
+
+
+def form_rank(form: str) -> int:
+    return FORMS.index(form)
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Keep the first `start` and last `end` characters; star the rest."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Mask:
+        m = _MASK.match(spec)
+        if not m:
+            raise ValueError(f"mask {spec!r} is not keep:A:B")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def apply(self, value: str) -> str:
+        n = len(value)
+        if n == 0:
+            return value
+        # Never reveal everything: on short values keep less, always starring something.
+        start = min(self.start, max(n - 1, 0))
+        end = min(self.end, max(n - 1 - start, 0))
+        return value[:start] + "*" * (n - start - end) + value[n - end:]
 
 
 @dataclass(frozen=True)
@@ -15,13 +49,16 @@ class Level:
     name: str
     display: str
     rank: int
+    ceiling: str = "plaintext"
+    min_aggregate: int = 0
 
 
 @dataclass(frozen=True)
 class Levels:
-    """The ordered set of levels a deployment uses."""
+    """The ordered set of levels a deployment uses, with the masks for masked disclosure."""
 
     levels: tuple[Level, ...]
+    masks: dict[str, Mask] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         names = [lv.name for lv in self.levels]
@@ -34,19 +71,48 @@ class Levels:
     def get(self, name: str) -> Level | None:
         return next((lv for lv in self.levels if lv.name == name), None)
 
+    def highest(self, names: list[str]) -> Level | None:
+        found = [lv for lv in (self.get(n) for n in names) if lv is not None]
+        return max(found, key=lambda lv: lv.rank) if found else None
+
+    def mask_for(self, key_kind: str | None, field_type: str) -> Mask:
+        return self.masks.get(key_kind or "") or self.masks.get(field_type) or Mask(1, 0)
+
     @classmethod
     def from_file(cls, path: Path) -> Levels:
         table = Table.load(path)
         levels = []
         for entry in table.tables("levels"):
-            levels.append(Level(entry.str("name"), entry.str("display", ""), entry.int("rank")))
+            level = Level(entry.str("name"), entry.str("display", ""), entry.int("rank"),
+                          entry.str("ceiling", "plaintext"), entry.int("min_aggregate", 0))
+            if level.ceiling not in FORMS:
+                raise entry.error("ceiling", f"must be one of {', '.join(FORMS)}")
+            if level.min_aggregate < 0:
+                raise entry.error("min_aggregate", "must not be negative")
             entry.done()
+            levels.append(level)
+        masks: dict[str, Mask] = {}
+        if table.has("masks"):
+            mtable = table.table("masks")
+            for kind in mtable.keys():
+                try:
+                    masks[kind] = Mask.parse(mtable.str(kind))
+                except ValueError as exc:
+                    raise mtable.error(kind, str(exc)) from None
+            mtable.done()
         table.done()
-        return cls(tuple(sorted(levels, key=lambda lv: lv.rank)))
+        try:
+            return cls(tuple(sorted(levels, key=lambda lv: lv.rank)), masks)
+        except ValueError as exc:
+            raise ConfigError(str(path), str(exc)) from None
+
+
+def policies_dir() -> Path:
+    """The policy files shipped in fedgate.policies (a real directory: the package is not zipped)."""
+    return Path(str(resources.files("fedgate.policies")))
 
 
 @cache
 def default_levels() -> Levels:
     """The levels shipped in fedgate.policies (L1 public … L4 restricted)."""
-    with resources.as_file(resources.files("fedgate.policies") / "levels.toml") as path:
-        return Levels.from_file(path)
+    return Levels.from_file(policies_dir() / "levels.toml")

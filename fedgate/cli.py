@@ -318,22 +318,95 @@ def audit_verify(
 
 PurposeOpt = Annotated[str, typer.Option("--purpose", help="Why you ask (required, audited).")]
 CaseOpt = Annotated[str, typer.Option("--case", help="Case number, 督查事项编号 (required, audited).")]
+FilterOpt = Annotated[str, typer.Option("--filter", help="e.g. \"status in ('吊销', '注销') and amount_fen >= 100000\"")]
 
 
 @query_app.command("count")
 def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
                 dataset: Annotated[str, typer.Argument(help="department.dataset, e.g. hrss.subsidies")],
-                purpose: PurposeOpt, case: CaseOpt, as_json: JsonOpt = False) -> None:
+                purpose: PurposeOpt, case: CaseOpt, filter: FilterOpt = "", as_json: JsonOpt = False) -> None:
     """Live row count of one dataset, asked of its department with a logged, signed ticket."""
     async def go() -> tuple[int, int]:
         async with _client(gateway, ca, cert, key) as client:
-            return await client.count_rows(dataset, purpose, case)
+            return await client.count_rows(dataset, purpose, case, filter)
 
     rows, index = _run(lambda: asyncio.run(go()))
     if as_json:
         print(json.dumps({"dataset": dataset, "rows": rows, "audit_index": index}))
     else:
         console.print(f"{dataset}: {rows:,} rows (audit entry #{index})")
+
+
+@query_app.command("disclose")
+def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+                   dataset: Annotated[str, typer.Argument(help="department.dataset")],
+                   fields: Annotated[list[str], typer.Option("--field", help="Field to see (repeatable).")],
+                   purpose: PurposeOpt, case: CaseOpt, filter: FilterOpt = "",
+                   limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20, as_json: JsonOpt = False) -> None:
+    """Fields of the filtered rows, plaintext or masked by the department as policy allows."""
+    from fedgate.client import Disclosure
+
+    async def go() -> Disclosure:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.disclose(dataset, fields, purpose, case, filter, limit)
+
+    result = _run(lambda: asyncio.run(go()))
+    if as_json:
+        print(json.dumps({"fields": [vars(f) for f in result.fields], "rows": result.rows,
+                          "matched_rows": result.matched_rows, "audit_index": result.audit_index},
+                         ensure_ascii=False, indent=2))
+        return
+    table = RichTable(*(f"{f.name}\n{f.level} {f.form}" for f in result.fields),
+                      title=f"{dataset}: {len(result.rows)} of {result.matched_rows:,} matching rows "
+                            f"(audit entry #{result.audit_index})")
+    for row in result.rows:
+        table.add_row(*(escape(v) if v is not None else "[dim]—[/]" for v in row))
+    console.print(table)
+
+
+policy_app = typer.Typer(help="Check and reload access policy.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    subject: Annotated[str, typer.Argument(help="e.g. supervisor/dcb/alice (a SPIFFE path) or a role")],
+    domain: Annotated[str, typer.Argument(help="the subject's agency or department, e.g. dcb")],
+    obj: Annotated[str, typer.Argument(metavar="OBJECT", help="dataset or field, e.g. hrss.pensions.name")],
+    action: Annotated[str, typer.Argument(help="register, list, count, filter, match, sum, compare, "
+                                               "disclose.plain, disclose.masked, audit.read, policy.reload")],
+    level: Annotated[str, typer.Option(help="The object's level (L1..L4), or * for none.")] = "*",
+    policy_dir: Annotated[Path | None, typer.Option(help="Directory with model.conf, policy.csv and levels.toml "
+                                                         "(default: the shipped policy).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide one request against the policy files, printing the decision and the rule."""
+    from fedgate.classification import Levels, policies_dir
+    from fedgate.gateway.policy import Policy
+
+    def go() -> Any:
+        directory = policy_dir or policies_dir()
+        return Policy.from_dir(directory, Levels.from_file(directory / "levels.toml")).decide(
+            subject, domain, obj, action, level)
+
+    decision = _run(go)
+    if as_json:
+        print(json.dumps({"allowed": decision.allowed, "rule": decision.rule}, ensure_ascii=False))
+    else:
+        verdict = "[green]allow[/]" if decision.allowed else "[red]deny[/]"
+        console.print(f"{verdict}  {escape(decision.rule)}")
+    raise typer.Exit(0 if decision.allowed else 2)
+
+
+@policy_app.command("reload")
+def policy_reload(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt) -> None:
+    """Make the gateway load its policy files again (audited; the old rules stay if the new ones fail)."""
+    async def go() -> tuple[int, str]:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.reload_policy()
+
+    rules, digest = _run(lambda: asyncio.run(go()))
+    console.print(f"policy reloaded: {rules} rules, digest {digest[:16]}…")
 
 
 StoreOpt = Annotated[list[Path], typer.Option("--store", help="A span store (spans.db); repeatable. "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
@@ -12,12 +13,14 @@ import grpc
 from fedgate.audit_entry import AuditEntry
 from fedgate.audit_verify import TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
-from fedgate.datasets import RegisteredDataset
+from fedgate.datasets import FieldGrant, RegisteredDataset
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import GATEWAY
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
     registry_pb2,
@@ -29,6 +32,14 @@ from fedgate.wire import dataset_from_proto
 DEFAULT_TIMEOUT_S = 30.0
 
 
+@dataclass(frozen=True)
+class Disclosure:
+    fields: list[FieldGrant]
+    rows: list[list[str | None]]
+    matched_rows: int
+    audit_index: int
+
+
 class GatewayClient:
     """An mTLS connection to the gateway under the identity in `tls`'s certificate."""
 
@@ -37,6 +48,7 @@ class GatewayClient:
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._query = query_pb2_grpc.QueryServiceStub(self._channel)
+        self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._timeout = timeout
 
     async def __aenter__(self) -> GatewayClient:
@@ -61,12 +73,31 @@ class GatewayClient:
 
     # --- queries (supervisors) ---
 
-    async def count_rows(self, dataset: str, purpose: str, case_number: str) -> tuple[int, int]:
-        """Live row count of `dept.dataset`; returns (rows, audit index of the query)."""
+    async def count_rows(self, dataset: str, purpose: str, case_number: str, filter: str = "") -> tuple[int, int]:
+        """Live row count of `dept.dataset`, optionally filtered; returns (rows, audit index of the query)."""
         async with _calling():
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
-                dataset=dataset, purpose=purpose, case_number=case_number), timeout=self._timeout)
+                dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
         return reply.rows, reply.audit_index
+
+    async def disclose(self, dataset: str, fields: list[str], purpose: str, case_number: str,
+                       filter: str = "", limit: int = 100) -> Disclosure:
+        """Fields of the filtered rows, each plaintext or masked as policy allows."""
+        async with _calling():
+            reply = await self._query.Disclose(query_pb2.DiscloseRequest(
+                dataset=dataset, fields=fields, purpose=purpose, case_number=case_number, filter=filter,
+                limit=limit), timeout=self._timeout)
+        return Disclosure(
+            [FieldGrant(f.name, f.level, f.form) for f in reply.fields],
+            [[None if null else value for value, null in zip(r.values, r.null)] for r in reply.rows],
+            reply.matched_rows, reply.audit_index)
+
+    # --- policy administration ---
+
+    async def reload_policy(self) -> tuple[int, str]:
+        async with _calling():
+            reply = await self._policy.Reload(policy_pb2.ReloadPolicyRequest(), timeout=self._timeout)
+        return reply.rules, reply.digest
 
     # --- audit (security officers) ---
 

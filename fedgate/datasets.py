@@ -106,3 +106,12 @@ class RegisteredDataset:
     decl: DatasetDecl
     department_display_name: str
     registered_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class FieldGrant:
+    """A field a query may release, at the level the gateway holds, in the form policy allows."""
+
+    name: str
+    level: str
+    form: str  # plaintext | masked

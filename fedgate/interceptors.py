@@ -49,6 +49,7 @@ class RequestRecord:
     result_sizes: dict[str, int] = field(default_factory=dict)
     trace_id: str = ""
     query_id: str = ""
+    params: dict[str, str] = field(default_factory=dict)
 
 
 CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]]

@@ -74,6 +74,12 @@ class Table:
         data = self._get(key, dict, _MISSING)
         return Table(self.file, data, f"{self._prefix}{key}.")
 
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
     def tables(self, key: str, default: Any = _MISSING) -> list[Table]:
         items = self._get(key, list, default)
         out = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
-from fedgate.datasets import DatasetDecl
+from fedgate.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
 from fedgate.errors import FailedPrecondition, FedgateError, PermissionDenied, Unavailable
 from fedgate.identity import Identity
@@ -75,17 +77,29 @@ class AdapterLinks:
             raise adapter_failure(department, exc) from None
         return reply.seen_size
 
-    async def count_rows(self, department: str, endpoint: str, ticket: Ticket, dataset: str) -> int:
+    async def _call(self, department: str, endpoint: str, method: str, request: Any) -> Any:
         stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
         try:
-            reply = await stub.CountRows(adapter_pb2.AdapterCountRequest(ticket=ticket_to_proto(ticket),
-                                                                          dataset=dataset),
-                                         timeout=QUERY_TIMEOUT_S)
+            return await getattr(stub, method)(request, timeout=QUERY_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             if error_class(exc) == StaleBase.__name__:
                 raise StaleTicket(department) from None
             raise adapter_failure(department, exc) from None
-        return reply.rows
+
+    async def count_rows(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
+                         filter_text: str = "", nonce: bytes = b"") -> int:
+        reply = await self._call(department, endpoint, "CountRows", adapter_pb2.AdapterCountRequest(
+            ticket=ticket_to_proto(ticket), dataset=dataset, filter=filter_text, filter_nonce=nonce))
+        return int(reply.rows)
+
+    async def disclose(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
+                       fields: list[FieldGrant], filter_text: str, nonce: bytes, min_set_size: int,
+                       limit: int) -> tuple[int, list[tuple[list[str], list[bool]]]]:
+        reply = await self._call(department, endpoint, "Disclose", adapter_pb2.AdapterDiscloseRequest(
+            ticket=ticket_to_proto(ticket), dataset=dataset,
+            fields=[adapter_pb2.FieldRequest(name=f.name, level=f.level, form=f.form) for f in fields],
+            filter=filter_text, filter_nonce=nonce, min_set_size=min_set_size, limit=limit))
+        return int(reply.matched_rows), [(list(r.values), list(r.null)) for r in reply.rows]
 
     async def close(self) -> None:
         for channel in self._channels.values():

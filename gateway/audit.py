@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import grpc
 
 from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.errors import InvalidInput, NotFound, PermissionDenied
+from fedgate.errors import InvalidInput, NotFound
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
-from fedgate.identity import Identity, Role
+from fedgate.gateway.policy import Policy
+from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord
 
 _DENIALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -47,6 +48,7 @@ def entry_for(record: RequestRecord, code: grpc.StatusCode | None, reason: str) 
         result_sizes=tuple(sorted(record.result_sizes.items())),
         trace_id=record.trace_id,
         query_id=record.query_id,
+        params=tuple(sorted(record.params.items())),
     )
 
 
@@ -88,16 +90,15 @@ class SearchCriteria:
                 and (not self.until or e.time < self.until))
 
 
-def require_officer(caller: Identity) -> None:
-    if caller.role is not Role.OFFICER:
-        raise PermissionDenied(f"only security officers may read the audit log (caller is {caller})")
-
-
 class AuditReader:
-    """Read access to the log for security officers."""
+    """Read access to the log for those the policy allows (security officers by default)."""
 
-    def __init__(self, log: AuditLog) -> None:
+    def __init__(self, log: AuditLog, policy: Policy) -> None:
         self.log = log
+        self.policy = policy
+
+    def authorise(self, caller: Identity, record: RequestRecord) -> None:
+        record.rule = self.policy.decide_for(caller, "audit.*", "audit.read").require()
 
     def checkpoint(self, size: int) -> tuple[int, str]:
         """The stored checkpoint at `size`, or the latest stored one for 0."""

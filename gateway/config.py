@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedgate.classification import policies_dir
 from fedgate.tls import TlsFiles
 from fedgate.tomlconfig import Table
 
@@ -19,6 +20,8 @@ data_dir = "gateway-data"       # registry (and later the audit log) live here
 # log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
 # signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing
 # ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
+# policy_dir = "policies"              # model.conf, policy.csv, levels.toml, safeguards.toml (default: shipped)
+# policy_watch_s = 2                   # reload the policy this often after its files change; 0: only on request
 
 [tls]
 ca = "certs/ca.pem"
@@ -37,6 +40,12 @@ class GatewayConfig:
     log_origin: str = DEFAULT_ORIGIN
     signing_key: Path | None = None
     ticket_ttl_s: int = 60
+    policy_dir: Path | None = None
+    policy_watch_s: int = 2
+
+    @property
+    def effective_policy_dir(self) -> Path:
+        return self.policy_dir or policies_dir()
 
     @property
     def effective_registry_url(self) -> str:
@@ -62,6 +71,8 @@ class GatewayConfig:
             log_origin=table.str("log_origin", DEFAULT_ORIGIN),
             signing_key=table.path("signing_key", None),
             ticket_ttl_s=table.int("ticket_ttl_s", 60),
+            policy_dir=table.path("policy_dir", None),
+            policy_watch_s=table.int("policy_watch_s", 2),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()

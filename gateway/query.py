@@ -1,31 +1,43 @@
-"""Queries over department data: checked, logged, then asked of adapters with signed tickets.
+"""Queries over department data: decided by policy, logged, then asked of adapters with signed tickets.
 
-The order is fixed and is the point: no adapter is contacted before the
-request's entry is in the audit log, and every adapter gets a ticket proving it.
+The order is fixed and is the point: policy and safeguards first, then the
+pre-access audit entry, and only then any adapter, each with a ticket proving
+the entry is in the log.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from opentelemetry import trace
 
-from fedgate.errors import InvalidInput, PermissionDenied
+from fedgate.crypto.ticket import Ticket
+from fedgate.audit_entry import filter_digest
+from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.errors import FailedPrecondition, InvalidInput, QuotaExceeded
+from fedgate.filters import Filter, check, fields_of, parse, redacted_text, to_text
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
+from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
+from fedgate.gateway.registry_store import Department
+from fedgate.gateway.safeguards import QuotaBook, Safeguards
 from fedgate.gateway.tickets import TicketIssuer
-from fedgate.identity import Identity, Role
+from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord
 from fedgate.telemetry import safe_attributes
 
 tracer = trace.get_tracer(__name__)
+T = TypeVar("T")
 MAX_TEXT = 256
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
+MAX_DISCLOSE_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -42,35 +54,64 @@ class Purpose:
             raise InvalidInput("a case number (督查事项编号) of 1–64 letters, digits or -/()[]#. is required")
 
 
-def require_supervisor(caller: Identity) -> None:
-    if caller.role is not Role.SUPERVISOR:
-        raise PermissionDenied(f"only supervisors may query department data (caller is {caller})")
+@dataclass(frozen=True)
+class Disclosed:
+    fields: list[FieldGrant]
+    rows: list[tuple[list[str], list[bool]]]
+    matched_rows: int
+    audit_index: int
 
 
 class QueryEngine:
-    def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer) -> None:
+    def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer,
+                 policy: Policy, safeguards: Safeguards, quotas: QuotaBook) -> None:
         self._registry = registry
         self._links = links
         self._log = log
         self._tickets = tickets
+        self._policy = policy
+        self._safeguards = safeguards
+        self._quotas = quotas
+
+    # --- steps every query goes through ---
+
+    async def _begin(self, caller: Identity, record: RequestRecord, action: str, policy_action: str,
+                     dataset: str, why: Purpose) -> tuple[Department, DatasetDecl, int | None]:
+        """Name the request, decide it, charge the quota; returns the remaining row allowance."""
+        record.action = action
+        record.datasets = [dataset]
+        record.purpose, record.case_number = why.purpose, why.case_number
+        department, decl = await self._registry.locate(dataset)
+        record.rule = self._policy.decide_for(caller, dataset, policy_action).require()
+        return department, decl, self._quotas.charge_query(caller)
+
+    def _filter(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, text: str) -> tuple[Filter | None, str, bytes]:
+        """Parse, type-check and authorise the filter; bind it into the record without its values."""
+        where = parse(text)
+        if where is None:
+            return None, "", b""
+        check(where, {f.name: f.type for f in decl.fields})
+        for name in sorted(fields_of(where)):
+            field = decl.field(name)
+            assert field is not None  # check() refused unknown fields
+            self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", field.level).require()
+        canonical, nonce = to_text(where), secrets.token_bytes(16)
+        record.params["filter"] = redacted_text(where)
+        record.params["filter_digest"] = filter_digest(nonce, canonical)
+        return where, canonical, nonce
 
     async def _log_intent(self, record: RequestRecord) -> tuple[int, bytes]:
         """Append the pre-access entry; its index goes into every ticket."""
         record.query_id = secrets.token_hex(16)
         entry = entry_for(record, None, "")
-        appended = await self._log.append(entry)
+        with tracer.start_as_current_span("audit.append_intent") as span:
+            appended = await self._log.append(entry)
+            span.set_attributes(safe_attributes(**{"fedgate.audit_index": appended.index}))
         return appended.index, entry.canonical()
 
-    async def count_rows(self, caller: Identity, record: RequestRecord, dataset: str, why: Purpose) -> tuple[int, int]:
-        """Live row count of one dataset; returns (rows, audit index of the query)."""
-        record.action = "query.count"
-        record.datasets = [dataset]
-        record.purpose, record.case_number = why.purpose, why.case_number
-        require_supervisor(caller)
-        department, decl = await self._registry.locate(dataset)
-        with tracer.start_as_current_span("audit.append_intent") as span:
-            index, entry = await self._log_intent(record)
-            span.set_attributes(safe_attributes(**{"fedgate.audit_index": index}))
+    async def _ask(self, department: Department, record: RequestRecord, index: int, entry: bytes,
+                   call: Callable[[Ticket], Awaitable[T]]) -> T:
+        """Call an adapter with a fresh ticket, re-issuing it if the adapter moved on meanwhile."""
         for attempt in range(TICKET_ATTEMPTS):
             with tracer.start_as_current_span("ticket.issue") as span:
                 seen = await self._links.log_state(department.code, department.endpoint)
@@ -78,10 +119,67 @@ class QueryEngine:
                 span.set_attributes(safe_attributes(**{"fedgate.department": department.code,
                                                        "fedgate.base_size": seen, "fedgate.attempt": attempt}))
             try:
-                rows = await self._links.count_rows(department.code, department.endpoint, ticket, decl.name)
-                break
+                return await call(ticket)
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1:
                     raise
+        raise AssertionError("unreachable")
+
+    # --- queries ---
+
+    async def count_rows(self, caller: Identity, record: RequestRecord, dataset: str, why: Purpose,
+                         filter_text: str = "") -> tuple[int, int]:
+        """Live row count of one dataset, optionally filtered; returns (rows, audit index)."""
+        department, decl, _ = await self._begin(caller, record, "query.count", "count", dataset, why)
+        where, canonical, nonce = self._filter(caller, record, decl, filter_text)
+        # A count reveals about the fields it filters on: suppress small counts by their highest level.
+        touched = self._policy.levels.highest([f.level for f in decl.fields if where and f.name in fields_of(where)])
+        k = touched.min_aggregate if touched else 0
+        record.params["min_aggregate"] = str(k)
+        index, entry = await self._log_intent(record)
+        rows = await self._ask(department, record, index, entry, lambda t: self._links.count_rows(
+            department.code, department.endpoint, t, decl.name, canonical, nonce))
         record.result_sizes["rows"] = rows
+        if 0 < rows < k:
+            raise FailedPrecondition(f"count suppressed: fewer than {k} rows, the minimum aggregation size for "
+                                     f"level {touched.name if touched else ''} (safeguard min_aggregate)")
         return rows, index
+
+    async def disclose(self, caller: Identity, record: RequestRecord, dataset: str, fields: list[str],
+                       why: Purpose, filter_text: str = "", limit: int = 100) -> Disclosed:
+        """Fields of filtered rows in the form policy allows; refused below the minimum set size."""
+        department, decl, allowance = await self._begin(caller, record, "query.disclose", "count", dataset, why)
+        if not fields or len(set(fields)) != len(fields):
+            raise InvalidInput("name each field to disclose once")
+        if not 0 < limit <= MAX_DISCLOSE_ROWS:
+            raise InvalidInput(f"limit must be between 1 and {MAX_DISCLOSE_ROWS}")
+        grants, rules = [], [record.rule]
+        for name in fields:
+            field = decl.field(name)
+            if field is None:
+                raise InvalidInput(f"dataset '{dataset}' has no field '{name}'")
+            form, decision = self._policy.disclosure_form(caller, f"{dataset}.{name}", field.level)
+            if form == "never":
+                raise PolicyDenied(decision.rule)
+            grants.append(FieldGrant(name, field.level, form))
+            rules.append(decision.rule)
+        record.rule = " | ".join(dict.fromkeys(rules))
+        record.fields = [f"{dataset}.{g.name}" for g in grants]
+        for g in grants:
+            record.params[f"form.{dataset}.{g.name}"] = g.form
+            record.params[f"level.{dataset}.{g.name}"] = g.level
+        where, canonical, nonce = self._filter(caller, record, decl, filter_text)
+        if allowance is not None:
+            if allowance == 0:
+                raise QuotaExceeded(f"daily disclosed-row quota used up (rule: quotas.{caller.role.value}"
+                                    ".disclosed_rows_per_day)")
+            limit = min(limit, allowance)
+        min_set = self._safeguards.min_set_size
+        record.params["min_set_size"] = str(min_set)
+        record.params["limit"] = str(limit)
+        index, entry = await self._log_intent(record)
+        matched, rows = await self._ask(department, record, index, entry, lambda t: self._links.disclose(
+            department.code, department.endpoint, t, decl.name, grants, canonical, nonce, min_set, limit))
+        self._quotas.charge_rows(caller, len(rows))
+        record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
+        return Disclosed(grants, rows, matched, index)

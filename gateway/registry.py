@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from fedgate.classification import Levels
 from fedgate.datasets import DatasetDecl, RegisteredDataset
 from fedgate.errors import InvalidInput, NotFound, PermissionDenied
 from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
 from fedgate.gateway.registry_store import Department, RegistryStore
+from fedgate.gateway.policy import Policy
 from fedgate.identity import Identity, Role
+from fedgate.interceptors import RequestRecord
+
+
+OWN_DEPARTMENT_RULE = "invariant: a department certificate registers its own department's datasets only"
 
 
 @dataclass(frozen=True)
@@ -22,16 +26,18 @@ class Registration:
 
 
 class Registry:
-    def __init__(self, store: RegistryStore, levels: Levels, links: AdapterLinks) -> None:
+    def __init__(self, store: RegistryStore, policy: Policy, links: AdapterLinks) -> None:
         self._store = store
-        self._levels = levels
+        self._policy = policy
+        self._levels = policy.levels
         self._links = links
 
-    async def register(self, caller: Identity, reg: Registration) -> tuple[int, int]:
-        """Validate, check ownership and the adapter endpoint, then replace the department's datasets."""
-        if caller.role is not Role.DEPARTMENT:
-            raise PermissionDenied(f"only a department certificate may register datasets (caller is {caller})")
-        if caller.org != reg.department:
+    async def register(self, caller: Identity, record: RequestRecord, reg: Registration) -> tuple[int, int]:
+        """Validate, check policy, ownership and the adapter endpoint, then replace the department's datasets."""
+        record.rule = self._policy.decide_for(caller, f"{reg.department}.*", "register").require()
+        # Ownership is an invariant, not policy: a certificate speaks for its own department only.
+        if caller.role is not Role.DEPARTMENT or caller.org != reg.department:
+            record.rule = OWN_DEPARTMENT_RULE
             raise PermissionDenied(
                 f"certificate is for department '{caller.org}'; it cannot register datasets for '{reg.department}'"
             )
@@ -50,14 +56,13 @@ class Registry:
             self._store.replace_department, reg.department, reg.display_name or reg.department,
             reg.endpoint, list(reg.datasets))
 
-    async def list(self, caller: Identity, department: str | None) -> list[RegisteredDataset]:
-        """Datasets the caller may see: departments their own, supervisors and officers all."""
+    async def list(self, caller: Identity, record: RequestRecord, department: str | None) -> list[RegisteredDataset]:
+        """Datasets the caller may see: a department its own, others what policy lets them list."""
+        record.rule = self._policy.decide_for(caller, f"{department or '*'}.*", "list").require()
         if caller.role is Role.DEPARTMENT:
             if department and department != caller.org:
                 raise PermissionDenied("a department may list only its own datasets")
             department = caller.org
-        elif caller.role not in (Role.SUPERVISOR, Role.OFFICER):
-            raise PermissionDenied(f"{caller.role.value} may not list datasets")
         return await asyncio.to_thread(self._store.list_datasets, department)
 
     async def locate(self, qualified: str) -> tuple[Department, DatasetDecl]:

@@ -85,6 +85,10 @@ class RegistryStore:
     def open(cls, url: str) -> RegistryStore:
         return cls(make_engine(url))
 
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
     def close(self) -> None:
         self._engine.dispose()
 

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedgate import signing_key, telemetry
-from fedgate.classification import default_levels
+from fedgate.classification import Levels
+from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
-from fedgate.gateway.query import QueryEngine
-from fedgate.gateway.services.audit import AuditServicer
-from fedgate.gateway.services.query import QueryServicer
-from fedgate.gateway.tickets import TicketIssuer
-from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.config import GatewayConfig
+from fedgate.gateway.policy import Policy
+from fedgate.gateway.policy_watch import watch_policy
+from fedgate.gateway.query import QueryEngine
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import RegistryStore
+from fedgate.gateway.safeguards import QuotaBook, Safeguards
+from fedgate.gateway.services.audit import AuditServicer
+from fedgate.gateway.services.policy import PolicyServicer
+from fedgate.gateway.services.query import QueryServicer
 from fedgate.gateway.services.registry import RegistryServicer
+from fedgate.gateway.tickets import TicketIssuer
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
     query_pb2,
     query_pb2_grpc,
     registry_pb2,
@@ -40,45 +47,66 @@ class Gateway:
     store: RegistryStore
     links: AdapterLinks
     audit_log: AuditLog
-
+    policy: Policy
     vkey_path: Path
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
         return self.running.port
 
     async def stop(self, grace: float = 5.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.running.stop(grace)
         await self.links.close()
         self.store.close()
         self.audit_log.store.close()
 
 
+def _service(module: object, name: str, servicer: object) -> Service:
+    descriptor = module.DESCRIPTOR.services_by_name[name]  # type: ignore[attr-defined]
+    return Service(descriptor.full_name, servicer, getattr(_GRPC[module], f"add_{name}Servicer_to_server"))
+
+
+_GRPC = {registry_pb2: registry_pb2_grpc, audit_pb2: audit_pb2_grpc, query_pb2: query_pb2_grpc,
+         policy_pb2: policy_pb2_grpc}
+
+
 async def build_gateway(config: GatewayConfig) -> Gateway:
-    """Open the stores and start serving; returns once the port is bound."""
+    """Load policy and keys, open the stores and start serving; returns once the port is bound."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    policy_dir = config.effective_policy_dir
+    levels = Levels.from_file(policy_dir / "levels.toml")
+    policy = Policy.from_dir(policy_dir, levels)
+    safeguards = Safeguards.from_file(policy_dir / "safeguards.toml")
     key = signing_key.load_or_create(config.effective_signing_key, config.log_origin)
     store = await asyncio.to_thread(RegistryStore.open, config.effective_registry_url)
     audit_store = await asyncio.to_thread(AuditStore.open, config.effective_audit_url)
     try:
         audit_log = await AuditLog.open(audit_store, key, config.log_origin)
+        quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguards)
         links = AdapterLinks(config.tls)
-        registry = Registry(store, default_levels(), links)
+        registry = Registry(store, policy, links)
+        engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s),
+                             policy, safeguards, quotas)
         services = [
-            Service(registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-                    RegistryServicer(registry), registry_pb2_grpc.add_RegistryServiceServicer_to_server),
-            Service(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
-                    AuditServicer(AuditReader(audit_log)), audit_pb2_grpc.add_AuditServiceServicer_to_server),
+            _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
+            _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),
+            _service(query_pb2, "QueryService", QueryServicer(engine)),
+            _service(policy_pb2, "PolicyService", PolicyServicer(policy)),
         ]
-        engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s))
-        services.append(Service(query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
-                                QueryServicer(engine), query_pb2_grpc.add_QueryServiceServicer_to_server))
         running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log))
     except BaseException:
         store.close()
         audit_store.close()
         raise
-    return Gateway(running, store, links, audit_log, signing_key.vkey_path(config.effective_signing_key))
+    gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key))
+    if config.policy_watch_s > 0:
+        gateway.tasks.append(asyncio.create_task(watch_policy(policy, audit_log, config.policy_watch_s)))
+    return gateway
 
 
 async def serve(config: GatewayConfig, ready_file: Path | None = None) -> None:
@@ -87,7 +115,7 @@ async def serve(config: GatewayConfig, ready_file: Path | None = None) -> None:
     telemetry.setup_tracing("fedgate-gateway", config.data_dir / "spans.db")
     try:
         gateway = await build_gateway(config)
-        log.info("gateway listening on port %d", gateway.port)
+        log.info("gateway listening on port %d (%d policy rules)", gateway.port, gateway.policy.rule_count)
         write_ready_file(ready_file, port=gateway.port)
         await run_until_signalled(gateway.stop)
     finally:

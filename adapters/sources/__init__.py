@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fedgate.filters import Filter
 
 Value = str | int | None
 
@@ -19,10 +22,10 @@ class Source(Protocol):
         """The column names the source offers."""
         ...
 
-    def count(self) -> int:
-        """The number of rows, checking every row's shape on the way."""
+    def count(self, where: Filter | None = None) -> int:
+        """The number of rows passing `where` (all rows if None), checking every row's shape on the way."""
         ...
 
-    def rows(self, columns: Sequence[str]) -> Iterator[tuple[Value, ...]]:
-        """Stream the given columns of every row."""
+    def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
+        """Stream the given columns of every row passing `where`."""
         ...

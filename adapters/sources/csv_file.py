@@ -12,6 +12,7 @@ from typing import Any
 from fedgate.adapters.sources import Value
 from fedgate.datasets import FieldType
 from fedgate.errors import DataSourceError
+from fedgate.filters import Filter, fields_of, predicate
 
 
 class CsvSource:
@@ -68,11 +69,19 @@ class CsvSource:
                 yield tuple(_convert(row[i], ftype, self._path, reader.line_num, name)
                             for i, name, ftype in picks)
 
-    def count(self) -> int:
-        return sum(1 for _ in self._records(list(self._types)))
+    def count(self, where: Filter | None = None) -> int:
+        if where is None:
+            return sum(1 for _ in self._records(list(self._types)))
+        return sum(1 for _ in self.rows([], where))
 
-    def rows(self, columns: Sequence[str]) -> Iterator[tuple[Value, ...]]:
-        return self._records(columns)
+    def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
+        if where is None:
+            return self._records(columns)
+        # Read the filter's columns too, test each row, then keep only what was asked for.
+        needed = list(dict.fromkeys([*columns, *sorted(fields_of(where))]))
+        keep = predicate(where, needed)
+        width = len(columns)
+        return (row[:width] for row in self._records(needed) if keep(row))
 
 
 def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> Value:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from fedgate.adapters.sources import Value
 from fedgate.errors import DataSourceError
+from fedgate.filters import Filter, to_sqlalchemy
 
 
 def sqlite_url(path: Path) -> str:
@@ -48,17 +49,22 @@ class SqlSource:
     def columns(self) -> list[str]:
         return [c.name for c in self._reflect().columns]
 
-    def count(self) -> int:
+    def count(self, where: Filter | None = None) -> int:
         table = self._reflect()
+        query = sa.select(sa.func.count()).select_from(table)
+        if where is not None:
+            query = query.where(to_sqlalchemy(where, table))
         try:
             with self._engine.connect() as conn:
-                return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+                return int(conn.execute(query).scalar_one())
         except sa.exc.SQLAlchemyError as exc:
             raise DataSourceError(f"{self._label}: cannot count rows: {type(exc).__name__}") from None
 
-    def rows(self, columns: Sequence[str]) -> Iterator[tuple[Value, ...]]:
+    def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
         table = self._reflect()
         query = sa.select(*(table.c[c] for c in columns))
+        if where is not None:
+            query = query.where(to_sqlalchemy(where, table))
         with self._engine.connect() as conn:
             result = conn.execution_options(yield_per=10_000).execute(query)
             for row in result:

@@ -6,32 +6,30 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from fedgate.gateway.audit import AuditReader, SearchCriteria, require_officer
+from fedgate.gateway.audit import AuditReader, SearchCriteria
 from fedgate.gateway.audit_log import HASHER
 from fedgate.interceptors import current_identity, current_record
 from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc
-
-
-def _begin(action: str) -> None:
-    record = current_record()
-    record.action = action
-    record.rule = "builtin:officers-read-audit-log"
-    require_officer(current_identity())
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def __init__(self, reader: AuditReader) -> None:
         self._reader = reader
 
+    def _begin(self, action: str) -> None:
+        record = current_record()
+        record.action = action
+        self._reader.authorise(current_identity(), record)
+
     async def GetCheckpoint(self, request: audit_pb2.GetCheckpointRequest,
                             context: grpc.aio.ServicerContext) -> audit_pb2.SignedCheckpoint:
-        _begin("audit.checkpoint")
+        self._begin("audit.checkpoint")
         size, note = self._reader.checkpoint(request.size)
         return audit_pb2.SignedCheckpoint(size=size, note=note)
 
     async def GetEntries(self, request: audit_pb2.GetEntriesRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[audit_pb2.LogEntry]:
-        _begin("audit.read")
+        self._begin("audit.read")
         count = 0
         async for item in self._reader.entries(request.start, request.stop):
             count += 1
@@ -40,7 +38,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     async def GetCheckpoints(self, request: audit_pb2.GetCheckpointsRequest,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[audit_pb2.SignedCheckpoint]:
-        _begin("audit.read")
+        self._begin("audit.read")
         stop = request.stop_size or self._reader.log.size
         for size, note in self._reader.log.store.checkpoints(max(request.start_size, 1)):
             if size > stop:
@@ -49,7 +47,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     async def SearchEntries(self, request: audit_pb2.SearchEntriesRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[audit_pb2.LogEntry]:
-        _begin("audit.search")
+        self._begin("audit.search")
         criteria = SearchCriteria(subject=request.subject, dataset=request.dataset,
                                   case_number=request.case_number, decision=request.decision,
                                   action=request.action, since=request.since, until=request.until,
@@ -61,7 +59,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     async def GetInclusionProof(self, request: audit_pb2.GetInclusionProofRequest,
                                 context: grpc.aio.ServicerContext) -> audit_pb2.InclusionProof:
-        _begin("audit.proof")
+        self._begin("audit.proof")
         size, note = self._reader.checkpoint(request.size)
         hashes = await self._reader.log.inclusion_proof(request.index, size)
         (entry,) = [e async for e in self._reader.entries(request.index, request.index + 1)]
@@ -70,6 +68,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     async def GetConsistencyProof(self, request: audit_pb2.GetConsistencyProofRequest,
                                   context: grpc.aio.ServicerContext) -> audit_pb2.ConsistencyProof:
-        _begin("audit.proof")
+        self._begin("audit.proof")
         hashes = await self._reader.log.consistency_proof(request.size1, request.size2)
         return audit_pb2.ConsistencyProof(size1=request.size1, size2=request.size2, hashes=hashes)

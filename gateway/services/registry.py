@@ -18,8 +18,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                                context: grpc.aio.ServicerContext) -> registry_pb2.RegisterDatasetsResponse:
         record = current_record()
         record.action = "registry.register"
-        # Until the policy issue brings Casbin, the rules are fixed in code and named here.
-        record.rule = "builtin:department-registers-own-datasets"
         record.datasets = [f"{request.department}.{d.name}" for d in request.datasets]
         reg = Registration(
             department=request.department,
@@ -27,7 +25,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             endpoint=request.adapter_endpoint,
             datasets=tuple(dataset_from_proto(d, request.department) for d in request.datasets),
         )
-        registered, removed = await self._registry.register(current_identity(), reg)
+        registered, removed = await self._registry.register(current_identity(), record, reg)
         record.result_sizes.update(registered=registered, removed=removed)
         return registry_pb2.RegisterDatasetsResponse(registered=registered, removed=removed)
 
@@ -35,8 +33,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                            context: grpc.aio.ServicerContext) -> registry_pb2.ListDatasetsResponse:
         record = current_record()
         record.action = "registry.list"
-        record.rule = "builtin:departments-see-own-supervisors-officers-see-all"
-        found = await self._registry.list(current_identity(), request.department or None)
+        found = await self._registry.list(current_identity(), record, request.department or None)
         record.result_sizes["datasets"] = len(found)
         reply = registry_pb2.ListDatasetsResponse()
         for item in found:

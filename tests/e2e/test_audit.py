@@ -63,7 +63,7 @@ async def test_every_request_is_logged_and_a_denial_has_its_reason(servers, tmp_
     assert deny.status == "PERMISSION_DENIED"
     assert "cannot register datasets for 'samr'" in deny.reason
     assert deny.datasets == ("samr.x",)
-    assert deny.rule == "builtin:department-registers-own-datasets"
+    assert deny.rule == "invariant: a department certificate registers its own department's datasets only"
     listing = entries[1]
     assert listing.subject == support.SUPERVISOR.spiffe_id and listing.role == "supervisor"
     assert dict(listing.result_sizes) == {"datasets": 1}

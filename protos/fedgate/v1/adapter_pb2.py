@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64gate/v1/adapter.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"Q\n\x10\x44\x65scribeResponse\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\"\x14\n\x12GetLogStateRequest\"\x1d\n\x08LogState\x12\x11\n\tseen_size\x18\x01 \x01(\x03\"{\n\x0bQueryTicket\x12\x0e\n\x06\x63laims\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x11\n\tinclusion\x18\x04 \x03(\x0c\x12\x11\n\tbase_size\x18\x05 \x01(\x03\x12\x13\n\x0b\x63onsistency\x18\x06 \x03(\x0c\"O\n\x13\x41\x64\x61pterCountRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"$\n\x14\x41\x64\x61pterCountResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x32\xec\x01\n\x0e\x41\x64\x61pterService\x12\x45\n\x08\x44\x65scribe\x12\x1b.fedgate.v1.DescribeRequest\x1a\x1c.fedgate.v1.DescribeResponse\x12\x43\n\x0bGetLogState\x12\x1e.fedgate.v1.GetLogStateRequest\x1a\x14.fedgate.v1.LogState\x12N\n\tCountRows\x12\x1f.fedgate.v1.AdapterCountRequest\x1a .fedgate.v1.AdapterCountResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64gate/v1/adapter.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"Q\n\x10\x44\x65scribeResponse\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\"\x14\n\x12GetLogStateRequest\"\x1d\n\x08LogState\x12\x11\n\tseen_size\x18\x01 \x01(\x03\"{\n\x0bQueryTicket\x12\x0e\n\x06\x63laims\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x11\n\tinclusion\x18\x04 \x03(\x0c\x12\x11\n\tbase_size\x18\x05 \x01(\x03\x12\x13\n\x0b\x63onsistency\x18\x06 \x03(\x0c\"u\n\x13\x41\x64\x61pterCountRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x04 \x01(\x0c\"$\n\x14\x41\x64\x61pterCountResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\"9\n\x0c\x46ieldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04\x66orm\x18\x03 \x01(\t\"\xc7\x01\n\x16\x41\x64\x61pterDiscloseRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x18.fedgate.v1.FieldRequest\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x05 \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x06 \x01(\x03\x12\r\n\x05limit\x18\x07 \x01(\x05\"W\n\x17\x41\x64\x61pterDiscloseResponse\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.fedgate.v1.DisclosedRow\x12\x14\n\x0cmatched_rows\x18\x02 \x01(\x03\x32\xc1\x02\n\x0e\x41\x64\x61pterService\x12\x45\n\x08\x44\x65scribe\x12\x1b.fedgate.v1.DescribeRequest\x1a\x1c.fedgate.v1.DescribeResponse\x12\x43\n\x0bGetLogState\x12\x1e.fedgate.v1.GetLogStateRequest\x1a\x14.fedgate.v1.LogState\x12N\n\tCountRows\x12\x1f.fedgate.v1.AdapterCountRequest\x1a .fedgate.v1.AdapterCountResponse\x12S\n\x08\x44isclose\x12\".fedgate.v1.AdapterDiscloseRequest\x1a#.fedgate.v1.AdapterDiscloseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,9 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYTICKET']._serialized_start=220
   _globals['_QUERYTICKET']._serialized_end=343
   _globals['_ADAPTERCOUNTREQUEST']._serialized_start=345
-  _globals['_ADAPTERCOUNTREQUEST']._serialized_end=424
-  _globals['_ADAPTERCOUNTRESPONSE']._serialized_start=426
-  _globals['_ADAPTERCOUNTRESPONSE']._serialized_end=462
-  _globals['_ADAPTERSERVICE']._serialized_start=465
-  _globals['_ADAPTERSERVICE']._serialized_end=701
+  _globals['_ADAPTERCOUNTREQUEST']._serialized_end=462
+  _globals['_ADAPTERCOUNTRESPONSE']._serialized_start=464
+  _globals['_ADAPTERCOUNTRESPONSE']._serialized_end=500
+  _globals['_FIELDREQUEST']._serialized_start=502
+  _globals['_FIELDREQUEST']._serialized_end=559
+  _globals['_ADAPTERDISCLOSEREQUEST']._serialized_start=562
+  _globals['_ADAPTERDISCLOSEREQUEST']._serialized_end=761
+  _globals['_ADAPTERDISCLOSERESPONSE']._serialized_start=763
+  _globals['_ADAPTERDISCLOSERESPONSE']._serialized_end=850
+  _globals['_ADAPTERSERVICE']._serialized_start=853
+  _globals['_ADAPTERSERVICE']._serialized_end=1174
 # @@protoc_insertion_point(module_scope)

@@ -46,15 +46,55 @@ class QueryTicket(_message.Message):
     def __init__(self, claims: _Optional[str] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[str] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., base_size: _Optional[int] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class AdapterCountRequest(_message.Message):
-    __slots__ = ("ticket", "dataset")
+    __slots__ = ("ticket", "dataset", "filter", "filter_nonce")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_NONCE_FIELD_NUMBER: _ClassVar[int]
     ticket: QueryTicket
     dataset: str
-    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ...) -> None: ...
+    filter: str
+    filter_nonce: bytes
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ...) -> None: ...
 
 class AdapterCountResponse(_message.Message):
     __slots__ = ("rows",)
     ROWS_FIELD_NUMBER: _ClassVar[int]
     rows: int
     def __init__(self, rows: _Optional[int] = ...) -> None: ...
+
+class FieldRequest(_message.Message):
+    __slots__ = ("name", "level", "form")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    FORM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    level: str
+    form: str
+    def __init__(self, name: _Optional[str] = ..., level: _Optional[str] = ..., form: _Optional[str] = ...) -> None: ...
+
+class AdapterDiscloseRequest(_message.Message):
+    __slots__ = ("ticket", "dataset", "fields", "filter", "filter_nonce", "min_set_size", "limit")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_NONCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ticket: QueryTicket
+    dataset: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldRequest]
+    filter: str
+    filter_nonce: bytes
+    min_set_size: int
+    limit: int
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AdapterDiscloseResponse(_message.Message):
+    __slots__ = ("rows", "matched_rows")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
+    matched_rows: int
+    def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class AdapterServiceStub:
                 request_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountResponse.FromString,
                 _registered_method=True)
+        self.Disclose = channel.unary_unary(
+                '/fedgate.v1.AdapterService/Disclose',
+                request_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseResponse.FromString,
+                _registered_method=True)
 
 
 class AdapterServiceServicer:
@@ -76,6 +81,13 @@ class AdapterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Disclose(self, request, context):
+        """Fields of filtered rows, masked here by level before they leave.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_AdapterServiceServicer_to_server(servicer, server):
                     servicer.CountRows,
                     request_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterCountResponse.SerializeToString,
+            ),
+            'Disclose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disclose,
+                    request_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class AdapterService:
             '/fedgate.v1.AdapterService/CountRows',
             fedgate_dot_v1_dot_adapter__pb2.AdapterCountRequest.SerializeToString,
             fedgate_dot_v1_dot_adapter__pb2.AdapterCountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disclose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AdapterService/Disclose',
+            fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseRequest.SerializeToString,
+            fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseResponse.FromString,
             options,
             channel_credentials,
             insecure,

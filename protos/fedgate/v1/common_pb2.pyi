@@ -33,3 +33,11 @@ class DatasetSpec(_message.Message):
     fields: _containers.RepeatedCompositeFieldContainer[FieldSpec]
     row_count: int
     def __init__(self, department: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldSpec, _Mapping]]] = ..., row_count: _Optional[int] = ...) -> None: ...
+
+class DisclosedRow(_message.Message):
+    __slots__ = ("values", "null")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    NULL_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    null: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, values: _Optional[_Iterable[str]] = ..., null: _Optional[_Iterable[bool]] = ...) -> None: ...

@@ -22,19 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gate/v1/query.proto\x12\nfedgate.v1\"I\n\x10\x43ountRowsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\"6\n\x11\x43ountRowsResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x03\x32X\n\x0cQueryService\x12H\n\tCountRows\x12\x1c.fedgate.v1.CountRowsRequest\x1a\x1d.fedgate.v1.CountRowsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gate/v1/query.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\"Y\n\x10\x43ountRowsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"6\n\x11\x43ountRowsResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x03\"w\n\x0f\x44iscloseRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\r\n\x05limit\x18\x06 \x01(\x05\";\n\x0e\x44isclosedField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04\x66orm\x18\x03 \x01(\t\"\x91\x01\n\x10\x44iscloseResponse\x12*\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1a.fedgate.v1.DisclosedField\x12&\n\x04rows\x18\x02 \x03(\x0b\x32\x18.fedgate.v1.DisclosedRow\x12\x14\n\x0cmatched_rows\x18\x03 \x01(\x03\x12\x13\n\x0b\x61udit_index\x18\x04 \x01(\x03\x32\x9f\x01\n\x0cQueryService\x12H\n\tCountRows\x12\x1c.fedgate.v1.CountRowsRequest\x1a\x1d.fedgate.v1.CountRowsResponse\x12\x45\n\x08\x44isclose\x12\x1b.fedgate.v1.DiscloseRequest\x1a\x1c.fedgate.v1.DiscloseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COUNTROWSREQUEST']._serialized_start=38
-  _globals['_COUNTROWSREQUEST']._serialized_end=111
-  _globals['_COUNTROWSRESPONSE']._serialized_start=113
-  _globals['_COUNTROWSRESPONSE']._serialized_end=167
-  _globals['_QUERYSERVICE']._serialized_start=169
-  _globals['_QUERYSERVICE']._serialized_end=257
+  _globals['_COUNTROWSREQUEST']._serialized_start=63
+  _globals['_COUNTROWSREQUEST']._serialized_end=152
+  _globals['_COUNTROWSRESPONSE']._serialized_start=154
+  _globals['_COUNTROWSRESPONSE']._serialized_end=208
+  _globals['_DISCLOSEREQUEST']._serialized_start=210
+  _globals['_DISCLOSEREQUEST']._serialized_end=329
+  _globals['_DISCLOSEDFIELD']._serialized_start=331
+  _globals['_DISCLOSEDFIELD']._serialized_end=390
+  _globals['_DISCLOSERESPONSE']._serialized_start=393
+  _globals['_DISCLOSERESPONSE']._serialized_end=538
+  _globals['_QUERYSERVICE']._serialized_start=541
+  _globals['_QUERYSERVICE']._serialized_end=700
 # @@protoc_insertion_point(module_scope)

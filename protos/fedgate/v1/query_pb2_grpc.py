@@ -39,13 +39,29 @@ class QueryServiceStub:
                 request_serializer=fedgate_dot_v1_dot_query__pb2.CountRowsRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_query__pb2.CountRowsResponse.FromString,
                 _registered_method=True)
+        self.Disclose = channel.unary_unary(
+                '/fedgate.v1.QueryService/Disclose',
+                request_serializer=fedgate_dot_v1_dot_query__pb2.DiscloseRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_query__pb2.DiscloseResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CountRows(self, request, context):
-        """The live number of rows in one dataset, asked of its department.
+        """The live number of rows in one dataset (optionally filtered), asked of
+        its department. A count over fewer rows than the filter fields' levels
+        require is suppressed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disclose(self, request, context):
+        """Fields of the rows of one dataset that pass a filter, each in the form
+        policy allows (plaintext or masked by the department). Refused when the
+        filtered set is smaller than the minimum set size.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,6 +74,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.CountRows,
                     request_deserializer=fedgate_dot_v1_dot_query__pb2.CountRowsRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_query__pb2.CountRowsResponse.SerializeToString,
+            ),
+            'Disclose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disclose,
+                    request_deserializer=fedgate_dot_v1_dot_query__pb2.DiscloseRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_query__pb2.DiscloseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +108,33 @@ class QueryService:
             '/fedgate.v1.QueryService/CountRows',
             fedgate_dot_v1_dot_query__pb2.CountRowsRequest.SerializeToString,
             fedgate_dot_v1_dot_query__pb2.CountRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disclose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.QueryService/Disclose',
+            fedgate_dot_v1_dot_query__pb2.DiscloseRequest.SerializeToString,
+            fedgate_dot_v1_dot_query__pb2.DiscloseResponse.FromString,
             options,
             channel_credentials,
             insecure,

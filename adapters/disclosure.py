@@ -1,0 +1,82 @@
+"""What an adapter is asked to release, checked against the signed audit entry and its own declarations.
+
+Defence in depth: the gateway decided by policy, but the department decides
+again by its own declarations and level ceilings, and masks before anything
+leaves. A ticket the gateway signed is still refused if it asks for more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedgate.adapters.sources import Value
+from fedgate.audit_entry import AuditEntry, filter_digest
+from fedgate.classification import Levels, form_rank
+from fedgate.crypto.ticket import TicketRefused
+from fedgate.datasets import DatasetDecl, FieldGrant
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request to this adapter, as it arrived."""
+
+    action: str
+    dataset: DatasetDecl
+    fields: tuple[FieldGrant, ...] = ()
+    filter_text: str = ""
+    filter_nonce: bytes = b""
+    min_set_size: int = 0
+
+
+def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
+    """Refuse unless the logged request is exactly this one and within this department's ceilings."""
+    params = dict(entry.params)
+    qualified = ask.dataset.qualified_name
+    if entry.action != ask.action:
+        raise TicketRefused(f"the logged request is '{entry.action}', not '{ask.action}'")
+    if qualified not in entry.datasets:
+        raise TicketRefused(f"the logged request does not name dataset '{qualified}'")
+    if entry.decision != "allow":
+        raise TicketRefused("the logged request was not allowed")
+    logged_digest = params.get("filter_digest", "")
+    if (ask.filter_text or logged_digest) and filter_digest(ask.filter_nonce, ask.filter_text) != logged_digest:
+        raise TicketRefused("the filter sent is not the one in the audit log")
+    if ask.min_set_size != int(params.get("min_set_size", "0")):
+        raise TicketRefused("the minimum set size sent is not the one in the audit log")
+    asked = [f"{qualified}.{f.name}" for f in ask.fields]
+    if sorted(asked) != sorted(f for f in entry.fields if f.startswith(qualified + ".")):
+        raise TicketRefused("the fields asked for are not the ones in the audit log")
+    for f in ask.fields:
+        decl = ask.dataset.field(f.name)
+        if decl is None:
+            raise TicketRefused(f"dataset '{qualified}' declares no field '{f.name}'")
+        key = f"{qualified}.{f.name}"
+        if params.get(f"form.{key}") != f.form or params.get(f"level.{key}") != f.level:
+            raise TicketRefused(f"field '{f.name}': form or level differs from the audit log")
+        if f.level != decl.level:
+            raise TicketRefused(f"field '{f.name}' is {decl.level} here, not {f.level} as the gateway holds")
+        level = levels.get(decl.level)
+        ceiling = level.ceiling if level else "aggregate"
+        if f.form not in ("plaintext", "masked") or form_rank(f.form) > form_rank(ceiling):
+            raise TicketRefused(f"field '{f.name}' ({decl.level}) may leave this department at most as "
+                                f"{ceiling}, not {f.form}")
+
+
+def render(values: Sequence[Value], fields: Sequence[FieldGrant], dataset: DatasetDecl,
+           levels: Levels) -> tuple[list[str], list[bool]]:
+    """Turn one row into text, masking each field whose form is 'masked'."""
+    out, nulls = [], []
+    for value, f in zip(values, fields):
+        if value is None:
+            out.append("")
+            nulls.append(True)
+            continue
+        text = str(value)
+        if f.form == "masked":
+            decl = dataset.field(f.name)
+            assert decl is not None
+            text = levels.mask_for(decl.key.value if decl.key else None, decl.type.value).apply(text)
+        out.append(text)
+        nulls.append(False)
+    return out, nulls

@@ -1,0 +1,105 @@
+"""Safeguards against probing: minimum set sizes and per-caller daily quotas (policies/safeguards.toml)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from fedgate.errors import QuotaExceeded
+from fedgate.identity import Identity
+from fedgate.tomlconfig import Table
+
+
+@dataclass(frozen=True)
+class Quota:
+    queries_per_day: int
+    disclosed_rows_per_day: int
+
+
+@dataclass(frozen=True)
+class Safeguards:
+    min_set_size: int = 100
+    quotas: dict[str, Quota] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Safeguards:
+        table = Table.load(path)
+        min_set = table.int("min_set_size", 100)
+        if min_set < 1:
+            raise table.error("min_set_size", "must be at least 1")
+        quotas = {}
+        if table.has("quotas"):
+            qt = table.table("quotas")
+            for role in qt.keys():
+                rt = qt.table(role)
+                quotas[role] = Quota(rt.int("queries_per_day"), rt.int("disclosed_rows_per_day"))
+                rt.done()
+            qt.done()
+        table.done()
+        return cls(min_set, quotas)
+
+
+_meta = sa.MetaData()
+usage = sa.Table(
+    "fedgate_quota_usage", _meta,
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("queries", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+)
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+class QuotaBook:
+    """Per-subject daily counters, kept in the registry database so replicas and restarts share them."""
+
+    def __init__(self, engine: sa.Engine, safeguards: Safeguards) -> None:
+        self._engine = engine
+        self._safeguards = safeguards
+        _meta.create_all(engine)
+
+    def _quota(self, who: Identity) -> Quota | None:
+        return self._safeguards.quotas.get(who.role.value)
+
+    def _get(self, conn: sa.Connection, subject: str, day: str) -> tuple[int, int]:
+        row = conn.execute(sa.select(usage.c.queries, usage.c.rows).where(
+            usage.c.subject == subject, usage.c.day == day)).first()
+        return (int(row.queries), int(row.rows)) if row else (0, 0)
+
+    def _put(self, conn: sa.Connection, subject: str, day: str, queries: int, rows: int, exists: bool) -> None:
+        if exists:
+            conn.execute(usage.update().where(usage.c.subject == subject, usage.c.day == day)
+                         .values(queries=queries, rows=rows))
+        else:
+            conn.execute(usage.insert().values(subject=subject, day=day, queries=queries, rows=rows))
+
+    def charge_query(self, who: Identity) -> int | None:
+        """Count one query; raise QuotaExceeded when the day's allowance is used up.
+
+        Returns how many rows may still be disclosed today (None: no quota).
+        """
+        quota = self._quota(who)
+        if quota is None:
+            return None
+        subject, day = who.spiffe_id, _today()
+        with self._engine.begin() as conn:
+            queries, rows = self._get(conn, subject, day)
+            if queries >= quota.queries_per_day:
+                raise QuotaExceeded(f"daily query quota used up: {quota.queries_per_day} queries per day for "
+                                    f"role {who.role.value} (rule: quotas.{who.role.value}.queries_per_day)")
+            self._put(conn, subject, day, queries + 1, rows, exists=bool(queries or rows))
+        return max(quota.disclosed_rows_per_day - rows, 0)
+
+    def charge_rows(self, who: Identity, count: int) -> None:
+        if self._quota(who) is None or count <= 0:
+            return
+        subject, day = who.spiffe_id, _today()
+        with self._engine.begin() as conn:
+            queries, rows = self._get(conn, subject, day)
+            self._put(conn, subject, day, queries, rows + count, exists=bool(queries or rows))

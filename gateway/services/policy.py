@@ -1,0 +1,26 @@
+"""PolicyService: reload the rules on request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from fedgate.gateway.policy import Policy
+from fedgate.interceptors import current_identity, current_record
+from fedgate.protos.fedgate.v1 import policy_pb2, policy_pb2_grpc
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    async def Reload(self, request: policy_pb2.ReloadPolicyRequest,
+                     context: grpc.aio.ServicerContext) -> policy_pb2.ReloadPolicyResponse:
+        record = current_record()
+        record.action = "policy.reload"
+        # Decided by the rules in force before the reload.
+        record.rule = self._policy.decide_for(current_identity(), "policy.*", "policy.reload").require()
+        rules = await asyncio.to_thread(self._policy.reload)
+        record.result_sizes["rules"] = rules.rules
+        return policy_pb2.ReloadPolicyResponse(rules=rules.rules, digest=rules.digest)
