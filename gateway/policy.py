@@ -19,7 +19,7 @@ from pathlib import Path
 import casbin
 from casbin.util import key_match
 
-from fedgate.classification import Levels
+from fedgate.classification import Levels, form_rank
 from fedgate.errors import ConfigError, PermissionDenied
 from fedgate.identity import Identity
 
@@ -147,8 +147,16 @@ class Policy:
         return self.decide(subject_of(identity), identity.org, obj, action, level)
 
     def disclosure_form(self, identity: Identity, obj: str, level: str) -> tuple[str, Decision]:
-        """The most a field may show this caller: 'plaintext', 'masked', or 'never' (with the deciding rule)."""
+        """The most a field may show this caller: 'plaintext', 'masked', or 'never' (with the deciding rule).
+
+        The level's ceiling in levels.toml caps what any rule grants: departments
+        enforce the same ceiling, so asking for more would only be refused there.
+        """
+        lv = self.levels.get(level)
+        ceiling = lv.ceiling if lv else "aggregate"
         for action, form in (("disclose.plain", "plaintext"), ("disclose.masked", "masked")):
+            if form_rank(form) > form_rank(ceiling):
+                continue
             d = self.decide_for(identity, obj, action, level)
             if d.allowed:
                 return form, d

@@ -101,3 +101,45 @@ def postgres_reachable() -> bool:
         return True
     except Exception:
         return False
+
+
+def pensions_csv(n: int = 150) -> str:
+    """n pensioners: resident_id (L4 key), name (L3), monthly_amount_fen (L3), district (L2)."""
+    import datetime as dt
+
+    from fedgate.crypto.ids import make_resident_id
+
+    lines = ["resident_id,name,monthly_amount_fen,district"]
+    for i in range(n):
+        rid = make_resident_id("330106", dt.date(1940 + i % 30, 1 + i % 12, 1 + i % 28), i % 1000)
+        district = "西湖区" if i % 3 else "上城区"
+        lines.append(f"{rid},张{'伟芳娜敏静'[i % 5]}{i},{150_000 + 100 * i},{district}")
+    return "\n".join(lines) + "\n"
+
+
+PENSIONS_DECL = """
+[[datasets]]
+name = "pensions"
+source = {{ kind = "csv", path = "{path}" }}
+
+[[datasets.fields]]
+name = "resident_id"
+type = "string"
+level = "L4"
+key = "resident_id"
+
+[[datasets.fields]]
+name = "name"
+type = "string"
+level = "L3"
+
+[[datasets.fields]]
+name = "monthly_amount_fen"
+type = "int"
+level = "L3"
+
+[[datasets.fields]]
+name = "district"
+type = "string"
+level = "L2"
+"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ class CsvSource:
         return (row[:width] for row in self._records(needed) if keep(row))
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> Value:
     # Messages name the line and column but never the value: it may be classified.
     if raw == "":
@@ -95,6 +99,10 @@ def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> 
             raise DataSourceError(f"{path} line {line}: column '{column}' is not an integer") from None
     if ftype is FieldType.DATE:
         try:
+            # Strictly YYYY-MM-DD: fromisoformat alone also takes 20240101 and week dates,
+            # which would then compare wrongly against filter literals.
+            if not _ISO_DATE.match(raw):
+                raise ValueError
             dt.date.fromisoformat(raw)
         except ValueError:
             raise DataSourceError(f"{path} line {line}: column '{column}' is not a YYYY-MM-DD date") from None

@@ -63,3 +63,26 @@ def test_adapter_serve_with_broken_csv_exits_1_naming_the_line(tmp_path: Path, c
     result = runner.invoke(app, ["adapter", "serve", "--config", str(cfg)])
     assert result.exit_code == 1
     assert "line 4: expected 3 columns, found 4" in result.output
+
+
+def test_policy_check_prints_decision_and_rule() -> None:
+    allowed = runner.invoke(app, ["policy", "check", "supervisor/dcb/alice", "dcb", "hrss.pensions.name",
+                                  "disclose.masked", "--level", "L3", "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    assert '"allowed": true' in allowed.output and "p, supervisor, *, *, disclose.masked, L3" in allowed.output
+    denied = runner.invoke(app, ["policy", "check", "supervisor/dcb/alice", "dcb", "hrss.pensions.resident_id",
+                                 "disclose.plain", "--level", "L4"])
+    assert denied.exit_code == 2
+    assert "deny" in denied.output and "denied by default" in denied.output
+
+
+def test_policy_check_reports_a_broken_policy_file(tmp_path: Path) -> None:
+    import shutil
+
+    from fedgate.classification import policies_dir
+
+    shutil.copytree(policies_dir(), tmp_path / "p", ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    (tmp_path / "p" / "policy.csv").write_text("p, supervisor, *, *, teleport, L1\n")
+    result = runner.invoke(app, ["policy", "check", "supervisor/dcb/a", "dcb", "x", "list",
+                                 "--policy-dir", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "unknown action 'teleport'" in result.output
