@@ -18,11 +18,11 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from fedgate import pki
-from fedgate.client import GatewayClient
+from fedgate.client import Disclosure, GatewayClient
 from fedgate.datasets import RegisteredDataset
 from fedgate.demo import processes
 from fedgate.demo.datagen import DemoDepartment, generate
-from fedgate.errors import FailedPrecondition
+from fedgate.errors import FailedPrecondition, RemoteCallFailed
 from fedgate.identity import GATEWAY, Identity, Role
 from fedgate.audit_verify import TrustedState
 from fedgate.render import datasets_table
@@ -85,10 +85,22 @@ class DemoResult:
     departments: tuple[DemoDepartment, ...]
     datasets: list[RegisteredDataset]
     counts: list[tuple[str, int, int, int]] = field(default_factory=list)  # dataset, registered, live, audit index
+    disclosed: Disclosure | None = None
+    closed_companies: int = 0
+    l4_refusal: str = ""
     verified_size: int = 0
     trace_id: str = ""
     trace_services: set[str] = field(default_factory=set)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+
+def disclosure_table(dataset: str, got: Disclosure) -> Table:
+    table = Table(*(f"{f.name}\n{f.level} → {f.form}" for f in got.fields),
+                  title=f"{dataset}: first {len(got.rows)} of {got.matched_rows:,} rows, "
+                        "masked by the department as policy allows")
+    for row in got.rows:
+        table.add_row(*(v if v is not None else "—" for v in row))
+    return table
 
 
 def counts_table(counts: list[tuple[str, int, int, int]]) -> Table:
@@ -173,6 +185,25 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
 
         asyncio.run(count_all())
         show(counts_table(result.counts))
+
+        async def graded_disclosure() -> None:
+            async with GatewayClient(address, supervisor_tls) as client:
+                got = await client.disclose("hrss.pensions", ["name", "monthly_amount_fen", "last_paid_on"],
+                                            DEMO_PURPOSE, DEMO_CASE, limit=5)
+                result.disclosed = got
+                closed, _ = await client.count_rows("samr.companies", DEMO_PURPOSE, DEMO_CASE,
+                                                    filter="status in ('吊销', '注销')")
+                result.closed_companies = closed
+                try:
+                    await client.disclose("hrss.pensions", ["resident_id"], DEMO_PURPOSE, DEMO_CASE, limit=5)
+                except RemoteCallFailed as exc:
+                    result.l4_refusal = str(exc)
+
+        asyncio.run(graded_disclosure())
+        if result.disclosed:
+            show(disclosure_table("hrss.pensions", result.disclosed))
+        say(f"revoked or deregistered companies (samr.companies, filter on an L1 field): {result.closed_companies:,}")
+        say(f"asking for the L4 field hrss.pensions.resident_id is refused: {result.l4_refusal}")
 
         async def verify_and_find_trace() -> tuple[int, str]:
             vkey = read_vkey(workdir / "gateway-data" / "log-signing.vkey")

@@ -82,12 +82,13 @@ def test_demo_query_is_one_trace_across_gateway_and_adapter(demo) -> None:
     assert len(result.trace_id) == 32
     spans = load_trace(sorted(workdir.rglob("spans.db")), result.trace_id)
     services = {s.service for s in spans}
-    assert services == {"fedgate-gateway", "fedgate-adapter-vehicle"}
+    # The latest count asks samr for its revoked and deregistered companies.
+    assert services == {"fedgate-gateway", "fedgate-adapter-samr"}
     names = {s.name for s in spans}
     assert {"audit.append_intent", "ticket.issue", "ticket.verify", "source.count",
             "/fedgate.v1.QueryService/CountRows", "/fedgate.v1.AdapterService/CountRows"} <= names
     by_id = {s.span_id: s for s in spans}
-    adapter_server = next(s for s in spans if s.service == "fedgate-adapter-vehicle"
+    adapter_server = next(s for s in spans if s.service == "fedgate-adapter-samr"
                           and s.name == "/fedgate.v1.AdapterService/CountRows")
     assert by_id[adapter_server.parent_span_id].service == "fedgate-gateway"
 
@@ -144,3 +145,13 @@ def test_no_demo_identifier_in_audit_log_spans_disclosure_logs_or_server_logs(de
             if candidate in ids or candidate.upper() in ids:
                 leaks.append((path.name, "<an identifier>"))
     assert not leaks, f"demo identifiers found in {sorted({p for p, _ in leaks})}"
+
+
+def test_demo_shows_graded_disclosure(demo) -> None:
+    _, result = demo
+    forms = [(f.name, f.form) for f in result.disclosed.fields]
+    assert forms == [("name", "masked"), ("monthly_amount_fen", "masked"), ("last_paid_on", "plaintext")]
+    for name, amount, _ in result.disclosed.rows:
+        assert "*" in name and "*" in amount
+    assert result.closed_companies > 0
+    assert result.l4_refusal.startswith("PERMISSION_DENIED") and "resident_id" in result.l4_refusal
