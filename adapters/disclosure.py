@@ -76,7 +76,7 @@ def render(values: Sequence[Value], fields: Sequence[FieldGrant], dataset: Datas
         if f.form == "masked":
             decl = dataset.field(f.name)
             assert decl is not None
-            text = levels.mask_for(decl.key.value if decl.key else None, decl.type.value).apply(text)
+            text = levels.mask_for(decl.key.value if decl.key else None, decl.type.value, decl.level).apply(text)
         out.append(text)
         nulls.append(False)
     return out, nulls

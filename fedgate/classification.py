@@ -51,6 +51,7 @@ class Level:
     rank: int
     ceiling: str = "plaintext"
     min_aggregate: int = 0
+    masks: dict[str, Mask] = field(default_factory=dict, compare=False)  # overrides for this level
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,14 @@ class Levels:
         found = [lv for lv in (self.get(n) for n in names) if lv is not None]
         return max(found, key=lambda lv: lv.rank) if found else None
 
-    def mask_for(self, key_kind: str | None, field_type: str) -> Mask:
-        return self.masks.get(key_kind or "") or self.masks.get(field_type) or Mask(1, 0)
+    def mask_for(self, key_kind: str | None, field_type: str, level: str | None = None) -> Mask:
+        """The mask for a field: the level's own rule for its kind or type, else the general one."""
+        lv = self.get(level) if level else None
+        for masks in ((lv.masks if lv else {}), self.masks):
+            found = masks.get(key_kind or "") or masks.get(field_type)
+            if found:
+                return found
+        return Mask(1, 0)
 
     @classmethod
     def from_file(cls, path: Path) -> Levels:
@@ -84,27 +91,31 @@ class Levels:
         levels = []
         for entry in table.tables("levels"):
             level = Level(entry.str("name"), entry.str("display", ""), entry.int("rank"),
-                          entry.str("ceiling", "plaintext"), entry.int("min_aggregate", 0))
+                          entry.str("ceiling", "plaintext"), entry.int("min_aggregate", 0),
+                          _masks(entry.table("masks")) if entry.has("masks") else {})
             if level.ceiling not in FORMS:
                 raise entry.error("ceiling", f"must be one of {', '.join(FORMS)}")
             if level.min_aggregate < 0:
                 raise entry.error("min_aggregate", "must not be negative")
             entry.done()
             levels.append(level)
-        masks: dict[str, Mask] = {}
-        if table.has("masks"):
-            mtable = table.table("masks")
-            for kind in mtable.keys():
-                try:
-                    masks[kind] = Mask.parse(mtable.str(kind))
-                except ValueError as exc:
-                    raise mtable.error(kind, str(exc)) from None
-            mtable.done()
+        masks = _masks(table.table("masks")) if table.has("masks") else {}
         table.done()
         try:
             return cls(tuple(sorted(levels, key=lambda lv: lv.rank)), masks)
         except ValueError as exc:
             raise ConfigError(str(path), str(exc)) from None
+
+
+def _masks(table: Table) -> dict[str, Mask]:
+    masks = {}
+    for kind in table.keys():
+        try:
+            masks[kind] = Mask.parse(table.str(kind))
+        except ValueError as exc:
+            raise table.error(kind, str(exc)) from None
+    table.done()
+    return masks
 
 
 def policies_dir() -> Path:

@@ -106,3 +106,21 @@ def test_reload_swaps_rules_and_a_broken_edit_keeps_the_old_ones(tmp_path: Path)
     with pytest.raises(ConfigError):
         policy.reload()
     assert policy.decide(*ask).allowed
+
+
+def test_masks_by_kind_type_and_level(tmp_path: Path) -> None:
+    from fedgate.classification import Levels
+
+    levels = default_levels()
+    assert levels.mask_for("resident_id", "string", "L3").apply("11010519491231002X") == "110105********002X"
+    assert levels.mask_for(None, "string", "L3").apply("张三丰") == "张**"
+    assert levels.mask_for(None, "int", "L3").apply("350000") == "3*****"
+    d = _copy(tmp_path)
+    text = (d / "levels.toml").read_text().replace('int = "keep:1:0"           # amounts', 'int = "keep:0:2"  # x')
+    (d / "levels.toml").write_text(text)
+    custom = Levels.from_file(d / "levels.toml")
+    assert custom.mask_for(None, "int", "L3").apply("350000") == "****00"
+    assert custom.mask_for(None, "int", "L2").apply("350000") == "3*****"
+    (d / "levels.toml").write_text(text.replace('"keep:0:2"', '"first-two"'))
+    with pytest.raises(ConfigError, match="masks.int"):
+        Levels.from_file(d / "levels.toml")
