@@ -39,7 +39,7 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
         raise TicketRefused(f"the logged request does not name dataset '{qualified}'")
     if entry.decision != "allow":
         raise TicketRefused("the logged request was not allowed")
-    logged_digest = params.get("filter_digest", "")
+    logged_digest = params.get(f"filter_digest.{qualified}", "")
     if (ask.filter_text or logged_digest) and filter_digest(ask.filter_nonce, ask.filter_text) != logged_digest:
         raise TicketRefused("the filter sent is not the one in the audit log")
     if ask.min_set_size != int(params.get("min_set_size", "0")):

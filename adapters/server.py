@@ -24,7 +24,9 @@ from fedgate import telemetry
 from fedgate.signing_key import read_vkey
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 from fedgate.tls import secure_channel
-from fedgate.wire import dataset_to_proto
+from fedgate import matching_keys
+from fedgate.matching_keys import MatchingKey
+from fedgate.wire import dataset_to_proto, matching_key_to_proto
 
 log = logging.getLogger(__name__)
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -38,6 +40,7 @@ class Adapter:
     sources: dict[str, Source]
     endpoint: str
     disclosures: DisclosureLog
+    matching_key: MatchingKey
 
     @property
     def port(self) -> int:
@@ -67,11 +70,13 @@ def advertised_endpoint(config: AdapterConfig, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetDecl]) -> None:
+async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetDecl],
+                   matching_key: MatchingKey | None = None) -> None:
     """Register with the gateway, retrying while it is unreachable (up to register_timeout_s)."""
     request = registry_pb2.RegisterDatasetsRequest(
         department=config.department, display_name=config.display_name,
-        adapter_endpoint=endpoint, datasets=[dataset_to_proto(d) for d in datasets])
+        adapter_endpoint=endpoint, datasets=[dataset_to_proto(d) for d in datasets],
+        matching_key=matching_key_to_proto(matching_key) if matching_key else None)
     deadline = time.monotonic() + config.register_timeout_s
     delay = 0.2
     async with secure_channel(config.gateway, config.tls, GATEWAY) as channel:
@@ -95,6 +100,8 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
     """Check every source, start the adapter server, then register with the gateway."""
     vkey = read_vkey(config.gateway_log_key)
+    matching_private = matching_keys.load_or_create(config.data_dir / "matching.key")
+    matching_key = matching_keys.vouch(config.department, matching_private, config.tls)
     sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
     datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
     disclosures = DisclosureLog(config.data_dir / "disclosures.db")
@@ -107,10 +114,11 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     except BaseException:
         disclosures.close()
         raise
-    adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port), disclosures)
+    adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port), disclosures,
+                      matching_key)
     if register_now:
         try:
-            await register(config, adapter.endpoint, datasets)
+            await register(config, adapter.endpoint, datasets, adapter.matching_key)
         except BaseException:
             await adapter.stop(0)
             raise

@@ -6,6 +6,7 @@ Only service modules and this one touch generated `*_pb2` classes.
 from __future__ import annotations
 
 from fedgate.datasets import DatasetDecl, FieldDecl
+from fedgate.matching_keys import MatchingKey
 from fedgate.protos.fedgate.v1 import common_pb2
 
 
@@ -32,3 +33,12 @@ def dataset_to_proto(decl: DatasetDecl) -> common_pb2.DatasetSpec:
             for f in decl.fields
         ],
     )
+
+
+def matching_key_to_proto(key: MatchingKey) -> common_pb2.MatchingKey:
+    return common_pb2.MatchingKey(public_key=key.public_key, signature=key.signature,
+                                  certificate_pem=key.certificate_pem)
+
+
+def matching_key_from_proto(msg: common_pb2.MatchingKey) -> MatchingKey:
+    return MatchingKey(msg.public_key, msg.signature, msg.certificate_pem)

@@ -96,8 +96,8 @@ class QueryEngine:
             assert field is not None  # check() refused unknown fields
             self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", field.level).require()
         canonical, nonce = to_text(where), secrets.token_bytes(16)
-        record.params["filter"] = redacted_text(where)
-        record.params["filter_digest"] = filter_digest(nonce, canonical)
+        record.params[f"filter.{decl.qualified_name}"] = redacted_text(where)
+        record.params[f"filter_digest.{decl.qualified_name}"] = filter_digest(nonce, canonical)
         return where, canonical, nonce
 
     async def _log_intent(self, record: RequestRecord) -> tuple[int, bytes]:

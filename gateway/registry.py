@@ -10,6 +10,7 @@ from fedgate.errors import InvalidInput, NotFound, PermissionDenied
 from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
 from fedgate.gateway.registry_store import Department, RegistryStore
 from fedgate.gateway.policy import Policy
+from fedgate.matching_keys import MatchingKey
 from fedgate.identity import Identity, Role
 from fedgate.interceptors import RequestRecord
 
@@ -23,6 +24,7 @@ class Registration:
     display_name: str
     endpoint: str
     datasets: tuple[DatasetDecl, ...]
+    matching_key: MatchingKey | None = None
 
 
 class Registry:
@@ -54,7 +56,7 @@ class Registry:
         check_same_datasets(list(reg.datasets), served)
         return await asyncio.to_thread(
             self._store.replace_department, reg.department, reg.display_name or reg.department,
-            reg.endpoint, list(reg.datasets))
+            reg.endpoint, list(reg.datasets), reg.matching_key)
 
     async def list(self, caller: Identity, record: RequestRecord, department: str | None) -> list[RegisteredDataset]:
         """Datasets the caller may see: a department its own, others what policy lets them list."""

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedgate.datasets import DatasetDecl, FieldDecl, RegisteredDataset
+from fedgate.matching_keys import MatchingKey
 
 _meta = sa.MetaData()
 departments = sa.Table(
@@ -23,6 +24,10 @@ departments = sa.Table(
     sa.Column("display_name", sa.Text, nullable=False),
     sa.Column("endpoint", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The adapter's signed X25519 matching key, relayed to peers as is (they verify it).
+    sa.Column("matching_key", sa.LargeBinary, nullable=True),
+    sa.Column("matching_key_sig", sa.LargeBinary, nullable=True),
+    sa.Column("matching_cert", sa.Text, nullable=True),
 )
 datasets = sa.Table(
     "fedgate_datasets", _meta,
@@ -41,6 +46,7 @@ class Department:
     code: str
     display_name: str
     endpoint: str
+    matching_key: MatchingKey | None = None
 
 
 def _fields_json(decl: DatasetDecl) -> str:
@@ -93,13 +99,16 @@ class RegistryStore:
         self._engine.dispose()
 
     def replace_department(self, code: str, display_name: str, endpoint: str,
-                           decls: list[DatasetDecl]) -> tuple[int, int]:
+                           decls: list[DatasetDecl], matching_key: MatchingKey | None = None) -> tuple[int, int]:
         """Make `decls` the department's whole dataset set, atomically; returns (registered, removed)."""
         now = dt.datetime.now(dt.timezone.utc)
         names = [d.name for d in decls]
         with self._engine.begin() as conn:
             exists = conn.execute(sa.select(departments.c.code).where(departments.c.code == code)).first()
-            row = {"display_name": display_name, "endpoint": endpoint, "updated_at": now}
+            row = {"display_name": display_name, "endpoint": endpoint, "updated_at": now,
+                   "matching_key": matching_key.public_key if matching_key else None,
+                   "matching_key_sig": matching_key.signature if matching_key else None,
+                   "matching_cert": matching_key.certificate_pem if matching_key else None}
             if exists:
                 conn.execute(departments.update().where(departments.c.code == code).values(**row))
             else:
@@ -137,4 +146,8 @@ class RegistryStore:
     def department(self, code: str) -> Department | None:
         with self._engine.connect() as conn:
             r = conn.execute(sa.select(departments).where(departments.c.code == code)).first()
-        return Department(r.code, r.display_name, r.endpoint) if r else None
+        if r is None:
+            return None
+        key = (MatchingKey(bytes(r.matching_key), bytes(r.matching_key_sig), r.matching_cert)
+               if r.matching_key else None)
+        return Department(r.code, r.display_name, r.endpoint, key)

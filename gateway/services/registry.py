@@ -7,7 +7,7 @@ import grpc
 from fedgate.gateway.registry import Registration, Registry
 from fedgate.interceptors import current_identity, current_record
 from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
-from fedgate.wire import dataset_from_proto, dataset_to_proto
+from fedgate.wire import dataset_from_proto, dataset_to_proto, matching_key_from_proto
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -24,6 +24,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             display_name=request.display_name,
             endpoint=request.adapter_endpoint,
             datasets=tuple(dataset_from_proto(d, request.department) for d in request.datasets),
+            matching_key=matching_key_from_proto(request.matching_key) if request.HasField("matching_key") else None,
         )
         registered, removed = await self._registry.register(current_identity(), record, reg)
         record.result_sizes.update(registered=registered, removed=removed)

@@ -134,7 +134,7 @@ async def test_small_filtered_set_is_refused_and_audited(servers, tmp_path: Path
     assert "fewer than 100 rows" in err.value.details and "min_set_size" in err.value.details
     entry = await _last_entry(servers, gw, action="query.disclose")
     assert entry.decision == "deny" and "min_set_size" in entry.reason
-    assert dict(entry.params)["filter"] == "district = ?"  # the value itself is not in the log
+    assert dict(entry.params)["filter.hrss.pensions"] == "district = ?"  # the value itself is not in the log
     assert hrss.disclosures.disclosures()[-1].decision == "refused"
 
 

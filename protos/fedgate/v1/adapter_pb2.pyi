@@ -98,3 +98,95 @@ class AdapterDiscloseResponse(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
     matched_rows: int
     def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ...) -> None: ...
+
+class MatchStart(_message.Message):
+    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_NONCE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PEER_KEY_FIELD_NUMBER: _ClassVar[int]
+    PEER_DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
+    MIN_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ticket: QueryTicket
+    dataset: str
+    key_field: str
+    filter: str
+    filter_nonce: bytes
+    mode: str
+    role: str
+    peer_key: _common_pb2.MatchingKey
+    peer_department: str
+    sealed_key: bytes
+    min_set_size: int
+    disclose_fields: _containers.RepeatedCompositeFieldContainer[FieldRequest]
+    limit: int
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class MatchStarted(_message.Message):
+    __slots__ = ("sealed_key",)
+    SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
+    sealed_key: bytes
+    def __init__(self, sealed_key: _Optional[bytes] = ...) -> None: ...
+
+class TokenData(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class SideDone(_message.Message):
+    __slots__ = ("rows", "invalid_identifiers", "tokens")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    invalid_identifiers: int
+    tokens: int
+    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class DiscloseMatched(_message.Message):
+    __slots__ = ("positions",)
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, positions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DisclosedRows(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ...) -> None: ...
+
+class MatchIn(_message.Message):
+    __slots__ = ("start", "peer_tokens", "peer_done", "disclose")
+    START_FIELD_NUMBER: _ClassVar[int]
+    PEER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PEER_DONE_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSE_FIELD_NUMBER: _ClassVar[int]
+    start: MatchStart
+    peer_tokens: TokenData
+    peer_done: SideDone
+    disclose: DiscloseMatched
+    def __init__(self, start: _Optional[_Union[MatchStart, _Mapping]] = ..., peer_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., peer_done: _Optional[_Union[SideDone, _Mapping]] = ..., disclose: _Optional[_Union[DiscloseMatched, _Mapping]] = ...) -> None: ...
+
+class MatchOut(_message.Message):
+    __slots__ = ("started", "own_tokens", "own_done", "reblinded", "reblind_done", "rows")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OWN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OWN_DONE_FIELD_NUMBER: _ClassVar[int]
+    REBLINDED_FIELD_NUMBER: _ClassVar[int]
+    REBLIND_DONE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    started: MatchStarted
+    own_tokens: TokenData
+    own_done: SideDone
+    reblinded: TokenData
+    reblind_done: SideDone
+    rows: DisclosedRows
+    def __init__(self, started: _Optional[_Union[MatchStarted, _Mapping]] = ..., own_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., own_done: _Optional[_Union[SideDone, _Mapping]] = ..., reblinded: _Optional[_Union[TokenData, _Mapping]] = ..., reblind_done: _Optional[_Union[SideDone, _Mapping]] = ..., rows: _Optional[_Union[DisclosedRows, _Mapping]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class AdapterServiceStub:
                 request_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseResponse.FromString,
                 _registered_method=True)
+        self.Match = channel.stream_stream(
+                '/fedgate.v1.AdapterService/Match',
+                request_serializer=fedgate_dot_v1_dot_adapter__pb2.MatchIn.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_adapter__pb2.MatchOut.FromString,
+                _registered_method=True)
 
 
 class AdapterServiceServicer:
@@ -88,6 +93,14 @@ class AdapterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Match(self, request_iterator, context):
+        """One side of a private match. The gateway opens one stream per side and
+        relays blinded data between them; see MatchIn / MatchOut.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_AdapterServiceServicer_to_server(servicer, server):
                     servicer.Disclose,
                     request_deserializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseResponse.SerializeToString,
+            ),
+            'Match': grpc.stream_stream_rpc_method_handler(
+                    servicer.Match,
+                    request_deserializer=fedgate_dot_v1_dot_adapter__pb2.MatchIn.FromString,
+                    response_serializer=fedgate_dot_v1_dot_adapter__pb2.MatchOut.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class AdapterService:
             '/fedgate.v1.AdapterService/Disclose',
             fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseRequest.SerializeToString,
             fedgate_dot_v1_dot_adapter__pb2.AdapterDiscloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Match(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedgate.v1.AdapterService/Match',
+            fedgate_dot_v1_dot_adapter__pb2.MatchIn.SerializeToString,
+            fedgate_dot_v1_dot_adapter__pb2.MatchOut.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,3 +41,13 @@ class DisclosedRow(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[str]
     null: _containers.RepeatedScalarFieldContainer[bool]
     def __init__(self, values: _Optional[_Iterable[str]] = ..., null: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class MatchingKey(_message.Message):
+    __slots__ = ("public_key", "signature", "certificate_pem")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    public_key: bytes
+    signature: bytes
+    certificate_pem: str
+    def __init__(self, public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate_pem: _Optional[str] = ...) -> None: ...

@@ -44,6 +44,11 @@ class QueryServiceStub:
                 request_serializer=fedgate_dot_v1_dot_query__pb2.DiscloseRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_query__pb2.DiscloseResponse.FromString,
                 _registered_method=True)
+        self.Match = channel.unary_stream(
+                '/fedgate.v1.QueryService/Match',
+                request_serializer=fedgate_dot_v1_dot_query__pb2.MatchRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_query__pb2.MatchEvent.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -67,6 +72,15 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Match(self, request, context):
+        """Which rows of the left dataset have a key that also appears in the right
+        dataset: progress events while tokens flow, then one result. Neither
+        department sees the other's data; the gateway sees only blinded tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Disclose,
                     request_deserializer=fedgate_dot_v1_dot_query__pb2.DiscloseRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_query__pb2.DiscloseResponse.SerializeToString,
+            ),
+            'Match': grpc.unary_stream_rpc_method_handler(
+                    servicer.Match,
+                    request_deserializer=fedgate_dot_v1_dot_query__pb2.MatchRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_query__pb2.MatchEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class QueryService:
             '/fedgate.v1.QueryService/Disclose',
             fedgate_dot_v1_dot_query__pb2.DiscloseRequest.SerializeToString,
             fedgate_dot_v1_dot_query__pb2.DiscloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Match(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedgate.v1.QueryService/Match',
+            fedgate_dot_v1_dot_query__pb2.MatchRequest.SerializeToString,
+            fedgate_dot_v1_dot_query__pb2.MatchEvent.FromString,
             options,
             channel_credentials,
             insecure,

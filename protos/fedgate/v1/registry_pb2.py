@@ -26,7 +26,7 @@ from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64gate/v1/registry.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x17RegisterDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_endpoint\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\"?\n\x18RegisterDatasetsResponse\x12\x12\n\nregistered\x18\x01 \x01(\x05\x12\x0f\n\x07removed\x18\x02 \x01(\x05\")\n\x13ListDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\"\x8e\x01\n\x11RegisteredDataset\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12\x1f\n\x17\x64\x65partment_display_name\x18\x02 \x01(\t\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.fedgate.v1.RegisteredDataset2\xc3\x01\n\x0fRegistryService\x12]\n\x10RegisterDatasets\x12#.fedgate.v1.RegisterDatasetsRequest\x1a$.fedgate.v1.RegisterDatasetsResponse\x12Q\n\x0cListDatasets\x12\x1f.fedgate.v1.ListDatasetsRequest\x1a .fedgate.v1.ListDatasetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64gate/v1/registry.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x17RegisterDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_endpoint\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12-\n\x0cmatching_key\x18\x05 \x01(\x0b\x32\x17.fedgate.v1.MatchingKey\"?\n\x18RegisterDatasetsResponse\x12\x12\n\nregistered\x18\x01 \x01(\x05\x12\x0f\n\x07removed\x18\x02 \x01(\x05\")\n\x13ListDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\"\x8e\x01\n\x11RegisteredDataset\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12\x1f\n\x17\x64\x65partment_display_name\x18\x02 \x01(\t\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.fedgate.v1.RegisteredDataset2\xc3\x01\n\x0fRegistryService\x12]\n\x10RegisterDatasets\x12#.fedgate.v1.RegisterDatasetsRequest\x1a$.fedgate.v1.RegisterDatasetsResponse\x12Q\n\x0cListDatasets\x12\x1f.fedgate.v1.ListDatasetsRequest\x1a .fedgate.v1.ListDatasetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.registry_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERDATASETSREQUEST']._serialized_start=100
-  _globals['_REGISTERDATASETSREQUEST']._serialized_end=236
-  _globals['_REGISTERDATASETSRESPONSE']._serialized_start=238
-  _globals['_REGISTERDATASETSRESPONSE']._serialized_end=301
-  _globals['_LISTDATASETSREQUEST']._serialized_start=303
-  _globals['_LISTDATASETSREQUEST']._serialized_end=344
-  _globals['_REGISTEREDDATASET']._serialized_start=347
-  _globals['_REGISTEREDDATASET']._serialized_end=489
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=491
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=562
-  _globals['_REGISTRYSERVICE']._serialized_start=565
-  _globals['_REGISTRYSERVICE']._serialized_end=760
+  _globals['_REGISTERDATASETSREQUEST']._serialized_end=283
+  _globals['_REGISTERDATASETSRESPONSE']._serialized_start=285
+  _globals['_REGISTERDATASETSRESPONSE']._serialized_end=348
+  _globals['_LISTDATASETSREQUEST']._serialized_start=350
+  _globals['_LISTDATASETSREQUEST']._serialized_end=391
+  _globals['_REGISTEREDDATASET']._serialized_start=394
+  _globals['_REGISTEREDDATASET']._serialized_end=536
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=538
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=609
+  _globals['_REGISTRYSERVICE']._serialized_start=612
+  _globals['_REGISTRYSERVICE']._serialized_end=807
 # @@protoc_insertion_point(module_scope)
