@@ -8,6 +8,7 @@ from pathlib import Path
 from fedgate.adapters.sources import Source
 from fedgate.adapters.sources.csv_file import CsvSource
 from fedgate.adapters.sources.sql import SqlSource, sqlite_url
+from fedgate.adapters.worker_pool import default_workers
 from fedgate.classification import Levels, default_levels
 from fedgate.datasets import DatasetDecl, FieldDecl
 from fedgate.errors import ConfigError, InvalidInput
@@ -24,6 +25,7 @@ gateway = "127.0.0.1:50051"
 gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
 # data_dir = "hrss-adapter-data"            # the department's own disclosure log
 # policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
+# workers = 2                               # blinding processes (default: all cores; 0: threads only)
 
 [tls]
 ca = "certs/ca.pem"
@@ -90,6 +92,7 @@ class AdapterConfig:
     data_dir: Path
     levels: Levels
     register_timeout_s: int = 60
+    workers: int = 0
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -108,6 +111,7 @@ class AdapterConfig:
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
             register_timeout_s=table.int("register_timeout_s", 60),
             levels=levels,
+            workers=table.int("workers", default_workers()),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )

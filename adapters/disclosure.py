@@ -27,6 +27,7 @@ class Ask:
     filter_text: str = ""
     filter_nonce: bytes = b""
     min_set_size: int = 0
+    key_field: str = ""
 
 
 def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
@@ -44,8 +45,11 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
         raise TicketRefused("the filter sent is not the one in the audit log")
     if ask.min_set_size != int(params.get("min_set_size", "0")):
         raise TicketRefused("the minimum set size sent is not the one in the audit log")
-    asked = [f"{qualified}.{f.name}" for f in ask.fields]
-    if sorted(asked) != sorted(f for f in entry.fields if f.startswith(qualified + ".")):
+    if ask.key_field != params.get(f"key.{qualified}", ""):
+        raise TicketRefused("the key field sent is not the one in the audit log")
+    # Released fields are those the log gives a form for; nothing else may leave.
+    asked = sorted(f"form.{qualified}.{f.name}" for f in ask.fields)
+    if asked != sorted(k for k in params if k.startswith(f"form.{qualified}.")):
         raise TicketRefused("the fields asked for are not the ones in the audit log")
     for f in ask.fields:
         decl = ask.dataset.field(f.name)

@@ -13,7 +13,9 @@ import grpc
 
 from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
+from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.tickets import TicketGate
+from fedgate.adapters.worker_pool import WorkerPool
 from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
 from fedgate.datasets import DatasetDecl
@@ -106,8 +108,13 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
     disclosures = DisclosureLog(config.data_dir / "disclosures.db")
     gate = TicketGate(config.department, vkey, disclosures, config.levels)
+    ca_pem, _, _ = config.tls.read()
+    # Started before the server: workers are spawned, never forked from a process running gRPC.
+    pool = WorkerPool(config.workers)
+    sessions = MatchSessions(config.department, datasets, sources, gate, config.levels, pool,
+                             matching_private, ca_pem)
     services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
-                        AdapterServicer(config.department, datasets, sources, gate, config.levels),
+                        AdapterServicer(config.department, datasets, sources, gate, config.levels, sessions),
                         adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
     try:
         running = await start_server(config.listen, config.tls, services)

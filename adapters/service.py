@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 from opentelemetry import trace
 
 from fedgate.adapters.disclosure import Ask, render
+from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.sources import Source
 from fedgate.classification import Levels
 from fedgate.filters import Filter, check, parse
@@ -35,7 +36,8 @@ def require_gateway() -> None:
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     def __init__(self, department: str, datasets: Sequence[DatasetDecl], sources: Mapping[str, Source],
-                 gate: TicketGate, levels: Levels) -> None:
+                 gate: TicketGate, levels: Levels, sessions: MatchSessions) -> None:
+        self._sessions = sessions
         self._department = department
         self._datasets = list(datasets)
         self._sources = dict(sources)
@@ -114,3 +116,10 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                                      "(safeguard min_set_size): nothing disclosed")
         await admission.served(len(rows))
         return adapter_pb2.AdapterDiscloseResponse(rows=rows, matched_rows=matched)
+
+    async def Match(self, request_iterator: AsyncIterator[adapter_pb2.MatchIn],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[adapter_pb2.MatchOut]:
+        require_gateway()
+        with tracer.start_as_current_span("match.session"):
+            async for message in self._sessions.serve(request_iterator):
+                yield message

@@ -18,7 +18,7 @@ from rich.table import Table as RichTable
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import RegisteredDataset
-from fedgate.render import datasets_table, entries_table
+from fedgate.render import datasets_table, entries_table, match_table
 from fedgate.errors import FedgateError
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
@@ -362,6 +362,66 @@ def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
     for row in result.rows:
         table.add_row(*(escape(v) if v is not None else "[dim]—[/]" for v in row))
     console.print(table)
+
+
+def _side(spec: str, filter: str) -> tuple[str, str, str]:
+    dataset, sep, key = spec.rpartition(".")
+    if not sep or "." not in dataset:
+        raise typer.BadParameter(f"write a side as department.dataset.key_field, e.g. hrss.subsidies.uscc (got {spec!r})")
+    return dataset, key, filter
+
+
+@query_app.command("match")
+def query_match(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
+    right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. samr.companies.uscc")],
+    purpose: PurposeOpt, case: CaseOpt,
+    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
+    right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
+    disclose: Annotated[list[str], typer.Option("--disclose", help="Field of matched LEFT rows to see "
+                                                                  "(repeatable).")] = [],
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which left rows have a key that also appears on the right: the count, or masked matched rows."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from fedgate.client import MatchResult
+
+    left_side, right_side = _side(left, left_filter), _side(right, right_filter)
+
+    async def go(progress: Progress | None) -> MatchResult:
+        tasks: dict[str, Any] = {}
+
+        def report(phase: str, department: str, tokens: int) -> None:
+            if progress is None:
+                return
+            label = f"{phase} {department}".strip()
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=None)
+            progress.update(tasks[label], completed=tokens, description=f"{label}: {tokens:,} tokens")
+
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.match(left_side, right_side, purpose, case, mode, disclose, limit, report)
+
+    if as_json:
+        result = _run(lambda: asyncio.run(go(None)))
+        print(json.dumps({
+            "left": vars(result.left), "right": vars(result.right), "cardinality": result.cardinality,
+            "distinct_matches": result.distinct_matches, "fields": [vars(f) for f in result.fields],
+            "rows": result.rows, "audit_index": result.audit_index}, ensure_ascii=False, indent=2))
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        result = _run(lambda: asyncio.run(go(bar)))
+    console.print(match_table(result))
+    if result.fields:
+        table = RichTable(*(f"{f.name}\n{f.level} {f.form}" for f in result.fields),
+                          title=f"first {len(result.rows)} matched rows of {result.left.dataset}")
+        for row in result.rows:
+            table.add_row(*(escape(v) if v is not None else "—" for v in row))
+        console.print(table)
 
 
 policy_app = typer.Typer(help="Check and reload access policy.", no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -30,6 +30,29 @@ from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
 DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class MatchSideStats:
+    dataset: str
+    rows: int
+    invalid_identifiers: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    left: MatchSideStats
+    right: MatchSideStats
+    cardinality: int
+    distinct_matches: int
+    fields: list[FieldGrant]
+    rows: list[list[str | None]]
+    audit_index: int
+
+
+def _side(msg: query_pb2.MatchSideStats) -> MatchSideStats:
+    return MatchSideStats(msg.dataset, msg.rows, msg.invalid_identifiers, msg.tokens)
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,32 @@ class GatewayClient:
             [FieldGrant(f.name, f.level, f.form) for f in reply.fields],
             [[None if null else value for value, null in zip(r.values, r.null)] for r in reply.rows],
             reply.matched_rows, reply.audit_index)
+
+    async def match(self, left: tuple[str, str, str], right: tuple[str, str, str], purpose: str,
+                    case_number: str, mode: str = "keyed", disclose: list[str] | None = None, limit: int = 100,
+                    on_progress: Callable[[str, str, int], None] | None = None) -> MatchResult:
+        """Private match of (dataset, key field, filter) on each side; progress reported as tokens flow."""
+        request = query_pb2.MatchRequest(
+            left=query_pb2.MatchSide(dataset=left[0], key_field=left[1], filter=left[2]),
+            right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
+            mode=mode, disclose_fields=disclose or [], limit=limit, purpose=purpose, case_number=case_number)
+        result: MatchResult | None = None
+        async with _calling():
+            # Read to the end, past the result: the server logs the outcome before it closes the stream.
+            async for event in self._query.Match(request):
+                if event.HasField("progress"):
+                    if on_progress:
+                        on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
+                    continue
+                r = event.result
+                result = MatchResult(
+                    _side(r.left), _side(r.right), r.cardinality, r.distinct_matches,
+                    [FieldGrant(f.name, f.level, f.form) for f in r.fields],
+                    [[None if null else v for v, null in zip(row.values, row.null)] for row in r.rows],
+                    r.audit_index)
+        if result is None:
+            raise RemoteCallFailed("UNKNOWN", "the match stream ended without a result")
+        return result
 
     # --- policy administration ---
 

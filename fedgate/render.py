@@ -5,8 +5,13 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from typing import TYPE_CHECKING
+
 from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import RegisteredDataset
+
+if TYPE_CHECKING:
+    from fedgate.client import MatchResult
 
 
 def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:
@@ -29,4 +34,15 @@ def entries_table(items: list[tuple[int, AuditEntry]]) -> RichTable:
                       e.action, f"[{colour}]{e.decision}[/] {e.status}", escape(", ".join(e.datasets)),
                       escape(e.case_number), ", ".join(f"{k}={v}" for k, v in e.result_sizes),
                       escape(e.reason))
+    return table
+
+
+def match_table(result: MatchResult) -> RichTable:
+    table = RichTable("side", "dataset", "rows after filter", "invalid identifiers", "matched",
+                      title=f"Private match: {result.cardinality:,} matching left rows "
+                            f"({result.distinct_matches:,} distinct keys), audit entry #{result.audit_index}")
+    table.add_row("left", result.left.dataset, f"{result.left.rows:,}", f"{result.left.invalid_identifiers:,}",
+                  f"{result.cardinality:,}")
+    table.add_row("right", result.right.dataset, f"{result.right.rows:,}", f"{result.right.invalid_identifiers:,}",
+                  "")
     return table

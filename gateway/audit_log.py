@@ -66,7 +66,16 @@ class AuditLog:
             tree = self._tree.copy()
             new_nodes = tree.append(HASHER.hash_leaf(body))
             note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), self.origin, self._key)
-            await asyncio.to_thread(self.store.append, tree.size - 1, body, new_nodes, note)
+            write = asyncio.ensure_future(asyncio.to_thread(self.store.append, tree.size - 1, body, new_nodes, note))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The caller went away (a cancelled RPC), but the commit runs on in its thread:
+                # wait for it so memory and store agree, then let the cancellation through.
+                await asyncio.wait([write])
+                if not write.cancelled() and write.exception() is None:
+                    self._tree = tree
+                raise
             # Only a committed append moves the in-memory tree forward.
             self._tree = tree
         return Appended(tree.size - 1, note)

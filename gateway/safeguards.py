@@ -23,6 +23,7 @@ class Quota:
 class Safeguards:
     min_set_size: int = 100
     quotas: dict[str, Quota] = field(default_factory=dict)
+    max_match_rows: int = 5_000_000  # per side; a stream beyond its bound is refused
 
     @classmethod
     def from_file(cls, path: Path) -> Safeguards:
@@ -30,6 +31,9 @@ class Safeguards:
         min_set = table.int("min_set_size", 100)
         if min_set < 1:
             raise table.error("min_set_size", "must be at least 1")
+        max_rows = table.int("max_match_rows", 5_000_000)
+        if max_rows < 1:
+            raise table.error("max_match_rows", "must be at least 1")
         quotas = {}
         if table.has("quotas"):
             qt = table.table("quotas")
@@ -39,7 +43,7 @@ class Safeguards:
                 rt.done()
             qt.done()
         table.done()
-        return cls(min_set, quotas)
+        return cls(min_set, quotas, max_rows)
 
 
 _meta = sa.MetaData()

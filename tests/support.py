@@ -12,7 +12,7 @@ from fedgate.identity import Identity, Role
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "alice")
 OFFICER = Identity(Role.OFFICER, "audit", "bob")
-DEPARTMENTS = ("hrss", "samr", "tax")
+DEPARTMENTS = ("hrss", "samr", "tax", "civil", "vehicle")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -26,7 +26,7 @@ def adapter_toml(dept: str, gateway: str, certs: Path, datasets: str, cert_stem:
     stem = cert_stem or f"dept-{dept}"
     return (f'department = "{dept}"\nlisten = "127.0.0.1:0"\ngateway = "{gateway}"\n'
             f'gateway_log_key = "{vkey or certs / "log-signing.vkey"}"\n'
-            f'register_timeout_s = 10\n\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{stem}.pem"\n'
+            f'register_timeout_s = 10\nworkers = 0\n\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{stem}.pem"\n'
             f'key = "{certs}/{stem}.key"\n\n{datasets}')
 
 

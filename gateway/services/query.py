@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from fedgate.gateway.query import Purpose, QueryEngine
+from collections.abc import AsyncIterator
+
+from fedgate.gateway.matching import MatchOutcome, SideStats
+from fedgate.gateway.query import MatchQuery, MatchSideQuery, Purpose, QueryEngine
 from fedgate.interceptors import RequestRecord, current_identity, current_record
 from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc
 
@@ -39,3 +42,31 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             fields=[query_pb2.DisclosedField(name=f.name, level=f.level, form=f.form) for f in result.fields],
             rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in result.rows],
             matched_rows=result.matched_rows, audit_index=result.audit_index)
+
+    async def Match(self, request: query_pb2.MatchRequest,
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.MatchEvent]:
+        record = _record("query.match", request.left.dataset, request.purpose, request.case_number)
+        record.datasets.append(request.right.dataset)
+        query = MatchQuery(
+            left=MatchSideQuery(request.left.dataset, request.left.key_field, request.left.filter),
+            right=MatchSideQuery(request.right.dataset, request.right.key_field, request.right.filter),
+            mode=request.mode or "keyed", disclose_fields=list(request.disclose_fields),
+            limit=request.limit or 100)
+        outcome = MatchOutcome()
+        async for event in self._engine.match(current_identity(), record, query,
+                                              Purpose(request.purpose, request.case_number), outcome):
+            yield query_pb2.MatchEvent(progress=query_pb2.MatchProgress(
+                phase=event.phase, department=event.department, tokens=event.tokens))
+        result = outcome.intersection
+        assert result is not None and outcome.left and outcome.right
+        yield query_pb2.MatchEvent(result=query_pb2.MatchResult(
+            left=_stats(request.left.dataset, outcome.left), right=_stats(request.right.dataset, outcome.right),
+            cardinality=result.cardinality, distinct_matches=result.distinct_matches,
+            fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
+            rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows],
+            audit_index=outcome.audit_index))
+
+
+def _stats(dataset: str, stats: SideStats) -> query_pb2.MatchSideStats:
+    return query_pb2.MatchSideStats(dataset=dataset, rows=stats.rows,
+                                    invalid_identifiers=stats.invalid_identifiers, tokens=stats.tokens)

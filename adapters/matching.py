@@ -1,0 +1,231 @@
+"""One side of a private match, as the department's adapter plays it.
+
+The session verifies the ticket, reads its own rows (filtered, normalised,
+invalid keys counted), turns them into tokens in the worker pool and streams
+them out; in ECDH mode it also blinds the peer's points as they arrive. The
+left side can afterwards disclose its matched rows, masked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fedgate import matching_keys
+from fedgate.adapters.disclosure import Ask, render
+from fedgate.adapters.pool_tasks import local_hash, reblind, tokens_for
+from fedgate.adapters.sources import Source
+from fedgate.adapters.tickets import TicketGate
+from fedgate.adapters.worker_pool import WorkerPool
+from fedgate.classification import Levels
+from fedgate.crypto import psi
+from fedgate.crypto.ids import normalise
+from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, NotFound, RemoteProtocolError
+from fedgate.filters import Filter, check, parse
+from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
+
+CHUNK_ROWS = 8192
+MAX_PEER_TOKENS = 5_000_000
+MODES = ("keyed", "ecdh")
+
+
+@dataclass
+class _Start:
+    decl: DatasetDecl
+    source: Source
+    key_kind: str
+    where: Filter | None
+    msg: adapter_pb2.MatchStart
+
+
+def seal_context(query_id: str, left: str, right: str) -> bytes:
+    return f"{query_id}|{left}|{right}".encode()
+
+
+class MatchSessions:
+    """Serves AdapterService.Match streams for one adapter."""
+
+    def __init__(self, department: str, datasets: Sequence[DatasetDecl], sources: Mapping[str, Source],
+                 gate: TicketGate, levels: Levels, pool: WorkerPool, matching_key: X25519PrivateKey,
+                 ca_pem: bytes) -> None:
+        self._department = department
+        self._datasets = {d.name: d for d in datasets}
+        self._sources = dict(sources)
+        self._gate = gate
+        self._levels = levels
+        self._pool = pool
+        self._matching_key = matching_key
+        self._ca_pem = ca_pem
+
+    def _prepare(self, start: adapter_pb2.MatchStart) -> _Start:
+        decl = self._datasets.get(start.dataset)
+        if decl is None:
+            raise NotFound(f"this adapter serves no dataset '{start.dataset}'")
+        key = decl.field(start.key_field)
+        if key is None or key.key is None:
+            raise InvalidInput(f"'{start.key_field}' is not a key field of '{decl.qualified_name}'")
+        if start.mode not in MODES or start.role not in ("left", "right"):
+            raise InvalidInput("mode must be keyed or ecdh and role left or right")
+        where = parse(start.filter)
+        if where is not None:
+            check(where, {f.name: f.type for f in decl.fields})
+        return _Start(decl, self._sources[decl.name], key.key.value, where, start)
+
+    async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncIterator[adapter_pb2.MatchOut]:
+        """The session: first message Start, then tokens flow both ways; see adapter.proto."""
+        it = requests.__aiter__()
+        first = await anext(it, None)
+        if first is None or first.WhichOneof("msg") != "start":
+            raise RemoteProtocolError("a match stream starts with MatchStart")
+        st = self._prepare(first.start)
+        m = st.msg
+        grants = tuple(FieldGrant(f.name, f.level, f.form) for f in m.disclose_fields)
+        if grants and m.role != "left":
+            raise InvalidInput("only the left side discloses rows")
+        ask = Ask("query.match", st.decl, grants, m.filter, m.filter_nonce, m.min_set_size, m.key_field)
+        admission = await self._gate.admit(m.ticket, ask)
+        query_id = admission.ticket.claims.query_id
+        left, right = ((self._department, m.peer_department) if m.role == "left"
+                       else (m.peer_department, self._department))
+        secret, started = self._secret(m, seal_context(query_id, left, right))
+
+        out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
+        await out.put(adapter_pb2.MatchOut(started=started))
+        hashes = bytearray()
+        own_done = asyncio.Event()
+        own_stats: list[int] = []
+
+        async def produce_own() -> None:
+            rows = invalid = tokens = 0
+            async for raw in _chunks(st.source, [m.key_field], st.where):
+                rows += len(raw)
+                data, bad, h = await self._pool.run(tokens_for, m.mode, secret, st.key_kind,
+                                                    [r[0] for r in raw], bool(grants))
+                invalid += bad
+                width = psi.TOKEN_BYTES if m.mode == "keyed" else psi.POINT_BYTES
+                tokens += len(data) // width
+                hashes.extend(h)
+                if data:
+                    await out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=data)))
+            own_stats.extend((rows, invalid, tokens))
+            await out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
+                rows=rows, invalid_identifiers=invalid, tokens=tokens)))
+            own_done.set()
+
+        async def consume_peer() -> None:
+            peer_tokens = 0
+            async for msg in it:
+                kind = msg.WhichOneof("msg")
+                if kind == "peer_tokens" and m.mode == "ecdh":
+                    peer_tokens += len(msg.peer_tokens.data) // psi.POINT_BYTES
+                    if peer_tokens > MAX_PEER_TOKENS:
+                        raise RemoteProtocolError(f"more than {MAX_PEER_TOKENS} peer tokens")
+                    data = await self._pool.run(reblind, secret, msg.peer_tokens.data)
+                    await out.put(adapter_pb2.MatchOut(reblinded=adapter_pb2.TokenData(data=data)))
+                elif kind == "peer_done" and m.mode == "ecdh":
+                    await out.put(adapter_pb2.MatchOut(reblind_done=adapter_pb2.SideDone(tokens=peer_tokens)))
+                elif kind == "disclose" and grants:
+                    await own_done.wait()
+                    rows = await asyncio.to_thread(self._disclose, st, grants, bytes(hashes),
+                                                   list(msg.disclose.positions), m.limit, own_stats[0])
+                    await admission.served(len(rows))
+                    await out.put(adapter_pb2.MatchOut(rows=adapter_pb2.DisclosedRows(rows=rows)))
+                else:
+                    raise RemoteProtocolError(f"unexpected {kind} in a {m.mode} match as {m.role}")
+
+        async def run_all() -> None:
+            try:
+                await asyncio.gather(produce_own(), consume_peer())
+                if not grants:
+                    await admission.served(own_stats[2] if own_stats else 0)
+                await out.put(None)
+            except BaseException as exc:  # handed to the writer, which raises it in the handler
+                await out.put(exc)
+
+        worker = asyncio.create_task(run_all())
+        try:
+            while (item := await out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            worker.cancel()
+            with contextlib.suppress(BaseException):
+                await worker
+
+    def _secret(self, m: adapter_pb2.MatchStart, context: bytes) -> tuple[bytes, adapter_pb2.MatchStarted]:
+        """The per-query secret: an ECDH scalar, or the keyed-mode key (created left, sealed to right)."""
+        if m.mode == "ecdh":
+            return psi.new_scalar(), adapter_pb2.MatchStarted()
+        if m.role == "left":
+            peer = matching_keys.verify(matching_keys.MatchingKey(m.peer_key.public_key, m.peer_key.signature,
+                                                                  m.peer_key.certificate_pem),
+                                        m.peer_department, self._ca_pem)
+            key = psi.new_psi_key()
+            return key, adapter_pb2.MatchStarted(sealed_key=psi.seal_key(peer, key, context))
+        return psi.open_sealed_key(self._matching_key, m.sealed_key, context), adapter_pb2.MatchStarted()
+
+    def _disclose(self, st: _Start, grants: Sequence[FieldGrant], hashes: bytes, positions: list[int],
+                  limit: int, rows_after_filter: int) -> list[common_pb2.DisclosedRow]:
+        """Find the matched rows again by their keys' local hashes, and mask what leaves."""
+        if rows_after_filter < st.msg.min_set_size:
+            raise FailedPrecondition(f"the set has fewer than {st.msg.min_set_size} rows after the filter "
+                                     "(safeguard min_set_size): nothing disclosed")
+        width = 16
+        count = len(hashes) // width
+        if any(not 0 <= p < count for p in positions) or positions != sorted(set(positions)):
+            raise RemoteProtocolError("disclosure positions must be distinct, ascending and within this set")
+        wanted = {hashes[p * width:(p + 1) * width] for p in positions}
+        out: list[common_pb2.DisclosedRow] = []
+        columns = [st.msg.key_field, *(g.name for g in grants)]
+        for row in st.source.rows(columns, st.where):
+            if len(out) >= limit:
+                break
+            try:
+                ident = normalise(st.key_kind, str(row[0])).encode() if row[0] is not None else None
+            except InvalidIdentifier:
+                continue
+            if ident is not None and local_hash(ident) in wanted:
+                values, nulls = render(row[1:], grants, st.decl, self._levels)
+                out.append(common_pb2.DisclosedRow(values=values, null=nulls))
+        return out
+
+
+async def _chunks(source: Source, columns: list[str], where: Filter | None) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Read the source in chunks on one thread of its own (a database cursor stays on its thread)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[list[tuple[Any, ...]] | BaseException | None] = asyncio.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def read() -> None:
+        def put(item: list[tuple[Any, ...]] | BaseException | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+        try:
+            it = iter(source.rows(columns, where))
+            while not stop.is_set() and (chunk := list(itertools.islice(it, CHUNK_ROWS))):
+                put(chunk)
+            put(None)
+        except BaseException as exc:  # handed to the reading coroutine
+            if not stop.is_set():
+                put(exc)
+
+    reader = loop.run_in_executor(None, read)
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():  # unblock a reader waiting on a full queue
+            queue.get_nowait()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(reader), 5)

@@ -1,0 +1,212 @@
+"""Private matching through the gateway: two adapter sessions, relayed tokens, one intersection.
+
+The gateway opens one bidirectional stream per side. In keyed-hash mode each
+side sends HMAC tokens under a per-query key the two departments agreed
+without the gateway; in ECDH mode each side's blinded points are relayed to
+the other side to be blinded again. Either way the gateway only ever holds
+fixed-width tokens, intersects them in compact arrays and learns set sizes
+and the intersection size, as the trust model allows.
+
+Forwarding never blocks a reader: each destination has its own queue and
+writer task, so two adapters each waiting for the other cannot deadlock the
+relay (gRPC flow control still paces every individual stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from fedgate.crypto.intersect import Intersector, IntersectionResult
+from fedgate.crypto.psi import TOKEN_BYTES
+from fedgate.crypto.ticket import Ticket
+from fedgate.datasets import FieldGrant
+from fedgate.errors import FailedPrecondition, RemoteProtocolError, Unavailable
+from fedgate.gateway.adapter_links import AdapterLinks, adapter_failure, ticket_to_proto
+from fedgate.crypto.ticket import StaleBase
+from fedgate.gateway.adapter_links import StaleTicket
+from fedgate.interceptors import error_class
+from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
+from fedgate.wire import matching_key_to_proto
+
+MATCH_TIMEOUT_S = 3600.0
+PROGRESS_EVERY = 50_000
+
+
+@dataclass(frozen=True)
+class SidePlan:
+    department: str
+    endpoint: str
+    dataset: str        # unqualified name in its department
+    key_field: str
+    filter_text: str
+    filter_nonce: bytes
+
+
+@dataclass(frozen=True)
+class SideStats:
+    rows: int
+    invalid_identifiers: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str
+    department: str
+    tokens: int
+
+
+@dataclass
+class MatchOutcome:
+    left: SideStats | None = None
+    right: SideStats | None = None
+    intersection: IntersectionResult | None = None
+    rows: list[tuple[list[str], list[bool]]] = field(default_factory=list)
+    audit_index: int = -1
+    grants: list[FieldGrant] = field(default_factory=list)
+
+
+class _Session:
+    """One adapter's stream: a reader that dispatches, a writer fed by a queue."""
+
+    def __init__(self, links: AdapterLinks, side: SidePlan) -> None:
+        self.side = side
+        stub = adapter_pb2_grpc.AdapterServiceStub(links.channel(side.department, side.endpoint))
+        self.call = stub.Match(timeout=MATCH_TIMEOUT_S)
+        self.outbox: asyncio.Queue[adapter_pb2.MatchIn | None] = asyncio.Queue()
+
+    async def read(self) -> adapter_pb2.MatchOut:
+        try:
+            msg = await self.call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        if msg is grpc.aio.EOF:
+            raise RemoteProtocolError(f"department '{self.side.department}' ended the match stream early")
+        return msg
+
+    async def write(self, msg: adapter_pb2.MatchIn) -> None:
+        try:
+            await self.call.write(msg)
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        except asyncio.InvalidStateError:
+            # The call already ended; its status (read by the reader) says why.
+            raise Unavailable(f"department '{self.side.department}' ended the match stream") from None
+
+    def _failure(self, exc: grpc.aio.AioRpcError) -> Exception:
+        if error_class(exc) == StaleBase.__name__:
+            return StaleTicket(self.side.department)
+        return adapter_failure(self.side.department, exc)
+
+    async def pump_outbox(self) -> None:
+        while (msg := await self.outbox.get()) is not None:
+            await self.write(msg)
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self.call.done_writing()
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+def _start(side: SidePlan, ticket: Ticket, mode: str, role: str, min_set_size: int,
+           **extra: Any) -> adapter_pb2.MatchIn:
+    return adapter_pb2.MatchIn(start=adapter_pb2.MatchStart(
+        ticket=ticket_to_proto(ticket), dataset=side.dataset, key_field=side.key_field, filter=side.filter_text,
+        filter_nonce=side.filter_nonce, mode=mode, role=role, min_set_size=min_set_size, **extra))
+
+
+async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: str,
+                    tickets: tuple[Ticket, Ticket], peer_key: Any, min_set_size: int,
+                    disclose: list[FieldGrant], limit: int, max_tokens: int,
+                    outcome: MatchOutcome) -> AsyncIterator[Progress]:
+    """Drive both sessions to a result in `outcome`, yielding progress as tokens flow."""
+    ls, rs = _Session(links, left), _Session(links, right)
+    progress: asyncio.Queue[Progress | None] = asyncio.Queue()
+    intersector = Intersector(max_tokens_per_side=max_tokens, width=TOKEN_BYTES)
+    tasks: list[asyncio.Task[Any]] = []
+    readers: asyncio.Future[Any] | None = None
+    try:
+        grants = [adapter_pb2.FieldRequest(name=g.name, level=g.level, form=g.form) for g in disclose]
+        if mode == "keyed":
+            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, peer_key=matching_key_to_proto(peer_key),
+                                  peer_department=right.department, disclose_fields=grants, limit=limit))
+            sealed = (await ls.read()).started.sealed_key
+            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, sealed_key=sealed,
+                                  peer_department=left.department))
+            await rs.read()
+        else:
+            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, peer_department=right.department,
+                                  disclose_fields=grants, limit=limit))
+            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, peer_department=left.department))
+            await ls.read()
+            await rs.read()
+
+        async def reader(me: _Session, peer: _Session, name: str, own_side: str, other_side: str) -> None:
+            """Dispatch one side's messages: own tokens, tokens it re-blinded for the peer, stats."""
+            own_count = reblind_count = 0
+            finished = {"own": False, "reblind": mode == "keyed"}
+            while not all(finished.values()):
+                msg = await me.read()
+                kind = msg.WhichOneof("msg")
+                if kind == "own_tokens":
+                    if mode == "keyed":
+                        intersector.add(own_side, msg.own_tokens.data)
+                    else:
+                        peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_tokens=msg.own_tokens))
+                    before, own_count = own_count, own_count + len(msg.own_tokens.data) // (
+                        TOKEN_BYTES if mode == "keyed" else 32)
+                    if own_count // PROGRESS_EVERY != before // PROGRESS_EVERY:
+                        progress.put_nowait(Progress(name, me.side.department, own_count))
+                elif kind == "own_done":
+                    stats = SideStats(msg.own_done.rows, msg.own_done.invalid_identifiers, msg.own_done.tokens)
+                    setattr(outcome, name, stats)
+                    if mode != "keyed":
+                        peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_done=msg.own_done))
+                    finished["own"] = True
+                    progress.put_nowait(Progress(name, me.side.department, own_count))
+                elif kind == "reblinded" and mode != "keyed":
+                    # This side finished the other side's tokens: they belong to the other side.
+                    intersector.add(other_side, msg.reblinded.data)
+                    reblind_count += len(msg.reblinded.data) // TOKEN_BYTES
+                elif kind == "reblind_done" and mode != "keyed":
+                    finished["reblind"] = True
+                else:
+                    raise RemoteProtocolError(f"department '{me.side.department}' sent an unexpected {kind}")
+
+        tasks = [asyncio.create_task(ls.pump_outbox()), asyncio.create_task(rs.pump_outbox())]
+        readers = asyncio.gather(reader(ls, rs, "left", "left", "right"),
+                                 reader(rs, ls, "right", "right", "left"))
+        readers.add_done_callback(lambda _: progress.put_nowait(None))
+        while (event := await progress.get()) is not None:
+            yield event
+        await readers
+        yield Progress("intersect", "", 0)
+        outcome.intersection = intersector.finish()
+        for name, stats in (("left", outcome.left), ("right", outcome.right)):
+            if stats and 0 < stats.rows < min_set_size:
+                raise FailedPrecondition(f"the {name} set has fewer than {min_set_size} rows after its filter "
+                                         "(safeguard min_set_size): no result")
+        if disclose and outcome.intersection.cardinality:
+            positions = outcome.intersection.left_positions[:limit].tolist()
+            ls.outbox.put_nowait(adapter_pb2.MatchIn(disclose=adapter_pb2.DiscloseMatched(positions=positions)))
+            reply = await ls.read()
+            outcome.rows = [(list(r.values), list(r.null)) for r in reply.rows.rows]
+            yield Progress("disclose", left.department, len(outcome.rows))
+        ls.outbox.put_nowait(None)
+        rs.outbox.put_nowait(None)
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if readers is not None:
+            readers.cancel()
+            with contextlib.suppress(BaseException):
+                await readers
+        ls.cancel()
+        rs.cancel()

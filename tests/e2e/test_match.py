@@ -1,0 +1,165 @@
+"""Private matching end to end: real gateway and adapters, demo data with ground truth."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+import support
+from fedgate.client import GatewayClient, MatchResult
+from fedgate.demo.datagen import generate
+from fedgate.demo.runner import adapter_toml
+from fedgate.errors import RemoteCallFailed
+from fedgate.tls import TlsFiles
+
+ROWS = 1000
+WHY = ("核查稳岗补贴发放对象", "DC-2026-101")
+CLOSED = "status in ('吊销', '注销')"
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("match")
+    departments = generate(workdir, rows=ROWS, seed=7)
+    return workdir, departments, json.loads((workdir / "ground_truth.json").read_text())
+
+
+async def _deploy(servers, demo_data, codes: tuple[str, ...] = ("hrss", "samr", "civil", "vehicle")):
+    workdir, departments, truth = demo_data
+    gw = await servers.gateway(workdir / "gateway-data")
+    adapters = {}
+    for dept in departments:
+        if dept.code not in codes:
+            continue
+        cfg = workdir / f"adapter-{dept.code}.toml"
+        text = adapter_toml(dept, f"127.0.0.1:{gw.port}").replace(
+            'certs/', f'{servers.certs}/').replace(f'data_dir = "adapter-data/{dept.code}"',
+                                                   f'data_dir = "{servers.tmp}/adapter-{dept.code}"')
+        cfg.write_text("workers = 0\n" + text)
+        from fedgate.adapters.config import AdapterConfig
+        from fedgate.adapters.server import build_adapter
+        adapter = await build_adapter(AdapterConfig.load(cfg))
+        servers.adapters.append(adapter)
+        adapters[dept.code] = adapter
+    return gw, adapters, truth
+
+
+def _client(servers, gw) -> GatewayClient:
+    return GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR))
+
+
+async def _match(servers, gw, left, right, mode, **kw) -> MatchResult:
+    async with _client(servers, gw) as c:
+        return await c.match(left, right, *WHY, mode=mode, **kw)
+
+
+@pytest.mark.parametrize("mode", ["keyed", "ecdh"])
+async def test_scenarios_match_ground_truth(servers, demo_data, mode: str) -> None:
+    gw, _, truth = await _deploy(servers, demo_data)
+    closed = await _match(servers, gw, ("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", CLOSED), mode)
+    assert closed.cardinality == truth["subsidies_to_closed_companies"]["rows"]
+    assert closed.distinct_matches == truth["subsidies_to_closed_companies"]["companies"]
+    assert closed.left.rows == ROWS and closed.left.invalid_identifiers == truth["invalid_identifiers"]["hrss.subsidies"]
+    assert closed.left.tokens == ROWS - closed.left.invalid_identifiers
+
+    deceased = await _match(servers, gw, ("hrss.pensions", "resident_id", ""),
+                            ("civil.deaths", "resident_id", ""), mode)
+    assert deceased.cardinality == truth["pensions_to_deceased"]["pensioners_in_deaths"]
+    assert deceased.right.invalid_identifiers == truth["invalid_identifiers"]["civil.deaths"]
+
+    cars = await _match(servers, gw, ("civil.allowances", "resident_id", ""),
+                        ("vehicle.vehicles", "owner_id", ""), mode)
+    assert cars.cardinality == truth["allowance_vehicle_owners"]["count"]
+
+
+async def test_matched_rows_are_disclosed_masked_by_policy(servers, demo_data) -> None:
+    gw, adapters, truth = await _deploy(servers, demo_data, ("hrss", "samr"))
+    got = await _match(servers, gw, ("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", CLOSED), "ecdh",
+                       disclose=["uscc", "company_name", "amount_fen"], limit=5)
+    assert [(f.name, f.form) for f in got.fields] == [("uscc", "masked"), ("company_name", "plaintext"),
+                                                       ("amount_fen", "masked")]
+    assert len(got.rows) == 5 and got.cardinality == truth["subsidies_to_closed_companies"]["rows"]
+    for uscc, name, amount in got.rows:
+        assert "*" in uscc and len(uscc) == 18 and "*" in amount and name
+    served = [d for d in adapters["hrss"].disclosures.disclosures() if d.decision == "served"]
+    assert served[-1].result_rows == 5
+
+
+async def test_bad_requests(servers, demo_data) -> None:
+    gw, _, _ = await _deploy(servers, demo_data, ("hrss", "samr"))
+    cases = [
+        ((("hrss.subsidies", "company_name", ""), ("samr.companies", "uscc", "")), "keyed", "INVALID_ARGUMENT",
+         "is not a key field"),
+        ((("hrss.subsidies", "uscc", ""), ("samr.companies", "legal_rep_id", "")), "keyed", "INVALID_ARGUMENT",
+         "different identifier kinds"),
+        ((("hrss.subsidies", "uscc", "amount_fen >"), ("samr.companies", "uscc", "")), "keyed",
+         "INVALID_ARGUMENT", "position 13"),
+        ((("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", "")), "rot13", "INVALID_ARGUMENT", "mode"),
+    ]
+    for (left, right), mode, code, words in cases:
+        with pytest.raises(RemoteCallFailed) as err:
+            await _match(servers, gw, left, right, mode)
+        assert err.value.code == code and words in err.value.details, err.value
+    # An empty side is a zero result, not an error.
+    empty = await _match(servers, gw, ("hrss.subsidies", "uscc", ""),
+                         ("samr.companies", "uscc", "status = '不存在'"), "keyed")
+    assert (empty.right.rows, empty.cardinality) == (0, 0)
+
+
+async def test_gateway_sees_no_identifier_and_tokens_are_unlinkable(servers, demo_data, monkeypatch) -> None:
+    from fedgate.gateway import matching
+
+    received: list[tuple[str, bytes]] = []
+    original = matching._Session.read
+
+    async def recording_read(self):  # type: ignore[no-untyped-def]
+        msg = await original(self)
+        received.append((self.side.department, msg.SerializeToString()))
+        return msg
+
+    monkeypatch.setattr(matching._Session, "read", recording_read)
+    gw, _, _ = await _deploy(servers, demo_data, ("hrss", "samr"))
+    for mode in ("keyed", "ecdh", "keyed"):
+        await _match(servers, gw, ("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), mode)
+    blob = b"".join(data for _, data in received)
+    assert len(blob) > 50_000
+    ids = _identifier_variants(demo_data[0])
+    leaked = [i for i in ids if i in blob]
+    assert not leaked, f"{len(leaked)} identifiers reached the gateway"
+    # The same companies' tokens in the two keyed queries share nothing.
+    from fedgate.protos.fedgate.v1 import adapter_pb2
+    runs: list[set[bytes]] = []
+    for dept, data in received:
+        msg = adapter_pb2.MatchOut.FromString(data)
+        if dept == "samr" and msg.WhichOneof("msg") == "own_tokens" and len(msg.own_tokens.data) % 16 == 0:
+            tokens = {msg.own_tokens.data[i:i + 16] for i in range(0, len(msg.own_tokens.data), 16)}
+            runs.append(tokens)
+    assert len(runs) >= 2 and not (runs[0] & runs[-1])
+
+
+def _identifier_variants(workdir: Path) -> set[bytes]:
+    import csv
+    import sqlite3
+
+    values: set[str] = set()
+    for path in (workdir / "data").rglob("*.csv"):
+        with path.open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                values.update(v for k, v in row.items() if k in ("uscc", "resident_id") and v)
+    for path in (workdir / "data").rglob("*.db"):
+        db = sqlite3.connect(path)
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+            cols = {c[1] for c in db.execute(f"PRAGMA table_info({table})")}
+            for col in cols & {"uscc", "legal_rep_id", "owner_id"}:
+                values.update(v for (v,) in db.execute(f"SELECT {col} FROM {table}") if v)
+        db.close()
+    out: set[bytes] = set()
+    for v in values:
+        canon = unicodedata.normalize("NFKC", v).replace(" ", "").upper()
+        fullwidth = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in canon)
+        for form in (v, canon, canon.lower(), fullwidth):
+            out.add(form.encode())
+    return out
