@@ -19,6 +19,18 @@ from .ids import (
     resident_id_check_char,
     uscc_check_char,
 )
+from .psi import (
+    TokenChunk,
+    blind_points,
+    hash_and_blind,
+    hash_to_point,
+    hmac_tokens,
+    new_psi_key,
+    new_scalar,
+    open_sealed_key,
+    seal_key,
+    truncate_tokens,
+)
 
 __all__ = [
     # ids
@@ -35,4 +47,15 @@ __all__ = [
     "org_code_check_char",
     "resident_id_check_char",
     "uscc_check_char",
+    # psi (fedgate.crypto.intersect needs NumPy and is imported by name, not here)
+    "TokenChunk",
+    "blind_points",
+    "hash_and_blind",
+    "hash_to_point",
+    "hmac_tokens",
+    "new_psi_key",
+    "new_scalar",
+    "open_sealed_key",
+    "seal_key",
+    "truncate_tokens",
 ]
