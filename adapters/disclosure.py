@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from fedgate.adapters.sources import Value
 from fedgate.audit_entry import AuditEntry, filter_digest
 from fedgate.classification import Levels, form_rank
+from fedgate.crypto.ids import normalise
 from fedgate.crypto.ticket import TicketRefused
+from fedgate.errors import InvalidIdentifier
 from fedgate.datasets import DatasetDecl, FieldGrant
 
 
@@ -77,9 +79,15 @@ def render(values: Sequence[Value], fields: Sequence[FieldGrant], dataset: Datas
             nulls.append(True)
             continue
         text = str(value)
+        decl = dataset.field(f.name)
+        assert decl is not None
+        if decl.key is not None:
+            # Identifiers leave in canonical form, so a mask never reveals how a clerk typed them.
+            try:
+                text = normalise(decl.key, text)
+            except InvalidIdentifier:
+                pass
         if f.form == "masked":
-            decl = dataset.field(f.name)
-            assert decl is not None
             text = levels.mask_for(decl.key.value if decl.key else None, decl.type.value, decl.level).apply(text)
         out.append(text)
         nulls.append(False)

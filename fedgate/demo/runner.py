@@ -18,7 +18,7 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from fedgate import pki
-from fedgate.client import Disclosure, GatewayClient
+from fedgate.client import Disclosure, GatewayClient, MatchResult
 from fedgate.datasets import RegisteredDataset
 from fedgate.demo import processes
 from fedgate.demo.datagen import DemoDepartment, generate
@@ -88,6 +88,7 @@ class DemoResult:
     disclosed: Disclosure | None = None
     closed_companies: int = 0
     l4_refusal: str = ""
+    scenarios: list[tuple[Scenario, MatchResult | str, int]] = field(default_factory=list)
     verified_size: int = 0
     trace_id: str = ""
     trace_services: set[str] = field(default_factory=set)
@@ -98,6 +99,61 @@ def disclosure_table(dataset: str, got: Disclosure) -> Table:
     table = Table(*(f"{f.name}\n{f.level} → {f.form}" for f in got.fields),
                   title=f"{dataset}: first {len(got.rows)} of {got.matched_rows:,} rows, "
                         "masked by the department as policy allows")
+    for row in got.rows:
+        table.add_row(*(v if v is not None else "—" for v in row))
+    return table
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A supervision question from DESIGN.md, answered by private matching."""
+
+    title: str
+    left: tuple[str, str, str]
+    right: tuple[str, str, str]
+    mode: str
+    truth_path: tuple[str, ...]
+    disclose: list[str] = field(default_factory=list)
+
+    def expected(self, truth: dict[str, object]) -> int:
+        value: object = truth
+        for key in self.truth_path:
+            value = value[key]  # type: ignore[index]
+        return int(value)  # type: ignore[call-overload]
+
+
+SCENARIOS = (
+    Scenario("稳岗补贴 → 吊销/注销企业 (subsidies to closed companies)",
+             ("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", "status in ('吊销', '注销')"),
+             "keyed", ("subsidies_to_closed_companies", "rows"), ["uscc", "company_name", "amount_fen"]),
+    Scenario("养老金 → 死亡记录 (pensions vs deaths)",
+             ("hrss.pensions", "resident_id", ""), ("civil.deaths", "resident_id", ""),
+             "ecdh", ("pensions_to_deceased", "pensioners_in_deaths")),
+    Scenario("低保 → 机动车 (allowances vs vehicles)",
+             ("civil.allowances", "resident_id", ""), ("vehicle.vehicles", "owner_id", ""),
+             "ecdh", ("allowance_vehicle_owners", "count")),
+    Scenario("低保 → 企业法人 (allowances vs company reps)",
+             ("civil.allowances", "resident_id", ""), ("samr.companies", "legal_rep_id", ""),
+             "keyed", ("allowance_company_reps", "count")),
+)
+
+
+def scenarios_table(rows: list[tuple[Scenario, MatchResult | str, int]]) -> Table:
+    table = Table("question", "mode", "left rows\n(invalid)", "right\nrows", "matched", "truth", "",
+                  title="Private matching (no department sees another's data; the gateway sees no identifier)")
+    for s, got, expected in rows:
+        if isinstance(got, str):
+            table.add_row(s.title, s.mode, "", "", f"refused: {got}", f"{expected:,}", "")
+            continue
+        table.add_row(s.title, s.mode, f"{got.left.rows:,} ({got.left.invalid_identifiers})",
+                      f"{got.right.rows:,}", f"{got.cardinality:,}", f"{expected:,}",
+                      "✓" if got.cardinality == expected else "✗")
+    return table
+
+
+def matched_rows_table(s: Scenario, got: MatchResult) -> Table:
+    table = Table(*(f"{f.name}\n{f.level} → {f.form}" for f in got.fields),
+                  title=f"{s.title}: first {len(got.rows)} of {got.cardinality:,} matched rows")
     for row in got.rows:
         table.add_row(*(v if v is not None else "—" for v in row))
     return table
@@ -200,6 +256,24 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
                     result.l4_refusal = str(exc)
 
         asyncio.run(graded_disclosure())
+
+        truth = json.loads((workdir / "ground_truth.json").read_text(encoding="utf-8"))
+
+        async def scenarios() -> None:
+            async with GatewayClient(address, supervisor_tls) as client:
+                for s in SCENARIOS:
+                    try:
+                        got: MatchResult | str = await client.match(s.left, s.right, DEMO_PURPOSE, DEMO_CASE,
+                                                                    s.mode, s.disclose, limit=5)
+                    except RemoteCallFailed as exc:  # e.g. a safeguard on a small demo
+                        got = str(exc)
+                    result.scenarios.append((s, got, s.expected(truth)))
+
+        asyncio.run(scenarios())
+        show(scenarios_table(result.scenarios))
+        for s, got, _ in result.scenarios:
+            if isinstance(got, MatchResult) and got.rows:
+                show(matched_rows_table(s, got))
         if result.disclosed:
             show(disclosure_table("hrss.pensions", result.disclosed))
         say(f"revoked or deregistered companies (samr.companies, filter on an L1 field): {result.closed_companies:,}")

@@ -70,7 +70,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     from fedgate.demo.runner import run_demo
 
     workdir = tmp_path_factory.mktemp("demo")
-    return workdir, run_demo(workdir, rows=int(ROWS), say=lambda _: None, show=lambda _: None)
+    # 1000 rows: enough revoked/deregistered companies to pass the minimum set size of 100.
+    return workdir, run_demo(workdir, rows=1000, say=lambda _: None, show=lambda _: None)
 
 
 def test_demo_query_is_one_trace_across_gateway_and_adapter(demo) -> None:
@@ -155,3 +156,15 @@ def test_demo_shows_graded_disclosure(demo) -> None:
         assert "*" in name and "*" in amount
     assert result.closed_companies > 0
     assert result.l4_refusal.startswith("PERMISSION_DENIED") and "resident_id" in result.l4_refusal
+
+
+def test_demo_matching_scenarios_equal_ground_truth(demo) -> None:
+    from fedgate.client import MatchResult
+
+    _, result = demo
+    assert len(result.scenarios) == 4
+    for scenario, got, expected in result.scenarios:
+        assert isinstance(got, MatchResult), f"{scenario.title}: {got}"
+        assert got.cardinality == expected, scenario.title
+    first = result.scenarios[0][1]
+    assert len(first.rows) == 5 and all("*" in row[0] for row in first.rows)
