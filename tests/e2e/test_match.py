@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import unicodedata
 from pathlib import Path
 
@@ -163,3 +164,43 @@ def _identifier_variants(workdir: Path) -> set[bytes]:
         for form in (v, canon, canon.lower(), fullwidth):
             out.add(form.encode())
     return out
+
+
+async def test_adapter_gone_mid_stream_is_unavailable_and_audited(servers, demo_data, monkeypatch) -> None:
+    from fedgate.gateway import matching
+
+    gw, adapters, _ = await _deploy(servers, demo_data, ("hrss", "samr"))
+    original = matching._Session.read
+    killed = []
+
+    async def read_then_kill(self):  # type: ignore[no-untyped-def]
+        msg = await original(self)
+        if self.side.department == "samr" and msg.WhichOneof("msg") == "own_tokens" and not killed:
+            killed.append(True)
+            adapter = adapters["samr"]
+            servers.adapters.remove(adapter)
+            await adapter.stop(0)  # the department's adapter goes away while tokens flow
+        return msg
+
+    from fedgate.adapters import matching as adapter_matching
+
+    def slow_tokens(*args):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)  # keep tokens flowing long enough to pull the plug mid-stream
+        return tokens_for(*args)
+
+    tokens_for = adapter_matching.tokens_for
+    monkeypatch.setattr(adapter_matching, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(adapter_matching, "tokens_for", slow_tokens)
+    monkeypatch.setattr(matching._Session, "read", read_then_kill)
+    with pytest.raises(RemoteCallFailed) as err:
+        await _match(servers, gw, ("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), "ecdh")
+    assert killed and err.value.code == "UNAVAILABLE"
+    assert "department 'samr'" in err.value.details
+    async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.OFFICER)) as c:
+        (_, outcome), (_, intent) = await c.search(action="query.match", limit=2)
+    assert intent.status == "STARTED" and outcome.status == "UNAVAILABLE"
+    assert outcome.query_id == intent.query_id and "samr" in outcome.reason
+    # Other queries keep working.
+    monkeypatch.setattr(matching._Session, "read", original)
+    async with _client(servers, gw) as c:
+        assert (await c.count_rows("hrss.subsidies", *WHY))[0] == ROWS

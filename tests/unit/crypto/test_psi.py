@@ -305,6 +305,10 @@ def test_intersector_copies_mutable_chunks() -> None:
     box.add("right", bytes(16))
     chunk[0] = 1
     assert box.finish().cardinality == 1
+    # A memoryview over 8-byte items still counts bytes, not items.
+    box = Intersector(max_tokens_per_side=2)
+    box.add("left", memoryview(np.zeros(4, np.uint64)))
+    assert box.left_size == 2
 
 
 def test_intersector_refuses_adds_after_finish() -> None:
