@@ -56,6 +56,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import gmpy2  # type: ignore[import-untyped]  # (gmpy2 ships no type information)
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -343,20 +344,8 @@ def _hash_to_point(prefix: hashlib._Hash, ident: bytes) -> bytes:
 
 
 def _jacobi(a: int) -> int:
-    """Jacobi symbol (a | p) by the binary algorithm; ~4x faster than Euler's pow in CPython."""
-    n = _P
-    result = 1
-    while a:
-        twos = (a & -a).bit_length() - 1
-        a >>= twos
-        # (2 | n) = -1 exactly when n = 3 or 5 (mod 8).
-        if twos & 1 and n & 7 in (3, 5):
-            result = -result
-        # Quadratic reciprocity: the sign flips when both are 3 (mod 4).
-        if a & n & 3 == 3:
-            result = -result
-        a, n = n % a, a
-    return result if n == 1 else 0
+    """Jacobi symbol (a | p), via gmpy2 (about 7x faster than a pure-Python binary algorithm)."""
+    return int(gmpy2.jacobi(a, _P))
 
 
 def _h2c_prefix(domain: bytes) -> hashlib._Hash:
