@@ -9,6 +9,7 @@ left side can afterwards disclose its matched rows, masked here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import threading
@@ -103,18 +104,31 @@ class MatchSessions:
         own_done = asyncio.Event()
         own_stats: list[int] = []
 
+        # Up to one chunk per worker in flight, results taken in order: every core blinds.
+        depth = self._pool.parallelism
+
         async def produce_own() -> None:
             rows = invalid = tokens = 0
-            async for raw in _chunks(st.source, [m.key_field], st.where):
-                rows += len(raw)
-                data, bad, h = await self._pool.run(tokens_for, m.mode, secret, st.key_kind,
-                                                    [r[0] for r in raw], bool(grants))
+            width = psi.TOKEN_BYTES if m.mode == "keyed" else psi.POINT_BYTES
+            pending: collections.deque[asyncio.Future[tuple[bytes, int, bytes]]] = collections.deque()
+
+            async def emit() -> None:
+                nonlocal invalid, tokens
+                data, bad, h = await pending.popleft()
                 invalid += bad
-                width = psi.TOKEN_BYTES if m.mode == "keyed" else psi.POINT_BYTES
                 tokens += len(data) // width
                 hashes.extend(h)
                 if data:
                     await out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=data)))
+
+            async for raw in _chunks(st.source, [m.key_field], st.where):
+                rows += len(raw)
+                pending.append(asyncio.ensure_future(self._pool.run(
+                    tokens_for, m.mode, secret, st.key_kind, [r[0] for r in raw], bool(grants))))
+                if len(pending) >= depth:
+                    await emit()
+            while pending:
+                await emit()
             own_stats.extend((rows, invalid, tokens))
             await out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
                 rows=rows, invalid_identifiers=invalid, tokens=tokens)))
@@ -122,15 +136,24 @@ class MatchSessions:
 
         async def consume_peer() -> None:
             peer_tokens = 0
+            pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
+
+            async def emit() -> None:
+                data = await pending.popleft()
+                await out.put(adapter_pb2.MatchOut(reblinded=adapter_pb2.TokenData(data=data)))
+
             async for msg in it:
                 kind = msg.WhichOneof("msg")
                 if kind == "peer_tokens" and m.mode == "ecdh":
                     peer_tokens += len(msg.peer_tokens.data) // psi.POINT_BYTES
                     if peer_tokens > MAX_PEER_TOKENS:
                         raise RemoteProtocolError(f"more than {MAX_PEER_TOKENS} peer tokens")
-                    data = await self._pool.run(reblind, secret, msg.peer_tokens.data)
-                    await out.put(adapter_pb2.MatchOut(reblinded=adapter_pb2.TokenData(data=data)))
+                    pending.append(asyncio.ensure_future(self._pool.run(reblind, secret, msg.peer_tokens.data)))
+                    if len(pending) >= depth:
+                        await emit()
                 elif kind == "peer_done" and m.mode == "ecdh":
+                    while pending:
+                        await emit()
                     await out.put(adapter_pb2.MatchOut(reblind_done=adapter_pb2.SideDone(tokens=peer_tokens)))
                 elif kind == "disclose" and grants:
                     await own_done.wait()
