@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import operator
 import unicodedata
 from dataclasses import dataclass
 
@@ -93,11 +94,15 @@ _LABELS = {
 }
 
 
+_RESIDENT_ASCII_OFFSET = 48 * sum(_RESIDENT_WEIGHTS)
+
+
 def resident_id_check_char(body17: str) -> str:
     """Return the ISO 7064 MOD 11-2 check character for a 17-digit resident ID body."""
-    if not isinstance(body17, str) or len(body17) != 17 or not _all_in(body17, _DIGITS):
+    if not isinstance(body17, str) or len(body17) != 17 or not (body17.isascii() and body17.isdigit()):
         raise InvalidIdentifier("resident ID body must be 17 ASCII digits")
-    total = sum(int(c) * w for c, w in zip(body17, _RESIDENT_WEIGHTS))
+    # On the ASCII codes: each digit is its code minus 48, so subtract 48 x the weight sum once.
+    total = sum(map(operator.mul, body17.encode(), _RESIDENT_WEIGHTS)) - _RESIDENT_ASCII_OFFSET
     return _RESIDENT_CHECK[total % 11]
 
 
@@ -138,9 +143,11 @@ def normalise_resident_id(raw: str) -> str:
         if len(value) == 15:
             hint = " (15-digit first-generation IDs must be converted first)"
         raise InvalidIdentifier(f"{label} must have 18 characters, got {len(value)}{hint}")
-    for i, c in enumerate(value[:17]):
-        if c not in _DIGITS:
-            raise InvalidIdentifier(f"{label} has a non-digit character at position {i + 1}")
+    body = value[:17]
+    if not (body.isascii() and body.isdigit()):  # the loop below only finds the position to report
+        for i, c in enumerate(body):
+            if c not in _DIGITS:
+                raise InvalidIdentifier(f"{label} has a non-digit character at position {i + 1}")
     if value[17] not in _RESIDENT_CHECK:
         raise InvalidIdentifier(f"{label} check character (position 18) must be a digit or X")
     _check_birth_date(label, value[6:14])
@@ -275,7 +282,12 @@ def _check_raw(label: str, raw: object, max_length: int) -> str:
 
 
 def _compact(label: str, raw: object) -> str:
-    text = unicodedata.normalize("NFKC", _check_raw(label, raw, _MAX_RAW_ID_LENGTH))
+    raw = _check_raw(label, raw, _MAX_RAW_ID_LENGTH)
+    # Fast path for the common case: plain ASCII letters and digits are already
+    # NFKC-normal and hold no whitespace, dash or format character.
+    if raw.isascii() and raw.isalnum():
+        return raw.upper()
+    text = unicodedata.normalize("NFKC", raw)
     # Zero-width spaces and BOMs (category Cf) come along from spreadsheets;
     # str.split() does not count them as whitespace.
     kept = (
