@@ -33,7 +33,9 @@ from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, 
 from fedgate.filters import Filter, check, parse
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
-CHUNK_ROWS = 8192
+# Small enough that both sides' pipelines fill every worker early and drain with a short tail,
+# large enough that a chunk's pickling and message overhead stays small against its blinding.
+CHUNK_ROWS = 2048
 MAX_PEER_TOKENS = 5_000_000
 MODES = ("keyed", "ecdh")
 

@@ -29,6 +29,7 @@ import datetime
 import enum
 import operator
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedgate.errors import InvalidIdentifier, InvalidInput
@@ -38,6 +39,7 @@ __all__ = [
     "NormalisedId",
     "USCC_ALPHABET",
     "is_valid",
+    "normaliser",
     "make_resident_id",
     "make_uscc",
     "normalise",
@@ -199,6 +201,11 @@ def normalise(kind: IdKind | str, raw: str) -> str:
     ``InvalidInput``.
     """
     return _NORMALISERS[_coerce_kind(kind)](raw)
+
+
+def normaliser(kind: IdKind | str) -> Callable[[str], str]:
+    """The normalising function for ``kind``, for callers that normalise many values of one kind."""
+    return _NORMALISERS[_coerce_kind(kind)]
 
 
 def is_valid(kind: IdKind | str, raw: object) -> bool:
