@@ -166,8 +166,9 @@ def demo_cmd(
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    show=console.print,
                                    keep_running=keep_running))
+    queries = len(result.counts) + len(result.scenarios) + 3  # counts, matches, two disclosures, one filtered count
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments, "
-                  f"{len(result.counts)} logged queries; all servers stopped cleanly")
+                  f"{queries} logged queries; all servers stopped cleanly")
 
 
 def _client(gateway: str, ca: Path, cert: Path, key: Path) -> "GatewayClient":
