@@ -226,7 +226,7 @@ level = "L3"
 
 
 def gateway_toml(certs: Path, policy_dir: Path | None) -> str:
-    text = (f'listen = "127.0.0.1:0"\ndata_dir = "gateway-data"\n'
+    text = ('listen = "127.0.0.1:0"\ndata_dir = "gateway-data"\n'
             + (f'policy_dir = "{policy_dir}"\n' if policy_dir else "")
             + f'\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/gateway.pem"\nkey = "{certs}/gateway.key"\n')
     return text

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import support
 from fedgate.audit_verify import LogTampered, TrustedState, verify_store
 from fedgate.client import GatewayClient
-from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint
 from fedgate.errors import RemoteCallFailed, VerificationError
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import build_gateway

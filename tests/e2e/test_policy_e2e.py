@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import secrets
 import shutil
-import time
 from pathlib import Path
 
 import grpc
@@ -15,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import support
-from fedgate.audit_entry import AuditEntry, filter_digest, utc_now
+from fedgate.audit_entry import AuditEntry, utc_now
 from fedgate.classification import policies_dir
 from fedgate.client import GatewayClient
 from fedgate.errors import RemoteCallFailed
@@ -177,7 +174,7 @@ def _key(tmp_path: Path):
 
 async def _signed_disclosure(gw, tmp_path: Path, field: str, level: str, form: str):
     """A request the gateway signed and logged, asking for more than the department allows."""
-    query_id, nonce = secrets.token_hex(16), b""
+    query_id = secrets.token_hex(16)
     entry = AuditEntry(utc_now(), support.SUPERVISOR.spiffe_id, "supervisor", "query.disclose",
                        "/fedgate.v1.QueryService/Disclose", "allow", "STARTED", datasets=("hrss.pensions",),
                        fields=(f"hrss.pensions.{field}",), purpose="p", case_number="C-1", query_id=query_id,
