@@ -81,3 +81,16 @@ def test_adapter_config_errors(tmp_path: Path, edit, message: str) -> None:
         AdapterConfig.load(cfg)
     assert str(cfg) in str(err.value)
     assert message in str(err.value)
+
+
+def test_deploy_examples_load() -> None:
+    """The example configurations in deploy/ are the ones the code documents, and they load."""
+    from fedgate.adapters.config import EXAMPLE as ADAPTER_EXAMPLE
+    from fedgate.gateway.config import EXAMPLE as GATEWAY_EXAMPLE
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    assert (deploy / "gateway.example.toml").read_text() == GATEWAY_EXAMPLE
+    assert (deploy / "adapter.example.toml").read_text() == ADAPTER_EXAMPLE
+    GatewayConfig.load(deploy / "gateway.example.toml")
+    loaded = AdapterConfig.load(deploy / "adapter.example.toml")
+    assert loaded.datasets[0].decl.qualified_name == "hrss.subsidies"
