@@ -8,7 +8,9 @@ back. Proofs are planned by `fedgate.crypto.merkle` and read from the store.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -62,11 +64,18 @@ class AuditLog:
     async def append(self, entry: AuditEntry) -> Appended:
         """Durably append one entry; returns its index and the signed checkpoint covering it."""
         body = entry.canonical()
-        async with self._lock:
-            tree = self._tree.copy()
-            new_nodes = tree.append(HASHER.hash_leaf(body))
+        leaf = HASHER.hash_leaf(body)
+
+        def build(size: int, frontier: Callable[[], list[bytes]]) -> tuple[Any, str, tuple[CompactRange, str]]:
+            # Another gateway replica may have appended since: then resume from the stored frontier.
+            tree = (self._tree.copy() if size == self._tree.size
+                    else CompactRange.from_frontier(HASHER, size, frontier()))
+            new_nodes = tree.append(leaf)
             note = sign_checkpoint(Checkpoint(self.origin, tree.size, tree.root()), self.origin, self._key)
-            write = asyncio.ensure_future(asyncio.to_thread(self.store.append, tree.size - 1, body, new_nodes, note))
+            return new_nodes, note, (tree, note)
+
+        async with self._lock:
+            write = asyncio.ensure_future(asyncio.to_thread(self.store.append_next, body, build))
             try:
                 await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -74,9 +83,10 @@ class AuditLog:
                 # wait for it so memory and store agree, then let the cancellation through.
                 await asyncio.wait([write])
                 if not write.cancelled() and write.exception() is None:
-                    self._tree = tree
+                    self._tree = write.result()[0]
                 raise
             # Only a committed append moves the in-memory tree forward.
+            tree, note = write.result()
             self._tree = tree
         return Appended(tree.size - 1, note)
 

@@ -9,13 +9,20 @@ PostgreSQL for shared, replicated deployments.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 
-from fedgate.crypto.merkle import NodeID
+from fedgate.crypto.merkle import NodeID, range_nodes
 from fedgate.gateway.registry_store import make_engine
+
+T = TypeVar("T")
+# (size, read frontier hashes) -> (completed nodes, signed checkpoint note, value for the caller)
+Builder = Callable[[int, Callable[[], list[bytes]]], tuple[Sequence[tuple[NodeID, bytes]], str, T]]
+# Any fixed 64-bit number: PostgreSQL advisory locks are named by integers.
+_APPEND_LOCK_KEY = 0x6665646761746531  # "fedgate1"
 
 _meta = sa.MetaData()
 entries = sa.Table(
@@ -60,20 +67,36 @@ class AuditStore:
         with self._engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(entries)).scalar_one())
 
-    def append(self, index: int, body: bytes, new_nodes: Sequence[tuple[NodeID, bytes]], note: str) -> None:
-        """Store one entry, the tree nodes it completed and the checkpoint of the new size, atomically."""
+    def append_next(self, body: bytes, build: Builder[T]) -> T:
+        """Append `body` at the current end of the log, atomically, whoever else writes to it.
+
+        `build(size, frontier)` gets the log's size and a function reading the
+        hashes of its frontier, and returns the nodes the new leaf completes,
+        the signed checkpoint of the new size and a value handed back. On
+        PostgreSQL a transaction-scoped advisory lock serialises writers, so
+        gateway replicas can share one log; SQLite has one writer process.
+        """
         with self._engine.begin() as conn:
-            conn.execute(entries.insert().values(idx=index, body=body))
+            if self._engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
+            size = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(entries.c.idx) + 1, 0))).scalar_one())
+            new_nodes, note, result = build(size, lambda: self._node_hashes(conn, range_nodes(0, size)))
+            conn.execute(entries.insert().values(idx=size, body=body))
             conn.execute(nodes.insert(), [{"level": n.level, "idx": n.index, "hash": h} for n, h in new_nodes])
-            conn.execute(checkpoints.insert().values(size=index + 1, note=note))
+            conn.execute(checkpoints.insert().values(size=size + 1, note=note))
+        return result
 
     def node_hashes(self, ids: Sequence[NodeID]) -> list[bytes]:
         """The stored hashes of `ids`, in the same order; KeyError names a missing node."""
+        with self._engine.connect() as conn:
+            return self._node_hashes(conn, ids)
+
+    @staticmethod
+    def _node_hashes(conn: sa.Connection, ids: Sequence[NodeID]) -> list[bytes]:
         if not ids:
             return []
         cond = sa.or_(*(sa.and_(nodes.c.level == n.level, nodes.c.idx == n.index) for n in ids))
-        with self._engine.connect() as conn:
-            found = {(r.level, r.idx): bytes(r.hash) for r in conn.execute(sa.select(nodes).where(cond))}
+        found = {(r.level, r.idx): bytes(r.hash) for r in conn.execute(sa.select(nodes).where(cond))}
         missing = [n for n in ids if (n.level, n.index) not in found]
         if missing:
             raise KeyError(f"audit tree node {missing[0]} is missing from the store")

@@ -115,9 +115,11 @@ def _swap(db: sqlite3.Connection, index: int) -> None:
 
 
 def _truncate(db: sqlite3.Connection, index: int) -> None:
-    # A careful operator removes the tail *and* its checkpoints, leaving a self-consistent shorter log.
+    # A careful operator removes the tail with its checkpoints and tree nodes, leaving a
+    # self-consistent shorter log that the running gateway simply extends.
     db.execute("DELETE FROM fedgate_audit_entries WHERE idx >= ?", (index,))
     db.execute("DELETE FROM fedgate_audit_checkpoints WHERE size > ?", (index,))
+    db.execute("DELETE FROM fedgate_audit_nodes WHERE ((idx + 1) << level) > ?", (index,))
 
 
 def _resign(db: sqlite3.Connection, index: int) -> None:

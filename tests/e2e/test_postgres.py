@@ -82,3 +82,42 @@ async def test_audit_log_on_postgres(tmp_path: Path) -> None:
                         store.latest_checkpoint(), VerifierKey(origin, key.public_key()))
     assert report.size == 37
     store.close()
+
+
+async def test_two_gateway_replicas_share_one_audit_log_on_postgres() -> None:
+    """Replicas append to one log: an advisory lock orders them, each resumes from the stored frontier."""
+    import asyncio
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fedgate.audit_entry import AuditEntry, utc_now
+    from fedgate.audit_verify import verify_log
+    from fedgate.crypto.checkpoint import VerifierKey
+    from fedgate.gateway.audit_log import AuditLog
+    from fedgate.gateway.audit_store import AuditStore
+
+    engine = sa.create_engine(support.PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS fedgate_audit_entries, fedgate_audit_nodes, "
+                             "fedgate_audit_checkpoints"))
+    engine.dispose()
+    key, origin = Ed25519PrivateKey.generate(), "fedgate.test/audit"
+    stores = [AuditStore.open(support.PG_URL), AuditStore.open(support.PG_URL)]
+    logs = [await AuditLog.open(s, key, origin) for s in stores]
+
+    async def write(log: AuditLog, who: int) -> list[int]:
+        out = []
+        for i in range(25):
+            entry = AuditEntry(utc_now(), f"spiffe://fedgate/officer/a/r{who}", "officer", "audit.read", "/m",
+                               "allow", "OK", result_sizes=(("i", i),))
+            out.append((await log.append(entry)).index)
+        return out
+
+    first, second = await asyncio.gather(write(logs[0], 0), write(logs[1], 1))
+    assert sorted(first + second) == list(range(50))
+    store = stores[0]
+    report = verify_log(((e.index, e.body) for e in store.entries()), dict(store.checkpoints()),
+                        store.latest_checkpoint(), VerifierKey(origin, key.public_key()))
+    assert report.size == 50
+    for s in stores:
+        s.close()
