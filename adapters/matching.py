@@ -33,9 +33,17 @@ from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, 
 from fedgate.filters import Filter, check, parse
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
-# Small enough that both sides' pipelines fill every worker early and drain with a short tail,
-# large enough that a chunk's pickling and message overhead stays small against its blinding.
-CHUNK_ROWS = 2048
+# Chunks are sized to the dataset: small sets get small chunks, so every worker is busy early and
+# the last chunk (which nothing overlaps) is short; large sets get large ones, so pickling and
+# message overhead stays small against the blinding. Measured: 1,024-row chunks made 10k x 10k
+# ECDH 13% faster and 100k x 100k 10% slower than 2,048-row ones.
+MIN_CHUNK_ROWS = 256
+MAX_CHUNK_ROWS = 4096
+
+
+def chunk_rows(row_count: int, parallelism: int) -> int:
+    """About four chunks per worker, within bounds."""
+    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, row_count // (4 * max(parallelism, 1))))
 MAX_PEER_TOKENS = 5_000_000
 MODES = ("keyed", "ecdh")
 
@@ -123,7 +131,8 @@ class MatchSessions:
                 if data:
                     await out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=data)))
 
-            async for raw in _chunks(st.source, [m.key_field], st.where):
+            size = chunk_rows(st.decl.row_count, depth)
+            async for raw in _chunks(st.source, [m.key_field], st.where, size):
                 rows += len(raw)
                 pending.append(asyncio.ensure_future(self._pool.run(
                     tokens_for, m.mode, secret, st.key_kind, [r[0] for r in raw], bool(grants))))
@@ -224,7 +233,8 @@ class MatchSessions:
         return out
 
 
-async def _chunks(source: Source, columns: list[str], where: Filter | None) -> AsyncIterator[list[tuple[Any, ...]]]:
+async def _chunks(source: Source, columns: list[str], where: Filter | None,
+                  size: int) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Read the source in chunks on one thread of its own (a database cursor stays on its thread)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[list[tuple[Any, ...]] | BaseException | None] = asyncio.Queue(maxsize=4)
@@ -235,7 +245,7 @@ async def _chunks(source: Source, columns: list[str], where: Filter | None) -> A
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
         try:
             it = iter(source.rows(columns, where))
-            while not stop.is_set() and (chunk := list(itertools.islice(it, CHUNK_ROWS))):
+            while not stop.is_set() and (chunk := list(itertools.islice(it, size))):
                 put(chunk)
             put(None)
         except BaseException as exc:  # handed to the reading coroutine

@@ -65,7 +65,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedgate import pki
-from fedgate.adapters.matching import CHUNK_ROWS
+from fedgate.adapters.matching import chunk_rows
 from fedgate.adapters.pool_tasks import domain_for, reblind, tokens_for
 from fedgate.client import GatewayClient, MatchResult
 from fedgate.crypto import psi
@@ -503,8 +503,10 @@ def _noop(x: int) -> int:
     return x
 
 
-def _chunks(items: list[Any]) -> list[list[Any]]:
-    return [items[i:i + CHUNK_ROWS] for i in range(0, len(items), CHUNK_ROWS)]
+def _chunks(items: list[Any], workers: int = 2) -> list[list[Any]]:
+    """Chunks of the size the adapters use for a set of this many rows."""
+    size = chunk_rows(len(items), workers)
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 Task = tuple[int, Callable[..., Any], tuple[Any, ...]]          # (side 0/1, function, arguments)
@@ -785,7 +787,7 @@ def _write_json(path: Path | None, info: dict[str, Any], args: argparse.Namespac
         return
     doc = {"machine": info, "command": " ".join([Path(sys.executable).name, "-m", "bench.match", *sys.argv[1:]]),
            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "overlap": args.overlap, "workers": args.workers, "chunk_rows": CHUNK_ROWS,
+           "overlap": args.overlap, "workers": args.workers, "chunk_rows": "chunk_rows(rows, workers)",
            "results": [asdict(r) for r in results]}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
 

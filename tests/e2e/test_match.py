@@ -189,7 +189,7 @@ async def test_adapter_gone_mid_stream_is_unavailable_and_audited(servers, demo_
         return tokens_for(*args)
 
     tokens_for = adapter_matching.tokens_for
-    monkeypatch.setattr(adapter_matching, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(adapter_matching, "chunk_rows", lambda rows, parallelism: 50)
     monkeypatch.setattr(adapter_matching, "tokens_for", slow_tokens)
     monkeypatch.setattr(matching._Session, "read", read_then_kill)
     with pytest.raises(RemoteCallFailed) as err:
