@@ -66,7 +66,7 @@ class DatasetConfig:
     source: SourceSpec
 
     def open_source(self) -> Source:
-        types = {f.name: f.type for f in self.decl.fields}
+        types = self.decl.field_types
         spec = self.source
         if spec.kind == "csv":
             assert spec.path is not None

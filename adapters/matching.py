@@ -13,13 +13,14 @@ import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedgate import matching_keys
+from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import local_hash, reblind, tokens_for
 from fedgate.adapters.sources import Source
@@ -29,8 +30,8 @@ from fedgate.classification import Levels
 from fedgate.crypto import psi
 from fedgate.crypto.ids import normalise
 from fedgate.datasets import DatasetDecl, FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, NotFound, RemoteProtocolError
-from fedgate.filters import Filter, check, parse
+from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, RemoteProtocolError
+from fedgate.filters import Filter, parse_checked
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
 # Chunks are sized to the dataset: small sets get small chunks, so every worker is busy early and
@@ -64,12 +65,10 @@ def seal_context(query_id: str, left: str, right: str) -> bytes:
 class MatchSessions:
     """Serves AdapterService.Match streams for one adapter."""
 
-    def __init__(self, department: str, datasets: Sequence[DatasetDecl], sources: Mapping[str, Source],
-                 gate: TicketGate, levels: Levels, pool: WorkerPool, matching_key: X25519PrivateKey,
-                 ca_pem: bytes) -> None:
+    def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
+                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes) -> None:
         self._department = department
-        self._datasets = {d.name: d for d in datasets}
-        self._sources = dict(sources)
+        self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
         self._pool = pool
@@ -77,18 +76,13 @@ class MatchSessions:
         self._ca_pem = ca_pem
 
     def _prepare(self, start: adapter_pb2.MatchStart) -> _Start:
-        decl = self._datasets.get(start.dataset)
-        if decl is None:
-            raise NotFound(f"this adapter serves no dataset '{start.dataset}'")
+        decl, source = self._catalogue.lookup(start.dataset)
         key = decl.field(start.key_field)
         if key is None or key.key is None:
             raise InvalidInput(f"'{start.key_field}' is not a key field of '{decl.qualified_name}'")
         if start.mode not in MODES or start.role not in ("left", "right"):
             raise InvalidInput("mode must be keyed or ecdh and role left or right")
-        where = parse(start.filter)
-        if where is not None:
-            check(where, {f.name: f.type for f in decl.fields})
-        return _Start(decl, self._sources[decl.name], key.key.value, where, start)
+        return _Start(decl, source, key.key.value, parse_checked(start.filter, decl.field_types), start)
 
     async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncIterator[adapter_pb2.MatchOut]:
         """The session: first message Start, then tokens flow both ways; see adapter.proto."""

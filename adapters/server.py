@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
@@ -111,10 +112,10 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     ca_pem, _, _ = config.tls.read()
     # Started before the server: workers are spawned, never forked from a process running gRPC.
     pool = WorkerPool(config.workers)
-    sessions = MatchSessions(config.department, datasets, sources, gate, config.levels, pool,
-                             matching_private, ca_pem)
+    catalogue = Catalogue(datasets, sources)
+    sessions = MatchSessions(config.department, catalogue, gate, config.levels, pool, matching_private, ca_pem)
     services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
-                        AdapterServicer(config.department, datasets, sources, gate, config.levels, sessions),
+                        AdapterServicer(config.department, catalogue, gate, config.levels, sessions),
                         adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
     try:
         running = await start_server(config.listen, config.tls, services)

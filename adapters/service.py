@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 
 import grpc
 from opentelemetry import trace
 
+from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
-from fedgate.adapters.sources import Source
-from fedgate.classification import Levels
-from fedgate.filters import Filter, check, parse
 from fedgate.adapters.tickets import TicketGate
-from fedgate.datasets import DatasetDecl, FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied
+from fedgate.classification import Levels
+from fedgate.datasets import FieldGrant
+from fedgate.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from fedgate.filters import parse_checked
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
@@ -35,34 +35,19 @@ def require_gateway() -> None:
 
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
-    def __init__(self, department: str, datasets: Sequence[DatasetDecl], sources: Mapping[str, Source],
-                 gate: TicketGate, levels: Levels, sessions: MatchSessions) -> None:
+    def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
+                 sessions: MatchSessions) -> None:
         self._sessions = sessions
         self._department = department
-        self._datasets = list(datasets)
-        self._sources = dict(sources)
+        self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
-
-    def _dataset(self, name: str) -> tuple[DatasetDecl, Source]:
-        decl = next((d for d in self._datasets if d.name == name), None)
-        if decl is None:
-            raise NotFound(f"this adapter serves no dataset '{name}'")
-        return decl, self._sources[name]
-
-    @staticmethod
-    def _filter(decl: DatasetDecl, text: str) -> Filter | None:
-        """Parse and type-check the filter again here: the adapter trusts no one's parse but its own."""
-        where = parse(text)
-        if where is not None:
-            check(where, {f.name: f.type for f in decl.fields})
-        return where
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
         require_gateway()
         return adapter_pb2.DescribeResponse(
-            department=self._department, datasets=[dataset_to_proto(d) for d in self._datasets])
+            department=self._department, datasets=[dataset_to_proto(d) for d in self._catalogue.datasets])
 
     async def GetLogState(self, request: adapter_pb2.GetLogStateRequest,
                           context: grpc.aio.ServicerContext) -> adapter_pb2.LogState:
@@ -72,11 +57,11 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     async def CountRows(self, request: adapter_pb2.AdapterCountRequest,
                         context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterCountResponse:
         require_gateway()
-        decl, source = self._dataset(request.dataset)
+        decl, source = self._catalogue.lookup(request.dataset)
         ask = Ask("query.count", decl, filter_text=request.filter, filter_nonce=request.filter_nonce)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
-        where = self._filter(decl, request.filter)
+        where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
         with tracer.start_as_current_span("source.count") as span:
             rows = await asyncio.to_thread(source.count, where)
             span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
@@ -86,14 +71,14 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     async def Disclose(self, request: adapter_pb2.AdapterDiscloseRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterDiscloseResponse:
         require_gateway()
-        decl, source = self._dataset(request.dataset)
+        decl, source = self._catalogue.lookup(request.dataset)
         fields = tuple(FieldGrant(f.name, f.level, f.form) for f in request.fields)
         if not fields or not 0 < request.limit <= MAX_DISCLOSE_ROWS:
             raise InvalidInput(f"a disclosure names at least one field and a limit of 1..{MAX_DISCLOSE_ROWS} rows")
         ask = Ask("query.disclose", decl, fields, request.filter, request.filter_nonce, request.min_set_size)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
-        where = self._filter(decl, request.filter)
+        where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
 
         def read() -> tuple[int, list[adapter_pb2.DisclosedRow] | None]:
             matched = source.count(where)

@@ -89,6 +89,10 @@ class DatasetDecl:
     def field(self, name: str) -> FieldDecl | None:
         return next((f for f in self.fields if f.name == name), None)
 
+    @property
+    def field_types(self) -> dict[str, FieldType]:
+        return {f.name: f.type for f in self.fields}
+
     def check_levels(self, levels: Levels) -> None:
         """Raise InvalidInput if a field names a level the deployment does not define."""
         for f in self.fields:

@@ -47,7 +47,7 @@ __all__ = [
     "MAX_COMPARISONS", "MAX_DEPTH", "MAX_DIGITS", "MAX_IN_ITEMS", "MAX_STRING", "MAX_TEXT",
     "OPERATORS", "KEYWORDS",
     "And", "Comparison", "Filter", "FilterSyntaxError", "InList", "IsNull", "Not", "Or",
-    "check", "fields_of", "parse", "predicate", "redacted_text", "to_sqlalchemy", "to_text",
+    "check", "fields_of", "parse", "parse_checked", "predicate", "redacted_text", "to_sqlalchemy", "to_text",
 ]
 
 # Limits are checked while reading, so the cost of hostile text is bounded by MAX_TEXT.
@@ -563,6 +563,13 @@ def _check_value(field: str, ftype: FieldType, value: LiteralValue) -> None:
             raise InvalidInput(f"filter: field '{field}' is a string; compare it with a 'quoted string'")
     else:
         raise InvalidInput(f"filter: field '{field}' has a type filters do not support")
+
+
+def parse_checked(text: str, types: Mapping[str, FieldType]) -> Filter | None:
+    """Parse filter text and type-check it against a dataset's fields, as every party does for itself."""
+    f = parse(text)
+    check(f, types)
+    return f
 
 
 def check(f: Filter | None, types: Mapping[str, FieldType]) -> None:

@@ -104,33 +104,31 @@ class AuditStore:
 
     def entries(self, start: int = 0, stop: int | None = None, batch: int = 1000) -> Iterator[StoredEntry]:
         """Entries in index order from `start` (inclusive) to `stop` (exclusive), read in batches."""
-        position = start
-        while stop is None or position < stop:
-            query = sa.select(entries).where(entries.c.idx >= position).order_by(entries.c.idx).limit(batch)
-            if stop is not None:
-                query = query.where(entries.c.idx < stop)
-            with self._engine.connect() as conn:
-                rows = conn.execute(query).all()
-            if not rows:
-                return
-            for r in rows:
-                yield StoredEntry(int(r.idx), bytes(r.body))
-            position = int(rows[-1].idx) + 1
+        return self._scan(start, stop, batch, newest_first=False)
 
     def entries_newest_first(self, batch: int = 1000) -> Iterator[StoredEntry]:
         """Every entry, newest first, read in batches."""
-        below: int | None = None
-        while True:
-            query = sa.select(entries).order_by(entries.c.idx.desc()).limit(batch)
-            if below is not None:
-                query = query.where(entries.c.idx < below)
+        return self._scan(0, None, batch, newest_first=True)
+
+    def _scan(self, start: int, stop: int | None, batch: int, *, newest_first: bool) -> Iterator[StoredEntry]:
+        """Entries within [start, stop), one short read transaction per batch."""
+        order = entries.c.idx.desc() if newest_first else entries.c.idx
+        low, high = start, stop
+        while high is None or low < high:
+            query = sa.select(entries).where(entries.c.idx >= low).order_by(order).limit(batch)
+            if high is not None:
+                query = query.where(entries.c.idx < high)
             with self._engine.connect() as conn:
                 rows = conn.execute(query).all()
             if not rows:
                 return
             for r in rows:
                 yield StoredEntry(int(r.idx), bytes(r.body))
-            below = int(rows[-1].idx)
+            # Resume past the last row read, in the direction of the scan.
+            if newest_first:
+                high = int(rows[-1].idx)
+            else:
+                low = int(rows[-1].idx) + 1
 
     def latest_checkpoint_with_size(self) -> tuple[int, str] | None:
         with self._engine.connect() as conn:

@@ -149,7 +149,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
 
         async def reader(me: _Session, peer: _Session, name: str, own_side: str, other_side: str) -> None:
             """Dispatch one side's messages: own tokens, tokens it re-blinded for the peer, stats."""
-            own_count = reblind_count = 0
+            own_count = 0
             finished = {"own": False, "reblind": mode == "keyed"}
             while not all(finished.values()):
                 msg = await me.read()
@@ -173,7 +173,6 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                 elif kind == "reblinded" and mode != "keyed":
                     # This side finished the other side's tokens: they belong to the other side.
                     intersector.add(other_side, msg.reblinded.data)
-                    reblind_count += len(msg.reblinded.data) // TOKEN_BYTES
                 elif kind == "reblind_done" and mode != "keyed":
                     finished["reblind"] = True
                 else:

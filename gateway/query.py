@@ -19,7 +19,7 @@ from fedgate.crypto.ticket import Ticket
 from fedgate.audit_entry import filter_digest
 from fedgate.datasets import DatasetDecl, FieldGrant
 from fedgate.errors import FailedPrecondition, InvalidInput, QuotaExceeded
-from fedgate.filters import Filter, check, fields_of, parse, redacted_text, to_text
+from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
@@ -107,10 +107,9 @@ class QueryEngine:
 
     def _filter(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, text: str) -> tuple[Filter | None, str, bytes]:
         """Parse, type-check and authorise the filter; bind it into the record without its values."""
-        where = parse(text)
+        where = parse_checked(text, decl.field_types)
         if where is None:
             return None, "", b""
-        check(where, {f.name: f.type for f in decl.fields})
         for name in sorted(fields_of(where)):
             field = decl.field(name)
             assert field is not None  # check() refused unknown fields
