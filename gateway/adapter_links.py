@@ -70,17 +70,16 @@ class AdapterLinks:
 
     async def log_state(self, department: str, endpoint: str) -> int:
         """The size of the last audit checkpoint the adapter accepted."""
-        stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
-        try:
-            reply = await stub.GetLogState(adapter_pb2.GetLogStateRequest(), timeout=STATE_TIMEOUT_S)
-        except grpc.aio.AioRpcError as exc:
-            raise adapter_failure(department, exc) from None
-        return reply.seen_size
+        reply = await self._call(department, endpoint, "GetLogState", adapter_pb2.GetLogStateRequest(),
+                                 STATE_TIMEOUT_S)
+        return int(reply.seen_size)
 
-    async def _call(self, department: str, endpoint: str, method: str, request: Any) -> Any:
+    async def _call(self, department: str, endpoint: str, method: str, request: Any,
+                    timeout: float = QUERY_TIMEOUT_S) -> Any:
+        """One unary call to an adapter, its failure turned into what it means for the query."""
         stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
         try:
-            return await getattr(stub, method)(request, timeout=QUERY_TIMEOUT_S)
+            return await getattr(stub, method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             if error_class(exc) == StaleBase.__name__:
                 raise StaleTicket(department) from None
