@@ -123,12 +123,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return make(wrap(behavior, method), request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
 
-    def _begin(self, method: str, context: grpc.aio.ServicerContext) -> RequestRecord:
+    @staticmethod
+    def _begin(method: str) -> RequestRecord:
+        """The record of this call, in place before anything can fail, so a refusal is recorded too."""
         record = RequestRecord(method, trace_id=current_trace_id())
         _record.set(record)
+        return record
+
+    @staticmethod
+    def _identify(record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
         record.identity = peer_identity(context)
         _identity.set(record.identity)
-        return record
 
     async def _finish(self, record: RequestRecord, code: grpc.StatusCode, message: str,
                       context: grpc.aio.ServicerContext) -> None:
@@ -145,9 +150,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            record = RequestRecord(method)
+            record = self._begin(method)
             try:
-                record = self._begin(method, context)
+                self._identify(record, context)
                 result = await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -160,9 +165,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            record = RequestRecord(method)
+            record = self._begin(method)
             try:
-                record = self._begin(method, context)
+                self._identify(record, context)
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:
