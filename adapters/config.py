@@ -8,7 +8,7 @@ from pathlib import Path
 from fedgate.adapters.sources import Source
 from fedgate.adapters.sources.csv_file import CsvSource
 from fedgate.adapters.sources.sql import SqlSource, sqlite_url
-from fedgate.adapters.worker_pool import default_workers
+from fedgate.worker_pool import default_workers
 from fedgate.classification import Levels, default_levels
 from fedgate.datasets import DatasetDecl, FieldDecl
 from fedgate.errors import ConfigError, InvalidInput

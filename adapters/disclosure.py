@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedgate.adapters.sources import Value
-from fedgate.audit_entry import AuditEntry, filter_digest
+from fedgate.audit_entry import AuditEntry, filter_digest, paillier_key_digest
 from fedgate.classification import Levels, form_rank
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.ticket import TicketRefused
@@ -30,6 +30,9 @@ class Ask:
     filter_nonce: bytes = b""
     min_set_size: int = 0
     key_field: str = ""
+    # Sum, compare: the integer fields encrypted, and the supervisor's key they are encrypted under.
+    values: tuple[str, ...] = ()
+    paillier_key: bytes = b""
 
 
 def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
@@ -49,6 +52,11 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
         raise TicketRefused("the minimum set size sent is not the one in the audit log")
     if ask.key_field != params.get(f"key.{qualified}", ""):
         raise TicketRefused("the key field sent is not the one in the audit log")
+    if ",".join(ask.values) != params.get(f"values.{qualified}", ""):
+        raise TicketRefused("the value fields sent are not the ones in the audit log")
+    if ask.values and paillier_key_digest(ask.paillier_key) != params.get("paillier_key_sha256", ""):
+        # Defence in depth: values are encrypted only under the key the log names.
+        raise TicketRefused("the Paillier key sent is not the one in the audit log")
     # Released fields are those the log gives a form for; nothing else may leave.
     asked = sorted(f"form.{qualified}.{f.name}" for f in ask.fields)
     if asked != sorted(k for k in params if k.startswith(f"form.{qualified}.")):

@@ -22,14 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedgate import matching_keys
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
-from fedgate.adapters.pool_tasks import local_hash, reblind, tokens_for
+from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, reblind, tokens_for
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import TicketGate
-from fedgate.adapters.worker_pool import WorkerPool
+from fedgate.worker_pool import WorkerPool
 from fedgate.classification import Levels
 from fedgate.crypto import psi
 from fedgate.crypto.ids import normalise
-from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, public_key_from_bytes
+from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
 from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, RemoteProtocolError
 from fedgate.filters import Filter, parse_checked
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
@@ -45,8 +46,12 @@ MAX_CHUNK_ROWS = 4096
 def chunk_rows(row_count: int, parallelism: int) -> int:
     """About four chunks per worker, within bounds."""
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, row_count // (4 * max(parallelism, 1))))
+
+
 MAX_PEER_TOKENS = 5_000_000
 MODES = ("keyed", "ecdh")
+ACTIONS = ("query.match", "query.sum", "query.compare")
+MAX_VALUE_FIELDS = 4
 
 
 @dataclass
@@ -56,6 +61,8 @@ class _Start:
     key_kind: str
     where: Filter | None
     msg: adapter_pb2.MatchStart
+    action: str
+    values: tuple[str, ...]
 
 
 def seal_context(query_id: str, left: str, right: str) -> bytes:
@@ -82,7 +89,23 @@ class MatchSessions:
             raise InvalidInput(f"'{start.key_field}' is not a key field of '{decl.qualified_name}'")
         if start.mode not in MODES or start.role not in ("left", "right"):
             raise InvalidInput("mode must be keyed or ecdh and role left or right")
-        return _Start(decl, source, key.key.value, parse_checked(start.filter, decl.field_types), start)
+        action = start.action or "query.match"
+        # Which sides encrypt values: none in a match, the left (value holder) in a sum, both in a comparison.
+        wants_values = {"query.match": False, "query.sum": start.role == "left", "query.compare": True}
+        if action not in ACTIONS or wants_values[action] != bool(start.value_fields):
+            raise InvalidInput(f"a {start.role} side of a {action.removeprefix('query.')} "
+                               f"{'names' if wants_values.get(action) else 'carries no'} value fields")
+        values = tuple(start.value_fields)
+        if len(values) > MAX_VALUE_FIELDS or len(set(values)) != len(values):
+            raise InvalidInput(f"name 1 to {MAX_VALUE_FIELDS} distinct value fields")
+        for name in values:
+            field = decl.field(name)
+            if field is None or field.type is not FieldType.INT:
+                raise InvalidInput(f"'{name}' is not an integer field of '{decl.qualified_name}'")
+        if values:
+            public_key_from_bytes(start.paillier_key)  # refuses a malformed or too small key
+        return _Start(decl, source, key.key.value, parse_checked(start.filter, decl.field_types), start,
+                      action, values)
 
     async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncIterator[adapter_pb2.MatchOut]:
         """The session: first message Start, then tokens flow both ways; see adapter.proto."""
@@ -95,7 +118,8 @@ class MatchSessions:
         grants = tuple(FieldGrant(f.name, f.level, f.form) for f in m.disclose_fields)
         if grants and m.role != "left":
             raise InvalidInput("only the left side discloses rows")
-        ask = Ask("query.match", st.decl, grants, m.filter, m.filter_nonce, m.min_set_size, m.key_field)
+        ask = Ask(st.action, st.decl, grants, m.filter, m.filter_nonce, m.min_set_size, m.key_field,
+                  st.values, m.paillier_key if st.values else b"")
         admission = await self._gate.admit(m.ticket, ask)
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, m.peer_department) if m.role == "left"
@@ -112,31 +136,39 @@ class MatchSessions:
         depth = self._pool.parallelism
 
         async def produce_own() -> None:
-            rows = invalid = tokens = 0
+            rows = invalid = missing = tokens = 0
             width = psi.TOKEN_BYTES if m.mode == "keyed" else psi.POINT_BYTES
-            pending: collections.deque[asyncio.Future[tuple[bytes, int, bytes]]] = collections.deque()
+            pending: collections.deque[asyncio.Future[ChunkTokens]] = collections.deque()
 
             async def emit() -> None:
-                nonlocal invalid, tokens
-                data, bad, h = await pending.popleft()
-                invalid += bad
-                tokens += len(data) // width
-                hashes.extend(h)
-                if data:
-                    await out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=data)))
+                nonlocal invalid, missing, tokens
+                chunk = await pending.popleft()
+                invalid += chunk.invalid
+                missing += chunk.missing_values
+                count = len(chunk.tokens) // width
+                tokens += count
+                hashes.extend(chunk.hashes)
+                if chunk.tokens:
+                    await out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=chunk.tokens)))
+                    if st.values:
+                        await out.put(adapter_pb2.MatchOut(own_values=adapter_pb2.CipherData(
+                            data=chunk.ciphertexts, rows=count)))
 
             size = chunk_rows(st.decl.row_count, depth)
-            async for raw in _chunks(st.source, [m.key_field], st.where, size):
+            if st.values:  # one ciphertext chunk per token chunk, within the wire limit
+                size = min(size, MAX_CHUNK_CIPHERTEXTS // len(st.values))
+            async for raw in _chunks(st.source, [m.key_field, *st.values], st.where, size):
                 rows += len(raw)
                 pending.append(asyncio.ensure_future(self._pool.run(
-                    tokens_for, m.mode, secret, st.key_kind, [r[0] for r in raw], bool(grants))))
+                    tokens_for, m.mode, secret, st.key_kind, raw, bool(grants), st.values,
+                    m.paillier_key if st.values else b"")))
                 if len(pending) >= depth:
                     await emit()
             while pending:
                 await emit()
             own_stats.extend((rows, invalid, tokens))
             await out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
-                rows=rows, invalid_identifiers=invalid, tokens=tokens)))
+                rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing)))
             own_done.set()
 
         async def consume_peer() -> None:
@@ -213,7 +245,8 @@ class MatchSessions:
             raise RemoteProtocolError("disclosure positions must be distinct, ascending and within this set")
         wanted = {hashes[p * width:(p + 1) * width] for p in positions}
         out: list[common_pb2.DisclosedRow] = []
-        columns = [st.msg.key_field, *(g.name for g in grants)]
+        values = len(st.values)
+        columns = [st.msg.key_field, *st.values, *(g.name for g in grants)]
         for row in st.source.rows(columns, st.where):
             if len(out) >= limit:
                 break
@@ -221,9 +254,11 @@ class MatchSessions:
                 ident = normalise(st.key_kind, str(row[0])).encode() if row[0] is not None else None
             except InvalidIdentifier:
                 continue
-            if ident is not None and local_hash(ident) in wanted:
-                values, nulls = render(row[1:], grants, st.decl, self._levels)
-                out.append(common_pb2.DisclosedRow(values=values, null=nulls))
+            if ident is None or any(not isinstance(v, int) for v in row[1:1 + values]):
+                continue
+            if local_hash(ident, row[1:1 + values]) in wanted:  # type: ignore[arg-type]
+                rendered, nulls = render(row[1 + values:], grants, st.decl, self._levels)
+                out.append(common_pb2.DisclosedRow(values=rendered, null=nulls))
         return out
 
 

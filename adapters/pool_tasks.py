@@ -1,14 +1,26 @@
-"""Work done in the adapter's worker processes: normalise, hash, blind. Top-level so it pickles."""
+"""Work done in the adapter's worker processes: normalise, hash, blind, encrypt. Top-level so it pickles."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fedgate.crypto import psi
 from fedgate.crypto.ids import normaliser
-from fedgate.errors import InvalidIdentifier
+from fedgate.crypto.paillier import ciphertext_bytes
+from fedgate.encryptors import VALUE_BITS, encryptor_for
+from fedgate.errors import FailedPrecondition, InvalidIdentifier
 
 DOMAIN_PREFIX = b"fedgate/match/v1/"
+
+
+class ValueNotInteger(FailedPrecondition):
+    """A value field yielded something that is not an integer."""
+
+
+class ValueOutOfRange(FailedPrecondition):
+    """A value field yielded an integer too large to encrypt safely."""
 
 
 def domain_for(kind: str) -> bytes:
@@ -16,36 +28,82 @@ def domain_for(kind: str) -> bytes:
     return DOMAIN_PREFIX + kind.encode()
 
 
-def local_hash(ident: bytes) -> bytes:
-    """A hash of a normalised key kept by the left adapter to find its matched rows again."""
-    return hashlib.sha256(b"fedgate/local/v1\0" + ident).digest()[:16]
+def local_hash(ident: bytes, values: Sequence[int] = ()) -> bytes:
+    """A hash of a normalised key (and the row's encrypted values) kept by the left adapter to find
+    its matched rows again; with values, a flagged row is told from another row of the same key."""
+    data = b"fedgate/local/v1\0" + ident + b"".join(b"\0" + str(v).encode() for v in values)
+    return hashlib.sha256(data).digest()[:16]
 
 
-def tokens_for(mode: str, secret: bytes, kind: str, raw: list[object],
-               keep_hashes: bool) -> tuple[bytes, int, bytes]:
-    """Normalise raw key values and turn the valid ones into tokens.
+@dataclass(frozen=True)
+class ChunkTokens:
+    """One chunk's work: tokens, counts, local hashes and (sum, compare) ciphertexts, all in token order."""
 
-    Returns (packed tokens, number of invalid or missing keys, local hashes of
-    the valid keys in token order if asked). Invalid keys are counted, never matched.
+    tokens: bytes
+    invalid: int
+    missing_values: int
+    hashes: bytes
+    ciphertexts: bytes
+
+
+def tokens_for(mode: str, secret: bytes, kind: str, rows: list[tuple[object, ...]], keep_hashes: bool,
+               value_fields: tuple[str, ...] = (), paillier_key: bytes = b"") -> ChunkTokens:
+    """Normalise the key (first column) of each row and turn the valid ones into tokens.
+
+    Invalid or missing keys are counted, never matched. With ``value_fields``,
+    the remaining columns are encrypted under ``paillier_key``; a row with a
+    missing value is counted and left out, a value that is not a 64-bit integer
+    refuses the whole query.
     """
     valid: list[bytes] = []
-    invalid = 0
+    hashes: list[bytes] = []
+    values: list[int] = []
+    invalid = missing = 0
     normalise_one = normaliser(kind)  # looked up once per chunk, not once per row
-    for value in raw:
-        if value is None or value == "":
+    for row in rows:
+        key = row[0]
+        if key is None or key == "":
             invalid += 1
             continue
         try:
-            valid.append(normalise_one(str(value)).encode())
+            ident = normalise_one(str(key)).encode()
         except InvalidIdentifier:
             invalid += 1
+            continue
+        if value_fields:
+            row_values = row[1:]
+            if any(v is None or v == "" for v in row_values):
+                missing += 1
+                continue
+            checked = [_checked_value(name, v) for name, v in zip(value_fields, row_values)]
+            values.extend(checked)
+            if keep_hashes:
+                hashes.append(local_hash(ident, checked))
+        elif keep_hashes:
+            hashes.append(local_hash(ident))
+        valid.append(ident)
     domain = domain_for(kind)
     if mode == "keyed":
         tokens = psi.hmac_tokens(secret, domain, valid)
     else:
         tokens = psi.hash_and_blind(secret, domain, valid)
-    hashes = b"".join(local_hash(v) for v in valid) if keep_hashes else b""
-    return tokens, invalid, hashes
+    ciphertexts = b""
+    if value_fields:
+        enc = encryptor_for(paillier_key)
+        width = ciphertext_bytes(enc.n)
+        ciphertexts = b"".join(c.to_bytes(width, "big") for c in enc.encrypt_many(values))
+    return ChunkTokens(tokens, invalid, missing, b"".join(hashes), ciphertexts)
+
+
+def _checked_value(name: str, value: object) -> int:
+    # bool is an int in Python; a source that yields one has a mistyped column.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueNotInteger(f"field '{name}' holds a value that is not an integer: it cannot be summed "
+                              "or compared (declare it as int and store whole numbers, e.g. fen)")
+    if abs(value) >= 1 << VALUE_BITS:
+        raise ValueOutOfRange(f"field '{name}' holds a value outside the signed 64-bit range that sums and "
+                              "comparisons encrypt: refused rather than risk an overflow")
+    return value
 
 
 def reblind(secret: bytes, points: bytes) -> bytes:

@@ -16,7 +16,7 @@ from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.tickets import TicketGate
-from fedgate.adapters.worker_pool import WorkerPool
+from fedgate.worker_pool import WorkerPool
 from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
 from fedgate.datasets import DatasetDecl

@@ -27,20 +27,24 @@ core, NumPy 2.4; 16-byte random tokens, 1,000,000 left x 1,000,000 right,
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
-from fedgate.errors import LocalProtocolError, RemoteProtocolError
+from fedgate.errors import FailedPrecondition, LocalProtocolError, RemoteProtocolError
 
 from .psi import MAX_CHUNK_TOKENS, POINT_BYTES, TOKEN_BYTES
 
-__all__ = ["IntersectionResult", "Intersector", "IntersectorState", "Side"]
+__all__ = ["IntersectionResult", "Intersector", "IntersectorState", "Side", "TooManyPairs"]
 
 Side = Literal["left", "right"]
 _SIDES: tuple[Side, Side] = ("left", "right")
+
+
+class TooManyPairs(FailedPrecondition):
+    """Keys repeated on both sides would make more pairs than the caller accepts."""
 
 
 class IntersectorState(enum.Enum):
@@ -72,6 +76,10 @@ class IntersectionResult:
     # Arrival-order positions of the matching rows, ascending, read-only.
     left_positions: npt.NDArray[np.int64]
     right_positions: npt.NDArray[np.int64]
+    # With ``finish(pairs=True)``: every (left, right) pair of rows with equal
+    # tokens, ordered by left then right position; empty otherwise.
+    pair_left: npt.NDArray[np.int64] = field(default_factory=lambda: _readonly(np.empty(0, np.int64)))
+    pair_right: npt.NDArray[np.int64] = field(default_factory=lambda: _readonly(np.empty(0, np.int64)))
 
 
 class Intersector:
@@ -133,12 +141,17 @@ class Intersector:
             self._sizes[side] += count
         self._state = next_state
 
-    def finish(self) -> IntersectionResult:
-        """Intersect everything received; the intersector accepts nothing afterwards."""
+    def finish(self, *, pairs: bool = False, max_pairs: int = 0) -> IntersectionResult:
+        """Intersect everything received; the intersector accepts nothing afterwards.
+
+        ``pairs`` also lists every matching (left, right) pair, refusing with
+        ``TooManyPairs`` when duplicates on both sides make more than ``max_pairs``.
+        """
         next_state = self._transition("finish")
         n_left, n_right = self._sizes["left"], self._sizes["right"]
         self._state = next_state
-        left_positions, right_positions, distinct = _match(self._take_rows(), n_left)
+        left_positions, right_positions, distinct, paired = _match(
+            self._take_rows(), n_left, max_pairs if pairs else -1)
         return IntersectionResult(
             left_size=n_left,
             right_size=n_right,
@@ -146,6 +159,7 @@ class Intersector:
             distinct_matches=distinct,
             left_positions=left_positions,
             right_positions=right_positions,
+            **({"pair_left": paired[0], "pair_right": paired[1]} if paired else {}),
         )
 
     def _take_rows(self) -> npt.NDArray[np.uint64]:
@@ -179,13 +193,15 @@ def _byte_size(chunk: object) -> int:
 
 
 def _match(
-    rows: npt.NDArray[np.uint64], n_left: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
-    """Positions of left and right rows whose value occurs on the other side, and the distinct count."""
+    rows: npt.NDArray[np.uint64], n_left: int, max_pairs: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int,
+           tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None]:
+    """Positions of left and right rows whose value occurs on the other side, the distinct count,
+    and (when ``max_pairs >= 0``) the matching pairs."""
     total = rows.shape[0]
     if n_left == 0 or n_left == total:
         empty = _readonly(np.empty(0, np.int64))
-        return empty, empty, 0
+        return empty, empty, 0, ((empty, empty) if max_pairs >= 0 else None)
     # lexsort's last key is the primary one; any total order works for grouping.
     order = np.lexsort(rows.T[::-1])
     ordered = rows[order]
@@ -205,7 +221,33 @@ def _match(
     left = np.sort(order[is_left & has_right[group]]).astype(np.int64)
     right = (np.sort(order[~is_left & has_left[group]]) - n_left).astype(np.int64)
     distinct = int(np.count_nonzero(has_left & has_right))
-    return _readonly(left), _readonly(right), distinct
+    paired = _pairs(order, group, is_left, has_right, n_left, groups, max_pairs) if max_pairs >= 0 else None
+    return _readonly(left), _readonly(right), distinct, paired
+
+
+def _pairs(order: npt.NDArray[np.intp], group: npt.NDArray[np.intp], is_left: npt.NDArray[np.bool_],
+           has_right: npt.NDArray[np.bool_], n_left: int, groups: int,
+           max_pairs: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Every (left, right) pair with equal tokens: each matching left row repeated once per right row."""
+    # Right rows in sorted order are contiguous per group: group g's run starts at start[g].
+    right_group = group[~is_left]
+    right_rows = (order[~is_left] - n_left).astype(np.int64)
+    per_group = np.bincount(right_group, minlength=groups)
+    start = np.cumsum(per_group) - per_group
+    matched = is_left & has_right[group]
+    left_rows = order[matched].astype(np.int64)
+    left_groups = group[matched]
+    counts = per_group[left_groups]
+    total = int(counts.sum())
+    if total > max_pairs:
+        raise TooManyPairs(f"the match has {total:,} (left, right) pairs, more than the limit of {max_pairs:,} "
+                           "(keys repeated on both sides)")
+    first = np.repeat(start[left_groups], counts)
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    pair_left = np.repeat(left_rows, counts)
+    pair_right = right_rows[first + within]
+    by_left = np.lexsort((pair_right, pair_left))
+    return _readonly(pair_left[by_left]), _readonly(pair_right[by_left])
 
 
 def _readonly(array: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

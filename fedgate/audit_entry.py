@@ -85,3 +85,8 @@ class AuditEntry:
 def filter_digest(nonce: bytes, text: str) -> str:
     """SHA-256(nonce || filter): binds a filter into the log without recording or exposing its values."""
     return hashlib.sha256(nonce + text.encode("utf-8")).hexdigest()
+
+
+def paillier_key_digest(public_key: bytes) -> str:
+    """SHA-256 of the supervisor's Paillier public key in wire form, as logged with a sum or comparison."""
+    return hashlib.sha256(public_key).hexdigest()

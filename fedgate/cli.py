@@ -18,7 +18,7 @@ from rich.table import Table as RichTable
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import RegisteredDataset
-from fedgate.render import datasets_table, entries_table, match_table
+from fedgate.render import compare_table, datasets_table, entries_table, match_table, rows_table, sum_table
 from fedgate.errors import FedgateError
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
@@ -166,7 +166,8 @@ def demo_cmd(
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    show=console.print,
                                    keep_running=keep_running))
-    queries = len(result.counts) + len(result.scenarios) + 3  # counts, matches, two disclosures, one filtered count
+    # counts, matches, two disclosures, one filtered count, a sum and a comparison
+    queries = len(result.counts) + len(result.scenarios) + 3 + len(result.checks)
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments, "
                   f"{queries} logged queries; all servers stopped cleanly")
 
@@ -394,18 +395,9 @@ def query_match(
     left_side, right_side = _side(left, left_filter), _side(right, right_filter)
 
     async def go(progress: Progress | None) -> MatchResult:
-        tasks: dict[str, Any] = {}
-
-        def report(phase: str, department: str, tokens: int) -> None:
-            if progress is None:
-                return
-            label = f"{phase} {department}".strip()
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=None)
-            progress.update(tasks[label], completed=tokens, description=f"{label}: {tokens:,} tokens")
-
         async with _client(gateway, ca, cert, key) as client:
-            return await client.match(left_side, right_side, purpose, case, mode, disclose, limit, report)
+            return await client.match(left_side, right_side, purpose, case, mode, disclose, limit,
+                                      _progress_reporter(progress))
 
     if as_json:
         result = _run(lambda: asyncio.run(go(None)))
@@ -418,11 +410,118 @@ def query_match(
         result = _run(lambda: asyncio.run(go(bar)))
     console.print(match_table(result))
     if result.fields:
-        table = RichTable(*(f"{f.name}\n{f.level} {f.form}" for f in result.fields),
-                          title=f"first {len(result.rows)} matched rows of {result.left.dataset}")
-        for row in result.rows:
-            table.add_row(*(escape(v) if v is not None else "—" for v in row))
-        console.print(table)
+        console.print(rows_table(result.fields, result.rows, f"first {len(result.rows)} matched rows of "
+                                                             f"{result.left.dataset}"))
+
+
+def _progress_reporter(progress: Any) -> Callable[[str, str, int], None] | None:
+    """A progress callback that shows one spinner line per phase and department."""
+    if progress is None:
+        return None
+    tasks: dict[str, Any] = {}
+
+    def report(phase: str, department: str, count: int) -> None:
+        label = f"{phase} {department}".strip()
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=None)
+        progress.update(tasks[label], completed=count, description=f"{label}: {count:,}")
+
+    return report
+
+
+KeyBitsOpt = Annotated[int, typer.Option("--key-bits", min=2048, max=8192,
+                                         help="Size of the fresh Paillier key made for this query (kept in "
+                                              "memory here; only its public half is sent).")]
+
+
+@query_app.command("sum")
+def query_sum(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    values: Annotated[str, typer.Argument(help="The value holder, department.dataset.key_field, "
+                                               "e.g. hrss.subsidies.uscc")],
+    other: Annotated[str, typer.Argument(help="The set to look keys up in, e.g. samr.companies.uscc")],
+    purpose: PurposeOpt, case: CaseOpt,
+    field: Annotated[list[str], typer.Option("--field", help="Integer field of VALUES to total (repeatable).")],
+    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    values_filter: Annotated[str, typer.Option("--values-filter", help="Filter on the value holder.")] = "",
+    other_filter: Annotated[str, typer.Option("--other-filter", help="Filter on the other dataset.")] = "",
+    key_bits: KeyBitsOpt = 2048,
+    as_json: JsonOpt = False,
+) -> None:
+    """Totals of integer fields over the value holder's rows whose key is in the other set, decrypted here."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from fedgate.client import SumResult
+    from fedgate.supervisor_keys import SupervisorKey
+
+    values_side, other_side = _side(values, values_filter), _side(other, other_filter)
+
+    async def go(progress: Progress | None) -> SumResult:
+        pair = await asyncio.to_thread(SupervisorKey.generate, key_bits)
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.intersection_sum(values_side, field, other_side, purpose, case, mode, pair,
+                                                 _progress_reporter(progress))
+
+    if as_json:
+        result = _run(lambda: asyncio.run(go(None)))
+        print(json.dumps({"values": vars(result.values), "other": vars(result.other),
+                          "cardinality": result.cardinality, "distinct_matches": result.distinct_matches,
+                          "totals": result.totals, "audit_index": result.audit_index},
+                         ensure_ascii=False, indent=2))
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        result = _run(lambda: asyncio.run(go(bar)))
+    console.print(sum_table(result))
+
+
+@query_app.command("compare")
+def query_compare(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
+    right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. tax.insured_employees.uscc")],
+    purpose: PurposeOpt, case: CaseOpt,
+    left_value: Annotated[str, typer.Option("--left-value", help="Integer field x of LEFT.")],
+    right_value: Annotated[str, typer.Option("--right-value", help="Integer field y of RIGHT.")],
+    weights: Annotated[str, typer.Option(help="a:b, flag a·x > b·y; e.g. 5:6 for x > 1.2·y.")] = "1:1",
+    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
+    right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
+    disclose: Annotated[list[str], typer.Option("--disclose", help="Field of flagged LEFT rows to see "
+                                                                  "(repeatable).")] = [],
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    key_bits: KeyBitsOpt = 2048,
+    as_json: JsonOpt = False,
+) -> None:
+    """Flag the matched pairs where a·x > b·y (only the flags are learnt), and show flagged rows masked."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from fedgate.client import CompareResult
+    from fedgate.supervisor_keys import SupervisorKey
+
+    a, sep, b = weights.partition(":")
+    if not sep or not a.strip().isdigit() or not b.strip().isdigit():
+        raise typer.BadParameter(f"write weights as a:b with positive integers, e.g. 5:6 (got {weights!r})")
+    pair_weights = (int(a), int(b))
+    left_side, right_side = _side(left, left_filter), _side(right, right_filter)
+
+    async def go(progress: Progress | None) -> CompareResult:
+        pair = await asyncio.to_thread(SupervisorKey.generate, key_bits)
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.compare(left_side, left_value, right_side, right_value, purpose, case,
+                                        pair_weights, mode, disclose, limit, pair, _progress_reporter(progress))
+
+    if as_json:
+        result = _run(lambda: asyncio.run(go(None)))
+        print(json.dumps({"left": vars(result.left), "right": vars(result.right), "pairs": result.pairs,
+                          "flagged_pairs": result.flagged, "fields": [vars(f) for f in result.fields],
+                          "rows": result.rows, "audit_index": result.audit_index}, ensure_ascii=False, indent=2))
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        result = _run(lambda: asyncio.run(go(bar)))
+    console.print(compare_table(result, left_value, right_value, pair_weights))
+    if result.fields:
+        console.print(rows_table(result.fields, result.rows, f"{len(result.rows)} flagged rows of "
+                                                             f"{result.left.dataset}"))
 
 
 policy_app = typer.Typer(help="Check and reload access policy.", no_args_is_help=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ import grpc
 from fedgate.audit_entry import AuditEntry
 from fedgate.audit_verify import TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
+from fedgate.crypto.compare import Packing
 from fedgate.datasets import FieldGrant, RegisteredDataset
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import GATEWAY
@@ -26,6 +29,7 @@ from fedgate.protos.fedgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from fedgate.supervisor_keys import SupervisorKey, flagged_indices
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
@@ -38,6 +42,7 @@ class MatchSideStats:
     rows: int
     invalid_identifiers: int
     tokens: int
+    missing_values: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,30 @@ class MatchResult:
 
 
 def _side(msg: query_pb2.MatchSideStats) -> MatchSideStats:
-    return MatchSideStats(msg.dataset, msg.rows, msg.invalid_identifiers, msg.tokens)
+    return MatchSideStats(msg.dataset, msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values)
+
+
+@dataclass(frozen=True)
+class SumResult:
+    values: MatchSideStats
+    other: MatchSideStats
+    cardinality: int
+    distinct_matches: int
+    # Decrypted in this process: value field -> total.
+    totals: dict[str, int]
+    audit_index: int
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    left: MatchSideStats
+    right: MatchSideStats
+    pairs: int
+    # Indices of the pairs where a·x > b·y, decrypted in this process.
+    flagged: list[int]
+    fields: list[FieldGrant]
+    rows: list[list[str | None]]
+    audit_index: int
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,101 @@ class GatewayClient:
                     r.audit_index)
         if result is None:
             raise RemoteCallFailed("UNKNOWN", "the match stream ended without a result")
+        return result
+
+    async def intersection_sum(self, values: tuple[str, str, str], value_fields: list[str],
+                               other: tuple[str, str, str], purpose: str, case_number: str, mode: str = "keyed",
+                               key: SupervisorKey | None = None,
+                               on_progress: Callable[[str, str, int], None] | None = None) -> SumResult:
+        """Totals of `value_fields` over the rows of `values` (dataset, key, filter) whose key is in `other`.
+
+        Only the public half of `key` (a fresh one by default) leaves this process;
+        the totals are decrypted here.
+        """
+        key = key or await asyncio.to_thread(SupervisorKey.generate)
+        request = query_pb2.SumRequest(
+            values=query_pb2.MatchSide(dataset=values[0], key_field=values[1], filter=values[2]),
+            value_fields=value_fields,
+            other=query_pb2.MatchSide(dataset=other[0], key_field=other[1], filter=other[2]),
+            mode=mode, paillier_key=key.public_bytes, purpose=purpose, case_number=case_number)
+        result: SumResult | None = None
+        async with _calling():
+            async for event in self._query.IntersectionSum(request):
+                if event.HasField("progress"):
+                    if on_progress:
+                        on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
+                    continue
+                r = event.result
+                if on_progress:
+                    on_progress("decrypt", "", 0)
+                totals = {t.field: key.decrypt_total(t.ciphertext) for t in r.totals}
+                if on_progress:
+                    on_progress("decrypt", "", len(totals))
+                result = SumResult(_side(r.values), _side(r.other), r.cardinality, r.distinct_matches, totals,
+                                   r.audit_index)
+        if result is None:
+            raise RemoteCallFailed("UNKNOWN", "the sum stream ended without a result")
+        return result
+
+    async def compare(self, left: tuple[str, str, str], left_value: str, right: tuple[str, str, str],
+                      right_value: str, purpose: str, case_number: str, weights: tuple[int, int] = (1, 1),
+                      mode: str = "keyed", disclose: list[str] | None = None, limit: int = 100,
+                      key: SupervisorKey | None = None,
+                      on_progress: Callable[[str, str, int], None] | None = None) -> CompareResult:
+        """Flag each matched pair where weights[0]·left_value > weights[1]·right_value; disclose flagged left rows.
+
+        The flags are decrypted here; only the indices of flagged pairs go back,
+        and only when fields are to be disclosed.
+        """
+        key = key or await asyncio.to_thread(SupervisorKey.generate)
+        request = query_pb2.CompareRequest(
+            left=query_pb2.MatchSide(dataset=left[0], key_field=left[1], filter=left[2]), left_value=left_value,
+            right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
+            right_value=right_value, left_weight=weights[0], right_weight=weights[1], mode=mode,
+            paillier_key=key.public_bytes, disclose_fields=disclose or [], limit=limit, purpose=purpose,
+            case_number=case_number)
+        outbox: asyncio.Queue[query_pb2.CompareIn | None] = asyncio.Queue()
+        outbox.put_nowait(query_pb2.CompareIn(request=request))
+
+        async def requests() -> AsyncIterator[query_pb2.CompareIn]:
+            while (msg := await outbox.get()) is not None:
+                yield msg
+
+        packed = bytearray()
+        result: CompareResult | None = None
+        async with _calling():
+            call = self._query.Compare(requests())
+            try:
+                async for event in call:
+                    kind = event.WhichOneof("event")
+                    if kind == "progress":
+                        if on_progress:
+                            on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
+                    elif kind == "flags":
+                        packed.extend(event.flags.ciphertexts)
+                    elif kind == "result":
+                        r = event.result
+                        packing = Packing(r.offset_bits, r.slot_bits, r.slots)
+                        if on_progress:
+                            on_progress("decrypt", "", 0)
+                        flags = await asyncio.to_thread(key.decrypt_flags, bytes(packed), r.pairs, packing)
+                        if on_progress:
+                            on_progress("decrypt", "", r.pairs)
+                        flagged = flagged_indices(flags)
+                        result = CompareResult(_side(r.left), _side(r.right), r.pairs, flagged, [], [],
+                                               r.audit_index)
+                        if disclose:
+                            outbox.put_nowait(query_pb2.CompareIn(flagged=query_pb2.FlaggedPairs(pairs=flagged)))
+                        outbox.put_nowait(None)
+                    elif kind == "rows" and result is not None:
+                        result = dataclasses.replace(
+                            result, fields=[FieldGrant(f.name, f.level, f.form) for f in event.rows.fields],
+                            rows=[[None if null else v for v, null in zip(row.values, row.null)]
+                                  for row in event.rows.rows])
+            finally:
+                outbox.put_nowait(None)
+        if result is None:
+            raise RemoteCallFailed("UNKNOWN", "the comparison stream ended without a result")
         return result
 
     # --- policy administration ---

@@ -8,10 +8,10 @@ from rich.table import Table as RichTable
 from typing import TYPE_CHECKING
 
 from fedgate.audit_entry import AuditEntry
-from fedgate.datasets import RegisteredDataset
+from fedgate.datasets import FieldGrant, RegisteredDataset
 
 if TYPE_CHECKING:
-    from fedgate.client import MatchResult
+    from fedgate.client import CompareResult, MatchResult, SumResult
 
 
 def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:
@@ -34,6 +34,35 @@ def entries_table(items: list[tuple[int, AuditEntry]]) -> RichTable:
                       e.action, f"[{colour}]{e.decision}[/] {e.status}", escape(", ".join(e.datasets)),
                       escape(e.case_number), ", ".join(f"{k}={v}" for k, v in e.result_sizes),
                       escape(e.reason))
+    return table
+
+
+def sum_table(result: SumResult) -> RichTable:
+    table = RichTable("value field", "total (as stored, e.g. fen)",
+                      title=f"Intersection-sum over {result.cardinality:,} rows of {result.values.dataset} "
+                            f"({result.distinct_matches:,} distinct keys) found in {result.other.dataset}; "
+                            f"decrypted here, audit entry #{result.audit_index}")
+    for name, total in result.totals.items():
+        table.add_row(escape(name), f"{total:,}")
+    return table
+
+
+def compare_table(result: CompareResult, left_value: str, right_value: str, weights: tuple[int, int]) -> RichTable:
+    a, b = weights
+    rule = f"{'' if a == 1 else f'{a}·'}{left_value} > {'' if b == 1 else f'{b}·'}{right_value}"
+    table = RichTable("side", "dataset", "rows after filter", "invalid identifiers", "missing values",
+                      title=f"Comparison {rule}: {len(result.flagged):,} of {result.pairs:,} matched pairs flagged "
+                            f"(decrypted here), audit entry #{result.audit_index}")
+    for name, side in (("left", result.left), ("right", result.right)):
+        table.add_row(name, side.dataset, f"{side.rows:,}", f"{side.invalid_identifiers:,}",
+                      f"{side.missing_values:,}")
+    return table
+
+
+def rows_table(fields: list[FieldGrant], rows: list[list[str | None]], title: str) -> RichTable:
+    table = RichTable(*(f"{f.name}\n{f.level} {f.form}" for f in fields), title=title)
+    for row in rows:
+        table.add_row(*(escape(v) if v is not None else "—" for v in row))
     return table
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from fedgate.classification import policies_dir
 from fedgate.tls import TlsFiles
 from fedgate.tomlconfig import Table
+from fedgate.worker_pool import default_workers
 
 DEFAULT_ORIGIN = "fedgate.local/audit"
 
@@ -22,6 +23,7 @@ data_dir = "gateway-data"       # registry (and later the audit log) live here
 # ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
 # policy_dir = "policies"              # model.conf, policy.csv, levels.toml, safeguards.toml (default: shipped)
 # policy_watch_s = 2                   # reload the policy this often after its files change; 0: only on request
+# workers = 2                          # processes for Paillier sums and comparisons (default: all cores; 0: threads)
 
 [tls]
 ca = "certs/ca.pem"
@@ -42,6 +44,7 @@ class GatewayConfig:
     ticket_ttl_s: int = 60
     policy_dir: Path | None = None
     policy_watch_s: int = 2
+    workers: int = 0
 
     @property
     def effective_policy_dir(self) -> Path:
@@ -73,6 +76,7 @@ class GatewayConfig:
             ticket_ttl_s=table.int("ticket_ttl_s", 60),
             policy_dir=table.path("policy_dir", None),
             policy_watch_s=table.int("policy_watch_s", 2),
+            workers=table.int("workers", default_workers()),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()

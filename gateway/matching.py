@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from fedgate.errors import FailedPrecondition, RemoteProtocolError, Unavailable
 from fedgate.gateway.adapter_links import AdapterLinks, adapter_failure, ticket_to_proto
 from fedgate.crypto.ticket import StaleBase
 from fedgate.gateway.adapter_links import StaleTicket
+from fedgate.gateway.homomorphic import CipherColumns
 from fedgate.interceptors import error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.wire import matching_key_to_proto
@@ -46,6 +47,8 @@ class SidePlan:
     key_field: str
     filter_text: str
     filter_nonce: bytes
+    # Sum, compare: integer fields this side encrypts under the supervisor's key.
+    value_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SideStats:
     rows: int
     invalid_identifiers: int
     tokens: int
+    missing_values: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,22 @@ class MatchOutcome:
     rows: list[tuple[list[str], list[bool]]] = field(default_factory=list)
     audit_index: int = -1
     grants: list[FieldGrant] = field(default_factory=list)
+    # Sum, compare: each value-holding side's ciphertexts, in token order.
+    values: dict[str, CipherColumns] = field(default_factory=dict)
+    # Set by an `after` step to disclose these left positions instead of the first `limit` matched.
+    disclose_positions: list[int] | None = None
+    # Sum: one encrypted total per value field.
+    totals: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Homomorphic:
+    """What a sum or comparison adds to a match: the logged action, the key, whether pairs are needed."""
+
+    action: str
+    paillier_key: bytes
+    ciphertext_width: int
+    pairs: bool = False
 
 
 class _Session:
@@ -115,18 +135,36 @@ class _Session:
 
 
 def _start(side: SidePlan, ticket: Ticket, mode: str, role: str, min_set_size: int,
-           **extra: Any) -> adapter_pb2.MatchIn:
+           homomorphic: Homomorphic | None, **extra: Any) -> adapter_pb2.MatchIn:
+    if homomorphic is not None:
+        extra.update(action=homomorphic.action, value_fields=side.value_fields)
+        if side.value_fields:
+            extra["paillier_key"] = homomorphic.paillier_key
     return adapter_pb2.MatchIn(start=adapter_pb2.MatchStart(
         ticket=ticket_to_proto(ticket), dataset=side.dataset, key_field=side.key_field, filter=side.filter_text,
         filter_nonce=side.filter_nonce, mode=mode, role=role, min_set_size=min_set_size, **extra))
 
 
+After = Callable[[MatchOutcome], AsyncIterator[Any]]
+
+
 async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: str,
                     tickets: tuple[Ticket, Ticket], peer_key: Any, min_set_size: int,
                     disclose: list[FieldGrant], limit: int, max_tokens: int,
-                    outcome: MatchOutcome) -> AsyncIterator[Progress]:
-    """Drive both sessions to a result in `outcome`, yielding progress as tokens flow."""
+                    outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
+                    after: After | None = None) -> AsyncIterator[Any]:
+    """Drive both sessions to a result in `outcome`, yielding progress as tokens flow.
+
+    For a sum or comparison, `homomorphic` has the value-holding sides send
+    ciphertexts, and `after` runs on the intersection (yielding its own events)
+    before any disclosure.
+    """
     ls, rs = _Session(links, left), _Session(links, right)
+    if homomorphic is not None:
+        for name, plan in (("left", left), ("right", right)):
+            if plan.value_fields:
+                outcome.values[name] = CipherColumns(plan.department, len(plan.value_fields),
+                                                     homomorphic.ciphertext_width)
     progress: asyncio.Queue[Progress | None] = asyncio.Queue()
     intersector = Intersector(max_tokens_per_side=max_tokens, width=TOKEN_BYTES)
     tasks: list[asyncio.Task[Any]] = []
@@ -134,16 +172,18 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
     try:
         grants = [adapter_pb2.FieldRequest(name=g.name, level=g.level, form=g.form) for g in disclose]
         if mode == "keyed":
-            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, peer_key=matching_key_to_proto(peer_key),
+            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, homomorphic,
+                                  peer_key=matching_key_to_proto(peer_key),
                                   peer_department=right.department, disclose_fields=grants, limit=limit))
             sealed = (await ls.read()).started.sealed_key
-            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, sealed_key=sealed,
+            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, homomorphic, sealed_key=sealed,
                                   peer_department=left.department))
             await rs.read()
         else:
-            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, peer_department=right.department,
-                                  disclose_fields=grants, limit=limit))
-            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, peer_department=left.department))
+            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, homomorphic,
+                                  peer_department=right.department, disclose_fields=grants, limit=limit))
+            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, homomorphic,
+                                  peer_department=left.department))
             await ls.read()
             await rs.read()
 
@@ -163,8 +203,13 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                         TOKEN_BYTES if mode == "keyed" else 32)
                     if own_count // PROGRESS_EVERY != before // PROGRESS_EVERY:
                         progress.put_nowait(Progress(name, me.side.department, own_count))
+                elif kind == "own_values" and name in outcome.values:
+                    outcome.values[name].add(msg.own_values.data, msg.own_values.rows)
                 elif kind == "own_done":
-                    stats = SideStats(msg.own_done.rows, msg.own_done.invalid_identifiers, msg.own_done.tokens)
+                    stats = SideStats(msg.own_done.rows, msg.own_done.invalid_identifiers, msg.own_done.tokens,
+                                      msg.own_done.missing_values)
+                    if name in outcome.values:
+                        outcome.values[name].check_complete(stats.tokens)
                     setattr(outcome, name, stats)
                     if mode != "keyed":
                         peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_done=msg.own_done))
@@ -186,13 +231,18 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
             yield event
         await readers
         yield Progress("intersect", "", 0)
-        outcome.intersection = intersector.finish()
+        pairs = homomorphic is not None and homomorphic.pairs
+        outcome.intersection = intersector.finish(pairs=pairs, max_pairs=max_tokens)
         for name, stats in (("left", outcome.left), ("right", outcome.right)):
             if stats and 0 < stats.rows < min_set_size:
                 raise FailedPrecondition(f"the {name} set has fewer than {min_set_size} rows after its filter "
                                          "(safeguard min_set_size): no result")
-        if disclose and outcome.intersection.cardinality:
-            positions = outcome.intersection.left_positions[:limit].tolist()
+        if after is not None:
+            async for event in after(outcome):
+                yield event
+        positions = (outcome.disclose_positions if outcome.disclose_positions is not None
+                     else outcome.intersection.left_positions[:limit].tolist())
+        if disclose and positions:
             ls.outbox.put_nowait(adapter_pb2.MatchIn(disclose=adapter_pb2.DiscloseMatched(positions=positions)))
             reply = await ls.read()
             outcome.rows = [(list(r.values), list(r.null)) for r in reply.rows.rows]

@@ -7,23 +7,28 @@ the entry is in the log.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 
+from fedgate.crypto.compare import Packing, packing_for
+from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
-from fedgate.audit_entry import filter_digest
-from fedgate.datasets import DatasetDecl, FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, QuotaExceeded
+from fedgate.audit_entry import filter_digest, paillier_key_digest
+from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
+from fedgate.encryptors import VALUE_BOUND
+from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
-from fedgate.gateway.matching import MatchOutcome, Progress, SidePlan, run_match
+from fedgate.gateway.homomorphic import checked_key, encrypted_totals, packed_comparisons
+from fedgate.gateway.matching import After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
@@ -32,6 +37,7 @@ from fedgate.gateway.tickets import TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord
 from fedgate.telemetry import safe_attributes
+from fedgate.worker_pool import WorkerPool
 
 tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
@@ -39,6 +45,7 @@ MAX_TEXT = 256
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
 MAX_DISCLOSE_ROWS = 10_000
+MAX_VALUE_FIELDS = 4
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,44 @@ class MatchQuery:
 
 
 @dataclass(frozen=True)
+class SumQuery:
+    values: MatchSideQuery
+    value_fields: list[str]
+    other: MatchSideQuery
+    paillier_key: bytes
+    mode: str = "keyed"
+
+
+@dataclass(frozen=True)
+class CompareQuery:
+    left: MatchSideQuery
+    left_value: str
+    right: MatchSideQuery
+    right_value: str
+    paillier_key: bytes
+    left_weight: int = 1
+    right_weight: int = 1
+    mode: str = "keyed"
+    disclose_fields: list[str] = field(default_factory=list)
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class PackedResults:
+    """A batch of packed, blinded comparison ciphertexts, in pair order."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ComparisonsSent:
+    """Every pair's result has been sent; how they are packed."""
+
+    pairs: int
+    packing: Packing
+
+
+@dataclass(frozen=True)
 class Disclosed:
     fields: list[FieldGrant]
     rows: list[tuple[list[str], list[bool]]]
@@ -84,7 +129,8 @@ class Disclosed:
 
 class QueryEngine:
     def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer,
-                 policy: Policy, safeguards: Safeguards, quotas: QuotaBook) -> None:
+                 policy: Policy, safeguards: Safeguards, quotas: QuotaBook, pool: WorkerPool | None = None) -> None:
+        self._pool = pool or WorkerPool(0)
         self._registry = registry
         self._links = links
         self._log = log
@@ -164,19 +210,18 @@ class QueryEngine:
                                      f"level {touched.name if touched else ''} (safeguard min_aggregate)")
         return rows, index
 
-    async def match(self, caller: Identity, record: RequestRecord, q: MatchQuery, why: Purpose,
-                    outcome: MatchOutcome) -> AsyncIterator[Progress]:
-        """Private matching of two datasets; progress while tokens flow, the result left in `outcome`."""
-        if q.mode not in MODES:
+    async def _match_sides(self, caller: Identity, record: RequestRecord, action: str, left_q: MatchSideQuery,
+                           right_q: MatchSideQuery, mode: str,
+                           why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan]:
+        """Check and authorise both sides' keys and filters; the plans each adapter gets."""
+        if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
-        if not 0 < q.limit <= MAX_DISCLOSE_ROWS:
-            raise InvalidInput(f"limit must be between 1 and {MAX_DISCLOSE_ROWS}")
-        record.action = "query.match"
-        record.datasets = [q.left.dataset, q.right.dataset]
+        record.action = action
+        record.datasets = [left_q.dataset, right_q.dataset]
         record.purpose, record.case_number = why.purpose, why.case_number
-        record.params["mode"] = q.mode
+        record.params["mode"] = mode
         sides = []
-        for name, side in (("left", q.left), ("right", q.right)):
+        for name, side in (("left", left_q), ("right", right_q)):
             department, decl = await self._registry.locate(side.dataset)
             key = decl.field(side.key_field)
             if key is None:
@@ -192,32 +237,33 @@ class QueryEngine:
         if lkey.key != rkey.key:
             raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key.value} and "
                                f"{rkey.key.value}): they cannot match")
-        grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
-        record.fields = [f"{q.left.dataset}.{q.left.key_field}", f"{q.right.dataset}.{q.right.key_field}",
-                         *(f"{q.left.dataset}.{g.name}" for g in grants)]
-        _, lcanon, lnonce = self._filter(caller, record, ldecl, q.left.filter)
-        _, rcanon, rnonce = self._filter(caller, record, rdecl, q.right.filter)
-        if q.mode == "keyed" and rdept.matching_key is None:
+        record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
+        _, lcanon, lnonce = self._filter(caller, record, ldecl, left_q.filter)
+        _, rcanon, rnonce = self._filter(caller, record, rdecl, right_q.filter)
+        if mode == "keyed" and rdept.matching_key is None:
             raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
-        allowance = self._quotas.charge_query(caller)
-        limit = q.limit if allowance is None else min(q.limit, allowance)
-        if grants and limit == 0:
-            raise QuotaExceeded(f"daily disclosed-row quota used up (rule: quotas.{caller.role.value}"
-                                ".disclosed_rows_per_day)")
+        left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lcanon, lnonce)
+        right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rcanon, rnonce)
+        return [(ldept, ldecl), (rdept, rdecl)], left, right
+
+    async def _run_match(self, caller: Identity, record: RequestRecord, left: SidePlan, right: SidePlan,
+                         mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
+                         outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
+                         after: After | None = None) -> AsyncIterator[Any]:
+        """Log the intent, then drive both adapters with fresh tickets; sizes go into the record."""
         min_set = self._safeguards.min_set_size
         record.params.update(min_set_size=str(min_set), limit=str(limit))
         index, entry = await self._log_intent(record)
-        left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, q.left.key_field, lcanon, lnonce)
-        right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, q.right.key_field, rcanon, rnonce)
+        outcome.audit_index = index
         for attempt in range(TICKET_ATTEMPTS):
             try:
                 tickets = []
                 for plan in (left, right):
                     seen = await self._links.log_state(plan.department, plan.endpoint)
                     tickets.append(await self._tickets.issue(plan.department, record.query_id, index, entry, seen))
-                async for event in run_match(self._links, left, right, q.mode, (tickets[0], tickets[1]),
-                                             rdept.matching_key, min_set, grants, limit,
-                                             self._safeguards.max_match_rows, outcome):
+                async for event in run_match(self._links, left, right, mode, (tickets[0], tickets[1]),
+                                             right_dept.matching_key, min_set, grants, limit,
+                                             self._safeguards.max_match_rows, outcome, homomorphic, after):
                     yield event
                 break
             except StaleTicket:
@@ -229,8 +275,144 @@ class QueryEngine:
                                    left_invalid=outcome.left.invalid_identifiers,
                                    right_invalid=outcome.right.invalid_identifiers,
                                    cardinality=result.cardinality, disclosed_rows=len(outcome.rows))
+        if outcome.values:
+            record.result_sizes.update(left_missing_values=outcome.left.missing_values,
+                                       right_missing_values=outcome.right.missing_values)
         self._quotas.charge_rows(caller, len(outcome.rows))
-        outcome.audit_index = index
+
+    def _limit(self, caller: Identity, limit: int, grants: list[FieldGrant]) -> int:
+        """The disclosure limit after the caller's remaining daily row quota."""
+        if not 0 < limit <= MAX_DISCLOSE_ROWS:
+            raise InvalidInput(f"limit must be between 1 and {MAX_DISCLOSE_ROWS}")
+        allowance = self._quotas.charge_query(caller)
+        limit = limit if allowance is None else min(limit, allowance)
+        if grants and limit == 0:
+            raise QuotaExceeded(f"daily disclosed-row quota used up (rule: quotas.{caller.role.value}"
+                                ".disclosed_rows_per_day)")
+        return limit
+
+    async def match(self, caller: Identity, record: RequestRecord, q: MatchQuery, why: Purpose,
+                    outcome: MatchOutcome) -> AsyncIterator[Progress]:
+        """Private matching of two datasets; progress while tokens flow, the result left in `outcome`."""
+        sides, left, right = await self._match_sides(caller, record, "query.match", q.left, q.right, q.mode, why)
+        (_, ldecl), (rdept, _) = sides
+        grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
+        record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
+        limit = self._limit(caller, q.limit, grants)
+        async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
+            yield event
+
+    def _paillier_key(self, record: RequestRecord, public_key: bytes) -> int:
+        """The supervisor's key modulus, checked; the log binds the key by its digest."""
+        try:
+            n = checked_key(public_key)
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            raise InvalidInput(f"the supervisor's Paillier public key is refused: {exc}") from None
+        record.params["paillier_key_sha256"] = paillier_key_digest(public_key)
+        record.params["paillier_key_bits"] = str(n.bit_length())
+        return n
+
+    def _value_fields(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, names: list[str],
+                      action: str, key_field: str) -> list[FieldDecl]:
+        """Authorise integer fields to sum or compare, by their levels."""
+        if not names or len(names) > MAX_VALUE_FIELDS or len(set(names)) != len(names):
+            raise InvalidInput(f"name 1 to {MAX_VALUE_FIELDS} distinct integer fields to {action}")
+        fields = []
+        for name in names:
+            field = decl.field(name)
+            if field is None:
+                raise InvalidInput(f"dataset '{decl.qualified_name}' has no field '{name}'")
+            if field.type is not FieldType.INT or name == key_field:
+                raise InvalidInput(f"field '{decl.qualified_name}.{name}' is a {field.type.value} field: only "
+                                   f"integer fields (amounts in fen, counts) can be {action}ed")
+            record.rule = self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", action,
+                                                  field.level).require()
+            record.fields.append(f"{decl.qualified_name}.{name}")
+            fields.append(field)
+        record.params[f"values.{decl.qualified_name}"] = ",".join(names)
+        return fields
+
+    async def intersection_sum(self, caller: Identity, record: RequestRecord, q: SumQuery, why: Purpose,
+                               outcome: MatchOutcome) -> AsyncIterator[Any]:
+        """Encrypted totals of value fields over the value holder's rows whose key is in the other set."""
+        sides, left, right = await self._match_sides(caller, record, "query.sum", q.values, q.other, q.mode, why)
+        (_, vdecl), (rdept, _) = sides
+        n = self._paillier_key(record, q.paillier_key)
+        fields = self._value_fields(caller, record, vdecl, q.value_fields, "sum", q.values.key_field)
+        # Every value is a signed 64-bit integer (checked by its adapter): refuse a key whose plaintext
+        # space could not hold the largest possible total of the largest allowed set.
+        check_sum_fits(VALUE_BOUND, self._safeguards.max_match_rows, n)
+        touched = self._policy.levels.highest([f.level for f in fields])
+        k = touched.min_aggregate if touched else 0
+        record.params["min_aggregate"] = str(k)
+        self._limit(caller, 1, [])
+        left = dataclasses.replace(left, value_fields=tuple(q.value_fields))
+        homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n))
+
+        async def totals(done: MatchOutcome) -> AsyncIterator[Any]:
+            result = done.intersection
+            assert result is not None
+            if 0 < result.cardinality < k:
+                raise FailedPrecondition(f"sum suppressed: fewer than {k} matched rows, the minimum aggregation "
+                                         f"size for level {touched.name if touched else ''} (safeguard min_aggregate)")
+            yield Progress("aggregate", "", result.cardinality)
+            with tracer.start_as_current_span("homomorphic.sum") as span:
+                span.set_attributes(safe_attributes(**{"fedgate.rows": result.cardinality,
+                                                       "fedgate.columns": len(fields)}))
+                done.totals = await encrypted_totals(self._pool, q.paillier_key, done.values["left"],
+                                                     result.left_positions)
+
+        async for event in self._run_match(caller, record, left, right, q.mode, rdept, [], 1, outcome,
+                                           homomorphic, totals):
+            yield event
+
+    async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
+                      outcome: MatchOutcome, flagged: Callable[[], Awaitable[list[int]]]) -> AsyncIterator[Any]:
+        """Blinded comparisons a·x > b·y for every matched pair; then, if asked, disclose flagged left rows."""
+        if not (0 < q.left_weight < 1 << 63 and 0 < q.right_weight < 1 << 63):
+            raise InvalidInput("comparison weights must be positive 64-bit integers (e.g. 5 and 6 for x > 1.2·y)")
+        sides, left, right = await self._match_sides(caller, record, "query.compare", q.left, q.right, q.mode, why)
+        (_, ldecl), (rdept, rdecl) = sides
+        n = self._paillier_key(record, q.paillier_key)
+        self._value_fields(caller, record, ldecl, [q.left_value], "compare", q.left.key_field)
+        self._value_fields(caller, record, rdecl, [q.right_value], "compare", q.right.key_field)
+        record.params["weights"] = f"{q.left_weight},{q.right_weight}"
+        try:
+            packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
+        except PlaintextOverflow as exc:
+            raise InvalidInput(f"comparison refused: {exc}") from None
+        grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
+        record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
+        limit = self._limit(caller, q.limit, grants)
+        left = dataclasses.replace(left, value_fields=(q.left_value,))
+        right = dataclasses.replace(right, value_fields=(q.right_value,))
+        homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), pairs=True)
+
+        async def comparisons(done: MatchOutcome) -> AsyncIterator[Any]:
+            result = done.intersection
+            assert result is not None
+            pairs = len(result.pair_left)
+            record.result_sizes["pairs"] = pairs
+            yield Progress("compare", "", pairs)
+            with tracer.start_as_current_span("homomorphic.compare") as span:
+                span.set_attributes(safe_attributes(**{"fedgate.pairs": pairs}))
+                async for packed in packed_comparisons(self._pool, q.paillier_key, done.values["left"],
+                                                       done.values["right"], result.pair_left, result.pair_right,
+                                                       q.left_weight, q.right_weight, VALUE_BOUND, packing):
+                    yield PackedResults(packed)
+            yield ComparisonsSent(pairs, packing)
+            if not grants:
+                return
+            chosen = await flagged()
+            if len(set(chosen)) != len(chosen) or any(not 0 <= i < pairs for i in chosen):
+                raise InvalidInput(f"flagged pairs must be distinct indices below {pairs}")
+            record.result_sizes["flagged_pairs"] = len(chosen)
+            positions = sorted({int(result.pair_left[i]) for i in chosen})
+            done.disclose_positions = positions[:limit]
+
+        async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome,
+                                           homomorphic, comparisons):
+            yield event
 
     def _grants(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, fields: list[str]) -> list[FieldGrant]:
         """The form each requested field may leave in, or PolicyDenied for one that may not leave."""

@@ -36,6 +36,7 @@ from fedgate.protos.fedgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from fedgate.worker_pool import WorkerPool
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         links = AdapterLinks(config.tls)
         registry = Registry(store, policy, links)
         engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s),
-                             policy, safeguards, quotas)
+                             policy, safeguards, quotas, WorkerPool(config.workers))
         services = [
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),

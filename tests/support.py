@@ -17,7 +17,7 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def gateway_toml(data_dir: Path, certs: Path) -> str:
-    return (f'listen = "127.0.0.1:0"\ndata_dir = "{data_dir}"\n\n[tls]\n'
+    return (f'listen = "127.0.0.1:0"\ndata_dir = "{data_dir}"\nworkers = 0\n\n[tls]\n'
             f'ca = "{certs}/ca.pem"\ncert = "{certs}/gateway.pem"\nkey = "{certs}/gateway.key"\n')
 
 

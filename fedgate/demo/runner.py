@@ -18,14 +18,15 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from fedgate import pki
-from fedgate.client import Disclosure, GatewayClient, MatchResult
+from fedgate.classification import default_levels
+from fedgate.client import CompareResult, Disclosure, GatewayClient, MatchResult, SumResult
 from fedgate.datasets import RegisteredDataset
 from fedgate.demo import processes
 from fedgate.demo.datagen import DemoDepartment, generate
 from fedgate.errors import FailedPrecondition, RemoteCallFailed
 from fedgate.identity import GATEWAY, Identity, Role
 from fedgate.audit_verify import TrustedState
-from fedgate.render import datasets_table
+from fedgate.render import datasets_table, rows_table
 from fedgate.signing_key import read_vkey
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.trace_store import load_trace, render_tree
@@ -89,6 +90,10 @@ class DemoResult:
     closed_companies: int = 0
     l4_refusal: str = ""
     scenarios: list[tuple[Scenario, MatchResult | str, int]] = field(default_factory=list)
+    closed_total: SumResult | str = ""
+    overclaim: CompareResult | str = ""
+    # question, answer, ground truth, and True (equal) / False (differs) / None (refused, e.g. by a safeguard)
+    checks: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
     verified_size: int = 0
     trace_id: str = ""
     trace_services: set[str] = field(default_factory=set)
@@ -136,6 +141,58 @@ SCENARIOS = (
              ("civil.allowances", "resident_id", ""), ("samr.companies", "legal_rep_id", ""),
              "keyed", ("allowance_company_reps", "count")),
 )
+
+
+CLOSED = "status in ('吊销', '注销')"
+
+
+async def homomorphic_checks(client: GatewayClient, result: DemoResult, truth: dict[str, object]) -> None:
+    """The two Paillier questions of DESIGN.md: a subsidy total and the over-claimers, beside the ground truth."""
+    try:
+        result.closed_total = await client.intersection_sum(
+            ("hrss.subsidies", "uscc", ""), ["amount_fen"], ("samr.companies", "uscc", CLOSED),
+            DEMO_PURPOSE, DEMO_CASE)
+    except RemoteCallFailed as exc:
+        result.closed_total = str(exc)
+    try:
+        result.overclaim = await client.compare(
+            ("hrss.subsidies", "uscc", ""), "claimed_insured", ("tax.insured_employees", "uscc", ""),
+            "insured_employees", DEMO_PURPOSE, DEMO_CASE, disclose=["uscc", "company_name", "claimed_insured"],
+            limit=100)
+    except RemoteCallFailed as exc:
+        result.overclaim = str(exc)
+    closed: dict[str, int] = truth["subsidies_to_closed_companies"]  # type: ignore[assignment]
+    over: dict[str, object] = truth["overclaim"]  # type: ignore[assignment]
+    got_total = result.closed_total
+    result.checks.append((
+        "稳岗补贴 → 吊销/注销企业: total amount_fen (intersection-sum)",
+        f"{got_total.totals['amount_fen']:,} over {got_total.cardinality:,} rows"
+        if isinstance(got_total, SumResult) else f"refused: {got_total}",
+        f"{closed['amount_fen']:,} over {closed['rows']:,} rows",
+        (got_total.totals["amount_fen"], got_total.cardinality) == (closed["amount_fen"], closed["rows"])
+        if isinstance(got_total, SumResult) else None))
+    mask = default_levels().mask_for("uscc", "string", "L3")
+    expected_masks = sorted(mask.apply(u) for u in over["usccs"])  # type: ignore[attr-defined]
+    got = result.overclaim
+    if isinstance(got, CompareResult):
+        got_masks = sorted({row[0] or "" for row in got.rows})
+        text = (f"{len(got.flagged)} of {got.pairs:,} pairs flagged, "
+                f"{len(got_masks)} companies: {', '.join(got_masks[:2])}, …")
+        ok: bool | None = (len(got.flagged), got.pairs) == (over["flagged_rows"], over["compared_rows"]) and \
+            got_masks == sorted(set(expected_masks))
+    else:
+        text, ok = f"refused: {got}", None
+    result.checks.append(("稳岗补贴 claimed_insured > 税务 insured_employees (flag-only comparison)", text,
+                          f"{over['flagged_rows']} rows of {over['companies']} planted over-claimers, "
+                          f"{over['tied_rows']:,} ties not flagged", ok))
+
+
+def checks_table(checks: list[tuple[str, str, str, bool | None]]) -> Table:
+    table = Table("question", "answer (decrypted by the supervisor's client)", "ground truth", "",
+                  title="Homomorphic cross-checks (Paillier under a key only the supervisor holds)")
+    for question, got, truth, ok in checks:
+        table.add_row(question, got, truth, {True: "✓", False: "✗", None: ""}[ok])
+    return table
 
 
 def scenarios_table(rows: list[tuple[Scenario, MatchResult | str, int]]) -> Table:
@@ -274,6 +331,17 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
         for s, got, _ in result.scenarios:
             if isinstance(got, MatchResult) and got.rows:
                 show(matched_rows_table(s, got))
+
+        async def cross_checks() -> None:
+            async with GatewayClient(address, supervisor_tls, timeout=600) as client:
+                await homomorphic_checks(client, result, truth)
+
+        asyncio.run(cross_checks())
+        show(checks_table(result.checks))
+        if isinstance(result.overclaim, CompareResult) and result.overclaim.rows:
+            show(rows_table(result.overclaim.fields, result.overclaim.rows,
+                            f"hrss.subsidies: the {len(result.overclaim.rows)} flagged rows, masked by the "
+                            "department as policy allows"))
         if result.disclosed:
             show(disclosure_table("hrss.pensions", result.disclosed))
         say(f"revoked or deregistered companies (samr.companies, filter on an L1 field): {result.closed_companies:,}")
@@ -300,6 +368,12 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
     failed = {name: code for name, code in result.exit_codes.items() if code != 0}
     if failed:
         raise FailedPrecondition(f"servers did not shut down cleanly: {failed}; logs in {workdir / 'logs'}")
+    # A refusal (a safeguard on a small demo) is not a wrong answer; a different answer is.
+    wrong = [s.title for s, got, expected in result.scenarios
+             if isinstance(got, MatchResult) and got.cardinality != expected]
+    wrong += [question for question, _, _, ok in result.checks if ok is False]
+    if wrong:
+        raise FailedPrecondition(f"answers differ from the generator's ground truth: {'; '.join(wrong)}")
     # Spans are flushed when the servers stop, so the trace is read afterwards.
     spans = load_trace(sorted(workdir.rglob("spans.db")), result.trace_id) if result.trace_id else []
     if spans:

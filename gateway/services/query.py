@@ -5,9 +5,20 @@ from __future__ import annotations
 import grpc
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fedgate.gateway.matching import MatchOutcome, SideStats
-from fedgate.gateway.query import MatchQuery, MatchSideQuery, Purpose, QueryEngine
+from fedgate.gateway.query import (
+    CompareQuery,
+    ComparisonsSent,
+    MatchQuery,
+    MatchSideQuery,
+    PackedResults,
+    Purpose,
+    QueryEngine,
+    SumQuery,
+)
+from fedgate.errors import InvalidInput
 from fedgate.interceptors import RequestRecord, current_identity, current_record
 from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc
 
@@ -67,6 +78,75 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             audit_index=outcome.audit_index))
 
 
+    async def IntersectionSum(self, request: query_pb2.SumRequest,
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.SumEvent]:
+        record = _record("query.sum", request.values.dataset, request.purpose, request.case_number)
+        record.datasets.append(request.other.dataset)
+        query = SumQuery(_side(request.values), list(request.value_fields), _side(request.other),
+                         request.paillier_key, request.mode or "keyed")
+        outcome = MatchOutcome()
+        async for event in self._engine.intersection_sum(current_identity(), record, query,
+                                                         Purpose(request.purpose, request.case_number), outcome):
+            yield query_pb2.SumEvent(progress=_progress(event))
+        result = outcome.intersection
+        assert result is not None and outcome.left and outcome.right
+        yield query_pb2.SumEvent(result=query_pb2.SumResult(
+            values=_stats(request.values.dataset, outcome.left), other=_stats(request.other.dataset, outcome.right),
+            cardinality=result.cardinality, distinct_matches=result.distinct_matches,
+            totals=[query_pb2.EncryptedTotal(field=f, ciphertext=c)
+                    for f, c in zip(request.value_fields, outcome.totals, strict=True)],
+            audit_index=outcome.audit_index))
+
+    async def Compare(self, request_iterator: AsyncIterator[query_pb2.CompareIn],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.CompareEvent]:
+        requests = request_iterator.__aiter__()
+        first = await anext(requests, None)
+        record = current_record()
+        if first is None or first.WhichOneof("msg") != "request":
+            record.action = "query.compare"
+            raise InvalidInput("a comparison stream starts with a CompareRequest")
+        request = first.request
+        record = _record("query.compare", request.left.dataset, request.purpose, request.case_number)
+        record.datasets.append(request.right.dataset)
+        query = CompareQuery(_side(request.left), request.left_value, _side(request.right), request.right_value,
+                             request.paillier_key, request.left_weight, request.right_weight,
+                             request.mode or "keyed", list(request.disclose_fields), request.limit or 100)
+
+        async def flagged() -> list[int]:
+            msg = await anext(requests, None)
+            if msg is None or msg.WhichOneof("msg") != "flagged":
+                raise InvalidInput("after the comparison result, send the flagged pairs (FlaggedPairs)")
+            return list(msg.flagged.pairs)
+
+        outcome = MatchOutcome()
+        event: Any
+        async for event in self._engine.compare(current_identity(), record, query,
+                                                Purpose(request.purpose, request.case_number), outcome, flagged):
+            if isinstance(event, PackedResults):
+                yield query_pb2.CompareEvent(flags=query_pb2.PackedFlags(ciphertexts=event.data))
+            elif isinstance(event, ComparisonsSent):
+                assert outcome.left and outcome.right
+                yield query_pb2.CompareEvent(result=query_pb2.CompareResult(
+                    left=_stats(request.left.dataset, outcome.left), right=_stats(request.right.dataset, outcome.right),
+                    pairs=event.pairs, slot_bits=event.packing.slot_bits, slots=event.packing.slots,
+                    offset_bits=event.packing.offset_bits, audit_index=outcome.audit_index))
+            else:
+                yield query_pb2.CompareEvent(progress=_progress(event))
+        if outcome.grants:
+            yield query_pb2.CompareEvent(rows=query_pb2.CompareRows(
+                fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
+                rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows]))
+
+
+def _side(msg: query_pb2.MatchSide) -> MatchSideQuery:
+    return MatchSideQuery(msg.dataset, msg.key_field, msg.filter)
+
+
+def _progress(event: Any) -> query_pb2.MatchProgress:
+    return query_pb2.MatchProgress(phase=event.phase, department=event.department, tokens=event.tokens)
+
+
 def _stats(dataset: str, stats: SideStats) -> query_pb2.MatchSideStats:
     return query_pb2.MatchSideStats(dataset=dataset, rows=stats.rows,
-                                    invalid_identifiers=stats.invalid_identifiers, tokens=stats.tokens)
+                                    invalid_identifiers=stats.invalid_identifiers, tokens=stats.tokens,
+                                    missing_values=stats.missing_values)

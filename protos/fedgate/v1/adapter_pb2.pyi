@@ -100,7 +100,7 @@ class AdapterDiscloseResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ...) -> None: ...
 
 class MatchStart(_message.Message):
-    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit")
+    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,9 @@ class MatchStart(_message.Message):
     MIN_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     DISCLOSE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
     ticket: QueryTicket
     dataset: str
     key_field: str
@@ -127,7 +130,10 @@ class MatchStart(_message.Message):
     min_set_size: int
     disclose_fields: _containers.RepeatedCompositeFieldContainer[FieldRequest]
     limit: int
-    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ...) -> None: ...
+    action: str
+    value_fields: _containers.RepeatedScalarFieldContainer[str]
+    paillier_key: bytes
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ...) -> None: ...
 
 class MatchStarted(_message.Message):
     __slots__ = ("sealed_key",)
@@ -142,14 +148,24 @@ class TokenData(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class SideDone(_message.Message):
-    __slots__ = ("rows", "invalid_identifiers", "tokens")
+    __slots__ = ("rows", "invalid_identifiers", "tokens", "missing_values")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     INVALID_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_VALUES_FIELD_NUMBER: _ClassVar[int]
     rows: int
     invalid_identifiers: int
     tokens: int
-    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
+    missing_values: int
+    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ...) -> None: ...
+
+class CipherData(_message.Message):
+    __slots__ = ("data", "rows")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    rows: int
+    def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class DiscloseMatched(_message.Message):
     __slots__ = ("positions",)
@@ -176,17 +192,19 @@ class MatchIn(_message.Message):
     def __init__(self, start: _Optional[_Union[MatchStart, _Mapping]] = ..., peer_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., peer_done: _Optional[_Union[SideDone, _Mapping]] = ..., disclose: _Optional[_Union[DiscloseMatched, _Mapping]] = ...) -> None: ...
 
 class MatchOut(_message.Message):
-    __slots__ = ("started", "own_tokens", "own_done", "reblinded", "reblind_done", "rows")
+    __slots__ = ("started", "own_tokens", "own_done", "reblinded", "reblind_done", "rows", "own_values")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     OWN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OWN_DONE_FIELD_NUMBER: _ClassVar[int]
     REBLINDED_FIELD_NUMBER: _ClassVar[int]
     REBLIND_DONE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    OWN_VALUES_FIELD_NUMBER: _ClassVar[int]
     started: MatchStarted
     own_tokens: TokenData
     own_done: SideDone
     reblinded: TokenData
     reblind_done: SideDone
     rows: DisclosedRows
-    def __init__(self, started: _Optional[_Union[MatchStarted, _Mapping]] = ..., own_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., own_done: _Optional[_Union[SideDone, _Mapping]] = ..., reblinded: _Optional[_Union[TokenData, _Mapping]] = ..., reblind_done: _Optional[_Union[SideDone, _Mapping]] = ..., rows: _Optional[_Union[DisclosedRows, _Mapping]] = ...) -> None: ...
+    own_values: CipherData
+    def __init__(self, started: _Optional[_Union[MatchStarted, _Mapping]] = ..., own_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., own_done: _Optional[_Union[SideDone, _Mapping]] = ..., reblinded: _Optional[_Union[TokenData, _Mapping]] = ..., reblind_done: _Optional[_Union[SideDone, _Mapping]] = ..., rows: _Optional[_Union[DisclosedRows, _Mapping]] = ..., own_values: _Optional[_Union[CipherData, _Mapping]] = ...) -> None: ...

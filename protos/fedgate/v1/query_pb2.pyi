@@ -104,16 +104,18 @@ class MatchProgress(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., department: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class MatchSideStats(_message.Message):
-    __slots__ = ("dataset", "rows", "invalid_identifiers", "tokens")
+    __slots__ = ("dataset", "rows", "invalid_identifiers", "tokens", "missing_values")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     INVALID_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_VALUES_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     rows: int
     invalid_identifiers: int
     tokens: int
-    def __init__(self, dataset: _Optional[str] = ..., rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
+    missing_values: int
+    def __init__(self, dataset: _Optional[str] = ..., rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ...) -> None: ...
 
 class MatchResult(_message.Message):
     __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index")
@@ -140,3 +142,139 @@ class MatchEvent(_message.Message):
     progress: MatchProgress
     result: MatchResult
     def __init__(self, progress: _Optional[_Union[MatchProgress, _Mapping]] = ..., result: _Optional[_Union[MatchResult, _Mapping]] = ...) -> None: ...
+
+class SumRequest(_message.Message):
+    __slots__ = ("values", "value_fields", "other", "mode", "paillier_key", "purpose", "case_number")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    values: MatchSide
+    value_fields: _containers.RepeatedScalarFieldContainer[str]
+    other: MatchSide
+    mode: str
+    paillier_key: bytes
+    purpose: str
+    case_number: str
+    def __init__(self, values: _Optional[_Union[MatchSide, _Mapping]] = ..., value_fields: _Optional[_Iterable[str]] = ..., other: _Optional[_Union[MatchSide, _Mapping]] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ...) -> None: ...
+
+class EncryptedTotal(_message.Message):
+    __slots__ = ("field", "ciphertext")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    ciphertext: bytes
+    def __init__(self, field: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class SumResult(_message.Message):
+    __slots__ = ("values", "other", "cardinality", "distinct_matches", "totals", "audit_index")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    CARDINALITY_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    values: MatchSideStats
+    other: MatchSideStats
+    cardinality: int
+    distinct_matches: int
+    totals: _containers.RepeatedCompositeFieldContainer[EncryptedTotal]
+    audit_index: int
+    def __init__(self, values: _Optional[_Union[MatchSideStats, _Mapping]] = ..., other: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., totals: _Optional[_Iterable[_Union[EncryptedTotal, _Mapping]]] = ..., audit_index: _Optional[int] = ...) -> None: ...
+
+class SumEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: MatchProgress
+    result: SumResult
+    def __init__(self, progress: _Optional[_Union[MatchProgress, _Mapping]] = ..., result: _Optional[_Union[SumResult, _Mapping]] = ...) -> None: ...
+
+class CompareRequest(_message.Message):
+    __slots__ = ("left", "left_value", "left_weight", "right", "right_value", "right_weight", "mode", "paillier_key", "disclose_fields", "limit", "purpose", "case_number")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    LEFT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    LEFT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    left: MatchSide
+    left_value: str
+    left_weight: int
+    right: MatchSide
+    right_value: str
+    right_weight: int
+    mode: str
+    paillier_key: bytes
+    disclose_fields: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    purpose: str
+    case_number: str
+    def __init__(self, left: _Optional[_Union[MatchSide, _Mapping]] = ..., left_value: _Optional[str] = ..., left_weight: _Optional[int] = ..., right: _Optional[_Union[MatchSide, _Mapping]] = ..., right_value: _Optional[str] = ..., right_weight: _Optional[int] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., disclose_fields: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ...) -> None: ...
+
+class FlaggedPairs(_message.Message):
+    __slots__ = ("pairs",)
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    pairs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, pairs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CompareIn(_message.Message):
+    __slots__ = ("request", "flagged")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    request: CompareRequest
+    flagged: FlaggedPairs
+    def __init__(self, request: _Optional[_Union[CompareRequest, _Mapping]] = ..., flagged: _Optional[_Union[FlaggedPairs, _Mapping]] = ...) -> None: ...
+
+class PackedFlags(_message.Message):
+    __slots__ = ("ciphertexts",)
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    ciphertexts: bytes
+    def __init__(self, ciphertexts: _Optional[bytes] = ...) -> None: ...
+
+class CompareResult(_message.Message):
+    __slots__ = ("left", "right", "pairs", "slot_bits", "slots", "offset_bits", "audit_index")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_BITS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    left: MatchSideStats
+    right: MatchSideStats
+    pairs: int
+    slot_bits: int
+    slots: int
+    offset_bits: int
+    audit_index: int
+    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., pairs: _Optional[int] = ..., slot_bits: _Optional[int] = ..., slots: _Optional[int] = ..., offset_bits: _Optional[int] = ..., audit_index: _Optional[int] = ...) -> None: ...
+
+class CompareRows(_message.Message):
+    __slots__ = ("fields", "rows")
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedCompositeFieldContainer[DisclosedField]
+    rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
+    def __init__(self, fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ...) -> None: ...
+
+class CompareEvent(_message.Message):
+    __slots__ = ("progress", "flags", "result", "rows")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    progress: MatchProgress
+    flags: PackedFlags
+    result: CompareResult
+    rows: CompareRows
+    def __init__(self, progress: _Optional[_Union[MatchProgress, _Mapping]] = ..., flags: _Optional[_Union[PackedFlags, _Mapping]] = ..., result: _Optional[_Union[CompareResult, _Mapping]] = ..., rows: _Optional[_Union[CompareRows, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,16 @@ class QueryServiceStub:
                 request_serializer=fedgate_dot_v1_dot_query__pb2.MatchRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_query__pb2.MatchEvent.FromString,
                 _registered_method=True)
+        self.IntersectionSum = channel.unary_stream(
+                '/fedgate.v1.QueryService/IntersectionSum',
+                request_serializer=fedgate_dot_v1_dot_query__pb2.SumRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_query__pb2.SumEvent.FromString,
+                _registered_method=True)
+        self.Compare = channel.stream_stream(
+                '/fedgate.v1.QueryService/Compare',
+                request_serializer=fedgate_dot_v1_dot_query__pb2.CompareIn.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_query__pb2.CompareEvent.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -81,6 +91,27 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IntersectionSum(self, request, context):
+        """Totals of integer fields over the rows of one dataset whose key appears
+        in another (Private Join and Compute style): the value holder encrypts
+        under the supervisor's public key, the gateway multiplies the matched
+        ciphertexts, and only the supervisor's client can decrypt the totals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compare(self, request_iterator, context):
+        """Flag-only comparison of a·x (left) against b·y (right) for every matched
+        pair. The gateway returns blinded ciphertexts packed several to one; the
+        client decrypts the flags and may then name flagged pairs whose left rows
+        are disclosed (masked as policy allows). First message: a request; then,
+        if fields are to be disclosed, one FlaggedPairs after the result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +129,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Match,
                     request_deserializer=fedgate_dot_v1_dot_query__pb2.MatchRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_query__pb2.MatchEvent.SerializeToString,
+            ),
+            'IntersectionSum': grpc.unary_stream_rpc_method_handler(
+                    servicer.IntersectionSum,
+                    request_deserializer=fedgate_dot_v1_dot_query__pb2.SumRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_query__pb2.SumEvent.SerializeToString,
+            ),
+            'Compare': grpc.stream_stream_rpc_method_handler(
+                    servicer.Compare,
+                    request_deserializer=fedgate_dot_v1_dot_query__pb2.CompareIn.FromString,
+                    response_serializer=fedgate_dot_v1_dot_query__pb2.CompareEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +222,60 @@ class QueryService:
             '/fedgate.v1.QueryService/Match',
             fedgate_dot_v1_dot_query__pb2.MatchRequest.SerializeToString,
             fedgate_dot_v1_dot_query__pb2.MatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IntersectionSum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedgate.v1.QueryService/IntersectionSum',
+            fedgate_dot_v1_dot_query__pb2.SumRequest.SerializeToString,
+            fedgate_dot_v1_dot_query__pb2.SumEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compare(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/fedgate.v1.QueryService/Compare',
+            fedgate_dot_v1_dot_query__pb2.CompareIn.SerializeToString,
+            fedgate_dot_v1_dot_query__pb2.CompareEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -119,3 +119,44 @@ def test_decide() -> None:
     assert compare.decide(0) is True
     assert compare.decide(2**100) is True
     assert compare.decide(-1) is False
+
+
+# --- packing several comparisons into one ciphertext ---
+
+BOUND = 2**63 - 1
+
+
+@DECRYPTING
+@given(pairs=st.lists(st.tuples(st.integers(-BOUND, BOUND), st.integers(-BOUND, BOUND)), min_size=1, max_size=14),
+       a=st.integers(1, 2**31), b=st.integers(1, 2**31))
+@example(pairs=[(5, 5), (6, 5), (-BOUND, BOUND), (BOUND, -BOUND), (0, 0)], a=1, b=1)
+def test_packed_flags_equal_the_plaintext_comparisons(enc: FastEncryptor, priv: phe.PaillierPrivateKey,
+                                                      pairs: list[tuple[int, int]], a: int, b: int) -> None:
+    packing = compare.packing_for(a, b, BOUND, BOUND, enc.n)
+    pairs = pairs[:packing.slots]
+    blinded = [compare.blind_comparison(enc, enc.encrypt(x), enc.encrypt(y), a, b, x_bound=BOUND, y_bound=BOUND)
+               for x, y in pairs]
+    packed = compare.pack_comparisons(enc, blinded, packing)
+    plaintext = priv.raw_decrypt(packed)
+    assert compare.unpack_flags(plaintext, len(pairs), packing) == [a * x > b * y for x, y in pairs]
+
+
+def test_packing_density_for_64_bit_values(enc: FastEncryptor) -> None:
+    packing = compare.packing_for(1, 1, BOUND, BOUND, enc.n)
+    # |a·x − b·y − 1| < 2^64, so |v| < 2^(80 + 65) and a slot is 146 bits: 14 to a 2048-bit key.
+    assert (packing.offset_bits, packing.slot_bits, packing.slots) == (compare.R_MAX_BITS + 65, 146, 14)
+    # Every slot fits below max_int, so the packed plaintext never wraps.
+    assert packing.slots * packing.slot_bits < paillier.max_int(enc.n).bit_length()
+
+
+def test_packing_refuses_what_cannot_fit(enc: FastEncryptor) -> None:
+    with pytest.raises(PlaintextOverflow):
+        compare.packing_for(2**1990, 1, BOUND, BOUND, enc.n)
+    packing = compare.packing_for(1, 1, BOUND, BOUND, enc.n)
+    with pytest.raises(paillier.LocalProtocolError):
+        compare.pack_comparisons(enc, [], packing)
+    with pytest.raises(paillier.LocalProtocolError):
+        compare.pack_comparisons(enc, [enc.encrypt(0)] * (packing.slots + 1), packing)
+    # A plaintext with bits above the slots (wrong key, corrupted result) is refused, not misread.
+    with pytest.raises(PlaintextOverflow):
+        compare.unpack_flags(1 << (packing.slots * packing.slot_bits), packing.slots, packing)

@@ -1,4 +1,4 @@
-"""A process pool for blinding, so it uses every core of the department's machine.
+"""A process pool for CPU-heavy cryptography (blinding, encryption), so it uses every core.
 
 Workers are started with `spawn`: forking a process that already runs gRPC is
 unsupported (DESIGN, known pitfalls). One pool per process, shared by all
@@ -35,6 +35,12 @@ class WorkerPool:
     @property
     def parallelism(self) -> int:
         return max(self.workers, 1)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Start ``fn(*args)`` now; await the future for its result (cancel it to drop queued work)."""
+        if self._executor is None:
+            return asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:

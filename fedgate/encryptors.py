@@ -1,0 +1,24 @@
+"""Paillier encryptors for the supervisor keys that arrive with queries, built once per key per process.
+
+Building a ``FastEncryptor`` costs about 50 ms (its fixed-base table); a
+query sends its key with every chunk of work to the worker processes, so each
+process keeps the few most recent ones.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fedgate.crypto.paillier import FastEncryptor, public_key_from_bytes
+
+# Values encrypted for sums and comparisons are signed 64-bit integers: each
+# adapter refuses anything larger, and the gateway's overflow checks and the
+# comparison packing rely on it.
+VALUE_BITS = 63
+VALUE_BOUND = (1 << VALUE_BITS) - 1
+
+
+@functools.lru_cache(maxsize=4)
+def encryptor_for(public_key: bytes) -> FastEncryptor:
+    """The encryptor for a public key in wire form (parsed and checked on first use)."""
+    return FastEncryptor(public_key_from_bytes(public_key))

@@ -1,0 +1,144 @@
+"""The gateway's part of intersection-sum and comparison: arithmetic on ciphertexts it cannot read.
+
+Adapters send each row's values encrypted under the supervisor's Paillier
+key, in token order; the gateway keeps them as the packed bytes that arrived
+(``CipherColumns``) and, once the intersection is known, multiplies the
+matched ones into totals or blinds matched pairs into packed comparison
+results. The heavy arithmetic runs in the gateway's worker pool, so the event
+loop keeps serving other calls. Nothing here holds a private key or a
+plaintext value; the gateway learns only sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fedgate.crypto.compare import Packing, blind_comparison, pack_comparisons
+from fedgate.crypto.paillier import (
+    ciphertext_from_bytes,
+    ciphertext_to_bytes,
+    ciphertexts_to_bytes,
+    public_key_from_bytes,
+)
+from fedgate.encryptors import encryptor_for
+from fedgate.errors import RemoteProtocolError
+from fedgate.worker_pool import WorkerPool
+
+# Matched ciphertexts per worker task: large enough that pickling is small
+# against the arithmetic, small enough that both workers stay busy.
+SUM_BATCH = 8192
+COMPARE_BATCH_PACKS = 16
+
+
+@dataclass
+class CipherColumns:
+    """One side's ciphertexts as they arrived: ``columns`` per row, rows in token order."""
+
+    department: str
+    columns: int
+    width: int
+    chunks: list[bytes] = field(default_factory=list)
+    rows: int = 0
+
+    def add(self, data: bytes, rows: int) -> None:
+        """Append one chunk, checking only its size (values are checked when used)."""
+        if rows < 0 or len(data) != rows * self.columns * self.width:
+            raise RemoteProtocolError(f"department '{self.department}' sent {len(data)} bytes of ciphertexts "
+                                      f"for {rows} rows of {self.columns} values")
+        self.chunks.append(data)
+        self.rows += rows
+
+    def check_complete(self, tokens: int) -> None:
+        if self.rows != tokens:
+            raise RemoteProtocolError(f"department '{self.department}' sent values for {self.rows} rows "
+                                      f"but {tokens} tokens")
+
+    def take(self, positions: npt.NDArray[np.int64], column: int) -> list[bytes]:
+        """The ciphertexts of ``column`` at the given row positions, in that order."""
+        data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+        self.chunks = [data]
+        stride, w = self.columns * self.width, self.width
+        out = []
+        for p in positions.tolist():
+            start = p * stride + column * w
+            out.append(data[start:start + w])
+        return out
+
+
+def checked_key(public_key: bytes) -> int:
+    """The modulus of a supervisor's public key in wire form (``RemoteProtocolError`` if malformed or small)."""
+    return int(public_key_from_bytes(public_key).n)
+
+
+# --- worker-pool tasks (top-level so they pickle) ---
+
+
+def partial_product(public_key: bytes, ciphertexts: list[bytes]) -> bytes:
+    """The product of a batch of ciphertexts: an encryption of the sum of their plaintexts."""
+    enc = encryptor_for(public_key)
+    parsed = [ciphertext_from_bytes(c, enc.public_key) for c in ciphertexts]
+    return ciphertext_to_bytes(enc.sum_ciphertexts(parsed), enc.public_key)
+
+
+def final_total(public_key: bytes, partials: list[bytes]) -> bytes:
+    """Combine partial products and re-randomise fully, so the total reveals nothing of how it was made."""
+    enc = encryptor_for(public_key)
+    total = enc.sum_ciphertexts(ciphertext_from_bytes(c, enc.public_key) for c in partials)
+    return ciphertext_to_bytes(enc.rerandomise_full(total), enc.public_key)
+
+
+def blind_and_pack(public_key: bytes, xs: list[bytes], ys: list[bytes], a: int, b: int, bound: int,
+                   packing: Packing) -> bytes:
+    """Blind each pair's comparison ``a·x > b·y`` and pack ``packing.slots`` results per ciphertext."""
+    enc = encryptor_for(public_key)
+    pk = enc.public_key
+    blinded = [blind_comparison(enc, ciphertext_from_bytes(x, pk), ciphertext_from_bytes(y, pk), a, b,
+                                x_bound=bound, y_bound=bound) for x, y in zip(xs, ys, strict=True)]
+    packed = [pack_comparisons(enc, blinded[i:i + packing.slots], packing)
+              for i in range(0, len(blinded), packing.slots)]
+    return ciphertexts_to_bytes(packed, pk)
+
+
+# --- orchestration ---
+
+
+async def encrypted_totals(pool: WorkerPool, public_key: bytes, store: CipherColumns,
+                           positions: npt.NDArray[np.int64]) -> list[bytes]:
+    """One encrypted total per value column over the rows at ``positions``."""
+    totals = []
+    for column in range(store.columns):
+        chosen = store.take(positions, column)
+        batches = [chosen[i:i + SUM_BATCH] for i in range(0, len(chosen), SUM_BATCH)] or [[]]
+        futures = [pool.submit(partial_product, public_key, batch) for batch in batches]
+        try:
+            partials = [await f for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+        totals.append(await pool.run(final_total, public_key, partials))
+    return totals
+
+
+async def packed_comparisons(pool: WorkerPool, public_key: bytes, left: CipherColumns, right: CipherColumns,
+                             pair_left: npt.NDArray[np.int64], pair_right: npt.NDArray[np.int64],
+                             a: int, b: int, bound: int, packing: Packing) -> AsyncIterator[bytes]:
+    """Packed blinded comparison results for every pair, in pair order, a batch at a time."""
+    xs, ys = left.take(pair_left, 0), right.take(pair_right, 0)
+    step = packing.slots * COMPARE_BATCH_PACKS
+    futures = [pool.submit(blind_and_pack, public_key, xs[i:i + step], ys[i:i + step], a, b, bound, packing)
+               for i in range(0, len(xs), step)]
+    try:
+        for future in futures:
+            yield await future
+    finally:
+        for future in futures:  # a query that failed or was cancelled stops its queued work
+            future.cancel()
+
+
+def packed_count(pairs: int, packing: Packing) -> int:
+    return -(-pairs // packing.slots)
+
