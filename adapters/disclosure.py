@@ -33,6 +33,8 @@ class Ask:
     # Sum, compare: the integer fields encrypted, and the supervisor's key they are encrypted under.
     values: tuple[str, ...] = ()
     paillier_key: bytes = b""
+    # A match's side (left/right): its key, filter and values are logged per side, and only the left discloses.
+    role: str = ""
 
 
 def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
@@ -45,21 +47,24 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
         raise TicketRefused(f"the logged request does not name dataset '{qualified}'")
     if entry.decision != "allow":
         raise TicketRefused("the logged request was not allowed")
-    logged_digest = params.get(f"filter_digest.{qualified}", "")
+    side = f"{ask.role}." if ask.role else ""
+    logged_digest = params.get(f"filter_digest.{side}{qualified}", "")
     if (ask.filter_text or logged_digest) and filter_digest(ask.filter_nonce, ask.filter_text) != logged_digest:
         raise TicketRefused("the filter sent is not the one in the audit log")
     if ask.min_set_size != int(params.get("min_set_size", "0")):
         raise TicketRefused("the minimum set size sent is not the one in the audit log")
-    if ask.key_field != params.get(f"key.{qualified}", ""):
+    if ask.key_field != params.get(f"key.{side}{qualified}", ""):
         raise TicketRefused("the key field sent is not the one in the audit log")
-    if ",".join(ask.values) != params.get(f"values.{qualified}", ""):
+    if ",".join(ask.values) != params.get(f"values.{side}{qualified}", ""):
         raise TicketRefused("the value fields sent are not the ones in the audit log")
     if ask.values and paillier_key_digest(ask.paillier_key) != params.get("paillier_key_sha256", ""):
         # Defence in depth: values are encrypted only under the key the log names.
         raise TicketRefused("the Paillier key sent is not the one in the audit log")
-    # Released fields are those the log gives a form for; nothing else may leave.
+    # Released fields are those the log gives a form for; nothing else may leave. A match's right
+    # side never discloses (its adapter refuses fields), so the forms are the left side's.
     asked = sorted(f"form.{qualified}.{f.name}" for f in ask.fields)
-    if asked != sorted(k for k in params if k.startswith(f"form.{qualified}.")):
+    logged = sorted(k for k in params if k.startswith(f"form.{qualified}."))
+    if asked != logged and not (ask.role == "right" and not ask.fields):
         raise TicketRefused("the fields asked for are not the ones in the audit log")
     for f in ask.fields:
         decl = ask.dataset.field(f.name)

@@ -119,7 +119,7 @@ class MatchSessions:
         if grants and m.role != "left":
             raise InvalidInput("only the left side discloses rows")
         ask = Ask(st.action, st.decl, grants, m.filter, m.filter_nonce, m.min_set_size, m.key_field,
-                  st.values, m.paillier_key if st.values else b"")
+                  st.values, m.paillier_key if st.values else b"", m.role)
         admission = await self._gate.admit(m.ticket, ask)
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, m.peer_department) if m.role == "left"

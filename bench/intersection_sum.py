@@ -25,8 +25,9 @@ Per phase, from the client's progress events (seconds from the call):
 * ``decrypt``: the supervisor's client decrypting the total.
 
 In the same run, after the servers stop, with no transport: encrypting N
-values with ``FastEncryptor`` on all cores and on one core, blinding the same
-rows (``tokens_for`` on all cores), and ``phe``'s own ``encrypt`` on a sample
+values with ``FastEncryptor`` on all cores and on one core, blinding both
+sides' rows as the adapters do (``tokens_for``, and for ECDH ``reblind`` of
+every point, on all cores), and ``phe``'s own ``encrypt`` on a sample
 of values (``--phe-sample``), extrapolated to N — the baseline the fast path
 is compared with.
 """
@@ -44,7 +45,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import phe  # type: ignore[import-untyped]
 from rich.table import Table
@@ -64,7 +64,7 @@ from bench.match import (
     valid_ids,
 )
 from fedgate import pki
-from fedgate.adapters.pool_tasks import tokens_for
+from fedgate.adapters.pool_tasks import reblind, tokens_for
 from fedgate.client import GatewayClient, SumResult
 from fedgate.crypto import psi
 from fedgate.crypto.paillier import FastEncryptor
@@ -193,8 +193,8 @@ def _encrypt(values: list[int]) -> int:
     return len(_encryptor.encrypt_many(values))
 
 
-def _tokens(mode: str, secret: bytes, raw: list[str]) -> int:
-    return len(tokens_for(mode, secret, "resident_id", [(r,) for r in raw], False).tokens)
+def _tokens(mode: str, secret: bytes, raw: list[str]) -> bytes:
+    return tokens_for(mode, secret, "resident_id", [(r,) for r in raw], False).tokens
 
 
 def floors(ds: DataSet, mode: str, workers: int, phe_sample: int) -> dict[str, float]:
@@ -213,8 +213,10 @@ def floors(ds: DataSet, mode: str, workers: int, phe_sample: int) -> dict[str, f
         secret = psi.new_psi_key() if mode == "keyed" else psi.new_scalar()
         raw = [ident for ident, _ in _values(ds.left_csv)] + [ident for ident, _ in _values(ds.right_csv)]
         t = time.perf_counter()
-        list(pool.map(_tokens, [mode] * len(raw[::CHUNK]), [secret] * len(raw[::CHUNK]),
-                      [raw[i:i + CHUNK] for i in range(0, len(raw), CHUNK)]))
+        tokens = list(pool.map(_tokens, [mode] * len(raw[::CHUNK]), [secret] * len(raw[::CHUNK]),
+                               [raw[i:i + CHUNK] for i in range(0, len(raw), CHUNK)]))
+        if mode == "ecdh":  # each side also blinds the other's points once more
+            list(pool.map(reblind, [secret] * len(tokens), tokens))
         out["blind_both_sides_all_cores_s"] = round(time.perf_counter() - t, 3)
     enc = FastEncryptor(key.public_key)
     sample = values[:min(len(values), 5000)]
@@ -236,16 +238,17 @@ def floors(ds: DataSet, mode: str, workers: int, phe_sample: int) -> dict[str, f
 
 def table(results: list[SumRun]) -> Table:
     t = Table("rows per side", "mode", "end to end", "stream\n(blind+encrypt)", "match", "aggregate", "decrypt",
-              "encrypt floor\n(all cores)", "phe encrypt\n(extrapolated)", "speed-up\nper value", "total",
+              "encrypt floor\n(all cores)", "blind floor\n(all cores)", "phe encrypt\n(extrapolated)",
+              "speed-up\nper value", "total",
               title="Intersection-sum, end to end through gateway and adapters (fresh 2048-bit key)")
     for r in results:
         if r.error:
-            t.add_row(f"{r.size:,}", r.mode, f"[red]{r.error}[/]", *[""] * 8)
+            t.add_row(f"{r.size:,}", r.mode, f"[red]{r.error}[/]", *[""] * 9)
             continue
         p, f = r.phases, r.floors
         t.add_row(f"{r.size:,}", r.mode, f"{r.wall_s:.2f} s", f"{p['stream']:.2f} s", f"{p['match']:.2f} s",
                   f"{p['aggregate']:.2f} s", f"{p['decrypt'] * 1000:.1f} ms",
-                  f"{f.get('encrypt_all_cores_s', 0):.2f} s",
+                  f"{f.get('encrypt_all_cores_s', 0):.2f} s", f"{f.get('blind_both_sides_all_cores_s', 0):.2f} s",
                   f"{f.get('phe_encrypt_all_cores_s_extrapolated', 0):.0f} s",
                   f"{f.get('speedup_per_value', 0):.0f}×", "✓" if r.ok else "[red]✗[/]")
     return t

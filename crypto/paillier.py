@@ -62,7 +62,7 @@ encryption of its plaintext whatever produced it (one phe-encryption's cost per
 released ciphertext). ``rerandomise`` (``c · hs^r``) is the cheap DJN variant.
 
 **Measured** (AMD EPYC, one core, Python 3.11.7, gmpy2 2.3.2, phe 1.5.0, a
-fresh 2048-bit key; ``/tmp/v/bin/python bench/paillier_speed.py``, about 6 s;
+fresh 2048-bit key; ``.venv/bin/python bench/paillier_speed.py``, about 6 s;
 typical of three runs, see ``docs/paillier.md``):
 
     phe PublicKey.encrypt                        8.9–9.3 ms per value

@@ -151,8 +151,12 @@ class QueryEngine:
         record.rule = self._policy.decide_for(caller, dataset, policy_action).require()
         return department, decl, self._quotas.charge_query(caller)
 
-    def _filter(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, text: str) -> tuple[Filter | None, str, bytes]:
-        """Parse, type-check and authorise the filter; bind it into the record without its values."""
+    def _filter(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, text: str,
+                role: str = "") -> tuple[Filter | None, str, bytes]:
+        """Parse, type-check and authorise the filter; bind it into the record without its values.
+
+        ``role`` (left/right) keeps a match's two sides apart when both are the same dataset.
+        """
         where = parse_checked(text, decl.field_types)
         if where is None:
             return None, "", b""
@@ -161,8 +165,9 @@ class QueryEngine:
             assert field is not None  # check() refused unknown fields
             self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", field.level).require()
         canonical, nonce = to_text(where), secrets.token_bytes(16)
-        record.params[f"filter.{decl.qualified_name}"] = redacted_text(where)
-        record.params[f"filter_digest.{decl.qualified_name}"] = filter_digest(nonce, canonical)
+        side = f"{role}." if role else ""
+        record.params[f"filter.{side}{decl.qualified_name}"] = redacted_text(where)
+        record.params[f"filter_digest.{side}{decl.qualified_name}"] = filter_digest(nonce, canonical)
         return where, canonical, nonce
 
     async def _log_intent(self, record: RequestRecord) -> tuple[int, bytes]:
@@ -231,15 +236,15 @@ class QueryEngine:
                                    "(declared with an identifier kind): it cannot be matched on")
             record.rule = self._policy.decide_for(caller, f"{side.dataset}.{side.key_field}", "match",
                                                   key.level).require()
-            record.params[f"key.{side.dataset}"] = side.key_field
+            record.params[f"key.{name}.{side.dataset}"] = side.key_field
             sides.append((department, decl, key))
         (ldept, ldecl, lkey), (rdept, rdecl, rkey) = sides
         if lkey.key != rkey.key:
             raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key.value} and "
                                f"{rkey.key.value}): they cannot match")
         record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
-        _, lcanon, lnonce = self._filter(caller, record, ldecl, left_q.filter)
-        _, rcanon, rnonce = self._filter(caller, record, rdecl, right_q.filter)
+        _, lcanon, lnonce = self._filter(caller, record, ldecl, left_q.filter, "left")
+        _, rcanon, rnonce = self._filter(caller, record, rdecl, right_q.filter, "right")
         if mode == "keyed" and rdept.matching_key is None:
             raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
         left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lcanon, lnonce)
@@ -313,7 +318,7 @@ class QueryEngine:
         return n
 
     def _value_fields(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, names: list[str],
-                      action: str, key_field: str) -> list[FieldDecl]:
+                      action: str, key_field: str, role: str) -> list[FieldDecl]:
         """Authorise integer fields to sum or compare, by their levels."""
         if not names or len(names) > MAX_VALUE_FIELDS or len(set(names)) != len(names):
             raise InvalidInput(f"name 1 to {MAX_VALUE_FIELDS} distinct integer fields to {action}")
@@ -329,7 +334,7 @@ class QueryEngine:
                                                   field.level).require()
             record.fields.append(f"{decl.qualified_name}.{name}")
             fields.append(field)
-        record.params[f"values.{decl.qualified_name}"] = ",".join(names)
+        record.params[f"values.{role}.{decl.qualified_name}"] = ",".join(names)
         return fields
 
     async def intersection_sum(self, caller: Identity, record: RequestRecord, q: SumQuery, why: Purpose,
@@ -338,7 +343,7 @@ class QueryEngine:
         sides, left, right = await self._match_sides(caller, record, "query.sum", q.values, q.other, q.mode, why)
         (_, vdecl), (rdept, _) = sides
         n = self._paillier_key(record, q.paillier_key)
-        fields = self._value_fields(caller, record, vdecl, q.value_fields, "sum", q.values.key_field)
+        fields = self._value_fields(caller, record, vdecl, q.value_fields, "sum", q.values.key_field, "left")
         # Every value is a signed 64-bit integer (checked by its adapter): refuse a key whose plaintext
         # space could not hold the largest possible total of the largest allowed set.
         check_sum_fits(VALUE_BOUND, self._safeguards.max_match_rows, n)
@@ -374,8 +379,8 @@ class QueryEngine:
         sides, left, right = await self._match_sides(caller, record, "query.compare", q.left, q.right, q.mode, why)
         (_, ldecl), (rdept, rdecl) = sides
         n = self._paillier_key(record, q.paillier_key)
-        self._value_fields(caller, record, ldecl, [q.left_value], "compare", q.left.key_field)
-        self._value_fields(caller, record, rdecl, [q.right_value], "compare", q.right.key_field)
+        self._value_fields(caller, record, ldecl, [q.left_value], "compare", q.left.key_field, "left")
+        self._value_fields(caller, record, rdecl, [q.right_value], "compare", q.right.key_field, "right")
         record.params["weights"] = f"{q.left_weight},{q.right_weight}"
         try:
             packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)

@@ -261,3 +261,48 @@ async def test_empty_intersection_sums_to_zero(servers, key) -> None:
         got = await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],
                                        ("samr.companies", "uscc", "status = '注销'"), *WHY, key=key)
     assert (got.cardinality, got.totals["amount_fen"]) == (0, 0)
+
+
+async def test_a_dataset_compared_with_itself_keeps_its_sides_apart(servers, demo_data, key) -> None:
+    # Same dataset both sides, different value fields and filters: each side's adapter checks its own.
+    gw, _, _ = await _deploy(servers, demo_data, ("hrss",))
+    async with _client(servers, gw) as c:
+        got = await c.compare(("hrss.subsidies", "uscc", "claimed_insured >= 10"), "claimed_insured",
+                              SUBSIDIES, "amount_fen", *WHY, weights=(100_000, 1), disclose=["company_name"],
+                              key=key)
+    rows = _plain_subsidies(demo_data[0])
+    by_key: dict[object, list[int]] = {}
+    for r in rows:
+        by_key.setdefault(r["uscc"], []).append(int(r["amount_fen"]))
+    left = [r for r in rows if int(r["claimed_insured"]) >= 10]
+    expected = [100_000 * int(r["claimed_insured"]) > y for r in left for y in by_key[r["uscc"]]]
+    assert got.pairs == len(expected) and len(got.flagged) == sum(expected) > 0
+    assert got.rows and len(got.rows) <= sum(expected)
+
+
+async def test_a_non_integer_stored_in_an_int_column_is_refused_and_audited(servers, key) -> None:
+    import sqlite3
+
+    db = servers.tmp / "hrss.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE payments (uscc TEXT, amount_fen)")  # no type affinity: 12.5 stays a float
+    conn.executemany("INSERT INTO payments VALUES (?, ?)",
+                     [(support.uscc(i), 12.5 if i == 9 else i) for i in range(150)])
+    conn.commit()
+    conn.close()
+    gw = await servers.gateway()
+    await servers.adapter("hrss", gw, VALUES_DECL.replace('kind = "csv", path = "{path}"',
+                                                          'kind = "sqlite", path = "{path}", table = "payments"')
+                          .format(path=db))
+    companies = servers.tmp / "samr.db"
+    support.write_companies(f"sqlite:///{companies}", n=120)
+    await servers.adapter("samr", gw, support.COMPANIES_DECL.format(kind="sqlite", where=f'path = "{companies}"'))
+    async with _client(servers, gw) as c:
+        with pytest.raises(RemoteCallFailed) as err:
+            await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],
+                                     ("samr.companies", "uscc", ""), *WHY, key=key)
+    assert err.value.code == "FAILED_PRECONDITION" and "not an integer" in err.value.details
+    assert "12.5" not in err.value.details
+    async with _client(servers, gw, support.OFFICER) as c:
+        (_, outcome), *_ = await c.search(action="query.sum", limit=1)
+    assert outcome.decision != "allow" and "not an integer" in outcome.reason
