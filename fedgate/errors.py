@@ -63,6 +63,10 @@ class Unavailable(FedgateError):
     """A dependency (an adapter, the gateway) cannot be reached right now."""
 
 
+class DeadlineExceeded(FedgateError):
+    """A step of a request (a peer's answer, a client's reply) did not come in time."""
+
+
 class RemoteCallFailed(FedgateError):
     """A call to a fedgate server failed; carries the gRPC status name and the server's message."""
 

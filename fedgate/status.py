@@ -22,6 +22,7 @@ STATUS_BY_ERROR: dict[type[errors.FedgateError], grpc.StatusCode] = {
     errors.DataSourceError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

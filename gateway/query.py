@@ -7,6 +7,7 @@ the entry is in the log.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import secrets
@@ -22,7 +23,7 @@ from fedgate.crypto.ticket import Ticket
 from fedgate.audit_entry import filter_digest, paillier_key_digest
 from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
 from fedgate.encryptors import VALUE_BOUND
-from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
+from fedgate.errors import DeadlineExceeded, FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
@@ -46,6 +47,8 @@ _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
 MAX_DISCLOSE_ROWS = 10_000
 MAX_VALUE_FIELDS = 4
+# How long a comparison waits for the client's flagged pairs, holding the left department's stream open.
+FLAGS_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -408,7 +411,11 @@ class QueryEngine:
             yield ComparisonsSent(pairs, packing)
             if not grants:
                 return
-            chosen = await flagged()
+            try:
+                chosen = await asyncio.wait_for(flagged(), FLAGS_TIMEOUT_S)
+            except TimeoutError:
+                raise DeadlineExceeded(f"no flagged pairs came within {FLAGS_TIMEOUT_S:.0f} s of the comparison "
+                                       "result: nothing disclosed") from None
             if len(set(chosen)) != len(chosen) or any(not 0 <= i < pairs for i in chosen):
                 raise InvalidInput(f"flagged pairs must be distinct indices below {pairs}")
             record.result_sizes["flagged_pairs"] = len(chosen)

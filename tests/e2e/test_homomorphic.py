@@ -306,3 +306,36 @@ async def test_a_non_integer_stored_in_an_int_column_is_refused_and_audited(serv
     async with _client(servers, gw, support.OFFICER) as c:
         (_, outcome), *_ = await c.search(action="query.sum", limit=1)
     assert outcome.decision != "allow" and "not an integer" in outcome.reason
+
+
+async def test_a_client_that_never_sends_its_flags_times_out_and_nothing_is_disclosed(
+        servers, demo_data, key, monkeypatch) -> None:
+    import asyncio
+
+    from fedgate.gateway import query
+    from fedgate.protos.fedgate.v1 import query_pb2
+
+    monkeypatch.setattr(query, "FLAGS_TIMEOUT_S", 0.5)
+    gw, adapters, _ = await _deploy(servers, demo_data, ("hrss", "tax"))
+    request = query_pb2.CompareRequest(
+        left=query_pb2.MatchSide(dataset="hrss.subsidies", key_field="uscc"), left_value="claimed_insured",
+        right=query_pb2.MatchSide(dataset="tax.insured_employees", key_field="uscc"),
+        right_value="insured_employees", left_weight=1, right_weight=1, mode="keyed",
+        paillier_key=key.public_bytes, disclose_fields=["company_name"], limit=10, purpose=WHY[0],
+        case_number=WHY[1])
+    hold = asyncio.Event()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield query_pb2.CompareIn(request=request)
+        await hold.wait()  # the stream stays open, but no flags ever come
+
+    async with _client(servers, gw) as c:
+        call = c._query.Compare(requests())
+        kinds = []
+        with pytest.raises(Exception) as err:
+            async for event in call:
+                kinds.append(event.WhichOneof("event"))
+        hold.set()
+    assert "result" in kinds and "rows" not in kinds
+    assert err.value.code().name == "DEADLINE_EXCEEDED" and "no flagged pairs" in err.value.details()
+    assert not [d for d in adapters["hrss"].disclosures.disclosures() if d.decision == "served"]
