@@ -237,8 +237,8 @@ class QueryEngine:
             if key.key is None:
                 raise InvalidInput(f"{name} field '{side.dataset}.{side.key_field}' is not a key field "
                                    "(declared with an identifier kind): it cannot be matched on")
-            record.rule = self._policy.decide_for(caller, f"{side.dataset}.{side.key_field}", "match",
-                                                  key.level).require()
+            _add_rule(record, self._policy.decide_for(caller, f"{side.dataset}.{side.key_field}", "match",
+                                                      key.level).require())
             record.params[f"key.{name}.{side.dataset}"] = side.key_field
             sides.append((department, decl, key))
         (ldept, ldecl, lkey), (rdept, rdecl, rkey) = sides
@@ -333,8 +333,8 @@ class QueryEngine:
             if field.type is not FieldType.INT or name == key_field:
                 raise InvalidInput(f"field '{decl.qualified_name}.{name}' is a {field.type.value} field: only "
                                    f"integer fields (amounts in fen, counts) can be {action}ed")
-            record.rule = self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", action,
-                                                  field.level).require()
+            _add_rule(record, self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", action,
+                                                      field.level).require())
             record.fields.append(f"{decl.qualified_name}.{name}")
             fields.append(field)
         record.params[f"values.{role}.{decl.qualified_name}"] = ",".join(names)
@@ -430,7 +430,7 @@ class QueryEngine:
         """The form each requested field may leave in, or PolicyDenied for one that may not leave."""
         if len(set(fields)) != len(fields):
             raise InvalidInput("name each field to disclose once")
-        grants, rules = [], [record.rule]
+        grants, rules = [], [record.rule] if record.rule else []
         for name in fields:
             field = decl.field(name)
             if field is None:
@@ -470,3 +470,9 @@ class QueryEngine:
         self._quotas.charge_rows(caller, len(rows))
         record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
         return Disclosed(grants, rows, matched, index)
+
+
+def _add_rule(record: RequestRecord, rule: str) -> None:
+    """Record every distinct rule a request was allowed by, in the order they were applied."""
+    rules = [r for r in record.rule.split(" | ") if r] if record.rule else []
+    record.rule = " | ".join(dict.fromkeys([*rules, rule]))
