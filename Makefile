@@ -8,7 +8,10 @@ BIN := $(VENV)/bin
 # and missing when the venv is new or broken: either way, (re)install.
 STAMP := $(VENV)/.fedgate-installed
 
-.PHONY: demo test protos typecheck clean venv
+BENCH_STAMP := $(VENV)/.fedgate-bench-installed
+PEERS := .bench-peers
+
+.PHONY: demo test bench protos typecheck clean venv
 
 $(STAMP): pyproject.toml
 	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
@@ -28,6 +31,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The peers' side-by-side benchmark (about 6 minutes on 2 cores): results in bench/results/latest/.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PEERS) openmined-psi==2.0.6
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 typecheck: $(STAMP)
 	$(BIN)/python scripts/typecheck.py
 
@@ -35,4 +47,4 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) fedgate-demo build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEERS) fedgate-demo build *.egg-info .pytest_cache

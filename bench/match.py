@@ -309,6 +309,18 @@ def system_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq + steal) / tick, steal / tick
 
 
+def loopback_bytes() -> int:
+    """Bytes transmitted on the loopback interface since boot (/proc/net/dev); only our servers talk there."""
+    try:
+        for line in Path("/proc/net/dev").read_text().splitlines():
+            name, _, counters = line.partition(":")
+            if name.strip() == "lo":
+                return int(counters.split()[8])   # transmit bytes (lo receives the same)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def tree_cpu(pid: int) -> dict[int, float]:
     return {p: cpu_seconds(p) for p in [pid, *descendants(pid)]}
 
@@ -391,6 +403,8 @@ class RunResult:
     # timed match, and hypervisor steal: non-zero means the timing was disturbed.
     other_cpu_s: float = 0.0
     steal_s: float = 0.0
+    # Bytes sent over loopback during the timed match (TLS records, HTTP/2 framing and all).
+    wire_bytes: int = 0
     error: str = ""
 
 
@@ -455,6 +469,7 @@ async def _timed_match(address: str, certs: Path, ds: DataSet, warm: DataSet, mo
         phases: dict[str, float] = {}
         busy0, steal0 = system_cpu()
         self0 = cpu_seconds(os.getpid())
+        wire0 = loopback_bytes()
         t0 = time.perf_counter()
 
         def on_progress(phase: str, department: str, tokens: int) -> None:
@@ -467,6 +482,7 @@ async def _timed_match(address: str, certs: Path, ds: DataSet, warm: DataSet, mo
                 (f"{LEFT}.{DATASET}", "resident_id", ""), (f"{RIGHT}.{DATASET}", "resident_id", ""),
                 PURPOSE, CASE, mode=mode, on_progress=on_progress), timeout)
             wall = time.perf_counter() - t0
+            res.wire_bytes = loopback_bytes() - wire0
             busy1, steal1 = system_cpu()
             phases.update(_busy_cpu=busy1 - busy0, _steal_cpu=steal1 - steal0,
                           _self_cpu=cpu_seconds(os.getpid()) - self0)

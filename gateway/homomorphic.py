@@ -19,7 +19,9 @@ import numpy.typing as npt
 
 from fedgate.crypto.compare import Packing, blind_comparison, pack_comparisons
 from fedgate.crypto.paillier import (
+    MAX_CHUNK_CIPHERTEXTS,
     ciphertext_from_bytes,
+    ciphertexts_from_bytes,
     ciphertext_to_bytes,
     ciphertexts_to_bytes,
     public_key_from_bytes,
@@ -30,7 +32,7 @@ from fedgate.worker_pool import WorkerPool
 
 # Matched ciphertexts per worker task: large enough that pickling is small
 # against the arithmetic, small enough that both workers stay busy.
-SUM_BATCH = 8192
+SUM_BATCH = MAX_CHUNK_CIPHERTEXTS
 COMPARE_BATCH_PACKS = 16
 
 
@@ -42,15 +44,21 @@ class CipherColumns:
     columns: int
     width: int
     chunks: list[bytes] = field(default_factory=list)
-    rows: int = 0
+    # First row of each chunk, and the total: chunks are kept as they came (no copy of the side).
+    starts: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def rows(self) -> int:
+        return self.starts[-1]
 
     def add(self, data: bytes, rows: int) -> None:
         """Append one chunk, checking only its size (values are checked when used)."""
         if rows < 0 or len(data) != rows * self.columns * self.width:
             raise RemoteProtocolError(f"department '{self.department}' sent {len(data)} bytes of ciphertexts "
                                       f"for {rows} rows of {self.columns} values")
-        self.chunks.append(data)
-        self.rows += rows
+        if rows:
+            self.chunks.append(data)
+            self.starts.append(self.rows + rows)
 
     def check_complete(self, tokens: int) -> None:
         if self.rows != tokens:
@@ -59,13 +67,14 @@ class CipherColumns:
 
     def take(self, positions: npt.NDArray[np.int64], column: int) -> list[bytes]:
         """The ciphertexts of ``column`` at the given row positions, in that order."""
-        data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
-        self.chunks = [data]
-        stride, w = self.columns * self.width, self.width
+        if len(positions) and not (0 <= int(positions.min()) and int(positions.max()) < self.rows):
+            raise RemoteProtocolError(f"a position lies outside department '{self.department}''s rows")
+        chunk_of = np.searchsorted(np.asarray(self.starts, dtype=np.int64), positions, side="right") - 1
+        stride, w, offset = self.columns * self.width, self.width, column * self.width
         out = []
-        for p in positions.tolist():
-            start = p * stride + column * w
-            out.append(data[start:start + w])
+        for p, c in zip(positions.tolist(), chunk_of.tolist()):
+            start = (p - self.starts[c]) * stride + offset
+            out.append(self.chunks[c][start:start + w])
         return out
 
 
@@ -80,7 +89,8 @@ def checked_key(public_key: bytes) -> int:
 def partial_product(public_key: bytes, ciphertexts: list[bytes]) -> bytes:
     """The product of a batch of ciphertexts: an encryption of the sum of their plaintexts."""
     enc = encryptor_for(public_key)
-    parsed = [ciphertext_from_bytes(c, enc.public_key) for c in ciphertexts]
+    # One packed parse: the key's width and n² are worked out once per batch, not once per ciphertext.
+    parsed = ciphertexts_from_bytes(b"".join(ciphertexts), enc.public_key)
     return ciphertext_to_bytes(enc.sum_ciphertexts(parsed), enc.public_key)
 
 
