@@ -32,7 +32,7 @@ class Disclosure:
     checkpoint_size: int | None
     action: str
     dataset: str
-    decision: str  # served | refused
+    decision: str  # admitted | served | refused | stopped (cancelled, timed out or failed after admission)
     reason: str
     result_rows: int | None
 

@@ -31,7 +31,7 @@ from fedgate.crypto import psi
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, public_key_from_bytes
 from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
-from fedgate.errors import FailedPrecondition, InvalidIdentifier, InvalidInput, RemoteProtocolError
+from fedgate.errors import FailedPrecondition, FedgateError, InvalidIdentifier, InvalidInput, RemoteProtocolError
 from fedgate.filters import Filter, parse_checked
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
@@ -81,6 +81,8 @@ class MatchSessions:
         self._pool = pool
         self._matching_key = matching_key
         self._ca_pem = ca_pem
+        # Match sessions running now (each stops its work when its stream ends).
+        self.active = 0
 
     def _prepare(self, start: adapter_pb2.MatchStart) -> _Start:
         decl, source = self._catalogue.lookup(start.dataset)
@@ -197,6 +199,7 @@ class MatchSessions:
                     rows = await asyncio.to_thread(self._disclose, st, grants, bytes(hashes),
                                                    list(msg.disclose.positions), m.limit, own_stats[0])
                     await admission.served(len(rows))
+                    recorded.append(True)
                     await out.put(adapter_pb2.MatchOut(rows=adapter_pb2.DisclosedRows(rows=rows)))
                 else:
                     raise RemoteProtocolError(f"unexpected {kind} in a {m.mode} match as {m.role}")
@@ -204,22 +207,32 @@ class MatchSessions:
         async def run_all() -> None:
             try:
                 await asyncio.gather(produce_own(), consume_peer())
-                if not grants:
-                    await admission.served(own_stats[2] if own_stats else 0)
+                if not recorded:  # tokens only, or a disclosure nobody asked for: nothing but tokens left
+                    await admission.served(0 if grants else (own_stats[2] if own_stats else 0))
+                    recorded.append(True)
                 await out.put(None)
             except BaseException as exc:  # handed to the writer, which raises it in the handler
                 await out.put(exc)
 
+        recorded: list[bool] = []
         worker = asyncio.create_task(run_all())
+        self.active += 1
+        stopped = "cancelled by the gateway (the query was cancelled, timed out or failed elsewhere)"
         try:
             while (item := await out.get()) is not None:
                 if isinstance(item, BaseException):
+                    stopped = str(item) if isinstance(item, FedgateError) else type(item).__name__
                     raise item
                 yield item
         finally:
+            # Stop every piece of work this session started: chunk reading, queued pool tasks.
             worker.cancel()
             with contextlib.suppress(BaseException):
                 await worker
+            self.active -= 1
+            if not recorded:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(admission.stopped(stopped))
 
     def _secret(self, m: adapter_pb2.MatchStart, context: bytes) -> tuple[bytes, adapter_pb2.MatchStarted]:
         """The per-query secret: an ECDH scalar, or the keyed-mode key (created left, sealed to right)."""

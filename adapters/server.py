@@ -44,6 +44,7 @@ class Adapter:
     endpoint: str
     disclosures: DisclosureLog
     matching_key: MatchingKey
+    sessions: MatchSessions
 
     @property
     def port(self) -> int:
@@ -123,7 +124,7 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         disclosures.close()
         raise
     adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port), disclosures,
-                      matching_key)
+                      matching_key, sessions)
     if register_now:
         try:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)

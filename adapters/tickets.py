@@ -35,6 +35,10 @@ class Admission:
     async def refused_after_check(self, reason: str) -> None:
         await self.gate.record_refused(self, reason)
 
+    async def stopped(self, reason: str) -> None:
+        """Record that the work ended before an answer: cancelled, timed out or failed."""
+        await self.gate.record_stopped(self, reason)
+
 
 class TicketGate:
     def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels) -> None:
@@ -82,6 +86,12 @@ class TicketGate:
         await asyncio.to_thread(self._log.record, Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "refused", reason, None))
+
+    async def record_stopped(self, admission: Admission, reason: str) -> None:
+        t = admission.ticket
+        await asyncio.to_thread(self._log.record, Disclosure(
+            utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
+            admission.dataset, "stopped", reason, None))
 
     async def record_served(self, admission: Admission, rows: int) -> None:
         t = admission.ticket

@@ -12,12 +12,19 @@ For every method except health and reflection, in this order:
 4. error mapping: a FedgateError becomes its status code (fedgate.status);
    anything unexpected becomes INTERNAL with a generic message (details are
    logged here, never sent to the caller).
+
+A call the client cancels (or whose deadline passes) is recorded too, as
+CANCELLED, before the cancellation goes on. The caller's deadline is kept for
+the call (``call_timeout``), so the calls a server makes on its behalf never
+outlive it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +63,16 @@ CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]
 
 _identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("fedgate_identity")
 _record: contextvars.ContextVar[RequestRecord] = contextvars.ContextVar("fedgate_record")
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("fedgate_deadline", default=None)
+CANCELLED_MESSAGE = "cancelled by the caller, or its deadline passed"
+
+
+def call_timeout(default: float) -> float:
+    """`default`, or less if the RPC being served must end sooner (its caller's deadline)."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return default
+    return max(0.001, min(default, deadline - time.monotonic()))
 
 
 def current_identity() -> Identity:
@@ -132,8 +149,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _identify(record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
+        remaining = context.time_remaining()
+        _deadline.set(None if remaining is None else time.monotonic() + remaining)
         record.identity = peer_identity(context)
         _identity.set(record.identity)
+
+    async def _cancelled(self, record: RequestRecord) -> None:
+        """Record a call that ended by cancellation; shielded, so the record survives the cancellation."""
+        if self._on_complete is None:
+            return
+        try:
+            await asyncio.shield(self._on_complete(record, grpc.StatusCode.CANCELLED, CANCELLED_MESSAGE))
+        except asyncio.CancelledError:
+            pass  # the shielded append goes on; the call itself is over
+        except Exception as exc:
+            log.error("audit hook failed for cancelled %s", record.method, exc_info=exc)
 
     async def _finish(self, record: RequestRecord, code: grpc.StatusCode, message: str,
                       context: grpc.aio.ServicerContext) -> None:
@@ -156,6 +186,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 result = await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError:
+                await self._cancelled(record)
+                raise
             except Exception as exc:
                 await self._finish(record, *_status_of(exc, method, context), context)
                 raise  # unreachable: _finish aborts
@@ -171,6 +204,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                await self._cancelled(record)
                 raise
             except Exception as exc:
                 await self._finish(record, *_status_of(exc, method, context), context)

@@ -10,11 +10,12 @@ from fedgate.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
 from fedgate.errors import FailedPrecondition, FedgateError, PermissionDenied, Unavailable
 from fedgate.identity import Identity
-from fedgate.interceptors import error_class
+from fedgate.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
+# Every call to an adapter has a deadline: these, or the supervisor's own if it is sooner.
 DESCRIBE_TIMEOUT_S = 5.0
 STATE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 60.0
@@ -58,7 +59,7 @@ class AdapterLinks:
         """Ask the adapter at `endpoint` what it serves, proving it holds `department`'s certificate."""
         stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
         try:
-            reply = await stub.Describe(adapter_pb2.DescribeRequest(), timeout=DESCRIBE_TIMEOUT_S)
+            reply = await stub.Describe(adapter_pb2.DescribeRequest(), timeout=call_timeout(DESCRIBE_TIMEOUT_S))
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(
                 f"adapter endpoint {endpoint} did not answer as department '{department}' "
@@ -79,7 +80,7 @@ class AdapterLinks:
         """One unary call to an adapter, its failure turned into what it means for the query."""
         stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
         try:
-            return await getattr(stub, method)(request, timeout=timeout)
+            return await getattr(stub, method)(request, timeout=call_timeout(timeout))
         except grpc.aio.AioRpcError as exc:
             if error_class(exc) == StaleBase.__name__:
                 raise StaleTicket(department) from None

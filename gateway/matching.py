@@ -31,11 +31,14 @@ from fedgate.gateway.adapter_links import AdapterLinks, adapter_failure, ticket_
 from fedgate.crypto.ticket import StaleBase
 from fedgate.gateway.adapter_links import StaleTicket
 from fedgate.gateway.homomorphic import CipherColumns
-from fedgate.interceptors import error_class
+from fedgate.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.wire import matching_key_to_proto
 
+# A match stream ends within MATCH_TIMEOUT_S (or the supervisor's deadline), and fails sooner if its
+# adapter sends nothing for STREAM_IDLE_S while the gateway waits for it (a hung department).
 MATCH_TIMEOUT_S = 3600.0
+STREAM_IDLE_S = 300.0
 PROGRESS_EVERY = 50_000
 
 
@@ -98,12 +101,16 @@ class _Session:
     def __init__(self, links: AdapterLinks, side: SidePlan) -> None:
         self.side = side
         stub = adapter_pb2_grpc.AdapterServiceStub(links.channel(side.department, side.endpoint))
-        self.call = stub.Match(timeout=MATCH_TIMEOUT_S)
+        self.call = stub.Match(timeout=call_timeout(MATCH_TIMEOUT_S))
         self.outbox: asyncio.Queue[adapter_pb2.MatchIn | None] = asyncio.Queue()
 
     async def read(self) -> adapter_pb2.MatchOut:
         try:
-            msg = await self.call.read()
+            msg = await asyncio.wait_for(self.call.read(), STREAM_IDLE_S)
+        except TimeoutError:
+            self.call.cancel()
+            raise Unavailable(f"department '{self.side.department}' sent nothing for {STREAM_IDLE_S:.0f} s; "
+                              "the query was stopped") from None
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from None
         if msg is grpc.aio.EOF:

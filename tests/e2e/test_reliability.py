@@ -1,0 +1,240 @@
+"""Faults: a cancelled query, an adapter killed mid-stream, a gateway killed while supervisors query.
+
+The kill tests run the gateway and the adapters as separate processes (SIGKILL
+is the point); the cancellation test runs them in this process, to look inside
+the adapters afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import support
+from bench.match import adapter_toml, gateway_toml, make_dataset
+from fedgate import pki
+from fedgate.client import GatewayClient
+from fedgate.demo import processes
+from fedgate.demo.datagen import generate
+from fedgate.demo.runner import adapter_toml as demo_adapter_toml
+from fedgate.errors import RemoteCallFailed
+from fedgate.identity import Identity
+from fedgate.signing_key import read_vkey
+from fedgate.tls import TlsFiles
+
+WHY = ("可靠性测试", "DC-2026-108")
+PEOPLE = ("hrss.people", "resident_id", "")
+OTHERS = ("civil.people", "resident_id", "")
+
+
+# --- a supervisor's cancelled query stops the work on every adapter ---------------------------
+
+
+async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(servers, tmp_path, monkeypatch) -> None:
+    from fedgate.adapters import matching as adapter_matching
+    from fedgate.adapters.config import AdapterConfig
+    from fedgate.adapters.server import build_adapter
+
+    departments = generate(tmp_path, rows=1000, seed=3)
+    gw = await servers.gateway(tmp_path / "gateway-data")
+    adapters = {}
+    for dept in departments:
+        if dept.code in ("hrss", "samr"):
+            cfg = tmp_path / f"adapter-{dept.code}.toml"
+            cfg.write_text("workers = 0\n" + demo_adapter_toml(dept, f"127.0.0.1:{gw.port}").replace(
+                "certs/", f"{servers.certs}/").replace(f'data_dir = "adapter-data/{dept.code}"',
+                                                       f'data_dir = "{tmp_path}/adapter-{dept.code}"'))
+            adapters[dept.code] = await build_adapter(AdapterConfig.load(cfg))
+            servers.adapters.append(adapters[dept.code])
+
+    calls: list[float] = []
+    tokens_for = adapter_matching.tokens_for
+
+    def slow_tokens(*args):  # type: ignore[no-untyped-def]
+        calls.append(time.monotonic())
+        time.sleep(0.05)  # a long match: 20 chunks a side, 50 ms each
+        return tokens_for(*args)
+
+    monkeypatch.setattr(adapter_matching, "chunk_rows", lambda rows, parallelism: 50)
+    monkeypatch.setattr(adapter_matching, "tokens_for", slow_tokens)
+    client = GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR))
+    query = asyncio.create_task(client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), *WHY,
+                                             mode="ecdh"))
+    while len(calls) < 4:  # both sides are blinding
+        await asyncio.sleep(0.01)
+    assert all(a.sessions.active == 1 for a in adapters.values())
+    query.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await query
+    cancelled_at = time.monotonic()
+    deadline = cancelled_at + 5
+    while any(a.sessions.active for a in adapters.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert all(a.sessions.active == 0 for a in adapters.values()), "a session outlived its cancelled query"
+    started_before = len(calls)
+    await asyncio.sleep(0.5)
+    # At most the chunks already running in threads finish; nothing new starts.
+    assert len(calls) - started_before <= 2 and len(calls) < 40
+    for adapter in adapters.values():
+        assert adapter.disclosures.disclosures()[-1].decision == "stopped"
+    async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.OFFICER)) as officer:
+        (_, outcome), (_, intent) = await officer.search(action="query.match", limit=2)
+    assert (intent.status, outcome.status) == ("STARTED", "CANCELLED") and outcome.query_id == intent.query_id
+    monkeypatch.setattr(adapter_matching, "tokens_for", tokens_for)
+    again = await client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), *WHY)
+    assert again.cardinality > 0
+    await client.close()
+
+
+# --- helpers for the tests with real processes -------------------------------------------------
+
+
+class Deployment:
+    """A gateway and the hrss and civil adapters as separate processes, on bench.match's data."""
+
+    def __init__(self, workdir: Path, rows: int) -> None:
+        self.workdir = workdir
+        self.certs = workdir / "certs"
+        pki.init_dir(self.certs, [Identity.department("hrss"), Identity.department("civil"), support.SUPERVISOR,
+                                  support.OFFICER])
+        self.data = make_dataset(workdir, rows, 0.5)
+        (workdir / "gateway.toml").write_text(gateway_toml(self.certs, None))
+        self.procs: dict[str, processes.ServerProcess] = {}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.procs['gateway'].port}"
+
+    def start_gateway(self) -> None:
+        self.procs["gateway"] = processes.start(
+            "gateway", ["gateway", "serve", "--config", str(self.workdir / "gateway.toml")], self.workdir)
+        processes.wait_ready(self.procs["gateway"])
+
+    def start_adapter(self, dept: str) -> None:
+        cfg = self.workdir / f"adapter-{dept}.toml"
+        csv = self.data.left_csv if dept == "hrss" else self.data.right_csv
+        cfg.write_text(adapter_toml(dept, self.address, self.certs, 1, [("people", csv)]))
+        self.procs[dept] = processes.start(f"adapter-{dept}", ["adapter", "serve", "--config", str(cfg)],
+                                           self.workdir)
+        processes.wait_ready(self.procs[dept], timeout=120)
+
+    def kill(self, name: str) -> None:
+        os.kill(self.procs[name].proc.pid, signal.SIGKILL)
+        self.procs[name].proc.wait(10)
+
+    def client(self, who: Identity = support.SUPERVISOR) -> GatewayClient:
+        return GatewayClient(self.address, TlsFiles.in_dir(self.certs, who), timeout=60)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            processes.stop(proc)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path):
+    made: list[Deployment] = []
+
+    def make(rows: int) -> Deployment:
+        made.append(Deployment(tmp_path, rows))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+# --- an adapter killed in the middle of a streaming match --------------------------------------
+
+
+async def test_adapter_killed_mid_stream_fails_promptly_is_audited_and_serves_again_after_restart(
+        deployment) -> None:
+    d = deployment(100_000)  # an ECDH match of 100k x 100k takes seconds on one worker a side
+    d.start_gateway()
+    d.start_adapter("hrss")
+    d.start_adapter("civil")
+    async with d.client() as client:
+        query = asyncio.create_task(client.match(PEOPLE, OTHERS, *WHY, mode="ecdh"))
+        await asyncio.sleep(1.5)
+        assert not query.done(), "the match ended before the adapter could be killed"
+        d.kill("civil")
+        killed_at = time.monotonic()
+        with pytest.raises(RemoteCallFailed) as err:
+            await query
+        failed_after = time.monotonic() - killed_at
+        assert err.value.code == "UNAVAILABLE" and "department 'civil'" in err.value.details
+        assert failed_after < 10, f"the query took {failed_after:.1f} s to fail"
+        # Other queries keep working meanwhile.
+        rows, _ = await client.count_rows("hrss.people", *WHY)
+        assert rows == 100_000
+    async with d.client(support.OFFICER) as officer:
+        outcomes = [e for _, e in await officer.search(action="query.match", limit=5) if e.status != "STARTED"]
+    assert outcomes[0].status == "UNAVAILABLE" and "civil" in outcomes[0].reason
+    # The department restarts its adapter (same configuration, same data directory): nothing else to do.
+    d.start_adapter("civil")
+    async with d.client() as client:
+        again = await client.match(PEOPLE, OTHERS, *WHY, mode="keyed")
+    assert again.cardinality == d.data.expected
+
+
+# --- the gateway killed while supervisors query ------------------------------------------------
+
+
+async def test_gateway_killed_while_supervisors_query_loses_no_acknowledged_query(deployment) -> None:
+    d = deployment(2_000)
+    d.start_gateway()
+    d.start_adapter("hrss")
+    d.start_adapter("civil")
+    acknowledged: list[tuple[str, int]] = []
+    stop = asyncio.Event()
+
+    async def supervisor(n: int) -> None:
+        async with d.client() as client:
+            i = 0
+            while not stop.is_set():
+                case = f"KILL-{n}-{i}"
+                try:
+                    _, index = await client.count_rows("hrss.people", "压力测试", case)
+                except RemoteCallFailed:
+                    return  # the gateway is gone
+                acknowledged.append((case, index))
+                i += 1
+
+    clients = [asyncio.create_task(supervisor(n)) for n in range(6)]
+    while len(acknowledged) < 30:
+        await asyncio.sleep(0.02)
+    d.kill("gateway")  # mid-query for most of the supervisors
+    stop.set()
+    await asyncio.gather(*clients)
+    d.start_gateway()
+    vkey = read_vkey(d.workdir / "gateway-data" / "log-signing.vkey")
+    # The security officer's verification, as the CLI runs it.
+    files = TlsFiles.in_dir(d.certs, support.OFFICER)
+    verify = subprocess.run(
+        [sys.executable, "-m", "fedgate", "audit", "verify", "--vkey", str(d.workdir / "gateway-data" / "log-signing.vkey"),
+         "--gateway", d.address, "--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key),
+         "--no-state", "--json"], capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert json.loads(verify.stdout)["size"] > 2 * len(acknowledged)
+    async with d.client(support.OFFICER) as officer:
+        report = await officer.verify_log(vkey)
+        entries = {}
+        async for index, body in officer.entries(0, report.size):
+            entries[index] = json.loads(body)
+    by_case: dict[str, list[dict[str, object]]] = {}
+    for entry in entries.values():
+        by_case.setdefault(str(entry.get("case_number")), []).append(entry)
+    for case, index in acknowledged:
+        # The pre-access entry the reply named, and the outcome written before the reply left.
+        assert entries[index]["case_number"] == case and entries[index]["status"] == "STARTED"
+        assert any(e["status"] == "OK" and e["query_id"] == entries[index]["query_id"] for e in by_case[case]), case
+    async with d.client() as client:
+        rows, _ = await client.count_rows("hrss.people", *WHY)
+    assert rows == 2_000
