@@ -21,10 +21,11 @@ from fedgate.identity import Role
 from fedgate.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from fedgate.telemetry import safe_attributes
+from fedgate.wire import ADMITTED_METADATA as ADMITTED
+from fedgate.wire import dataset_to_proto
 
 tracer = trace.get_tracer(__name__)
 MAX_DISCLOSE_ROWS = 10_000
-from fedgate.wire import dataset_to_proto
 
 
 def require_gateway() -> None:
@@ -61,6 +62,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         ask = Ask("query.count", decl, filter_text=request.filter, filter_nonce=request.filter_nonce)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
+        await context.send_initial_metadata(ADMITTED)
         where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
         with tracer.start_as_current_span("source.count") as span:
             rows = await asyncio.to_thread(source.count, where)
@@ -78,6 +80,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         ask = Ask("query.disclose", decl, fields, request.filter, request.filter_nonce, request.min_set_size)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
+        await context.send_initial_metadata(ADMITTED)
         where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
 
         def read() -> tuple[int, list[adapter_pb2.DisclosedRow] | None]:

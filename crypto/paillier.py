@@ -223,7 +223,7 @@ def _key_n(public_key: Any) -> int:
 class FastEncryptor:
     """DJN encryption, re-randomisation and homomorphic operations under one phe public key.
 
-    Construction draws ``h`` and builds the fixed-base table (measured in the
+    The first encryption or re-randomisation draws ``h`` and builds the fixed-base table (measured in the
     module docstring); build one per key and reuse it. Ciphertexts are Python
     ints in ``(0, n²)``. The object holds no secret that could decrypt: ``hs``
     and the table are public values, and the exponents ``r`` are never stored.
@@ -245,12 +245,19 @@ class FastEncryptor:
         self._nsquare = n * n
         self._n_mpz = gmpy2.mpz(n)
         self._nsquare_mpz = gmpy2.mpz(self._nsquare)
+        # Built on first use: a party that only adds and multiplies ciphertexts (the gateway summing)
+        # never pays for it.
+        self._table: list[list[Any]] | None = None
+
+    def _build_table(self) -> list[list[Any]]:
+        n = self._n
         x = 0
         while math.gcd(x, n) != 1:
             x = 1 + secrets.randbelow(n - 1)
         h = (-x * x) % n
         base = gmpy2.powmod(h, self._n_mpz, self._nsquare_mpz)  # hs = h^n mod n²
         self._table = _window_table(base, self._exponent_bytes, self._nsquare_mpz)
+        return self._table
 
     @property
     def n(self) -> int:
@@ -261,14 +268,15 @@ class FastEncryptor:
         return self._nsquare
 
     def table_bytes(self) -> int:
-        """Approximate memory held by the window table (``sys.getsizeof`` of every entry)."""
-        return sum(sys.getsizeof(entry) for row in self._table for entry in row)
+        """Approximate memory held by the window table (``sys.getsizeof`` of every entry; 0 until built)."""
+        return sum(sys.getsizeof(entry) for row in self._table or () for entry in row)
 
     def _hs_power(self, acc: Any) -> Any:
         """``acc · hs^r mod n²`` for a fresh uniform ``r`` of ``exponent_bits`` bits (acc and result mpz)."""
         nsquare = self._nsquare_mpz
+        table = self._table or self._build_table()
         r = secrets.randbits(self.exponent_bits).to_bytes(self._exponent_bytes, "little")
-        for row, digit in zip(self._table, r):
+        for row, digit in zip(table, r):
             if digit:
                 acc = acc * row[digit] % nsquare
         return acc

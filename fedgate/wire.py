@@ -42,3 +42,9 @@ def matching_key_to_proto(key: MatchingKey) -> common_pb2.MatchingKey:
 
 def matching_key_from_proto(msg: common_pb2.MatchingKey) -> MatchingKey:
     return MatchingKey(msg.public_key, msg.signature, msg.certificate_pem)
+
+
+# Sent by an adapter as initial metadata the moment it has admitted a query's ticket, before the
+# work: the gateway lets the next ticket for that department be issued from then on (see
+# gateway/query.py: admissions), so concurrent queries do not race each other's checkpoints.
+ADMITTED_METADATA = (("fedgate-admitted", "1"),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -76,29 +77,42 @@ class AdapterLinks:
         return int(reply.seen_size)
 
     async def _call(self, department: str, endpoint: str, method: str, request: Any,
-                    timeout: float = QUERY_TIMEOUT_S) -> Any:
-        """One unary call to an adapter, its failure turned into what it means for the query."""
+                    timeout: float = QUERY_TIMEOUT_S, admitted: Callable[[], None] | None = None) -> Any:
+        """One unary call to an adapter, its failure turned into what it means for the query.
+
+        `admitted` is called once the adapter has admitted the ticket (its initial
+        metadata), or once the call has ended, whichever comes first.
+        """
         stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
         try:
-            return await getattr(stub, method)(request, timeout=call_timeout(timeout))
+            call = getattr(stub, method)(request, timeout=call_timeout(timeout))
+            if admitted is not None:
+                try:
+                    await call.initial_metadata()
+                finally:
+                    admitted()
+            return await call
         except grpc.aio.AioRpcError as exc:
             if error_class(exc) == StaleBase.__name__:
                 raise StaleTicket(department) from None
             raise adapter_failure(department, exc) from None
 
     async def count_rows(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
-                         filter_text: str = "", nonce: bytes = b"") -> int:
+                         filter_text: str = "", nonce: bytes = b"",
+                         admitted: Callable[[], None] | None = None) -> int:
         reply = await self._call(department, endpoint, "CountRows", adapter_pb2.AdapterCountRequest(
-            ticket=ticket_to_proto(ticket), dataset=dataset, filter=filter_text, filter_nonce=nonce))
+            ticket=ticket_to_proto(ticket), dataset=dataset, filter=filter_text, filter_nonce=nonce),
+            admitted=admitted)
         return int(reply.rows)
 
     async def disclose(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
                        fields: list[FieldGrant], filter_text: str, nonce: bytes, min_set_size: int,
-                       limit: int) -> tuple[int, list[tuple[list[str], list[bool]]]]:
+                       limit: int, admitted: Callable[[], None] | None = None,
+                       ) -> tuple[int, list[tuple[list[str], list[bool]]]]:
         reply = await self._call(department, endpoint, "Disclose", adapter_pb2.AdapterDiscloseRequest(
             ticket=ticket_to_proto(ticket), dataset=dataset,
             fields=[adapter_pb2.FieldRequest(name=f.name, level=f.level, form=f.form) for f in fields],
-            filter=filter_text, filter_nonce=nonce, min_set_size=min_set_size, limit=limit))
+            filter=filter_text, filter_nonce=nonce, min_set_size=min_set_size, limit=limit), admitted=admitted)
         return int(reply.matched_rows), [(list(r.values), list(r.null)) for r in reply.rows]
 
     async def close(self) -> None:

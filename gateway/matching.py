@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from fedgate.gateway.adapter_links import AdapterLinks, adapter_failure, ticket_
 from fedgate.crypto.ticket import StaleBase
 from fedgate.gateway.adapter_links import StaleTicket
 from fedgate.gateway.homomorphic import CipherColumns
+from fedgate.gateway.tickets import Admissions
 from fedgate.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.wire import matching_key_to_proto
@@ -156,7 +157,8 @@ After = Callable[[MatchOutcome], AsyncIterator[Any]]
 
 
 async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: str,
-                    tickets: tuple[Ticket, Ticket], peer_key: Any, min_set_size: int,
+                    ticket_for: Callable[[SidePlan], Awaitable[Ticket]], admissions: Admissions,
+                    peer_key: Any, min_set_size: int,
                     disclose: list[FieldGrant], limit: int, max_tokens: int,
                     outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
                     after: After | None = None) -> AsyncIterator[Any]:
@@ -178,21 +180,25 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
     readers: asyncio.Future[Any] | None = None
     try:
         grants = [adapter_pb2.FieldRequest(name=g.name, level=g.level, form=g.form) for g in disclose]
+
+        async def start(session: _Session, plan: SidePlan, role: str, **extra: Any) -> adapter_pb2.MatchOut:
+            """Issue the side's ticket and start it, in the department's admission turn."""
+            release = await admissions.acquire(plan.department)
+            try:
+                ticket = await ticket_for(plan)
+                await session.write(_start(plan, ticket, mode, role, min_set_size, homomorphic, **extra))
+                return await session.read()  # MatchStarted: the adapter has admitted the ticket
+            finally:
+                release()
+
         if mode == "keyed":
-            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, homomorphic,
-                                  peer_key=matching_key_to_proto(peer_key),
-                                  peer_department=right.department, disclose_fields=grants, limit=limit))
-            sealed = (await ls.read()).started.sealed_key
-            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, homomorphic, sealed_key=sealed,
-                                  peer_department=left.department))
-            await rs.read()
+            sealed = (await start(ls, left, "left", peer_key=matching_key_to_proto(peer_key),
+                                  peer_department=right.department, disclose_fields=grants,
+                                  limit=limit)).started.sealed_key
+            await start(rs, right, "right", sealed_key=sealed, peer_department=left.department)
         else:
-            await ls.write(_start(left, tickets[0], mode, "left", min_set_size, homomorphic,
-                                  peer_department=right.department, disclose_fields=grants, limit=limit))
-            await rs.write(_start(right, tickets[1], mode, "right", min_set_size, homomorphic,
-                                  peer_department=left.department))
-            await ls.read()
-            await rs.read()
+            await start(ls, left, "left", peer_department=right.department, disclose_fields=grants, limit=limit)
+            await start(rs, right, "right", peer_department=left.department)
 
         async def reader(me: _Session, peer: _Session, name: str, own_side: str, other_side: str) -> None:
             """Dispatch one side's messages: own tokens, tokens it re-blinded for the peer, stats."""

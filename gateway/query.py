@@ -34,7 +34,7 @@ from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
 from fedgate.gateway.safeguards import QuotaBook, Safeguards
-from fedgate.gateway.tickets import TicketIssuer
+from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord
 from fedgate.telemetry import safe_attributes
@@ -134,6 +134,7 @@ class QueryEngine:
     def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer,
                  policy: Policy, safeguards: Safeguards, quotas: QuotaBook, pool: WorkerPool | None = None) -> None:
         self._pool = pool or WorkerPool(0)
+        self._admissions = Admissions()
         self._registry = registry
         self._links = links
         self._log = log
@@ -183,20 +184,33 @@ class QueryEngine:
         return appended.index, entry.canonical()
 
     async def _ask(self, department: Department, record: RequestRecord, index: int, entry: bytes,
-                   call: Callable[[Ticket], Awaitable[T]]) -> T:
-        """Call an adapter with a fresh ticket, re-issuing it if the adapter moved on meanwhile."""
+                   call: Callable[[Ticket, Callable[[], None]], Awaitable[T]]) -> T:
+        """Call an adapter with a fresh ticket, re-issuing it if the adapter moved on meanwhile.
+
+        The department's admission turn is held from the ticket's issue until
+        the adapter reports it admitted (`call` gets the release).
+        """
         for attempt in range(TICKET_ATTEMPTS):
-            with tracer.start_as_current_span("ticket.issue") as span:
-                seen = await self._links.log_state(department.code, department.endpoint)
-                ticket = await self._tickets.issue(department.code, record.query_id, index, entry, seen)
-                span.set_attributes(safe_attributes(**{"fedgate.department": department.code,
-                                                       "fedgate.base_size": seen, "fedgate.attempt": attempt}))
+            release = await self._admissions.acquire(department.code)
             try:
-                return await call(ticket)
+                ticket = await self._ticket(department.code, department.endpoint, record, index, entry, attempt)
+                return await call(ticket, release)
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1:
                     raise
+            finally:
+                release()
         raise AssertionError("unreachable")
+
+    async def _ticket(self, department: str, endpoint: str, record: RequestRecord, index: int, entry: bytes,
+                      attempt: int = 0) -> Ticket:
+        """A ticket for `department`, proving consistency from the checkpoint it accepted last."""
+        with tracer.start_as_current_span("ticket.issue") as span:
+            seen = await self._links.log_state(department, endpoint)
+            ticket = await self._tickets.issue(department, record.query_id, index, entry, seen)
+            span.set_attributes(safe_attributes(**{"fedgate.department": department,
+                                                   "fedgate.base_size": seen, "fedgate.attempt": attempt}))
+        return ticket
 
     # --- queries ---
 
@@ -210,8 +224,8 @@ class QueryEngine:
         k = touched.min_aggregate if touched else 0
         record.params["min_aggregate"] = str(k)
         index, entry = await self._log_intent(record)
-        rows = await self._ask(department, record, index, entry, lambda t: self._links.count_rows(
-            department.code, department.endpoint, t, decl.name, canonical, nonce))
+        rows = await self._ask(department, record, index, entry, lambda t, admitted: self._links.count_rows(
+            department.code, department.endpoint, t, decl.name, canonical, nonce, admitted))
         record.result_sizes["rows"] = rows
         if 0 < rows < k:
             raise FailedPrecondition(f"count suppressed: fewer than {k} rows, the minimum aggregation size for "
@@ -265,11 +279,10 @@ class QueryEngine:
         outcome.audit_index = index
         for attempt in range(TICKET_ATTEMPTS):
             try:
-                tickets = []
-                for plan in (left, right):
-                    seen = await self._links.log_state(plan.department, plan.endpoint)
-                    tickets.append(await self._tickets.issue(plan.department, record.query_id, index, entry, seen))
-                async for event in run_match(self._links, left, right, mode, (tickets[0], tickets[1]),
+                async def ticket_for(plan: SidePlan, attempt: int = attempt) -> Ticket:
+                    return await self._ticket(plan.department, plan.endpoint, record, index, entry, attempt)
+
+                async for event in run_match(self._links, left, right, mode, ticket_for, self._admissions,
                                              right_dept.matching_key, min_set, grants, limit,
                                              self._safeguards.max_match_rows, outcome, homomorphic, after):
                     yield event
@@ -465,8 +478,8 @@ class QueryEngine:
         record.params["min_set_size"] = str(min_set)
         record.params["limit"] = str(limit)
         index, entry = await self._log_intent(record)
-        matched, rows = await self._ask(department, record, index, entry, lambda t: self._links.disclose(
-            department.code, department.endpoint, t, decl.name, grants, canonical, nonce, min_set, limit))
+        matched, rows = await self._ask(department, record, index, entry, lambda t, admitted: self._links.disclose(
+            department.code, department.endpoint, t, decl.name, grants, canonical, nonce, min_set, limit, admitted))
         self._quotas.charge_rows(caller, len(rows))
         record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
         return Disclosed(grants, rows, matched, index)

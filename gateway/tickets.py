@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -35,3 +37,33 @@ class TicketIssuer:
                               int(time.time()) + self._ttl_s)
         return Ticket(sign_claims(claims, self._log.origin, self._key), entry, note,
                       tuple(inclusion), base_size, tuple(consistency))
+
+
+class Admissions:
+    """One ticket in flight per department, from its issue until the adapter has admitted it.
+
+    An adapter accepts a ticket only if its consistency proof starts at the
+    checkpoint the adapter accepted last. Concurrent queries to one department
+    would otherwise race: each ticket is issued from the same last-accepted
+    checkpoint, the first admitted moves it on, and the others are stale.
+    Admission takes milliseconds, so queuing it costs little; the work itself
+    runs concurrently. (Replicas of the gateway do not share this queue; a
+    stale ticket is then re-issued, as before.)
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def acquire(self, department: str) -> Callable[[], None]:
+        """Wait for `department`'s turn; returns the (idempotent) release."""
+        lock = self._locks.setdefault(department, asyncio.Lock())
+        await lock.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                lock.release()
+
+        return release
