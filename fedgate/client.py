@@ -34,6 +34,9 @@ from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
 DEFAULT_TIMEOUT_S = 30.0
+# Matching, sums and comparisons stream for as long as the data takes; they still end. The gateway
+# gives each adapter stream the same bound (or this caller's deadline, which it passes on).
+STREAM_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ class GatewayClient:
         result: MatchResult | None = None
         async with _calling():
             # Read to the end, past the result: the server logs the outcome before it closes the stream.
-            async for event in self._query.Match(request):
+            async for event in self._query.Match(request, timeout=STREAM_TIMEOUT_S):
                 if event.HasField("progress"):
                     if on_progress:
                         on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
@@ -186,7 +189,7 @@ class GatewayClient:
             mode=mode, paillier_key=key.public_bytes, purpose=purpose, case_number=case_number)
         result: SumResult | None = None
         async with _calling():
-            async for event in self._query.IntersectionSum(request):
+            async for event in self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S):
                 if event.HasField("progress"):
                     if on_progress:
                         on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
@@ -230,7 +233,7 @@ class GatewayClient:
         packed = bytearray()
         result: CompareResult | None = None
         async with _calling():
-            call = self._query.Compare(requests())
+            call = self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S)
             try:
                 async for event in call:
                     kind = event.WhichOneof("event")
@@ -282,7 +285,8 @@ class GatewayClient:
     async def entries(self, start: int = 0, stop: int = 0) -> AsyncIterator[tuple[int, bytes]]:
         """Raw canonical entries [start, stop) in index order."""
         async with _calling():
-            async for item in self._audit.GetEntries(audit_pb2.GetEntriesRequest(start=start, stop=stop)):
+            async for item in self._audit.GetEntries(audit_pb2.GetEntriesRequest(start=start, stop=stop),
+                                                     timeout=STREAM_TIMEOUT_S):
                 yield item.index, item.body
 
     async def checkpoints(self, start_size: int = 1, stop_size: int = 0) -> dict[int, str]:

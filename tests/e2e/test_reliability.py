@@ -38,7 +38,9 @@ OTHERS = ("civil.people", "resident_id", "")
 # --- a supervisor's cancelled query stops the work on every adapter ---------------------------
 
 
-async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(servers, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(servers, tmp_path, monkeypatch,
+                                                                              how: str) -> None:
     from fedgate.adapters import matching as adapter_matching
     from fedgate.adapters.config import AdapterConfig
     from fedgate.adapters.server import build_adapter
@@ -66,14 +68,27 @@ async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(se
     monkeypatch.setattr(adapter_matching, "chunk_rows", lambda rows, parallelism: 50)
     monkeypatch.setattr(adapter_matching, "tokens_for", slow_tokens)
     client = GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR))
-    query = asyncio.create_task(client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), *WHY,
-                                             mode="ecdh"))
-    while len(calls) < 4:  # both sides are blinding
-        await asyncio.sleep(0.01)
-    assert all(a.sessions.active == 1 for a in adapters.values())
-    query.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await query
+    if how == "cancel":
+        query = asyncio.create_task(client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""),
+                                                 *WHY, mode="ecdh"))
+        while len(calls) < 4:  # both sides are blinding
+            await asyncio.sleep(0.01)
+        assert all(a.sessions.active == 1 for a in adapters.values())
+        query.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await query
+    else:
+        # The supervisor's own deadline: the gateway passes it on to every adapter call it makes.
+        from fedgate.protos.fedgate.v1 import query_pb2
+
+        request = query_pb2.MatchRequest(
+            left=query_pb2.MatchSide(dataset="hrss.subsidies", key_field="uscc"),
+            right=query_pb2.MatchSide(dataset="samr.companies", key_field="uscc"), mode="ecdh",
+            purpose=WHY[0], case_number=WHY[1])
+        with pytest.raises(Exception) as err:
+            async for _ in client._query.Match(request, timeout=0.6):
+                pass
+        assert err.value.code().name == "DEADLINE_EXCEEDED"
     cancelled_at = time.monotonic()
     deadline = cancelled_at + 5
     while any(a.sessions.active for a in adapters.values()) and time.monotonic() < deadline:
