@@ -184,6 +184,11 @@ def normalise_plain(raw: str) -> str:
     value = " ".join(text.split())
     if not value:
         raise InvalidIdentifier(f"{label} is empty")
+    # NFKC can lengthen text ('¼' becomes three characters, U+FDFA eighteen): bound the
+    # canonical form as well, so every value returned here is accepted again (idempotence,
+    # NormalisedId) and no caller stores more than the documented bound.
+    if len(value) > _MAX_RAW_PLAIN_LENGTH:
+        raise InvalidIdentifier(f"{label} is longer than {_MAX_RAW_PLAIN_LENGTH} characters once normalised")
     return value
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from fedgate.errors import FedgateError, Unauthenticated
+from fedgate.errors import FedgateError, InvalidInput, Unauthenticated
 from fedgate.identity import Identity, identity_from_pem
 from fedgate.status import status_for
 from fedgate.telemetry import current_trace_id
@@ -137,7 +137,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             (handler.stream_stream, grpc.stream_stream_rpc_method_handler, self._wrap_stream),
         )
         behavior, make, wrap = next(k for k in kinds if k[0] is not None)
-        return make(wrap(behavior, method), request_deserializer=handler.request_deserializer,
+        streaming = handler.request_streaming
+        return make(wrap(behavior, method, streaming), request_deserializer=_tolerant(handler.request_deserializer),
                     response_serializer=handler.response_serializer)
 
     @staticmethod
@@ -178,12 +179,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message)
 
-    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str,
+                    streaming: bool) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             record = self._begin(method)
             try:
                 self._identify(record, context)
-                result = await behavior(request, context)
+                result = await behavior(_checked(request, method, streaming), context)
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
@@ -196,12 +198,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return result
         return wrapper
 
-    def _wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str,
+                     streaming: bool) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             record = self._begin(method)
             try:
                 self._identify(record, context)
-                async for item in behavior(request, context):
+                async for item in behavior(_checked(request, method, streaming), context):
                     yield item
             except grpc.aio.AbortError:
                 raise
@@ -213,3 +216,51 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 raise
             await self._finish(record, grpc.StatusCode.OK, "", context)
         return wrapper
+
+
+class _Undecodable:
+    """Stands in for a request message that did not decode, so the refusal is mapped and audited."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, but returning `_Undecodable` instead of failing inside grpc.
+
+    Left to grpc, a malformed message (or invalid UTF-8 in a string field) fails
+    before any fedgate code runs: UNKNOWN with a Python class name, and no audit entry.
+    """
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Undecodable(type(exc).__name__)
+
+    return decode
+
+
+def _undecodable(method: str) -> InvalidInput:
+    return InvalidInput(f"the request is not a valid message for {method.rsplit('/', 1)[-1]} "
+                        "(malformed protobuf, or a string field that is not UTF-8)")
+
+
+def _checked(request: Any, method: str, streaming: bool) -> Any:
+    """Raise for an undecodable unary request; check each message of a request stream as it comes."""
+    if not streaming:
+        if isinstance(request, _Undecodable):
+            raise _undecodable(method)
+        return request
+
+    async def messages() -> AsyncIterator[Any]:
+        async for item in request:
+            if isinstance(item, _Undecodable):
+                raise _undecodable(method)
+            yield item
+
+    return messages()

@@ -27,6 +27,18 @@ def decision_for(code: grpc.StatusCode) -> str:
     return "deny" if code in _DENIALS else "error"
 
 
+# Longest text an entry keeps from a request field. Valid requests stay far below these (a
+# purpose is at most 256 characters, a dataset name 127); a hostile one is cut, with its length
+# noted, so a refused 3 MB purpose cannot bloat the append-only log.
+MAX_TEXT = 512
+MAX_REASON = 2048
+
+
+def bounded(text: str, limit: int = MAX_TEXT) -> str:
+    """`text`, or its first `limit` characters and a note of how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text):,} characters]"
+
+
 def entry_for(record: RequestRecord, code: grpc.StatusCode | None, reason: str) -> AuditEntry:
     """The audit entry for a finished request (allowed or refused), or, with no code, for a
     query about to touch department data (decision allow, status STARTED)."""
@@ -39,16 +51,16 @@ def entry_for(record: RequestRecord, code: grpc.StatusCode | None, reason: str) 
         method=record.method,
         decision=decision_for(code) if code else "allow",
         status=code.name if code else "STARTED",
-        datasets=tuple(record.datasets),
-        fields=tuple(record.fields),
-        purpose=record.purpose,
-        case_number=record.case_number,
+        datasets=tuple(bounded(d) for d in record.datasets),
+        fields=tuple(bounded(f) for f in record.fields),
+        purpose=bounded(record.purpose),
+        case_number=bounded(record.case_number),
         rule=record.rule,
-        reason=reason,
+        reason=bounded(reason, MAX_REASON),
         result_sizes=tuple(sorted(record.result_sizes.items())),
         trace_id=record.trace_id,
         query_id=record.query_id,
-        params=tuple(sorted(record.params.items())),
+        params=tuple(sorted((bounded(k), bounded(v, MAX_REASON)) for k, v in record.params.items())),
     )
 
 

@@ -200,6 +200,13 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
             await start(ls, left, "left", peer_department=right.department, disclose_fields=grants, limit=limit)
             await start(rs, right, "right", peer_department=left.department)
 
+        def add_tokens(side: str, data: bytes) -> None:
+            held = intersector.left_size if side == "left" else intersector.right_size
+            if held + len(data) // TOKEN_BYTES > max_tokens:
+                raise FailedPrecondition(f"the {side} set has more than {max_tokens:,} rows (safeguard "
+                                         "max_match_rows): refused")
+            intersector.add(side, data)  # type: ignore[arg-type]
+
         async def reader(me: _Session, peer: _Session, name: str, own_side: str, other_side: str) -> None:
             """Dispatch one side's messages: own tokens, tokens it re-blinded for the peer, stats."""
             own_count = 0
@@ -209,7 +216,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                 kind = msg.WhichOneof("msg")
                 if kind == "own_tokens":
                     if mode == "keyed":
-                        intersector.add(own_side, msg.own_tokens.data)
+                        add_tokens(own_side, msg.own_tokens.data)
                     else:
                         peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_tokens=msg.own_tokens))
                     before, own_count = own_count, own_count + len(msg.own_tokens.data) // (
@@ -230,7 +237,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                     progress.put_nowait(Progress(name, me.side.department, own_count))
                 elif kind == "reblinded" and mode != "keyed":
                     # This side finished the other side's tokens: they belong to the other side.
-                    intersector.add(other_side, msg.reblinded.data)
+                    add_tokens(other_side, msg.reblinded.data)
                 elif kind == "reblind_done" and mode != "keyed":
                     finished["reblind"] = True
                 else:

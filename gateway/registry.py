@@ -15,6 +15,8 @@ from fedgate.identity import Identity, Role
 from fedgate.interceptors import RequestRecord
 
 
+# A department code and a dataset name have at most 63 characters each (fedgate.datasets).
+MAX_QUALIFIED_NAME = 127
 OWN_DEPARTMENT_RULE = "invariant: a department certificate registers its own department's datasets only"
 
 
@@ -69,6 +71,10 @@ class Registry:
 
     async def locate(self, qualified: str) -> tuple[Department, DatasetDecl]:
         """The department (with its adapter endpoint) and declaration of `dept.dataset`."""
+        if len(qualified) > MAX_QUALIFIED_NAME:
+            # Not echoed: a name this long is no dataset's, and an echo could exceed gRPC's status limit.
+            raise InvalidInput(f"a dataset name (department.dataset) has at most {MAX_QUALIFIED_NAME} characters, "
+                               f"not {len(qualified):,}")
         dept, sep, name = qualified.partition(".")
         if not sep or not dept or not name:
             raise InvalidInput(f"dataset must be written department.dataset, e.g. hrss.subsidies (got {qualified!r})")
