@@ -19,19 +19,29 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedgate import matching_keys
+from fedgate import certified, matching_keys
+from fedgate.audit_entry import AuditEntry
+from fedgate.identity import Identity
+from fedgate.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, reblind, tokens_for
 from fedgate.adapters.sources import Source
-from fedgate.adapters.tickets import TicketGate
+from fedgate.adapters.tickets import Admission, TicketGate
 from fedgate.worker_pool import WorkerPool
 from fedgate.classification import Levels
 from fedgate.crypto import psi
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, public_key_from_bytes
 from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
-from fedgate.errors import FailedPrecondition, FedgateError, InvalidIdentifier, InvalidInput, RemoteProtocolError
+from fedgate.errors import (
+    FailedPrecondition,
+    FedgateError,
+    InvalidIdentifier,
+    InvalidInput,
+    RemoteProtocolError,
+    VerificationError,
+)
 from fedgate.filters import Filter, parse_checked
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
@@ -123,6 +133,8 @@ class MatchSessions:
         ask = Ask(st.action, st.decl, grants, m.filter, m.filter_nonce, m.min_set_size, m.key_field,
                   st.values, m.paillier_key if st.values else b"", m.role)
         admission = await self._gate.admit(m.ticket, ask)
+        if st.values:
+            await self._check_key_vouched(admission, m)
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, m.peer_department) if m.role == "left"
                        else (m.peer_department, self._department))
@@ -233,6 +245,16 @@ class MatchSessions:
             if not recorded:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(admission.stopped(stopped))
+
+    async def _check_key_vouched(self, admission: Admission, m: adapter_pb2.MatchStart) -> None:
+        """Encrypt only under a key the supervisor who asked (the logged subject) signed, or refuse."""
+        subject = AuditEntry.from_canonical(admission.ticket.entry).subject
+        try:
+            certified.verify(key_statement(subject, m.paillier_key), m.paillier_key_signature,
+                             m.supervisor_certificate, self._ca_pem, Identity.parse(subject), "the Paillier key")
+        except VerificationError as exc:
+            await admission.refused_after_check(str(exc))
+            raise
 
     def _secret(self, m: adapter_pb2.MatchStart, context: bytes) -> tuple[bytes, adapter_pb2.MatchStarted]:
         """The per-query secret: an ECDH scalar, or the keyed-mode key (created left, sealed to right)."""

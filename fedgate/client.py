@@ -9,16 +9,18 @@ import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 
+from fedgate import certified
 from fedgate.audit_entry import AuditEntry
 from fedgate.audit_verify import TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.crypto.compare import Packing
 from fedgate.datasets import FieldGrant, RegisteredDataset
 from fedgate.errors import RemoteCallFailed
-from fedgate.identity import GATEWAY
+from fedgate.identity import GATEWAY, identity_from_pem
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -29,7 +31,7 @@ from fedgate.protos.fedgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from fedgate.supervisor_keys import SupervisorKey, flagged_indices
+from fedgate.supervisor_keys import SupervisorKey, flagged_indices, key_statement
 from fedgate.tls import TlsFiles, secure_channel
 from fedgate.wire import dataset_from_proto
 
@@ -98,6 +100,7 @@ class GatewayClient:
     """An mTLS connection to the gateway under the identity in `tls`'s certificate."""
 
     def __init__(self, address: str, tls: TlsFiles, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._tls = tls
         self._channel = secure_channel(address, tls, GATEWAY)
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
@@ -186,7 +189,8 @@ class GatewayClient:
             values=query_pb2.MatchSide(dataset=values[0], key_field=values[1], filter=values[2]),
             value_fields=value_fields,
             other=query_pb2.MatchSide(dataset=other[0], key_field=other[1], filter=other[2]),
-            mode=mode, paillier_key=key.public_bytes, purpose=purpose, case_number=case_number)
+            mode=mode, paillier_key=key.public_bytes, purpose=purpose, case_number=case_number,
+            **self._vouch(key))
         result: SumResult | None = None
         async with _calling():
             async for event in self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S):
@@ -222,7 +226,7 @@ class GatewayClient:
             right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
             right_value=right_value, left_weight=weights[0], right_weight=weights[1], mode=mode,
             paillier_key=key.public_bytes, disclose_fields=disclose or [], limit=limit, purpose=purpose,
-            case_number=case_number)
+            case_number=case_number, **self._vouch(key))
         outbox: asyncio.Queue[query_pb2.CompareIn | None] = asyncio.Queue()
         outbox.put_nowait(query_pb2.CompareIn(request=request))
 
@@ -266,6 +270,13 @@ class GatewayClient:
         if result is None:
             raise RemoteCallFailed("UNKNOWN", "the comparison stream ended without a result")
         return result
+
+    def _vouch(self, key: SupervisorKey) -> dict[str, Any]:
+        """Our signature over the Paillier key, so departments know it is ours and not the gateway's."""
+        _, cert_pem, _ = self._tls.read()
+        me = identity_from_pem(cert_pem)
+        signature, certificate = certified.sign(self._tls, key_statement(me.spiffe_id, key.public_bytes))
+        return {"paillier_key_signature": signature, "supervisor_certificate": certificate}
 
     # --- policy administration ---
 

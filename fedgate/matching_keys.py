@@ -9,19 +9,16 @@ before sealing anything to the key.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from fedgate import certified
 from fedgate.errors import ConfigError, VerificationError
-from fedgate.identity import Identity, Role, identity_from_pem
+from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
 
 _CONTEXT = b"fedgate-matching-key/v1\n"
@@ -56,35 +53,15 @@ def load_or_create(path: Path) -> X25519PrivateKey:
 
 def vouch(department: str, key: X25519PrivateKey, tls: TlsFiles) -> MatchingKey:
     """Sign our matching public key with the certificate key that proves we are `department`."""
-    _, cert_pem, key_pem = tls.read()
-    signer = serialization.load_pem_private_key(key_pem, password=None)
-    if not isinstance(signer, ec.EllipticCurvePrivateKey):
-        raise ConfigError(str(tls.key), "the certificate key must be an EC key to vouch for the matching key")
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return MatchingKey(public, signer.sign(_message(department, public), ec.ECDSA(hashes.SHA256())),
-                       cert_pem.decode())
+    signature, cert_pem = certified.sign(tls, _message(department, public))
+    return MatchingKey(public, signature, cert_pem)
 
 
 def verify(record: MatchingKey, department: str, ca_pem: bytes) -> bytes:
     """The raw public key, once the certificate chains to our CA, names `department` and signed it."""
-    try:
-        ca = x509.load_pem_x509_certificate(ca_pem)
-        cert = x509.load_pem_x509_certificate(record.certificate_pem.encode())
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise VerificationError(f"department '{department}''s matching key certificate is not from our CA "
-                                f"({type(exc).__name__})") from None
-    now = dt.datetime.now(dt.timezone.utc)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise VerificationError(f"department '{department}''s certificate is not valid now")
-    if identity_from_pem(record.certificate_pem.encode()) != Identity(Role.DEPARTMENT, department):
-        raise VerificationError(f"the matching key's certificate is not department '{department}''s")
-    public = cert.public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey) or len(record.public_key) != 32:
+    if len(record.public_key) != 32:
         raise VerificationError(f"department '{department}''s matching key record is malformed")
-    try:
-        public.verify(record.signature, _message(department, record.public_key), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise VerificationError(f"department '{department}''s matching key is not signed by its certificate "
-                                "(substituted on the way?)") from None
+    certified.verify(_message(department, record.public_key), record.signature, record.certificate_pem, ca_pem,
+                     Identity(Role.DEPARTMENT, department), f"department '{department}''s matching key")
     return record.public_key

@@ -7,6 +7,7 @@ useless for another. Only ``public_bytes`` travels with a query.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,6 +62,11 @@ class SupervisorKey:
         if len(flags) != pairs:
             raise RemoteProtocolError(f"the gateway sent results for {len(flags)} of {pairs} pairs")
         return flags
+
+
+def key_statement(supervisor: str, public_key: bytes) -> bytes:
+    """What a supervisor signs to vouch for its Paillier public key (wire form): its SPIFFE ID and the key's hash."""
+    return b"fedgate-paillier-key/v1\n" + supervisor.encode() + b"\n" + hashlib.sha256(public_key).digest()
 
 
 def flagged_indices(flags: Sequence[bool]) -> list[int]:

@@ -94,6 +94,9 @@ class Homomorphic:
     paillier_key: bytes
     ciphertext_width: int
     pairs: bool = False
+    # The supervisor's signature over the key and its certificate, for each value holder to check.
+    key_signature: bytes = b""
+    supervisor_certificate: str = ""
 
 
 class _Session:
@@ -147,7 +150,8 @@ def _start(side: SidePlan, ticket: Ticket, mode: str, role: str, min_set_size: i
     if homomorphic is not None:
         extra.update(action=homomorphic.action, value_fields=side.value_fields)
         if side.value_fields:
-            extra["paillier_key"] = homomorphic.paillier_key
+            extra.update(paillier_key=homomorphic.paillier_key, paillier_key_signature=homomorphic.key_signature,
+                         supervisor_certificate=homomorphic.supervisor_certificate)
     return adapter_pb2.MatchIn(start=adapter_pb2.MatchStart(
         ticket=ticket_to_proto(ticket), dataset=side.dataset, key_field=side.key_field, filter=side.filter_text,
         filter_nonce=side.filter_nonce, mode=mode, role=role, min_set_size=min_set_size, **extra))

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
+from fedgate import certified
 from fedgate.crypto.compare import Packing, packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
@@ -38,6 +39,7 @@ from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord
 from fedgate.telemetry import safe_attributes
+from fedgate.supervisor_keys import key_statement
 from fedgate.worker_pool import WorkerPool
 
 tracer = trace.get_tracer(__name__)
@@ -82,6 +84,8 @@ class MatchQuery:
     mode: str = "keyed"
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
+    key_signature: bytes = b""
+    supervisor_certificate: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class SumQuery:
     other: MatchSideQuery
     paillier_key: bytes
     mode: str = "keyed"
+    key_signature: bytes = b""
+    supervisor_certificate: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ class CompareQuery:
     mode: str = "keyed"
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
+    key_signature: bytes = b""
+    supervisor_certificate: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,10 @@ class Disclosed:
 
 class QueryEngine:
     def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer,
-                 policy: Policy, safeguards: Safeguards, quotas: QuotaBook, pool: WorkerPool | None = None) -> None:
+                 policy: Policy, safeguards: Safeguards, quotas: QuotaBook, pool: WorkerPool | None = None,
+                 ca_pem: bytes = b"") -> None:
         self._pool = pool or WorkerPool(0)
+        self._ca_pem = ca_pem
         self._admissions = Admissions()
         self._registry = registry
         self._links = links
@@ -323,12 +333,15 @@ class QueryEngine:
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
             yield event
 
-    def _paillier_key(self, record: RequestRecord, public_key: bytes) -> int:
-        """The supervisor's key modulus, checked; the log binds the key by its digest."""
+    def _paillier_key(self, caller: Identity, record: RequestRecord, public_key: bytes, signature: bytes,
+                      certificate: str) -> int:
+        """The supervisor's key modulus, checked and vouched for by the caller; the log binds it by digest."""
         try:
             n = checked_key(public_key)
         except (RemoteProtocolError, LocalProtocolError) as exc:
             raise InvalidInput(f"the supervisor's Paillier public key is refused: {exc}") from None
+        certified.verify(key_statement(caller.spiffe_id, public_key), signature, certificate, self._ca_pem, caller,
+                         "the Paillier key")
         record.params["paillier_key_sha256"] = paillier_key_digest(public_key)
         record.params["paillier_key_bits"] = str(n.bit_length())
         return n
@@ -358,7 +371,7 @@ class QueryEngine:
         """Encrypted totals of value fields over the value holder's rows whose key is in the other set."""
         sides, left, right = await self._match_sides(caller, record, "query.sum", q.values, q.other, q.mode, why)
         (_, vdecl), (rdept, _) = sides
-        n = self._paillier_key(record, q.paillier_key)
+        n = self._paillier_key(caller, record, q.paillier_key, q.key_signature, q.supervisor_certificate)
         fields = self._value_fields(caller, record, vdecl, q.value_fields, "sum", q.values.key_field, "left")
         # Every value is a signed 64-bit integer (checked by its adapter): refuse a key whose plaintext
         # space could not hold the largest possible total of the largest allowed set.
@@ -368,7 +381,8 @@ class QueryEngine:
         record.params["min_aggregate"] = str(k)
         self._limit(caller, 1, [])
         left = dataclasses.replace(left, value_fields=tuple(q.value_fields))
-        homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n))
+        homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n), False, q.key_signature,
+                                  q.supervisor_certificate)
 
         async def totals(done: MatchOutcome) -> AsyncIterator[Any]:
             result = done.intersection
@@ -394,7 +408,7 @@ class QueryEngine:
             raise InvalidInput("comparison weights must be positive 64-bit integers (e.g. 5 and 6 for x > 1.2·y)")
         sides, left, right = await self._match_sides(caller, record, "query.compare", q.left, q.right, q.mode, why)
         (_, ldecl), (rdept, rdecl) = sides
-        n = self._paillier_key(record, q.paillier_key)
+        n = self._paillier_key(caller, record, q.paillier_key, q.key_signature, q.supervisor_certificate)
         self._value_fields(caller, record, ldecl, [q.left_value], "compare", q.left.key_field, "left")
         self._value_fields(caller, record, rdecl, [q.right_value], "compare", q.right.key_field, "right")
         record.params["weights"] = f"{q.left_weight},{q.right_weight}"
@@ -407,7 +421,8 @@ class QueryEngine:
         limit = self._limit(caller, q.limit, grants)
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
-        homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), pairs=True)
+        homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,
+                                  q.supervisor_certificate)
 
         async def comparisons(done: MatchOutcome) -> AsyncIterator[Any]:
             result = done.intersection

@@ -83,7 +83,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         record = _record("query.sum", request.values.dataset, request.purpose, request.case_number)
         record.datasets.append(request.other.dataset)
         query = SumQuery(_side(request.values), list(request.value_fields), _side(request.other),
-                         request.paillier_key, request.mode or "keyed")
+                         request.paillier_key, request.mode or "keyed", request.paillier_key_signature,
+                         request.supervisor_certificate)
         outcome = MatchOutcome()
         async for event in self._engine.intersection_sum(current_identity(), record, query,
                                                          Purpose(request.purpose, request.case_number), outcome):
@@ -110,7 +111,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         record.datasets.append(request.right.dataset)
         query = CompareQuery(_side(request.left), request.left_value, _side(request.right), request.right_value,
                              request.paillier_key, request.left_weight, request.right_weight,
-                             request.mode or "keyed", list(request.disclose_fields), request.limit or 100)
+                             request.mode or "keyed", list(request.disclose_fields), request.limit or 100,
+                             request.paillier_key_signature, request.supervisor_certificate)
 
         async def flagged() -> list[int]:
             msg = await anext(requests, None)

@@ -179,10 +179,11 @@ async def test_bad_sum_and_compare_requests_are_refused_and_audited(servers, dem
     ]
     async with _client(servers, gw) as c:
         for public, fields, code, words in sum_cases:
+            vouched = c._vouch(key) if public == key.public_bytes else {}
             request = query_pb2.SumRequest(
                 values=query_pb2.MatchSide(dataset="hrss.subsidies", key_field="uscc"), value_fields=fields,
                 other=query_pb2.MatchSide(dataset="samr.companies", key_field="uscc", filter=CLOSED),
-                mode="keyed", paillier_key=public, purpose=WHY[0], case_number=WHY[1])
+                mode="keyed", paillier_key=public, purpose=WHY[0], case_number=WHY[1], **vouched)
             with pytest.raises(Exception) as err:
                 async for _ in c._query.IntersectionSum(request):
                     pass
@@ -317,12 +318,6 @@ async def test_a_client_that_never_sends_its_flags_times_out_and_nothing_is_disc
 
     monkeypatch.setattr(query, "FLAGS_TIMEOUT_S", 0.5)
     gw, adapters, _ = await _deploy(servers, demo_data, ("hrss", "tax"))
-    request = query_pb2.CompareRequest(
-        left=query_pb2.MatchSide(dataset="hrss.subsidies", key_field="uscc"), left_value="claimed_insured",
-        right=query_pb2.MatchSide(dataset="tax.insured_employees", key_field="uscc"),
-        right_value="insured_employees", left_weight=1, right_weight=1, mode="keyed",
-        paillier_key=key.public_bytes, disclose_fields=["company_name"], limit=10, purpose=WHY[0],
-        case_number=WHY[1])
     hold = asyncio.Event()
 
     async def requests():  # type: ignore[no-untyped-def]
@@ -330,6 +325,12 @@ async def test_a_client_that_never_sends_its_flags_times_out_and_nothing_is_disc
         await hold.wait()  # the stream stays open, but no flags ever come
 
     async with _client(servers, gw) as c:
+        request = query_pb2.CompareRequest(
+            left=query_pb2.MatchSide(dataset="hrss.subsidies", key_field="uscc"), left_value="claimed_insured",
+            right=query_pb2.MatchSide(dataset="tax.insured_employees", key_field="uscc"),
+            right_value="insured_employees", left_weight=1, right_weight=1, mode="keyed",
+            paillier_key=key.public_bytes, disclose_fields=["company_name"], limit=10, purpose=WHY[0],
+            case_number=WHY[1], **c._vouch(key))
         call = c._query.Compare(requests())
         kinds = []
         with pytest.raises(Exception) as err:
@@ -339,3 +340,46 @@ async def test_a_client_that_never_sends_its_flags_times_out_and_nothing_is_disc
     assert "result" in kinds and "rows" not in kinds
     assert err.value.code().name == "DEADLINE_EXCEEDED" and "no flagged pairs" in err.value.details()
     assert not [d for d in adapters["hrss"].disclosures.disclosures() if d.decision == "served"]
+
+
+async def test_values_are_encrypted_only_under_a_key_the_asking_supervisor_signed(servers, demo_data, key,
+                                                                                  monkeypatch) -> None:
+    from fedgate import certified
+    from fedgate.identity import Identity, Role
+    from fedgate.protos.fedgate.v1 import query_pb2
+
+    gw, adapters, _ = await _deploy(servers, demo_data, ("hrss", "samr"))
+    # Another supervisor's signature over the same key, as a gateway substituting keys would have to present.
+    other = Identity(Role.SUPERVISOR, "dcb", "mallory")
+    from fedgate import pki
+
+    other_dir = servers.tmp / "other-certs"
+    other_dir.mkdir()
+    for name in ("ca.pem", "ca.key"):
+        (other_dir / name).write_bytes((servers.certs / name).read_bytes())
+    pki.init_dir(other_dir, [other])
+    from fedgate.supervisor_keys import key_statement
+
+    signature, cert = certified.sign(TlsFiles.in_dir(other_dir, other), key_statement(other.spiffe_id, key.public_bytes))
+    request = query_pb2.SumRequest(
+        values=query_pb2.MatchSide(dataset="hrss.subsidies", key_field="uscc"), value_fields=["amount_fen"],
+        other=query_pb2.MatchSide(dataset="samr.companies", key_field="uscc", filter=CLOSED), mode="keyed",
+        paillier_key=key.public_bytes, purpose=WHY[0], case_number=WHY[1], paillier_key_signature=signature,
+        supervisor_certificate=cert)
+    async with _client(servers, gw) as c:
+        with pytest.raises(Exception) as err:
+            async for _ in c._query.IntersectionSum(request):
+                pass
+        assert err.value.code().name == "PERMISSION_DENIED" and "the Paillier key" in err.value.details()
+        # Defence in depth: had the gateway not checked, the department refuses before encrypting anything.
+        from fedgate.gateway import query as gateway_query
+
+        from types import SimpleNamespace
+
+        monkeypatch.setattr(gateway_query, "certified", SimpleNamespace(verify=lambda *args, **kwargs: None))
+        with pytest.raises(Exception) as err:
+            async for _ in c._query.IntersectionSum(request):
+                pass
+        assert "department 'hrss' refused" in err.value.details() and "the Paillier key" in err.value.details()
+    refused = [d for d in adapters["hrss"].disclosures.disclosures() if d.decision == "refused"]
+    assert refused and "the Paillier key" in refused[-1].reason

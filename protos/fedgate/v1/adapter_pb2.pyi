@@ -100,7 +100,7 @@ class AdapterDiscloseResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ...) -> None: ...
 
 class MatchStart(_message.Message):
-    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key")
+    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key", "paillier_key_signature", "supervisor_certificate")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,8 @@ class MatchStart(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISOR_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     ticket: QueryTicket
     dataset: str
     key_field: str
@@ -133,7 +135,9 @@ class MatchStart(_message.Message):
     action: str
     value_fields: _containers.RepeatedScalarFieldContainer[str]
     paillier_key: bytes
-    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ...) -> None: ...
+    paillier_key_signature: bytes
+    supervisor_certificate: str
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ...) -> None: ...
 
 class MatchStarted(_message.Message):
     __slots__ = ("sealed_key",)

@@ -144,7 +144,7 @@ class MatchEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[MatchProgress, _Mapping]] = ..., result: _Optional[_Union[MatchResult, _Mapping]] = ...) -> None: ...
 
 class SumRequest(_message.Message):
-    __slots__ = ("values", "value_fields", "other", "mode", "paillier_key", "purpose", "case_number")
+    __slots__ = ("values", "value_fields", "other", "mode", "paillier_key", "purpose", "case_number", "paillier_key_signature", "supervisor_certificate")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     OTHER_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,8 @@ class SumRequest(_message.Message):
     PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISOR_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     values: MatchSide
     value_fields: _containers.RepeatedScalarFieldContainer[str]
     other: MatchSide
@@ -159,7 +161,9 @@ class SumRequest(_message.Message):
     paillier_key: bytes
     purpose: str
     case_number: str
-    def __init__(self, values: _Optional[_Union[MatchSide, _Mapping]] = ..., value_fields: _Optional[_Iterable[str]] = ..., other: _Optional[_Union[MatchSide, _Mapping]] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ...) -> None: ...
+    paillier_key_signature: bytes
+    supervisor_certificate: str
+    def __init__(self, values: _Optional[_Union[MatchSide, _Mapping]] = ..., value_fields: _Optional[_Iterable[str]] = ..., other: _Optional[_Union[MatchSide, _Mapping]] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ...) -> None: ...
 
 class EncryptedTotal(_message.Message):
     __slots__ = ("field", "ciphertext")
@@ -194,7 +198,7 @@ class SumEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[MatchProgress, _Mapping]] = ..., result: _Optional[_Union[SumResult, _Mapping]] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
-    __slots__ = ("left", "left_value", "left_weight", "right", "right_value", "right_weight", "mode", "paillier_key", "disclose_fields", "limit", "purpose", "case_number")
+    __slots__ = ("left", "left_value", "left_weight", "right", "right_value", "right_weight", "mode", "paillier_key", "disclose_fields", "limit", "purpose", "case_number", "paillier_key_signature", "supervisor_certificate")
     LEFT_FIELD_NUMBER: _ClassVar[int]
     LEFT_VALUE_FIELD_NUMBER: _ClassVar[int]
     LEFT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +211,8 @@ class CompareRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PAILLIER_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SUPERVISOR_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     left: MatchSide
     left_value: str
     left_weight: int
@@ -219,7 +225,9 @@ class CompareRequest(_message.Message):
     limit: int
     purpose: str
     case_number: str
-    def __init__(self, left: _Optional[_Union[MatchSide, _Mapping]] = ..., left_value: _Optional[str] = ..., left_weight: _Optional[int] = ..., right: _Optional[_Union[MatchSide, _Mapping]] = ..., right_value: _Optional[str] = ..., right_weight: _Optional[int] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., disclose_fields: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ...) -> None: ...
+    paillier_key_signature: bytes
+    supervisor_certificate: str
+    def __init__(self, left: _Optional[_Union[MatchSide, _Mapping]] = ..., left_value: _Optional[str] = ..., left_weight: _Optional[int] = ..., right: _Optional[_Union[MatchSide, _Mapping]] = ..., right_value: _Optional[str] = ..., right_weight: _Optional[int] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., disclose_fields: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ...) -> None: ...
 
 class FlaggedPairs(_message.Message):
     __slots__ = ("pairs",)
