@@ -18,6 +18,7 @@ from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.policy import Policy
 from fedgate.gateway.policy_watch import watch_policy
 from fedgate.gateway.query import QueryEngine
+from fedgate.gateway.recovery import close_unfinished
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import RegistryStore
 from fedgate.gateway.safeguards import QuotaBook, Safeguards
@@ -88,6 +89,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     audit_store = await asyncio.to_thread(AuditStore.open, config.effective_audit_url)
     try:
         audit_log = await AuditLog.open(audit_store, key, config.log_origin)
+        if config.effective_audit_url.startswith("sqlite"):
+            await close_unfinished(audit_log)
         quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguards)
         links = AdapterLinks(config.tls)
         registry = Registry(store, policy, links)

@@ -250,6 +250,16 @@ async def test_gateway_killed_while_supervisors_query_loses_no_acknowledged_quer
         # The pre-access entry the reply named, and the outcome written before the reply left.
         assert entries[index]["case_number"] == case and entries[index]["status"] == "STARTED"
         assert any(e["status"] == "OK" and e["query_id"] == entries[index]["query_id"] for e in by_case[case]), case
+    # Queries in flight at the kill were closed at restart: every STARTED entry has exactly one outcome.
+    outcomes: dict[str, list[str]] = {}
+    for entry in entries.values():
+        if entry.get("query_id") and entry["status"] != "STARTED":
+            outcomes.setdefault(str(entry["query_id"]), []).append(str(entry["status"]))
+    started = [e for e in entries.values() if e["status"] == "STARTED"]
+    assert all(len(outcomes.get(str(e["query_id"]), [])) == 1 for e in started)
+    aborted = [e for e in entries.values() if e["status"] == "ABORTED"]
+    assert all("gateway stopped before this query finished" in str(e["reason"]) for e in aborted)
+    print(f"{len(acknowledged)} acknowledged, {len(aborted)} in flight at the kill and closed as ABORTED")
     async with d.client() as client:
         rows, _ = await client.count_rows("hrss.people", *WHY)
     assert rows == 2_000
