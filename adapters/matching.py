@@ -20,7 +20,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedgate import certified, matching_keys
-from fedgate.audit_entry import AuditEntry
 from fedgate.identity import Identity
 from fedgate.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
@@ -248,7 +247,7 @@ class MatchSessions:
 
     async def _check_key_vouched(self, admission: Admission, m: adapter_pb2.MatchStart) -> None:
         """Encrypt only under a key the supervisor who asked (the logged subject) signed, or refuse."""
-        subject = AuditEntry.from_canonical(admission.ticket.entry).subject
+        subject = admission.entry.subject
         try:
             certified.verify(key_statement(subject, m.paillier_key), m.paillier_key_signature,
                              m.supervisor_certificate, self._ca_pem, Identity.parse(subject), "the Paillier key")

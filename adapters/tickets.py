@@ -28,6 +28,7 @@ class Admission:
     ticket: VerifiedTicket
     action: str
     dataset: str
+    entry: AuditEntry      # the logged request the ticket proves
 
     async def served(self, rows: int) -> None:
         await self.gate.record_served(self, rows)
@@ -69,13 +70,14 @@ class TicketGate:
                 note = self._log.last_accepted_note()
                 verified = verify_ticket(ticket, audience=self._department, now=int(time.time()), vkey=self._vkey,
                                          origin=self.origin, last_seen=self._open(note) if note else None)
-                check_ask(_entry_of(verified), ask, self._levels)
+                entry = _entry_of(verified)
+                check_ask(entry, ask, self._levels)
             except FedgateError as exc:
                 await asyncio.to_thread(self._log.record, Disclosure(
                     utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
                 raise
             # Accepting moves this adapter's view of the log forward before anything is served.
-            admission = Admission(self, verified, action, qualified)
+            admission = Admission(self, verified, action, qualified, entry)
             await asyncio.to_thread(self._log.accept, verified.checkpoint, verified.checkpoint_note, Disclosure(
                 utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
                 action, qualified, "admitted", "", None))

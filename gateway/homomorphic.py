@@ -106,8 +106,9 @@ def blind_and_pack(public_key: bytes, xs: list[bytes], ys: list[bytes], a: int, 
     """Blind each pair's comparison ``a·x > b·y`` and pack ``packing.slots`` results per ciphertext."""
     enc = encryptor_for(public_key)
     pk = enc.public_key
-    blinded = [blind_comparison(enc, ciphertext_from_bytes(x, pk), ciphertext_from_bytes(y, pk), a, b,
-                                x_bound=bound, y_bound=bound) for x, y in zip(xs, ys, strict=True)]
+    left, right = ciphertexts_from_bytes(b"".join(xs), pk), ciphertexts_from_bytes(b"".join(ys), pk)
+    blinded = [blind_comparison(enc, x, y, a, b, x_bound=bound, y_bound=bound)
+               for x, y in zip(left, right, strict=True)]
     packed = [pack_comparisons(enc, blinded[i:i + packing.slots], packing)
               for i in range(0, len(blinded), packing.slots)]
     return ciphertexts_to_bytes(packed, pk)
