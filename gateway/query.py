@@ -84,8 +84,6 @@ class MatchQuery:
     mode: str = "keyed"
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
-    key_signature: bytes = b""
-    supervisor_certificate: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -9,6 +9,8 @@ import support
 from fedgate import pki
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import Adapter, build_adapter
+from fedgate.demo.datagen import DemoDepartment
+from fedgate.demo.runner import adapter_toml as demo_adapter_toml
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
 from fedgate.identity import Identity
@@ -59,6 +61,22 @@ class Servers:
         adapter = await build_adapter(self.adapter_config(dept, gateway, datasets))
         self.adapters.append(adapter)
         return adapter
+
+    async def demo_adapters(self, gw: Gateway, workdir: Path, departments: Iterable[DemoDepartment],
+                            codes: Iterable[str]) -> dict[str, Adapter]:
+        """Adapters for the named demo departments (generated into `workdir`), threads for workers."""
+        wanted, adapters = set(codes), {}
+        for dept in departments:
+            if dept.code not in wanted:
+                continue
+            cfg = workdir / f"adapter-{dept.code}.toml"
+            text = demo_adapter_toml(dept, f"127.0.0.1:{gw.port}").replace(
+                "certs/", f"{self.certs}/").replace(f'data_dir = "adapter-data/{dept.code}"',
+                                                    f'data_dir = "{self.tmp}/adapter-{dept.code}"')
+            cfg.write_text("workers = 0\n" + text)
+            adapters[dept.code] = await build_adapter(AdapterConfig.load(cfg))
+            self.adapters.append(adapters[dept.code])
+        return adapters
 
     async def stop_gateway(self, gw: Gateway) -> None:
         self.gateways.remove(gw)

@@ -12,7 +12,6 @@ import pytest
 import support
 from fedgate.client import GatewayClient, MatchResult
 from fedgate.demo.datagen import generate
-from fedgate.demo.runner import adapter_toml
 from fedgate.errors import RemoteCallFailed
 from fedgate.tls import TlsFiles
 
@@ -31,21 +30,7 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory):
 async def _deploy(servers, demo_data, codes: tuple[str, ...] = ("hrss", "samr", "civil", "vehicle")):
     workdir, departments, truth = demo_data
     gw = await servers.gateway(workdir / "gateway-data")
-    adapters = {}
-    for dept in departments:
-        if dept.code not in codes:
-            continue
-        cfg = workdir / f"adapter-{dept.code}.toml"
-        text = adapter_toml(dept, f"127.0.0.1:{gw.port}").replace(
-            'certs/', f'{servers.certs}/').replace(f'data_dir = "adapter-data/{dept.code}"',
-                                                   f'data_dir = "{servers.tmp}/adapter-{dept.code}"')
-        cfg.write_text("workers = 0\n" + text)
-        from fedgate.adapters.config import AdapterConfig
-        from fedgate.adapters.server import build_adapter
-        adapter = await build_adapter(AdapterConfig.load(cfg))
-        servers.adapters.append(adapter)
-        adapters[dept.code] = adapter
-    return gw, adapters, truth
+    return gw, await servers.demo_adapters(gw, workdir, departments, codes), truth
 
 
 def _client(servers, gw) -> GatewayClient:

@@ -24,7 +24,6 @@ from fedgate import pki
 from fedgate.client import GatewayClient
 from fedgate.demo import processes
 from fedgate.demo.datagen import generate
-from fedgate.demo.runner import adapter_toml as demo_adapter_toml
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import Identity
 from fedgate.signing_key import read_vkey
@@ -42,20 +41,10 @@ OTHERS = ("civil.people", "resident_id", "")
 async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(servers, tmp_path, monkeypatch,
                                                                               how: str) -> None:
     from fedgate.adapters import matching as adapter_matching
-    from fedgate.adapters.config import AdapterConfig
-    from fedgate.adapters.server import build_adapter
 
     departments = generate(tmp_path, rows=1000, seed=3)
     gw = await servers.gateway(tmp_path / "gateway-data")
-    adapters = {}
-    for dept in departments:
-        if dept.code in ("hrss", "samr"):
-            cfg = tmp_path / f"adapter-{dept.code}.toml"
-            cfg.write_text("workers = 0\n" + demo_adapter_toml(dept, f"127.0.0.1:{gw.port}").replace(
-                "certs/", f"{servers.certs}/").replace(f'data_dir = "adapter-data/{dept.code}"',
-                                                       f'data_dir = "{tmp_path}/adapter-{dept.code}"'))
-            adapters[dept.code] = await build_adapter(AdapterConfig.load(cfg))
-            servers.adapters.append(adapters[dept.code])
+    adapters = await servers.demo_adapters(gw, tmp_path, departments, ("hrss", "samr"))
 
     calls: list[float] = []
     tokens_for = adapter_matching.tokens_for
