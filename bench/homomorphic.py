@@ -42,7 +42,6 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,9 +58,8 @@ from bench.match import (
     WARMUP,
     DataSet,
     ProcStats,
-    adapter_toml,
     console,
-    gateway_toml,
+    deployment,
     loopback_bytes,
     machine,
     make_dataset,
@@ -69,6 +67,7 @@ from bench.match import (
     start_profilers,
     stop_profilers,
     tree_cpu,
+    unclean_stop,
     valid_ids,
 )
 from fedgate import pki
@@ -144,35 +143,18 @@ def run_one(kind: str, workdir: Path, certs: Path, ds: DataSet, warm: DataSet, m
             timeout: float, profile: Path | None = None) -> HomRun:
     res = HomRun(kind, ds.size, mode)
     res.expected, res.expected_rows = expected_answer(kind, ds)
-    run_dir = workdir / "runs" / f"{kind}-n{ds.size}-{mode}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    (run_dir / "gateway.toml").write_text(gateway_toml(certs, None))
-    started: list[processes.ServerProcess] = []
+    stopped: dict[str, int | None] = {}
     try:
-        gw = processes.start("gateway", ["gateway", "serve", "--config", str(run_dir / "gateway.toml")], run_dir)
-        started.append(gw)
-        processes.wait_ready(gw)
-        address = f"127.0.0.1:{gw.port}"
-        for dept, csv, wcsv in ((LEFT, ds.left_csv, warm.left_csv), (RIGHT, ds.right_csv, warm.right_csv)):
-            cfg = run_dir / f"adapter-{dept}.toml"
-            cfg.write_text(adapter_toml(dept, address, certs, workers, [(DATASET, csv), (WARMUP, wcsv)]))
-            started.append(processes.start(f"adapter-{dept}", ["adapter", "serve", "--config", str(cfg)], run_dir))
-        for proc in started[1:]:
-            processes.wait_ready(proc, timeout=300)
-        cpu = asyncio.run(_timed(kind, address, certs, mode, res, started, timeout, profile))
-        res.gateway = proc_stats(started[0].proc.pid, cpu[0])
-        res.adapter_left = proc_stats(started[1].proc.pid, cpu[1])
-        res.adapter_right = proc_stats(started[2].proc.pid, cpu[2])
+        with deployment(workdir / "runs" / f"{kind}-n{ds.size}-{mode}", certs, ds, warm, workers,
+                        stopped) as started:
+            cpu = asyncio.run(_timed(kind, f"127.0.0.1:{started[0].port}", certs, mode, res, started, timeout,
+                                     profile))
+            res.gateway = proc_stats(started[0].proc.pid, cpu[0])
+            res.adapter_left = proc_stats(started[1].proc.pid, cpu[1])
+            res.adapter_right = proc_stats(started[2].proc.pid, cpu[2])
     except Exception as exc:
         res.error = f"{type(exc).__name__}: {exc}"
-        for proc in started:
-            console.log(f"[red]{proc.name} log tail:[/]\n{proc.log_tail(20)}")
-    finally:
-        codes = {p.name: processes.stop(p) for p in reversed(started)}
-        bad = {k: v for k, v in codes.items() if v != 0}
-        if bad and not res.error:
-            res.error = f"servers did not stop cleanly: {bad}"
+    res.error = res.error or unclean_stop(stopped)
     return res
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -56,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,15 +409,19 @@ class RunResult:
     error: str = ""
 
 
-def run_servers(workdir: Path, certs: Path, ds: DataSet, warm: DataSet, mode: str, workers: int,
-                timeout: float, profile: Path | None) -> RunResult:
-    res = RunResult(ds.size, mode, expected=ds.expected)
-    run_dir = workdir / "runs" / f"n{ds.size}-{mode}"
+@contextlib.contextmanager
+def deployment(run_dir: Path, certs: Path, ds: DataSet, warm: DataSet, workers: int,
+               stopped: dict[str, int | None]) -> Iterator[list[processes.ServerProcess]]:
+    """A fresh gateway and the two adapters (the timed and the warm-up datasets) as processes.
+
+    Yields [gateway, left adapter, right adapter] once all are ready; on the way
+    out stops them, putting each exit code in `stopped`, and on an error shows
+    their log tails first.
+    """
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     (run_dir / "gateway.toml").write_text(gateway_toml(certs, policy_dir_for(run_dir, ds.size)))
     started: list[processes.ServerProcess] = []
-    t0 = time.perf_counter()
     try:
         gw = processes.start("gateway", ["gateway", "serve", "--config", str(run_dir / "gateway.toml")], run_dir)
         started.append(gw)
@@ -428,24 +433,42 @@ def run_servers(workdir: Path, certs: Path, ds: DataSet, warm: DataSet, mode: st
             started.append(processes.start(f"adapter-{dept}", ["adapter", "serve", "--config", str(cfg)], run_dir))
         for proc in started[1:]:
             processes.wait_ready(proc, timeout=300)
-        res.startup_s = round(time.perf_counter() - t0, 2)
-        _, left, right = started
-        cpu = asyncio.run(_timed_match(address, certs, ds, warm, mode, res, started, timeout, profile))
-        res.gateway = proc_stats(gw.proc.pid, cpu[0])
-        res.adapter_left = proc_stats(left.proc.pid, cpu[1])
-        res.adapter_right = proc_stats(right.proc.pid, cpu[2])
-        ours = res.gateway.cpu_s + res.adapter_left.cpu_s + res.adapter_right.cpu_s + res.phases.pop("_self_cpu")
-        res.other_cpu_s = round(max(0.0, res.phases.pop("_busy_cpu") - ours), 2)
-        res.steal_s = round(res.phases.pop("_steal_cpu"), 2)
-    except Exception as exc:
-        res.error = f"{type(exc).__name__}: {exc}"
+        yield started
+    except Exception:
         for proc in started:
             console.log(f"[red]{proc.name} log tail:[/]\n{proc.log_tail(20)}")
+        raise
     finally:
-        codes = {p.name: processes.stop(p) for p in reversed(started)}
-        bad = {k: v for k, v in codes.items() if v != 0}
-        if bad and not res.error:
-            res.error = f"servers did not stop cleanly: {bad}"
+        stopped.update({p.name: processes.stop(p) for p in reversed(started)})
+
+
+def unclean_stop(stopped: dict[str, int | None]) -> str:
+    """An error for servers that did not exit 0, or ''."""
+    bad = {k: v for k, v in stopped.items() if v != 0}
+    return f"servers did not stop cleanly: {bad}" if bad else ""
+
+
+def run_servers(workdir: Path, certs: Path, ds: DataSet, warm: DataSet, mode: str, workers: int,
+                timeout: float, profile: Path | None) -> RunResult:
+    res = RunResult(ds.size, mode, expected=ds.expected)
+    stopped: dict[str, int | None] = {}
+    t0 = time.perf_counter()
+    try:
+        with deployment(workdir / "runs" / f"n{ds.size}-{mode}", certs, ds, warm, workers, stopped) as started:
+            res.startup_s = round(time.perf_counter() - t0, 2)
+            gw, left, right = started
+            cpu = asyncio.run(_timed_match(f"127.0.0.1:{gw.port}", certs, ds, warm, mode, res, started, timeout,
+                                           profile))
+            res.gateway = proc_stats(gw.proc.pid, cpu[0])
+            res.adapter_left = proc_stats(left.proc.pid, cpu[1])
+            res.adapter_right = proc_stats(right.proc.pid, cpu[2])
+            ours = (res.gateway.cpu_s + res.adapter_left.cpu_s + res.adapter_right.cpu_s
+                    + res.phases.pop("_self_cpu"))
+            res.other_cpu_s = round(max(0.0, res.phases.pop("_busy_cpu") - ours), 2)
+            res.steal_s = round(res.phases.pop("_steal_cpu"), 2)
+    except Exception as exc:
+        res.error = f"{type(exc).__name__}: {exc}"
+    res.error = res.error or unclean_stop(stopped)
     return res
 
 
