@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgate.classification import policies_dir
+from fedgate.errors import ConfigError
 from fedgate.tls import TlsFiles
 from fedgate.tomlconfig import Table
 from fedgate.worker_pool import default_workers
@@ -24,6 +25,8 @@ data_dir = "gateway-data"       # registry (and later the audit log) live here
 # policy_dir = "policies"              # model.conf, policy.csv, levels.toml, safeguards.toml (default: shipped)
 # policy_watch_s = 2                   # reload the policy this often after its files change; 0: only on request
 # workers = 2                          # processes for Paillier sums and comparisons (default: all cores; 0: threads)
+# adapter_idle_timeout_s = 300         # give up on a match stream its adapter sends nothing on for this long
+# flags_timeout_s = 300                # how long a comparison waits for the client's flagged pairs
 
 [tls]
 ca = "certs/ca.pem"
@@ -45,6 +48,8 @@ class GatewayConfig:
     policy_dir: Path | None = None
     policy_watch_s: int = 2
     workers: int = 0
+    adapter_idle_timeout_s: int = 300
+    flags_timeout_s: int = 300
 
     @property
     def effective_policy_dir(self) -> Path:
@@ -77,7 +82,12 @@ class GatewayConfig:
             policy_dir=table.path("policy_dir", None),
             policy_watch_s=table.int("policy_watch_s", 2),
             workers=table.int("workers", default_workers()),
+            adapter_idle_timeout_s=table.int("adapter_idle_timeout_s", 300),
+            flags_timeout_s=table.int("flags_timeout_s", 300),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
+        for key in ("adapter_idle_timeout_s", "flags_timeout_s"):
+            if getattr(config, key) <= 0:
+                raise ConfigError(str(path), f"{key} must be a positive number of seconds")
         return config

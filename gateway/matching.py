@@ -37,7 +37,8 @@ from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.wire import matching_key_to_proto
 
 # A match stream ends within MATCH_TIMEOUT_S (or the supervisor's deadline), and fails sooner if its
-# adapter sends nothing for STREAM_IDLE_S while the gateway waits for it (a hung department).
+# adapter sends nothing for the idle timeout while the gateway waits for it (a hung department;
+# `adapter_idle_timeout_s` in gateway.toml, STREAM_IDLE_S by default).
 MATCH_TIMEOUT_S = 3600.0
 STREAM_IDLE_S = 300.0
 PROGRESS_EVERY = 50_000
@@ -102,18 +103,19 @@ class Homomorphic:
 class _Session:
     """One adapter's stream: a reader that dispatches, a writer fed by a queue."""
 
-    def __init__(self, links: AdapterLinks, side: SidePlan) -> None:
+    def __init__(self, links: AdapterLinks, side: SidePlan, idle_timeout_s: float) -> None:
         self.side = side
+        self.idle_timeout_s = idle_timeout_s
         stub = adapter_pb2_grpc.AdapterServiceStub(links.channel(side.department, side.endpoint))
         self.call = stub.Match(timeout=call_timeout(MATCH_TIMEOUT_S))
         self.outbox: asyncio.Queue[adapter_pb2.MatchIn | None] = asyncio.Queue()
 
     async def read(self) -> adapter_pb2.MatchOut:
         try:
-            msg = await asyncio.wait_for(self.call.read(), STREAM_IDLE_S)
+            msg = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
         except TimeoutError:
             self.call.cancel()
-            raise Unavailable(f"department '{self.side.department}' sent nothing for {STREAM_IDLE_S:.0f} s; "
+            raise Unavailable(f"department '{self.side.department}' sent nothing for {self.idle_timeout_s:g} s; "
                               "the query was stopped") from None
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from None
@@ -165,14 +167,14 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                     peer_key: Any, min_set_size: int,
                     disclose: list[FieldGrant], limit: int, max_tokens: int,
                     outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
-                    after: After | None = None) -> AsyncIterator[Any]:
+                    after: After | None = None, idle_timeout_s: float = STREAM_IDLE_S) -> AsyncIterator[Any]:
     """Drive both sessions to a result in `outcome`, yielding progress as tokens flow.
 
     For a sum or comparison, `homomorphic` has the value-holding sides send
     ciphertexts, and `after` runs on the intersection (yielding its own events)
     before any disclosure.
     """
-    ls, rs = _Session(links, left), _Session(links, right)
+    ls, rs = _Session(links, left, idle_timeout_s), _Session(links, right, idle_timeout_s)
     if homomorphic is not None:
         for name, plan in (("left", left), ("right", right)):
             if plan.value_fields:

@@ -30,7 +30,7 @@ from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.homomorphic import checked_key, encrypted_totals, packed_comparisons
-from fedgate.gateway.matching import After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
+from fedgate.gateway.matching import STREAM_IDLE_S, After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
@@ -49,7 +49,8 @@ _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
 MAX_DISCLOSE_ROWS = 10_000
 MAX_VALUE_FIELDS = 4
-# How long a comparison waits for the client's flagged pairs, holding the left department's stream open.
+# How long a comparison waits for the client's flagged pairs, holding the left department's stream open
+# (`flags_timeout_s` in gateway.toml).
 FLAGS_TIMEOUT_S = 300.0
 
 
@@ -139,8 +140,11 @@ class Disclosed:
 class QueryEngine:
     def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer,
                  policy: Policy, safeguards: Safeguards, quotas: QuotaBook, pool: WorkerPool | None = None,
-                 ca_pem: bytes = b"") -> None:
+                 ca_pem: bytes = b"", idle_timeout_s: float = STREAM_IDLE_S,
+                 flags_timeout_s: float = FLAGS_TIMEOUT_S) -> None:
         self._pool = pool or WorkerPool(0)
+        self._idle_timeout_s = idle_timeout_s
+        self._flags_timeout_s = flags_timeout_s
         self._ca_pem = ca_pem
         self._admissions = Admissions()
         self._registry = registry
@@ -292,7 +296,8 @@ class QueryEngine:
 
                 async for event in run_match(self._links, left, right, mode, ticket_for, self._admissions,
                                              right_dept.matching_key, min_set, grants, limit,
-                                             self._safeguards.max_match_rows, outcome, homomorphic, after):
+                                             self._safeguards.max_match_rows, outcome, homomorphic, after,
+                                             self._idle_timeout_s):
                     yield event
                 break
             except StaleTicket:
@@ -438,9 +443,9 @@ class QueryEngine:
             if not grants:
                 return
             try:
-                chosen = await asyncio.wait_for(flagged(), FLAGS_TIMEOUT_S)
+                chosen = await asyncio.wait_for(flagged(), self._flags_timeout_s)
             except TimeoutError:
-                raise DeadlineExceeded(f"no flagged pairs came within {FLAGS_TIMEOUT_S:.0f} s of the comparison "
+                raise DeadlineExceeded(f"no flagged pairs came within {self._flags_timeout_s:g} s of the comparison "
                                        "result: nothing disclosed") from None
             if len(set(chosen)) != len(chosen) or any(not 0 <= i < pairs for i in chosen):
                 raise InvalidInput(f"flagged pairs must be distinct indices below {pairs}")

@@ -95,7 +95,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         links = AdapterLinks(config.tls)
         registry = Registry(store, policy, links)
         engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s),
-                             policy, safeguards, quotas, WorkerPool(config.workers), config.tls.read()[0])
+                             policy, safeguards, quotas, WorkerPool(config.workers), config.tls.read()[0],
+                             config.adapter_idle_timeout_s, config.flags_timeout_s)
         services = [
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),

@@ -43,9 +43,11 @@ class Servers:
         self.gateways: list[Gateway] = []
         self.adapters: list[Adapter] = []
 
-    async def gateway(self, data_dir: Path | None = None) -> Gateway:
+    async def gateway(self, data_dir: Path | None = None, settings: str = "") -> Gateway:
+        """A gateway on a free port; `settings` are extra top-level lines for its gateway.toml."""
         cfg = self.tmp / "gateway.toml"
-        cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs))
+        cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs).replace(
+            "[tls]", f"{settings}\n[tls]"))
         gw = await build_gateway(GatewayConfig.load(cfg))
         self.gateways.append(gw)
         return gw

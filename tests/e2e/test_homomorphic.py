@@ -297,11 +297,11 @@ async def test_a_client_that_never_sends_its_flags_times_out_and_nothing_is_disc
         servers, demo_data, key, monkeypatch) -> None:
     import asyncio
 
-    from fedgate.gateway import query
     from fedgate.protos.fedgate.v1 import query_pb2
 
-    monkeypatch.setattr(query, "FLAGS_TIMEOUT_S", 0.5)
-    gw, adapters, _ = await _deploy(servers, demo_data, ("hrss", "tax"))
+    workdir, departments, _ = demo_data
+    gw = await servers.gateway(workdir / "gateway-data", settings="flags_timeout_s = 1")
+    adapters = await servers.demo_adapters(gw, workdir, departments, ("hrss", "tax"))
     hold = asyncio.Event()
 
     async def requests():  # type: ignore[no-untyped-def]
