@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedgate import certified, matching_keys
 from fedgate.identity import Identity
+from fedgate.encryptors import MAX_VALUE_FIELDS
 from fedgate.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
@@ -60,7 +61,6 @@ def chunk_rows(row_count: int, parallelism: int) -> int:
 MAX_PEER_TOKENS = 5_000_000
 MODES = ("keyed", "ecdh")
 ACTIONS = ("query.match", "query.sum", "query.compare")
-MAX_VALUE_FIELDS = 4
 
 
 @dataclass

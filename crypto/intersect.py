@@ -37,7 +37,7 @@ from fedgate.errors import FailedPrecondition, LocalProtocolError, RemoteProtoco
 
 from .psi import MAX_CHUNK_TOKENS, POINT_BYTES, TOKEN_BYTES
 
-__all__ = ["IntersectionResult", "Intersector", "IntersectorState", "Side", "TooManyPairs"]
+__all__ = ["IntersectionResult", "Intersector", "IntersectorState", "Side", "TooManyPairs", "TooManyTokens"]
 
 Side = Literal["left", "right"]
 _SIDES: tuple[Side, Side] = ("left", "right")
@@ -45,6 +45,10 @@ _SIDES: tuple[Side, Side] = ("left", "right")
 
 class TooManyPairs(FailedPrecondition):
     """Keys repeated on both sides would make more pairs than the caller accepts."""
+
+
+class TooManyTokens(RemoteProtocolError):
+    """A side sent more tokens than ``max_tokens_per_side``."""
 
 
 class IntersectorState(enum.Enum):
@@ -132,7 +136,7 @@ class Intersector:
         if count > self.max_chunk_tokens:
             self._fail(f"{side} chunk has {count} tokens, limit is {self.max_chunk_tokens}")
         if self._sizes[side] + count > self.max_tokens_per_side:
-            self._fail(f"{side} side exceeds the limit of {self.max_tokens_per_side} tokens")
+            self._fail(f"{side} side exceeds the limit of {self.max_tokens_per_side} tokens", TooManyTokens)
         if count:
             # frombuffer shares an immutable bytes object; anything mutable is
             # copied so the caller cannot change tokens after the fact.
@@ -178,10 +182,10 @@ class Intersector:
                 f"cannot {event} when the intersector is {self._state.value}"
             ) from None
 
-    def _fail(self, message: str) -> NoReturn:
+    def _fail(self, message: str, error: type[RemoteProtocolError] = RemoteProtocolError) -> NoReturn:
         self._state = IntersectorState.ERROR
         self._chunks = {"left": [], "right": []}
-        raise RemoteProtocolError(message)
+        raise error(message)
 
 
 def _byte_size(chunk: object) -> int:

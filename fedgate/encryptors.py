@@ -17,6 +17,9 @@ from fedgate.crypto.paillier import FastEncryptor, public_key_from_bytes
 # comparison packing rely on it.
 VALUE_BITS = 63
 VALUE_BOUND = (1 << VALUE_BITS) - 1
+# Integer fields one sum may total (and a comparison side encrypts one): the gateway and each adapter
+# refuse more, so one chunk of ciphertexts stays within MAX_CHUNK_CIPHERTEXTS per message.
+MAX_VALUE_FIELDS = 4
 
 
 @functools.lru_cache(maxsize=16)

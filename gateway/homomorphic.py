@@ -148,8 +148,3 @@ async def packed_comparisons(pool: WorkerPool, public_key: bytes, left: CipherCo
     finally:
         for future in futures:  # a query that failed or was cancelled stops its queued work
             future.cancel()
-
-
-def packed_count(pairs: int, packing: Packing) -> int:
-    return -(-pairs // packing.slots)
-

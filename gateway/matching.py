@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from fedgate.crypto.intersect import Intersector, IntersectionResult
+from fedgate.crypto.intersect import Intersector, IntersectionResult, TooManyTokens
 from fedgate.crypto.psi import TOKEN_BYTES
 from fedgate.crypto.ticket import Ticket
 from fedgate.datasets import FieldGrant
@@ -207,11 +207,12 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
             await start(rs, right, "right", peer_department=left.department)
 
         def add_tokens(side: str, data: bytes) -> None:
-            held = intersector.left_size if side == "left" else intersector.right_size
-            if held + len(data) // TOKEN_BYTES > max_tokens:
+            try:
+                intersector.add(side, data)  # type: ignore[arg-type]
+            except TooManyTokens:
+                # The intersector's bound is the max_match_rows safeguard: say so to the supervisor.
                 raise FailedPrecondition(f"the {side} set has more than {max_tokens:,} rows (safeguard "
-                                         "max_match_rows): refused")
-            intersector.add(side, data)  # type: ignore[arg-type]
+                                         "max_match_rows): refused") from None
 
         async def reader(me: _Session, peer: _Session, name: str, own_side: str, other_side: str) -> None:
             """Dispatch one side's messages: own tokens, tokens it re-blinded for the peer, stats."""

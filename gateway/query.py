@@ -23,7 +23,7 @@ from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertex
 from fedgate.crypto.ticket import Ticket
 from fedgate.audit_entry import filter_digest, paillier_key_digest
 from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
-from fedgate.encryptors import VALUE_BOUND
+from fedgate.encryptors import MAX_VALUE_FIELDS, VALUE_BOUND
 from fedgate.errors import DeadlineExceeded, FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
@@ -48,7 +48,6 @@ MAX_TEXT = 256
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
 MAX_DISCLOSE_ROWS = 10_000
-MAX_VALUE_FIELDS = 4
 # How long a comparison waits for the client's flagged pairs, holding the left department's stream open
 # (`flags_timeout_s` in gateway.toml).
 FLAGS_TIMEOUT_S = 300.0
