@@ -18,13 +18,23 @@ from rich.table import Table as RichTable
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import RegisteredDataset
-from fedgate.render import compare_table, datasets_table, entries_table, match_table, rows_table, sum_table
+from fedgate.render import (
+    compare_table,
+    datasets_table,
+    entries_table,
+    match_table,
+    row_limit_line,
+    rows_table,
+    sum_table,
+)
+from fedgate.row_limit import row_limit_json
 from fedgate.errors import FedgateError
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
 
 if TYPE_CHECKING:
     from fedgate.client import GatewayClient
+    from fedgate.row_limit import RowLimit
 
 app = typer.Typer(help="fedgate: privacy-preserving federated data-sharing gateway (可用不可见).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -355,8 +365,8 @@ def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
     result = _run(lambda: asyncio.run(go()))
     if as_json:
         print(json.dumps({"fields": [vars(f) for f in result.fields], "rows": result.rows,
-                          "matched_rows": result.matched_rows, "audit_index": result.audit_index},
-                         ensure_ascii=False, indent=2))
+                          "matched_rows": result.matched_rows, "audit_index": result.audit_index,
+                          **row_limit_json(result.row_limit)}, ensure_ascii=False, indent=2))
         return
     table = RichTable(*(f"{f.name}\n{f.level} {f.form}" for f in result.fields),
                       title=f"{dataset}: {len(result.rows)} of {result.matched_rows:,} matching rows "
@@ -364,6 +374,12 @@ def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
     for row in result.rows:
         table.add_row(*(escape(v) if v is not None else "[dim]—[/]" for v in row))
     console.print(table)
+    _print_shortened(result.row_limit, "matching rows")
+
+
+def _print_shortened(limit: "RowLimit | None", noun: str) -> None:
+    if (line := row_limit_line(limit, noun)) is not None:
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 def _side(spec: str, filter: str) -> tuple[str, str, str]:
@@ -404,14 +420,16 @@ def query_match(
         print(json.dumps({
             "left": vars(result.left), "right": vars(result.right), "cardinality": result.cardinality,
             "distinct_matches": result.distinct_matches, "fields": [vars(f) for f in result.fields],
-            "rows": result.rows, "audit_index": result.audit_index}, ensure_ascii=False, indent=2))
+            "rows": result.rows, "audit_index": result.audit_index, **row_limit_json(result.row_limit)},
+            ensure_ascii=False, indent=2))
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
         result = _run(lambda: asyncio.run(go(bar)))
     console.print(match_table(result))
     if result.fields:
-        console.print(rows_table(result.fields, result.rows, f"first {len(result.rows)} matched rows of "
-                                                             f"{result.left.dataset}"))
+        console.print(rows_table(result.fields, result.rows, f"{len(result.rows):,} of {result.cardinality:,} "
+                                                             f"matched rows of {result.left.dataset}"))
+        _print_shortened(result.row_limit, "matched rows")
 
 
 def _progress_reporter(progress: Any) -> Callable[[str, str, int], None] | None:
@@ -514,14 +532,17 @@ def query_compare(
         result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({"left": vars(result.left), "right": vars(result.right), "pairs": result.pairs,
                           "flagged_pairs": result.flagged, "fields": [vars(f) for f in result.fields],
-                          "rows": result.rows, "audit_index": result.audit_index}, ensure_ascii=False, indent=2))
+                          "rows": result.rows, "audit_index": result.audit_index,
+                          **row_limit_json(result.row_limit)}, ensure_ascii=False, indent=2))
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
         result = _run(lambda: asyncio.run(go(bar)))
     console.print(compare_table(result, left_value, right_value, pair_weights))
     if result.fields:
-        console.print(rows_table(result.fields, result.rows, f"{len(result.rows)} flagged rows of "
-                                                             f"{result.left.dataset}"))
+        available = result.row_limit.available if result.row_limit else len(result.rows)
+        console.print(rows_table(result.fields, result.rows, f"{len(result.rows):,} of {available:,} flagged rows "
+                                                             f"of {result.left.dataset}"))
+        _print_shortened(result.row_limit, "flagged rows")
 
 
 policy_app = typer.Typer(help="Check and reload access policy.", no_args_is_help=True)

@@ -21,6 +21,7 @@ from fedgate.crypto.compare import Packing
 from fedgate.datasets import FieldGrant, RegisteredDataset
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import GATEWAY, identity_from_pem
+from fedgate.row_limit import RowLimit
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -59,6 +60,8 @@ class MatchResult:
     fields: list[FieldGrant]
     rows: list[list[str | None]]
     audit_index: int
+    # Set when fields were disclosed: rows returned of the matched rows, and what cut them.
+    row_limit: RowLimit | None = None
 
 
 def _side(msg: query_pb2.MatchSideStats) -> MatchSideStats:
@@ -86,6 +89,8 @@ class CompareResult:
     fields: list[FieldGrant]
     rows: list[list[str | None]]
     audit_index: int
+    # Set when fields were disclosed: rows returned of the flagged left rows, and what cut them.
+    row_limit: RowLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class Disclosure:
     rows: list[list[str | None]]
     matched_rows: int
     audit_index: int
+    row_limit: RowLimit | None = None
+
+
+def _row_limit(msg: query_pb2.RowLimit) -> RowLimit:
+    return RowLimit(msg.available, msg.returned, msg.requested, msg.applied, msg.limited_by)
 
 
 class GatewayClient:
@@ -147,7 +157,8 @@ class GatewayClient:
         return Disclosure(
             [FieldGrant(f.name, f.level, f.form) for f in reply.fields],
             [[None if null else value for value, null in zip(r.values, r.null)] for r in reply.rows],
-            reply.matched_rows, reply.audit_index)
+            reply.matched_rows, reply.audit_index,
+            _row_limit(reply.row_limit) if reply.HasField("row_limit") else None)
 
     async def match(self, left: tuple[str, str, str], right: tuple[str, str, str], purpose: str,
                     case_number: str, mode: str = "keyed", disclose: list[str] | None = None, limit: int = 100,
@@ -170,7 +181,7 @@ class GatewayClient:
                     _side(r.left), _side(r.right), r.cardinality, r.distinct_matches,
                     [FieldGrant(f.name, f.level, f.form) for f in r.fields],
                     [[None if null else v for v, null in zip(row.values, row.null)] for row in r.rows],
-                    r.audit_index)
+                    r.audit_index, _row_limit(r.row_limit) if r.HasField("row_limit") else None)
         if result is None:
             raise RemoteCallFailed("UNKNOWN", "the match stream ended without a result")
         return result
@@ -264,7 +275,9 @@ class GatewayClient:
                         result = dataclasses.replace(
                             result, fields=[FieldGrant(f.name, f.level, f.form) for f in event.rows.fields],
                             rows=[[None if null else v for v, null in zip(row.values, row.null)]
-                                  for row in event.rows.rows])
+                                  for row in event.rows.rows],
+                            row_limit=(_row_limit(event.rows.row_limit) if event.rows.HasField("row_limit")
+                                       else None))
             finally:
                 outbox.put_nowait(None)
         if result is None:

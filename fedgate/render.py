@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.datasets import FieldGrant, RegisteredDataset
+from fedgate.row_limit import RowLimit
 
 if TYPE_CHECKING:
     from fedgate.client import CompareResult, MatchResult, SumResult
@@ -75,3 +76,10 @@ def match_table(result: MatchResult) -> RichTable:
     table.add_row("right", result.right.dataset, f"{result.right.rows:,}", f"{result.right.invalid_identifiers:,}",
                   "")
     return table
+
+
+def row_limit_line(limit: RowLimit | None, noun: str) -> str | None:
+    """A line saying an answer was cut short, and by what; None when it holds every available row."""
+    if limit is None or not limit.shortened:
+        return None
+    return f"[yellow]shortened:[/] {escape(limit.note(noun))}"

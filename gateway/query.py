@@ -38,6 +38,7 @@ from fedgate.gateway.safeguards import QuotaBook, Safeguards
 from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord
+from fedgate.row_limit import RowLimit, quota_rule
 from fedgate.telemetry import safe_attributes
 from fedgate.supervisor_keys import key_statement
 from fedgate.worker_pool import WorkerPool
@@ -134,6 +135,14 @@ class Disclosed:
     rows: list[tuple[list[str], list[bool]]]
     matched_rows: int
     audit_index: int
+    row_limit: RowLimit
+
+
+@dataclass
+class QueryOutcome(MatchOutcome):
+    """A match's outcome and, when rows were disclosed, how many of those available and what cut them."""
+
+    row_limit: RowLimit | None = None
 
 
 class QueryEngine:
@@ -320,20 +329,23 @@ class QueryEngine:
         allowance = self._quotas.charge_query(caller)
         limit = limit if allowance is None else min(limit, allowance)
         if grants and limit == 0:
-            raise QuotaExceeded(f"daily disclosed-row quota used up (rule: quotas.{caller.role.value}"
-                                ".disclosed_rows_per_day)")
+            raise QuotaExceeded(f"daily disclosed-row quota used up (rule: {quota_rule(caller.role.value)})")
         return limit
 
     async def match(self, caller: Identity, record: RequestRecord, q: MatchQuery, why: Purpose,
-                    outcome: MatchOutcome) -> AsyncIterator[Progress]:
+                    outcome: QueryOutcome) -> AsyncIterator[Progress]:
         """Private matching of two datasets; progress while tokens flow, the result left in `outcome`."""
         sides, left, right = await self._match_sides(caller, record, "query.match", q.left, q.right, q.mode, why)
         (_, ldecl), (rdept, _) = sides
         grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
         record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
         limit = self._limit(caller, q.limit, grants)
+        _note_limit(record, q.limit, limit)
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
             yield event
+        if grants and outcome.intersection is not None:
+            outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
+                                            quota_rule(caller.role.value))
 
     def _paillier_key(self, caller: Identity, record: RequestRecord, public_key: bytes, signature: bytes,
                       certificate: str) -> int:
@@ -404,7 +416,7 @@ class QueryEngine:
             yield event
 
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
-                      outcome: MatchOutcome, flagged: Callable[[], Awaitable[list[int]]]) -> AsyncIterator[Any]:
+                      outcome: QueryOutcome, flagged: Callable[[], Awaitable[list[int]]]) -> AsyncIterator[Any]:
         """Blinded comparisons a·x > b·y for every matched pair; then, if asked, disclose flagged left rows."""
         if not (0 < q.left_weight < 1 << 63 and 0 < q.right_weight < 1 << 63):
             raise InvalidInput("comparison weights must be positive 64-bit integers (e.g. 5 and 6 for x > 1.2·y)")
@@ -421,6 +433,7 @@ class QueryEngine:
         grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
         record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
         limit = self._limit(caller, q.limit, grants)
+        _note_limit(record, q.limit, limit)
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
         homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,
@@ -451,10 +464,16 @@ class QueryEngine:
             record.result_sizes["flagged_pairs"] = len(chosen)
             positions = sorted({int(result.pair_left[i]) for i in chosen})
             done.disclose_positions = positions[:limit]
+            # The rows of pairs the client itself flagged: a count it may learn, and sees whenever none is cut.
+            available.append(len(positions))
 
+        available: list[int] = []
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome,
                                            homomorphic, comparisons):
             yield event
+        if available:
+            outcome.row_limit = RowLimit.of(available[0], len(outcome.rows), q.limit, limit,
+                                            quota_rule(caller.role.value))
 
     def _grants(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, fields: list[str]) -> list[FieldGrant]:
         """The form each requested field may leave in, or PolicyDenied for one that may not leave."""
@@ -486,20 +505,28 @@ class QueryEngine:
         grants = self._grants(caller, record, decl, fields)
         record.fields = [f"{dataset}.{g.name}" for g in grants]
         where, canonical, nonce = self._filter(caller, record, decl, filter_text)
+        requested = limit
         if allowance is not None:
             if allowance == 0:
-                raise QuotaExceeded(f"daily disclosed-row quota used up (rule: quotas.{caller.role.value}"
-                                    ".disclosed_rows_per_day)")
+                raise QuotaExceeded(f"daily disclosed-row quota used up (rule: {quota_rule(caller.role.value)})")
             limit = min(limit, allowance)
         min_set = self._safeguards.min_set_size
         record.params["min_set_size"] = str(min_set)
         record.params["limit"] = str(limit)
+        _note_limit(record, requested, limit)
         index, entry = await self._log_intent(record)
         matched, rows = await self._ask(department, record, index, entry, lambda t, admitted: self._links.disclose(
             department.code, department.endpoint, t, decl.name, grants, canonical, nonce, min_set, limit, admitted))
         self._quotas.charge_rows(caller, len(rows))
         record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
-        return Disclosed(grants, rows, matched, index)
+        return Disclosed(grants, rows, matched, index,
+                         RowLimit.of(matched, len(rows), requested, limit, quota_rule(caller.role.value)))
+
+
+def _note_limit(record: RequestRecord, requested: int, applied: int) -> None:
+    """Keep the limit asked for in the entry when a safeguard lowered it (params["limit"] is the applied one)."""
+    if applied != requested:
+        record.params["limit_requested"] = str(requested)
 
 
 def _add_rule(record: RequestRecord, rule: str) -> None:

@@ -16,10 +16,12 @@ from fedgate.gateway.query import (
     PackedResults,
     Purpose,
     QueryEngine,
+    QueryOutcome,
     SumQuery,
 )
 from fedgate.errors import InvalidInput
 from fedgate.interceptors import RequestRecord, current_identity, current_record
+from fedgate.row_limit import RowLimit
 from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc
 
 
@@ -52,7 +54,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return query_pb2.DiscloseResponse(
             fields=[query_pb2.DisclosedField(name=f.name, level=f.level, form=f.form) for f in result.fields],
             rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in result.rows],
-            matched_rows=result.matched_rows, audit_index=result.audit_index)
+            matched_rows=result.matched_rows, audit_index=result.audit_index,
+            row_limit=_row_limit(result.row_limit))
 
     async def Match(self, request: query_pb2.MatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.MatchEvent]:
@@ -63,7 +66,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             right=MatchSideQuery(request.right.dataset, request.right.key_field, request.right.filter),
             mode=request.mode or "keyed", disclose_fields=list(request.disclose_fields),
             limit=request.limit or 100)
-        outcome = MatchOutcome()
+        outcome = QueryOutcome()
         async for event in self._engine.match(current_identity(), record, query,
                                               Purpose(request.purpose, request.case_number), outcome):
             yield query_pb2.MatchEvent(progress=query_pb2.MatchProgress(
@@ -75,7 +78,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             cardinality=result.cardinality, distinct_matches=result.distinct_matches,
             fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
             rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows],
-            audit_index=outcome.audit_index))
+            audit_index=outcome.audit_index, row_limit=_row_limit(outcome.row_limit)))
 
 
     async def IntersectionSum(self, request: query_pb2.SumRequest,
@@ -120,7 +123,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 raise InvalidInput("after the comparison result, send the flagged pairs (FlaggedPairs)")
             return list(msg.flagged.pairs)
 
-        outcome = MatchOutcome()
+        outcome = QueryOutcome()
         event: Any
         async for event in self._engine.compare(current_identity(), record, query,
                                                 Purpose(request.purpose, request.case_number), outcome, flagged):
@@ -137,11 +140,19 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         if outcome.grants:
             yield query_pb2.CompareEvent(rows=query_pb2.CompareRows(
                 fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
-                rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows]))
+                rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows],
+                row_limit=_row_limit(outcome.row_limit)))
 
 
 def _side(msg: query_pb2.MatchSide) -> MatchSideQuery:
     return MatchSideQuery(msg.dataset, msg.key_field, msg.filter)
+
+
+def _row_limit(limit: RowLimit | None) -> query_pb2.RowLimit | None:
+    if limit is None:
+        return None
+    return query_pb2.RowLimit(available=limit.available, returned=limit.returned, requested=limit.requested,
+                              applied=limit.applied, limited_by=limit.limited_by)
 
 
 def _progress(event: Any) -> query_pb2.MatchProgress:

@@ -43,6 +43,20 @@ class DiscloseRequest(_message.Message):
     limit: int
     def __init__(self, dataset: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
+class RowLimit(_message.Message):
+    __slots__ = ("available", "returned", "requested", "applied", "limited_by")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LIMITED_BY_FIELD_NUMBER: _ClassVar[int]
+    available: int
+    returned: int
+    requested: int
+    applied: int
+    limited_by: str
+    def __init__(self, available: _Optional[int] = ..., returned: _Optional[int] = ..., requested: _Optional[int] = ..., applied: _Optional[int] = ..., limited_by: _Optional[str] = ...) -> None: ...
+
 class DisclosedField(_message.Message):
     __slots__ = ("name", "level", "form")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -54,16 +68,18 @@ class DisclosedField(_message.Message):
     def __init__(self, name: _Optional[str] = ..., level: _Optional[str] = ..., form: _Optional[str] = ...) -> None: ...
 
 class DiscloseResponse(_message.Message):
-    __slots__ = ("fields", "rows", "matched_rows", "audit_index")
+    __slots__ = ("fields", "rows", "matched_rows", "audit_index", "row_limit")
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     MATCHED_ROWS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ROW_LIMIT_FIELD_NUMBER: _ClassVar[int]
     fields: _containers.RepeatedCompositeFieldContainer[DisclosedField]
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
     matched_rows: int
     audit_index: int
-    def __init__(self, fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ..., audit_index: _Optional[int] = ...) -> None: ...
+    row_limit: RowLimit
+    def __init__(self, fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ..., audit_index: _Optional[int] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ...) -> None: ...
 
 class MatchSide(_message.Message):
     __slots__ = ("dataset", "key_field", "filter")
@@ -118,7 +134,7 @@ class MatchSideStats(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ...) -> None: ...
 
 class MatchResult(_message.Message):
-    __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index")
+    __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index", "row_limit")
     LEFT_FIELD_NUMBER: _ClassVar[int]
     RIGHT_FIELD_NUMBER: _ClassVar[int]
     CARDINALITY_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +142,7 @@ class MatchResult(_message.Message):
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ROW_LIMIT_FIELD_NUMBER: _ClassVar[int]
     left: MatchSideStats
     right: MatchSideStats
     cardinality: int
@@ -133,7 +150,8 @@ class MatchResult(_message.Message):
     fields: _containers.RepeatedCompositeFieldContainer[DisclosedField]
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
     audit_index: int
-    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., audit_index: _Optional[int] = ...) -> None: ...
+    row_limit: RowLimit
+    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., audit_index: _Optional[int] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ...) -> None: ...
 
 class MatchEvent(_message.Message):
     __slots__ = ("progress", "result")
@@ -268,12 +286,14 @@ class CompareResult(_message.Message):
     def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., pairs: _Optional[int] = ..., slot_bits: _Optional[int] = ..., slots: _Optional[int] = ..., offset_bits: _Optional[int] = ..., audit_index: _Optional[int] = ...) -> None: ...
 
 class CompareRows(_message.Message):
-    __slots__ = ("fields", "rows")
+    __slots__ = ("fields", "rows", "row_limit")
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_LIMIT_FIELD_NUMBER: _ClassVar[int]
     fields: _containers.RepeatedCompositeFieldContainer[DisclosedField]
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
-    def __init__(self, fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ...) -> None: ...
+    row_limit: RowLimit
+    def __init__(self, fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ...) -> None: ...
 
 class CompareEvent(_message.Message):
     __slots__ = ("progress", "flags", "result", "rows")
