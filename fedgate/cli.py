@@ -213,21 +213,39 @@ def audit_tail(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
 @audit_app.command("search")
 def audit_search(
     gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
-    subject: Annotated[str, typer.Option(help="Caller SPIFFE ID, e.g. spiffe://fedgate/supervisor/dcb/alice.")] = "",
+    subject: Annotated[str, typer.Option(help="Caller as the audit table prints it (supervisor/dcb/alice) or in "
+                                              "full (spiffe://fedgate/supervisor/dcb/alice).")] = "",
     dataset: Annotated[str, typer.Option(help="Qualified dataset, e.g. hrss.subsidies.")] = "",
     case: Annotated[str, typer.Option("--case", help="Case number (督查事项编号).")] = "",
     decision: Annotated[str, typer.Option(help="allow, deny or error.")] = "",
-    action: Annotated[str, typer.Option(help="e.g. registry.register, audit.read.")] = "",
-    since: Annotated[str, typer.Option(help="RFC 3339 UTC time, inclusive (e.g. 2026-11-29T00:00:00Z).")] = "",
-    until: Annotated[str, typer.Option(help="RFC 3339 UTC time, exclusive.")] = "",
+    action: Annotated[str, typer.Option(help="e.g. query.match (or just match), registry.register, "
+                                             "audit.read.")] = "",
+    since: Annotated[str, typer.Option(help="Inclusive: 2026-11-29, 2026-11-29T08:00:00+08:00, today, "
+                                            "yesterday, or an age such as 30m, 24h, 7d (UTC).")] = "",
+    until: Annotated[str, typer.Option(help="Exclusive; the same forms as --since.")] = "",
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Entries matching every given criterion, newest first."""
+    """Entries matching every given criterion, newest first.
+
+    Every criterion is checked first: one that cannot match anything (a mistyped
+    action, time or subject, a dataset no department registered) is an error.
+    """
+    from fedgate import audit_search as criteria
+    from fedgate.errors import NotFound
+
     async def go() -> list[tuple[int, AuditEntry]]:
+        wanted = criteria.checked(subject, dataset, case, decision, action, since, until)
         async with _client(gateway, ca, cert, key) as client:
-            return await client.search(subject=subject, dataset=dataset, case_number=case, decision=decision,
-                                       action=action, since=since, until=until, limit=limit)
+            found = await client.search(**vars(wanted), limit=limit)
+            if not found and wanted.dataset:
+                # Entries may name a dataset that is gone (or never was: refused requests are logged too),
+                # so only an empty answer for a name nobody registers is a mistake.
+                registered = sorted(d.decl.qualified_name for d in await client.list_datasets())
+                if wanted.dataset not in registered:
+                    raise NotFound(f"no dataset '{wanted.dataset}' is registered and no entry names it "
+                                   f"(registered: {', '.join(registered) or 'none'})")
+            return found
 
     _print_entries(_run(lambda: asyncio.run(go())), as_json)
 

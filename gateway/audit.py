@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from fedgate import audit_search
 from fedgate.audit_entry import AuditEntry, utc_now
 from fedgate.errors import InvalidInput, NotFound
 from fedgate.gateway.audit_log import AuditLog
@@ -88,8 +89,11 @@ class SearchCriteria:
     def __post_init__(self) -> None:
         if not 0 < self.limit <= MAX_SEARCH:
             raise InvalidInput(f"limit must be between 1 and {MAX_SEARCH}")
-        if self.decision and self.decision not in ("allow", "deny", "error"):
-            raise InvalidInput("decision must be allow, deny or error")
+        # Every criterion in the form entries hold, or InvalidInput: one that cannot match is not an empty answer.
+        normal = audit_search.checked(self.subject, self.dataset, self.case_number, self.decision, self.action,
+                                      self.since, self.until)
+        for name, value in vars(normal).items():
+            object.__setattr__(self, name, value)
 
     def matches(self, e: AuditEntry) -> bool:
         # RFC 3339 UTC strings of equal precision compare in time order.

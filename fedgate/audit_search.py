@@ -1,0 +1,133 @@
+"""Audit search criteria as people write them, checked and put in the one form entries are compared in.
+
+A criterion that cannot match anything (a mistyped action, a time in a form the
+log does not use, a subject without its role) is an error that lists the forms
+accepted, never an empty answer. The CLI and the gateway both go through here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from fedgate.errors import InvalidInput
+from fedgate.identity import TRUST_DOMAIN, Identity
+
+# Every action the gateway writes to its log. A new action must be added here, or it cannot be searched for.
+ACTIONS = (
+    "audit.checkpoint", "audit.proof", "audit.read", "audit.search",
+    "policy.reload",
+    "query.compare", "query.count", "query.disclose", "query.match", "query.sum",
+    "registry.list", "registry.register",
+)
+DECISIONS = ("allow", "deny", "error")
+# A call refused before it was named (unauthenticated, malformed) is logged under its gRPC method, e.g. "Match".
+_METHOD = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_AGE = re.compile(r"^(\d{1,6})\s*(m|min|h|d|w)$")
+_AGE_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DATASET = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\.[a-z][a-z0-9_]{0,62}$")
+TIME_FORMS = ("an ISO date (2026-11-29, midnight UTC), an RFC 3339 time (2026-11-29T08:00:00Z or "
+              "2026-11-29T16:00:00+08:00; without an offset it is UTC), now, today, yesterday (midnight UTC), "
+              "or an age such as 30m, 24h, 7d, 2w")
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Checked criteria, in the forms entries hold (times as RFC 3339 UTC with milliseconds)."""
+
+    subject: str = ""
+    dataset: str = ""
+    case_number: str = ""
+    decision: str = ""
+    action: str = ""
+    since: str = ""
+    until: str = ""
+
+
+def checked(subject: str = "", dataset: str = "", case_number: str = "", decision: str = "", action: str = "",
+            since: str = "", until: str = "", now: dt.datetime | None = None) -> Criteria:
+    """Check every criterion; InvalidInput names the one that cannot match and the forms accepted."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    start, end = point_in_time(since, "since", now), point_in_time(until, "until", now)
+    if start and end and end <= start:
+        raise InvalidInput(f"--until ({end}) must be later than --since ({start})")
+    return Criteria(normal_subject(subject), normal_dataset(dataset), case_number.strip(),
+                    normal_decision(decision), normal_action(action), start, end)
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """The form audit entries carry their time in (fedgate.audit_entry.utc_now)."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def point_in_time(text: str, name: str, now: dt.datetime) -> str:
+    """`text` (any form in TIME_FORMS) as RFC 3339 UTC with milliseconds; "" stays ""."""
+    text = text.strip()
+    if not text:
+        return ""
+    lowered = text.lower()
+    midnight = now.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    if lowered == "now":
+        return rfc3339(now)
+    if lowered == "today":
+        return rfc3339(midnight)
+    if lowered == "yesterday":
+        return rfc3339(midnight - dt.timedelta(days=1))
+    if age := _AGE.match(lowered):
+        return rfc3339(now - dt.timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))}))
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.timezone.utc)
+        else:
+            moment = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+    except ValueError:
+        raise InvalidInput(f"--{name}: cannot read {text[:64]!r} as a time; write {TIME_FORMS}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return rfc3339(moment)
+
+
+def normal_subject(text: str) -> str:
+    """A SPIFFE ID from either form fedgate prints: spiffe://fedgate/supervisor/dcb/alice or supervisor/dcb/alice."""
+    text = text.strip()
+    if not text or text == "unauthenticated":
+        return text
+    prefix = f"spiffe://{TRUST_DOMAIN}/"
+    uri = text if text.startswith("spiffe://") else prefix + text.strip("/")
+    try:
+        return Identity.parse(uri).spiffe_id
+    except ValueError as exc:
+        raise InvalidInput(f"--subject {text[:128]!r} is not a fedgate identity ({exc}); write it as the audit "
+                           "table prints it, e.g. supervisor/dcb/alice, officer/audit/bob, dept/hrss, gateway, "
+                           "or in full, spiffe://fedgate/supervisor/dcb/alice") from None
+
+
+def normal_dataset(text: str) -> str:
+    text = text.strip()
+    if text and not _DATASET.match(text):
+        raise InvalidInput(f"--dataset {text[:128]!r} is not a qualified dataset name; write "
+                           "department.dataset, e.g. hrss.subsidies")
+    return text
+
+
+def normal_decision(text: str) -> str:
+    text = text.strip().lower()
+    if text and text not in DECISIONS:
+        raise InvalidInput(f"--decision {text[:64]!r} is not one of {', '.join(DECISIONS)}")
+    return text
+
+
+def normal_action(text: str) -> str:
+    """A logged action; a bare name that belongs to one area ("match") is taken as that action."""
+    text = text.strip()
+    if not text or text in ACTIONS or _METHOD.match(text):
+        return text
+    lowered = text.lower()
+    if lowered in ACTIONS:
+        return lowered
+    named = [a for a in ACTIONS if a.split(".", 1)[1] == lowered]
+    if len(named) == 1:
+        return named[0]
+    raise InvalidInput(f"--action {text[:64]!r} is not an action the gateway logs; one of {', '.join(ACTIONS)} "
+                       "(or a bare name such as match)")
