@@ -608,37 +608,60 @@ def policy_reload(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt) ->
     console.print(f"policy reloaded: {rules} rules, digest {digest[:16]}…")
 
 
-StoreOpt = Annotated[list[Path], typer.Option("--store", help="A span store (spans.db); repeatable. "
-                                                              "A directory is searched for spans.db files.")]
+StoreOpt = Annotated[list[Path], typer.Option("--store", help="A span store (spans.db), or a directory searched "
+                                                              "for them; repeatable. Default: the data_dir of "
+                                                              "every gateway/adapter .toml here and in "
+                                                              "fedgate-demo, and spans.db files below here.")]
+ConfigsOpt = Annotated[list[Path], typer.Option("--config", help="A gateway's or adapter's .toml: read the span "
+                                                                 "store in its data_dir; repeatable.")]
 
 
-def _span_files(stores: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in stores or [Path(".")]:
-        files += sorted(path.rglob("spans.db")) if path.is_dir() else [path]
-    return files
+def _span_stores(store: list[Path], config: list[Path]) -> Any:
+    from fedgate import span_stores
+
+    return span_stores.find(store, config)
 
 
 @trace_app.command("show")
 def trace_show(trace_id: Annotated[str, typer.Argument(help="32 hex characters (from an audit entry).")],
-               store: StoreOpt = []) -> None:
+               store: StoreOpt = [], config: ConfigsOpt = []) -> None:
     """One trace as a tree, merged from the gateway's and the adapters' span stores."""
+    from fedgate import span_stores
+    from fedgate.errors import NotFound
     from fedgate.trace_store import load_trace, render_tree
 
-    spans = load_trace(_span_files(store), trace_id.lower())
-    if not spans:
-        err_console.print(f"no spans of trace {escape(trace_id)} in {', '.join(map(str, _span_files(store))) or 'no store'}")
-        raise typer.Exit(1)
-    console.print(render_tree(spans))
+    def go() -> Any:
+        found = _span_stores(store, config)
+        if not found.stores:
+            raise NotFound(f"no span store found; looked at {'; '.join(found.searched)}. "
+                           f"{span_stores.how_to_point(capital=True)}")
+        spans = load_trace(found.stores, trace_id.strip().lower())
+        if not spans:
+            raise NotFound(f"no spans of trace {trace_id.strip()[:64]} in {len(found.stores)} span store(s): "
+                           f"{', '.join(map(str, found.stores))}. If the query ran elsewhere, "
+                           f"{span_stores.how_to_point()}")
+        return spans
+
+    console.print(render_tree(_run(go)))
 
 
 @trace_app.command("list")
-def trace_list(store: StoreOpt = [], limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+def trace_list(store: StoreOpt = [], config: ConfigsOpt = [],
+               limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
     """The most recent traces in the span stores."""
+    from fedgate import span_stores
+    from fedgate.errors import NotFound
     from fedgate.trace_store import list_traces
 
+    def go() -> Any:
+        found = _span_stores(store, config)
+        if not found.stores:
+            raise NotFound(f"no span store found; looked at {'; '.join(found.searched)}. "
+                           f"{span_stores.how_to_point(capital=True)}")
+        return list_traces(found.stores, limit)
+
     table = RichTable("trace id", "root span", "start (UTC)", "spans")
-    for t in list_traces(_span_files(store), limit):
+    for t in _run(go):
         table.add_row(t.trace_id, t.root_name,
                       dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.timezone.utc).isoformat(timespec="seconds"),
                       str(t.span_count))
