@@ -19,7 +19,8 @@ EXAMPLE = """\
 # fedgate department adapter configuration. Paths are relative to this file.
 department = "hrss"                     # must match the department in the certificate
 display_name = "人力资源和社会保障局"
-listen = "127.0.0.1:0"                  # port 0 picks a free port
+listen = "127.0.0.1:0"                  # host:port; port 0 picks a free port. On all interfaces
+                                        # (0.0.0.0) set advertise, and a fixed port
 # advertise = "adapter.hrss.example:7443"  # what the gateway dials; default: listen host + bound port
 gateway = "127.0.0.1:50051"
 gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
@@ -104,23 +105,39 @@ class AdapterConfig:
         config = cls(
             department=department,
             display_name=table.str("display_name", department),
-            listen=table.str("listen"),
-            advertise=table.str("advertise", ""),
-            gateway=table.str("gateway"),
+            listen=table.address("listen", listen=True),
+            advertise=table.address("advertise", ""),
+            gateway=table.address("gateway"),
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
-            register_timeout_s=table.int("register_timeout_s", 60),
+            register_timeout_s=table.duration("register_timeout_s", 60),
             levels=levels,
             workers=table.int("workers", default_workers()),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
         table.done()
+        _check_reachable(path, config.listen, config.advertise)
         names = [d.decl.name for d in config.datasets]
         for name in names:
             if names.count(name) > 1:
                 raise ConfigError(str(path), f"dataset '{name}' is declared twice")
         return config
+
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")
+
+
+def _check_reachable(path: Path, listen: str, advertise: str) -> None:
+    """The gateway dials what the adapter registers: listen's host and bound port, or `advertise`."""
+    host, _, port = listen.rpartition(":")
+    if advertise and port == "0":
+        raise ConfigError(str(path), f"key 'listen' ({listen!r}) picks a free port, which key 'advertise' "
+                                     f"({advertise!r}) cannot name: give listen the port advertise names")
+    if not advertise and host in WILDCARD_HOSTS:
+        raise ConfigError(str(path), f"key 'listen' ({listen!r}) listens on all interfaces, so the gateway cannot "
+                                     "be told where to dial: set key 'advertise' to the host:port it reaches "
+                                     "this adapter at, or listen on one address (e.g. 127.0.0.1:7443)")
 
 
 def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:

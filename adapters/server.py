@@ -21,12 +21,12 @@ from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
 from fedgate.datasets import DatasetDecl
 from fedgate.errors import ConfigError, DataSourceError, Unavailable
-from fedgate.identity import GATEWAY
+from fedgate.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate import telemetry
 from fedgate.signing_key import read_vkey
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
-from fedgate.tls import secure_channel
+from fedgate.tls import check_own, secure_channel
 from fedgate import matching_keys
 from fedgate.matching_keys import MatchingKey
 from fedgate.wire import dataset_to_proto, matching_key_to_proto
@@ -103,6 +103,7 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
 
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
     """Check every source, start the adapter server, then register with the gateway."""
+    check_own(config.tls, Identity.department(config.department))  # its key, its CA, this department's
     vkey = read_vkey(config.gateway_log_key)
     matching_private = matching_keys.load_or_create(config.data_dir / "matching.key")
     matching_key = matching_keys.vouch(config.department, matching_private, config.tls)
@@ -123,8 +124,14 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     except BaseException:
         disclosures.close()
         raise
-    adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port), disclosures,
-                      matching_key, sessions)
+    try:
+        endpoint = advertised_endpoint(config, running.port)
+    except BaseException:
+        # Stop the server in this loop: left running, it outlives the loop and dies with a traceback.
+        await running.stop(0)
+        disclosures.close()
+        raise
+    adapter = Adapter(config, running, datasets, sources, endpoint, disclosures, matching_key, sessions)
     if register_now:
         try:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)

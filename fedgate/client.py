@@ -19,7 +19,8 @@ from fedgate.audit_verify import TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.crypto.compare import Packing
 from fedgate.datasets import FieldGrant, RegisteredDataset
-from fedgate.errors import RemoteCallFailed
+from fedgate.addresses import address_problem
+from fedgate.errors import InvalidInput, RemoteCallFailed
 from fedgate.identity import GATEWAY, identity_from_pem
 from fedgate.row_limit import RowLimit
 from fedgate.protos.fedgate.v1 import (
@@ -33,7 +34,7 @@ from fedgate.protos.fedgate.v1 import (
     registry_pb2_grpc,
 )
 from fedgate.supervisor_keys import SupervisorKey, flagged_indices, key_statement
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.tls import TlsFiles, check_own, handshake_hint, secure_channel
 from fedgate.wire import dataset_from_proto
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -110,6 +111,12 @@ class GatewayClient:
     """An mTLS connection to the gateway under the identity in `tls`'s certificate."""
 
     def __init__(self, address: str, tls: TlsFiles, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        if (problem := address_problem(address)) is not None:
+            raise InvalidInput(f"gateway address {problem}")
+        # Our own files first: a key that is not the certificate's, or a certificate from another CA,
+        # would otherwise surface only as a failed handshake.
+        check_own(tls)
+        self._address = address
         self._tls = tls
         self._channel = secure_channel(address, tls, GATEWAY)
         self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
@@ -128,8 +135,11 @@ class GatewayClient:
     async def close(self) -> None:
         await self._channel.close()
 
+    def _hint(self, code: str, details: str) -> str | None:
+        return handshake_hint(details, self._address, self._tls, "the gateway") if code == "UNAVAILABLE" else None
+
     async def list_datasets(self, department: str | None = None) -> list[RegisteredDataset]:
-        async with _calling():
+        async with _calling(self._hint):
             reply = await self._registry.ListDatasets(
                 registry_pb2.ListDatasetsRequest(department=department or ""), timeout=self._timeout)
         return [
@@ -142,7 +152,7 @@ class GatewayClient:
 
     async def count_rows(self, dataset: str, purpose: str, case_number: str, filter: str = "") -> tuple[int, int]:
         """Live row count of `dept.dataset`, optionally filtered; returns (rows, audit index of the query)."""
-        async with _calling():
+        async with _calling(self._hint):
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
                 dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
         return reply.rows, reply.audit_index
@@ -150,7 +160,7 @@ class GatewayClient:
     async def disclose(self, dataset: str, fields: list[str], purpose: str, case_number: str,
                        filter: str = "", limit: int = 100) -> Disclosure:
         """Fields of the filtered rows, each plaintext or masked as policy allows."""
-        async with _calling():
+        async with _calling(self._hint):
             reply = await self._query.Disclose(query_pb2.DiscloseRequest(
                 dataset=dataset, fields=fields, purpose=purpose, case_number=case_number, filter=filter,
                 limit=limit), timeout=self._timeout)
@@ -169,7 +179,7 @@ class GatewayClient:
             right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
             mode=mode, disclose_fields=disclose or [], limit=limit, purpose=purpose, case_number=case_number)
         result: MatchResult | None = None
-        async with _calling():
+        async with _calling(self._hint):
             # Read to the end, past the result: the server logs the outcome before it closes the stream.
             async for event in self._query.Match(request, timeout=STREAM_TIMEOUT_S):
                 if event.HasField("progress"):
@@ -203,7 +213,7 @@ class GatewayClient:
             mode=mode, paillier_key=key.public_bytes, purpose=purpose, case_number=case_number,
             **self._vouch(key))
         result: SumResult | None = None
-        async with _calling():
+        async with _calling(self._hint):
             async for event in self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S):
                 if event.HasField("progress"):
                     if on_progress:
@@ -247,7 +257,7 @@ class GatewayClient:
 
         packed = bytearray()
         result: CompareResult | None = None
-        async with _calling():
+        async with _calling(self._hint):
             call = self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S)
             try:
                 async for event in call:
@@ -294,7 +304,7 @@ class GatewayClient:
     # --- policy administration ---
 
     async def reload_policy(self) -> tuple[int, str]:
-        async with _calling():
+        async with _calling(self._hint):
             reply = await self._policy.Reload(policy_pb2.ReloadPolicyRequest(), timeout=self._timeout)
         return reply.rules, reply.digest
 
@@ -302,30 +312,30 @@ class GatewayClient:
 
     async def checkpoint(self, size: int = 0) -> tuple[int, str]:
         """The signed checkpoint at `size` (0: the latest)."""
-        async with _calling():
+        async with _calling(self._hint):
             reply = await self._audit.GetCheckpoint(audit_pb2.GetCheckpointRequest(size=size), timeout=self._timeout)
         return reply.size, reply.note
 
     async def entries(self, start: int = 0, stop: int = 0) -> AsyncIterator[tuple[int, bytes]]:
         """Raw canonical entries [start, stop) in index order."""
-        async with _calling():
+        async with _calling(self._hint):
             async for item in self._audit.GetEntries(audit_pb2.GetEntriesRequest(start=start, stop=stop),
                                                      timeout=STREAM_TIMEOUT_S):
                 yield item.index, item.body
 
     async def checkpoints(self, start_size: int = 1, stop_size: int = 0) -> dict[int, str]:
-        async with _calling():
+        async with _calling(self._hint):
             return {c.size: c.note async for c in self._audit.GetCheckpoints(
                 audit_pb2.GetCheckpointsRequest(start_size=start_size, stop_size=stop_size))}
 
     async def search(self, **criteria: str | int) -> list[tuple[int, AuditEntry]]:
         """Entries matching every criterion (subject, dataset, case_number, decision, action, since, until, limit)."""
-        async with _calling():
+        async with _calling(self._hint):
             return [(e.index, AuditEntry.from_canonical(e.body)) async for e in self._audit.SearchEntries(
                 audit_pb2.SearchEntriesRequest(**criteria), timeout=self._timeout)]  # type: ignore[arg-type]
 
     async def inclusion_proof(self, index: int, size: int = 0) -> audit_pb2.InclusionProof:
-        async with _calling():
+        async with _calling(self._hint):
             return await self._audit.GetInclusionProof(
                 audit_pb2.GetInclusionProofRequest(index=index, size=size), timeout=self._timeout)
 
@@ -339,9 +349,10 @@ class GatewayClient:
 
 
 @contextlib.asynccontextmanager
-async def _calling() -> AsyncIterator[None]:
-    """Turn a failed RPC into RemoteCallFailed with the server's status and message."""
+async def _calling(hint: Callable[[str, str], str | None] | None = None) -> AsyncIterator[None]:
+    """Turn a failed RPC into RemoteCallFailed with the server's status and message (or what to check)."""
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        raise RemoteCallFailed(exc.code().name, exc.details() or "") from None
+        code, details = exc.code().name, exc.details() or ""
+        raise RemoteCallFailed(code, (hint(code, details) if hint else None) or details) from None

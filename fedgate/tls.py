@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from fedgate import telemetry
 from fedgate.errors import ConfigError
-from fedgate.identity import Identity
+from fedgate.identity import Identity, identity_from_pem
 from fedgate.tomlconfig import Table
 
 
@@ -20,12 +24,27 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+    # Where they were named, for messages: the config file and its table ("tls."), or "" for CLI options.
+    config: Path | None = field(default=None, compare=False)
+    section: str = field(default="", compare=False)
 
     @classmethod
     def from_table(cls, table: Table) -> TlsFiles:
-        files = cls(table.path("ca"), table.path("cert"), table.path("key"))
+        files = cls(table.path("ca"), table.path("cert"), table.path("key"), table.file, table.prefix)
         table.done()
         return files
+
+    def label(self, which: str) -> str:
+        """The key or option that named a file: "tls.cert" in a config, "--cert" on the command line."""
+        return f"{self.section}{which}" if self.config is not None else f"--{which}"
+
+    def named(self, which: str) -> str:
+        """A file as the user named it, e.g. "tls.cert (certs/gateway.pem)"."""
+        return f"{self.label(which)} ({getattr(self, which)})"
+
+    def error(self, message: str) -> ConfigError:
+        """A ConfigError naming the config file the files came from (or saying they came from options)."""
+        return ConfigError(str(self.config) if self.config else "--ca/--cert/--key", message)
 
     @classmethod
     def in_dir(cls, certs_dir: Path, identity: Identity) -> TlsFiles:
@@ -41,6 +60,83 @@ class TlsFiles:
             except OSError as exc:
                 raise ConfigError(str(path), f"cannot read {label}: {exc.strerror}") from None
         return out[0], out[1], out[2]
+
+
+def check_own(files: TlsFiles, expected: Identity | None = None) -> None:
+    """At start, before anything listens or dials: the key is the certificate's, the configured CA issued
+    it, it is still valid, and (for a server) it is `expected`'s, with the DNS name peers pin.
+
+    Each failure is one ConfigError naming the file and key and the fix, instead of a TLS error
+    ("Socket closed", "Invalid private key") at the first connection.
+    """
+    ca_pem, cert_pem, key_pem = files.read()
+    try:
+        cas = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        raise files.error(f"{files.named('ca')} is not a PEM CA certificate") from None
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise files.error(f"{files.named('cert')} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise files.error(f"{files.named('key')} is not an unencrypted PEM private key") from None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise files.error(f"{files.named('key')} is not the private key of the certificate in {files.named('cert')}: "
+                          "give the .key written next to that .pem")
+    if not any(_issued_by(cert, ca) for ca in cas):
+        raise files.error(f"the certificate in {files.named('cert')} was not issued by the CA in {files.named('ca')}: "
+                          "use a certificate from that CA (`fedgate certs init` writes both), or point "
+                          f"{files.label('ca')} at the CA that issued it")
+    now = dt.datetime.now(dt.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise files.error(f"the certificate in {files.named('cert')} is valid only from "
+                          f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} "
+                          "UTC: re-issue it (`fedgate certs init --force`)")
+    if expected is None:
+        return
+    try:
+        own = identity_from_pem(cert_pem)
+    except Exception as exc:
+        raise files.error(f"the certificate in {files.named('cert')}: {exc}") from None
+    if own != expected:
+        raise files.error(f"the certificate in {files.named('cert')} is {own.spiffe_id}'s, not {expected.spiffe_id}'s: "
+                          f"this server needs {expected.file_stem}.pem and {expected.file_stem}.key "
+                          "(`fedgate certs init` writes them)")
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = names.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    if expected.dns_name not in dns:
+        raise files.error(f"the certificate in {files.named('cert')} has no DNS name {expected.dns_name}, which its "
+                          "peers check: re-issue it with `fedgate certs init --force`")
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+_HANDSHAKE_SIGNS = ("handshake", "ssl", "tls", "socket closed", "certificate")
+
+
+def handshake_hint(details: str, address: str, files: TlsFiles, peer: str) -> str | None:
+    """For a connection that failed in the TLS handshake, the question to ask; None for other failures.
+
+    gRPC reports a peer with a certificate from another CA only as "Socket closed" or
+    "Ssl handshake failed"; this names what to check.
+    """
+    lowered = details.lower()
+    if not any(sign in lowered for sign in _HANDSHAKE_SIGNS):
+        return None
+    return (f"TLS handshake with {peer} at {address} failed: is {peer} using a certificate from the CA in "
+            f"{files.ca}, and is your certificate ({files.cert}) from that CA too? ({details})")
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fedgate.addresses import address_problem
 from fedgate.errors import ConfigError
 
 T = TypeVar("T")
@@ -62,6 +63,30 @@ class Table:
 
     def bool(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, bool, default)
+
+    def duration(self, key: str, default: Any = _MISSING, zero_turns_off: bool = False) -> Any:
+        """A number of seconds that must be positive; with `zero_turns_off`, 0 (documented as off) too.
+
+        Every duration key of the gateway's and adapters' configurations is read here, so
+        `ticket_ttl_s = -5` is refused naming the file and the key.
+        """
+        value = self._get(key, int, default)
+        if isinstance(value, int) and (value < 0 or (value == 0 and not zero_turns_off)):
+            wanted = "0 (off) or a positive number of seconds" if zero_turns_off else "a positive number of seconds"
+            raise self.error(key, f"must be {wanted}, got {value}")
+        return value
+
+    def address(self, key: str, default: Any = _MISSING, listen: bool = False) -> Any:
+        """A host:port address (port 0 only for an address to listen on)."""
+        value = self._get(key, str, default)
+        if isinstance(value, str) and value != default and (problem := address_problem(value, listen)) is not None:
+            raise self.error(key, problem)
+        return value
+
+    @property
+    def prefix(self) -> str:
+        """The dotted name of this table within its file ("" at the top, "tls." for [tls])."""
+        return self._prefix
 
     def path(self, key: str, default: Any = _MISSING) -> Any:
         """A path, resolved relative to the directory of the config file."""

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgate.classification import policies_dir
-from fedgate.errors import ConfigError
 from fedgate.tls import TlsFiles
 from fedgate.tomlconfig import Table
 from fedgate.worker_pool import default_workers
@@ -21,6 +20,7 @@ data_dir = "gateway-data"       # registry (and later the audit log) live here
 # audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir
 # log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
 # signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing
+# Durations (*_s) are whole seconds and must be positive (policy_watch_s may be 0: off).
 # ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
 # policy_dir = "policies"              # model.conf, policy.csv, levels.toml, safeguards.toml (default: shipped)
 # policy_watch_s = 2                   # reload the policy this often after its files change; 0: only on request
@@ -72,22 +72,19 @@ class GatewayConfig:
         """Read and check gateway.toml; ConfigError names the file and the key."""
         table = Table.load(path)
         config = cls(
-            listen=table.str("listen"),
+            listen=table.address("listen", listen=True),
             data_dir=table.path("data_dir"),
             registry_url=table.str("registry_url", ""),
             audit_url=table.str("audit_url", ""),
             log_origin=table.str("log_origin", DEFAULT_ORIGIN),
             signing_key=table.path("signing_key", None),
-            ticket_ttl_s=table.int("ticket_ttl_s", 60),
+            ticket_ttl_s=table.duration("ticket_ttl_s", 60),
             policy_dir=table.path("policy_dir", None),
-            policy_watch_s=table.int("policy_watch_s", 2),
+            policy_watch_s=table.duration("policy_watch_s", 2, zero_turns_off=True),
             workers=table.int("workers", default_workers()),
-            adapter_idle_timeout_s=table.int("adapter_idle_timeout_s", 300),
-            flags_timeout_s=table.int("flags_timeout_s", 300),
+            adapter_idle_timeout_s=table.duration("adapter_idle_timeout_s", 300),
+            flags_timeout_s=table.duration("flags_timeout_s", 300),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
-        for key in ("adapter_idle_timeout_s", "flags_timeout_s"):
-            if getattr(config, key) <= 0:
-                raise ConfigError(str(path), f"{key} must be a positive number of seconds")
         return config

@@ -27,6 +27,8 @@ from fedgate.gateway.services.policy import PolicyServicer
 from fedgate.gateway.services.query import QueryServicer
 from fedgate.gateway.services.registry import RegistryServicer
 from fedgate.gateway.tickets import TicketIssuer
+from fedgate.identity import GATEWAY
+from fedgate.tls import check_own
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -79,6 +81,7 @@ _GRPC = {registry_pb2: registry_pb2_grpc, audit_pb2: audit_pb2_grpc, query_pb2: 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
     """Load policy and keys, open the stores and start serving; returns once the port is bound."""
+    check_own(config.tls, GATEWAY)  # the gateway's own certificate: its key, its CA, its identity
     config.data_dir.mkdir(parents=True, exist_ok=True)
     policy_dir = config.effective_policy_dir
     levels = Levels.from_file(policy_dir / "levels.toml")

@@ -31,8 +31,8 @@ def test_gateway_config_resolves_paths_relative_to_the_file(tmp_path: Path) -> N
     (GOOD_GATEWAY.replace("[tls]\n", "[tls]\ncrt = 'x'\n"), "unknown key 'tls.crt'"),
     (GOOD_GATEWAY.replace('"127.0.0.1:0"', "5"), "key 'listen': expected str, got int"),
     ("listen = ", "not valid TOML"),
-    ("adapter_idle_timeout_s = 0\n" + GOOD_GATEWAY, "adapter_idle_timeout_s must be a positive number of seconds"),
-    ("flags_timeout_s = -5\n" + GOOD_GATEWAY, "flags_timeout_s must be a positive number of seconds"),
+    ("adapter_idle_timeout_s = 0\n" + GOOD_GATEWAY, "key 'adapter_idle_timeout_s': must be a positive number of seconds"),
+    ("flags_timeout_s = -5\n" + GOOD_GATEWAY, "key 'flags_timeout_s': must be a positive number of seconds"),
 ], ids=["missing", "missing-nested", "good", "unknown", "unknown-nested", "wrong-type", "syntax", "idle-timeout",
         "flags-timeout"])
 def test_gateway_config_errors_name_file_and_key(tmp_path: Path, text: str, message: str | None) -> None:
