@@ -165,7 +165,8 @@ def datasets_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    workdir: Annotated[Path, typer.Option(help="Where data, certificates, configs and logs go.")] = Path("fedgate-demo"),
+    workdir: Annotated[Path, typer.Option(help="Where data, certificates, configs and logs go.")] = Path(
+        "fedgate-demo"),
     rows: Annotated[int, typer.Option(min=200, help="Rows per dataset.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 20261129,
     keep_running: Annotated[bool, typer.Option(help="Keep the servers up until Ctrl-C.")] = False,
@@ -348,7 +349,8 @@ def audit_verify(
 
 PurposeOpt = Annotated[str, typer.Option("--purpose", help="Why you ask (required, audited).")]
 CaseOpt = Annotated[str, typer.Option("--case", help="Case number, 督查事项编号 (required, audited).")]
-FilterOpt = Annotated[str, typer.Option("--filter", help="e.g. \"status in ('吊销', '注销') and amount_fen >= 100000\"")]
+FilterOpt = Annotated[str, typer.Option("--filter",
+                                        help="e.g. \"status in ('吊销', '注销') and amount_fen >= 100000\"")]
 
 
 @query_app.command("count")
@@ -403,7 +405,8 @@ def _print_shortened(limit: "RowLimit | None", noun: str) -> None:
 def _side(spec: str, filter: str) -> tuple[str, str, str]:
     dataset, sep, key = spec.rpartition(".")
     if not sep or "." not in dataset:
-        raise typer.BadParameter(f"write a side as department.dataset.key_field, e.g. hrss.subsidies.uscc (got {spec!r})")
+        raise typer.BadParameter("write a side as department.dataset.key_field, e.g. hrss.subsidies.uscc "
+                                 f"(got {spec!r})")
     return dataset, key, filter
 
 

@@ -106,6 +106,7 @@ def find(stores: list[Path], configs: list[Path], cwd: Path | None = None,
 
 def how_to_point(capital: bool = False) -> str:
     """What to pass when the stores are elsewhere."""
-    return (f"{'E' if capital else 'e'}ach gateway and adapter keeps its spans in <data_dir>/{STORE_NAME}: pass --store with those files "
-            f"or directories (repeatable), --config with the gateway's and adapters' .toml files, or set {ENV} "
-            f"(paths separated by '{os.pathsep}'), or run this in the directory holding their configurations")
+    return (f"{'E' if capital else 'e'}ach gateway and adapter keeps its spans in <data_dir>/{STORE_NAME}: "
+            "pass --store with those files or directories (repeatable), --config with the gateway's and "
+            f"adapters' .toml files, or set {ENV} (paths separated by '{os.pathsep}'), or run this in the "
+            "directory holding their configurations")

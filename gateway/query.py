@@ -24,7 +24,14 @@ from fedgate.crypto.ticket import Ticket
 from fedgate.audit_entry import filter_digest, paillier_key_digest
 from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
 from fedgate.encryptors import MAX_VALUE_FIELDS, VALUE_BOUND
-from fedgate.errors import DeadlineExceeded, FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
+from fedgate.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidInput,
+    LocalProtocolError,
+    QuotaExceeded,
+    RemoteProtocolError,
+)
 from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
@@ -276,6 +283,7 @@ class QueryEngine:
             record.params[f"key.{name}.{side.dataset}"] = side.key_field
             sides.append((department, decl, key))
         (ldept, ldecl, lkey), (rdept, rdecl, rkey) = sides
+        assert lkey.key is not None and rkey.key is not None  # refused above otherwise
         if lkey.key != rkey.key:
             raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key.value} and "
                                f"{rkey.key.value}): they cannot match")
@@ -475,7 +483,8 @@ class QueryEngine:
             outcome.row_limit = RowLimit.of(available[0], len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
 
-    def _grants(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, fields: list[str]) -> list[FieldGrant]:
+    def _grants(self, caller: Identity, record: RequestRecord, decl: DatasetDecl,
+                fields: list[str]) -> list[FieldGrant]:
         """The form each requested field may leave in, or PolicyDenied for one that may not leave."""
         if len(set(fields)) != len(fields):
             raise InvalidInput("name each field to disclose once")
