@@ -26,7 +26,7 @@ from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb
 from fedgate import telemetry
 from fedgate.signing_key import read_vkey
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
-from fedgate.tls import check_own, secure_channel
+from fedgate.tls import check_own, handshake_hint, secure_channel
 from fedgate import matching_keys
 from fedgate.matching_keys import MatchingKey
 from fedgate.wire import dataset_to_proto, matching_key_to_proto
@@ -95,8 +95,9 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
                     raise ConfigError(config.gateway, f"gateway refused registration: "
                                       f"{exc.code().name}: {exc.details()}") from None
                 if time.monotonic() + delay > deadline:
-                    raise Unavailable(f"gateway {config.gateway} unreachable for {config.register_timeout_s} s: "
-                                      f"{exc.details()}") from None
+                    hint = handshake_hint(exc.details() or "", config.gateway, config.tls, "the gateway")
+                    raise Unavailable(hint or f"gateway {config.gateway} unreachable for {config.register_timeout_s} "
+                                      f"s: {exc.details()}") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -153,5 +153,11 @@ def test_clients_misconfigured(tmp_path: Path, pki_dirs: tuple[Path, Path]) -> N
         out = _fedgate("datasets", "--gateway", f"127.0.0.1:{gw.port}", cwd=tmp_path,
                        env={**env, "FEDGATE_KEY": str(ours / "dept-hrss.key")})
         _one_clear_line(out, "--key", "not the private key of the certificate in --cert")
+        # An adapter whose CA is not the gateway's: registration says which CA to check.
+        adapter = _adapter_toml(tmp_path, ours, replace=("127.0.0.1:1", f"127.0.0.1:{gw.port}"))
+        text = adapter.read_text().replace("register_timeout_s = 10", "register_timeout_s = 2")
+        adapter.write_text(text.replace(str(tmp_path / "log-signing.vkey"), str(tmp_path / "gw" / "log-signing.vkey")))
+        out = _fedgate("adapter", "serve", "--config", str(adapter), cwd=tmp_path)
+        _one_clear_line(out, "TLS handshake with the gateway", f"a certificate from the CA in {ours / 'ca.pem'}")
     finally:
         processes.stop(gw)
