@@ -56,13 +56,18 @@ class Adapter:
 
 
 def check_source(ds: DatasetConfig, source: Source) -> DatasetDecl:
-    """Check declared fields against the source and count its rows (reads every row once)."""
-    columns = set(source.columns())
-    for f in ds.decl.fields:
-        if f.name not in columns:
-            raise DataSourceError(
-                f"dataset '{ds.decl.name}': source {source.describe()} has no column '{f.name}'")
-    return dataclasses.replace(ds.decl, row_count=source.count())
+    """Check declared fields against the source (columns, types, and every value a type does not
+    vouch for) and count its rows (reads every row of a CSV once); errors name the dataset."""
+    try:
+        columns = set(source.columns())
+        for f in ds.decl.fields:
+            if f.name not in columns:
+                raise DataSourceError(f"source {source.describe()} has no column '{f.name}'")
+        source.check_types(ds.decl.field_types)
+        rows = source.count()
+    except DataSourceError as exc:
+        raise DataSourceError(f"dataset '{ds.decl.name}': {exc}") from None
+    return dataclasses.replace(ds.decl, row_count=rows)
 
 
 def advertised_endpoint(config: AdapterConfig, port: int) -> str:

@@ -63,6 +63,20 @@ class Unavailable(FedgateError):
     """A dependency (an adapter, the gateway) cannot be reached right now."""
 
 
+class SourceFailed(Unavailable):
+    """A department's own source failed while serving a request (table gone, database down).
+
+    The cause names the department's internals (URL, host, user, file, table), so it
+    stays in the adapter's log under ``ref``; only the reference leaves the department.
+    """
+
+    def __init__(self, ref: str, department: str = "") -> None:
+        who = f"department '{department}': its" if department else "the department's"
+        super().__init__(f"{who} source failed (ref {ref}); the department's operator finds the cause "
+                         "under this reference in its adapter's log; retry later")
+        self.ref = ref
+
+
 class DeadlineExceeded(FedgateError):
     """A step of a request (a peer's answer, a client's reply) did not come in time."""
 
