@@ -16,7 +16,7 @@ import pytest
 import support
 from fedgate.adapters.config import DatasetConfig, SourceSpec
 from fedgate.adapters.server import check_source
-from fedgate.adapters.sources.sql import SqlSource, sqlite_url, split_table
+from fedgate.adapters.sources.sql import SqlSource, sqlite_url
 from fedgate.datasets import DatasetDecl, FieldDecl
 from fedgate.errors import DataSourceError
 
@@ -122,6 +122,8 @@ def test_sqlite_views_and_schema_qualified_names_are_sources(tmp_path: Path) -> 
 
 
 def test_table_names_split_into_schema_and_name() -> None:
+    from fedgate.adapters.sources.sql import split_table
+
     assert split_table("subsidies") == (None, "subsidies")
     assert split_table("dept_a.subsidies") == ("dept_a", "subsidies")
     for bad in ("dept_a.", ".subsidies", ""):
