@@ -38,10 +38,11 @@ description = "稳岗补贴发放记录"
 source = { kind = "csv", path = "data/hrss/subsidies.csv" }
 # source = { kind = "sqlite", path = "data/hrss.db", table = "subsidies" }
 # source = { kind = "sql", url = "postgresql+psycopg://user@db/hrss", table = "subsidies" }
+# table = "dept_a.subsidies" names a table outside the default schema; a view is named like a table.
 
 [[datasets.fields]]
 name = "uscc"
-type = "string"          # string | int | date
+type = "string"          # string | int | date; checked against the source's column types at start
 level = "L3"             # a level from policies/levels.toml
 key = "uscc"             # only on key fields: resident_id | uscc | plain
 

@@ -101,7 +101,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
 
-        def read(where: Filter | None) -> tuple[int, list[adapter_pb2.DisclosedRow] | None]:
+        def read(where: Filter | None) -> tuple[int, list[common_pb2.DisclosedRow] | None]:
             matched = source.count(where)
             if matched < max(request.min_set_size, 1):
                 return matched, None

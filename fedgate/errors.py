@@ -71,9 +71,12 @@ class SourceFailed(Unavailable):
     """
 
     def __init__(self, ref: str, department: str = "") -> None:
-        who = f"department '{department}': its" if department else "the department's"
-        super().__init__(f"{who} source failed (ref {ref}); the department's operator finds the cause "
-                         "under this reference in its adapter's log; retry later")
+        # The adapter's own words are the disclosure log's reason; the gateway tells the supervisor more.
+        message = f"source failed (ref {ref})"
+        if department:
+            message = (f"department '{department}': the department's {message}; its operator finds the cause "
+                       "under this reference in the adapter's log; retry later")
+        super().__init__(message)
         self.ref = ref
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,7 +21,7 @@ from fedgate.filters import Filter, to_sqlalchemy
 ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 # The column types that hold each declared field type, and what to say when a column holds another.
-_HOLDS: dict[FieldType, tuple[tuple[type[sa.types.TypeEngine[object]], ...], str]] = {
+_HOLDS: dict[FieldType, tuple[tuple[type[Any], ...], str]] = {
     FieldType.INT: ((sa.Integer,), "an integer column (INTEGER, BIGINT, SMALLINT)"),
     FieldType.STRING: ((sa.String,), "a text column (TEXT, VARCHAR, CHAR)"),
     FieldType.DATE: ((sa.Date, sa.String), "a DATE column, or a text column of YYYY-MM-DD dates"),
@@ -113,7 +114,7 @@ class SqlSource:
         except sa.exc.SQLAlchemyError:
             return type(column.type).__name__
 
-    def _scalar(self, query: sa.Select[tuple[int]], doing: str) -> int:
+    def _scalar(self, query: sa.Select[int], doing: str) -> int:
         try:
             with self._engine.connect() as conn:
                 return int(conn.execute(query).scalar_one())

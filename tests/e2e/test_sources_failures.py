@@ -153,7 +153,7 @@ async def test_a_source_failing_mid_life_leaves_only_a_reference(servers, tmp_pa
     # The department's disclosure log: the failure, with the reference, as its last word on the query.
     failed = await wait_for(lambda: [d for d in samr.disclosures.disclosures() if f"ref {ref}" in d.reason],
                             "the failure in the disclosure log")
-    assert failed[-1].decision == "stopped" and f"source failed (ref {ref})" in failed[-1].reason
+    assert (failed[-1].decision, failed[-1].reason) == ("stopped", f"source failed (ref {ref})")
     query_ids = {d.query_id for d in failed}
     last = [d for d in samr.disclosures.disclosures() if d.query_id in query_ids][-1]
     assert last.decision == "stopped"
