@@ -176,3 +176,26 @@ async def test_a_source_file_gone_mid_life_leaves_only_a_reference(servers, tmp_
     ref = REF.search(err.value.details).group(1)  # type: ignore[union-attr]
     assert any(ref in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     assert any(d.decision == "stopped" and f"ref {ref}" in d.reason for d in samr.disclosures.disclosures())
+
+
+async def test_a_csv_source_rewritten_mid_life_leaves_only_a_reference(servers, tmp_path: Path, caplog) -> None:
+    """A CSV the department rewrites with a value that no longer fits its declaration, then removes."""
+    caplog.set_level(logging.ERROR)
+    gw, _, _ = await deploy(servers, tmp_path)
+    hrss = servers.adapters[0]
+    csv = tmp_path / "subsidies.csv"
+    async with client(servers, gw) as c:
+        await c.count_rows("hrss.subsidies", *WHY)
+        csv.write_text(csv.read_text(encoding="utf-8").replace(",7\n", ",SEVEN\n"), encoding="utf-8")
+        with pytest.raises(RemoteCallFailed) as bad_value:
+            await c.count_rows("hrss.subsidies", *WHY)
+        csv.unlink()
+        with pytest.raises(RemoteCallFailed) as gone:
+            await c.count_rows("hrss.subsidies", *WHY)
+    for err in (bad_value, gone):
+        assert err.value.code == "UNAVAILABLE" and (found := REF.search(err.value.details)), err.value.details
+        assert_nothing_internal(err.value.details, [str(csv), csv.name, str(tmp_path), "line ", "SEVEN"])
+        ref = found.group(1)
+        assert any(ref in r.getMessage() and str(csv) in r.getMessage() for r in caplog.records)
+        assert any(d.reason == f"source failed (ref {ref})" for d in hrss.disclosures.disclosures())
+    assert not any("SEVEN" in r.getMessage() for r in caplog.records)  # not even in the department's log
