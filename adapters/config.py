@@ -100,18 +100,18 @@ class AdapterConfig:
         table = Table.load(path)
         policy_dir = table.path("policy_dir", None)
         levels = levels or (Levels.from_file(policy_dir / "levels.toml") if policy_dir else default_levels())
-        department = table.str("department")
+        department = table.text("department")
         config = cls(
             department=department,
-            display_name=table.str("display_name", department),
-            listen=table.str("listen"),
-            advertise=table.str("advertise", ""),
-            gateway=table.str("gateway"),
+            display_name=table.text("display_name", department),
+            listen=table.text("listen"),
+            advertise=table.text("advertise", ""),
+            gateway=table.text("gateway"),
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
-            register_timeout_s=table.int("register_timeout_s", 60),
+            register_timeout_s=table.integer("register_timeout_s", 60),
             levels=levels,
-            workers=table.int("workers", default_workers()),
+            workers=table.integer("workers", default_workers()),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
@@ -124,14 +124,14 @@ class AdapterConfig:
 
 
 def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
-    name = table.str("name")
-    description = table.str("description", "")
+    name = table.text("name")
+    description = table.text("description", "")
     source = _source(table.table("source"))
     fields = []
     for ft in table.tables("fields"):
         try:
-            fields.append(FieldDecl.build(ft.str("name"), ft.str("type"), ft.str("level"),
-                                          ft.str("key", None), ft.str("description", ""),
+            fields.append(FieldDecl.build(ft.text("name"), ft.text("type"), ft.text("level"),
+                                          ft.text("key", None), ft.text("description", ""),
                                           where=f"dataset '{name}'"))
         except InvalidInput as exc:
             raise ConfigError(str(table.file), str(exc)) from None
@@ -146,13 +146,13 @@ def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
 
 
 def _source(table: Table) -> SourceSpec:
-    kind = table.str("kind")
+    kind = table.text("kind")
     if kind == "csv":
         spec = SourceSpec(kind, path=table.path("path"))
     elif kind == "sqlite":
-        spec = SourceSpec(kind, path=table.path("path"), table=table.str("table"))
+        spec = SourceSpec(kind, path=table.path("path"), table=table.text("table"))
     elif kind == "sql":
-        spec = SourceSpec(kind, url=table.str("url"), table=table.str("table"))
+        spec = SourceSpec(kind, url=table.text("url"), table=table.text("table"))
     else:
         raise table.error("kind", f"unknown source kind {kind!r} (allowed: csv, sqlite, sql)")
     table.done()

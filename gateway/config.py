@@ -72,18 +72,18 @@ class GatewayConfig:
         """Read and check gateway.toml; ConfigError names the file and the key."""
         table = Table.load(path)
         config = cls(
-            listen=table.str("listen"),
+            listen=table.text("listen"),
             data_dir=table.path("data_dir"),
-            registry_url=table.str("registry_url", ""),
-            audit_url=table.str("audit_url", ""),
-            log_origin=table.str("log_origin", DEFAULT_ORIGIN),
+            registry_url=table.text("registry_url", ""),
+            audit_url=table.text("audit_url", ""),
+            log_origin=table.text("log_origin", DEFAULT_ORIGIN),
             signing_key=table.path("signing_key", None),
-            ticket_ttl_s=table.int("ticket_ttl_s", 60),
+            ticket_ttl_s=table.integer("ticket_ttl_s", 60),
             policy_dir=table.path("policy_dir", None),
-            policy_watch_s=table.int("policy_watch_s", 2),
-            workers=table.int("workers", default_workers()),
-            adapter_idle_timeout_s=table.int("adapter_idle_timeout_s", 300),
-            flags_timeout_s=table.int("flags_timeout_s", 300),
+            policy_watch_s=table.integer("policy_watch_s", 2),
+            workers=table.integer("workers", default_workers()),
+            adapter_idle_timeout_s=table.integer("adapter_idle_timeout_s", 300),
+            flags_timeout_s=table.integer("flags_timeout_s", 300),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
