@@ -65,7 +65,7 @@ class Table:
 
     def path(self, key: str, default: Any = _MISSING) -> Any:
         """A path, resolved relative to the directory of the config file."""
-        raw = self._get(key, str, default)
+        raw: object = self._get(key, str, default)
         if not isinstance(raw, str):
             return raw  # the caller's default, e.g. None
         return (self.file.parent / raw).resolve()

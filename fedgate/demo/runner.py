@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import RenderableType
@@ -121,10 +122,10 @@ class Scenario:
     disclose: list[str] = field(default_factory=list)
 
     def expected(self, truth: dict[str, object]) -> int:
-        value: object = truth
+        value: Any = truth  # parsed JSON
         for key in self.truth_path:
-            value = value[key]  # type: ignore[index]
-        return int(value)  # type: ignore[call-overload]
+            value = value[key]
+        return int(value)
 
 
 SCENARIOS = (
