@@ -124,7 +124,7 @@ class GatewayClient:
                 registry_pb2.ListDatasetsRequest(department=department or ""), timeout=self._timeout)
         return [
             RegisteredDataset(dataset_from_proto(item.spec), item.department_display_name,
-                              item.registered_at.ToDatetime(tzinfo=dt.timezone.utc))
+                              item.registered_at.ToDatetime(tzinfo=dt.UTC))
             for item in reply.datasets
         ]
 

@@ -57,7 +57,7 @@ usage = sa.Table(
 
 
 def _today() -> str:
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 class QuotaBook:
