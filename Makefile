@@ -32,7 +32,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The peers' side-by-side benchmark (about 6 minutes on 2 cores): results in bench/results/latest/.
+# The peers' side-by-side benchmark: 10k and 100k rows per side, about 3.5 minutes on 2 cores
+# (BENCH_ARGS="--size 1000000" adds a million, about 10 minutes; docs/performance.md). Results in bench/results/latest/.
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PEERS) openmined-psi==2.0.6

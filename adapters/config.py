@@ -18,14 +18,16 @@ from fedgate.tomlconfig import Table
 EXAMPLE = """\
 # fedgate department adapter configuration. Paths are relative to this file.
 department = "hrss"                     # must match the department in the certificate
-display_name = "人力资源和社会保障局"
+display_name = "人力资源和社会保障局"      # default: the department code
 listen = "127.0.0.1:0"                  # port 0 picks a free port
 # advertise = "adapter.hrss.example:7443"  # what the gateway dials; default: listen host + bound port
-gateway = "127.0.0.1:50051"
+#                                          # (required when listening on all interfaces)
+gateway = "127.0.0.1:50051"             # the gateway's host:port
 gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
-# data_dir = "hrss-adapter-data"            # the department's own disclosure log
+# data_dir = "hrss-adapter-data"            # disclosure log, matching key, spans (default: <department>-adapter-data)
 # policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
-# workers = 2                               # blinding processes (default: all cores; 0: threads only)
+# register_timeout_s = 60                   # keep trying to register this long while the gateway is unreachable
+# workers = 2                               # processes for hashing, blinding, encryption (default: all cores; 0: threads)
 
 [tls]
 ca = "certs/ca.pem"
@@ -41,7 +43,7 @@ source = { kind = "csv", path = "data/hrss/subsidies.csv" }
 
 [[datasets.fields]]
 name = "uscc"
-type = "string"          # string | int | date
+type = "string"          # string | int | date (amounts: int, in fen)
 level = "L3"             # a level from policies/levels.toml
 key = "uscc"             # only on key fields: resident_id | uscc | plain
 
