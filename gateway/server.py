@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from fedgate import signing_key, telemetry
 from fedgate.classification import Levels
@@ -68,8 +69,8 @@ class Gateway:
         self.audit_log.store.close()
 
 
-def _service(module: object, name: str, servicer: object) -> Service:
-    descriptor = module.DESCRIPTOR.services_by_name[name]  # type: ignore[attr-defined]
+def _service(module: ModuleType, name: str, servicer: object) -> Service:
+    descriptor = module.DESCRIPTOR.services_by_name[name]
     return Service(descriptor.full_name, servicer, getattr(_GRPC[module], f"add_{name}Servicer_to_server"))
 
 
