@@ -31,10 +31,10 @@ ROWS = 150
 TABLE = "registry_internal_tbl"  # not the dataset's name: the test looks for it where it must not be
 REF = re.compile(r"source failed \(ref ([0-9a-f]{8})\)")
 
-SAMR_DECL = f"""
+SAMR_DECL = """
 [[datasets]]
 name = "companies"
-source = {{{{ kind = "{{kind}}", {{where}}, table = "{{table}}" }}}}
+source = {{ kind = "{kind}", {where}, table = "{table}" }}
 
 [[datasets.fields]]
 name = "uscc"
