@@ -42,17 +42,19 @@ class AuditLog:
         """Resume from the store, refusing to start if its tree and latest checkpoint disagree."""
 
         def load() -> CompactRange:
-            size = store.size()
-            tree = CompactRange.from_frontier(HASHER, size, store.node_hashes(range_nodes(0, size)))
-            note = store.latest_checkpoint()
-            if size and note is None:
-                raise FailedPrecondition("audit store has entries but no checkpoint; run `fedgate audit verify`")
-            if note is not None:
-                cp = verify_checkpoint(note, origin, key.public_key(), origin=origin)
-                if cp.size != size or cp.root_hash != tree.root():
-                    raise FailedPrecondition(
-                        f"audit store is inconsistent: {size} entries but the latest checkpoint is for "
-                        f"size {cp.size} with another root; run `fedgate audit verify`")
+            # One snapshot: another replica appending meanwhile must not look like a torn log.
+            state = store.state()
+            if state.checkpoint is None:
+                if state.size:
+                    raise FailedPrecondition("audit store has entries but no checkpoint; run `fedgate audit verify`")
+                return CompactRange(HASHER)
+            at, note = state.checkpoint
+            tree = CompactRange.from_frontier(HASHER, at, state.frontier)
+            cp = verify_checkpoint(note, origin, key.public_key(), origin=origin)
+            if state.size != at or cp.size != at or cp.root_hash != tree.root():
+                raise FailedPrecondition(
+                    f"audit store is inconsistent: {state.size} entries but the latest checkpoint is for "
+                    f"size {cp.size} with another root; run `fedgate audit verify`")
             return tree
 
         return cls(store, key, origin, await asyncio.to_thread(load))

@@ -10,6 +10,7 @@ PostgreSQL for shared, replicated deployments.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -49,6 +50,15 @@ class StoredEntry:
     body: bytes
 
 
+@dataclass(frozen=True)
+class LogState:
+    """The log as of one instant: its size, latest checkpoint and the tree frontier of that checkpoint."""
+
+    size: int                       # entries stored
+    checkpoint: tuple[int, str] | None  # (size, signed note) of the latest checkpoint
+    frontier: list[bytes]           # hashes of range_nodes(0, checkpoint size)
+
+
 class AuditStore:
     """Append-only tables for the audit log; one writer at a time (the AuditLog's lock)."""
 
@@ -65,7 +75,43 @@ class AuditStore:
 
     def size(self) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(entries)).scalar_one())
+            return self._count(conn)
+
+    @staticmethod
+    def _count(conn: sa.Connection) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(entries)).scalar_one())
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sa.Connection]:
+        """A read-only connection whose every read sees the same committed state of the log.
+
+        Another gateway replica may append between two reads: PostgreSQL gets a
+        REPEATABLE READ transaction (one snapshot for all its statements); SQLite,
+        in WAL mode, keeps the snapshot of a read transaction's first read. The
+        pysqlite driver only begins transactions before writes, hence the BEGIN.
+        """
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+                with conn.begin():
+                    conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+                    yield conn
+            return
+        with self._engine.connect() as conn:
+            if self._engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def state(self) -> LogState:
+        """Size, latest checkpoint and its frontier, read in one snapshot (see `snapshot`)."""
+        with self.snapshot() as conn:
+            row = conn.execute(sa.select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
+            checkpoint = (int(row.size), str(row.note)) if row else None
+            size = self._count(conn)
+            at = checkpoint[0] if checkpoint else 0
+            return LogState(size, checkpoint, self._node_hashes(conn, range_nodes(0, at)))
 
     def append_next(self, body: bytes, build: Builder[T]) -> T:
         """Append `body` at the current end of the log, atomically, whoever else writes to it.
