@@ -35,6 +35,8 @@ class AuditLog:
         self._key = key
         self.origin = origin
         self._tree = tree
+        # The largest size seen in the store: other replicas may have appended beyond our own tree.
+        self._store_size = tree.size
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -95,16 +97,33 @@ class AuditLog:
     def latest_checkpoint(self) -> str | None:
         return self.store.latest_checkpoint()
 
+    async def latest(self) -> tuple[int, str]:
+        """The store's latest checkpoint (size, signed note).
+
+        With replicas sharing the store it may be newer than this replica's own
+        appends; it is never older than any checkpoint a replica has handed out,
+        since each is committed before it leaves.
+        """
+        found = await asyncio.to_thread(self.store.latest_checkpoint_with_size)
+        if found is None:
+            raise FailedPrecondition("the audit log has no checkpoint yet")
+        self._store_size = max(self._store_size, found[0])
+        return found
+
+    @property
+    def _known_size(self) -> int:
+        return max(self._tree.size, self._store_size)
+
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        if not 0 <= index < size <= self.size:
+        if not 0 <= index < size <= self._known_size:
             raise InvalidInput(f"no inclusion proof for index {index} in a tree of size {size} "
-                               f"(the log has {self.size} entries)")
+                               f"(the log has {self._known_size} entries)")
         plan = inclusion_nodes(index, size)
         return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)
 
     async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        if not 0 < size1 <= size2 <= self.size:
+        if not 0 < size1 <= size2 <= self._known_size:
             raise InvalidInput(f"no consistency proof from size {size1} to {size2} "
-                               f"(the log has {self.size} entries)")
+                               f"(the log has {self._known_size} entries)")
         plan = consistency_nodes(size1, size2)
         return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)

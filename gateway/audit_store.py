@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -59,6 +60,47 @@ class LogState:
     frontier: list[bytes]           # hashes of range_nodes(0, checkpoint size)
 
 
+class SharedTurn:
+    """One department's admission turn, shared by every gateway replica on one PostgreSQL log.
+
+    A session-level advisory lock on a connection of its own, taken without
+    blocking (the caller polls, so no thread waits on another replica) and
+    given back once the adapter has admitted the ticket. Not thread-safe: one
+    holder at a time, as the replica's own per-department lock guarantees.
+    """
+
+    def __init__(self, engine: sa.Engine, department: str) -> None:
+        self._engine = engine
+        digest = sha256(f"fedgate-admission/{department}".encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn: sa.Connection | None = None
+        self._held = False
+
+    def try_take(self) -> bool:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        self._held = bool(self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                             {"k": self._key}).scalar_one())
+        self._conn.commit()  # a session lock outlives the transaction; don't leave one open
+        return self._held
+
+    def give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._held:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                conn.commit()
+        except BaseException:
+            # Closing the server session is what surely releases the lock.
+            conn.invalidate()
+            raise
+        finally:
+            self._held = False
+            conn.close()
+
+
 class AuditStore:
     """Append-only tables for the audit log; one writer at a time (the AuditLog's lock)."""
 
@@ -76,6 +118,12 @@ class AuditStore:
     def size(self) -> int:
         with self._engine.connect() as conn:
             return self._count(conn)
+
+    def shared_turn(self, department: str) -> SharedTurn | None:
+        """`department`'s admission turn across replicas; None unless the store can be shared (PostgreSQL)."""
+        if self._engine.dialect.name != "postgresql":
+            return None
+        return SharedTurn(self._engine, department)
 
     @staticmethod
     def _count(conn: sa.Connection) -> int:
