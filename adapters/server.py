@@ -109,7 +109,7 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
     datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
     disclosures = DisclosureLog(config.data_dir / "disclosures.db")
-    gate = TicketGate(config.department, vkey, disclosures, config.levels)
+    gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s)
     ca_pem, _, _ = config.tls.read()
     # Started before the server: workers are spawned, never forked from a process running gRPC.
     pool = WorkerPool(config.workers)

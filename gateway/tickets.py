@@ -20,10 +20,12 @@ _TURN_POLL_S = (0.002, 0.05)
 
 
 class TicketIssuer:
-    def __init__(self, log: AuditLog, key: Ed25519PrivateKey, ttl_s: int = 60) -> None:
+    def __init__(self, log: AuditLog, key: Ed25519PrivateKey, ttl_s: int = 60,
+                 clock: Callable[[], float] = time.time) -> None:
         self._log = log
         self._key = key
         self._ttl_s = ttl_s
+        self._clock = clock
 
     async def issue(self, audience: str, query_id: str, entry_index: int, entry: bytes, base_size: int) -> Ticket:
         """A ticket for `audience` to serve the logged request at `entry_index`.
@@ -38,8 +40,9 @@ class TicketIssuer:
         # send no proof and let the adapter refuse (it must, the log shrank).
         consistency = (await self._log.consistency_proof(base_size, size)
                        if 0 < base_size <= size else [])
+        now = int(self._clock())
         claims = TicketClaims(audience, query_id, entry_index, hashlib.sha256(entry).digest(),
-                              int(time.time()) + self._ttl_s)
+                              now + self._ttl_s, now)
         return Ticket(sign_claims(claims, self._log.origin, self._key), entry, note,
                       tuple(inclusion), base_size, tuple(consistency))
 
