@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from fedgate import signing_key, telemetry
 from fedgate.data_dir_lock import DataDirLock
@@ -72,8 +73,8 @@ class Gateway:
             self.data_lock.release()
 
 
-def _service(module: object, name: str, servicer: object) -> Service:
-    descriptor = module.DESCRIPTOR.services_by_name[name]  # type: ignore[attr-defined]
+def _service(module: ModuleType, name: str, servicer: object) -> Service:
+    descriptor = module.DESCRIPTOR.services_by_name[name]
     return Service(descriptor.full_name, servicer, getattr(_GRPC[module], f"add_{name}Servicer_to_server"))
 
 
