@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes, range_nodes
+from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes
 from fedgate.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.audit_store import AuditStore
 
