@@ -10,6 +10,7 @@ from fedgate.adapters.sources.csv_file import CsvSource
 from fedgate.adapters.sources.sql import SqlSource, sqlite_url
 from fedgate.worker_pool import default_workers
 from fedgate.classification import Levels, default_levels
+from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
 from fedgate.datasets import DatasetDecl, FieldDecl
 from fedgate.errors import ConfigError, InvalidInput
 from fedgate.tls import TlsFiles
@@ -28,6 +29,7 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 # policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
 # register_timeout_s = 60                   # keep trying to register this long while the gateway is unreachable
 # workers = 2                               # processes for hashing, blinding, encryption (default: all cores; 0: threads)
+# clock_skew_s = 30                         # accept tickets issued up to this far in this host's future
 
 [tls]
 ca = "certs/ca.pem"
@@ -96,6 +98,7 @@ class AdapterConfig:
     levels: Levels
     register_timeout_s: int = 60
     workers: int = 0
+    clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -115,10 +118,13 @@ class AdapterConfig:
             register_timeout_s=table.integer("register_timeout_s", 60),
             levels=levels,
             workers=table.integer("workers", default_workers()),
+            clock_skew_s=table.integer("clock_skew_s", DEFAULT_CLOCK_SKEW_S),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
         table.done()
+        if config.clock_skew_s <= 0:
+            raise ConfigError(str(path), "clock_skew_s must be a positive number of seconds")
         names = [d.decl.name for d in config.datasets]
         for name in names:
             if names.count(name) > 1:

@@ -145,7 +145,7 @@ class QueryEngine:
         self._idle_timeout_s = idle_timeout_s
         self._flags_timeout_s = flags_timeout_s
         self._ca_pem = ca_pem
-        self._admissions = Admissions()
+        self._admissions = Admissions(log.store)
         self._registry = registry
         self._links = links
         self._log = log

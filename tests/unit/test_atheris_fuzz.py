@@ -121,7 +121,8 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs under libFuzzer
     origin = "fedgate.test/audit"
     leaves = [RFC6962_SHA256.hash_leaf(b"entry %d" % i) for i in range(11)]
     checkpoint = Checkpoint(origin, 11, root_from_leaf_hashes(RFC6962_SHA256, leaves))
-    claims = TicketClaims("hrss", "0123456789abcdef0123456789abcdef", 7, hashlib.sha256(b"e").digest(), 10**9)
+    claims = TicketClaims("hrss", "0123456789abcdef0123456789abcdef", 7, hashlib.sha256(b"e").digest(), 10**9,
+                          10**9 - 60)
     signed_bodies = {checkpoint.to_text(), claims.to_text()}
     vkey_text = encode_verifier_key(origin, key.public_key())
 
