@@ -30,6 +30,7 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 # register_timeout_s = 60                   # keep trying to register this long while the gateway is unreachable
 # workers = 2                               # processes for hashing, blinding, encryption (default: all cores; 0: threads)
 # clock_skew_s = 30                         # accept tickets issued up to this far in this host's future
+#                                           (its clock behind the gateway's); refusals name the clocks
 
 [tls]
 ca = "certs/ca.pem"

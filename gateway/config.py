@@ -19,6 +19,7 @@ listen = "127.0.0.1:50051"      # host:port; port 0 picks a free port
 data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults below), log-signing key, spans.db
 # registry_url = "postgresql+psycopg://fedgate@db/fedgate"  # registry and daily quotas; default: SQLite in data_dir
 # audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir; replicas share one PostgreSQL log
+# One gateway per data_dir (a running gateway locks it): each replica has its own.
 # log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
 # signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing; replicas share one
 # ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
