@@ -133,20 +133,15 @@ def check_inclusion(index: int, body: bytes, proof: list[bytes], note: str, vkey
 
 
 def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
-    """Replay a log straight from its store (forensics when no gateway can run)."""
-    from fedgate.gateway.audit_store import AuditStore
+    """Replay a log straight from its store (forensics when no gateway can run).
 
-    if "://" not in url:
-        if not Path(url).is_file():
-            raise FedgateError(f"{url}: no such audit database")
-        url = f"sqlite+pysqlite:///file:{Path(url).resolve()}?mode=ro&uri=true"
-    store = AuditStore.open(url)
-    try:
-        latest = store.latest_checkpoint()
-        if latest is None:
+    The store is opened read-only (a forensic copy may be a read-only file) and
+    read in one transaction, so a gateway appending meanwhile cannot make the
+    entries run past the latest checkpoint read.
+    """
+    from fedgate.audit_snapshot import read_snapshot  # SQLAlchemy only for officers reading a store
+
+    with read_snapshot(url) as snapshot:
+        if snapshot.latest is None:
             raise LogTampered(0, "the store holds no checkpoint at all")
-        notes = dict(store.checkpoints())
-        items = ((e.index, e.body) for e in store.entries())
-        return verify_log(items, notes, latest, vkey, trusted)
-    finally:
-        store.close()
+        return verify_log(snapshot.entries, snapshot.checkpoints, snapshot.latest, vkey, trusted)
