@@ -24,7 +24,7 @@ async def test_a_full_disk_at_a_department_is_unavailable_not_a_denial_and_its_l
     hrss = await servers.adapter("hrss", gw, support.SUBSIDIES_DECL.format(path=csv))
     # A full disk, simulated where root cannot ignore it: SQLite refuses to grow the file past
     # max_page_count. The pragma holds per connection, so it is set on the adapter's own one.
-    conn: sqlite3.Connection = hrss.disclosures._conn  # noqa: SLF001
+    conn: sqlite3.Connection = hrss.disclosures._conn
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count={pages}")
 
