@@ -129,24 +129,50 @@ _APPENDER = textwrap.dedent("""
 """)
 
 
-def test_verifying_a_live_sqlite_store_while_a_gateway_appends_never_fails_falsely(tmp_path: Path) -> None:
-    db, key = tmp_path / "audit.db", tmp_path / "log-signing.key"
-    writer = subprocess.Popen([sys.executable, "-c", _APPENDER, f"sqlite:///{db}", str(key)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def _store_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh audit store: a SQLite file, or a private schema on the test PostgreSQL."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    if not support.postgres_reachable():
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (database 'test', user 'postgres')")
+    import sqlalchemy as sa
+
+    schema = f"stores_verify_{os.getpid()}"  # other tests use the public schema's tables
+    admin = sa.create_engine(support.PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-        vkey = read_vkey(key.with_suffix(".vkey"))
-        sizes = []
-        deadline = time.monotonic() + 120
-        while len(sizes) < 10 and time.monotonic() < deadline:
-            sizes.append(verify_store(str(db), vkey).size)  # raised LogTampered under load before
-        assert len(sizes) >= 5 and sizes == sorted(sizes) and sizes[-1] > sizes[0], sizes
+        yield f"{support.PG_URL}?options=-csearch_path%3D{schema}"
     finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_verifying_a_live_store_while_a_gateway_appends_never_fails_falsely(tmp_path: Path, backend: str) -> None:
+    key = tmp_path / "log-signing.key"
+    with _store_url(backend, tmp_path) as url:
+        db = url.removeprefix("sqlite:///") if backend == "sqlite" else url  # a path, as officers give it
+        writer = subprocess.Popen([sys.executable, "-c", _APPENDER, url, str(key)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            written = writer.communicate(timeout=60)[0]  # closes its stdin: the writer stops
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+            vkey = read_vkey(key.with_suffix(".vkey"))
+            sizes = []
+            deadline = time.monotonic() + 120
+            while len(sizes) < 10 and time.monotonic() < deadline:
+                sizes.append(verify_store(db, vkey).size)  # raised LogTampered under load before
+            assert len(sizes) >= 5 and sizes == sorted(sizes) and sizes[-1] > sizes[0], sizes
         finally:
-            if writer.poll() is None:
-                writer.kill()
-                writer.wait()
-    assert writer.returncode == 0, written
-    assert verify_store(str(db), vkey).size == int(written.split()[-1])
+            try:
+                written = writer.communicate(timeout=60)[0]  # closes its stdin: the writer stops
+            finally:
+                if writer.poll() is None:
+                    writer.kill()
+                    writer.wait()
+        assert writer.returncode == 0, written
+        assert verify_store(db, vkey).size == int(written.split()[-1])
