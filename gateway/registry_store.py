@@ -66,7 +66,7 @@ def _fields_from_json(text: str) -> tuple[FieldDecl, ...]:
 
 def _utc(value: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -116,7 +116,7 @@ class RegistryStore:
 
     def _replace_department(self, code: str, display_name: str, endpoint: str,
                             decls: list[DatasetDecl], matching_key: MatchingKey | None) -> tuple[int, int]:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         names = [d.name for d in decls]
         with self._engine.begin() as conn:
             exists = conn.execute(sa.select(departments.c.code).where(departments.c.code == code)).first()
