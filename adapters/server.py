@@ -54,7 +54,12 @@ class Adapter:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.running.stop(grace)
-        self.disclosures.close()
+        # Sessions the stop cancelled record how they ended as they unwind: wait for them,
+        # then for their pending records, before the disclosure log closes.
+        deadline = time.monotonic() + grace + 5.0
+        while self.sessions.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.disclosures.aclose()
         if self.data_lock is not None:
             self.data_lock.release()
 

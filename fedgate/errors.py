@@ -132,3 +132,15 @@ class RootMismatch(VerificationError):
         )
         self.expected = expected
         self.calculated = calculated
+
+
+class StoreClosed(Unavailable):
+    """A local store was used after it was closed: its server is shutting down."""
+
+
+class DisclosureLogFailed(Unavailable):
+    """A department could not write its disclosure log (disk full, I/O error), so it served nothing.
+
+    The gateway recognises the class name and tells the supervisor so, naming
+    the department; the cause stays in the adapter's own log.
+    """

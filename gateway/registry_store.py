@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from fedgate.datasets import DatasetDecl, FieldDecl, RegisteredDataset
+from fedgate.errors import StoreClosed
 from fedgate.matching_keys import MatchingKey
 
 _meta = sa.MetaData()
@@ -86,6 +88,10 @@ class RegistryStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         _meta.create_all(engine)
+        # Held by a registration and by close: closing waits for the write in progress, and a
+        # later one is refused (a disposed engine would silently open a new pool).
+        self._writing = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, url: str) -> RegistryStore:
@@ -96,11 +102,20 @@ class RegistryStore:
         return self._engine
 
     def close(self) -> None:
-        self._engine.dispose()
+        with self._writing:
+            self._closed = True
+            self._engine.dispose()
 
     def replace_department(self, code: str, display_name: str, endpoint: str,
                            decls: list[DatasetDecl], matching_key: MatchingKey | None = None) -> tuple[int, int]:
         """Make `decls` the department's whole dataset set, atomically; returns (registered, removed)."""
+        with self._writing:
+            if self._closed:
+                raise StoreClosed("the registry is closed: the gateway is shutting down")
+            return self._replace_department(code, display_name, endpoint, decls, matching_key)
+
+    def _replace_department(self, code: str, display_name: str, endpoint: str,
+                            decls: list[DatasetDecl], matching_key: MatchingKey | None) -> tuple[int, int]:
         now = dt.datetime.now(dt.UTC)
         names = [d.name for d in decls]
         with self._engine.begin() as conn:
