@@ -26,6 +26,9 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 # data_dir = "hrss-adapter-data"            # the department's own disclosure log
 # policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
 # workers = 2                               # blinding processes (default: all cores; 0: threads only)
+# heartbeat_s = 30                          # renew the registration (and report row counts) this often
+# register_timeout_s = 60                   # give up if the gateway is unreachable this long at start-up
+#                                           # (default: keep retrying, with backoff, and say so in the log)
 
 [tls]
 ca = "certs/ca.pem"
@@ -91,8 +94,9 @@ class AdapterConfig:
     gateway_log_key: Path
     data_dir: Path
     levels: Levels
-    register_timeout_s: int = 60
+    register_timeout_s: int | None = None  # None: keep retrying until the gateway answers
     workers: int = 0
+    heartbeat_s: int = 30
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -109,13 +113,18 @@ class AdapterConfig:
             gateway=table.str("gateway"),
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
-            register_timeout_s=table.int("register_timeout_s", 60),
+            register_timeout_s=table.int("register_timeout_s", None),
+            heartbeat_s=table.int("heartbeat_s", 30),
             levels=levels,
             workers=table.int("workers", default_workers()),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
         table.done()
+        for key in ("register_timeout_s", "heartbeat_s"):
+            value = getattr(config, key)
+            if value is not None and value <= 0:
+                raise table.error(key, "must be a positive number of seconds")
         names = [d.decl.name for d in config.datasets]
         for name in names:
             if names.count(name) > 1:

@@ -27,6 +27,7 @@ data_dir = "gateway-data"       # registry (and later the audit log) live here
 # workers = 2                          # processes for Paillier sums and comparisons (default: all cores; 0: threads)
 # adapter_idle_timeout_s = 300         # give up on a match stream its adapter sends nothing on for this long
 # flags_timeout_s = 300                # how long a comparison waits for the client's flagged pairs
+# health_check_s = 30                  # ask every registered adapter's health service this often
 
 [tls]
 ca = "certs/ca.pem"
@@ -50,6 +51,7 @@ class GatewayConfig:
     workers: int = 0
     adapter_idle_timeout_s: int = 300
     flags_timeout_s: int = 300
+    health_check_s: int = 30
 
     @property
     def effective_policy_dir(self) -> Path:
@@ -84,10 +86,11 @@ class GatewayConfig:
             workers=table.int("workers", default_workers()),
             adapter_idle_timeout_s=table.int("adapter_idle_timeout_s", 300),
             flags_timeout_s=table.int("flags_timeout_s", 300),
+            health_check_s=table.int("health_check_s", 30),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
-        for key in ("adapter_idle_timeout_s", "flags_timeout_s"):
+        for key in ("adapter_idle_timeout_s", "flags_timeout_s", "health_check_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(str(path), f"{key} must be a positive number of seconds")
         return config
