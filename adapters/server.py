@@ -132,7 +132,7 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
 
 def current_counts(adapter: Adapter) -> dict[str, int]:
     """Each dataset's row count now (blocking: runs in a thread); a source that fails is left out, and logged."""
-    counts = {}
+    counts: dict[str, int] = {}
     for decl in adapter.datasets:
         try:
             counts[decl.name] = adapter.sources[decl.name].count()
@@ -235,19 +235,20 @@ async def serve(config: AdapterConfig, ready_file: Path | None = None) -> None:
         write_ready_file(ready_file, port=adapter.port, endpoint=adapter.endpoint)
         signalled = asyncio.create_task(run_until_signalled(adapter.stop))
         assert adapter.lease is not None
-        await asyncio.wait({signalled, adapter.lease}, return_when=asyncio.FIRST_COMPLETED)
-        if not signalled.done():
-            # The lease ended by itself: this adapter was replaced (or its lease failed unexpectedly).
+        lease = adapter.lease
+        await asyncio.wait({signalled, lease}, return_when=asyncio.FIRST_COMPLETED)
+        # The lease is cancelled by adapter.stop() on a signal; ended by itself, it says why to stop.
+        if lease.done() and not lease.cancelled() and not signalled.done():
             signalled.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await signalled
-            lost = adapter.lease.exception()
+            lost = lease.exception()
             log.error("%s", lost)
             await adapter.stop()
             if lost is not None:
                 raise lost
         else:
-            signalled.result()
+            await signalled
     finally:
         await asyncio.to_thread(shutdown_pools)
         telemetry.shutdown_tracing()
