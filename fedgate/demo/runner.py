@@ -114,7 +114,7 @@ def disclosure_table(dataset: str, got: Disclosure) -> Table:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A supervision question from DESIGN.md, answered by private matching."""
+    """A supervision question (docs/architecture.md), answered by private matching."""
 
     title: str
     left: tuple[str, str, str]
@@ -124,10 +124,10 @@ class Scenario:
     disclose: list[str] = field(default_factory=list)
 
     def expected(self, truth: dict[str, object]) -> int:
-        value: object = truth
+        value: Any = truth  # parsed JSON
         for key in self.truth_path:
-            value = value[key]  # type: ignore[index]
-        return int(value)  # type: ignore[call-overload]
+            value = value[key]
+        return int(value)
 
 
 SCENARIOS = (
@@ -150,7 +150,7 @@ CLOSED = "status in ('吊销', '注销')"
 
 
 async def homomorphic_checks(client: GatewayClient, result: DemoResult, truth: dict[str, object]) -> None:
-    """The two Paillier questions of DESIGN.md: a subsidy total and the over-claimers, beside the ground truth."""
+    """The two Paillier questions of docs/architecture.md: a subsidy total and the over-claimers, beside the ground truth."""
     try:
         result.closed_total = await client.intersection_sum(
             ("hrss.subsidies", "uscc", ""), ["amount_fen"], ("samr.companies", "uscc", CLOSED),
