@@ -57,6 +57,8 @@ class RequestRecord:
     trace_id: str = ""
     query_id: str = ""
     params: dict[str, str] = field(default_factory=dict)
+    # False: a routine call the service judged not worth an entry when it succeeds (a lease renewal).
+    audit: bool = True
 
 
 CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]]
