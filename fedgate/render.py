@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _utc_time(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
 
 
 def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:

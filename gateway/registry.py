@@ -191,7 +191,7 @@ class Registry:
             department = caller.org
         found = await asyncio.to_thread(self._store.list_datasets, department)
         alive, counts = await asyncio.to_thread(self._store.liveness)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         stale = dt.timedelta(seconds=STALE_AFTER_CHECKS * self.health_check_s)
         out = []
         for item in found:

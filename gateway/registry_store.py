@@ -206,14 +206,14 @@ class RegistryStore:
 
     def record_check(self, code: str, endpoint: str, reachable: bool) -> None:
         """Store a health check of the department's adapter at `endpoint`, if that is still its endpoint."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with self._engine.begin() as conn:
             if self._is_current(conn, code, endpoint):
                 self._contact(conn, code, endpoint, now, reachable=reachable)
 
     def record_heartbeat(self, code: str, endpoint: str, counts: dict[str, int]) -> None:
         """Store a heartbeat: contact now, and the current row counts of the department's registered datasets."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with self._engine.begin() as conn:
             if not self._is_current(conn, code, endpoint):
                 return
