@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedgate.adapters.disclosure import Ask, check_ask
@@ -11,7 +12,7 @@ from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog
 from fedgate.classification import Levels
 from fedgate.audit_entry import AuditEntry, utc_now
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
-from fedgate.crypto.ticket import Ticket, TicketRefused, VerifiedTicket, verify_ticket
+from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S, Ticket, TicketRefused, VerifiedTicket, verify_ticket
 from fedgate.errors import FedgateError, RemoteProtocolError
 from fedgate.protos.fedgate.v1 import adapter_pb2
 
@@ -42,8 +43,11 @@ class Admission:
 
 
 class TicketGate:
-    def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels) -> None:
+    def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels,
+                 skew_s: int = DEFAULT_CLOCK_SKEW_S, clock: Callable[[], float] = time.time) -> None:
         self._department = department
+        self._skew_s = skew_s
+        self._clock = clock
         self._levels = levels
         self._vkey = vkey
         self._log = log
@@ -68,36 +72,37 @@ class TicketGate:
         async with self._lock:
             try:
                 note = self._log.last_accepted_note()
-                verified = verify_ticket(ticket, audience=self._department, now=int(time.time()), vkey=self._vkey,
-                                         origin=self.origin, last_seen=self._open(note) if note else None)
+                verified = verify_ticket(ticket, audience=self._department, now=int(self._clock()),
+                                         vkey=self._vkey, origin=self.origin,
+                                         last_seen=self._open(note) if note else None, skew_s=self._skew_s)
                 entry = _entry_of(verified)
                 check_ask(entry, ask, self._levels)
             except FedgateError as exc:
-                await asyncio.to_thread(self._log.record, Disclosure(
+                await self._log.record_async(Disclosure(
                     utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
                 raise
             # Accepting moves this adapter's view of the log forward before anything is served.
             admission = Admission(self, verified, action, qualified, entry)
-            await asyncio.to_thread(self._log.accept, verified.checkpoint, verified.checkpoint_note, Disclosure(
+            await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, Disclosure(
                 utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
                 action, qualified, "admitted", "", None))
         return admission
 
     async def record_refused(self, admission: Admission, reason: str) -> None:
         t = admission.ticket
-        await asyncio.to_thread(self._log.record, Disclosure(
+        await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "refused", reason, None))
 
     async def record_stopped(self, admission: Admission, reason: str) -> None:
         t = admission.ticket
-        await asyncio.to_thread(self._log.record, Disclosure(
+        await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "stopped", reason, None))
 
     async def record_served(self, admission: Admission, rows: int) -> None:
         t = admission.ticket
-        await asyncio.to_thread(self._log.record, Disclosure(
+        await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "served", "", rows))
 

@@ -48,7 +48,7 @@ class Criteria:
 def checked(subject: str = "", dataset: str = "", case_number: str = "", decision: str = "", action: str = "",
             since: str = "", until: str = "", now: dt.datetime | None = None) -> Criteria:
     """Check every criterion; InvalidInput names the one that cannot match and the forms accepted."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     start, end = point_in_time(since, "since", now), point_in_time(until, "until", now)
     if start and end and end <= start:
         raise InvalidInput(f"--until ({end}) must be later than --since ({start})")
@@ -58,7 +58,7 @@ def checked(subject: str = "", dataset: str = "", case_number: str = "", decisio
 
 def rfc3339(moment: dt.datetime) -> str:
     """The form audit entries carry their time in (fedgate.audit_entry.utc_now)."""
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def point_in_time(text: str, name: str, now: dt.datetime) -> str:
@@ -67,7 +67,7 @@ def point_in_time(text: str, name: str, now: dt.datetime) -> str:
     if not text:
         return ""
     lowered = text.lower()
-    midnight = now.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if lowered == "now":
         return rfc3339(now)
     if lowered == "today":
@@ -78,13 +78,13 @@ def point_in_time(text: str, name: str, now: dt.datetime) -> str:
         return rfc3339(now - dt.timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))}))
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.timezone.utc)
+            moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.UTC)
         else:
             moment = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
     except ValueError:
         raise InvalidInput(f"--{name}: cannot read {text[:64]!r} as a time; write {TIME_FORMS}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return rfc3339(moment)
 
 

@@ -137,6 +137,10 @@ def datasets_json(datasets: list[RegisteredDataset]) -> list[dict[str, Any]]:
         {"department": i.decl.department, "department_display_name": i.department_display_name,
          "name": i.decl.name, "description": i.decl.description, "row_count": i.decl.row_count,
          "registered_at": i.registered_at.isoformat(),
+         # What the gateway last heard from the adapter; row_count is the count at registration.
+         "liveness": i.liveness, "last_contact": i.last_contact.isoformat() if i.last_contact else None,
+         "live_row_count": i.live_row_count,
+         "counted_at": i.counted_at.isoformat() if i.counted_at else None,
          "fields": [{"name": f.name, "type": f.type.value, "level": f.level,
                      "key": f.key.value if f.key else None} for f in i.decl.fields]}
         for i in datasets
@@ -149,7 +153,7 @@ def datasets_cmd(
     department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the datasets your certificate may see."""
+    """List the datasets your certificate may see, with each adapter's liveness and live row count."""
     from fedgate.client import GatewayClient
 
     async def go() -> list[RegisteredDataset]:
@@ -183,7 +187,7 @@ def demo_cmd(
                   f"{queries} logged queries; all servers stopped cleanly")
 
 
-def _client(gateway: str, ca: Path, cert: Path, key: Path) -> "GatewayClient":
+def _client(gateway: str, ca: Path, cert: Path, key: Path) -> GatewayClient:
     from fedgate.client import GatewayClient
 
     return GatewayClient(gateway, TlsFiles(ca, cert, key))
@@ -397,7 +401,7 @@ def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
     _print_shortened(result.row_limit, "matching rows")
 
 
-def _print_shortened(limit: "RowLimit | None", noun: str) -> None:
+def _print_shortened(limit: RowLimit | None, noun: str) -> None:
     if (line := row_limit_line(limit, noun)) is not None:
         console.print(line, soft_wrap=True, highlight=False)
 
@@ -666,7 +670,7 @@ def trace_list(store: StoreOpt = [], config: ConfigsOpt = [],
     table = RichTable("trace id", "root span", "start (UTC)", "spans")
     for t in _run(go):
         table.add_row(t.trace_id, t.root_name,
-                      dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.timezone.utc).isoformat(timespec="seconds"),
+                      dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.UTC).isoformat(timespec="seconds"),
                       str(t.span_count))
     console.print(table)
 

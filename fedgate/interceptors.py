@@ -57,6 +57,8 @@ class RequestRecord:
     trace_id: str = ""
     query_id: str = ""
     params: dict[str, str] = field(default_factory=dict)
+    # False: a routine call the service judged not worth an entry when it succeeds (a lease renewal).
+    audit: bool = True
 
 
 CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]]
@@ -115,7 +117,7 @@ def _status_of(exc: Exception, method: str, context: grpc.aio.ServicerContext) -
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc ships no type information)
     """Identity, completion hook (audit) and error mapping for every fedgate service method."""
 
     def __init__(self, on_complete: CompletionHook | None = None) -> None:

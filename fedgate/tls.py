@@ -90,7 +90,7 @@ def check_own(files: TlsFiles, expected: Identity | None = None) -> None:
         raise files.error(f"the certificate in {files.named('cert')} was not issued by the CA in {files.named('ca')}: "
                           "use a certificate from that CA (`fedgate certs init` writes both), or point "
                           f"{files.label('ca')} at the CA that issued it")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise files.error(f"the certificate in {files.named('cert')} is valid only from "
                           f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} "

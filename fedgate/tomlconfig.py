@@ -7,7 +7,6 @@ without reading code.
 
 from __future__ import annotations
 
-import builtins
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,11 +19,7 @@ _MISSING: Any = object()
 
 
 class Table:
-    """One TOML table whose keys are consumed one by one, then checked with ``done()``.
-
-    Its readers are named after the TOML types (``str``, ``int``, ``bool``), so annotations
-    below them spell the builtins as ``builtins.str``.
-    """
+    """One TOML table whose keys are consumed one by one, then checked with ``done()``."""
 
     def __init__(self, path: Path, data: dict[str, Any], prefix: str = "") -> None:
         self.file = path
@@ -60,16 +55,16 @@ class Table:
             raise self.error(key, f"expected {kind.__name__}, got {type(value).__name__}")
         return value
 
-    def str(self, key: builtins.str, default: Any = _MISSING) -> Any:
+    def text(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, str, default)
 
-    def int(self, key: builtins.str, default: Any = _MISSING) -> Any:
+    def integer(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, int, default)
 
-    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
+    def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, bool, default)
 
-    def duration(self, key: builtins.str, default: Any = _MISSING, zero_turns_off: builtins.bool = False) -> Any:
+    def duration(self, key: str, default: Any = _MISSING, zero_turns_off: bool = False) -> Any:
         """A number of seconds that must be positive; with `zero_turns_off`, 0 (documented as off) too.
 
         Every duration key of the gateway's and adapters' configurations is read here, so
@@ -81,7 +76,7 @@ class Table:
             raise self.error(key, f"must be {wanted}, got {value}")
         return value
 
-    def address(self, key: builtins.str, default: Any = _MISSING, listen: builtins.bool = False) -> Any:
+    def address(self, key: str, default: Any = _MISSING, listen: bool = False) -> Any:
         """A host:port address (port 0 only for an address to listen on)."""
         value = self._get(key, str, default)
         if isinstance(value, str) and value != default and (problem := address_problem(value, listen)) is not None:
@@ -89,28 +84,28 @@ class Table:
         return value
 
     @property
-    def prefix(self) -> builtins.str:
+    def prefix(self) -> str:
         """The dotted name of this table within its file ("" at the top, "tls." for [tls])."""
         return self._prefix
 
-    def path(self, key: builtins.str, default: Any = _MISSING) -> Any:
+    def path(self, key: str, default: Any = _MISSING) -> Any:
         """A path, resolved relative to the directory of the config file."""
-        raw: Any = self._get(key, str, default)
+        raw: object = self._get(key, str, default)
         if not isinstance(raw, str):
             return raw  # the caller's default, e.g. None
         return (self.file.parent / raw).resolve()
 
-    def table(self, key: builtins.str) -> Table:
+    def table(self, key: str) -> Table:
         data = self._get(key, dict, _MISSING)
         return Table(self.file, data, f"{self._prefix}{key}.")
 
-    def has(self, key: builtins.str) -> builtins.bool:
+    def has(self, key: str) -> bool:
         return key in self._data
 
-    def keys(self) -> list[builtins.str]:
+    def keys(self) -> list[str]:
         return list(self._data)
 
-    def tables(self, key: builtins.str, default: Any = _MISSING) -> list[Table]:
+    def tables(self, key: str, default: Any = _MISSING) -> list[Table]:
         items = self._get(key, list, default)
         out = []
         for i, item in enumerate(items):

@@ -72,6 +72,8 @@ class AuditRecorder:
         self._log = log
 
     async def __call__(self, record: RequestRecord, code: grpc.StatusCode, reason: str) -> None:
+        if code is grpc.StatusCode.OK and not record.audit:
+            return
         await self._log.append(entry_for(record, code, reason))
 
 
@@ -134,7 +136,7 @@ class AuditReader:
         # Batches keep memory flat however long the log is.
         for begin in range(start, stop, 1000):
             end = min(begin + 1000, stop)
-            for item in await asyncio.to_thread(lambda: list(self.log.store.entries(begin, end))):
+            for item in await asyncio.to_thread(list, self.log.store.entries(begin, end)):  # read on the thread
                 yield item
 
     async def search(self, criteria: SearchCriteria) -> list[StoredEntry]:

@@ -28,7 +28,7 @@ def test_audit_search_criteria_as_people_write_them(tmp_path: Path) -> None:
         # Relative and local-offset times find today's entries; a time in the future finds none.
         an_hour_ago = (dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(hours=1)).isoformat()
         for since in ("yesterday", "today", "24h", "7d", "90m", an_hour_ago,
-                      dt.datetime.now(dt.timezone.utc).date().isoformat()):
+                      dt.datetime.now(dt.UTC).date().isoformat()):
             assert everything <= {e["index"] for e in search("--since", since, "--limit", "1000")}, since
         assert search("--until", "yesterday") == []
         # The subject as the audit table prints it, and in full.

@@ -9,7 +9,7 @@ import pytest
 from fedgate import audit_search
 from fedgate.errors import InvalidInput
 
-NOW = dt.datetime(2026, 12, 2, 5, 30, 15, 250_000, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 2, 5, 30, 15, 250_000, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
