@@ -78,5 +78,5 @@ async def test_the_allowed_skew_is_configured_per_adapter(servers, tmp_path: Pat
     bad = tmp_path / "bad.toml"
     bad.write_text("clock_skew_s = -5\n" + (tmp_path / "adapter-hrss.toml").read_text().replace(
         "clock_skew_s = 300\n", ""))
-    with pytest.raises(ConfigError, match="clock_skew_s must be a positive number of seconds"):
+    with pytest.raises(ConfigError, match="key 'clock_skew_s': must be a positive number of seconds"):
         AdapterConfig.load(bad)
