@@ -123,6 +123,24 @@ class _Session:
             raise RemoteProtocolError(f"department '{self.side.department}' ended the match stream early")
         return msg
 
+    async def finish(self) -> None:
+        """Read the stream to its natural end: the adapter records the session, then ends the call.
+
+        Never a cancel on success: a cancel races the department's own record of
+        what it served (it would read "stopped: cancelled by the gateway").
+        """
+        try:
+            msg = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
+        except TimeoutError:
+            self.call.cancel()
+            raise Unavailable(f"department '{self.side.department}' did not end the match stream within "
+                              f"{self.idle_timeout_s:g} s; the query was stopped") from None
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        if msg is not grpc.aio.EOF:
+            raise RemoteProtocolError(f"department '{self.side.department}' sent {msg.WhichOneof('msg')} "
+                                      "after the end of the match")
+
     async def write(self, msg: adapter_pb2.MatchIn) -> None:
         try:
             await self.call.write(msg)
@@ -277,6 +295,9 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
         ls.outbox.put_nowait(None)
         rs.outbox.put_nowait(None)
         await asyncio.gather(*tasks)
+        # Both departments record the session as served and end their streams; only then is the
+        # query over (and its outcome logged by the caller).
+        await asyncio.gather(ls.finish(), rs.finish())
     finally:
         for task in tasks:
             task.cancel()
@@ -284,5 +305,6 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
             readers.cancel()
             with contextlib.suppress(BaseException):
                 await readers
+        # A no-op for a stream that ended; stops the department's work on failure or cancellation.
         ls.cancel()
         rs.cancel()
