@@ -13,7 +13,7 @@ import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,7 @@ class MatchSessions:
         return _Start(decl, source, key.key.value, parse_checked(start.filter, decl.field_types), start,
                       action, values)
 
-    async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncIterator[adapter_pb2.MatchOut]:
+    async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncGenerator[adapter_pb2.MatchOut, None]:
         """The session: first message Start, then tokens flow both ways; see adapter.proto."""
         it = requests.__aiter__()
         first = await anext(it, None)

@@ -33,7 +33,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,7 +252,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return result
         return wrapper
 
-    def _wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str,
+    def _wrap_stream(self, behavior: Callable[..., AsyncGenerator[Any, None]], method: str,
                      streaming: bool) -> Callable[..., AsyncIterator[Any]]:
         # A client of a bidirectional stream may wait for a message before it sends the next (a
         # comparison's result before its flagged pairs): holding one back there could deadlock.

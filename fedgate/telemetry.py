@@ -33,7 +33,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,7 +268,7 @@ class StreamServerSpans(grpc.aio.ServerInterceptor):
                     response_serializer=handler.response_serializer)
 
 
-def _traced_stream(inner: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., Awaitable[None]]:
+def _traced_stream(inner: Callable[..., AsyncGenerator[Any, None]], method: str) -> Callable[..., Awaitable[None]]:
     tracer = trace.get_tracer(__name__)
 
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> None:

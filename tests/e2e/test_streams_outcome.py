@@ -33,10 +33,11 @@ CLOSED = "status in ('吊销', '注销')"
 class OutcomesFail:
     """The gateway's audit store, but an outcome append (any entry not STARTED) of `action` fails."""
 
-    def __init__(self, store: Any, action: str, times: int | None) -> None:
+    def __init__(self, store: Any, action: str, times: int | None, skip: int = 0) -> None:
         self._store = store
         self.action = action
         self.left = times  # None: until lifted (a full disk); n: the next n outcome appends (a lock that clears)
+        self.skip = skip  # outcome appends that still succeed first
         self.failed = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -44,7 +45,9 @@ class OutcomesFail:
 
     def append_next(self, body: bytes, build: Callable[..., Any]) -> Any:
         entry = AuditEntry.from_canonical(body)
-        if entry.action == self.action and entry.status != "STARTED" and (self.left is None or self.left > 0):
+        if entry.action == self.action and entry.status != "STARTED" and self.skip:
+            self.skip -= 1
+        elif entry.action == self.action and entry.status != "STARTED" and (self.left is None or self.left > 0):
             self.failed += 1
             if self.left is not None:
                 self.left -= 1
@@ -57,12 +60,12 @@ class OutcomesFail:
 async def deployed(servers, tmp_path):
     departments = generate(tmp_path, rows=1000, seed=11)
     gw = await servers.gateway(tmp_path / "gateway-data")
-    adapters = await servers.demo_adapters(gw, tmp_path, departments, ("hrss", "samr"))
+    adapters = await servers.demo_adapters(gw, tmp_path, departments, ("hrss", "samr", "tax"))
     return gw, adapters
 
 
-def _failing(gw: Any, action: str, times: int | None) -> OutcomesFail:
-    store = OutcomesFail(gw.audit_log.store, action, times)
+def _failing(gw: Any, action: str, times: int | None, skip: int = 0) -> OutcomesFail:
+    store = OutcomesFail(gw.audit_log.store, action, times, skip)
     gw.audit_log.store = store
     return store
 
@@ -140,3 +143,22 @@ async def test_a_unary_query_whose_outcome_cannot_be_logged_returns_nothing(serv
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR)) as c:
         got = await c.disclose("samr.companies", ["name", "status"], *WHY, limit=50)
     assert len(got.rows) == 50
+
+
+async def test_a_comparison_whose_disclosure_cannot_be_logged_sends_its_flags_but_no_row(servers, deployed) -> None:
+    gw, adapters = deployed
+    # The flags' outcome is logged; the disk fills before the flagged rows' outcome can be.
+    store = _failing(gw, "query.compare", None, skip=1)
+    async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR)) as c:
+        with pytest.raises(RemoteCallFailed) as err:
+            await c.compare(("hrss.subsidies", "uscc", ""), "claimed_insured", ("tax.insured_employees", "uscc", ""),
+                            "insured_employees", *WHY, disclose=["company_name"], limit=50)
+    assert store.failed >= 1
+    # The flags had left, so the supervisor is not told "not served"; the rows were withheld.
+    assert err.value.code == "UNAVAILABLE" and "not served" not in err.value.details
+    assert "the rest was withheld" in err.value.details
+    store.left = 0
+    (entries,) = [v for v in (await _query_entries(servers, gw, "query.compare")).values()]
+    assert [e.status for e in entries] == ["STARTED", "OK"]
+    stage = dict(entries[1].result_sizes)
+    assert stage["pairs"] > 0 and stage["disclosed_rows"] == 0 and "flagged rows" in entries[1].reason
