@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.11 and make:
 #   make demo   - create/refresh the virtualenv, run the embedded demo
 #   make test   - create/refresh the virtualenv, run the whole test suite
+#                 (mypy --strict and ruff included: tests/unit/test_typecheck.py, test_lint.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.fedgate-installed
 BENCH_STAMP := $(VENV)/.fedgate-bench-installed
 PEERS := .bench-peers
 
-.PHONY: demo test bench protos typecheck clean venv
+.PHONY: demo test bench protos typecheck lint clean venv
 
 $(STAMP): pyproject.toml
 	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
@@ -31,7 +32,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The peers' side-by-side benchmark (about 6 minutes on 2 cores): results in bench/results/latest/.
+# The peers' side-by-side benchmark: 10k and 100k rows per side, about 3.5 minutes on 2 cores
+# (BENCH_ARGS="--size 1000000" adds a million, about 10 minutes; docs/performance.md). Results in bench/results/latest/.
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PEERS) openmined-psi==2.0.6
@@ -40,8 +42,12 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# mypy --strict over the whole fedgate package (every subpackage).
 typecheck: $(STAMP)
 	$(BIN)/python scripts/typecheck.py
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -10,6 +10,7 @@ from fedgate.adapters.sources.csv_file import CsvSource
 from fedgate.adapters.sources.sql import SqlSource, sqlite_url
 from fedgate.worker_pool import default_workers
 from fedgate.classification import Levels, default_levels
+from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
 from fedgate.datasets import DatasetDecl, FieldDecl
 from fedgate.errors import ConfigError, InvalidInput
 from fedgate.tls import TlsFiles
@@ -18,14 +19,17 @@ from fedgate.tomlconfig import Table
 EXAMPLE = """\
 # fedgate department adapter configuration. Paths are relative to this file.
 department = "hrss"                     # must match the department in the certificate
-display_name = "人力资源和社会保障局"
+display_name = "人力资源和社会保障局"      # default: the department code
 listen = "127.0.0.1:0"                  # port 0 picks a free port
 # advertise = "adapter.hrss.example:7443"  # what the gateway dials; default: listen host + bound port
-gateway = "127.0.0.1:50051"
+#                                          # (required when listening on all interfaces)
+gateway = "127.0.0.1:50051"             # the gateway's host:port
 gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
-# data_dir = "hrss-adapter-data"            # the department's own disclosure log
+# data_dir = "hrss-adapter-data"            # disclosure log, matching key, spans (default: <department>-adapter-data)
 # policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
-# workers = 2                               # blinding processes (default: all cores; 0: threads only)
+# register_timeout_s = 60                   # keep trying to register this long while the gateway is unreachable
+# workers = 2                               # processes for hashing, blinding, encryption (default: all cores; 0: threads)
+# clock_skew_s = 30                         # accept tickets issued up to this far in this host's future
 
 [tls]
 ca = "certs/ca.pem"
@@ -41,7 +45,7 @@ source = { kind = "csv", path = "data/hrss/subsidies.csv" }
 
 [[datasets.fields]]
 name = "uscc"
-type = "string"          # string | int | date
+type = "string"          # string | int | date (amounts: int, in fen)
 level = "L3"             # a level from policies/levels.toml
 key = "uscc"             # only on key fields: resident_id | uscc | plain
 
@@ -93,6 +97,7 @@ class AdapterConfig:
     levels: Levels
     register_timeout_s: int = 60
     workers: int = 0
+    clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -100,22 +105,25 @@ class AdapterConfig:
         table = Table.load(path)
         policy_dir = table.path("policy_dir", None)
         levels = levels or (Levels.from_file(policy_dir / "levels.toml") if policy_dir else default_levels())
-        department = table.str("department")
+        department = table.text("department")
         config = cls(
             department=department,
-            display_name=table.str("display_name", department),
-            listen=table.str("listen"),
-            advertise=table.str("advertise", ""),
-            gateway=table.str("gateway"),
+            display_name=table.text("display_name", department),
+            listen=table.text("listen"),
+            advertise=table.text("advertise", ""),
+            gateway=table.text("gateway"),
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
-            register_timeout_s=table.int("register_timeout_s", 60),
+            register_timeout_s=table.integer("register_timeout_s", 60),
             levels=levels,
-            workers=table.int("workers", default_workers()),
+            workers=table.integer("workers", default_workers()),
+            clock_skew_s=table.integer("clock_skew_s", DEFAULT_CLOCK_SKEW_S),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
         table.done()
+        if config.clock_skew_s <= 0:
+            raise ConfigError(str(path), "clock_skew_s must be a positive number of seconds")
         names = [d.decl.name for d in config.datasets]
         for name in names:
             if names.count(name) > 1:
@@ -124,14 +132,14 @@ class AdapterConfig:
 
 
 def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
-    name = table.str("name")
-    description = table.str("description", "")
+    name = table.text("name")
+    description = table.text("description", "")
     source = _source(table.table("source"))
     fields = []
     for ft in table.tables("fields"):
         try:
-            fields.append(FieldDecl.build(ft.str("name"), ft.str("type"), ft.str("level"),
-                                          ft.str("key", None), ft.str("description", ""),
+            fields.append(FieldDecl.build(ft.text("name"), ft.text("type"), ft.text("level"),
+                                          ft.text("key", None), ft.text("description", ""),
                                           where=f"dataset '{name}'"))
         except InvalidInput as exc:
             raise ConfigError(str(table.file), str(exc)) from None
@@ -146,13 +154,13 @@ def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
 
 
 def _source(table: Table) -> SourceSpec:
-    kind = table.str("kind")
+    kind = table.text("kind")
     if kind == "csv":
         spec = SourceSpec(kind, path=table.path("path"))
     elif kind == "sqlite":
-        spec = SourceSpec(kind, path=table.path("path"), table=table.str("table"))
+        spec = SourceSpec(kind, path=table.path("path"), table=table.text("table"))
     elif kind == "sql":
-        spec = SourceSpec(kind, url=table.str("url"), table=table.str("table"))
+        spec = SourceSpec(kind, url=table.text("url"), table=table.text("table"))
     else:
         raise table.error("kind", f"unknown source kind {kind!r} (allowed: csv, sqlite, sql)")
     table.done()

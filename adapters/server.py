@@ -16,6 +16,7 @@ from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.tickets import TicketGate
+from fedgate.data_dir_lock import DataDirLock
 from fedgate.worker_pool import WorkerPool
 from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
@@ -45,6 +46,7 @@ class Adapter:
     disclosures: DisclosureLog
     matching_key: MatchingKey
     sessions: MatchSessions
+    data_lock: DataDirLock | None = None
 
     @property
     def port(self) -> int:
@@ -53,6 +55,8 @@ class Adapter:
     async def stop(self, grace: float = 5.0) -> None:
         await self.running.stop(grace)
         self.disclosures.close()
+        if self.data_lock is not None:
+            self.data_lock.release()
 
 
 def check_source(ds: DatasetConfig, source: Source) -> DatasetDecl:
@@ -104,12 +108,18 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
     """Check every source, start the adapter server, then register with the gateway."""
     vkey = read_vkey(config.gateway_log_key)
-    matching_private = matching_keys.load_or_create(config.data_dir / "matching.key")
-    matching_key = matching_keys.vouch(config.department, matching_private, config.tls)
-    sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
-    datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
-    disclosures = DisclosureLog(config.data_dir / "disclosures.db")
-    gate = TicketGate(config.department, vkey, disclosures, config.levels)
+    # Before its disclosure log is opened: one adapter per data_dir.
+    data_lock = DataDirLock.acquire(config.data_dir, f"adapter of '{config.department}'")
+    try:
+        matching_private = matching_keys.load_or_create(config.data_dir / "matching.key")
+        matching_key = matching_keys.vouch(config.department, matching_private, config.tls)
+        sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
+        datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
+        disclosures = DisclosureLog(config.data_dir / "disclosures.db")
+    except BaseException:
+        data_lock.release()
+        raise
+    gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s)
     ca_pem, _, _ = config.tls.read()
     # Started before the server: workers are spawned, never forked from a process running gRPC.
     pool = WorkerPool(config.workers)
@@ -122,9 +132,10 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         running = await start_server(config.listen, config.tls, services)
     except BaseException:
         disclosures.close()
+        data_lock.release()
         raise
     adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port), disclosures,
-                      matching_key, sessions)
+                      matching_key, sessions, data_lock)
     if register_now:
         try:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)

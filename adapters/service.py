@@ -84,7 +84,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         await context.send_initial_metadata(ADMITTED)
         where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
 
-        def read() -> tuple[int, list[adapter_pb2.DisclosedRow] | None]:
+        def read() -> tuple[int, list[common_pb2.DisclosedRow] | None]:
             matched = source.count(where)
             if matched < max(request.min_set_size, 1):
                 return matched, None

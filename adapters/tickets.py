@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedgate.adapters.disclosure import Ask, check_ask
@@ -11,7 +12,7 @@ from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog
 from fedgate.classification import Levels
 from fedgate.audit_entry import AuditEntry, utc_now
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
-from fedgate.crypto.ticket import Ticket, TicketRefused, VerifiedTicket, verify_ticket
+from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S, Ticket, TicketRefused, VerifiedTicket, verify_ticket
 from fedgate.errors import FedgateError, RemoteProtocolError
 from fedgate.protos.fedgate.v1 import adapter_pb2
 
@@ -42,8 +43,11 @@ class Admission:
 
 
 class TicketGate:
-    def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels) -> None:
+    def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels,
+                 skew_s: int = DEFAULT_CLOCK_SKEW_S, clock: Callable[[], float] = time.time) -> None:
         self._department = department
+        self._skew_s = skew_s
+        self._clock = clock
         self._levels = levels
         self._vkey = vkey
         self._log = log
@@ -68,8 +72,9 @@ class TicketGate:
         async with self._lock:
             try:
                 note = self._log.last_accepted_note()
-                verified = verify_ticket(ticket, audience=self._department, now=int(time.time()), vkey=self._vkey,
-                                         origin=self.origin, last_seen=self._open(note) if note else None)
+                verified = verify_ticket(ticket, audience=self._department, now=int(self._clock()),
+                                         vkey=self._vkey, origin=self.origin,
+                                         last_seen=self._open(note) if note else None, skew_s=self._skew_s)
                 entry = _entry_of(verified)
                 check_ask(entry, ask, self._levels)
             except FedgateError as exc:

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
         "machine": matching.machine(), "code": matching.code_fingerprint(), "workers": args.workers,
-        "overlap": args.overlap, "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "overlap": args.overlap, "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]).strip()}
     console.log(f"machine: {info['machine']['cpu_model']}, {info['machine']['cores']} cores; sizes {sizes}; "
                 f"modes {modes}; results in {args.out}")

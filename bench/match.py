@@ -700,7 +700,7 @@ def code_fingerprint() -> dict[str, Any]:
             digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
             newest = max(newest, (path.stat().st_mtime, rel))
     return {"sha256": digest.hexdigest()[:16], "newest_file": newest[1],
-            "newest_mtime": dt.datetime.fromtimestamp(newest[0], dt.timezone.utc).isoformat(timespec="seconds")}
+            "newest_mtime": dt.datetime.fromtimestamp(newest[0], dt.UTC).isoformat(timespec="seconds")}
 
 
 def _mib(p: ProcStats | None) -> str:
@@ -825,7 +825,7 @@ def _write_json(path: Path | None, info: dict[str, Any], args: argparse.Namespac
     if path is None:
         return
     doc = {"machine": info, "command": " ".join([Path(sys.executable).name, "-m", "bench.match", *sys.argv[1:]]),
-           "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "overlap": args.overlap, "workers": args.workers, "chunk_rows": "chunk_rows(rows, workers)",
            "results": [asdict(r) for r in results]}
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))

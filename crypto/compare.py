@@ -1,4 +1,4 @@
-"""Private comparison, flag only (DESIGN, Protocols 4), sans-I/O.
+"""Private comparison, flag only (docs/architecture.md, Protocols 5), sans-I/O.
 
 The gateway holds ``E(x)`` and ``E(y)`` under the supervisor's Paillier key and
 public integer weights ``a``, ``b`` (ratios by scaling: ``5x > 6y``). It sends
@@ -28,7 +28,7 @@ of ``r·D``, and ``r`` hides ``|D|`` only up to its spread: since ``r`` is
 uniform, ``|v| / |D|`` is usually within a small factor of ``2^R_MAX_BITS``, so
 ``log2 |v| − R_MAX_BITS`` estimates ``log2 |D|`` to within a few bits, and
 ``v`` in ``[0, 2^R_MAX_BITS)`` says ``D`` is 0 (``a·x = b·y + 1``) or small.
-That is the leakage DESIGN accepts ("r uniform over a wide range"); widening
+That is the leakage the design accepts ("r uniform over a wide range"); widening
 the range does not reduce it, a log-uniform ``r`` would (see docs/paillier.md).
 
 **Randomness.** The result is ``(E(x)^a · E(y)^(−b) · E(−1))^r · E(r')``
@@ -63,7 +63,7 @@ __all__ = [
     "unpack_flags",
 ]
 
-# r is uniform in [2**R_MIN_BITS, 2**R_MAX_BITS): at least 2**64 as DESIGN asks.
+# r is uniform in [2**R_MIN_BITS, 2**R_MAX_BITS): at least 2**64 as the design asks.
 R_MIN_BITS = 64
 R_MAX_BITS = 80
 

@@ -1,7 +1,7 @@
 """Paillier encryption under the supervisor's ``phe`` key (sans-I/O): ints and bytes in, ints and bytes out.
 
-Used by the intersection-sum and private-comparison protocols (DESIGN, Protocols
-3 and 4). The supervisor holds a ``phe.PaillierPrivateKey``; everyone else holds
+Used by the intersection-sum and private-comparison protocols (docs/architecture.md,
+Protocols 4 and 5). The supervisor holds a ``phe.PaillierPrivateKey``; everyone else holds
 only its public key and encrypts, adds and re-randomises with ``FastEncryptor``.
 
 **Interoperability with phe.** A ciphertext ``c`` produced here decrypts with

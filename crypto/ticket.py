@@ -1,7 +1,7 @@
 """Query tickets: the gateway's signed permission for one adapter to serve one logged request.
 
 A ticket binds (audience department, query id, audit entry index, SHA-256 of
-the entry's canonical bytes, expiry) in a C2SP signed note by the gateway's
+the entry's canonical bytes, issue time, expiry) in a C2SP signed note by the gateway's
 log key, and carries the evidence an adapter needs to check for itself that
 the request is already in the audit log:
 
@@ -9,6 +9,9 @@ the request is already in the audit log:
   proof leads to;
 - a consistency proof from the last checkpoint this adapter accepted, so the
   gateway cannot show it a rewritten history.
+
+A ticket is good from its issue time (less the allowed clock skew) until it
+expires, by the adapter's clock: an adapter whose clock is far off says so.
 
 Sans-I/O: the caller supplies the time and the adapter's last accepted
 checkpoint, and stores the returned checkpoint once it has served the request.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -26,7 +30,9 @@ from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, open_note, sign_n
 from fedgate.crypto.merkle import RFC6962_SHA256, verify_consistency, verify_inclusion
 from fedgate.errors import FailedPrecondition, MalformedProof, RootMismatch, VerificationError
 
-TICKET_TAG = "fedgate-ticket/v1"
+TICKET_TAG = "fedgate-ticket/v2"
+# How far the clocks of gateway and adapter may disagree before a ticket is refused for it.
+DEFAULT_CLOCK_SKEW_S = 30
 _AUDIENCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
 _DECIMAL = re.compile(r"^(?:0|[1-9][0-9]{0,18})$")
@@ -53,30 +59,34 @@ class TicketClaims:
     entry_index: int
     entry_sha256: bytes
     expires_at: int  # Unix seconds
+    issued_at: int   # Unix seconds, by the gateway's clock
 
     def __post_init__(self) -> None:
         if not _AUDIENCE.match(self.audience):
             raise MalformedProof("ticket audience is not a department code")
         if not _QUERY_ID.match(self.query_id):
             raise MalformedProof("ticket query id is not 32 lower-case hex digits")
-        if self.entry_index < 0 or self.expires_at < 0:
-            raise MalformedProof("ticket index and expiry must be non-negative")
+        if self.entry_index < 0 or self.expires_at < 0 or self.issued_at < 0:
+            raise MalformedProof("ticket index, issue time and expiry must be non-negative")
+        if self.issued_at > self.expires_at:
+            raise MalformedProof("ticket expires before it was issued")
         if len(self.entry_sha256) != 32:
             raise MalformedProof("ticket entry hash must be 32 bytes")
 
     def to_text(self) -> str:
         return (f"{TICKET_TAG}\n{self.audience}\n{self.query_id}\n{self.entry_index}\n"
-                f"{self.entry_sha256.hex()}\n{self.expires_at}\n")
+                f"{self.entry_sha256.hex()}\n{self.issued_at}\n{self.expires_at}\n")
 
     @classmethod
     def from_text(cls, text: str) -> TicketClaims:
         lines = text.split("\n")
-        if len(lines) != 7 or lines[0] != TICKET_TAG or lines[6] != "":
+        if len(lines) != 8 or lines[0] != TICKET_TAG or lines[7] != "":
             raise MalformedProof(f"not a {TICKET_TAG} note")
-        _, audience, query_id, index, digest, expires, _ = lines
-        if not (_DECIMAL.match(index) and _DECIMAL.match(expires) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        _, audience, query_id, index, digest, issued, expires, _ = lines
+        if not (_DECIMAL.match(index) and _DECIMAL.match(issued) and _DECIMAL.match(expires)
+                and re.fullmatch(r"[0-9a-f]{64}", digest)):
             raise MalformedProof("ticket fields are malformed")
-        return cls(audience, query_id, int(index), bytes.fromhex(digest), int(expires))
+        return cls(audience, query_id, int(index), bytes.fromhex(digest), int(expires), int(issued))
 
 
 @dataclass(frozen=True)
@@ -101,12 +111,34 @@ def sign_claims(claims: TicketClaims, signer_name: str, key: Ed25519PrivateKey) 
     return sign_note(claims.to_text(), signer_name, key)
 
 
+def _utc(t: int) -> str:
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # beyond the calendar: the number itself says enough
+        return f"Unix time {t}"
+
+
+def _check_time(claims: TicketClaims, now: int, skew_s: int) -> None:
+    """Refuse a ticket issued in this adapter's future, or expired; either way, name the clocks."""
+    issued = _utc(claims.issued_at)
+    clocks = f"check the clocks of gateway and adapter (allowed skew {skew_s} s)"
+    if claims.issued_at - now > skew_s:
+        raise TicketRefused(f"ticket issued at {issued} is {claims.issued_at - now} s in this adapter's future: "
+                            f"{clocks}")
+    if now >= claims.expires_at:
+        lifetime = claims.expires_at - claims.issued_at
+        raise TicketRefused(f"ticket expired: issued at {issued}, it is {now - claims.issued_at} s in this "
+                            f"adapter's past, beyond its lifetime of {lifetime} s; a ticket is used as soon as "
+                            f"it is issued, so {clocks}")
+
+
 def verify_ticket(ticket: Ticket, *, audience: str, now: int, vkey: VerifierKey, origin: str,
-                  last_seen: Checkpoint | None) -> VerifiedTicket:
+                  last_seen: Checkpoint | None, skew_s: int = DEFAULT_CLOCK_SKEW_S) -> VerifiedTicket:
     """Check everything an adapter must check before serving; raise on the first failure.
 
     1. the claims are signed by the pinned gateway key; 2. they name this
-    department; 3. they have not expired; 4. the entry is the one signed for;
+    department; 3. `now` is within their lifetime (from the issue time, less
+    `skew_s`, until the expiry); 4. the entry is the one signed for;
     5. the checkpoint is signed by the same key for the same log; 6. the entry
     is included in it; 7. it is consistent with the last checkpoint accepted.
     """
@@ -116,8 +148,7 @@ def verify_ticket(ticket: Ticket, *, audience: str, now: int, vkey: VerifierKey,
         raise TicketRefused(f"ticket signature does not verify with the pinned gateway key ({exc})") from None
     if claims.audience != audience:
         raise TicketRefused(f"ticket is for department '{claims.audience}', not '{audience}'")
-    if now >= claims.expires_at:
-        raise TicketRefused(f"ticket expired {now - claims.expires_at} s ago")
+    _check_time(claims, now, skew_s)
     if hashlib.sha256(ticket.entry).digest() != claims.entry_sha256:
         raise TicketRefused("the audit entry in the ticket is not the one the gateway signed for")
     try:

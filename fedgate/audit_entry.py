@@ -23,7 +23,7 @@ ENTRY_VERSION = 1
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with millisecond precision."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

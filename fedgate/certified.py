@@ -40,7 +40,7 @@ def verify(message: bytes, signature: bytes, certificate_pem: str, ca_pem: bytes
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise VerificationError(f"{what}: the certificate is not from our CA ({type(exc).__name__})") from None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise VerificationError(f"{what}: the certificate is not valid now")
     try:

@@ -90,8 +90,8 @@ class Levels:
         table = Table.load(path)
         levels = []
         for entry in table.tables("levels"):
-            level = Level(entry.str("name"), entry.str("display", ""), entry.int("rank"),
-                          entry.str("ceiling", "plaintext"), entry.int("min_aggregate", 0),
+            level = Level(entry.text("name"), entry.text("display", ""), entry.integer("rank"),
+                          entry.text("ceiling", "plaintext"), entry.integer("min_aggregate", 0),
                           _masks(entry.table("masks")) if entry.has("masks") else {})
             if level.ceiling not in FORMS:
                 raise entry.error("ceiling", f"must be one of {', '.join(FORMS)}")
@@ -111,7 +111,7 @@ def _masks(table: Table) -> dict[str, Mask]:
     masks = {}
     for kind in table.keys():
         try:
-            masks[kind] = Mask.parse(table.str(kind))
+            masks[kind] = Mask.parse(table.text(kind))
         except ValueError as exc:
             raise table.error(kind, str(exc)) from None
     table.done()

@@ -172,7 +172,7 @@ def demo_cmd(
                   f"{queries} logged queries; all servers stopped cleanly")
 
 
-def _client(gateway: str, ca: Path, cert: Path, key: Path) -> "GatewayClient":
+def _client(gateway: str, ca: Path, cert: Path, key: Path) -> GatewayClient:
     from fedgate.client import GatewayClient
 
     return GatewayClient(gateway, TlsFiles(ca, cert, key))
@@ -601,7 +601,7 @@ def trace_list(store: StoreOpt = [], limit: Annotated[int, typer.Option(min=1)] 
     table = RichTable("trace id", "root span", "start (UTC)", "spans")
     for t in list_traces(_span_files(store), limit):
         table.add_row(t.trace_id, t.root_name,
-                      dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.timezone.utc).isoformat(timespec="seconds"),
+                      dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.UTC).isoformat(timespec="seconds"),
                       str(t.span_count))
     console.print(table)
 

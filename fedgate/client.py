@@ -124,7 +124,7 @@ class GatewayClient:
                 registry_pb2.ListDatasetsRequest(department=department or ""), timeout=self._timeout)
         return [
             RegisteredDataset(dataset_from_proto(item.spec), item.department_display_name,
-                              item.registered_at.ToDatetime(tzinfo=dt.timezone.utc))
+                              item.registered_at.ToDatetime(tzinfo=dt.UTC))
             for item in reply.datasets
         ]
 
@@ -184,7 +184,8 @@ class GatewayClient:
         Only the public half of `key` (a fresh one by default) leaves this process;
         the totals are decrypted here.
         """
-        key = key or await asyncio.to_thread(SupervisorKey.generate)
+        if key is None:
+            key = await asyncio.to_thread(SupervisorKey.generate)
         request = query_pb2.SumRequest(
             values=query_pb2.MatchSide(dataset=values[0], key_field=values[1], filter=values[2]),
             value_fields=value_fields,
@@ -220,7 +221,8 @@ class GatewayClient:
         The flags are decrypted here; only the indices of flagged pairs go back,
         and only when fields are to be disclosed.
         """
-        key = key or await asyncio.to_thread(SupervisorKey.generate)
+        if key is None:
+            key = await asyncio.to_thread(SupervisorKey.generate)
         request = query_pb2.CompareRequest(
             left=query_pb2.MatchSide(dataset=left[0], key_field=left[1], filter=left[2]), left_value=left_value,
             right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
@@ -313,8 +315,9 @@ class GatewayClient:
 
     async def inclusion_proof(self, index: int, size: int = 0) -> audit_pb2.InclusionProof:
         async with _calling():
-            return await self._audit.GetInclusionProof(
+            proof: audit_pb2.InclusionProof = await self._audit.GetInclusionProof(
                 audit_pb2.GetInclusionProofRequest(index=index, size=size), timeout=self._timeout)
+            return proof
 
     async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
         """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.audit_verify)."""

@@ -160,7 +160,7 @@ def _status_of(exc: Exception, method: str, context: grpc.aio.ServicerContext) -
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc ships no type information)
     """Identity, completion hook (audit) and error mapping for every fedgate service method."""
 
     def __init__(self, on_complete: CompletionHook | None = None) -> None:

@@ -52,7 +52,9 @@ async def start_server(listen: str, tls: TlsFiles, services: Iterable[Service],
     services = list(services)
     # Tracing first, so its span covers identity, the audit append and error mapping.
     interceptors = [*telemetry.server_interceptors(), ServiceInterceptor(on_complete)]
-    server = grpc.aio.server(interceptors=interceptors, options=options or [])
+    # gRPC sets SO_REUSEPORT by default: a second server on a port in use would then start and
+    # share it, silently. Without it the bind fails and the second server says so.
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0), *(options or [])])
     for svc in services:
         svc.add(svc.servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -61,10 +63,11 @@ async def start_server(listen: str, tls: TlsFiles, services: Iterable[Service],
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     try:
         port = server.add_secure_port(listen, server_credentials(tls))
-    except RuntimeError as exc:
-        raise ConfigError(listen, f"cannot listen on this address: {exc}") from None
+    except RuntimeError:  # "Failed to bind to address ...": gRPC says no more than that
+        port = 0
     if port == 0:
-        raise ConfigError(listen, "cannot listen on this address (in use, or not a host:port)")
+        raise ConfigError(listen, "cannot listen on this address: another process is listening on it "
+                          "(another gateway or adapter?), or it is not a host:port on this machine")
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -29,7 +29,7 @@ STATUS_BY_ERROR: dict[type[errors.FedgateError], grpc.StatusCode] = {
 def status_for(exc: errors.FedgateError) -> grpc.StatusCode:
     """The status code for a domain error; INTERNAL for a class nobody mapped."""
     for cls in type(exc).__mro__:
-        code = STATUS_BY_ERROR.get(cls)  # type: ignore[call-overload]
+        code = STATUS_BY_ERROR.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

@@ -9,7 +9,7 @@ shut down. After ``shutdown_tracing`` the forwarder yields no-op spans. So tests
 and the demo can set up tracing again and again, with another service name or
 store, in one process.
 
-What may reach a span (DESIGN: "sizes and ids, never data"):
+What may reach a span (docs/architecture.md: "sizes, indexes and ids"):
 - app code passes attributes through ``safe_attributes``, which raises on
   anything that is not a number or a short identifier-like string;
 - every exporter is wrapped in ``ScrubbingSpanExporter``, a backstop that drops

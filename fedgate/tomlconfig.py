@@ -54,18 +54,18 @@ class Table:
             raise self.error(key, f"expected {kind.__name__}, got {type(value).__name__}")
         return value
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def text(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, str, default)
 
-    def int(self, key: str, default: Any = _MISSING) -> Any:
+    def integer(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, int, default)
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, bool, default)
 
     def path(self, key: str, default: Any = _MISSING) -> Any:
         """A path, resolved relative to the directory of the config file."""
-        raw = self._get(key, str, default)
+        raw: object = self._get(key, str, default)
         if not isinstance(raw, str):
             return raw  # the caller's default, e.g. None
         return (self.file.parent / raw).resolve()

@@ -1,7 +1,7 @@
 """A process pool for CPU-heavy cryptography (blinding, encryption), so it uses every core.
 
 Workers are started with `spawn`: forking a process that already runs gRPC is
-unsupported (DESIGN, known pitfalls). One pool per process, shared by all
+unsupported (gRPC's doc/fork_support.md). One pool per process, shared by all
 sessions; `workers = 0` runs the work in threads instead (tests, tiny sets).
 """
 

@@ -130,7 +130,7 @@ class AuditReader:
         # Batches keep memory flat however long the log is.
         for begin in range(start, stop, 1000):
             end = min(begin + 1000, stop)
-            for item in await asyncio.to_thread(lambda: list(self.log.store.entries(begin, end))):
+            for item in await asyncio.to_thread(list, self.log.store.entries(begin, end)):  # read on the thread
                 yield item
 
     async def search(self, criteria: SearchCriteria) -> list[StoredEntry]:

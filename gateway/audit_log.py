@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.audit_entry import AuditEntry
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
-from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes, range_nodes
+from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes
 from fedgate.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.audit_store import AuditStore
 
@@ -35,6 +35,8 @@ class AuditLog:
         self._key = key
         self.origin = origin
         self._tree = tree
+        # The largest size seen in the store: other replicas may have appended beyond our own tree.
+        self._store_size = tree.size
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -42,17 +44,19 @@ class AuditLog:
         """Resume from the store, refusing to start if its tree and latest checkpoint disagree."""
 
         def load() -> CompactRange:
-            size = store.size()
-            tree = CompactRange.from_frontier(HASHER, size, store.node_hashes(range_nodes(0, size)))
-            note = store.latest_checkpoint()
-            if size and note is None:
-                raise FailedPrecondition("audit store has entries but no checkpoint; run `fedgate audit verify`")
-            if note is not None:
-                cp = verify_checkpoint(note, origin, key.public_key(), origin=origin)
-                if cp.size != size or cp.root_hash != tree.root():
-                    raise FailedPrecondition(
-                        f"audit store is inconsistent: {size} entries but the latest checkpoint is for "
-                        f"size {cp.size} with another root; run `fedgate audit verify`")
+            # One snapshot: another replica appending meanwhile must not look like a torn log.
+            state = store.state()
+            if state.checkpoint is None:
+                if state.size:
+                    raise FailedPrecondition("audit store has entries but no checkpoint; run `fedgate audit verify`")
+                return CompactRange(HASHER)
+            at, note = state.checkpoint
+            tree = CompactRange.from_frontier(HASHER, at, state.frontier)
+            cp = verify_checkpoint(note, origin, key.public_key(), origin=origin)
+            if state.size != at or cp.size != at or cp.root_hash != tree.root():
+                raise FailedPrecondition(
+                    f"audit store is inconsistent: {state.size} entries but the latest checkpoint is for "
+                    f"size {cp.size} with another root; run `fedgate audit verify`")
             return tree
 
         return cls(store, key, origin, await asyncio.to_thread(load))
@@ -93,16 +97,33 @@ class AuditLog:
     def latest_checkpoint(self) -> str | None:
         return self.store.latest_checkpoint()
 
+    async def latest(self) -> tuple[int, str]:
+        """The store's latest checkpoint (size, signed note).
+
+        With replicas sharing the store it may be newer than this replica's own
+        appends; it is never older than any checkpoint a replica has handed out,
+        since each is committed before it leaves.
+        """
+        found = await asyncio.to_thread(self.store.latest_checkpoint_with_size)
+        if found is None:
+            raise FailedPrecondition("the audit log has no checkpoint yet")
+        self._store_size = max(self._store_size, found[0])
+        return found
+
+    @property
+    def _known_size(self) -> int:
+        return max(self._tree.size, self._store_size)
+
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        if not 0 <= index < size <= self.size:
+        if not 0 <= index < size <= self._known_size:
             raise InvalidInput(f"no inclusion proof for index {index} in a tree of size {size} "
-                               f"(the log has {self.size} entries)")
+                               f"(the log has {self._known_size} entries)")
         plan = inclusion_nodes(index, size)
         return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)
 
     async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        if not 0 < size1 <= size2 <= self.size:
+        if not 0 < size1 <= size2 <= self._known_size:
             raise InvalidInput(f"no consistency proof from size {size1} to {size2} "
-                               f"(the log has {self.size} entries)")
+                               f"(the log has {self._known_size} entries)")
         plan = consistency_nodes(size1, size2)
         return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)

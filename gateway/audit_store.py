@@ -10,7 +10,9 @@ PostgreSQL for shared, replicated deployments.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -49,6 +51,56 @@ class StoredEntry:
     body: bytes
 
 
+@dataclass(frozen=True)
+class LogState:
+    """The log as of one instant: its size, latest checkpoint and the tree frontier of that checkpoint."""
+
+    size: int                       # entries stored
+    checkpoint: tuple[int, str] | None  # (size, signed note) of the latest checkpoint
+    frontier: list[bytes]           # hashes of range_nodes(0, checkpoint size)
+
+
+class SharedTurn:
+    """One department's admission turn, shared by every gateway replica on one PostgreSQL log.
+
+    A session-level advisory lock on a connection of its own, taken without
+    blocking (the caller polls, so no thread waits on another replica) and
+    given back once the adapter has admitted the ticket. Not thread-safe: one
+    holder at a time, as the replica's own per-department lock guarantees.
+    """
+
+    def __init__(self, engine: sa.Engine, department: str) -> None:
+        self._engine = engine
+        digest = sha256(f"fedgate-admission/{department}".encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn: sa.Connection | None = None
+        self._held = False
+
+    def try_take(self) -> bool:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        self._held = bool(self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                             {"k": self._key}).scalar_one())
+        self._conn.commit()  # a session lock outlives the transaction; don't leave one open
+        return self._held
+
+    def give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if self._held:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                conn.commit()
+        except BaseException:
+            # Closing the server session is what surely releases the lock.
+            conn.invalidate()
+            raise
+        finally:
+            self._held = False
+            conn.close()
+
+
 class AuditStore:
     """Append-only tables for the audit log; one writer at a time (the AuditLog's lock)."""
 
@@ -65,7 +117,49 @@ class AuditStore:
 
     def size(self) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(entries)).scalar_one())
+            return self._count(conn)
+
+    def shared_turn(self, department: str) -> SharedTurn | None:
+        """`department`'s admission turn across replicas; None unless the store can be shared (PostgreSQL)."""
+        if self._engine.dialect.name != "postgresql":
+            return None
+        return SharedTurn(self._engine, department)
+
+    @staticmethod
+    def _count(conn: sa.Connection) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(entries)).scalar_one())
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sa.Connection]:
+        """A read-only connection whose every read sees the same committed state of the log.
+
+        Another gateway replica may append between two reads: PostgreSQL gets a
+        REPEATABLE READ transaction (one snapshot for all its statements); SQLite,
+        in WAL mode, keeps the snapshot of a read transaction's first read. The
+        pysqlite driver only begins transactions before writes, hence the BEGIN.
+        """
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+                with conn.begin():
+                    conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+                    yield conn
+            return
+        with self._engine.connect() as conn:
+            if self._engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def state(self) -> LogState:
+        """Size, latest checkpoint and its frontier, read in one snapshot (see `snapshot`)."""
+        with self.snapshot() as conn:
+            row = conn.execute(sa.select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
+            checkpoint = (int(row.size), str(row.note)) if row else None
+            size = self._count(conn)
+            at = checkpoint[0] if checkpoint else 0
+            return LogState(size, checkpoint, self._node_hashes(conn, range_nodes(0, at)))
 
     def append_next(self, body: bytes, build: Builder[T]) -> T:
         """Append `body` at the current end of the log, atomically, whoever else writes to it.

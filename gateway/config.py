@@ -16,14 +16,14 @@ DEFAULT_ORIGIN = "fedgate.local/audit"
 EXAMPLE = """\
 # fedgate gateway configuration. Paths are relative to this file.
 listen = "127.0.0.1:50051"      # host:port; port 0 picks a free port
-data_dir = "gateway-data"       # registry (and later the audit log) live here
-# registry_url = "postgresql+psycopg://fedgate@db/fedgate"  # default: SQLite in data_dir
-# audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir
+data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults below), log-signing key, spans.db
+# registry_url = "postgresql+psycopg://fedgate@db/fedgate"  # registry and daily quotas; default: SQLite in data_dir
+# audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir; replicas share one PostgreSQL log
 # log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
-# signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing
+# signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing; replicas share one
 # ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
 # policy_dir = "policies"              # model.conf, policy.csv, levels.toml, safeguards.toml (default: shipped)
-# policy_watch_s = 2                   # reload the policy this often after its files change; 0: only on request
+# policy_watch_s = 2                   # check the policy files this often, reload on a change; 0: only `fedgate policy reload`
 # workers = 2                          # processes for Paillier sums and comparisons (default: all cores; 0: threads)
 # adapter_idle_timeout_s = 300         # give up on a match stream its adapter sends nothing on for this long
 # flags_timeout_s = 300                # how long a comparison waits for the client's flagged pairs
@@ -72,18 +72,18 @@ class GatewayConfig:
         """Read and check gateway.toml; ConfigError names the file and the key."""
         table = Table.load(path)
         config = cls(
-            listen=table.str("listen"),
+            listen=table.text("listen"),
             data_dir=table.path("data_dir"),
-            registry_url=table.str("registry_url", ""),
-            audit_url=table.str("audit_url", ""),
-            log_origin=table.str("log_origin", DEFAULT_ORIGIN),
+            registry_url=table.text("registry_url", ""),
+            audit_url=table.text("audit_url", ""),
+            log_origin=table.text("log_origin", DEFAULT_ORIGIN),
             signing_key=table.path("signing_key", None),
-            ticket_ttl_s=table.int("ticket_ttl_s", 60),
+            ticket_ttl_s=table.integer("ticket_ttl_s", 60),
             policy_dir=table.path("policy_dir", None),
-            policy_watch_s=table.int("policy_watch_s", 2),
-            workers=table.int("workers", default_workers()),
-            adapter_idle_timeout_s=table.int("adapter_idle_timeout_s", 300),
-            flags_timeout_s=table.int("flags_timeout_s", 300),
+            policy_watch_s=table.integer("policy_watch_s", 2),
+            workers=table.integer("workers", default_workers()),
+            adapter_idle_timeout_s=table.integer("adapter_idle_timeout_s", 300),
+            flags_timeout_s=table.integer("flags_timeout_s", 300),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()

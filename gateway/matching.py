@@ -112,7 +112,7 @@ class _Session:
 
     async def read(self) -> adapter_pb2.MatchOut:
         try:
-            msg = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
+            msg: adapter_pb2.MatchOut = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
         except TimeoutError:
             self.call.cancel()
             raise Unavailable(f"department '{self.side.department}' sent nothing for {self.idle_timeout_s:g} s; "

@@ -38,7 +38,8 @@ async def watch_policy(policy: Policy, audit: AuditLog, interval_s: float) -> No
         seen = now
         try:
             rules = await asyncio.to_thread(policy.reload)
-            decision, status, reason, sizes = "allow", "OK", "", (("rules", rules.rules),)
+            sizes: tuple[tuple[str, int], ...] = (("rules", rules.rules),)
+            decision, status, reason = "allow", "OK", ""
             log.info("policy reloaded after a file change: %d rules", rules.rules)
         except ConfigError as exc:
             decision, status, reason, sizes = "error", "FAILED_PRECONDITION", str(exc), ()

@@ -145,7 +145,7 @@ class QueryEngine:
         self._idle_timeout_s = idle_timeout_s
         self._flags_timeout_s = flags_timeout_s
         self._ca_pem = ca_pem
-        self._admissions = Admissions()
+        self._admissions = Admissions(log.store)
         self._registry = registry
         self._links = links
         self._log = log
@@ -268,8 +268,8 @@ class QueryEngine:
             sides.append((department, decl, key))
         (ldept, ldecl, lkey), (rdept, rdecl, rkey) = sides
         if lkey.key != rkey.key:
-            raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key.value} and "
-                               f"{rkey.key.value}): they cannot match")
+            raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key} and "
+                               f"{rkey.key}): they cannot match")
         record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
         _, lcanon, lnonce = self._filter(caller, record, ldecl, left_q.filter, "left")
         _, rcanon, rnonce = self._filter(caller, record, rdecl, right_q.filter, "right")

@@ -64,7 +64,7 @@ def _fields_from_json(text: str) -> tuple[FieldDecl, ...]:
 
 def _utc(value: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -101,7 +101,7 @@ class RegistryStore:
     def replace_department(self, code: str, display_name: str, endpoint: str,
                            decls: list[DatasetDecl], matching_key: MatchingKey | None = None) -> tuple[int, int]:
         """Make `decls` the department's whole dataset set, atomically; returns (registered, removed)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         names = [d.name for d in decls]
         with self._engine.begin() as conn:
             exists = conn.execute(sa.select(departments.c.code).where(departments.c.code == code)).first()

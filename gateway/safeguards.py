@@ -28,10 +28,10 @@ class Safeguards:
     @classmethod
     def from_file(cls, path: Path) -> Safeguards:
         table = Table.load(path)
-        min_set = table.int("min_set_size", 100)
+        min_set = table.integer("min_set_size", 100)
         if min_set < 1:
             raise table.error("min_set_size", "must be at least 1")
-        max_rows = table.int("max_match_rows", 5_000_000)
+        max_rows = table.integer("max_match_rows", 5_000_000)
         if max_rows < 1:
             raise table.error("max_match_rows", "must be at least 1")
         quotas = {}
@@ -39,7 +39,7 @@ class Safeguards:
             qt = table.table("quotas")
             for role in qt.keys():
                 rt = qt.table(role)
-                quotas[role] = Quota(rt.int("queries_per_day"), rt.int("disclosed_rows_per_day"))
+                quotas[role] = Quota(rt.integer("queries_per_day"), rt.integer("disclosed_rows_per_day"))
                 rt.done()
             qt.done()
         table.done()
@@ -57,7 +57,7 @@ usage = sa.Table(
 
 
 def _today() -> str:
-    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return dt.datetime.now(dt.UTC).date().isoformat()
 
 
 class QuotaBook:

@@ -7,8 +7,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from fedgate import signing_key, telemetry
+from fedgate.data_dir_lock import DataDirLock
 from fedgate.classification import Levels
 from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.audit import AuditReader, AuditRecorder
@@ -52,6 +54,7 @@ class Gateway:
     policy: Policy
     vkey_path: Path
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    data_lock: DataDirLock | None = None
 
     @property
     def port(self) -> int:
@@ -66,10 +69,12 @@ class Gateway:
         await self.links.close()
         self.store.close()
         self.audit_log.store.close()
+        if self.data_lock is not None:
+            self.data_lock.release()
 
 
-def _service(module: object, name: str, servicer: object) -> Service:
-    descriptor = module.DESCRIPTOR.services_by_name[name]  # type: ignore[attr-defined]
+def _service(module: ModuleType, name: str, servicer: object) -> Service:
+    descriptor = module.DESCRIPTOR.services_by_name[name]
     return Service(descriptor.full_name, servicer, getattr(_GRPC[module], f"add_{name}Servicer_to_server"))
 
 
@@ -79,14 +84,24 @@ _GRPC = {registry_pb2: registry_pb2_grpc, audit_pb2: audit_pb2_grpc, query_pb2: 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
     """Load policy and keys, open the stores and start serving; returns once the port is bound."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    policy_dir = config.effective_policy_dir
-    levels = Levels.from_file(policy_dir / "levels.toml")
-    policy = Policy.from_dir(policy_dir, levels)
-    safeguards = Safeguards.from_file(policy_dir / "safeguards.toml")
-    key = signing_key.load_or_create(config.effective_signing_key, config.log_origin)
-    store = await asyncio.to_thread(RegistryStore.open, config.effective_registry_url)
-    audit_store = await asyncio.to_thread(AuditStore.open, config.effective_audit_url)
+    # First: a second gateway on this data_dir must not touch its stores at all.
+    data_lock = DataDirLock.acquire(config.data_dir, "gateway")
+    try:
+        policy_dir = config.effective_policy_dir
+        levels = Levels.from_file(policy_dir / "levels.toml")
+        policy = Policy.from_dir(policy_dir, levels)
+        safeguards = Safeguards.from_file(policy_dir / "safeguards.toml")
+        key = signing_key.load_or_create(config.effective_signing_key, config.log_origin)
+        store = await asyncio.to_thread(RegistryStore.open, config.effective_registry_url)
+    except BaseException:
+        data_lock.release()
+        raise
+    try:
+        audit_store = await asyncio.to_thread(AuditStore.open, config.effective_audit_url)
+    except BaseException:
+        store.close()
+        data_lock.release()
+        raise
     try:
         audit_log = await AuditLog.open(audit_store, key, config.log_origin)
         if config.effective_audit_url.startswith("sqlite"):
@@ -107,8 +122,10 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
     except BaseException:
         store.close()
         audit_store.close()
+        data_lock.release()
         raise
-    gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key))
+    gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
+                      data_lock=data_lock)
     if config.policy_watch_s > 0:
         gateway.tasks.append(asyncio.create_task(watch_policy(policy, audit_log, config.policy_watch_s)))
     return gateway

@@ -1,31 +1,44 @@
-"""Run mypy --strict on fedgate.crypto (and what it imports from the root package).
+"""Run mypy --strict over the whole fedgate package.
 
-mypy does not follow the editable install's import hook that maps the card's
-top-level folders onto fedgate.*, so this builds a throwaway tree of symlinks
-laid out as the installed package and checks that.
+The card's top-level folders (gateway, adapters, crypto, protos, policies) are
+installed as fedgate.* subpackages, and mypy does not follow that folder
+mapping (nor the editable install's import hook), so this builds a throwaway
+tree of symlinks laid out as the installed package and checks that. The
+settings (strict, the generated protobuf modules excluded, untyped
+third-party libraries) are in pyproject.toml's [tool.mypy].
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Folders that setuptools maps onto fedgate.<name> (pyproject.toml's package-dir).
+SUBPACKAGES = ("gateway", "adapters", "crypto", "protos", "policies")
+
+
+def build_tree(tmp: Path) -> None:
+    """Lay the repository out as the installed package under tmp/fedgate."""
+    root = tmp / "fedgate"
+    root.mkdir()
+    for entry in (REPO / "fedgate").iterdir():
+        if entry.name != "__pycache__":
+            (root / entry.name).symlink_to(entry)
+    for name in SUBPACKAGES:
+        (root / name).symlink_to(REPO / name)
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "fedgate"
-        root.mkdir()
-        for name in ("__init__.py", "errors.py", "py.typed"):
-            (root / name).symlink_to(REPO / "fedgate" / name)
-        (root / "crypto").symlink_to(REPO / "crypto")
+        build_tree(Path(tmp))
         return subprocess.run(
-            [sys.executable, "-m", "mypy", "--strict", "--warn-unreachable",
-             "--cache-dir", str(REPO / ".mypy_cache"), "-p", "fedgate.crypto"],
-            cwd=tmp, env={"MYPYPATH": tmp, "PATH": "/usr/bin:/bin"},
+            [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
+             "--cache-dir", str(REPO / ".mypy_cache"), "-p", "fedgate"],
+            cwd=tmp, env={"MYPYPATH": tmp, "PATH": os.defpath},
         ).returncode
 
 

@@ -26,7 +26,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def servers(tmp_path: Path, certs: Path) -> AsyncIterator["Servers"]:
+async def servers(tmp_path: Path, certs: Path) -> AsyncIterator[Servers]:
     s = Servers(tmp_path, certs)
     try:
         yield s

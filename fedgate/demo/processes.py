@@ -24,7 +24,10 @@ class ServerProcess:
 
     @property
     def port(self) -> int:
-        return int(self.info["port"])  # type: ignore[call-overload]
+        port = self.info["port"]
+        if not isinstance(port, int):
+            raise FailedPrecondition(f"{self.name} wrote a ready file without a port: {self.ready_file}")
+        return port
 
     def log_tail(self, lines: int = 15) -> str:
         try:

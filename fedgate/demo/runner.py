@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import RenderableType
@@ -111,7 +112,7 @@ def disclosure_table(dataset: str, got: Disclosure) -> Table:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A supervision question from DESIGN.md, answered by private matching."""
+    """A supervision question (docs/architecture.md), answered by private matching."""
 
     title: str
     left: tuple[str, str, str]
@@ -121,10 +122,10 @@ class Scenario:
     disclose: list[str] = field(default_factory=list)
 
     def expected(self, truth: dict[str, object]) -> int:
-        value: object = truth
+        value: Any = truth  # parsed JSON
         for key in self.truth_path:
-            value = value[key]  # type: ignore[index]
-        return int(value)  # type: ignore[call-overload]
+            value = value[key]
+        return int(value)
 
 
 SCENARIOS = (
@@ -147,7 +148,7 @@ CLOSED = "status in ('吊销', '注销')"
 
 
 async def homomorphic_checks(client: GatewayClient, result: DemoResult, truth: dict[str, object]) -> None:
-    """The two Paillier questions of DESIGN.md: a subsidy total and the over-claimers, beside the ground truth."""
+    """The two Paillier questions of docs/architecture.md: a subsidy total and the over-claimers, beside the ground truth."""
     try:
         result.closed_total = await client.intersection_sum(
             ("hrss.subsidies", "uscc", ""), ["amount_fen"], ("samr.companies", "uscc", CLOSED),

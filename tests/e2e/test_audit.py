@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,7 +40,7 @@ async def _populate(servers, tmp_path: Path):
             await c.list_datasets()
     async with secure_channel(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, Identity.department("hrss")),
                               GATEWAY) as ch:
-        with pytest.raises(Exception):
+        with pytest.raises(grpc.aio.AioRpcError, match="PERMISSION_DENIED"):
             await registry_pb2_grpc.RegistryServiceStub(ch).RegisterDatasets(registry_pb2.RegisterDatasetsRequest(
                 department="samr", adapter_endpoint="127.0.0.1:1",
                 datasets=[common_pb2.DatasetSpec(name="x", fields=[common_pb2.FieldSpec(

@@ -133,7 +133,7 @@ def test_audit_cli_tail_search_proof_and_verify(deployment) -> None:
 
     db = sqlite3.connect(tmp / "gw" / "audit.db", isolation_level=None)
     bad, body = next((i, b) for i, b in db.execute("SELECT idx, body FROM fedgate_audit_entries ORDER BY idx")
-                     if "CLI-7".encode() in b)
+                     if b"CLI-7" in b)
     db.execute("UPDATE fedgate_audit_entries SET body = ? WHERE idx = ?",
                (body.replace("核查".encode(), "其他".encode()), bad))
     db.close()

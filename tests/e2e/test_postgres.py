@@ -42,7 +42,10 @@ async def test_adapter_on_postgres_and_registry_in_postgres(servers, tmp_path: P
             ("samr.companies", 12)]
 
     # A second gateway replica on the same PostgreSQL registry sees the same datasets.
-    gw2 = await build_gateway(GatewayConfig.load(cfg))
+    # (Each replica has a data_dir of its own: a gateway locks its data_dir.)
+    cfg2 = tmp_path / "gateway-2.toml"
+    cfg2.write_text(cfg.read_text().replace(f'data_dir = "{tmp_path / "gw"}"', f'data_dir = "{tmp_path / "gw2"}"'))
+    gw2 = await build_gateway(GatewayConfig.load(cfg2))
     servers.gateways.append(gw2)
     async with GatewayClient(f"127.0.0.1:{gw2.port}", tls) as client:
         assert [d.decl.qualified_name for d in await client.list_datasets()] == ["samr.companies"]

@@ -144,7 +144,8 @@ async def test_adapter_refuses_an_expired_ticket(servers, tmp_path: Path) -> Non
     gw, hrss = await _setup(servers, tmp_path)
     index, entry, qid = await _logged_entry(gw)
     ticket = await _issue(gw, tmp_path, index, entry, qid)
-    claims = TicketClaims("hrss", qid, index, hashlib.sha256(entry).digest(), int(time.time()) - 5)
+    claims = TicketClaims("hrss", qid, index, hashlib.sha256(entry).digest(), int(time.time()) - 5,
+                          int(time.time()) - 65)
     await _refused(servers, hrss, dataclasses.replace(ticket, claims_note=sign_claims(claims, ORIGIN, _key(tmp_path))),
                    "ticket expired")
 
@@ -183,7 +184,8 @@ async def test_adapter_refuses_a_checkpoint_inconsistent_with_one_it_saw(servers
     tree = CompactRange(RFC6962_SHA256)
     tree.extend(forged)
     note = sign_checkpoint(Checkpoint(ORIGIN, len(forged), tree.root()), ORIGIN, _key(tmp_path))
-    claims = TicketClaims("hrss", qid2, index2, hashlib.sha256(entry2).digest(), int(time.time()) + 60)
+    claims = TicketClaims("hrss", qid2, index2, hashlib.sha256(entry2).digest(), int(time.time()) + 60,
+                          int(time.time()))
     ticket = Ticket(sign_claims(claims, ORIGIN, _key(tmp_path)), entry2, note,
                     tuple(inclusion_proof(forged, index2, len(forged))), seen,
                     tuple(consistency_proof(forged, seen, len(forged))))

@@ -20,7 +20,7 @@ SUITE = Path(__file__).resolve().parents[1] / "testdata" / "rfc9162-proofs"
 H = RFC6962_SHA256
 
 # Cases whose wantErr contradicts the suite's own README, which says "every hash
-# must be exactly 32 bytes". We follow the README (and DESIGN: SHA-256 roots are
+# must be exactly 32 bytes". We follow the README (and fedgate's design: SHA-256 roots are
 # 32 bytes), so these are expected to be rejected, and with exactly this error.
 # Listed here by name rather than edited in the data, which stays verbatim.
 README_OVERRIDES: dict[str, tuple[type[VerificationError], str]] = {

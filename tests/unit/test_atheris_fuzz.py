@@ -121,7 +121,8 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs under libFuzzer
     origin = "fedgate.test/audit"
     leaves = [RFC6962_SHA256.hash_leaf(b"entry %d" % i) for i in range(11)]
     checkpoint = Checkpoint(origin, 11, root_from_leaf_hashes(RFC6962_SHA256, leaves))
-    claims = TicketClaims("hrss", "0123456789abcdef0123456789abcdef", 7, hashlib.sha256(b"e").digest(), 10**9)
+    claims = TicketClaims("hrss", "0123456789abcdef0123456789abcdef", 7, hashlib.sha256(b"e").digest(), 10**9,
+                          10**9 - 60)
     signed_bodies = {checkpoint.to_text(), claims.to_text()}
     vkey_text = encode_verifier_key(origin, key.public_key())
 
@@ -185,7 +186,7 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs under libFuzzer
     fuzzers = {"ids": fuzz_ids, "filters": fuzz_filters, "notes": fuzz_notes, "proofs": fuzz_proofs}
     rid, uscc = ids.make_resident_id("110105", dt.date(1949, 12, 31), 2), ids.make_uscc("91350100M00010000")
     seeds = {
-        "ids": [b"\x00" + rid.encode(), b"\x00" + rid[:6].encode() + " ".encode() + rid[6:].lower().encode(),
+        "ids": [b"\x00" + rid.encode(), b"\x00" + rid[:6].encode() + b" " + rid[6:].lower().encode(),
                 b"\x01" + uscc.encode(), b"\x01" + "".join(chr(ord(c) + 0xFEE0) for c in uscc).encode(),
                 b"\x02" + " 张 三 ".encode()],
         "filters": [b"amount >= 100000 and name in ('a', 'b''c')", b"not (born < '2024-01-01' or name is null)",

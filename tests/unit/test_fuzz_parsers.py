@@ -53,7 +53,15 @@ from fedgate.crypto.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from fedgate.crypto.ticket import StaleBase, Ticket, TicketClaims, TicketRefused, sign_claims, verify_ticket
+from fedgate.crypto.ticket import (
+    DEFAULT_CLOCK_SKEW_S,
+    StaleBase,
+    Ticket,
+    TicketClaims,
+    TicketRefused,
+    sign_claims,
+    verify_ticket,
+)
 from fedgate.datasets import FieldType
 from fedgate.errors import (
     InvalidIdentifier,
@@ -829,7 +837,7 @@ NOW = 1_000_000
 def _ticket(size: int, index: int, base: int) -> Ticket:
     leaves = [H.hash_leaf(e) for e in ENTRIES[:size]]
     note = sign_checkpoint(Checkpoint(ORIGIN, size, root_from_leaf_hashes(H, leaves)), ORIGIN, KEY)
-    claims = TicketClaims("hrss", QID, index, hashlib.sha256(ENTRIES[index]).digest(), NOW + 60)
+    claims = TicketClaims("hrss", QID, index, hashlib.sha256(ENTRIES[index]).digest(), NOW + 60, NOW)
     return Ticket(sign_claims(claims, ORIGIN, KEY), ENTRIES[index], note, tuple(inclusion_proof(leaves, index, size)),
                   base, tuple(consistency_proof(leaves, base, size)) if base else ())
 
@@ -871,7 +879,7 @@ def test_mutated_tickets_are_refused(data: st.DataObject, what: str) -> None:
 def test_tickets_are_only_good_for_their_audience_time_key_and_log(audience: str, now: int, vkey: str,
                                                                    origin: str) -> None:
     key = VKEY if vkey == "pinned" else parse_verifier_key(encode_verifier_key(ORIGIN, OTHER_KEY.public_key()))
-    good = (audience, now < NOW + 60, vkey, origin) == ("hrss", True, "pinned", ORIGIN)
+    good = (audience, NOW - DEFAULT_CLOCK_SKEW_S <= now < NOW + 60, vkey, origin) == ("hrss", True, "pinned", ORIGIN)
     try:
         got = verify_ticket(FIRST, audience=audience, now=now, vkey=key, origin=origin, last_seen=None)
     except TicketRefused:

@@ -443,6 +443,6 @@ def test_errors_have_the_right_class_and_no_input_bytes(
 
 
 def test_low_order_error_names_the_position() -> None:
-    for desc, u in LOW_ORDER:
+    for _desc, u in LOW_ORDER:
         with pytest.raises(RemoteProtocolError, match="low-order point at position 2"):
             psi.blind_points(SCALAR, VALID_POINT * 2 + u_bytes(u) + VALID_POINT)

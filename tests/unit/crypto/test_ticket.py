@@ -26,7 +26,8 @@ QID = "0123456789abcdef0123456789abcdef"
 
 
 def claims(**kw: object) -> TicketClaims:
-    base = dict(audience="hrss", query_id=QID, entry_index=3, entry_sha256=bytes(32), expires_at=2_000_000_000)
+    base = dict(audience="hrss", query_id=QID, entry_index=3, entry_sha256=bytes(32), expires_at=2_000_000_000,
+                issued_at=1000)
     return TicketClaims(**{**base, **kw})  # type: ignore[arg-type]
 
 
