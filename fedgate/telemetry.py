@@ -235,7 +235,7 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
             aio_server_interceptor(filter_=_traced_server_call)]  # type: ignore[no-untyped-call]
 
 
-class StreamServerSpans(grpc.aio.ServerInterceptor):
+class StreamServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc ships no type information)
     """The server span of every response-streaming call, and the closing of its handler in the call's task.
 
     Why not the instrumentation's aio stream wrapper: grpc.aio iterates a streaming

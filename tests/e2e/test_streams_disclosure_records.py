@@ -35,7 +35,7 @@ async def test_every_session_of_an_ok_query_is_recorded_served_exactly_once(serv
             mode = ("keyed", "ecdh")[i % 2]
             await c.match(SUBSIDIES, COMPANIES, *WHY, mode=mode,
                           disclose=["company_name"] if i % 3 == 0 else None, limit=5)
-        for i in range(6):
+        for _ in range(6):
             await c.intersection_sum(SUBSIDIES, ["amount_fen"], COMPANIES, *WHY, key=key)
         for i in range(6):
             await c.compare(SUBSIDIES, "claimed_insured", TAX, "insured_employees", *WHY, key=key,
