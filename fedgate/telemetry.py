@@ -281,7 +281,15 @@ def _traced_stream(inner: Callable[..., AsyncGenerator[Any, None]], method: str)
             try:
                 async with contextlib.aclosing(inner(request, context)) as stream:
                     async for message in stream:
-                        await context.write(message)
+                        try:
+                            await context.write(message)
+                        except Exception as exc:
+                            if not _call_gone(exc):
+                                raise
+                            # The client went away (cancelled, or its deadline passed) while this message
+                            # was being sent: the handler ends as a cancelled call, and records itself so.
+                            await stream.athrow(asyncio.CancelledError())
+                            raise asyncio.CancelledError() from None
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -297,6 +305,15 @@ def _traced_stream(inner: Callable[..., AsyncGenerator[Any, None]], method: str)
                     span.set_status(Status(StatusCode.ERROR, code.name))
 
     return behavior
+
+
+def _call_gone(exc: Exception) -> bool:
+    """Whether a failed ``context.write`` means the call is over (grpc's core refused the send batch).
+
+    grpc raises its Cython ``ExecuteBatchError`` there, which it does not export; a send
+    fails that way only when the call has ended under the handler.
+    """
+    return type(exc).__module__.startswith("grpc._cython") and type(exc).__name__ == "ExecuteBatchError"
 
 
 # The codes the instrumentation marks as a server error (the rest are the caller's doing).
