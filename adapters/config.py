@@ -27,9 +27,12 @@ gateway = "127.0.0.1:50051"             # the gateway's host:port
 gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (copied out of band)
 # data_dir = "hrss-adapter-data"            # disclosure log, matching key, spans (default: <department>-adapter-data)
 # policy_dir = "policies"                   # levels.toml with this department's ceilings (default: shipped)
-# register_timeout_s = 60                   # keep trying to register this long while the gateway is unreachable
+# register_timeout_s = 60                   # give up if the gateway is unreachable this long at start-up
+#                                           # (default: keep retrying, with backoff, and say so in the log)
+# heartbeat_s = 30                          # renew the registration (and report row counts) this often
 # workers = 2                               # processes for hashing, blinding, encryption (default: all cores; 0: threads)
 # clock_skew_s = 30                         # accept tickets issued up to this far in this host's future
+#                                           (its clock behind the gateway's); refusals name the clocks
 
 [tls]
 ca = "certs/ca.pem"
@@ -42,10 +45,11 @@ description = "稳岗补贴发放记录"
 source = { kind = "csv", path = "data/hrss/subsidies.csv" }
 # source = { kind = "sqlite", path = "data/hrss.db", table = "subsidies" }
 # source = { kind = "sql", url = "postgresql+psycopg://user@db/hrss", table = "subsidies" }
+# table = "dept_a.subsidies" names a table outside the default schema; a view is named like a table.
 
 [[datasets.fields]]
 name = "uscc"
-type = "string"          # string | int | date (amounts: int, in fen)
+type = "string"          # string | int | date (amounts: int, in fen); checked against the source at start
 level = "L3"             # a level from policies/levels.toml
 key = "uscc"             # only on key fields: resident_id | uscc | plain
 
@@ -95,8 +99,9 @@ class AdapterConfig:
     gateway_log_key: Path
     data_dir: Path
     levels: Levels
-    register_timeout_s: int = 60
+    register_timeout_s: int | None = None  # None: keep retrying until the gateway answers
     workers: int = 0
+    heartbeat_s: int = 30
     clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
 
     @classmethod
@@ -114,7 +119,8 @@ class AdapterConfig:
             gateway=table.text("gateway"),
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),
-            register_timeout_s=table.integer("register_timeout_s", 60),
+            register_timeout_s=table.integer("register_timeout_s", None),
+            heartbeat_s=table.integer("heartbeat_s", 30),
             levels=levels,
             workers=table.integer("workers", default_workers()),
             clock_skew_s=table.integer("clock_skew_s", DEFAULT_CLOCK_SKEW_S),
@@ -122,6 +128,10 @@ class AdapterConfig:
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
         table.done()
+        for key in ("register_timeout_s", "heartbeat_s"):
+            value = getattr(config, key)
+            if value is not None and value <= 0:
+                raise table.error(key, "must be a positive number of seconds")
         if config.clock_skew_s <= 0:
             raise ConfigError(str(path), "clock_skew_s must be a positive number of seconds")
         names = [d.decl.name for d in config.datasets]

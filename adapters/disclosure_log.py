@@ -2,17 +2,33 @@
 
 Kept in the department's own SQLite file (WAL, synchronous=FULL), so a
 department can show what left it without trusting the gateway's log.
+
+One connection is shared by the handler threads under a lock, and closing
+takes the same lock: a write racing shutdown either lands before the close or
+gets ``StoreClosed``, never a connection sqlite3 has freed (that was a
+segmentation fault). A write that fails in SQLite (a full disk, an I/O error)
+is logged here with its cause and raised as ``DisclosureLogFailed``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from fedgate.audit_entry import utc_now
 from fedgate.crypto.checkpoint import Checkpoint
+from fedgate.errors import DisclosureLogFailed, StoreClosed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accepted_checkpoints (
@@ -39,51 +55,124 @@ class Disclosure:
 
 class DisclosureLog:
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn: sqlite3.Connection | None = sqlite3.connect(path, isolation_level=None,
+                                                                 check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # Writes asked for through the async methods and not finished yet (`aclose` waits for them).
+        self._pending = 0
+        self._pending_lock = threading.Lock()
 
     def close(self) -> None:
-        self._conn.close()
+        """Close the file once the write in progress (if any) is done; later calls raise StoreClosed."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Close after the writes already asked for are written (waiting at most `timeout` seconds).
+
+        Handlers cancelled by a server stop record how their session ended as
+        they unwind, a few event-loop turns after the stop returns: give them
+        those turns, then wait for every pending write.
+        """
+        deadline = time.monotonic() + timeout
+        for _ in range(5):
+            await asyncio.sleep(0)
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._pending:
+            log.warning("disclosure log %s: closing with %d write(s) still pending after %.0f s",
+                        self.path, self._pending, timeout)
+        await asyncio.to_thread(self.close)
+
+    @contextmanager
+    def _connection(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The open connection, under the lock; SQLite errors logged and raised as DisclosureLogFailed."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreClosed("the disclosure log is closed: the adapter is shutting down; retry later")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                # The cause (disk full, I/O error, a read-only file) is for this department's
+                # operator; the caller gets a message without the department's internals.
+                log.error("disclosure log %s: could not %s: %s", self.path, what, exc)
+                raise DisclosureLogFailed(
+                    "the department could not write its disclosure log, so it did not serve the request; "
+                    "retry later") from exc
 
     def last_accepted_note(self) -> str | None:
         """The signed note of the largest checkpoint accepted so far (the caller re-verifies it)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT note FROM accepted_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        with self._connection("read the last accepted checkpoint") as conn:
+            row = conn.execute("SELECT note FROM accepted_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
     def accept(self, cp: Checkpoint, note: str, disclosure: Disclosure) -> None:
         """Record a served ticket and the checkpoint it brought, in one transaction."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._connection("record an admitted ticket") as conn:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("INSERT OR IGNORE INTO accepted_checkpoints VALUES (?, ?, ?, ?)",
-                                   (cp.size, cp.root_hash, note, utc_now()))
-                self._insert(disclosure)
-                self._conn.execute("COMMIT")
+                conn.execute("INSERT OR IGNORE INTO accepted_checkpoints VALUES (?, ?, ?, ?)",
+                             (cp.size, cp.root_hash, note, utc_now()))
+                self._insert(conn, disclosure)
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # SQLite rolls a transaction back itself on some errors (a full disk): a second
+                # ROLLBACK would fail with "no transaction is active" and hide the real error.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
 
     def record(self, disclosure: Disclosure) -> None:
         """Record a refusal, or the result of a served request."""
-        with self._lock:
-            self._insert(disclosure)
+        with self._connection("record a disclosure") as conn:
+            self._insert(conn, disclosure)
 
-    def _insert(self, d: Disclosure) -> None:
-        self._conn.execute(
+    async def accept_async(self, cp: Checkpoint, note: str, disclosure: Disclosure) -> None:
+        """`accept` in a thread; the write completes even if the caller is cancelled."""
+        await self._write(self.accept, cp, note, disclosure)
+
+    async def record_async(self, disclosure: Disclosure) -> None:
+        """`record` in a thread; the write completes even if the caller is cancelled."""
+        await self._write(self.record, disclosure)
+
+    async def _write(self, fn: Callable[..., T], *args: object) -> T:
+        with self._pending_lock:
+            self._pending += 1
+
+        def run() -> T:
+            try:
+                return fn(*args)
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
+
+        # Shielded, like the audit log's append: a record asked for is written (or fails) in
+        # full, and `aclose` can count on every pending write ending on its own.
+        write = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait([write])
+            raise
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, d: Disclosure) -> None:
+        conn.execute(
             "INSERT INTO disclosures (time, query_id, entry_index, checkpoint_size, action, dataset, decision,"
             " reason, result_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.time, d.query_id, d.entry_index, d.checkpoint_size, d.action, d.dataset, d.decision, d.reason,
              d.result_rows))
 
     def disclosures(self) -> list[Disclosure]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._connection("read the disclosures") as conn:
+            rows = conn.execute(
                 "SELECT time, query_id, entry_index, checkpoint_size, action, dataset, decision, reason,"
                 " result_rows FROM disclosures ORDER BY id").fetchall()
         return [Disclosure(*r) for r in rows]

@@ -98,8 +98,10 @@ def tokens_for(mode: str, secret: bytes, kind: str, rows: list[tuple[object, ...
 def _checked_value(name: str, value: object) -> int:
     # bool is an int in Python; a source that yields one has a mistyped column.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueNotInteger(f"field '{name}' holds a value that is not an integer: it cannot be summed "
-                              "or compared (declare it as int and store whole numbers, e.g. fen)")
+        # The adapter checked the field's type at start, so the source changed since.
+        raise ValueNotInteger(f"field '{name}' is declared int, but the department's source now holds a value "
+                              "there that is not an integer: it cannot be summed or compared until the "
+                              "department corrects it (whole numbers, e.g. fen)")
     if abs(value) >= 1 << VALUE_BITS:
         raise ValueOutOfRange(f"field '{name}' holds a value outside the signed 64-bit range that sums and "
                               "comparisons encrypt: refused rather than risk an overflow")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -17,11 +18,11 @@ from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.tickets import TicketGate
 from fedgate.data_dir_lock import DataDirLock
-from fedgate.worker_pool import WorkerPool
+from fedgate.worker_pool import WorkerPool, shutdown_pools
 from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
 from fedgate.datasets import DatasetDecl
-from fedgate.errors import ConfigError, DataSourceError, Unavailable
+from fedgate.errors import ConfigError, DataSourceError, FailedPrecondition, Unavailable
 from fedgate.identity import GATEWAY
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate import telemetry
@@ -47,26 +48,42 @@ class Adapter:
     matching_key: MatchingKey
     sessions: MatchSessions
     data_lock: DataDirLock | None = None
+    # The registration's lease (keep_registered); ends with an exception if the adapter must stop.
+    lease: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         return self.running.port
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.lease is not None and not self.lease.done():
+            self.lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.lease
         await self.running.stop(grace)
-        self.disclosures.close()
+        # Sessions the stop cancelled record how they ended as they unwind: wait for them,
+        # then for their pending records, before the disclosure log closes.
+        deadline = time.monotonic() + grace + 5.0
+        while self.sessions.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.disclosures.aclose()
         if self.data_lock is not None:
             self.data_lock.release()
 
 
 def check_source(ds: DatasetConfig, source: Source) -> DatasetDecl:
-    """Check declared fields against the source and count its rows (reads every row once)."""
-    columns = set(source.columns())
-    for f in ds.decl.fields:
-        if f.name not in columns:
-            raise DataSourceError(
-                f"dataset '{ds.decl.name}': source {source.describe()} has no column '{f.name}'")
-    return dataclasses.replace(ds.decl, row_count=source.count())
+    """Check declared fields against the source (columns, types, and every value a type does not
+    vouch for) and count its rows (reads every row of a CSV once); errors name the dataset."""
+    try:
+        columns = set(source.columns())
+        for f in ds.decl.fields:
+            if f.name not in columns:
+                raise DataSourceError(f"source {source.describe()} has no column '{f.name}'")
+        source.check_types(ds.decl.field_types)
+        rows = source.count()
+    except DataSourceError as exc:
+        raise DataSourceError(f"dataset '{ds.decl.name}': {exc}") from None
+    return dataclasses.replace(ds.decl, row_count=rows)
 
 
 def advertised_endpoint(config: AdapterConfig, port: int) -> str:
@@ -78,31 +95,114 @@ def advertised_endpoint(config: AdapterConfig, port: int) -> str:
     return f"{host}:{port}"
 
 
+# Waits between attempts to reach an unreachable gateway: doubling from the first, up to the last.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+class Replaced(FailedPrecondition):
+    """Another adapter of this department registered since: the gateway no longer sends it queries."""
+
+
+def _unreachable(exc: grpc.aio.AioRpcError) -> str:
+    """The reason a gateway call failed, in a few words (grpc's details can run to a paragraph)."""
+    details = (exc.details() or "").strip()
+    return f"{exc.code().name}: {details[:200]}" if details else exc.code().name
+
+
 async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetDecl],
                    matching_key: MatchingKey | None = None) -> None:
-    """Register with the gateway, retrying while it is unreachable (up to register_timeout_s)."""
+    """Register with the gateway, retrying with backoff while it is unreachable.
+
+    Each retry is logged with its delay. The adapter keeps trying unless
+    `register_timeout_s` is set, after which it gives up (Unavailable).
+    """
     request = registry_pb2.RegisterDatasetsRequest(
         department=config.department, display_name=config.display_name,
         adapter_endpoint=endpoint, datasets=[dataset_to_proto(d) for d in datasets],
         matching_key=matching_key_to_proto(matching_key) if matching_key else None)
-    deadline = time.monotonic() + config.register_timeout_s
-    delay = 0.2
+    deadline = None if config.register_timeout_s is None else time.monotonic() + config.register_timeout_s
+    delay = RETRY_FIRST_S
     async with secure_channel(config.gateway, config.tls, GATEWAY) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         while True:
             try:
                 reply = await stub.RegisterDatasets(request, timeout=15)
-                log.info("registered %d dataset(s) with the gateway (%d removed)", reply.registered, reply.removed)
+                log.info("registered %d dataset(s) with the gateway %s as %s (%d removed)", reply.registered,
+                         config.gateway, endpoint, reply.removed)
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _RETRYABLE:
                     raise ConfigError(config.gateway, f"gateway refused registration: "
                                       f"{exc.code().name}: {exc.details()}") from None
-                if time.monotonic() + delay > deadline:
-                    raise Unavailable(f"gateway {config.gateway} unreachable for {config.register_timeout_s} s: "
-                                      f"{exc.details()}") from None
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise Unavailable(f"gateway {config.gateway} unreachable for {config.register_timeout_s} s "
+                                      f"(register_timeout_s): {_unreachable(exc)}") from None
+                log.warning("gateway %s unreachable (%s); retrying in %.1f s", config.gateway, _unreachable(exc),
+                            delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+
+def current_counts(adapter: Adapter) -> dict[str, int]:
+    """Each dataset's row count now (blocking: runs in a thread); a source that fails is left out, and logged."""
+    counts: dict[str, int] = {}
+    for decl in adapter.datasets:
+        try:
+            counts[decl.name] = adapter.sources[decl.name].count()
+        except Exception as exc:
+            log.warning("dataset '%s': cannot count its rows for the heartbeat (%s)", decl.name,
+                        type(exc).__name__)
+    return counts
+
+
+async def keep_registered(adapter: Adapter) -> None:
+    """Renew the registration every `heartbeat_s` seconds, with the current row counts, until cancelled.
+
+    The gateway unreachable: retry with backoff, saying so. The gateway no longer
+    knows the registration (a new registry): register again. Another adapter of
+    the department registered since: raise Replaced, so this one stops rather
+    than fight the other for the department's queries.
+    """
+    config = adapter.config
+    delay = float(config.heartbeat_s)
+    failing = False
+    async with secure_channel(config.gateway, config.tls, GATEWAY) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        while True:
+            await asyncio.sleep(delay)
+            counts = await asyncio.to_thread(current_counts, adapter)
+            request = registry_pb2.HeartbeatRequest(
+                department=config.department, adapter_endpoint=adapter.endpoint,
+                counts=[registry_pb2.DatasetCount(name=n, row_count=c) for n, c in counts.items()])
+            try:
+                reply = await stub.Heartbeat(request, timeout=15)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _RETRYABLE:
+                    delay = RETRY_FIRST_S if not failing else min(delay * 2, RETRY_MAX_S)
+                    failing = True
+                    log.warning("gateway %s unreachable (%s); retrying in %.1f s", config.gateway,
+                                _unreachable(exc), delay)
+                else:
+                    delay = float(config.heartbeat_s)
+                    log.error("gateway %s refused this adapter's heartbeat: %s: %s", config.gateway,
+                              exc.code().name, exc.details())
+                continue
+            if failing:
+                log.info("gateway %s reachable again", config.gateway)
+            failing, delay = False, float(config.heartbeat_s)
+            if reply.registration == registry_pb2.HeartbeatResponse.REPLACED:
+                raise Replaced(
+                    f"the gateway {config.gateway} now sends department '{config.department}' queries to the "
+                    f"adapter at {reply.registered_endpoint}, which registered after this one ({adapter.endpoint}); "
+                    "stopping this adapter. Stop the other one (or give it its own department's certificate), "
+                    "then start this one again")
+            if reply.registration == registry_pb2.HeartbeatResponse.UNKNOWN:
+                log.warning("gateway %s has no registration for department %s (a new registry?); registering again",
+                            config.gateway, config.department)
+                datasets = [dataclasses.replace(d, row_count=counts.get(d.name, d.row_count))
+                            for d in adapter.datasets]
+                await register(config, adapter.endpoint, datasets, adapter.matching_key)
 
 
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
@@ -142,6 +242,7 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         except BaseException:
             await adapter.stop(0)
             raise
+        adapter.lease = asyncio.create_task(keep_registered(adapter), name=f"lease-{config.department}")
     return adapter
 
 
@@ -153,7 +254,23 @@ async def serve(config: AdapterConfig, ready_file: Path | None = None) -> None:
         adapter = await build_adapter(config)
         log.info("adapter for %s listening on port %d", config.department, adapter.port)
         write_ready_file(ready_file, port=adapter.port, endpoint=adapter.endpoint)
-        await run_until_signalled(adapter.stop)
+        signalled = asyncio.create_task(run_until_signalled(adapter.stop))
+        assert adapter.lease is not None
+        lease = adapter.lease
+        await asyncio.wait({signalled, lease}, return_when=asyncio.FIRST_COMPLETED)
+        # The lease is cancelled by adapter.stop() on a signal; ended by itself, it says why to stop.
+        if lease.done() and not lease.cancelled() and not signalled.done():
+            signalled.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await signalled
+            lost = lease.exception()
+            log.error("%s", lost)
+            await adapter.stop()
+            if lost is not None:
+                raise lost
+        else:
+            await signalled
     finally:
+        await asyncio.to_thread(shutdown_pools)
         telemetry.shutdown_tracing()
 

@@ -13,11 +13,11 @@ from opentelemetry import trace
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
-from fedgate.adapters.tickets import TicketGate
+from fedgate.adapters.tickets import Admission, TicketGate
 from fedgate.classification import Levels
 from fedgate.datasets import FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, PermissionDenied
-from fedgate.filters import parse_checked
+from fedgate.errors import FailedPrecondition, FedgateError, InvalidInput, PermissionDenied
+from fedgate.filters import Filter, parse_checked
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
@@ -34,6 +34,24 @@ def require_gateway() -> None:
     caller = current_identity()
     if caller.role is not Role.GATEWAY:
         raise PermissionDenied(f"adapters serve the gateway only (caller is {caller})")
+
+
+@contextlib.asynccontextmanager
+async def recording_stops(admission: Admission) -> AsyncIterator[None]:
+    """Record in the department's own log why admitted work ended without an answer (a source that
+    failed, with its reference; a cancellation), so its last word on the ticket is never `admitted`."""
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, FedgateError):
+            reason = str(exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            reason = "cancelled by the gateway (the query was cancelled, timed out or failed elsewhere)"
+        else:
+            reason = f"failed: {type(exc).__name__}"
+        with contextlib.suppress(BaseException):  # the record is shielded; the error below is what counts
+            await asyncio.shield(admission.stopped(reason))
+        raise
 
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
@@ -63,11 +81,12 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         ask = Ask("query.count", decl, filter_text=request.filter, filter_nonce=request.filter_nonce)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
-        await context.send_initial_metadata(ADMITTED)
-        where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
-        with tracer.start_as_current_span("source.count") as span:
-            rows = await asyncio.to_thread(source.count, where)
-            span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
+        async with recording_stops(admission):
+            await context.send_initial_metadata(ADMITTED)
+            where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
+            with tracer.start_as_current_span("source.count") as span:
+                rows = await asyncio.to_thread(source.count, where)
+                span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
         await admission.served(rows)
         return adapter_pb2.AdapterCountResponse(rows=rows)
 
@@ -81,10 +100,8 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         ask = Ask("query.disclose", decl, fields, request.filter, request.filter_nonce, request.min_set_size)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
-        await context.send_initial_metadata(ADMITTED)
-        where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
 
-        def read() -> tuple[int, list[common_pb2.DisclosedRow] | None]:
+        def read(where: Filter | None) -> tuple[int, list[common_pb2.DisclosedRow] | None]:
             matched = source.count(where)
             if matched < max(request.min_set_size, 1):
                 return matched, None
@@ -94,10 +111,13 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                 out.append(common_pb2.DisclosedRow(values=text, null=nulls))
             return matched, out
 
-        with tracer.start_as_current_span("source.disclose") as span:
-            matched, rows = await asyncio.to_thread(read)
-            span.set_attributes(safe_attributes(**{"fedgate.matched_rows": matched,
-                                                   "fedgate.disclosed_rows": len(rows or [])}))
+        async with recording_stops(admission):
+            await context.send_initial_metadata(ADMITTED)
+            where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
+            with tracer.start_as_current_span("source.disclose") as span:
+                matched, rows = await asyncio.to_thread(read, where)
+                span.set_attributes(safe_attributes(**{"fedgate.matched_rows": matched,
+                                                       "fedgate.disclosed_rows": len(rows or [])}))
         if rows is None:
             # The exact size is not told: that would itself be a probe answer.
             await admission.refused_after_check(f"filtered set smaller than the minimum of {request.min_set_size}")

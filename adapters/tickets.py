@@ -78,31 +78,31 @@ class TicketGate:
                 entry = _entry_of(verified)
                 check_ask(entry, ask, self._levels)
             except FedgateError as exc:
-                await asyncio.to_thread(self._log.record, Disclosure(
+                await self._log.record_async(Disclosure(
                     utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
                 raise
             # Accepting moves this adapter's view of the log forward before anything is served.
             admission = Admission(self, verified, action, qualified, entry)
-            await asyncio.to_thread(self._log.accept, verified.checkpoint, verified.checkpoint_note, Disclosure(
+            await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, Disclosure(
                 utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
                 action, qualified, "admitted", "", None))
         return admission
 
     async def record_refused(self, admission: Admission, reason: str) -> None:
         t = admission.ticket
-        await asyncio.to_thread(self._log.record, Disclosure(
+        await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "refused", reason, None))
 
     async def record_stopped(self, admission: Admission, reason: str) -> None:
         t = admission.ticket
-        await asyncio.to_thread(self._log.record, Disclosure(
+        await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "stopped", reason, None))
 
     async def record_served(self, admission: Admission, rows: int) -> None:
         t = admission.ticket
-        await asyncio.to_thread(self._log.record, Disclosure(
+        await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "served", "", rows))
 

@@ -9,6 +9,9 @@ and located on the next run.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +51,24 @@ class TrustedState:
         return cls(note_path.read_text(), tuple(raw[i:i + 32] for i in range(0, len(raw), 32)))
 
     def save(self, directory: Path) -> None:
+        """Replace the kept state; two verifications saving at once each write whole files."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "leaves.tmp").write_bytes(b"".join(self.leaf_hashes))
-        (directory / "checkpoint.tmp").write_text(self.checkpoint_note)
-        (directory / "leaves.tmp").replace(directory / "leaves")
-        (directory / "checkpoint.tmp").replace(directory / "checkpoint")
+        # Temporary names of our own: with a shared "leaves.tmp" a second `audit verify` saving
+        # at the same moment truncated or moved the first one's file (FileNotFoundError).
+        _replace(directory / "leaves", b"".join(self.leaf_hashes))
+        _replace(directory / "checkpoint", self.checkpoint_note.encode())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass(frozen=True)
@@ -133,20 +149,15 @@ def check_inclusion(index: int, body: bytes, proof: list[bytes], note: str, vkey
 
 
 def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
-    """Replay a log straight from its store (forensics when no gateway can run)."""
-    from fedgate.gateway.audit_store import AuditStore
+    """Replay a log straight from its store (forensics when no gateway can run).
 
-    if "://" not in url:
-        if not Path(url).is_file():
-            raise FedgateError(f"{url}: no such audit database")
-        url = f"sqlite+pysqlite:///file:{Path(url).resolve()}?mode=ro&uri=true"
-    store = AuditStore.open(url)
-    try:
-        latest = store.latest_checkpoint()
-        if latest is None:
+    The store is opened read-only (a forensic copy may be a read-only file) and
+    read in one transaction, so a gateway appending meanwhile cannot make the
+    entries run past the latest checkpoint read.
+    """
+    from fedgate.audit_snapshot import read_snapshot  # SQLAlchemy only for officers reading a store
+
+    with read_snapshot(url) as snapshot:
+        if snapshot.latest is None:
             raise LogTampered(0, "the store holds no checkpoint at all")
-        notes = dict(store.checkpoints())
-        items = ((e.index, e.body) for e in store.entries())
-        return verify_log(items, notes, latest, vkey, trusted)
-    finally:
-        store.close()
+        return verify_log(snapshot.entries, snapshot.checkpoints, snapshot.latest, vkey, trusted)

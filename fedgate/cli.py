@@ -127,6 +127,10 @@ def datasets_json(datasets: list[RegisteredDataset]) -> list[dict[str, Any]]:
         {"department": i.decl.department, "department_display_name": i.department_display_name,
          "name": i.decl.name, "description": i.decl.description, "row_count": i.decl.row_count,
          "registered_at": i.registered_at.isoformat(),
+         # What the gateway last heard from the adapter; row_count is the count at registration.
+         "liveness": i.liveness, "last_contact": i.last_contact.isoformat() if i.last_contact else None,
+         "live_row_count": i.live_row_count,
+         "counted_at": i.counted_at.isoformat() if i.counted_at else None,
          "fields": [{"name": f.name, "type": f.type.value, "level": f.level,
                      "key": f.key.value if f.key else None} for f in i.decl.fields]}
         for i in datasets
@@ -139,7 +143,7 @@ def datasets_cmd(
     department: Annotated[str | None, typer.Option(help="Only this department.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the datasets your certificate may see."""
+    """List the datasets your certificate may see, with each adapter's liveness and live row count."""
     from fedgate.client import GatewayClient
 
     async def go() -> list[RegisteredDataset]:

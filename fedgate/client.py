@@ -124,7 +124,13 @@ class GatewayClient:
                 registry_pb2.ListDatasetsRequest(department=department or ""), timeout=self._timeout)
         return [
             RegisteredDataset(dataset_from_proto(item.spec), item.department_display_name,
-                              item.registered_at.ToDatetime(tzinfo=dt.UTC))
+                              item.registered_at.ToDatetime(tzinfo=dt.UTC),
+                              liveness=item.liveness or "unknown",
+                              last_contact=item.last_contact.ToDatetime(tzinfo=dt.UTC)
+                              if item.HasField("last_contact") else None,
+                              live_row_count=item.live_row_count if item.HasField("live_row_count") else None,
+                              counted_at=item.counted_at.ToDatetime(tzinfo=dt.UTC)
+                              if item.HasField("counted_at") else None)
             for item in reply.datasets
         ]
 

@@ -110,6 +110,12 @@ class RegisteredDataset:
     decl: DatasetDecl
     department_display_name: str
     registered_at: dt.datetime
+    # What the gateway last heard from the department's adapter (decl.row_count is the
+    # count at registration): live | unreachable | unknown, and the count it reported last.
+    liveness: str = "unknown"
+    last_contact: dt.datetime | None = None
+    live_row_count: int | None = None
+    counted_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

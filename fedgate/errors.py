@@ -63,6 +63,23 @@ class Unavailable(FedgateError):
     """A dependency (an adapter, the gateway) cannot be reached right now."""
 
 
+class SourceFailed(Unavailable):
+    """A department's own source failed while serving a request (table gone, database down).
+
+    The cause names the department's internals (URL, host, user, file, table), so it
+    stays in the adapter's log under ``ref``; only the reference leaves the department.
+    """
+
+    def __init__(self, ref: str, department: str = "") -> None:
+        # The adapter's own words are the disclosure log's reason; the gateway tells the supervisor more.
+        message = f"source failed (ref {ref})"
+        if department:
+            message = (f"department '{department}': the department's {message}; its operator finds the cause "
+                       "under this reference in the adapter's log; retry later")
+        super().__init__(message)
+        self.ref = ref
+
+
 class DeadlineExceeded(FedgateError):
     """A step of a request (a peer's answer, a client's reply) did not come in time."""
 
@@ -115,3 +132,15 @@ class RootMismatch(VerificationError):
         )
         self.expected = expected
         self.calculated = calculated
+
+
+class StoreClosed(Unavailable):
+    """A local store was used after it was closed: its server is shutting down."""
+
+
+class DisclosureLogFailed(Unavailable):
+    """A department could not write its disclosure log (disk full, I/O error), so it served nothing.
+
+    The gateway recognises the class name and tells the supervisor so, naming
+    the department; the cause stays in the adapter's own log.
+    """

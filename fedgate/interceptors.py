@@ -65,6 +65,8 @@ class RequestRecord:
     trace_id: str = ""
     query_id: str = ""
     params: dict[str, str] = field(default_factory=dict)
+    # False: a routine call the service judged not worth an entry when it succeeds (a lease renewal).
+    audit: bool = True
     # Set by `log_outcome`: an OK outcome covering what was sent so far is in the log; `final_logged`
     # when it covers the whole call, so nothing more is appended for it.
     outcome_logged: bool = False

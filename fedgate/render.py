@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from rich.markup import escape
 from rich.table import Table as RichTable
 
@@ -14,13 +16,23 @@ if TYPE_CHECKING:
     from fedgate.client import CompareResult, MatchResult, SumResult
 
 
+def _utc_time(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
+
+
 def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:
-    table = RichTable("department", "dataset", "rows", "level  field", title="Registered datasets")
+    table = RichTable("department", "dataset", "rows", "adapter", "level  field", title="Registered datasets")
     for item in datasets:
         d = item.decl
         fields = "\n".join(f"{f.level}  {f.name}" + (f"  [key: {f.key.value}]" if f.key else "")
                            for f in d.fields)
-        table.add_row(f"{d.department}\n{item.department_display_name}", d.name, f"{d.row_count:,}",
+        if item.live_row_count is None:
+            rows = f"{d.row_count:,}\n(at registration)"
+        else:
+            rows = f"{item.live_row_count:,}\n(at {_utc_time(item.counted_at)})"
+        colour = {"live": "green", "unreachable": "red"}.get(item.liveness, "yellow")
+        adapter = f"[{colour}]{item.liveness}[/]\nlast contact {_utc_time(item.last_contact)}"
+        table.add_row(f"{d.department}\n{item.department_display_name}", d.name, rows, adapter,
                       escape(fields), end_section=True)
     return table
 

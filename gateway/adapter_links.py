@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,8 @@ import grpc
 
 from fedgate.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.errors import FailedPrecondition, FedgateError, PermissionDenied, Unavailable
+from fedgate.errors import (DisclosureLogFailed, FailedPrecondition, FedgateError, PermissionDenied, SourceFailed,
+                            Unavailable)
 from fedgate.identity import Identity
 from fedgate.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
@@ -31,6 +33,14 @@ def ticket_to_proto(ticket: Ticket) -> adapter_pb2.QueryTicket:
 def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
     """What a failed adapter call means for the supervisor who asked."""
     code = exc.code()
+    if error_class(exc) == SourceFailed.__name__:
+        # Only the reference is taken from the adapter's words: nothing else of its source leaves it.
+        ref = re.search(r"\(ref ([0-9a-f]{8})\)", exc.details() or "")
+        return SourceFailed(ref.group(1) if ref else "none given", department)
+    if error_class(exc) == DisclosureLogFailed.__name__:
+        # The department's storage failed (a full disk): not a refusal, and its cause stays there.
+        return Unavailable(f"department '{department}' could not record the request in its disclosure log, "
+                           "so it served nothing; try later")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return Unavailable(f"department '{department}' is unavailable ({code.name}); retry later")
     return FailedPrecondition(f"department '{department}' refused the request ({code.name}): {exc.details()}")

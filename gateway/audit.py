@@ -71,6 +71,8 @@ class AuditRecorder:
         self._log = log
 
     async def __call__(self, record: RequestRecord, code: grpc.StatusCode, reason: str) -> None:
+        if code is grpc.StatusCode.OK and not record.audit:
+            return
         await self._log.append(entry_for(record, code, reason))
 
 

@@ -9,6 +9,7 @@ PostgreSQL for shared, replicated deployments.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from fedgate.crypto.merkle import NodeID, range_nodes
+from fedgate.errors import StoreClosed
 from fedgate.gateway.registry_store import make_engine
 
 T = TypeVar("T")
@@ -107,13 +109,19 @@ class AuditStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         _meta.create_all(engine)
+        # Held by an append and by close: closing waits for the append in progress, and a
+        # later append is refused (a disposed engine would silently open a new pool).
+        self._writing = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, url: str) -> AuditStore:
         return cls(make_engine(url))
 
     def close(self) -> None:
-        self._engine.dispose()
+        with self._writing:
+            self._closed = True
+            self._engine.dispose()
 
     def size(self) -> int:
         with self._engine.connect() as conn:
@@ -170,6 +178,12 @@ class AuditStore:
         PostgreSQL a transaction-scoped advisory lock serialises writers, so
         gateway replicas can share one log; SQLite has one writer process.
         """
+        with self._writing:
+            if self._closed:
+                raise StoreClosed("the audit store is closed: the gateway is shutting down")
+            return self._append_next(body, build)
+
+    def _append_next(self, body: bytes, build: Builder[T]) -> T:
         with self._engine.begin() as conn:
             if self._engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})

@@ -19,6 +19,7 @@ listen = "127.0.0.1:50051"      # host:port; port 0 picks a free port
 data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults below), log-signing key, spans.db
 # registry_url = "postgresql+psycopg://fedgate@db/fedgate"  # registry and daily quotas; default: SQLite in data_dir
 # audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir; replicas share one PostgreSQL log
+# One gateway per data_dir (a running gateway locks it): each replica has its own.
 # log_origin = "fedgate.local/audit"   # names the audit log in its signed checkpoints
 # signing_key = "gateway-data/log-signing.key"  # Ed25519; created with its .vkey if missing; replicas share one
 # ticket_ttl_s = 60                    # how long an adapter accepts a query ticket
@@ -27,6 +28,7 @@ data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults 
 # workers = 2                          # processes for Paillier sums and comparisons (default: all cores; 0: threads)
 # adapter_idle_timeout_s = 300         # give up on a match stream its adapter sends nothing on for this long
 # flags_timeout_s = 300                # how long a comparison waits for the client's flagged pairs
+# health_check_s = 30                  # ask every registered adapter's health service this often
 
 [tls]
 ca = "certs/ca.pem"
@@ -50,6 +52,7 @@ class GatewayConfig:
     workers: int = 0
     adapter_idle_timeout_s: int = 300
     flags_timeout_s: int = 300
+    health_check_s: int = 30
 
     @property
     def effective_policy_dir(self) -> Path:
@@ -84,10 +87,11 @@ class GatewayConfig:
             workers=table.integer("workers", default_workers()),
             adapter_idle_timeout_s=table.integer("adapter_idle_timeout_s", 300),
             flags_timeout_s=table.integer("flags_timeout_s", 300),
+            health_check_s=table.integer("health_check_s", 30),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
-        for key in ("adapter_idle_timeout_s", "flags_timeout_s"):
+        for key in ("adapter_idle_timeout_s", "flags_timeout_s", "health_check_s"):
             if getattr(config, key) <= 0:
                 raise ConfigError(str(path), f"{key} must be a positive number of seconds")
         return config

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from fedgate.datasets import DatasetDecl, FieldDecl, RegisteredDataset
+from fedgate.errors import StoreClosed
 from fedgate.matching_keys import MatchingKey
 
 _meta = sa.MetaData()
@@ -39,6 +41,39 @@ datasets = sa.Table(
     sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# What the gateway last heard from each department's adapter (health checks and heartbeats).
+# Tables of their own, so a registry created before them gains them on start (create_all).
+liveness = sa.Table(
+    "fedgate_adapter_liveness", _meta,
+    sa.Column("department", sa.String(63), primary_key=True),
+    sa.Column("endpoint", sa.Text, nullable=False),  # the endpoint these facts are about
+    sa.Column("reachable", sa.Boolean, nullable=True),  # the latest health check; NULL: none yet
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_contact", sa.DateTime(timezone=True), nullable=True),
+)
+live_counts = sa.Table(
+    "fedgate_live_counts", _meta,
+    sa.Column("department", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """The latest facts about a department's adapter, as stored (the registry decides what they mean)."""
+
+    reachable: bool | None
+    checked_at: dt.datetime | None
+    last_contact: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class LiveCount:
+    row_count: int
+    counted_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -67,6 +102,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else _utc(value)
+
+
 def make_engine(url: str) -> sa.Engine:
     engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
@@ -86,6 +125,10 @@ class RegistryStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         _meta.create_all(engine)
+        # Held by a registration and by close: closing waits for the write in progress, and a
+        # later one is refused (a disposed engine would silently open a new pool).
+        self._writing = threading.Lock()
+        self._closed = False
 
     @classmethod
     def open(cls, url: str) -> RegistryStore:
@@ -96,11 +139,20 @@ class RegistryStore:
         return self._engine
 
     def close(self) -> None:
-        self._engine.dispose()
+        with self._writing:
+            self._closed = True
+            self._engine.dispose()
 
     def replace_department(self, code: str, display_name: str, endpoint: str,
                            decls: list[DatasetDecl], matching_key: MatchingKey | None = None) -> tuple[int, int]:
         """Make `decls` the department's whole dataset set, atomically; returns (registered, removed)."""
+        with self._writing:
+            if self._closed:
+                raise StoreClosed("the registry is closed: the gateway is shutting down")
+            return self._replace_department(code, display_name, endpoint, decls, matching_key)
+
+    def _replace_department(self, code: str, display_name: str, endpoint: str,
+                            decls: list[DatasetDecl], matching_key: MatchingKey | None) -> tuple[int, int]:
         now = dt.datetime.now(dt.UTC)
         names = [d.name for d in decls]
         with self._engine.begin() as conn:
@@ -127,7 +179,75 @@ class RegistryStore:
                 else:
                     conn.execute(datasets.insert().values(
                         department=code, name=d.name, registered_at=now, **values))
+            # A new endpoint starts with no history; the registration itself reached the adapter.
+            conn.execute(liveness.delete().where(liveness.c.department == code, liveness.c.endpoint != endpoint))
+            self._contact(conn, code, endpoint, now, reachable=True)
+            conn.execute(live_counts.delete().where(live_counts.c.department == code))
+            if decls:
+                conn.execute(live_counts.insert(), [
+                    {"department": code, "name": d.name, "row_count": d.row_count, "counted_at": now} for d in decls])
         return len(decls), removed
+
+    @staticmethod
+    def _contact(conn: sa.Connection, code: str, endpoint: str, now: dt.datetime,
+                 reachable: bool | None = None) -> None:
+        """Note a sign of life (and, with `reachable`, a health check's outcome) for `endpoint`."""
+        values: dict[str, Any] = {}
+        if reachable is not None:
+            values.update(reachable=reachable, checked_at=now)
+        if reachable is not False:
+            values["last_contact"] = now
+        updated = conn.execute(liveness.update().where(
+            liveness.c.department == code, liveness.c.endpoint == endpoint).values(**values)).rowcount
+        if not updated:
+            # The department's row is for another endpoint (or there is none): this one's facts replace it.
+            conn.execute(liveness.delete().where(liveness.c.department == code))
+            conn.execute(liveness.insert().values(department=code, endpoint=endpoint, **values))
+
+    def record_check(self, code: str, endpoint: str, reachable: bool) -> None:
+        """Store a health check of the department's adapter at `endpoint`, if that is still its endpoint."""
+        now = dt.datetime.now(dt.UTC)
+        with self._engine.begin() as conn:
+            if self._is_current(conn, code, endpoint):
+                self._contact(conn, code, endpoint, now, reachable=reachable)
+
+    def record_heartbeat(self, code: str, endpoint: str, counts: dict[str, int]) -> None:
+        """Store a heartbeat: contact now, and the current row counts of the department's registered datasets."""
+        now = dt.datetime.now(dt.UTC)
+        with self._engine.begin() as conn:
+            if not self._is_current(conn, code, endpoint):
+                return
+            self._contact(conn, code, endpoint, now)
+            known = {r.name for r in conn.execute(sa.select(datasets.c.name).where(datasets.c.department == code))}
+            for name, rows in counts.items():
+                if name not in known:
+                    continue
+                values = {"row_count": rows, "counted_at": now}
+                if not conn.execute(live_counts.update().where(
+                        live_counts.c.department == code, live_counts.c.name == name).values(**values)).rowcount:
+                    conn.execute(live_counts.insert().values(department=code, name=name, **values))
+
+    @staticmethod
+    def _is_current(conn: sa.Connection, code: str, endpoint: str) -> bool:
+        return conn.execute(sa.select(departments.c.code).where(
+            departments.c.code == code, departments.c.endpoint == endpoint)).first() is not None
+
+    def departments(self) -> list[Department]:
+        """Every registered department (without matching keys), by code."""
+        with self._engine.connect() as conn:
+            return [Department(r.code, r.display_name, r.endpoint)
+                    for r in conn.execute(sa.select(departments.c.code, departments.c.display_name,
+                                                    departments.c.endpoint).order_by(departments.c.code))]
+
+    def liveness(self) -> tuple[dict[str, Liveness], dict[tuple[str, str], LiveCount]]:
+        """The stored liveness of every department's current endpoint, and every live row count."""
+        with self._engine.connect() as conn:
+            alive = {r.department: Liveness(r.reachable, _utc_or_none(r.checked_at), _utc_or_none(r.last_contact))
+                     for r in conn.execute(sa.select(liveness).join(departments, sa.and_(
+                         departments.c.code == liveness.c.department, departments.c.endpoint == liveness.c.endpoint)))}
+            counts = {(r.department, r.name): LiveCount(int(r.row_count), _utc(r.counted_at))
+                      for r in conn.execute(sa.select(live_counts))}
+        return alive, counts
 
     def list_datasets(self, department: str | None = None) -> list[RegisteredDataset]:
         query = (sa.select(datasets, departments.c.display_name)

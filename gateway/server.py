@@ -39,7 +39,7 @@ from fedgate.protos.fedgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from fedgate.worker_pool import WorkerPool
+from fedgate.worker_pool import WorkerPool, shutdown_pools
 from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             await close_unfinished(audit_log)
         quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguards)
         links = AdapterLinks(config.tls)
-        registry = Registry(store, policy, links)
+        registry = Registry(store, policy, links, config.health_check_s)
         engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s),
                              policy, safeguards, quotas, WorkerPool(config.workers), config.tls.read()[0],
                              config.adapter_idle_timeout_s, config.flags_timeout_s)
@@ -128,6 +128,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
                       data_lock=data_lock)
     if config.policy_watch_s > 0:
         gateway.tasks.append(asyncio.create_task(watch_policy(policy, audit_log, config.policy_watch_s)))
+    gateway.tasks.append(asyncio.create_task(registry.watch_health()))
     return gateway
 
 
@@ -141,4 +142,5 @@ async def serve(config: GatewayConfig, ready_file: Path | None = None) -> None:
         write_ready_file(ready_file, port=gateway.port)
         await run_until_signalled(gateway.stop)
     finally:
+        await asyncio.to_thread(shutdown_pools)
         telemetry.shutdown_tracing()

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 import support
+# The session fails if any process it started is still running at its end (tests/leftovers.py).
+from leftovers import pytest_configure, pytest_sessionfinish  # noqa: F401
 from fedgate import pki
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import Adapter, build_adapter

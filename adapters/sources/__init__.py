@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from fedgate.datasets import FieldType
     from fedgate.filters import Filter
 
 Value = str | int | None
@@ -20,6 +21,13 @@ class Source(Protocol):
 
     def columns(self) -> list[str]:
         """The column names the source offers."""
+        ...
+
+    def check_types(self, types: Mapping[str, FieldType]) -> None:
+        """Refuse (DataSourceError) a declared field its column cannot hold, naming both types.
+
+        Sources without column types (CSV) check each value in `count()` instead.
+        """
         ...
 
     def count(self, where: Filter | None = None) -> int:

@@ -70,6 +70,9 @@ class CsvSource:
                 yield tuple(_convert(row[i], ftype, self._path, reader.line_num, name)
                             for i, name, ftype in picks)
 
+    def check_types(self, types: Mapping[str, FieldType]) -> None:
+        """CSV columns have no types: `count()` checks every value against its declaration instead."""
+
     def count(self, where: Filter | None = None) -> int:
         if where is None:
             return sum(1 for _ in self._records(list(self._types)))
@@ -96,7 +99,8 @@ def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> 
         try:
             return int(raw)
         except ValueError:
-            raise DataSourceError(f"{path} line {line}: column '{column}' is not an integer") from None
+            raise DataSourceError(f"{path} line {line}: field '{column}' is declared int, but its value "
+                                  "there is not an integer") from None
     if ftype is FieldType.DATE:
         try:
             # Strictly YYYY-MM-DD: fromisoformat alone also takes 20240101 and week dates,
@@ -105,5 +109,6 @@ def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> 
                 raise ValueError
             dt.date.fromisoformat(raw)
         except ValueError:
-            raise DataSourceError(f"{path} line {line}: column '{column}' is not a YYYY-MM-DD date") from None
+            raise DataSourceError(f"{path} line {line}: field '{column}' is declared date, but its value "
+                                  "there is not a YYYY-MM-DD date") from None
     return raw

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -238,22 +240,56 @@ def _wait_for_interrupt(address: str, certs: Path, say: Callable[[str], None]) -
         say("servers keep running; as the demo supervisor, in another shell:\n"
             f"  export FEDGATE_GATEWAY={address} FEDGATE_CA={files.ca} FEDGATE_CERT={files.cert} "
             f"FEDGATE_KEY={files.key}\n  fedgate datasets\n"
-            "press Ctrl-C to stop them")
+            "press Ctrl-C (or send SIGTERM) to stop them")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         say("stopping")
 
 
+class _TermAsInterrupt:
+    """SIGTERM (systemd, `docker stop`, CI runners) ends the demo as Ctrl-C does: servers stopped in order.
+
+    The servers run in sessions of their own, so a signal to the demo reaches only
+    the demo; without this, SIGTERM would kill it at once and leave them all running.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _TermAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: object) -> None:
+        # Once: a second SIGTERM must not interrupt the orderly stop the first one started.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
              say: Callable[[str], None] = print,
              show: Callable[[RenderableType], None] = print,
              keep_running: bool = False) -> DemoResult:
-    """Run the whole demo; every server process is stopped on return, Ctrl-C included.
+    """Run the whole demo; every server process is stopped on return, Ctrl-C and SIGTERM included.
 
-    With `keep_running`, the servers stay up after the scenarios until Ctrl-C,
-    so the CLI can be pointed at them.
+    With `keep_running`, the servers stay up after the scenarios until Ctrl-C
+    (or SIGTERM), so the CLI can be pointed at them.
     """
+    with _TermAsInterrupt():
+        return _run_demo(workdir, rows, seed, say, show, keep_running)
+
+
+def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
+              show: Callable[[RenderableType], None], keep_running: bool) -> DemoResult:
     workdir.mkdir(parents=True, exist_ok=True)
     say(f"generating demo data ({rows} rows per dataset, seed {seed}) in {workdir}")
     departments = generate(workdir, rows=rows, seed=seed)
@@ -363,7 +399,10 @@ def run_demo(workdir: Path, rows: int = 10_000, seed: int = 20261129,
         if keep_running:
             _wait_for_interrupt(address, certs, say)
     finally:
-        # Adapters first, so none of them is left talking to a gateway that is gone.
+        # Adapters first, so none of them is left talking to a gateway that is gone. A SIGTERM
+        # arriving now must not cut this short (the handler ignores any after the first).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for proc in reversed(started):
             result.exit_codes[proc.name] = processes.stop(proc)
     failed = {name: code for name, code in result.exit_codes.items() if code != 0}

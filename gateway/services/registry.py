@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from fedgate.gateway.registry import Registration, Registry
+from fedgate.gateway.registry import Lease, Registration, Registry
 from fedgate.interceptors import current_identity, current_record
 from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
 from fedgate.wire import dataset_from_proto, dataset_to_proto, matching_key_from_proto
+
+
+_LEASES = {Lease.CURRENT: registry_pb2.HeartbeatResponse.CURRENT,
+           Lease.UNKNOWN: registry_pb2.HeartbeatResponse.UNKNOWN,
+           Lease.REPLACED: registry_pb2.HeartbeatResponse.REPLACED}
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -30,6 +35,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         record.result_sizes.update(registered=registered, removed=removed)
         return registry_pb2.RegisterDatasetsResponse(registered=registered, removed=removed)
 
+    async def Heartbeat(self, request: registry_pb2.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> registry_pb2.HeartbeatResponse:
+        record = current_record()
+        record.action = "registry.heartbeat"
+        lease, endpoint = await self._registry.heartbeat(
+            current_identity(), record, request.department, request.adapter_endpoint,
+            {c.name: c.row_count for c in request.counts})
+        return registry_pb2.HeartbeatResponse(registration=_LEASES[lease], registered_endpoint=endpoint)
+
     async def ListDatasets(self, request: registry_pb2.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> registry_pb2.ListDatasetsResponse:
         record = current_record()
@@ -41,4 +55,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             entry = reply.datasets.add(spec=dataset_to_proto(item.decl),
                                        department_display_name=item.department_display_name)
             entry.registered_at.FromDatetime(item.registered_at)
+            entry.liveness = item.liveness
+            if item.last_contact is not None:
+                entry.last_contact.FromDatetime(item.last_contact)
+            if item.live_row_count is not None:
+                entry.live_row_count = item.live_row_count
+            if item.counted_at is not None:
+                entry.counted_at.FromDatetime(item.counted_at)
         return reply

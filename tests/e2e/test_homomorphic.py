@@ -270,11 +270,9 @@ async def test_a_non_integer_stored_in_an_int_column_is_refused_and_audited(serv
 
     db = servers.tmp / "hrss.db"
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE payments (uscc TEXT, amount_fen)")  # no type affinity: 12.5 stays a float
-    conn.executemany("INSERT INTO payments VALUES (?, ?)",
-                     [(support.uscc(i), 12.5 if i == 9 else i) for i in range(150)])
+    conn.execute("CREATE TABLE payments (uscc TEXT, amount_fen INTEGER)")
+    conn.executemany("INSERT INTO payments VALUES (?, ?)", [(support.uscc(i), i) for i in range(150)])
     conn.commit()
-    conn.close()
     gw = await servers.gateway()
     await servers.adapter("hrss", gw, VALUES_DECL.replace('kind = "csv", path = "{path}"',
                                                           'kind = "sqlite", path = "{path}", table = "payments"')
@@ -282,6 +280,11 @@ async def test_a_non_integer_stored_in_an_int_column_is_refused_and_audited(serv
     companies = servers.tmp / "samr.db"
     support.write_companies(f"sqlite:///{companies}", n=120)
     await servers.adapter("samr", gw, support.COMPANIES_DECL.format(kind="sqlite", where=f'path = "{companies}"'))
+    # Stored after the adapter checked its source at start (a non-integer then is refused at start):
+    # SQLite keeps 12.5 as a float even in an INTEGER column.
+    conn.execute("UPDATE payments SET amount_fen = 12.5 WHERE amount_fen = 9")
+    conn.commit()
+    conn.close()
     async with _client(servers, gw) as c:
         with pytest.raises(RemoteCallFailed) as err:
             await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],

@@ -42,7 +42,7 @@ def test_csv_bad_integer_names_line_and_column_but_not_the_value(tmp_path: Path)
     text = support.SUBSIDIES_CSV.replace(",5000\n", ",5000SECRET\n")
     with pytest.raises(DataSourceError) as err:
         CsvSource(write(tmp_path, text), TYPES).count()
-    assert "line 6: column 'amount_fen' is not an integer" in str(err.value)
+    assert "line 6: field 'amount_fen' is declared int, but its value there is not an integer" in str(err.value)
     assert "SECRET" not in str(err.value)
 
 

@@ -39,6 +39,11 @@ class RegistryServiceStub:
                 request_serializer=fedgate_dot_v1_dot_registry__pb2.RegisterDatasetsRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_registry__pb2.RegisterDatasetsResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/fedgate.v1.RegistryService/Heartbeat',
+                request_serializer=fedgate_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
         self.ListDatasets = channel.unary_unary(
                 '/fedgate.v1.RegistryService/ListDatasets',
                 request_serializer=fedgate_dot_v1_dot_registry__pb2.ListDatasetsRequest.SerializeToString,
@@ -54,6 +59,18 @@ class RegistryServiceServicer:
         The department named in the request must be the one in the caller's
         certificate; the gateway dials `adapter_endpoint` back to check that it is
         served by that department's certificate before it stores anything.
+        A registration whose endpoint differs from the department's current one
+        replaces it only if the current endpoint no longer answers as that
+        department (FAILED_PRECONDITION otherwise): one live adapter per department.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """The adapter's periodic lease renewal: it says it is still up, with its
+        current row counts; the answer tells it whether the gateway still sends its
+        department's queries to it. Not audited when current (it discloses nothing).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,6 +90,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.RegisterDatasets,
                     request_deserializer=fedgate_dot_v1_dot_registry__pb2.RegisterDatasetsRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_registry__pb2.RegisterDatasetsResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=fedgate_dot_v1_dot_registry__pb2.HeartbeatRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_registry__pb2.HeartbeatResponse.SerializeToString,
             ),
             'ListDatasets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatasets,
@@ -107,6 +129,33 @@ class RegistryService:
             '/fedgate.v1.RegistryService/RegisterDatasets',
             fedgate_dot_v1_dot_registry__pb2.RegisterDatasetsRequest.SerializeToString,
             fedgate_dot_v1_dot_registry__pb2.RegisterDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.RegistryService/Heartbeat',
+            fedgate_dot_v1_dot_registry__pb2.HeartbeatRequest.SerializeToString,
+            fedgate_dot_v1_dot_registry__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,
