@@ -64,6 +64,12 @@ class SideStats:
     missing_values: int = 0
 
 
+def _coarse(tokens: int) -> int:
+    """A side's token count as progress shows it: rounded down to the step, since an exact size would
+    reach the supervisor before min_set_size is checked."""
+    return tokens - tokens % PROGRESS_EVERY
+
+
 @dataclass(frozen=True)
 class Progress:
     phase: str
@@ -247,7 +253,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                     before, own_count = own_count, own_count + len(msg.own_tokens.data) // (
                         TOKEN_BYTES if mode == "keyed" else 32)
                     if own_count // PROGRESS_EVERY != before // PROGRESS_EVERY:
-                        progress.put_nowait(Progress(name, me.side.department, own_count))
+                        progress.put_nowait(Progress(name, me.side.department, _coarse(own_count)))
                 elif kind == "own_values" and name in outcome.values:
                     outcome.values[name].add(msg.own_values.data, msg.own_values.rows)
                 elif kind == "own_done":
@@ -259,7 +265,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                     if mode != "keyed":
                         peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_done=msg.own_done))
                     finished["own"] = True
-                    progress.put_nowait(Progress(name, me.side.department, own_count))
+                    progress.put_nowait(Progress(name, me.side.department, _coarse(own_count)))
                 elif kind == "reblinded" and mode != "keyed":
                     # This side finished the other side's tokens: they belong to the other side.
                     add_tokens(other_side, msg.reblinded.data)
