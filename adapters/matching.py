@@ -13,7 +13,7 @@ import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,7 @@ class MatchSessions:
         return _Start(decl, source, key.key.value, parse_checked(start.filter, decl.field_types), start,
                       action, values)
 
-    async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncIterator[adapter_pb2.MatchOut]:
+    async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncGenerator[adapter_pb2.MatchOut, None]:
         """The session: first message Start, then tokens flow both ways; see adapter.proto."""
         it = requests.__aiter__()
         first = await anext(it, None)
@@ -209,8 +209,7 @@ class MatchSessions:
                     await own_done.wait()
                     rows = await asyncio.to_thread(self._disclose, st, grants, bytes(hashes),
                                                    list(msg.disclose.positions), m.limit, own_stats[0])
-                    await admission.served(len(rows))
-                    recorded.append(True)
+                    await record_served(len(rows))
                     await out.put(adapter_pb2.MatchOut(rows=adapter_pb2.DisclosedRows(rows=rows)))
                 else:
                     raise RemoteProtocolError(f"unexpected {kind} in a {m.mode} match as {m.role}")
@@ -219,13 +218,25 @@ class MatchSessions:
             try:
                 await asyncio.gather(produce_own(), consume_peer())
                 if not recorded:  # tokens only, or a disclosure nobody asked for: nothing but tokens left
-                    await admission.served(0 if grants else (own_stats[2] if own_stats else 0))
-                    recorded.append(True)
-                await out.put(None)
+                    await record_served(0 if grants else (own_stats[2] if own_stats else 0))
+                await out.put(None)  # the stream ends only after the session is recorded
             except BaseException as exc:  # handed to the writer, which raises it in the handler
                 await out.put(exc)
 
         recorded: list[bool] = []
+
+        async def record_served(rows: int) -> None:
+            """Record `served` once; from its start it is the session's record, never followed by `stopped`."""
+            write = asyncio.ensure_future(admission.served(rows))
+            recorded.append(True)
+            try:
+                await asyncio.shield(write)  # a cancellation now does not cut the record short
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                recorded.clear()  # not recorded: the failure is, as `stopped`
+                raise
+
         worker = asyncio.create_task(run_all())
         self.active += 1
         stopped = "cancelled by the gateway (the query was cancelled, timed out or failed elsewhere)"

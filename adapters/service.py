@@ -130,5 +130,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                     context: grpc.aio.ServicerContext) -> AsyncIterator[adapter_pb2.MatchOut]:
         require_gateway()
         with tracer.start_as_current_span("match.session"):
-            async for message in self._sessions.serve(request_iterator):
-                yield message
+            # Closed here when the call ends early, so the session's clean-up and record happen now.
+            async with contextlib.aclosing(self._sessions.serve(request_iterator)) as session:
+                async for message in session:
+                    yield message

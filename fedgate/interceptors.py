@@ -8,7 +8,14 @@ For every method except health and reflection, in this order:
    (action, datasets, fields, purpose, case number, rule, result sizes);
 3. completion hook (the gateway's audit log): called with the record and the
    final status *before* the reply leaves, so an acknowledged request is
-   always logged; if the hook fails the call fails with UNAVAILABLE;
+   always logged; if the hook fails the call fails with UNAVAILABLE. For a
+   response stream the last message is held back until the hook has run; a
+   stream whose results leave in earlier messages (a match's result after its
+   progress, a comparison's flags before its disclosed rows) logs its outcome
+   itself with ``log_outcome`` before they leave, and the hook then runs only
+   for a failure that follows a partial outcome. Nothing reaches a client
+   that the log does not cover, and a client is told "not served" only when
+   nothing was;
 4. error mapping: a FedgateError becomes its status code (fedgate.status);
    anything unexpected becomes INTERNAL with a generic message (details are
    logged here, never sent to the caller).
@@ -22,15 +29,16 @@ outlive it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from fedgate.errors import FedgateError, InvalidInput, Unauthenticated
+from fedgate.errors import FedgateError, InvalidInput, Unauthenticated, Unavailable
 from fedgate.identity import Identity, identity_from_pem
 from fedgate.status import status_for
 from fedgate.telemetry import current_trace_id
@@ -59,6 +67,19 @@ class RequestRecord:
     params: dict[str, str] = field(default_factory=dict)
     # False: a routine call the service judged not worth an entry when it succeeds (a lease renewal).
     audit: bool = True
+    # Set by `log_outcome`: an OK outcome covering what was sent so far is in the log; `final_logged`
+    # when it covers the whole call, so nothing more is appended for it.
+    outcome_logged: bool = False
+    final_logged: bool = False
+
+
+NOT_SERVED = "the audit log is unavailable, so the request was not served; retry later"
+INCOMPLETE = ("the audit log is unavailable, so the answer is incomplete: what was sent is logged, "
+              "the rest was withheld; retry later")
+
+
+class AuditUnavailable(Unavailable):
+    """A request's outcome could not be logged, so what it would have released was not sent."""
 
 
 CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]]
@@ -66,6 +87,7 @@ CompletionHook = Callable[[RequestRecord, grpc.StatusCode, str], Awaitable[None]
 _identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("fedgate_identity")
 _record: contextvars.ContextVar[RequestRecord] = contextvars.ContextVar("fedgate_record")
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("fedgate_deadline", default=None)
+_hook: contextvars.ContextVar[CompletionHook | None] = contextvars.ContextVar("fedgate_hook", default=None)
 CANCELLED_MESSAGE = "cancelled by the caller, or its deadline passed"
 
 
@@ -88,6 +110,29 @@ def current_identity() -> Identity:
 def current_record() -> RequestRecord:
     """The record of the RPC being served, for the service to annotate."""
     return _record.get()
+
+
+async def log_outcome(record: RequestRecord, reason: str = "", final: bool = True) -> None:
+    """Log the call's OK outcome now, before the results it covers leave (response streams).
+
+    The record's sizes at this moment go into the entry. ``final=False`` for a
+    stage after which more is released (a comparison's flags before its
+    disclosed rows): that stage logs again before it leaves. Raises
+    ``AuditUnavailable`` if the log cannot take the entry; a no-op on a server
+    without an audit log, or once a final outcome is logged.
+    """
+    hook = _hook.get()
+    if hook is None or record.final_logged:
+        return
+    try:
+        await hook(record, grpc.StatusCode.OK, reason)
+    except Exception as exc:
+        log.error("audit hook failed for %s", record.method, exc_info=exc)
+        if "disclosed_rows" in record.result_sizes:  # the failure's own entry must not read as a disclosure
+            record.result_sizes["disclosed_rows"] = 0
+        raise AuditUnavailable(INCOMPLETE if record.outcome_logged else NOT_SERVED) from None
+    record.outcome_logged = True
+    record.final_logged = final
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
@@ -122,6 +167,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
 
     def __init__(self, on_complete: CompletionHook | None = None) -> None:
         self._on_complete = on_complete
+        # With a hook, a response stream holds back its last message until the outcome is logged.
+        self._hold_last = on_complete is not None
 
     async def intercept_service(
         self,
@@ -143,11 +190,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
         return make(wrap(behavior, method, streaming), request_deserializer=_tolerant(handler.request_deserializer),
                     response_serializer=handler.response_serializer)
 
-    @staticmethod
-    def _begin(method: str) -> RequestRecord:
+    def _begin(self, method: str) -> RequestRecord:
         """The record of this call, in place before anything can fail, so a refusal is recorded too."""
         record = RequestRecord(method, trace_id=current_trace_id())
         _record.set(record)
+        _hook.set(self._on_complete)
         return record
 
     @staticmethod
@@ -159,8 +206,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
 
     async def _cancelled(self, record: RequestRecord) -> None:
         """Record a call that ended by cancellation; shielded, so the record survives the cancellation."""
-        if self._on_complete is None:
-            return
+        if self._on_complete is None or record.final_logged:
+            return  # final: its outcome is logged, and the client went away as the last message left
         try:
             await asyncio.shield(self._on_complete(record, grpc.StatusCode.CANCELLED, CANCELLED_MESSAGE))
         except asyncio.CancelledError:
@@ -169,15 +216,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
             log.error("audit hook failed for cancelled %s", record.method, exc_info=exc)
 
     async def _finish(self, record: RequestRecord, code: grpc.StatusCode, message: str,
-                      context: grpc.aio.ServicerContext) -> None:
-        """Run the completion hook, then abort with `code` unless it is OK."""
-        if self._on_complete is not None:
+                      context: grpc.aio.ServicerContext, sent: bool = False) -> None:
+        """Run the completion hook, then abort with `code` unless it is OK.
+
+        `sent`: messages of this call have left already, so a failed hook must not say "not served".
+        """
+        if record.final_logged:
+            if code is not grpc.StatusCode.OK:  # after its outcome was logged: only in sending the last message
+                log.error("%s failed (%s) after its outcome was logged: %s", record.method, code.name, message)
+        elif self._on_complete is not None:
             try:
                 await self._on_complete(record, code, message)
             except Exception as exc:  # the request must not succeed unrecorded
                 log.error("audit hook failed for %s", record.method, exc_info=exc)
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    "the audit log is unavailable, so the request was not served; retry later")
+                refusal = message if code is grpc.StatusCode.UNAVAILABLE and message in (NOT_SERVED, INCOMPLETE) \
+                    else INCOMPLETE if sent or record.outcome_logged else NOT_SERVED
+                await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message)
 
@@ -200,23 +254,39 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
             return result
         return wrapper
 
-    def _wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str,
+    def _wrap_stream(self, behavior: Callable[..., AsyncGenerator[Any, None]], method: str,
                      streaming: bool) -> Callable[..., AsyncIterator[Any]]:
+        # A client of a bidirectional stream may wait for a message before it sends the next (a
+        # comparison's result before its flagged pairs): holding one back there could deadlock.
+        hold_last = self._hold_last and not streaming
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             record = self._begin(method)
+            held: list[Any] = []  # the last message, until the outcome is logged
+            sent = False
             try:
                 self._identify(record, context)
-                async for item in behavior(_checked(request, method, streaming), context):
-                    yield item
+                # Closed here, in the call's task, when the call ends early (see telemetry.StreamServerSpans).
+                async with contextlib.aclosing(behavior(_checked(request, method, streaming), context)) as stream:
+                    async for item in stream:
+                        if hold_last:
+                            held.append(item)
+                            if len(held) == 1:
+                                continue
+                            item = held.pop(0)
+                        sent = True
+                        yield item
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
                 await self._cancelled(record)
                 raise
             except Exception as exc:
-                await self._finish(record, *_status_of(exc, method, context), context)
+                await self._finish(record, *_status_of(exc, method, context), context, sent)
                 raise
-            await self._finish(record, grpc.StatusCode.OK, "", context)
+            await self._finish(record, grpc.StatusCode.OK, "", context, sent)
+            for item in held:
+                yield item
         return wrapper
 
 

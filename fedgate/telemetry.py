@@ -23,19 +23,23 @@ What may reach a span (docs/architecture.md: "sizes, indexes and ids"):
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
+import functools
 import inspect
 import logging
 import math
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
@@ -222,8 +226,125 @@ def tracing_info() -> TracingInfo | None:
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """The tracing server interceptor; put it FIRST so its span covers identity, audit and error mapping."""
-    return [aio_server_interceptor(filter_=_traced_server_call)]  # type: ignore[no-untyped-call]
+    """The tracing server interceptors; put them FIRST so their spans cover identity, audit and error mapping.
+
+    Unary calls are traced by the OpenTelemetry instrumentation, response-streaming
+    calls by ``StreamServerSpans`` (see there why).
+    """
+    return [StreamServerSpans(),
+            aio_server_interceptor(filter_=_traced_server_call)]  # type: ignore[no-untyped-call]
+
+
+class StreamServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc ships no type information)
+    """The server span of every response-streaming call, and the closing of its handler in the call's task.
+
+    Why not the instrumentation's aio stream wrapper: grpc.aio iterates a streaming
+    handler's async generator and, when the call ends while the generator waits at a
+    ``yield`` (the client cancelled while a message was being sent), never closes it
+    (grpc/grpc#42295). Garbage collection closes it later, in a task with another
+    ``contextvars`` context, where the wrapper's ``detach`` of the context it attached
+    fails: "Failed to detach context" and a ValueError traceback for each such call,
+    and every ``finally`` of the handler runs late. Here the handler becomes a
+    coroutine that writes each message itself (``context.write``) and closes the
+    generator in the call's own task, so the span, and every context attached under
+    it, ends where it began. Span name and attributes are the instrumentation's.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        if handler is None or not handler.response_streaming or not _response_streaming(method) \
+                or method.startswith(UNTRACED_PREFIXES):
+            return handler  # the instrumentation's filter took the same decision the other way
+        if handler.unary_stream is not None:
+            inner, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            inner, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        return make(_traced_stream(inner, method), request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+def _traced_stream(inner: Callable[..., AsyncGenerator[Any, None]], method: str) -> Callable[..., Awaitable[None]]:
+    tracer = trace.get_tracer(__name__)
+
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> None:
+        metadata = {md.key: md.value for md in context.invocation_metadata() or ()}
+        parent = propagate.extract(metadata)
+        code = grpc.StatusCode.OK
+        with tracer.start_as_current_span(method, context=parent, kind=trace.SpanKind.SERVER,
+                                          attributes=_stream_attributes(method, context),
+                                          record_exception=False, set_status_on_exception=False) as span:
+            try:
+                async with contextlib.aclosing(inner(request, context)) as stream:
+                    async for message in stream:
+                        try:
+                            await context.write(message)
+                        except Exception as exc:
+                            if not _call_gone(exc):
+                                raise
+                            # The client went away (cancelled, or its deadline passed) while this message
+                            # was being sent: the handler ends as a cancelled call, and records itself so.
+                            await stream.athrow(asyncio.CancelledError())
+                            raise asyncio.CancelledError() from None
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in _ERROR_CODES:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
+
+    return behavior
+
+
+def _call_gone(exc: Exception) -> bool:
+    """Whether a failed ``context.write`` means the call is over (grpc's core refused the send batch).
+
+    grpc raises its Cython ``ExecuteBatchError`` there, which it does not export; a send
+    fails that way only when the call has ended under the handler.
+    """
+    return type(exc).__module__.startswith("grpc._cython") and type(exc).__name__ == "ExecuteBatchError"
+
+
+# The codes the instrumentation marks as a server error (the rest are the caller's doing).
+_ERROR_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED,
+                          grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL,
+                          grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
+
+
+def _stream_attributes(method: str, context: grpc.aio.ServicerContext) -> dict[str, AttributeValue]:
+    """The attributes the instrumentation gives a server span: method, service and peer."""
+    service, _, name = method.lstrip("/").partition("/")
+    attributes: dict[str, AttributeValue] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name,
+                                             "rpc.grpc.status_code": grpc.StatusCode.OK.value[0]}
+    peer = context.peer() or ""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        host, _, port = peer.split(",")[0].split(":", 1)[1].rpartition(":")
+        attributes.update({"net.peer.ip": host, "net.peer.port": port})
+        if host in ("[::1]", "127.0.0.1"):
+            attributes["net.peer.name"] = "localhost"
+    return attributes
+
+
+@functools.lru_cache(maxsize=256)
+def _response_streaming(method: str) -> bool:
+    """Whether `method` (/package.Service/Method) streams its responses, by its registered descriptor."""
+    service, _, name = method.lstrip("/").partition("/")
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
+    except KeyError:
+        return False  # not a registered protobuf service (a test's generic handler): the instrumentation traces it
+    return found is not None and bool(found.server_streaming)
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
@@ -415,7 +536,9 @@ def _install_forwarder() -> None:
 
 
 def _traced_server_call(details: grpc.HandlerCallDetails) -> bool:
-    return not (details.method or "").startswith(UNTRACED_PREFIXES)
+    """For the instrumentation: unary calls only (``StreamServerSpans`` traces the streaming ones)."""
+    method = details.method or ""
+    return not method.startswith(UNTRACED_PREFIXES) and not _response_streaming(method)
 
 
 def _traced_client_call(details: grpc.aio.ClientCallDetails) -> bool:

@@ -64,6 +64,12 @@ class SideStats:
     missing_values: int = 0
 
 
+def _coarse(tokens: int) -> int:
+    """A side's token count as progress shows it: rounded down to the step, since an exact size would
+    reach the supervisor before min_set_size is checked."""
+    return tokens - tokens % PROGRESS_EVERY
+
+
 @dataclass(frozen=True)
 class Progress:
     phase: str
@@ -122,6 +128,24 @@ class _Session:
         if msg is grpc.aio.EOF:
             raise RemoteProtocolError(f"department '{self.side.department}' ended the match stream early")
         return msg
+
+    async def finish(self) -> None:
+        """Read the stream to its natural end: the adapter records the session, then ends the call.
+
+        Never a cancel on success: a cancel races the department's own record of
+        what it served (it would read "stopped: cancelled by the gateway").
+        """
+        try:
+            msg = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
+        except TimeoutError:
+            self.call.cancel()
+            raise Unavailable(f"department '{self.side.department}' did not end the match stream within "
+                              f"{self.idle_timeout_s:g} s; the query was stopped") from None
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        if msg is not grpc.aio.EOF:
+            raise RemoteProtocolError(f"department '{self.side.department}' sent {msg.WhichOneof('msg')} "
+                                      "after the end of the match")
 
     async def write(self, msg: adapter_pb2.MatchIn) -> None:
         try:
@@ -229,7 +253,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                     before, own_count = own_count, own_count + len(msg.own_tokens.data) // (
                         TOKEN_BYTES if mode == "keyed" else 32)
                     if own_count // PROGRESS_EVERY != before // PROGRESS_EVERY:
-                        progress.put_nowait(Progress(name, me.side.department, own_count))
+                        progress.put_nowait(Progress(name, me.side.department, _coarse(own_count)))
                 elif kind == "own_values" and name in outcome.values:
                     outcome.values[name].add(msg.own_values.data, msg.own_values.rows)
                 elif kind == "own_done":
@@ -241,7 +265,7 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
                     if mode != "keyed":
                         peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_done=msg.own_done))
                     finished["own"] = True
-                    progress.put_nowait(Progress(name, me.side.department, own_count))
+                    progress.put_nowait(Progress(name, me.side.department, _coarse(own_count)))
                 elif kind == "reblinded" and mode != "keyed":
                     # This side finished the other side's tokens: they belong to the other side.
                     add_tokens(other_side, msg.reblinded.data)
@@ -277,6 +301,9 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
         ls.outbox.put_nowait(None)
         rs.outbox.put_nowait(None)
         await asyncio.gather(*tasks)
+        # Both departments record the session as served and end their streams; only then is the
+        # query over (and its outcome logged by the caller).
+        await asyncio.gather(ls.finish(), rs.finish())
     finally:
         for task in tasks:
             task.cancel()
@@ -284,5 +311,6 @@ async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: 
             readers.cancel()
             with contextlib.suppress(BaseException):
                 await readers
+        # A no-op for a stream that ended; stops the department's work on failure or cancellation.
         ls.cancel()
         rs.cancel()

@@ -44,7 +44,7 @@ from fedgate.gateway.registry_store import Department
 from fedgate.gateway.safeguards import QuotaBook, Safeguards
 from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
-from fedgate.interceptors import RequestRecord
+from fedgate.interceptors import RequestRecord, log_outcome
 from fedgate.row_limit import RowLimit, quota_rule
 from fedgate.telemetry import safe_attributes
 from fedgate.supervisor_keys import key_statement
@@ -319,15 +319,9 @@ class QueryEngine:
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1 or outcome.left is not None:
                     raise
-        result = outcome.intersection
-        assert result is not None and outcome.left and outcome.right
-        record.result_sizes.update(left_rows=outcome.left.rows, right_rows=outcome.right.rows,
-                                   left_invalid=outcome.left.invalid_identifiers,
-                                   right_invalid=outcome.right.invalid_identifiers,
-                                   cardinality=result.cardinality, disclosed_rows=len(outcome.rows))
-        if outcome.values:
-            record.result_sizes.update(left_missing_values=outcome.left.missing_values,
-                                       right_missing_values=outcome.right.missing_values)
+        _record_sizes(record, outcome)
+        # The outcome is in the log before the result leaves (the caller yields it after this).
+        await log_outcome(record)
         self._quotas.charge_rows(caller, len(outcome.rows))
 
     def _limit(self, caller: Identity, limit: int, grants: list[FieldGrant]) -> int:
@@ -452,13 +446,22 @@ class QueryEngine:
             assert result is not None
             pairs = len(result.pair_left)
             record.result_sizes["pairs"] = pairs
+            _record_sizes(record, done)
+            # The flags are results: logged before the first leaves. Flagged rows, if asked for, are
+            # logged again before they leave (the end of _run_match).
+            await log_outcome(record, "" if not grants else "comparison results sent; the flagged rows "
+                              "disclosed, if any, are in the next entry of this query", final=not grants)
             yield Progress("compare", "", pairs)
-            with tracer.start_as_current_span("homomorphic.compare") as span:
-                span.set_attributes(safe_attributes(**{"fedgate.pairs": pairs}))
+            # Not the current span: it spans yields, and a generator closed late (another context) could
+            # not detach it (see telemetry.StreamServerSpans).
+            span = tracer.start_span("homomorphic.compare", attributes=safe_attributes(**{"fedgate.pairs": pairs}))
+            try:
                 async for packed in packed_comparisons(self._pool, q.paillier_key, done.values["left"],
                                                        done.values["right"], result.pair_left, result.pair_right,
                                                        q.left_weight, q.right_weight, VALUE_BOUND, packing):
                     yield PackedResults(packed)
+            finally:
+                span.end()
             yield ComparisonsSent(pairs, packing)
             if not grants:
                 return
@@ -536,6 +539,19 @@ def _note_limit(record: RequestRecord, requested: int, applied: int) -> None:
     """Keep the limit asked for in the entry when a safeguard lowered it (params["limit"] is the applied one)."""
     if applied != requested:
         record.params["limit_requested"] = str(requested)
+
+
+def _record_sizes(record: RequestRecord, outcome: MatchOutcome) -> None:
+    """A match's sizes (sets, invalid keys, intersection, disclosed rows) into the record."""
+    result = outcome.intersection
+    assert result is not None and outcome.left and outcome.right
+    record.result_sizes.update(left_rows=outcome.left.rows, right_rows=outcome.right.rows,
+                               left_invalid=outcome.left.invalid_identifiers,
+                               right_invalid=outcome.right.invalid_identifiers,
+                               cardinality=result.cardinality, disclosed_rows=len(outcome.rows))
+    if outcome.values:
+        record.result_sizes.update(left_missing_values=outcome.left.missing_values,
+                                   right_missing_values=outcome.right.missing_values)
 
 
 def _add_rule(record: RequestRecord, rule: str) -> None:
