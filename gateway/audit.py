@@ -78,14 +78,9 @@ class AuditRecorder:
 
 
 @dataclass(frozen=True)
-class SearchCriteria:
-    subject: str = ""
-    dataset: str = ""
-    case_number: str = ""
-    decision: str = ""
-    action: str = ""
-    since: str = ""
-    until: str = ""
+class SearchCriteria(audit_search.Criteria):
+    """The criteria of one search, checked and normalised when built, and how many entries to return."""
+
     limit: int = 50
 
     def __post_init__(self) -> None:
