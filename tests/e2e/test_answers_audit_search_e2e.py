@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import support
-from answers_deploy import deployed
+from deployment import deployed
 
 WHY = ("--purpose", "核查", "--case", "AS-1")
 

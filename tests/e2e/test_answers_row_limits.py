@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import support
-from answers_deploy import deployed
+from deployment import deployed
 
 QUOTA = "min_set_size = 10\n[quotas.supervisor]\nqueries_per_day = 100\ndisclosed_rows_per_day = 40\n"
 WHY = ("--purpose", "核查", "--case", "ROWS-1")

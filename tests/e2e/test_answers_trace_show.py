@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import support
-from answers_deploy import deployed
+from deployment import deployed
 
 
 def test_trace_show_finds_the_stores_of_the_configurations_here(tmp_path: Path) -> None:

@@ -11,15 +11,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import shutil
-
 import support
-from fedgate import pki
-from fedgate.classification import policies_dir
+from deployment import deployed
 from fedgate.client import GatewayClient
 from fedgate.tls import TlsFiles
-from fedgate.demo import processes
-from fedgate.identity import Identity
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -75,38 +70,14 @@ def _alive(pid: int) -> bool:
 
 
 async def test_an_adapter_killed_with_sigkill_leaves_no_worker_or_resource_tracker(tmp_path: Path) -> None:
-    certs = tmp_path / "certs"
-    pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR])
-    pol = tmp_path / "policies"
-    shutil.copytree(policies_dir(), pol, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    (pol / "safeguards.toml").write_text("min_set_size = 10\n")  # the sets here are small
-    (tmp_path / "gateway.toml").write_text(support.gateway_toml(tmp_path / "gw", certs).replace(
-        "[tls]", f'policy_dir = "{pol}"\n\n[tls]'))
-    started: list[processes.ServerProcess] = []
-    try:
-        gw = processes.start("gateway", ["gateway", "serve", "--config", str(tmp_path / "gateway.toml")], tmp_path)
-        started.append(gw)
-        processes.wait_ready(gw)
-        csv = tmp_path / "s.csv"
-        csv.write_text(support.SUBSIDIES_CSV, encoding="utf-8")
-        db = tmp_path / "samr.db"
-        support.write_companies(f"sqlite:///{db}", n=15)
-        for dept, decl in (("hrss", support.SUBSIDIES_DECL.format(path=csv)),
-                           ("samr", support.COMPANIES_DECL.format(kind="sqlite", where=f'path = "{db}"'))):
-            cfg = tmp_path / f"{dept}.toml"
-            cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gw.port}", certs, decl,
-                                                vkey=tmp_path / "gw" / "log-signing.vkey")
-                           .replace("workers = 0", "workers = 1")
-                           .replace("[tls]", f'data_dir = "{tmp_path / dept}"\n\n[tls]'))
-            started.append(processes.start(f"adapter-{dept}", ["adapter", "serve", "--config", str(cfg)], tmp_path))
-        for proc in started[1:]:
-            processes.wait_ready(proc)
+    with deployed(tmp_path, workers=1) as d:
         # A match blinds on the adapters' worker pools, which starts their workers.
-        async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(certs, support.SUPERVISOR)) as client:
+        supervisor = TlsFiles.in_dir(d.certs, support.SUPERVISOR)
+        async with GatewayClient(f"127.0.0.1:{d.gateway.port}", supervisor) as client:
             got = await client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), "核查",
                                      "LEFT-1", "ecdh")
         assert got.cardinality == 14
-        adapter = started[1]
+        adapter = d.adapters["hrss"]
         pid = json.loads(adapter.ready_file.read_text())["pid"]
         helpers = _children(pid)
         commands = {p: (Path("/proc") / str(p) / "cmdline").read_bytes() for p in helpers}
@@ -121,6 +92,4 @@ async def test_an_adapter_killed_with_sigkill_leaves_no_worker_or_resource_track
         for p in left:
             os.kill(p, signal.SIGKILL)
         assert not left, f"the killed adapter's worker or resource tracker is still running: {left}"
-    finally:
-        for proc in reversed(started):
-            processes.stop(proc)
+

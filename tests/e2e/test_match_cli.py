@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import support
-from fedgate import pki
-from fedgate.classification import policies_dir
-from fedgate.demo import processes
-from fedgate.identity import Identity
-from fedgate.tls import TlsFiles
+from deployment import deployed
 
 
 def test_query_match_cli(tmp_path: Path) -> None:
-    certs = tmp_path / "certs"
-    pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR])
-    pol = tmp_path / "policies"
-    shutil.copytree(policies_dir(), pol, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    (pol / "safeguards.toml").write_text("min_set_size = 10\n")  # the sets here are small
-    (tmp_path / "gateway.toml").write_text(support.gateway_toml(tmp_path / "gw", certs).replace(
-        "[tls]", f'policy_dir = "{pol}"\n\n[tls]'))
-    started: list[processes.ServerProcess] = []
-    try:
-        gw = processes.start("gateway", ["gateway", "serve", "--config", str(tmp_path / "gateway.toml")], tmp_path)
-        started.append(gw)
-        processes.wait_ready(gw)
-        csv = tmp_path / "s.csv"
-        csv.write_text(support.SUBSIDIES_CSV, encoding="utf-8")
-        db = tmp_path / "samr.db"
-        support.write_companies(f"sqlite:///{db}", n=15)
-        for dept, decl in (("hrss", support.SUBSIDIES_DECL.format(path=csv)),
-                           ("samr", support.COMPANIES_DECL.format(kind="sqlite", where=f'path = "{db}"'))):
-            cfg = tmp_path / f"{dept}.toml"
-            cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gw.port}", certs, decl,
-                                                vkey=tmp_path / "gw" / "log-signing.vkey")
-                           .replace("workers = 0", "workers = 1")
-                           .replace("[tls]", f'data_dir = "{tmp_path / dept}"\n\n[tls]'))
-            started.append(processes.start(dept, ["adapter", "serve", "--config", str(cfg)], tmp_path))
-        for proc in started[1:]:
-            processes.wait_ready(proc)
-        files = TlsFiles.in_dir(certs, support.SUPERVISOR)
-        env = {**os.environ, "FEDGATE_GATEWAY": f"127.0.0.1:{gw.port}", "FEDGATE_CA": str(files.ca),
-               "FEDGATE_CERT": str(files.cert), "FEDGATE_KEY": str(files.key)}
+    with deployed(tmp_path, workers=1) as d:
+        env = d.env()
         for mode in ("keyed", "ecdh"):
             out = subprocess.run(
                 [sys.executable, "-m", "fedgate", "query", "match", "hrss.subsidies.uscc", "samr.companies.uscc",
@@ -86,6 +52,3 @@ def test_query_match_cli(tmp_path: Path) -> None:
             assert got["pairs"] == 20 and len(got["flagged_pairs"]) == flagged and len(got["rows"]) == flagged
         refused = fedgate("sum", "hrss.subsidies.uscc", "samr.companies.uscc", "--field", "company_name")
         assert refused.returncode != 0 and "only integer fields" in refused.stderr + refused.stdout
-    finally:
-        for proc in reversed(started):
-            processes.stop(proc)

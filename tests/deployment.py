@@ -1,4 +1,4 @@
-"""A gateway and two department adapters as separate processes, for CLI tests of what answers say."""
+"""A gateway and two department adapters as separate processes, for tests of the CLI and of processes."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n") -> Iterator[Deployment]:
-    """hrss.subsidies (20 rows, CSV) and samr.companies (15 rows, SQLite) behind a gateway, all processes."""
+def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: int = 0) -> Iterator[Deployment]:
+    """hrss.subsidies (20 rows, CSV) and samr.companies (15 rows, SQLite) behind a gateway, all processes;
+    `workers` worker processes per adapter."""
     certs = tmp_path / "certs"
     pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR,
                          support.OFFICER])
@@ -63,6 +64,7 @@ def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n") -> Iterato
             cfg = tmp_path / f"{dept}.toml"
             cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gw.port}", certs, decl,
                                                 vkey=tmp_path / "gw" / "log-signing.vkey")
+                           .replace("workers = 0", f"workers = {workers}")
                            .replace("[tls]", f'data_dir = "{tmp_path / dept}"\n\n[tls]'))
             adapters[dept] = processes.start(dept, ["adapter", "serve", "--config", str(cfg)], tmp_path)
             started.append(adapters[dept])
