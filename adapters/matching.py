@@ -27,7 +27,7 @@ from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, reblind, tokens_for
 from fedgate.adapters.sources import Source
-from fedgate.adapters.tickets import Admission, TicketGate
+from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.worker_pool import WorkerPool
 from fedgate.classification import Levels
 from fedgate.crypto import psi
@@ -36,7 +36,6 @@ from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, public_key_from_bytes
 from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
 from fedgate.errors import (
     FailedPrecondition,
-    FedgateError,
     InvalidIdentifier,
     InvalidInput,
     RemoteProtocolError,
@@ -137,7 +136,8 @@ class MatchSessions:
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, m.peer_department) if m.role == "left"
                        else (m.peer_department, self._department))
-        secret, started = self._secret(m, seal_context(query_id, left, right))
+        async with recording_stops(admission):  # a key that does not open ends the session here
+            secret, started = self._secret(m, seal_context(query_id, left, right))
 
         out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
         await out.put(adapter_pb2.MatchOut(started=started))
@@ -239,11 +239,11 @@ class MatchSessions:
 
         worker = asyncio.create_task(run_all())
         self.active += 1
-        stopped = "cancelled by the gateway (the query was cancelled, timed out or failed elsewhere)"
+        stopped = CANCELLED
         try:
             while (item := await out.get()) is not None:
                 if isinstance(item, BaseException):
-                    stopped = str(item) if isinstance(item, FedgateError) else type(item).__name__
+                    stopped = stop_reason(item)
                     raise item
                 yield item
         finally:
@@ -251,10 +251,11 @@ class MatchSessions:
             worker.cancel()
             with contextlib.suppress(BaseException):
                 await worker
-            self.active -= 1
             if not recorded:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(admission.stopped(stopped))
+            # Only now: Adapter.stop waits for no active session before it closes the disclosure log.
+            self.active -= 1
 
     async def _check_key_vouched(self, admission: Admission, m: adapter_pb2.MatchStart) -> None:
         """Encrypt only under a key the supervisor who asked (the logged subject) signed, or refuse."""

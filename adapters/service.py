@@ -13,10 +13,10 @@ from opentelemetry import trace
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
-from fedgate.adapters.tickets import Admission, TicketGate
+from fedgate.adapters.tickets import TicketGate, recording_stops
 from fedgate.classification import Levels
 from fedgate.datasets import FieldGrant
-from fedgate.errors import FailedPrecondition, FedgateError, InvalidInput, PermissionDenied
+from fedgate.errors import FailedPrecondition, InvalidInput, PermissionDenied
 from fedgate.filters import Filter, parse_checked
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
@@ -34,24 +34,6 @@ def require_gateway() -> None:
     caller = current_identity()
     if caller.role is not Role.GATEWAY:
         raise PermissionDenied(f"adapters serve the gateway only (caller is {caller})")
-
-
-@contextlib.asynccontextmanager
-async def recording_stops(admission: Admission) -> AsyncIterator[None]:
-    """Record in the department's own log why admitted work ended without an answer (a source that
-    failed, with its reference; a cancellation), so its last word on the ticket is never `admitted`."""
-    try:
-        yield
-    except BaseException as exc:
-        if isinstance(exc, FedgateError):
-            reason = str(exc)
-        elif isinstance(exc, asyncio.CancelledError):
-            reason = "cancelled by the gateway (the query was cancelled, timed out or failed elsewhere)"
-        else:
-            reason = f"failed: {type(exc).__name__}"
-        with contextlib.suppress(BaseException):  # the record is shielded; the error below is what counts
-            await asyncio.shield(admission.stopped(reason))
-        raise
 
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fedgate.adapters.disclosure import Ask, check_ask
@@ -40,6 +41,30 @@ class Admission:
     async def stopped(self, reason: str) -> None:
         """Record that the work ended before an answer: cancelled, timed out or failed."""
         await self.gate.record_stopped(self, reason)
+
+
+CANCELLED = "cancelled by the gateway (the query was cancelled, timed out or failed elsewhere)"
+
+
+def stop_reason(exc: BaseException) -> str:
+    """Why admitted work ended without an answer, in the department's own log."""
+    if isinstance(exc, FedgateError):
+        return str(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return CANCELLED
+    return f"failed: {type(exc).__name__}"
+
+
+@contextlib.asynccontextmanager
+async def recording_stops(admission: Admission) -> AsyncIterator[None]:
+    """Record in the department's own log why admitted work ended without an answer (a source that
+    failed, with its reference; a cancellation), so its last word on the ticket is never `admitted`."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):  # the record is shielded; the error below is what counts
+            await asyncio.shield(admission.stopped(stop_reason(exc)))
+        raise
 
 
 class TicketGate:
