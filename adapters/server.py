@@ -211,48 +211,34 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
     """Check every source, start the adapter server, then register with the gateway."""
     check_own(config.tls, Identity.department(config.department))  # its key, its CA, this department's
     vkey = read_vkey(config.gateway_log_key)
-    # Before its disclosure log is opened: one adapter per data_dir.
-    data_lock = DataDirLock.acquire(config.data_dir, f"adapter of '{config.department}'")
-    try:
+    async with contextlib.AsyncExitStack() as undo:  # what is started so far, stopped if a later step fails
+        # Before its disclosure log is opened: one adapter per data_dir.
+        data_lock = DataDirLock.acquire(config.data_dir, f"adapter of '{config.department}'")
+        undo.callback(data_lock.release)
         matching_private = matching_keys.load_or_create(config.data_dir / "matching.key")
         matching_key = matching_keys.vouch(config.department, matching_private, config.tls)
         sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
         datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
         disclosures = DisclosureLog(config.data_dir / "disclosures.db")
-    except BaseException:
-        data_lock.release()
-        raise
-    gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s)
-    ca_pem, _, _ = config.tls.read()
-    # Started before the server: workers are spawned, never forked from a process running gRPC.
-    pool = WorkerPool(config.workers)
-    catalogue = Catalogue(datasets, sources)
-    sessions = MatchSessions(config.department, catalogue, gate, config.levels, pool, matching_private, ca_pem)
-    services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
-                        AdapterServicer(config.department, catalogue, gate, config.levels, sessions),
-                        adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
-    try:
+        undo.callback(disclosures.close)
+        gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s)
+        ca_pem, _, _ = config.tls.read()
+        # Started before the server: workers are spawned, never forked from a process running gRPC.
+        pool = WorkerPool(config.workers)
+        catalogue = Catalogue(datasets, sources)
+        sessions = MatchSessions(config.department, catalogue, gate, config.levels, pool, matching_private, ca_pem)
+        services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
+                            AdapterServicer(config.department, catalogue, gate, config.levels, sessions),
+                            adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
         running = await start_server(config.listen, config.tls, services)
-    except BaseException:
-        disclosures.close()
-        data_lock.release()
-        raise
-    try:
-        endpoint = advertised_endpoint(config, running.port)
-    except BaseException:
-        # Stop the server in this loop: left running, it outlives the loop and dies with a traceback.
-        await running.stop(0)
-        disclosures.close()
-        data_lock.release()
-        raise
-    adapter = Adapter(config, running, datasets, sources, endpoint, disclosures, matching_key, sessions, data_lock)
-    if register_now:
-        try:
+        # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
+        undo.push_async_callback(running.stop, 0)
+        adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),
+                          disclosures, matching_key, sessions, data_lock)
+        if register_now:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)
-        except BaseException:
-            await adapter.stop(0)
-            raise
-        adapter.lease = asyncio.create_task(keep_registered(adapter), name=f"lease-{config.department}")
+            adapter.lease = asyncio.create_task(keep_registered(adapter), name=f"lease-{config.department}")
+        undo.pop_all()
     return adapter
 
 
