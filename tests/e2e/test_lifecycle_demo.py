@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,20 +41,36 @@ def _descendants(roots: set[int]) -> set[int]:
 def test_sigterm_stops_every_server_of_a_kept_running_demo(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "fedgate", "demo", "--workdir", str(tmp_path), "--rows", ROWS,
                              "--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
+    out = proc.stdout
+    assert out is not None
+    # Read in a thread: a demo that hangs without a word must fail the test at the deadline, not block it.
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in iter(out.readline, ""):
+            lines.put(line)
+        lines.put(None)  # end of output: the demo exited
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 300
         seen = ""
         while "press Ctrl-C" not in seen:
-            line = proc.stdout.readline()
-            assert line and time.monotonic() < deadline, f"demo never came up:\n{seen}"
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            except queue.Empty:
+                line = None
+            assert line is not None, f"demo never came up:\n{seen}"
             seen += line
         servers = {json.loads(p.read_text())["pid"] for p in (tmp_path / "run").glob("*.ready.json")}
         assert len(servers) == 6 and all(_alive(p) for p in servers)  # gateway + five departments
         everything = _descendants(servers)  # and their worker pools and resource trackers
         assert len(everything) > len(servers)
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(30)
+        rest = "".join(iter(lines.get_nowait, None))
     finally:
         if proc.poll() is None:
             proc.kill()
