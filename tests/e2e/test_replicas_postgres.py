@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,9 @@ async def test_a_replica_starts_every_time_while_another_appends(servers, tmp_pa
     failures: list[str] = []
     store = await asyncio.to_thread(AuditStore.open, pg_url)
     try:
-        while appended < 5:
+        deadline = time.monotonic() + 60
+        while appended < 5:  # a writer that failed must end the test, not hang it
+            assert not writer.done() and time.monotonic() < deadline, "the other replica did not append"
             await asyncio.sleep(0.01)
         # The replica's start-up read of the log, many times, each racing the other replica's appends.
         for _ in range(60):

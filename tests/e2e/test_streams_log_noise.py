@@ -6,7 +6,7 @@ message was being sent): the generator is finalised later by garbage
 collection, in another asyncio context, where OpenTelemetry's server
 interceptor cannot detach the context it attached ("Failed to detach context",
 with a ValueError traceback). fedgate closes the generator chain in the call's
-own task instead (``fedgate.serving``).
+own task instead (``fedgate.telemetry.StreamServerSpans``).
 """
 
 from __future__ import annotations
