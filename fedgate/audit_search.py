@@ -66,16 +66,23 @@ def point_in_time(text: str, name: str, now: dt.datetime) -> str:
     text = text.strip()
     if not text:
         return ""
+    try:
+        return rfc3339(_moment(text, name, now))
+    except OverflowError:  # an age of 999999d, or year 1 moved to UTC
+        raise InvalidInput(f"--{name}: {text[:64]!r} is out of range; write {TIME_FORMS}") from None
+
+
+def _moment(text: str, name: str, now: dt.datetime) -> dt.datetime:
     lowered = text.lower()
     midnight = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if lowered == "now":
-        return rfc3339(now)
+        return now
     if lowered == "today":
-        return rfc3339(midnight)
+        return midnight
     if lowered == "yesterday":
-        return rfc3339(midnight - dt.timedelta(days=1))
+        return midnight - dt.timedelta(days=1)
     if age := _AGE.match(lowered):
-        return rfc3339(now - dt.timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))}))
+        return now - dt.timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))})
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.UTC)
@@ -83,9 +90,7 @@ def point_in_time(text: str, name: str, now: dt.datetime) -> str:
             moment = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
     except ValueError:
         raise InvalidInput(f"--{name}: cannot read {text[:64]!r} as a time; write {TIME_FORMS}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return rfc3339(moment)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def normal_subject(text: str) -> str:

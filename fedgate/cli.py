@@ -623,10 +623,16 @@ ConfigsOpt = Annotated[list[Path], typer.Option("--config", help="A gateway's or
                                                                  "store in its data_dir; repeatable.")]
 
 
-def _span_stores(store: list[Path], config: list[Path]) -> Any:
+def _span_stores(store: list[Path], config: list[Path]) -> list[Path]:
+    """The span stores named (or found by default); NotFound says what was searched and what to pass."""
     from fedgate import span_stores
+    from fedgate.errors import NotFound
 
-    return span_stores.find(store, config)
+    found = span_stores.find(store, config)
+    if not found.stores:
+        raise NotFound(f"no span store found; looked at {'; '.join(found.searched)}. "
+                       f"{span_stores.how_to_point(capital=True)}")
+    return found.stores
 
 
 @trace_app.command("show")
@@ -638,14 +644,11 @@ def trace_show(trace_id: Annotated[str, typer.Argument(help="32 hex characters (
     from fedgate.trace_store import load_trace, render_tree
 
     def go() -> Any:
-        found = _span_stores(store, config)
-        if not found.stores:
-            raise NotFound(f"no span store found; looked at {'; '.join(found.searched)}. "
-                           f"{span_stores.how_to_point(capital=True)}")
-        spans = load_trace(found.stores, trace_id.strip().lower())
+        stores = _span_stores(store, config)
+        spans = load_trace(stores, trace_id.strip().lower())
         if not spans:
-            raise NotFound(f"no spans of trace {trace_id.strip()[:64]} in {len(found.stores)} span store(s): "
-                           f"{', '.join(map(str, found.stores))}. If the query ran elsewhere, "
+            raise NotFound(f"no spans of trace {trace_id.strip()[:64]} in {len(stores)} span store(s): "
+                           f"{', '.join(map(str, stores))}. If the query ran elsewhere, "
                            f"{span_stores.how_to_point()}")
         return spans
 
@@ -656,19 +659,10 @@ def trace_show(trace_id: Annotated[str, typer.Argument(help="32 hex characters (
 def trace_list(store: StoreOpt = [], config: ConfigsOpt = [],
                limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
     """The most recent traces in the span stores."""
-    from fedgate import span_stores
-    from fedgate.errors import NotFound
     from fedgate.trace_store import list_traces
 
-    def go() -> Any:
-        found = _span_stores(store, config)
-        if not found.stores:
-            raise NotFound(f"no span store found; looked at {'; '.join(found.searched)}. "
-                           f"{span_stores.how_to_point(capital=True)}")
-        return list_traces(found.stores, limit)
-
     table = RichTable("trace id", "root span", "start (UTC)", "spans")
-    for t in _run(go):
+    for t in _run(lambda: list_traces(_span_stores(store, config), limit)):
         table.add_row(t.trace_id, t.root_name,
                       dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.UTC).isoformat(timespec="seconds"),
                       str(t.span_count))

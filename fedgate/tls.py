@@ -123,6 +123,8 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+# gRPC's own words for a connection it could not set up; a server's refusal never starts so.
+_NO_CONNECTION = "failed to connect to all addresses"
 _HANDSHAKE_SIGNS = ("handshake", "ssl", "tls", "socket closed", "certificate")
 
 
@@ -130,10 +132,12 @@ def handshake_hint(details: str, address: str, files: TlsFiles, peer: str) -> st
     """For a connection that failed in the TLS handshake, the question to ask; None for other failures.
 
     gRPC reports a peer with a certificate from another CA only as "Socket closed" or
-    "Ssl handshake failed"; this names what to check.
+    "Tls handshake failed"; this names what to check. A message the peer itself sent (the
+    gateway could not reach an adapter's advertised endpoint, a department named "utls") is not
+    a handshake failure, whatever words it holds.
     """
     lowered = details.lower()
-    if not any(sign in lowered for sign in _HANDSHAKE_SIGNS):
+    if not lowered.startswith(_NO_CONNECTION) or not any(sign in lowered for sign in _HANDSHAKE_SIGNS):
         return None
     return (f"TLS handshake with {peer} at {address} failed: is {peer} using a certificate from the CA in "
             f"{files.ca}, and is your certificate ({files.cert}) from that CA too? ({details})")

@@ -9,7 +9,6 @@ PostgreSQL for shared, replicated deployments.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,8 +18,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from fedgate.crypto.merkle import NodeID, range_nodes
-from fedgate.errors import StoreClosed
-from fedgate.gateway.registry_store import make_engine
+from fedgate.gateway.registry_store import WriteGate, make_engine
 
 T = TypeVar("T")
 # (size, read frontier hashes) -> (completed nodes, signed checkpoint note, value for the caller)
@@ -109,19 +107,14 @@ class AuditStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         _meta.create_all(engine)
-        # Held by an append and by close: closing waits for the append in progress, and a
-        # later append is refused (a disposed engine would silently open a new pool).
-        self._writing = threading.Lock()
-        self._closed = False
+        self._writes = WriteGate(engine, "the audit store is closed: the gateway is shutting down")
 
     @classmethod
     def open(cls, url: str) -> AuditStore:
         return cls(make_engine(url))
 
     def close(self) -> None:
-        with self._writing:
-            self._closed = True
-            self._engine.dispose()
+        self._writes.close()
 
     def size(self) -> int:
         with self._engine.connect() as conn:
@@ -178,13 +171,7 @@ class AuditStore:
         PostgreSQL a transaction-scoped advisory lock serialises writers, so
         gateway replicas can share one log; SQLite has one writer process.
         """
-        with self._writing:
-            if self._closed:
-                raise StoreClosed("the audit store is closed: the gateway is shutting down")
-            return self._append_next(body, build)
-
-    def _append_next(self, body: bytes, build: Builder[T]) -> T:
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             if self._engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
             size = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(entries.c.idx) + 1, 0))).scalar_one())

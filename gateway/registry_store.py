@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,16 +121,41 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+class WriteGate:
+    """A store's writes and its close() take turns.
+
+    close() waits for the write in progress, and every later write is refused
+    with StoreClosed: a disposed engine would silently open a new pool.
+    """
+
+    def __init__(self, engine: sa.Engine, closed_message: str) -> None:
+        self._engine = engine
+        self._closed_message = closed_message
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A write transaction (as `Engine.begin`), or StoreClosed once the store is closed."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosed(self._closed_message)
+            with self._engine.begin() as conn:
+                yield conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._engine.dispose()
+
+
 class RegistryStore:
     """Departments and their dataset declarations."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         _meta.create_all(engine)
-        # Held by a registration and by close: closing waits for the write in progress, and a
-        # later one is refused (a disposed engine would silently open a new pool).
-        self._writing = threading.Lock()
-        self._closed = False
+        self._writes = WriteGate(engine, "the registry is closed: the gateway is shutting down")
 
     @classmethod
     def open(cls, url: str) -> RegistryStore:
@@ -139,23 +166,14 @@ class RegistryStore:
         return self._engine
 
     def close(self) -> None:
-        with self._writing:
-            self._closed = True
-            self._engine.dispose()
+        self._writes.close()
 
     def replace_department(self, code: str, display_name: str, endpoint: str,
                            decls: list[DatasetDecl], matching_key: MatchingKey | None = None) -> tuple[int, int]:
         """Make `decls` the department's whole dataset set, atomically; returns (registered, removed)."""
-        with self._writing:
-            if self._closed:
-                raise StoreClosed("the registry is closed: the gateway is shutting down")
-            return self._replace_department(code, display_name, endpoint, decls, matching_key)
-
-    def _replace_department(self, code: str, display_name: str, endpoint: str,
-                            decls: list[DatasetDecl], matching_key: MatchingKey | None) -> tuple[int, int]:
         now = dt.datetime.now(dt.UTC)
         names = [d.name for d in decls]
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             exists = conn.execute(sa.select(departments.c.code).where(departments.c.code == code)).first()
             row = {"display_name": display_name, "endpoint": endpoint, "updated_at": now,
                    "matching_key": matching_key.public_key if matching_key else None,
@@ -207,14 +225,14 @@ class RegistryStore:
     def record_check(self, code: str, endpoint: str, reachable: bool) -> None:
         """Store a health check of the department's adapter at `endpoint`, if that is still its endpoint."""
         now = dt.datetime.now(dt.UTC)
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             if self._is_current(conn, code, endpoint):
                 self._contact(conn, code, endpoint, now, reachable=reachable)
 
     def record_heartbeat(self, code: str, endpoint: str, counts: dict[str, int]) -> None:
         """Store a heartbeat: contact now, and the current row counts of the department's registered datasets."""
         now = dt.datetime.now(dt.UTC)
-        with self._engine.begin() as conn:
+        with self._writes.begin() as conn:
             if not self._is_current(conn, code, endpoint):
                 return
             self._contact(conn, code, endpoint, now)

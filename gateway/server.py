@@ -87,30 +87,25 @@ _GRPC = {registry_pb2: registry_pb2_grpc, audit_pb2: audit_pb2_grpc, query_pb2: 
 async def build_gateway(config: GatewayConfig) -> Gateway:
     """Load policy and keys, open the stores and start serving; returns once the port is bound."""
     check_own(config.tls, GATEWAY)  # the gateway's own certificate: its key, its CA, its identity
-    # First: a second gateway on this data_dir must not touch its stores at all.
-    data_lock = DataDirLock.acquire(config.data_dir, "gateway")
-    try:
+    async with contextlib.AsyncExitStack() as undo:  # a start that fails gives back what it took, in reverse
+        # First: a second gateway on this data_dir must not touch its stores at all.
+        data_lock = DataDirLock.acquire(config.data_dir, "gateway")
+        undo.callback(data_lock.release)
         policy_dir = config.effective_policy_dir
         levels = Levels.from_file(policy_dir / "levels.toml")
         policy = Policy.from_dir(policy_dir, levels)
         safeguards = Safeguards.from_file(policy_dir / "safeguards.toml")
         key = signing_key.load_or_create(config.effective_signing_key, config.log_origin)
         store = await asyncio.to_thread(RegistryStore.open, config.effective_registry_url)
-    except BaseException:
-        data_lock.release()
-        raise
-    try:
+        undo.callback(store.close)
         audit_store = await asyncio.to_thread(AuditStore.open, config.effective_audit_url)
-    except BaseException:
-        store.close()
-        data_lock.release()
-        raise
-    try:
+        undo.callback(audit_store.close)
         audit_log = await AuditLog.open(audit_store, key, config.log_origin)
         if config.effective_audit_url.startswith("sqlite"):
             await close_unfinished(audit_log)
         quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguards)
         links = AdapterLinks(config.tls)
+        undo.push_async_callback(links.close)
         registry = Registry(store, policy, links, config.health_check_s)
         engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s),
                              policy, safeguards, quotas, WorkerPool(config.workers), config.tls.read()[0],
@@ -122,11 +117,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             _service(policy_pb2, "PolicyService", PolicyServicer(policy)),
         ]
         running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log))
-    except BaseException:
-        store.close()
-        audit_store.close()
-        data_lock.release()
-        raise
+        undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
                       data_lock=data_lock)
     if config.policy_watch_s > 0:

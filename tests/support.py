@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -101,6 +104,26 @@ def postgres_reachable() -> bool:
         return True
     except Exception:
         return False
+
+
+@contextlib.contextmanager
+def private_pg_schema(prefix: str) -> Iterator[str]:
+    """A URL of the test PostgreSQL whose tables all live in a fresh schema, dropped afterwards; skips when
+    PostgreSQL is not reachable. Other tests (and other runs) use their own schemas at the same time."""
+    import pytest
+
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (database 'test', user 'postgres')")
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
 
 
 def pensions_csv(n: int = 150) -> str:

@@ -7,12 +7,11 @@ runs sharing the database never see each other's tables.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 import support
 from fedgate.audit_entry import AuditEntry, utc_now
@@ -32,18 +31,8 @@ WHY = ("副本测试", "DC-2026-812")
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose tables all live in a schema of their own."""
-    if not support.postgres_reachable():
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (database 'test', user 'postgres')")
-    schema = f"fg_replicas_{secrets.token_hex(4)}"
-    admin = sa.create_engine(support.PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{support.PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with support.private_pg_schema("fg_replicas") as url:
+        yield url
 
 
 async def _replica(servers, tmp_path: Path, name: str, url: str) -> Gateway:
@@ -77,7 +66,9 @@ async def test_a_replica_starts_every_time_while_another_appends(servers, tmp_pa
     failures: list[str] = []
     store = await asyncio.to_thread(AuditStore.open, pg_url)
     try:
-        while appended < 5:
+        deadline = time.monotonic() + 60
+        while appended < 5:  # a writer that failed must end the test, not hang it
+            assert not writer.done() and time.monotonic() < deadline, "the other replica did not append"
             await asyncio.sleep(0.01)
         # The replica's start-up read of the log, many times, each racing the other replica's appends.
         for _ in range(60):

@@ -55,3 +55,10 @@ def test_subjects_actions_datasets_decisions() -> None:
             call(bad)
     with pytest.raises(InvalidInput, match="later"):
         audit_search.checked(since="2026-12-02", until="2026-12-01", now=NOW)
+
+
+@pytest.mark.parametrize("text", ["999999d", "999999w", "0001-01-01T00:00:00+01:00"])
+def test_times_out_of_range_are_refused_not_crashed(text: str) -> None:
+    # Before: OverflowError, a traceback in the CLI and INTERNAL from the gateway's SearchEntries.
+    with pytest.raises(InvalidInput, match="--since: .* is out of range"):
+        audit_search.point_in_time(text, "since", NOW)

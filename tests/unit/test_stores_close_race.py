@@ -129,3 +129,24 @@ def test_closing_a_store_under_concurrent_writers_never_crashes_or_loses_a_write
     assert result["wrong_count"] == 0, f"a write racing close() must succeed or raise StoreClosed: {result['wrong']}"
     assert result["lost"] == 0, "a write that returned is missing from the file"
     assert result["acknowledged"] > 0, "the writers never wrote"
+
+
+def test_every_registry_write_after_close_is_refused(tmp_path: Path) -> None:
+    """Heartbeats and health checks write too: after close() they are refused, not served by a reopened pool."""
+    from fedgate.datasets import DatasetDecl, FieldDecl
+    from fedgate.errors import StoreClosed
+    from fedgate.gateway.registry_store import RegistryStore
+
+    store = RegistryStore.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    decl = DatasetDecl("hrss", "subsidies", (FieldDecl.build("k", "string", "L1", "plain", ""),))
+    store.replace_department("hrss", "HRSS", "127.0.0.1:1", [decl])
+    store.close()
+    writes = {
+        "registration": lambda: store.replace_department("hrss", "HRSS", "127.0.0.1:1", [decl]),
+        "heartbeat": lambda: store.record_heartbeat("hrss", "127.0.0.1:1", {"subsidies": 5}),
+        "health check": lambda: store.record_check("hrss", "127.0.0.1:1", False),
+    }
+    for name, write in writes.items():
+        with pytest.raises(StoreClosed):
+            write()
+            pytest.fail(f"a {name} written after close() succeeded")
