@@ -67,6 +67,8 @@ class Adapter:
         while self.sessions.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self.disclosures.aclose()
+        for source in self.sources.values():
+            source.close()  # a database's pooled connections, held open since the start-up checks
         if self.data_lock is not None:
             self.data_lock.release()
 
@@ -218,6 +220,8 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         matching_private = matching_keys.load_or_create(config.data_dir / "matching.key")
         matching_key = matching_keys.vouch(config.department, matching_private, config.tls)
         sources = {ds.decl.name: ds.open_source() for ds in config.datasets}
+        for source in sources.values():
+            undo.callback(source.close)
         datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
         disclosures = DisclosureLog(config.data_dir / "disclosures.db")
         undo.callback(disclosures.close)

@@ -37,3 +37,7 @@ class Source(Protocol):
     def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
         """Stream the given columns of every row passing `where`."""
         ...
+
+    def close(self) -> None:
+        """Release what the source holds open (a database's connection pool); called when the adapter stops."""
+        ...

@@ -73,6 +73,9 @@ class CsvSource:
     def check_types(self, types: Mapping[str, FieldType]) -> None:
         """CSV columns have no types: `count()` checks every value against its declaration instead."""
 
+    def close(self) -> None:
+        """Nothing to release: the file is opened afresh for every read."""
+
     def count(self, where: Filter | None = None) -> int:
         if where is None:
             return sum(1 for _ in self._records(list(self._types)))

@@ -38,6 +38,9 @@ class GuardedSource:
     def describe(self) -> str:
         return self._source.describe()
 
+    def close(self) -> None:
+        self._source.close()
+
     def _failed(self, doing: str, exc: Exception) -> NoReturn:
         ref = new_ref()
         # The full cause, here only. Values never reach it: CSV errors name lines and columns,
