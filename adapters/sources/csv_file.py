@@ -20,6 +20,9 @@ class CsvSource:
     def __init__(self, path: Path, types: Mapping[str, FieldType]) -> None:
         self._path = path
         self._types = dict(types)
+        # The whole file's row count and the (mtime, size) it was counted at: the heartbeat asks for it
+        # every heartbeat_s, and re-reading a large unchanged file each time would be a full scan.
+        self._counted: tuple[tuple[int, int], int] | None = None
 
     def describe(self) -> str:
         return str(self._path)
@@ -78,7 +81,14 @@ class CsvSource:
 
     def count(self, where: Filter | None = None) -> int:
         if where is None:
-            return sum(1 for _ in self._records(list(self._types)))
+            try:
+                stat = self._path.stat()
+            except OSError as exc:
+                raise DataSourceError(f"{self._path}: cannot open: {exc.strerror}") from None
+            version = (stat.st_mtime_ns, stat.st_size)
+            if self._counted is None or self._counted[0] != version:
+                self._counted = version, sum(1 for _ in self._records(list(self._types)))
+            return self._counted[1]
         return sum(1 for _ in self.rows([], where))
 
     def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:

@@ -82,3 +82,26 @@ def test_postgres_source() -> None:
     assert src.count() == 11
     assert len(list(src.rows(["uscc", "status"]))) == 11
     src.close()
+
+
+def test_csv_row_count_is_read_again_only_when_the_file_changed(tmp_path, monkeypatch) -> None:
+    """The heartbeat's live count of a large unchanged CSV costs no scan; a changed file is counted again."""
+    from fedgate.adapters.sources.csv_file import CsvSource
+    from fedgate.datasets import FieldType
+
+    path = tmp_path / "rows.csv"
+    path.write_text("id,amount\n" + "".join(f"{i},{i}\n" for i in range(20)), encoding="utf-8")
+    source = CsvSource(path, {"id": FieldType.STRING, "amount": FieldType.INT})
+    scans = 0
+    records = source._records
+
+    def counting(columns):
+        nonlocal scans
+        scans += 1
+        return records(columns)
+
+    monkeypatch.setattr(source, "_records", counting)
+    assert source.count() == 20 and source.count() == 20 and scans == 1
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("20,20\n21,21\n")
+    assert source.count() == 22 and scans == 2
