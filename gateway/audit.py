@@ -125,7 +125,7 @@ class AuditReader:
         return size, note
 
     async def entries(self, start: int, stop: int) -> AsyncIterator[StoredEntry]:
-        stop = stop or self.log.size
+        stop = stop or await self.log.stored_size()  # all of it, with what other replicas appended
         if start < 0 or stop < start:
             raise InvalidInput("entries need 0 <= start <= stop")
         # Batches keep memory flat however long the log is.

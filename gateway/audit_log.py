@@ -8,6 +8,7 @@ back. Proofs are planned by `fedgate.crypto.merkle` and read from the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,19 +111,32 @@ class AuditLog:
         self._store_size = max(self._store_size, found[0])
         return found
 
+    async def stored_size(self) -> int:
+        """How many entries the store holds, with those other replicas appended."""
+        size = await asyncio.to_thread(self.store.size)
+        self._store_size = max(self._store_size, size)
+        return size
+
     @property
     def _known_size(self) -> int:
         return max(self._tree.size, self._store_size)
 
+    async def _knows(self, size: int) -> bool:
+        """Whether the store holds a tree of `size`; another replica may have appended past what this one saw."""
+        if size > self._known_size:
+            with contextlib.suppress(FailedPrecondition):
+                await self.latest()
+        return size <= self._known_size
+
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        if not 0 <= index < size <= self._known_size:
+        if not (0 <= index < size and await self._knows(size)):
             raise InvalidInput(f"no inclusion proof for index {index} in a tree of size {size} "
                                f"(the log has {self._known_size} entries)")
         plan = inclusion_nodes(index, size)
         return plan.rehash(await asyncio.to_thread(self.store.node_hashes, plan.ids), HASHER)
 
     async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        if not 0 < size1 <= size2 <= self._known_size:
+        if not (0 < size1 <= size2 and await self._knows(size2)):
             raise InvalidInput(f"no consistency proof from size {size1} to {size2} "
                                f"(the log has {self._known_size} entries)")
         plan = consistency_nodes(size1, size2)

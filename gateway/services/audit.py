@@ -39,7 +39,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetCheckpoints(self, request: audit_pb2.GetCheckpointsRequest,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[audit_pb2.SignedCheckpoint]:
         self._begin("audit.read")
-        stop = request.stop_size or self._reader.log.size
+        stop = request.stop_size or await self._reader.log.stored_size()
         for size, note in self._reader.log.store.checkpoints(max(request.start_size, 1)):
             if size > stop:
                 break
