@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fedgate.errors import QuotaExceeded
 from fedgate.identity import Identity
@@ -71,17 +73,10 @@ class QuotaBook:
     def _quota(self, who: Identity) -> Quota | None:
         return self._safeguards.quotas.get(who.role.value)
 
-    def _get(self, conn: sa.Connection, subject: str, day: str) -> tuple[int, int]:
-        row = conn.execute(sa.select(usage.c.queries, usage.c.rows).where(
-            usage.c.subject == subject, usage.c.day == day)).first()
-        return (int(row.queries), int(row.rows)) if row else (0, 0)
-
-    def _put(self, conn: sa.Connection, subject: str, day: str, queries: int, rows: int, exists: bool) -> None:
-        if exists:
-            conn.execute(usage.update().where(usage.c.subject == subject, usage.c.day == day)
-                         .values(queries=queries, rows=rows))
-        else:
-            conn.execute(usage.insert().values(subject=subject, day=day, queries=queries, rows=rows))
+    def _open_day(self, conn: sa.Connection, subject: str, day: str) -> None:
+        """The subject's row for the day, created at zero if missing; a concurrent creator is no error."""
+        insert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(usage)
+        conn.execute(insert.values(subject=subject, day=day, queries=0, rows=0).on_conflict_do_nothing())
 
     def charge_query(self, who: Identity) -> int | None:
         """Count one query; raise QuotaExceeded when the day's allowance is used up.
@@ -92,12 +87,16 @@ class QuotaBook:
         if quota is None:
             return None
         subject, day = who.spiffe_id, _today()
+        mine = (usage.c.subject == subject) & (usage.c.day == day)
         with self._engine.begin() as conn:
-            queries, rows = self._get(conn, subject, day)
-            if queries >= quota.queries_per_day:
+            self._open_day(conn, subject, day)
+            # One conditional UPDATE: concurrent queries (other replicas too) cannot both take the last one.
+            charged = conn.execute(usage.update().where(mine, usage.c.queries < quota.queries_per_day)
+                                   .values(queries=usage.c.queries + 1))
+            if charged.rowcount != 1:
                 raise QuotaExceeded(f"daily query quota used up: {quota.queries_per_day} queries per day for "
                                     f"role {who.role.value} (rule: quotas.{who.role.value}.queries_per_day)")
-            self._put(conn, subject, day, queries + 1, rows, exists=bool(queries or rows))
+            rows = int(conn.execute(sa.select(usage.c.rows).where(mine)).scalar_one())
         return max(quota.disclosed_rows_per_day - rows, 0)
 
     def charge_rows(self, who: Identity, count: int) -> None:
@@ -105,5 +104,6 @@ class QuotaBook:
             return
         subject, day = who.spiffe_id, _today()
         with self._engine.begin() as conn:
-            queries, rows = self._get(conn, subject, day)
-            self._put(conn, subject, day, queries, rows + count, exists=bool(queries or rows))
+            self._open_day(conn, subject, day)  # a query charged before midnight may disclose after it
+            conn.execute(usage.update().where(usage.c.subject == subject, usage.c.day == day)
+                         .values(rows=usage.c.rows + count))
