@@ -112,7 +112,7 @@ class Registry:
             record.params["replaced_endpoint"] = previous.endpoint
         result = await asyncio.to_thread(
             self._store.replace_department, reg.department, reg.display_name or reg.department,
-            reg.endpoint, list(reg.datasets), reg.matching_key)
+            reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None)
         self._reachable[reg.department] = True
         if previous is not None and previous.endpoint != reg.endpoint:
             log.warning("department %s: the adapter at %s replaces the one registered at %s, which does not "

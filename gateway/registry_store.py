@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedgate.datasets import DatasetDecl, FieldDecl, RegisteredDataset
-from fedgate.errors import StoreClosed
+from fedgate.errors import FailedPrecondition, StoreClosed
 from fedgate.matching_keys import MatchingKey
 
 _meta = sa.MetaData()
@@ -121,6 +121,14 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+class RegistrationRaced(FailedPrecondition):
+    """Another registration changed the department's adapter between a caller's check and its write."""
+
+    def __init__(self, department: str) -> None:
+        super().__init__(f"department '{department}': its registration changed meanwhile (another adapter "
+                         "registered at the same moment); check which adapter should serve it, then retry")
+
+
 class WriteGate:
     """A store's writes and its close() take turns.
 
@@ -168,42 +176,57 @@ class RegistryStore:
     def close(self) -> None:
         self._writes.close()
 
-    def replace_department(self, code: str, display_name: str, endpoint: str,
-                           decls: list[DatasetDecl], matching_key: MatchingKey | None = None) -> tuple[int, int]:
-        """Make `decls` the department's whole dataset set, atomically; returns (registered, removed)."""
+    def replace_department(self, code: str, display_name: str, endpoint: str, decls: list[DatasetDecl],
+                           matching_key: MatchingKey | None = None, *, expected: str | None) -> tuple[int, int]:
+        """Make `decls` the department's whole dataset set, atomically; returns (registered, removed).
+
+        `expected`: the endpoint the caller found registered (None: none). If another registration
+        changed it meanwhile (a concurrent takeover, another replica), nothing is written: RegistrationRaced.
+        """
+        try:
+            with self._writes.begin() as conn:
+                return self._replace(conn, code, display_name, endpoint, decls, matching_key, expected)
+        except sa.exc.IntegrityError:  # another registration inserted the department first
+            raise RegistrationRaced(code) from None
+
+    def _replace(self, conn: sa.Connection, code: str, display_name: str, endpoint: str, decls: list[DatasetDecl],
+                 matching_key: MatchingKey | None, expected: str | None) -> tuple[int, int]:
         now = dt.datetime.now(dt.UTC)
         names = [d.name for d in decls]
-        with self._writes.begin() as conn:
-            exists = conn.execute(sa.select(departments.c.code).where(departments.c.code == code)).first()
-            row = {"display_name": display_name, "endpoint": endpoint, "updated_at": now,
-                   "matching_key": matching_key.public_key if matching_key else None,
-                   "matching_key_sig": matching_key.signature if matching_key else None,
-                   "matching_cert": matching_key.certificate_pem if matching_key else None}
-            if exists:
-                conn.execute(departments.update().where(departments.c.code == code).values(**row))
+        current = conn.execute(sa.select(departments.c.endpoint).where(departments.c.code == code)
+                               .with_for_update()).first()
+        if (current.endpoint if current else None) not in (expected, endpoint):
+            raise RegistrationRaced(code)  # the caller's check of the registered adapter is stale
+        exists = current is not None
+        row = {"display_name": display_name, "endpoint": endpoint, "updated_at": now,
+               "matching_key": matching_key.public_key if matching_key else None,
+               "matching_key_sig": matching_key.signature if matching_key else None,
+               "matching_cert": matching_key.certificate_pem if matching_key else None}
+        if exists:
+            conn.execute(departments.update().where(departments.c.code == code).values(**row))
+        else:
+            conn.execute(departments.insert().values(code=code, **row))
+        removed = conn.execute(
+            datasets.delete().where(datasets.c.department == code, datasets.c.name.not_in(names))
+        ).rowcount
+        known = {r.name for r in conn.execute(
+            sa.select(datasets.c.name).where(datasets.c.department == code))}
+        for d in decls:
+            values = {"description": d.description, "row_count": d.row_count,
+                      "fields": _fields_json(d), "updated_at": now}
+            if d.name in known:
+                conn.execute(datasets.update().where(
+                    datasets.c.department == code, datasets.c.name == d.name).values(**values))
             else:
-                conn.execute(departments.insert().values(code=code, **row))
-            removed = conn.execute(
-                datasets.delete().where(datasets.c.department == code, datasets.c.name.not_in(names))
-            ).rowcount
-            known = {r.name for r in conn.execute(
-                sa.select(datasets.c.name).where(datasets.c.department == code))}
-            for d in decls:
-                values = {"description": d.description, "row_count": d.row_count,
-                          "fields": _fields_json(d), "updated_at": now}
-                if d.name in known:
-                    conn.execute(datasets.update().where(
-                        datasets.c.department == code, datasets.c.name == d.name).values(**values))
-                else:
-                    conn.execute(datasets.insert().values(
-                        department=code, name=d.name, registered_at=now, **values))
-            # A new endpoint starts with no history; the registration itself reached the adapter.
-            conn.execute(liveness.delete().where(liveness.c.department == code, liveness.c.endpoint != endpoint))
-            self._contact(conn, code, endpoint, now, reachable=True)
-            conn.execute(live_counts.delete().where(live_counts.c.department == code))
-            if decls:
-                conn.execute(live_counts.insert(), [
-                    {"department": code, "name": d.name, "row_count": d.row_count, "counted_at": now} for d in decls])
+                conn.execute(datasets.insert().values(
+                    department=code, name=d.name, registered_at=now, **values))
+        # A new endpoint starts with no history; the registration itself reached the adapter.
+        conn.execute(liveness.delete().where(liveness.c.department == code, liveness.c.endpoint != endpoint))
+        self._contact(conn, code, endpoint, now, reachable=True)
+        conn.execute(live_counts.delete().where(live_counts.c.department == code))
+        if decls:
+            conn.execute(live_counts.insert(), [
+                {"department": code, "name": d.name, "row_count": d.row_count, "counted_at": now} for d in decls])
         return len(decls), removed
 
     @staticmethod

@@ -18,12 +18,13 @@ import pytest
 import support
 from fedgate import pki
 from fedgate.adapters.config import AdapterConfig
-from fedgate.adapters.server import Adapter, build_adapter
+from fedgate.adapters.server import Adapter, build_adapter, register
 from fedgate.client import GatewayClient
 from fedgate.datasets import RegisteredDataset
 from fedgate.demo import processes
 from fedgate.errors import ConfigError
 from fedgate.gateway.config import GatewayConfig
+from fedgate.gateway.registry import Registry
 from fedgate.gateway.server import Gateway, build_gateway
 from fedgate.identity import Identity
 from fedgate.tls import TlsFiles
@@ -271,3 +272,39 @@ def test_an_adapter_whose_gateway_is_down_retries_with_backoff_and_says_so(deplo
     start("gateway", ["gateway", "serve", "--config", str(tmp / "gateway.toml")])
     processes.wait_ready(adapter, timeout=120)  # registered once the gateway is up
     assert adapter.proc.poll() is None
+
+
+async def test_two_takeovers_at_once_leave_one_registration_and_refuse_the_other(servers, monkeypatch) -> None:
+    gw = await servers.gateway()
+    csv = _csv(servers.tmp)
+    dead = await _adapter(servers, gw, csv, "dead")
+    servers.adapters.remove(dead)
+    await dead.stop(0)
+    # Both takeovers find the registered adapter gone before either is stored: the race, made certain.
+    both_checked = asyncio.Barrier(2)
+    answers = Registry._answers
+
+    async def checked_together(self, department):  # type: ignore[no-untyped-def]
+        alive = await answers(self, department)
+        await asyncio.wait_for(both_checked.wait(), 30)
+        return alive
+
+    monkeypatch.setattr(Registry, "_answers", checked_together)
+    takers = []
+    for name in ("one", "two"):
+        cfg = AdapterConfig.load(_adapter_toml(servers, f"127.0.0.1:{gw.port}", gw.vkey_path, csv,
+                                               servers.tmp / f"hrss-{name}"))
+        taker = await build_adapter(cfg, register_now=False)
+        servers.adapters.append(taker)
+        takers.append((cfg, taker))
+    results = await asyncio.gather(*(register(cfg, a.endpoint, a.datasets, a.matching_key) for cfg, a in takers),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1, results
+    assert isinstance(refused[0], ConfigError) and "changed meanwhile" in str(refused[0]), refused[0]
+    winner = takers[results.index(None)][1]
+    registered = gw.store.department("hrss")
+    assert registered is not None and registered.endpoint == winner.endpoint
+    async with _client(servers, gw) as client:
+        rows, _ = await client.count_rows("hrss.subsidies", *WHY)
+    assert rows == 20

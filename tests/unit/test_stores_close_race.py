@@ -50,7 +50,8 @@ _RACE = textwrap.dedent("""
         store = RegistryStore.open(f"sqlite:///{path}")
         field = FieldDecl.build("k", "string", "L1", "plain", "")
         def write(slot, n):
-            store.replace_department(f"d{slot}x{n}", "D", "127.0.0.1:1", [DatasetDecl(f"d{slot}x{n}", "t", (field,))])
+            store.replace_department(f"d{slot}x{n}", "D", "127.0.0.1:1", [DatasetDecl(f"d{slot}x{n}", "t", (field,))],
+                                     expected=None)
         return write, store.close, "SELECT count(*) FROM fedgate_departments"
 
     def span_store(path):
@@ -139,10 +140,10 @@ def test_every_registry_write_after_close_is_refused(tmp_path: Path) -> None:
 
     store = RegistryStore.open(f"sqlite:///{tmp_path / 'registry.db'}")
     decl = DatasetDecl("hrss", "subsidies", (FieldDecl.build("k", "string", "L1", "plain", ""),))
-    store.replace_department("hrss", "HRSS", "127.0.0.1:1", [decl])
+    store.replace_department("hrss", "HRSS", "127.0.0.1:1", [decl], expected=None)
     store.close()
     writes = {
-        "registration": lambda: store.replace_department("hrss", "HRSS", "127.0.0.1:1", [decl]),
+        "registration": lambda: store.replace_department("hrss", "HRSS", "127.0.0.1:1", [decl], expected=None),
         "heartbeat": lambda: store.record_heartbeat("hrss", "127.0.0.1:1", {"subsidies": 5}),
         "health check": lambda: store.record_check("hrss", "127.0.0.1:1", False),
     }
