@@ -58,7 +58,7 @@ from fedgate.crypto.ids import (
     normalise,
     org_code_check_char,
 )
-from fedgate.demo.deployment import DatasetSpec, FieldSpec
+from fedgate.demo.deployment import DatasetSpec, FieldSpec, fields
 from fedgate.errors import InvalidIdentifier
 
 __all__ = [
@@ -86,14 +86,13 @@ class DemoDepartment:
 DEPARTMENT_CODES: tuple[str, ...] = ("hrss", "samr", "tax", "civil", "vehicle")
 
 
-def _declare(source: str, description: str, fields: str) -> DemoDataset:
+def _declare(source: str, description: str, columns: str) -> DemoDataset:
     """A declaration from one line each: "csv data/<dept>/<name>.csv" or "sqlite <path> <table>", and
-    "name:type:level[:key]" per field (the CSV header and SQLite columns follow this order)."""
+    the fields as `fields` reads them (the CSV header and SQLite columns follow their order)."""
     kind, path, *table = source.split()
     name = table[0] if table else pathlib.PurePosixPath(path).stem
-    specs = tuple(DemoField(*f.split(":")) for f in fields.split())
     return DemoDataset(name, description, {"kind": kind, "path": path, **({"table": table[0]} if table else {})},
-                       specs)
+                       fields(columns))
 
 
 DEPARTMENTS: tuple[DemoDepartment, ...] = (

@@ -30,7 +30,7 @@ from fedgate.tls import TlsFiles
 TomlValue: TypeAlias = str | int | Path | Mapping[str, "TomlValue"]
 
 __all__ = ["Deployment", "DatasetSpec", "DepartmentSpec", "FieldSpec", "GatewaySpec", "adapter_toml",
-           "datasets_toml", "deployed", "gateway_toml", "policy_copy"]
+           "datasets_toml", "deployed", "fields", "gateway_toml", "policy_copy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,11 @@ class FieldSpec:
     type: str  # "string" | "int" | "date"
     level: str  # "L1".."L4"
     key: str | None = None  # "resident_id" | "uscc" | "plain" | None
+
+
+def fields(text: str) -> tuple[FieldSpec, ...]:
+    """Fields from one line: "name:type:level[:key]" each, separated by spaces, in column order."""
+    return tuple(FieldSpec(*f.split(":")) for f in text.split())
 
 
 @dataclasses.dataclass(frozen=True)
