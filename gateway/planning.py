@@ -170,6 +170,15 @@ class Planner:
         return DisclosePlan(_target(department, decl), tuple(grants), plan, params.min_set_size, admitted.limit,
                             limit, quota_rule(caller.role.value)), admitted
 
+    def matched_rows(self, caller: Identity, record: RequestRecord, params: QueryParams, kind: str,
+                     decl: DatasetDecl, fields: list[str], limit: int) -> tuple[list[FieldGrant], int]:
+        """The matched left rows' fields to disclose and the limit the ADMIT safeguards leave (after planning)."""
+        grants = self.grants(caller, record, params, decl, fields)
+        record.fields += [f"{decl.qualified_name}.{g.name}" for g in grants]
+        admitted = self.admit(caller, params, kind, limit, grants)
+        assert admitted.limit is not None  # a requested limit is always bound
+        return grants, admitted.limit
+
     def filter(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl, text: str,
                role: str = "") -> tuple[Filter | None, FilterPlan]:
         """Parse, type-check and authorise the filter; log it without its values.

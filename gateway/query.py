@@ -44,7 +44,6 @@ from fedgate.gateway.registry_store import Department
 from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord, log_outcome
-from fedgate.query.audit_params import QueryParams
 from fedgate.query.lookup import Counted, CountMachine, DiscloseMachine, RowsDisclosed, Target
 from fedgate.query.safeguards import Release
 from fedgate.row_limit import RowLimit, quota_rule
@@ -239,21 +238,14 @@ class QueryEngine:
             sides, left, right = await self._planner.match_sides(caller, record, params, "query.match", q.left,
                                                                  q.right, q.mode, why)
             (_, ldecl), (rdept, _) = sides
-            grants = outcome.grants = self._planner.grants(caller, record, params, ldecl, q.disclose_fields)
-            record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
-            limit = self._admit_limit(caller, params, "match", q.limit, grants)
+            grants, limit = self._planner.matched_rows(caller, record, params, "match", ldecl, q.disclose_fields,
+                                                       q.limit)
+            outcome.grants = grants
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
             yield event
         if grants and outcome.intersection is not None:
             outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
-
-    def _admit_limit(self, caller: Identity, params: QueryParams, kind: str, requested: int,
-                     grants: list[FieldGrant]) -> int:
-        """The ADMIT safeguards of a query that may disclose rows; the limit they leave."""
-        admitted = self._planner.admit(caller, params, kind, requested, grants)
-        assert admitted.limit is not None  # a requested limit is always bound
-        return admitted.limit
 
     async def intersection_sum(self, caller: Identity, record: RequestRecord, q: SumQuery, why: Purpose,
                                outcome: MatchOutcome) -> AsyncIterator[Any]:
@@ -312,9 +304,9 @@ class QueryEngine:
                 packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
             except PlaintextOverflow as exc:
                 raise InvalidInput(f"comparison refused: {exc}") from None
-            grants = outcome.grants = self._planner.grants(caller, record, params, ldecl, q.disclose_fields)
-            record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
-            limit = self._admit_limit(caller, params, "compare", q.limit, grants)
+            grants, limit = self._planner.matched_rows(caller, record, params, "compare", ldecl, q.disclose_fields,
+                                                       q.limit)
+            outcome.grants = grants
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
         homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,

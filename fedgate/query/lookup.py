@@ -67,21 +67,6 @@ class DisclosePlan:
 
 
 @dataclass(frozen=True)
-class AskCount:
-    target: Target
-    filter: FilterPlan
-
-
-@dataclass(frozen=True)
-class AskDisclose:
-    target: Target
-    grants: tuple[FieldGrant, ...]
-    filter: FilterPlan
-    min_set_size: int
-    limit: int
-
-
-@dataclass(frozen=True)
 class Counted:
     """The department's answer to a count."""
 
@@ -132,9 +117,10 @@ class CountMachine(_Machine):
         super().__init__(check)
         self.plan = plan
 
-    def ask(self) -> AskCount:
+    def ask(self) -> CountPlan:
+        """What to ask the department (the pump adds the ticket)."""
         self._move("ask")
-        return AskCount(self.plan.target, self.plan.filter)
+        return self.plan
 
     def receive(self, answer: Counted) -> int:
         """The count the caller may learn, or the safeguard's refusal."""
@@ -149,10 +135,10 @@ class DiscloseMachine(_Machine):
         super().__init__(check)
         self.plan = plan
 
-    def ask(self) -> AskDisclose:
-        p = self.plan
+    def ask(self) -> DisclosePlan:
+        """What to ask the department (the pump adds the ticket)."""
         self._move("ask")
-        return AskDisclose(p.target, p.grants, p.filter, p.min_set_size, p.limit)
+        return self.plan
 
     def receive(self, answer: RowsDisclosed) -> Disclosure:
         """The rows and what cut them short, or the safeguard's refusal."""
