@@ -171,13 +171,14 @@ class Planner:
                             limit, quota_rule(caller.role.value)), admitted
 
     def matched_rows(self, caller: Identity, record: RequestRecord, params: QueryParams, kind: str,
-                     decl: DatasetDecl, fields: list[str], limit: int) -> tuple[list[FieldGrant], int]:
-        """The matched left rows' fields to disclose and the limit the ADMIT safeguards leave (after planning)."""
+                     decl: DatasetDecl, fields: list[str], limit: int) -> tuple[list[FieldGrant], int, Request]:
+        """The matched left rows' fields to disclose, and the ADMIT safeguards (last of planning): the limit they
+        leave and the admitted request (its `Safeguards.size_check` is the match's SIZES phase)."""
         grants = self.grants(caller, record, params, decl, fields)
         record.fields += [f"{decl.qualified_name}.{g.name}" for g in grants]
         admitted = self.admit(caller, params, kind, limit, grants)
         assert admitted.limit is not None  # a requested limit is always bound
-        return grants, admitted.limit
+        return grants, admitted.limit, admitted
 
     def filter(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl, text: str,
                role: str = "") -> tuple[Filter | None, FilterPlan]:

@@ -238,7 +238,7 @@ class QueryEngine:
             sides, left, right = await self._planner.match_sides(caller, record, params, "query.match", q.left,
                                                                  q.right, q.mode, why)
             (_, ldecl), (rdept, _) = sides
-            grants, limit = self._planner.matched_rows(caller, record, params, "match", ldecl, q.disclose_fields,
+            grants, limit, _ = self._planner.matched_rows(caller, record, params, "match", ldecl, q.disclose_fields,
                                                        q.limit)
             outcome.grants = grants
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
@@ -304,7 +304,7 @@ class QueryEngine:
                 packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
             except PlaintextOverflow as exc:
                 raise InvalidInput(f"comparison refused: {exc}") from None
-            grants, limit = self._planner.matched_rows(caller, record, params, "compare", ldecl, q.disclose_fields,
+            grants, limit, _ = self._planner.matched_rows(caller, record, params, "compare", ldecl, q.disclose_fields,
                                                        q.limit)
             outcome.grants = grants
         left = dataclasses.replace(left, value_fields=(q.left_value,))
