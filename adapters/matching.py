@@ -19,18 +19,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedgate import certified, matching_keys
+from fedgate import certified
 from fedgate.identity import Identity
 from fedgate.encryptors import MAX_VALUE_FIELDS
 from fedgate.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
-from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, reblind, tokens_for
+from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.worker_pool import WorkerPool
 from fedgate.classification import Levels
-from fedgate.crypto import psi
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, public_key_from_bytes
 from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
@@ -42,6 +41,8 @@ from fedgate.errors import (
     VerificationError,
 )
 from fedgate.filters import Filter, parse_checked
+from fedgate.query import protocols
+from fedgate.wire import matching_key_from_proto
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
 # Chunks are sized to the dataset: small sets get small chunks, so every worker is busy early and
@@ -58,7 +59,6 @@ def chunk_rows(row_count: int, parallelism: int) -> int:
 
 
 MAX_PEER_TOKENS = 5_000_000
-MODES = ("keyed", "ecdh")
 ACTIONS = ("query.match", "query.sum", "query.compare")
 
 
@@ -97,8 +97,8 @@ class MatchSessions:
         key = decl.field(start.key_field)
         if key is None or key.key is None:
             raise InvalidInput(f"'{start.key_field}' is not a key field of '{decl.qualified_name}'")
-        if start.mode not in MODES or start.role not in ("left", "right"):
-            raise InvalidInput("mode must be keyed or ecdh and role left or right")
+        if start.mode not in protocols.names() or start.role not in protocols.ROLES:
+            raise InvalidInput(f"mode must be {' or '.join(protocols.names())} and role left or right")
         action = start.action or "query.match"
         # Which sides encrypt values: none in a match, the left (value holder) in a sum, both in a comparison.
         wants_values = {"query.match": False, "query.sum": start.role == "left", "query.compare": True}
@@ -136,8 +136,13 @@ class MatchSessions:
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, m.peer_department) if m.role == "left"
                        else (m.peer_department, self._department))
+        protocol = protocols.get(m.mode)
         async with recording_stops(admission):  # a key that does not open ends the session here
-            secret, started = self._secret(m, seal_context(query_id, left, right))
+            made = protocol.secret(protocols.SecretSetup(
+                m.role, seal_context(query_id, left, right), m.peer_department,
+                matching_key_from_proto(m.peer_key), m.sealed_key, self._matching_key, self._ca_pem))
+        started = adapter_pb2.MatchStarted(sealed_key=made.sealed_key)
+        secret = made.value
 
         out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
         await out.put(adapter_pb2.MatchOut(started=started))
@@ -150,7 +155,7 @@ class MatchSessions:
 
         async def produce_own() -> None:
             rows = invalid = missing = tokens = 0
-            width = psi.TOKEN_BYTES if m.mode == "keyed" else psi.POINT_BYTES
+            width = protocol.own_token_bytes
             pending: collections.deque[asyncio.Future[ChunkTokens]] = collections.deque()
 
             async def emit() -> None:
@@ -173,7 +178,7 @@ class MatchSessions:
             async for raw in _chunks(st.source, [m.key_field, *st.values], st.where, size):
                 rows += len(raw)
                 pending.append(asyncio.ensure_future(self._pool.run(
-                    tokens_for, m.mode, secret, st.key_kind, raw, bool(grants), st.values,
+                    tokens_for, protocol.tokens, secret, st.key_kind, raw, bool(grants), st.values,
                     m.paillier_key if st.values else b"")))
                 if len(pending) >= depth:
                     await emit()
@@ -194,14 +199,14 @@ class MatchSessions:
 
             async for msg in it:
                 kind = msg.WhichOneof("msg")
-                if kind == "peer_tokens" and m.mode == "ecdh":
-                    peer_tokens += len(msg.peer_tokens.data) // psi.POINT_BYTES
+                if kind == "peer_tokens" and protocol.reblind is not None:
+                    peer_tokens += len(msg.peer_tokens.data) // protocol.own_token_bytes
                     if peer_tokens > MAX_PEER_TOKENS:
                         raise RemoteProtocolError(f"more than {MAX_PEER_TOKENS} peer tokens")
-                    pending.append(asyncio.ensure_future(self._pool.run(reblind, secret, msg.peer_tokens.data)))
+                    pending.append(asyncio.ensure_future(self._pool.run(protocol.reblind, secret, msg.peer_tokens.data)))
                     if len(pending) >= depth:
                         await emit()
-                elif kind == "peer_done" and m.mode == "ecdh":
+                elif kind == "peer_done" and protocol.relays:
                     while pending:
                         await emit()
                     await out.put(adapter_pb2.MatchOut(reblind_done=adapter_pb2.SideDone(tokens=peer_tokens)))
@@ -266,18 +271,6 @@ class MatchSessions:
         except VerificationError as exc:
             await admission.refused_after_check(str(exc))
             raise
-
-    def _secret(self, m: adapter_pb2.MatchStart, context: bytes) -> tuple[bytes, adapter_pb2.MatchStarted]:
-        """The per-query secret: an ECDH scalar, or the keyed-mode key (created left, sealed to right)."""
-        if m.mode == "ecdh":
-            return psi.new_scalar(), adapter_pb2.MatchStarted()
-        if m.role == "left":
-            peer = matching_keys.verify(matching_keys.MatchingKey(m.peer_key.public_key, m.peer_key.signature,
-                                                                  m.peer_key.certificate_pem),
-                                        m.peer_department, self._ca_pem)
-            key = psi.new_psi_key()
-            return key, adapter_pb2.MatchStarted(sealed_key=psi.seal_key(peer, key, context))
-        return psi.open_sealed_key(self._matching_key, m.sealed_key, context), adapter_pb2.MatchStarted()
 
     def _disclose(self, st: _Start, grants: Sequence[FieldGrant], hashes: bytes, positions: list[int],
                   limit: int, rows_after_filter: int) -> list[common_pb2.DisclosedRow]:

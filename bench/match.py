@@ -67,11 +67,13 @@ from rich.table import Table
 
 from fedgate import pki
 from fedgate.adapters.matching import chunk_rows
-from fedgate.adapters.pool_tasks import domain_for, reblind, tokens_for
+from fedgate.adapters.pool_tasks import domain_for, tokens_for
 from fedgate.client import GatewayClient, MatchResult
 from fedgate.crypto import psi
 from fedgate.crypto.ids import make_resident_id, normalise, resident_id_check_char
 from fedgate.demo import processes
+from fedgate.query import protocols
+from fedgate.query.protocols.ecdh import reblind
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
 
@@ -594,7 +596,7 @@ def task_floor(pool: cf.ProcessPoolExecutor, mode: str, left_raw: list[str], rig
         secrets = (key, key)
     else:
         secrets = (psi.new_scalar(), psi.new_scalar())
-    tasks: list[Task] = [(side, tokens_for, (mode, secrets[side], "resident_id", c, False))
+    tasks: list[Task] = [(side, tokens_for, (protocols.get(mode).tokens, secrets[side], "resident_id", c, False))
                          for side, raw in ((0, left_raw), (1, right_raw)) for c in _chunks(raw)]
 
     def reblind_peer(side: int, out: tuple[bytes, int, bytes]) -> cf.Future[Any]:

@@ -37,6 +37,7 @@ from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.homomorphic import checked_key, encrypted_totals, packed_comparisons
+from fedgate.query import protocols
 from fedgate.gateway.matching import STREAM_IDLE_S, After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
@@ -75,9 +76,6 @@ class Purpose:
             raise InvalidInput("a case number (督查事项编号) of 1–64 letters, digits or -/()[]#. is required")
 
 
-MODES = ("keyed", "ecdh")
-
-
 @dataclass(frozen=True)
 class MatchSideQuery:
     dataset: str
@@ -89,7 +87,7 @@ class MatchSideQuery:
 class MatchQuery:
     left: MatchSideQuery
     right: MatchSideQuery
-    mode: str = "keyed"
+    mode: str = protocols.DEFAULT
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
 
@@ -100,7 +98,7 @@ class SumQuery:
     value_fields: list[str]
     other: MatchSideQuery
     paillier_key: bytes
-    mode: str = "keyed"
+    mode: str = protocols.DEFAULT
     key_signature: bytes = b""
     supervisor_certificate: str = ""
 
@@ -114,7 +112,7 @@ class CompareQuery:
     paillier_key: bytes
     left_weight: int = 1
     right_weight: int = 1
-    mode: str = "keyed"
+    mode: str = protocols.DEFAULT
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
     key_signature: bytes = b""
@@ -263,8 +261,7 @@ class QueryEngine:
                            right_q: MatchSideQuery, mode: str,
                            why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan]:
         """Check and authorise both sides' keys and filters; the plans each adapter gets."""
-        if mode not in MODES:
-            raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
+        protocol = protocols.get(mode)
         record.action = action
         record.datasets = [left_q.dataset, right_q.dataset]
         record.purpose, record.case_number = why.purpose, why.case_number
@@ -290,7 +287,7 @@ class QueryEngine:
         record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
         _, lcanon, lnonce = self._filter(caller, record, ldecl, left_q.filter, "left")
         _, rcanon, rnonce = self._filter(caller, record, rdecl, right_q.filter, "right")
-        if mode == "keyed" and rdept.matching_key is None:
+        if protocol.needs_peer_key and rdept.matching_key is None:
             raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
         left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lcanon, lnonce)
         right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rcanon, rnonce)
