@@ -7,7 +7,6 @@ the entry is in the log.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 import secrets
@@ -18,14 +17,13 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from fedgate import certified
-from fedgate.crypto.compare import Packing, packing_for
+from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
 from fedgate.audit_entry import filter_digest, paillier_key_digest
 from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
 from fedgate.encryptors import MAX_VALUE_FIELDS, VALUE_BOUND
 from fedgate.errors import (
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidInput,
     LocalProtocolError,
@@ -36,9 +34,23 @@ from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
-from fedgate.gateway.homomorphic import checked_key, encrypted_totals, packed_comparisons
+from fedgate.gateway.homomorphic import checked_key
+from fedgate.gateway.matching import (
+    STREAM_IDLE_S,
+    ComparisonsSent as ComparisonsSent,  # the servicer reads these results from here
+    Flagged,
+    Homomorphic,
+    MatchOutcome,
+    PackedResults as PackedResults,
+    Progress,
+    Relay,
+    ResultsReady,
+    SidePlan,
+    run_match,
+)
 from fedgate.query import protocols
-from fedgate.gateway.matching import STREAM_IDLE_S, After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
+from fedgate.query.match import Comparison, MatchPlan
+from fedgate.query.sizes import Sizes, SizeCheck
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
@@ -117,21 +129,6 @@ class CompareQuery:
     limit: int = 100
     key_signature: bytes = b""
     supervisor_certificate: str = ""
-
-
-@dataclass(frozen=True)
-class PackedResults:
-    """A batch of packed, blinded comparison ciphertexts, in pair order."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ComparisonsSent:
-    """Every pair's result has been sent; how they are packed."""
-
-    pairs: int
-    packing: Packing
 
 
 @dataclass(frozen=True)
@@ -295,23 +292,36 @@ class QueryEngine:
 
     async def _run_match(self, caller: Identity, record: RequestRecord, left: SidePlan, right: SidePlan,
                          mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
-                         outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
-                         after: After | None = None) -> AsyncIterator[Any]:
+                         outcome: MatchOutcome, homomorphic: Homomorphic | None = None, *,
+                         check_sizes: SizeCheck | None = None, comparison: Comparison | None = None,
+                         flagged: Callable[[], Awaitable[list[int]]] | None = None) -> AsyncIterator[Any]:
         """Log the intent, then drive both adapters with fresh tickets; sizes go into the record."""
         min_set = self._safeguards.min_set_size
         record.params.update(min_set_size=str(min_set), limit=str(limit))
         index, entry = await self._log_intent(record)
         outcome.audit_index = index
+        plan = MatchPlan(left, right, protocols.get(mode), check_sizes or _size_check(min_set), min_set,
+                         self._safeguards.max_match_rows, tuple(grants), limit, right_dept.matching_key,
+                         homomorphic, comparison)
+        relay = Relay(self._links, self._admissions, self._pool, self._idle_timeout_s, self._flags_timeout_s)
         for attempt in range(TICKET_ATTEMPTS):
             try:
                 async def ticket_for(plan: SidePlan, attempt: int = attempt) -> Ticket:
                     return await self._ticket(plan.department, plan.endpoint, record, index, entry, attempt)
 
-                async for event in run_match(self._links, left, right, mode, ticket_for, self._admissions,
-                                             right_dept.matching_key, min_set, grants, limit,
-                                             self._safeguards.max_match_rows, outcome, homomorphic, after,
-                                             self._idle_timeout_s):
-                    yield event
+                async for event in run_match(relay, plan, outcome, ticket_for, flagged):
+                    if isinstance(event, ResultsReady):
+                        # The flags are results: logged before the first leaves. Flagged rows, if asked for,
+                        # are logged again before they leave (below).
+                        record.result_sizes["pairs"] = event.pairs
+                        _record_sizes(record, outcome)
+                        await log_outcome(record, "" if not grants else "comparison results sent; the flagged "
+                                          "rows disclosed, if any, are in the next entry of this query",
+                                          final=not grants)
+                    elif isinstance(event, Flagged):
+                        record.result_sizes["flagged_pairs"] = event.pairs
+                    else:
+                        yield event
                 break
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1 or outcome.left is not None:
@@ -397,21 +407,9 @@ class QueryEngine:
         homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n), False, q.key_signature,
                                   q.supervisor_certificate)
 
-        async def totals(done: MatchOutcome) -> AsyncIterator[Any]:
-            result = done.intersection
-            assert result is not None
-            if 0 < result.cardinality < k:
-                raise FailedPrecondition(f"sum suppressed: fewer than {k} matched rows, the minimum aggregation "
-                                         f"size for level {touched.name if touched else ''} (safeguard min_aggregate)")
-            yield Progress("aggregate", "", result.cardinality)
-            with tracer.start_as_current_span("homomorphic.sum") as span:
-                span.set_attributes(safe_attributes(**{"fedgate.rows": result.cardinality,
-                                                       "fedgate.columns": len(fields)}))
-                done.totals = await encrypted_totals(self._pool, q.paillier_key, done.values["left"],
-                                                     result.left_positions)
-
+        check_sizes = _size_check(self._safeguards.min_set_size, k, touched.name if touched else "")
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, [], 1, outcome,
-                                           homomorphic, totals):
+                                           homomorphic, check_sizes=check_sizes):
             yield event
 
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
@@ -438,49 +436,12 @@ class QueryEngine:
         homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,
                                   q.supervisor_certificate)
 
-        async def comparisons(done: MatchOutcome) -> AsyncIterator[Any]:
-            result = done.intersection
-            assert result is not None
-            pairs = len(result.pair_left)
-            record.result_sizes["pairs"] = pairs
-            _record_sizes(record, done)
-            # The flags are results: logged before the first leaves. Flagged rows, if asked for, are
-            # logged again before they leave (the end of _run_match).
-            await log_outcome(record, "" if not grants else "comparison results sent; the flagged rows "
-                              "disclosed, if any, are in the next entry of this query", final=not grants)
-            yield Progress("compare", "", pairs)
-            # Not the current span: it spans yields, and a generator closed late (another context) could
-            # not detach it (see telemetry.StreamServerSpans).
-            span = tracer.start_span("homomorphic.compare", attributes=safe_attributes(**{"fedgate.pairs": pairs}))
-            try:
-                async for packed in packed_comparisons(self._pool, q.paillier_key, done.values["left"],
-                                                       done.values["right"], result.pair_left, result.pair_right,
-                                                       q.left_weight, q.right_weight, VALUE_BOUND, packing):
-                    yield PackedResults(packed)
-            finally:
-                span.end()
-            yield ComparisonsSent(pairs, packing)
-            if not grants:
-                return
-            try:
-                chosen = await asyncio.wait_for(flagged(), self._flags_timeout_s)
-            except TimeoutError:
-                raise DeadlineExceeded(f"no flagged pairs came within {self._flags_timeout_s:g} s of the comparison "
-                                       "result: nothing disclosed") from None
-            if len(set(chosen)) != len(chosen) or any(not 0 <= i < pairs for i in chosen):
-                raise InvalidInput(f"flagged pairs must be distinct indices below {pairs}")
-            record.result_sizes["flagged_pairs"] = len(chosen)
-            positions = sorted({int(result.pair_left[i]) for i in chosen})
-            done.disclose_positions = positions[:limit]
-            # The rows of pairs the client itself flagged: a count it may learn, and sees whenever none is cut.
-            available.append(len(positions))
-
-        available: list[int] = []
+        comparison = Comparison(q.left_weight, q.right_weight, VALUE_BOUND, packing)
         async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome,
-                                           homomorphic, comparisons):
+                                           homomorphic, comparison=comparison, flagged=flagged):
             yield event
-        if available:
-            outcome.row_limit = RowLimit.of(available[0], len(outcome.rows), q.limit, limit,
+        if outcome.flagged_rows is not None:
+            outcome.row_limit = RowLimit.of(outcome.flagged_rows, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
 
     def _grants(self, caller: Identity, record: RequestRecord, decl: DatasetDecl,
@@ -530,6 +491,19 @@ class QueryEngine:
         record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
         return Disclosed(grants, rows, matched, index,
                          RowLimit.of(matched, len(rows), requested, limit, quota_rule(caller.role.value)))
+
+
+def _size_check(min_set: int, min_aggregate: int = 0, level: str = "") -> SizeCheck:
+    """The sizes-phase safeguards: each side's set after its filter, then a sum's matched rows."""
+    def check(sizes: Sizes) -> None:
+        for name, rows in sizes.set_rows.items():
+            if 0 < rows < min_set:
+                raise FailedPrecondition(f"the {name} set has fewer than {min_set} rows after its filter "
+                                         "(safeguard min_set_size): no result")
+        if sizes.aggregated_rows is not None and 0 < sizes.aggregated_rows < min_aggregate:
+            raise FailedPrecondition(f"sum suppressed: fewer than {min_aggregate} matched rows, the minimum "
+                                     f"aggregation size for level {level} (safeguard min_aggregate)")
+    return check
 
 
 def _note_limit(record: RequestRecord, requested: int, applied: int) -> None:
