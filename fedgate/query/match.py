@@ -471,6 +471,8 @@ class MatchMachine:
         if isinstance(event, FlagsReceived):
             return self._on_flags(event.pairs)
         if isinstance(event, Rows):
+            if event.side != "left":  # only the left side discloses
+                self._refuse(event)
             self.outcome.rows = list(event.rows)
             return [Progress("disclose", self.plan.left.department, len(event.rows)), *self._close()]
         assert isinstance(event, StreamEnded)
