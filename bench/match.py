@@ -66,13 +66,15 @@ from rich.table import Table
 
 from fedgate import pki
 from fedgate.adapters.matching import chunk_rows
-from fedgate.adapters.pool_tasks import domain_for, reblind, tokens_for
+from fedgate.adapters.pool_tasks import domain_for, tokens_for
 from fedgate.client import GatewayClient, MatchResult
 from fedgate.crypto import psi
 from fedgate.classification import policies_dir
 from fedgate.demo import processes, synthetic_ids
 from fedgate.demo.deployment import Deployment, GatewaySpec, policy_copy
 from fedgate.demo.synthetic_ids import LEFT, RIGHT, DataSet, people_departments, read_ids, valid_ids
+from fedgate.query import protocols
+from fedgate.query.protocols.ecdh import reblind
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
 
@@ -434,7 +436,7 @@ def task_floor(pool: cf.ProcessPoolExecutor, mode: str, left_raw: list[str], rig
         secrets = (key, key)
     else:
         secrets = (psi.new_scalar(), psi.new_scalar())
-    tasks: list[Task] = [(side, tokens_for, (mode, secrets[side], "resident_id", c, False))
+    tasks: list[Task] = [(side, tokens_for, (protocols.get(mode).tokens, secrets[side], "resident_id", c, False))
                          for side, raw in ((0, left_raw), (1, right_raw)) for c in _chunks(raw)]
 
     def reblind_peer(side: int, out: tuple[bytes, int, bytes]) -> cf.Future[Any]:

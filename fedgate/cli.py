@@ -31,6 +31,9 @@ from fedgate.row_limit import row_limit_json
 from fedgate.errors import FedgateError
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
+from fedgate.query import protocols
+
+MODE_HELP = f"Match protocol, one of {', '.join(protocols.names())}: keyed is fast, ecdh shares no key at all."
 
 if TYPE_CHECKING:
     from fedgate.client import GatewayClient
@@ -420,7 +423,7 @@ def query_match(
     left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
     right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
-    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = protocols.DEFAULT,
     left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
     right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of matched LEFT rows to see "
@@ -485,7 +488,7 @@ def query_sum(
     other: Annotated[str, typer.Argument(help="The set to look keys up in, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
     field: Annotated[list[str], typer.Option("--field", help="Integer field of VALUES to total (repeatable).")],
-    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = protocols.DEFAULT,
     values_filter: Annotated[str, typer.Option("--values-filter", help="Filter on the value holder.")] = "",
     other_filter: Annotated[str, typer.Option("--other-filter", help="Filter on the other dataset.")] = "",
     key_bits: KeyBitsOpt = 2048,
@@ -526,7 +529,7 @@ def query_compare(
     left_value: Annotated[str, typer.Option("--left-value", help="Integer field x of LEFT.")],
     right_value: Annotated[str, typer.Option("--right-value", help="Integer field y of RIGHT.")],
     weights: Annotated[str, typer.Option(help="a:b, flag a·x > b·y; e.g. 5:6 for x > 1.2·y.")] = "1:1",
-    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = protocols.DEFAULT,
     left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
     right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of flagged LEFT rows to see "

@@ -23,6 +23,7 @@ from fedgate.addresses import address_problem
 from fedgate.errors import InvalidInput, RemoteCallFailed
 from fedgate.identity import GATEWAY, identity_from_pem
 from fedgate.row_limit import RowLimit
+from fedgate.query import protocols
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -177,7 +178,7 @@ class GatewayClient:
             _row_limit(reply.row_limit) if reply.HasField("row_limit") else None)
 
     async def match(self, left: tuple[str, str, str], right: tuple[str, str, str], purpose: str,
-                    case_number: str, mode: str = "keyed", disclose: list[str] | None = None, limit: int = 100,
+                    case_number: str, mode: str = protocols.DEFAULT, disclose: list[str] | None = None, limit: int = 100,
                     on_progress: Callable[[str, str, int], None] | None = None) -> MatchResult:
         """Private match of (dataset, key field, filter) on each side; progress reported as tokens flow."""
         request = query_pb2.MatchRequest(
@@ -203,7 +204,7 @@ class GatewayClient:
         return result
 
     async def intersection_sum(self, values: tuple[str, str, str], value_fields: list[str],
-                               other: tuple[str, str, str], purpose: str, case_number: str, mode: str = "keyed",
+                               other: tuple[str, str, str], purpose: str, case_number: str, mode: str = protocols.DEFAULT,
                                key: SupervisorKey | None = None,
                                on_progress: Callable[[str, str, int], None] | None = None) -> SumResult:
         """Totals of `value_fields` over the rows of `values` (dataset, key, filter) whose key is in `other`.
@@ -240,7 +241,7 @@ class GatewayClient:
 
     async def compare(self, left: tuple[str, str, str], left_value: str, right: tuple[str, str, str],
                       right_value: str, purpose: str, case_number: str, weights: tuple[int, int] = (1, 1),
-                      mode: str = "keyed", disclose: list[str] | None = None, limit: int = 100,
+                      mode: str = protocols.DEFAULT, disclose: list[str] | None = None, limit: int = 100,
                       key: SupervisorKey | None = None,
                       on_progress: Callable[[str, str, int], None] | None = None) -> CompareResult:
         """Flag each matched pair where weights[0]·left_value > weights[1]·right_value; disclose flagged left rows.

@@ -33,6 +33,7 @@ from fedgate.query.audit_params import (
     filter_digest,
     paillier_key_digest,
 )
+from fedgate.query import protocols
 from fedgate.query.lookup import CountPlan, DisclosePlan, FilterPlan, Target
 from fedgate.query.safeguards import QuotaLedger, Request, Safeguards
 from fedgate.row_limit import quota_rule
@@ -40,7 +41,6 @@ from fedgate.supervisor_keys import key_statement
 
 MAX_TEXT = 256
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
-MODES = ("keyed", "ecdh")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class MatchSideQuery:
 class MatchQuery:
     left: MatchSideQuery
     right: MatchSideQuery
-    mode: str = "keyed"
+    mode: str = protocols.DEFAULT
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
 
@@ -79,7 +79,7 @@ class SumQuery:
     value_fields: list[str]
     other: MatchSideQuery
     paillier_key: bytes
-    mode: str = "keyed"
+    mode: str = protocols.DEFAULT
     key_signature: bytes = b""
     supervisor_certificate: str = ""
 
@@ -93,7 +93,7 @@ class CompareQuery:
     paillier_key: bytes
     left_weight: int = 1
     right_weight: int = 1
-    mode: str = "keyed"
+    mode: str = protocols.DEFAULT
     disclose_fields: list[str] = field(default_factory=list)
     limit: int = 100
     key_signature: bytes = b""
@@ -221,8 +221,7 @@ class Planner:
                           left_q: MatchSideQuery, right_q: MatchSideQuery, mode: str,
                           why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan]:
         """Check and authorise both sides' keys and filters; the plans each adapter gets."""
-        if mode not in MODES:
-            raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
+        protocol = protocols.get(mode)
         record.action = action
         record.datasets = [left_q.dataset, right_q.dataset]
         record.purpose, record.case_number = why.purpose, why.case_number
@@ -248,7 +247,7 @@ class Planner:
         record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
         _, lfilter = self.filter(caller, record, params, ldecl, left_q.filter, "left")
         _, rfilter = self.filter(caller, record, params, rdecl, right_q.filter, "right")
-        if mode == "keyed" and rdept.matching_key is None:
+        if protocol.needs_peer_key and rdept.matching_key is None:
             raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
         left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lfilter.canonical, lfilter.nonce)
         right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rfilter.canonical,

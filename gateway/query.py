@@ -9,7 +9,6 @@ their pump.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,17 +17,28 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from fedgate.crypto.compare import Packing, packing_for
+from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
 from fedgate.datasets import FieldGrant
 from fedgate.encryptors import VALUE_BOUND
-from fedgate.errors import DeadlineExceeded, FailedPrecondition, InvalidInput
+from fedgate.errors import InvalidInput
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
-from fedgate.gateway.homomorphic import encrypted_totals, packed_comparisons
-from fedgate.gateway.matching import STREAM_IDLE_S, After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
+from fedgate.gateway.matching import (
+    STREAM_IDLE_S,
+    ComparisonsSent as ComparisonsSent,  # the servicer reads these results from here
+    Flagged,
+    Homomorphic,
+    MatchOutcome,
+    PackedResults as PackedResults,
+    Progress,
+    Relay,
+    ResultsReady,
+    SidePlan,
+    run_match,
+)
 from fedgate.gateway.planning import (
     CompareQuery,
     Decisions,
@@ -44,8 +54,12 @@ from fedgate.gateway.registry_store import Department
 from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord, log_outcome
+from fedgate.query import protocols
+from fedgate.query.audit_params import QueryParams
 from fedgate.query.lookup import Counted, CountMachine, DiscloseMachine, RowsDisclosed, Target
+from fedgate.query.match import Comparison, MatchPlan
 from fedgate.query.safeguards import Release
+from fedgate.query.sizes import SizeCheck
 from fedgate.row_limit import RowLimit, quota_rule
 from fedgate.telemetry import safe_attributes
 from fedgate.worker_pool import WorkerPool
@@ -59,21 +73,6 @@ TICKET_ATTEMPTS = 3
 # How long a comparison waits for the client's flagged pairs, holding the left department's stream open
 # (`flags_timeout_s` in gateway.toml).
 FLAGS_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class PackedResults:
-    """A batch of packed, blinded comparison ciphertexts, in pair order."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ComparisonsSent:
-    """Every pair's result has been sent; how they are packed."""
-
-    pairs: int
-    packing: Packing
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,8 @@ class QueryEngine:
         self._links = asking.links
         self._log = asking.log
         self._tickets = asking.tickets
-        self._policy = decisions.policy
-        # The safeguard values and the quota ledger, as the match choreography reads them.
+        # The configured values, for the checks made before a plan exists (a Paillier key's room for a sum).
         self._safeguards = decisions.safeguards.config
-        self._quotas = decisions.quotas
 
     # --- steps every query goes through ---
 
@@ -203,25 +200,36 @@ class QueryEngine:
 
     # --- matching two datasets ---
 
-    async def _run_match(self, caller: Identity, record: RequestRecord, left: SidePlan, right: SidePlan,
-                         mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
-                         outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
-                         after: After | None = None) -> AsyncIterator[Any]:
+    async def _run_match(self, caller: Identity, record: RequestRecord, params: QueryParams, left: SidePlan,
+                         right: SidePlan, mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
+                         outcome: MatchOutcome, check_sizes: SizeCheck, homomorphic: Homomorphic | None = None, *,
+                         comparison: Comparison | None = None,
+                         flagged: Callable[[], Awaitable[list[int]]] | None = None) -> AsyncIterator[Any]:
         """Log the intent, then drive both adapters with fresh tickets; sizes go into the record."""
-        min_set = self._safeguards.min_set_size
-        record.params.update(min_set_size=str(min_set), limit=str(limit))
         index, entry = await self._log_intent(record)
         outcome.audit_index = index
+        plan = MatchPlan(left, right, protocols.get(mode), check_sizes, params.min_set_size or 0,
+                         params.max_match_rows or 0, tuple(grants), limit, right_dept.matching_key,
+                         homomorphic, comparison)
+        relay = Relay(self._links, self._admissions, self._pool, self._idle_timeout_s, self._flags_timeout_s)
         for attempt in range(TICKET_ATTEMPTS):
             try:
                 async def ticket_for(plan: SidePlan, attempt: int = attempt) -> Ticket:
                     return await self._ticket(plan.department, plan.endpoint, record, index, entry, attempt)
 
-                async for event in run_match(self._links, left, right, mode, ticket_for, self._admissions,
-                                             right_dept.matching_key, min_set, grants, limit,
-                                             self._safeguards.max_match_rows, outcome, homomorphic, after,
-                                             self._idle_timeout_s):
-                    yield event
+                async for event in run_match(relay, plan, outcome, ticket_for, flagged):
+                    if isinstance(event, ResultsReady):
+                        # The flags are results: logged before the first leaves. Flagged rows, if asked for,
+                        # are logged again before they leave (below).
+                        record.result_sizes["pairs"] = event.pairs
+                        _record_sizes(record, outcome)
+                        await log_outcome(record, "" if not grants else "comparison results sent; the flagged "
+                                          "rows disclosed, if any, are in the next entry of this query",
+                                          final=not grants)
+                    elif isinstance(event, Flagged):
+                        record.result_sizes["flagged_pairs"] = event.pairs
+                    else:
+                        yield event
                 break
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1 or outcome.left is not None:
@@ -229,7 +237,8 @@ class QueryEngine:
         _record_sizes(record, outcome)
         # The outcome is in the log before the result leaves (the caller yields it after this).
         await log_outcome(record)
-        self._quotas.charge_rows(caller, len(outcome.rows))
+        # RELEASE: the disclosed rows are charged to the caller's daily quota before they leave.
+        self._decisions.safeguards.release(Release(params, rows=len(outcome.rows), caller=caller))
 
     async def match(self, caller: Identity, record: RequestRecord, q: MatchQuery, why: Purpose,
                     outcome: QueryOutcome) -> AsyncIterator[Progress]:
@@ -238,10 +247,11 @@ class QueryEngine:
             sides, left, right = await self._planner.match_sides(caller, record, params, "query.match", q.left,
                                                                  q.right, q.mode, why)
             (_, ldecl), (rdept, _) = sides
-            grants, limit, _ = self._planner.matched_rows(caller, record, params, "match", ldecl, q.disclose_fields,
-                                                       q.limit)
+            grants, limit, admitted = self._planner.matched_rows(caller, record, params, "match", ldecl,
+                                                              q.disclose_fields, q.limit)
             outcome.grants = grants
-        async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
+        async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
+                                           self._decisions.safeguards.size_check(admitted)):
             yield event
         if grants and outcome.intersection is not None:
             outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
@@ -262,27 +272,11 @@ class QueryEngine:
             check_sum_fits(VALUE_BOUND, self._safeguards.max_match_rows, n)
             admitted = self._planner.admit(caller, params, "sum", aggregate_levels=tuple(f.level for f in fields))
             params.limit = 1  # one row of totals
-        k = params.min_aggregate or 0
-        touched = self._policy.levels.highest(list(admitted.aggregate_levels))
         left = dataclasses.replace(left, value_fields=tuple(q.value_fields))
         homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n), False, q.key_signature,
                                   q.supervisor_certificate)
-
-        async def totals(done: MatchOutcome) -> AsyncIterator[Any]:
-            result = done.intersection
-            assert result is not None
-            if 0 < result.cardinality < k:
-                raise FailedPrecondition(f"sum suppressed: fewer than {k} matched rows, the minimum aggregation "
-                                         f"size for level {touched.name if touched else ''} (safeguard min_aggregate)")
-            yield Progress("aggregate", "", result.cardinality)
-            with tracer.start_as_current_span("homomorphic.sum") as span:
-                span.set_attributes(safe_attributes(**{"fedgate.rows": result.cardinality,
-                                                       "fedgate.columns": len(fields)}))
-                done.totals = await encrypted_totals(self._pool, q.paillier_key, done.values["left"],
-                                                     result.left_positions)
-
-        async for event in self._run_match(caller, record, left, right, q.mode, rdept, [], 1, outcome,
-                                           homomorphic, totals):
+        async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, [], 1, outcome,
+                                           self._decisions.safeguards.size_check(admitted), homomorphic):
             yield event
 
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
@@ -304,57 +298,21 @@ class QueryEngine:
                 packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
             except PlaintextOverflow as exc:
                 raise InvalidInput(f"comparison refused: {exc}") from None
-            grants, limit, _ = self._planner.matched_rows(caller, record, params, "compare", ldecl, q.disclose_fields,
-                                                       q.limit)
+            grants, limit, admitted = self._planner.matched_rows(caller, record, params, "compare", ldecl,
+                                                              q.disclose_fields, q.limit)
             outcome.grants = grants
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
         homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,
                                   q.supervisor_certificate)
 
-        async def comparisons(done: MatchOutcome) -> AsyncIterator[Any]:
-            result = done.intersection
-            assert result is not None
-            pairs = len(result.pair_left)
-            record.result_sizes["pairs"] = pairs
-            _record_sizes(record, done)
-            # The flags are results: logged before the first leaves. Flagged rows, if asked for, are
-            # logged again before they leave (the end of _run_match).
-            await log_outcome(record, "" if not grants else "comparison results sent; the flagged rows "
-                              "disclosed, if any, are in the next entry of this query", final=not grants)
-            yield Progress("compare", "", pairs)
-            # Not the current span: it spans yields, and a generator closed late (another context) could
-            # not detach it (see telemetry.StreamServerSpans).
-            span = tracer.start_span("homomorphic.compare", attributes=safe_attributes(**{"fedgate.pairs": pairs}))
-            try:
-                async for packed in packed_comparisons(self._pool, q.paillier_key, done.values["left"],
-                                                       done.values["right"], result.pair_left, result.pair_right,
-                                                       q.left_weight, q.right_weight, VALUE_BOUND, packing):
-                    yield PackedResults(packed)
-            finally:
-                span.end()
-            yield ComparisonsSent(pairs, packing)
-            if not grants:
-                return
-            try:
-                chosen = await asyncio.wait_for(flagged(), self._flags_timeout_s)
-            except TimeoutError:
-                raise DeadlineExceeded(f"no flagged pairs came within {self._flags_timeout_s:g} s of the comparison "
-                                       "result: nothing disclosed") from None
-            if len(set(chosen)) != len(chosen) or any(not 0 <= i < pairs for i in chosen):
-                raise InvalidInput(f"flagged pairs must be distinct indices below {pairs}")
-            record.result_sizes["flagged_pairs"] = len(chosen)
-            positions = sorted({int(result.pair_left[i]) for i in chosen})
-            done.disclose_positions = positions[:limit]
-            # The rows of pairs the client itself flagged: a count it may learn, and sees whenever none is cut.
-            available.append(len(positions))
-
-        available: list[int] = []
-        async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome,
-                                           homomorphic, comparisons):
+        comparison = Comparison(q.left_weight, q.right_weight, VALUE_BOUND, packing)
+        async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
+                                           self._decisions.safeguards.size_check(admitted), homomorphic,
+                                           comparison=comparison, flagged=flagged):
             yield event
-        if available:
-            outcome.row_limit = RowLimit.of(available[0], len(outcome.rows), q.limit, limit,
+        if outcome.flagged_rows is not None:
+            outcome.row_limit = RowLimit.of(outcome.flagged_rows, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
 
 
