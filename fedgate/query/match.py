@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, TypeAlias
+from typing import ClassVar, Literal, NoReturn, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -510,13 +510,16 @@ class MatchMachine:
         if self._finished(side):
             self._refuse(event)
         if isinstance(event, OwnTokens) and not stream.own_done:
+            before = stream.own_tokens
+            stream.own_tokens += len(event.data) // self.plan.protocol.own_token_bytes
+            if stream.own_tokens > self.plan.max_tokens:
+                # Counted before anything is relayed: the peer department never takes more than the bound.
+                self._too_many(side)
             out: list[Command] = []
             if relays:
                 out.append(Send(other(side), PeerTokens(event.data)))
             else:
                 self._add_tokens(side, event.data)
-            before = stream.own_tokens
-            stream.own_tokens += len(event.data) // self.plan.protocol.own_token_bytes
             if stream.own_tokens // PROGRESS_EVERY != before // PROGRESS_EVERY:
                 out.append(Progress(side, department, coarse(stream.own_tokens)))
             return out
@@ -604,6 +607,9 @@ class MatchMachine:
         try:
             self._intersector.add(side, data)
         except TooManyTokens:
-            # The intersector's bound is the max_match_rows safeguard: say so to the supervisor.
-            raise FailedPrecondition(f"the {side} set has more than {self.plan.max_tokens:,} rows (safeguard "
-                                     "max_match_rows): refused") from None
+            self._too_many(side)
+
+    def _too_many(self, side: Side) -> NoReturn:
+        # The bound is the max_match_rows safeguard: say so to the supervisor.
+        raise FailedPrecondition(f"the {side} set has more than {self.plan.max_tokens:,} rows (safeguard "
+                                 "max_match_rows): refused") from None

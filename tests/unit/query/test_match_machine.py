@@ -264,6 +264,15 @@ def test_too_many_tokens_is_the_max_match_rows_safeguard(mode: str, side: str, e
         machine.handle(event)
 
 
+def test_a_relaying_protocol_refuses_own_tokens_past_the_bound_before_relaying_them() -> None:
+    """The peer department is never sent more than max_match_rows tokens: the gateway refuses first."""
+    machine = make("ecdh", max_tokens=2)
+    started(machine)
+    assert machine.handle(m.OwnTokens("left", tok(1, 2, width=32)))  # within the bound: relayed
+    with pytest.raises(FailedPrecondition, match=r"^the left set has more than 2 rows \(safeguard max_match_rows\)"):
+        machine.handle(m.OwnTokens("left", tok(3, width=32)))
+
+
 def test_a_sizes_safeguard_refusing_ends_the_match_before_any_result() -> None:
     def refuse(sizes: Sizes) -> None:
         raise FailedPrecondition("too small")
