@@ -36,7 +36,7 @@ from typing import Any
 from bench.match import adapter_toml, console, make_dataset, valid_ids
 from fedgate import pki
 from fedgate.classification import policies_dir
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo import processes
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import Identity, Role
@@ -104,7 +104,7 @@ async def _round(clients: list[GatewayClient], greedy: GatewayClient | None, exp
                  rows: int, report: LoadReport) -> tuple[float, dict[str, list[float]], Counter[str]]:
     latencies: dict[str, list[float]] = {"list": [], "match": [], "sum": [], "count": []}
     errors: Counter[str] = Counter()
-    people, others = ("hrss.people", "resident_id", ""), ("civil.people", "resident_id", "")
+    people, others = Side("hrss.people", "resident_id"), Side("civil.people", "resident_id")
 
     async def timed(op: str, call: Any, check: Any) -> None:
         t = time.perf_counter()
@@ -122,8 +122,10 @@ async def _round(clients: list[GatewayClient], greedy: GatewayClient | None, exp
         case = f"LOAD-{i}"
         key = await asyncio.to_thread(SupervisorKey.generate)
         await timed("list", client.list_datasets(), lambda got: len(got) == 2)
-        await timed("match", client.match(people, others, PURPOSE, case), lambda got: got.cardinality == expected[0])
-        await timed("sum", client.intersection_sum(people, ["value"], others, PURPOSE, case, key=key),
+        await timed("match", client.match(left=people, right=others, purpose=PURPOSE, case_number=case),
+                    lambda got: got.cardinality == expected[0])
+        await timed("sum", client.intersection_sum(values=people, value_fields=["value"], other=others,
+                                                   purpose=PURPOSE, case_number=case, key=key),
                     lambda got: (got.cardinality, got.totals["value"]) == expected)
         await timed("count", client.count_rows("hrss.people", PURPOSE, case), lambda got: got[0] == rows)
 
