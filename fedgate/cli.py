@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -362,6 +362,10 @@ PurposeOpt = Annotated[str, typer.Option("--purpose", help="Why you ask (require
 CaseOpt = Annotated[str, typer.Option("--case", help="Case number, 督查事项编号 (required, audited).")]
 FilterOpt = Annotated[str, typer.Option("--filter",
                                         help="e.g. \"status in ('吊销', '注销') and amount_fen >= 100000\"")]
+LeftSideArg = Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")]
+ModeOpt = Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")]
+LeftFilterOpt = Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")]
+RightFilterOpt = Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")]
 
 
 @query_app.command("count")
@@ -421,13 +425,10 @@ def _side(spec: str, filter: str) -> Side:
 
 @query_app.command("match")
 def query_match(
-    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
-    left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, left: LeftSideArg,
     right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
-    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
-    left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
-    right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
+    mode: ModeOpt = "keyed", left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of matched LEFT rows to see "
                                                                   "(repeatable).")] = [],
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
@@ -441,21 +442,27 @@ def query_match(
             return await client.match(left=left_side, right=right_side, purpose=purpose, case_number=case, mode=mode,
                                       disclose=disclose, limit=limit, on_progress=_progress_reporter(progress))
 
+    result = _streamed(go, as_json)
     if as_json:
-        result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({
             "left": vars(result.left), "right": vars(result.right), "cardinality": result.cardinality,
             "distinct_matches": result.distinct_matches, "fields": [vars(f) for f in result.fields],
             "rows": result.rows, "audit_index": result.audit_index, **row_limit_json(result.row_limit)},
             ensure_ascii=False, indent=2))
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        result = _run(lambda: asyncio.run(go(bar)))
     console.print(match_table(result))
     if result.fields:
         console.print(rows_table(result.fields, result.rows, f"{len(result.rows):,} of {result.cardinality:,} "
                                                              f"matched rows of {result.left.dataset}"))
         _print_shortened(result.row_limit, "matched rows")
+
+
+def _streamed(go: Callable[[Progress | None], Coroutine[Any, Any, T]], quiet: bool) -> T:
+    """Run a streaming query: a spinner line per phase and department on stderr, unless `quiet` (for --json)."""
+    if quiet:
+        return _run(lambda: asyncio.run(go(None)))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        return _run(lambda: asyncio.run(go(bar)))
 
 
 def _progress_reporter(progress: Any) -> Callable[[str, str, int], None] | None:
@@ -486,7 +493,7 @@ def query_sum(
     other: Annotated[str, typer.Argument(help="The set to look keys up in, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
     field: Annotated[list[str], typer.Option("--field", help="Integer field of VALUES to total (repeatable).")],
-    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
+    mode: ModeOpt = "keyed",
     values_filter: Annotated[str, typer.Option("--values-filter", help="Filter on the value holder.")] = "",
     other_filter: Annotated[str, typer.Option("--other-filter", help="Filter on the other dataset.")] = "",
     key_bits: KeyBitsOpt = 2048,
@@ -502,30 +509,25 @@ def query_sum(
                                                  purpose=purpose, case_number=case, mode=mode, key=pair,
                                                  on_progress=_progress_reporter(progress))
 
+    result = _streamed(go, as_json)
     if as_json:
-        result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({"values": vars(result.values), "other": vars(result.other),
                           "cardinality": result.cardinality, "distinct_matches": result.distinct_matches,
                           "totals": result.totals, "audit_index": result.audit_index},
                          ensure_ascii=False, indent=2))
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        result = _run(lambda: asyncio.run(go(bar)))
     console.print(sum_table(result))
 
 
 @query_app.command("compare")
 def query_compare(
-    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
-    left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, left: LeftSideArg,
     right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. tax.insured_employees.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
     left_value: Annotated[str, typer.Option("--left-value", help="Integer field x of LEFT.")],
     right_value: Annotated[str, typer.Option("--right-value", help="Integer field y of RIGHT.")],
     weights: Annotated[str, typer.Option(help="a:b, flag a·x > b·y; e.g. 5:6 for x > 1.2·y.")] = "1:1",
-    mode: Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")] = "keyed",
-    left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
-    right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
+    mode: ModeOpt = "keyed", left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of flagged LEFT rows to see "
                                                                   "(repeatable).")] = [],
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
@@ -547,15 +549,13 @@ def query_compare(
                                         weights=pair_weights, mode=mode, disclose=disclose, limit=limit, key=pair,
                                         on_progress=_progress_reporter(progress))
 
+    result = _streamed(go, as_json)
     if as_json:
-        result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({"left": vars(result.left), "right": vars(result.right), "pairs": result.pairs,
                           "flagged_pairs": result.flagged, "fields": [vars(f) for f in result.fields],
                           "rows": result.rows, "audit_index": result.audit_index,
                           **row_limit_json(result.row_limit)}, ensure_ascii=False, indent=2))
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        result = _run(lambda: asyncio.run(go(bar)))
     console.print(compare_table(result, left_value, right_value, pair_weights))
     if result.fields:
         available = result.row_limit.available if result.row_limit else len(result.rows)

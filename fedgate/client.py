@@ -102,13 +102,15 @@ class EntryProof:
     index: int
     size: int
     leaf_hash: bytes
-    hashes: tuple[bytes, ...]
-    checkpoint: str
-    body: bytes
+    hashes: tuple[bytes, ...]  # the proof: sibling hashes from the leaf up
+    checkpoint: str  # the signed note of the tree of `size`
+    body: bytes  # the entry's canonical bytes
 
 
 @dataclass(frozen=True)
 class MatchSideStats:
+    """What one side of a match sent: its rows, the identifiers that were invalid, its tokens."""
+
     dataset: str
     rows: int
     invalid_identifiers: int
@@ -118,6 +120,8 @@ class MatchSideStats:
 
 @dataclass(frozen=True)
 class MatchResult:
+    """A match's answer: both sides' stats, the matched count and any disclosed left rows."""
+
     left: MatchSideStats
     right: MatchSideStats
     cardinality: int
@@ -129,8 +133,14 @@ class MatchResult:
     row_limit: RowLimit | None = None
 
 
+def _stats(msg: query_pb2.MatchSideStats) -> MatchSideStats:
+    return MatchSideStats(msg.dataset, msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values)
+
+
 @dataclass(frozen=True)
 class SumResult:
+    """An intersection sum's answer: both sides' stats, the matched count and the decrypted totals."""
+
     values: MatchSideStats
     other: MatchSideStats
     cardinality: int
@@ -142,6 +152,8 @@ class SumResult:
 
 @dataclass(frozen=True)
 class CompareResult:
+    """A comparison's answer: the compared pairs, those flagged, and any disclosed flagged left rows."""
+
     left: MatchSideStats
     right: MatchSideStats
     pairs: int
@@ -156,15 +168,13 @@ class CompareResult:
 
 @dataclass(frozen=True)
 class Disclosure:
+    """Disclosed fields of the filtered rows, each plaintext or masked as policy allows."""
+
     fields: list[FieldGrant]
     rows: list[list[str | None]]
     matched_rows: int
     audit_index: int
     row_limit: RowLimit | None = None
-
-
-def _stats(msg: query_pb2.MatchSideStats) -> MatchSideStats:
-    return MatchSideStats(msg.dataset, msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values)
 
 
 def _grants(fields: Iterable[query_pb2.DisclosedField]) -> list[FieldGrant]:
