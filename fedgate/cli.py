@@ -138,8 +138,9 @@ def adapter_serve(config: Annotated[Path, typer.Option("--config", help="The dep
 
 
 def _serve(party: str, config: Path, ready_file: Path | None) -> None:
-    """Load `party`'s config and serve until SIGINT or SIGTERM (its server is imported only now)."""
+    """Load `party`'s config and serve until SIGINT or SIGTERM."""
     _setup_logging()
+    # Each server is imported only when it is to run (see the note at the top).
     if party == "gateway":
         from fedgate.gateway.config import GatewayConfig
         from fedgate.gateway.server import serve as serve_gateway
@@ -192,7 +193,7 @@ def demo_cmd(
     keep_running: Annotated[bool, typer.Option(help="Keep the servers up until Ctrl-C.")] = False,
 ) -> None:
     """Generate data and certificates, start a gateway and every department adapter, show the registry."""
-    from fedgate.demo.runner import run_demo
+    from fedgate.demo.runner import run_demo  # it starts every server: imported only for `fedgate demo`
 
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    show=console.print,
