@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedgate.adapters.sources import Source
-from fedgate.adapters.sources.csv_file import CsvSource
-from fedgate.adapters.sources.sql import SqlSource, sqlite_url
+from fedgate.adapters.sources import Source, SourceSpec
+from fedgate.adapters.sources.kinds import open_source, read_spec
 from fedgate.worker_pool import default_workers
 from fedgate.classification import Levels, default_levels
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
@@ -61,30 +60,12 @@ level = "L3"
 
 
 @dataclass(frozen=True)
-class SourceSpec:
-    kind: str
-    path: Path | None = None
-    url: str | None = None
-    table: str | None = None
-
-
-@dataclass(frozen=True)
 class DatasetConfig:
     decl: DatasetDecl
     source: SourceSpec
 
     def open_source(self) -> Source:
-        types = self.decl.field_types
-        spec = self.source
-        if spec.kind == "csv":
-            assert spec.path is not None
-            return CsvSource(spec.path, types)
-        assert spec.table is not None
-        if spec.kind == "sqlite":
-            assert spec.path is not None
-            return SqlSource(sqlite_url(spec.path), spec.table, label=f"{spec.path} table {spec.table}")
-        assert spec.url is not None
-        return SqlSource(spec.url, spec.table)
+        return open_source(self.source, self.decl.field_types)
 
 
 @dataclass(frozen=True)
@@ -151,7 +132,7 @@ def _check_reachable(path: Path, listen: str, advertise: str) -> None:
 def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
     name = table.text("name")
     description = table.text("description", "")
-    source = _source(table.table("source"))
+    source = read_spec(table.table("source"))
     fields = []
     for ft in table.tables("fields"):
         try:
@@ -168,17 +149,3 @@ def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
     except InvalidInput as exc:
         raise ConfigError(str(table.file), str(exc)) from None
     return DatasetConfig(decl, source)
-
-
-def _source(table: Table) -> SourceSpec:
-    kind = table.text("kind")
-    if kind == "csv":
-        spec = SourceSpec(kind, path=table.path("path"))
-    elif kind == "sqlite":
-        spec = SourceSpec(kind, path=table.path("path"), table=table.text("table"))
-    elif kind == "sql":
-        spec = SourceSpec(kind, url=table.text("url"), table=table.text("table"))
-    else:
-        raise table.error("kind", f"unknown source kind {kind!r} (allowed: csv, sqlite, sql)")
-    table.done()
-    return spec

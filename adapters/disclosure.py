@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedgate.adapters.sources import Value
-from fedgate.audit_entry import AuditEntry, filter_digest, paillier_key_digest
-from fedgate.classification import Levels, form_rank
+from fedgate.audit_entry import AuditEntry
+from fedgate.classification import Levels
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.ticket import TicketRefused
 from fedgate.errors import InvalidIdentifier
 from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.query.audit_params import QueryParams, decode, filter_digest, paillier_key_digest
+from fedgate.query.safeguards import Release, ReleasedField, Safeguards
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,15 @@ class Ask:
     paillier_key: bytes = b""
     # A match's side (left/right): its key, filter and values are logged per side, and only the left discloses.
     role: str = ""
+    # The row limit asked for, where rows may leave (None: not checked against the log).
+    limit: int | None = None
 
 
-def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
-    """Refuse unless the logged request is exactly this one and within this department's ceilings."""
-    params = dict(entry.params)
+def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> QueryParams:
+    """Refuse unless the logged request is exactly this one and within this department's ceilings.
+
+    Returns the entry's parameters: the numbers this department enforces while it serves the request.
+    """
     qualified = ask.dataset.qualified_name
     if entry.action != ask.action:
         raise TicketRefused(f"the logged request is '{entry.action}', not '{ask.action}'")
@@ -47,39 +53,39 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> None:
         raise TicketRefused(f"the logged request does not name dataset '{qualified}'")
     if entry.decision != "allow":
         raise TicketRefused("the logged request was not allowed")
-    side = f"{ask.role}." if ask.role else ""
-    logged_digest = params.get(f"filter_digest.{side}{qualified}", "")
+    params = decode(dict(entry.params))
+    side = params.logged_side(qualified, ask.role)
+    logged_digest = side.filter.digest if side.filter else ""
     if (ask.filter_text or logged_digest) and filter_digest(ask.filter_nonce, ask.filter_text) != logged_digest:
         raise TicketRefused("the filter sent is not the one in the audit log")
-    if ask.min_set_size != int(params.get("min_set_size", "0")):
+    if ask.min_set_size != (params.min_set_size or 0):
         raise TicketRefused("the minimum set size sent is not the one in the audit log")
-    if ask.key_field != params.get(f"key.{side}{qualified}", ""):
+    if ask.key_field != side.key_field:
         raise TicketRefused("the key field sent is not the one in the audit log")
-    if ",".join(ask.values) != params.get(f"values.{side}{qualified}", ""):
+    if ask.values != side.value_fields:
         raise TicketRefused("the value fields sent are not the ones in the audit log")
-    if ask.values and paillier_key_digest(ask.paillier_key) != params.get("paillier_key_sha256", ""):
+    if ask.values and paillier_key_digest(ask.paillier_key) != params.paillier_key_sha256:
         # Defence in depth: values are encrypted only under the key the log names.
         raise TicketRefused("the Paillier key sent is not the one in the audit log")
+    if ask.fields and ask.limit is not None and ask.limit != params.limit:
+        raise TicketRefused("the row limit sent is not the one in the audit log")
     # Released fields are those the log gives a form for; nothing else may leave. A match's right
     # side never discloses (its adapter refuses fields), so the forms are the left side's.
-    asked = sorted(f"form.{qualified}.{f.name}" for f in ask.fields)
-    logged = sorted(k for k in params if k.startswith(f"form.{qualified}."))
-    if asked != logged and not (ask.role == "right" and not ask.fields):
+    logged = params.forms_of(qualified)
+    if sorted(f.name for f in ask.fields) != sorted(logged) and not (ask.role == "right" and not ask.fields):
         raise TicketRefused("the fields asked for are not the ones in the audit log")
+    released = []
     for f in ask.fields:
         decl = ask.dataset.field(f.name)
         if decl is None:
             raise TicketRefused(f"dataset '{qualified}' declares no field '{f.name}'")
-        key = f"{qualified}.{f.name}"
-        if params.get(f"form.{key}") != f.form or params.get(f"level.{key}") != f.level:
+        if logged[f.name] != (f.form, f.level):
             raise TicketRefused(f"field '{f.name}': form or level differs from the audit log")
         if f.level != decl.level:
             raise TicketRefused(f"field '{f.name}' is {decl.level} here, not {f.level} as the gateway holds")
-        level = levels.get(decl.level)
-        ceiling = level.ceiling if level else "aggregate"
-        if f.form not in ("plaintext", "masked") or form_rank(f.form) > form_rank(ceiling):
-            raise TicketRefused(f"field '{f.name}' ({decl.level}) may leave this department at most as "
-                                f"{ceiling}, not {f.form}")
+        released.append(ReleasedField(f.name, f.form, decl.level))
+    Safeguards.for_department(levels).release(Release(params, tuple(released), ask.limit))
+    return params
 
 
 def render(values: Sequence[Value], fields: Sequence[FieldGrant], dataset: DatasetDecl,

@@ -1,9 +1,11 @@
-"""One side of a private match, as the department's adapter plays it.
+"""One side of a private match, as the department's adapter plays it: the pump of its side machine.
 
 The session verifies the ticket, reads its own rows (filtered, normalised,
 invalid keys counted), turns them into tokens in the worker pool and streams
-them out; in ECDH mode it also blinds the peer's points as they arrive. The
-left side can afterwards disclose its matched rows, masked here.
+them out; with a relaying protocol it also blinds the peer's tokens as they
+arrive. The left side can afterwards disclose its matched rows, masked here.
+The rules (what a start may ask, which message may come when, the peer-token
+bound, when the session is recorded) are ``fedgate.query.match_side``'s.
 """
 
 from __future__ import annotations
@@ -13,35 +15,35 @@ import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedgate import certified, matching_keys
+from fedgate import certified
 from fedgate.identity import Identity
-from fedgate.encryptors import MAX_VALUE_FIELDS
 from fedgate.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
-from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, reblind, tokens_for
+from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.worker_pool import WorkerPool
 from fedgate.classification import Levels
-from fedgate.crypto import psi
 from fedgate.crypto.ids import normalise
-from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, public_key_from_bytes
-from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
+from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS
+from fedgate.datasets import FieldGrant
 from fedgate.errors import (
-    FailedPrecondition,
     InvalidIdentifier,
-    InvalidInput,
     RemoteProtocolError,
     VerificationError,
 )
-from fedgate.filters import Filter, parse_checked
+from fedgate.filters import Filter
+from fedgate.query import match_side as side
+from fedgate.query.match_side import SideStart
+from fedgate.query.protocols import SecretSetup
+from fedgate.query.safeguards import Release, Safeguards
+from fedgate.wire import matching_key_from_proto
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
 # Chunks are sized to the dataset: small sets get small chunks, so every worker is busy early and
@@ -57,24 +59,31 @@ def chunk_rows(row_count: int, parallelism: int) -> int:
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, row_count // (4 * max(parallelism, 1))))
 
 
-MAX_PEER_TOKENS = 5_000_000
-MODES = ("keyed", "ecdh")
-ACTIONS = ("query.match", "query.sum", "query.compare")
-
-
-@dataclass
-class _Start:
-    decl: DatasetDecl
-    source: Source
-    key_kind: str
-    where: Filter | None
-    msg: adapter_pb2.MatchStart
-    action: str
-    values: tuple[str, ...]
+# The most peer tokens one session takes (the safeguards will feed it from the logged entry).
 
 
 def seal_context(query_id: str, left: str, right: str) -> bytes:
     return f"{query_id}|{left}|{right}".encode()
+
+
+def side_start(m: adapter_pb2.MatchStart) -> SideStart:
+    """The gateway's start as the department reads it (the ticket stays protobuf, for the gate)."""
+    return SideStart(
+        m.dataset, m.key_field, m.filter, m.filter_nonce, m.mode, m.role, m.peer_department,
+        matching_key_from_proto(m.peer_key), m.sealed_key, m.min_set_size,
+        tuple(FieldGrant(f.name, f.level, f.form) for f in m.disclose_fields), m.limit, m.action,
+        tuple(m.value_fields), m.paillier_key, m.paillier_key_signature, m.supervisor_certificate)
+
+
+def _from_gateway(msg: adapter_pb2.MatchIn) -> side.FromGateway:
+    kind = msg.WhichOneof("msg")
+    if kind == "peer_tokens":
+        return side.PeerTokens(msg.peer_tokens.data)
+    if kind == "peer_done":
+        return side.PeerDone()
+    if kind == "disclose":
+        return side.DiscloseMatched(list(msg.disclose.positions))
+    return side.OtherMessage(str(kind))
 
 
 class MatchSessions:
@@ -86,162 +95,47 @@ class MatchSessions:
         self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
+        # The RELEASE safeguards, with the numbers of each admitted entry.
+        self._safeguards = Safeguards.for_department(levels)
         self._pool = pool
         self._matching_key = matching_key
         self._ca_pem = ca_pem
         # Match sessions running now (each stops its work when its stream ends).
         self.active = 0
 
-    def _prepare(self, start: adapter_pb2.MatchStart) -> _Start:
-        decl, source = self._catalogue.lookup(start.dataset)
-        key = decl.field(start.key_field)
-        if key is None or key.key is None:
-            raise InvalidInput(f"'{start.key_field}' is not a key field of '{decl.qualified_name}'")
-        if start.mode not in MODES or start.role not in ("left", "right"):
-            raise InvalidInput("mode must be keyed or ecdh and role left or right")
-        action = start.action or "query.match"
-        # Which sides encrypt values: none in a match, the left (value holder) in a sum, both in a comparison.
-        wants_values = {"query.match": False, "query.sum": start.role == "left", "query.compare": True}
-        if action not in ACTIONS or wants_values[action] != bool(start.value_fields):
-            raise InvalidInput(f"a {start.role} side of a {action.removeprefix('query.')} "
-                               f"{'names' if wants_values.get(action) else 'carries no'} value fields")
-        values = tuple(start.value_fields)
-        if len(values) > MAX_VALUE_FIELDS or len(set(values)) != len(values):
-            raise InvalidInput(f"name 1 to {MAX_VALUE_FIELDS} distinct value fields")
-        for name in values:
-            field = decl.field(name)
-            if field is None or field.type is not FieldType.INT:
-                raise InvalidInput(f"'{name}' is not an integer field of '{decl.qualified_name}'")
-        if values:
-            public_key_from_bytes(start.paillier_key)  # refuses a malformed or too small key
-        return _Start(decl, source, key.key.value, parse_checked(start.filter, decl.field_types), start,
-                      action, values)
-
     async def serve(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> AsyncGenerator[adapter_pb2.MatchOut, None]:
         """The session: first message Start, then tokens flow both ways; see adapter.proto."""
         it = requests.__aiter__()
         first = await anext(it, None)
-        if first is None or first.WhichOneof("msg") != "start":
-            raise RemoteProtocolError("a match stream starts with MatchStart")
-        st = self._prepare(first.start)
-        m = st.msg
-        grants = tuple(FieldGrant(f.name, f.level, f.form) for f in m.disclose_fields)
-        if grants and m.role != "left":
-            raise InvalidInput("only the left side discloses rows")
-        ask = Ask(st.action, st.decl, grants, m.filter, m.filter_nonce, m.min_set_size, m.key_field,
-                  st.values, m.paillier_key if st.values else b"", m.role)
+        side.check_first(None if first is None else first.WhichOneof("msg"))
+        assert first is not None
+        m = first.start
+        decl, source = self._catalogue.lookup(m.dataset)
+        plan = side.plan_session(side_start(m), decl)
+        st = plan.start
+        ask = Ask(plan.action, decl, plan.grants, st.filter_text, st.filter_nonce, st.min_set_size, st.key_field,
+                  plan.values, st.paillier_key if plan.values else b"", st.role,
+                  limit=st.limit if plan.grants else None)
         admission = await self._gate.admit(m.ticket, ask)
-        if st.values:
+        if plan.values:
             await self._check_key_vouched(admission, m)
         query_id = admission.ticket.claims.query_id
-        left, right = ((self._department, m.peer_department) if m.role == "left"
-                       else (m.peer_department, self._department))
+        left, right = ((self._department, st.peer_department) if st.role == "left"
+                       else (st.peer_department, self._department))
         async with recording_stops(admission):  # a key that does not open ends the session here
-            secret, started = self._secret(m, seal_context(query_id, left, right))
-
-        out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
-        await out.put(adapter_pb2.MatchOut(started=started))
-        hashes = bytearray()
-        own_done = asyncio.Event()
-        own_stats: list[int] = []
-
-        # Up to one chunk per worker in flight, results taken in order: every core blinds.
-        depth = self._pool.parallelism
-
-        async def produce_own() -> None:
-            rows = invalid = missing = tokens = 0
-            width = psi.TOKEN_BYTES if m.mode == "keyed" else psi.POINT_BYTES
-            pending: collections.deque[asyncio.Future[ChunkTokens]] = collections.deque()
-
-            async def emit() -> None:
-                nonlocal invalid, missing, tokens
-                chunk = await pending.popleft()
-                invalid += chunk.invalid
-                missing += chunk.missing_values
-                count = len(chunk.tokens) // width
-                tokens += count
-                hashes.extend(chunk.hashes)
-                if chunk.tokens:
-                    await out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=chunk.tokens)))
-                    if st.values:
-                        await out.put(adapter_pb2.MatchOut(own_values=adapter_pb2.CipherData(
-                            data=chunk.ciphertexts, rows=count)))
-
-            size = chunk_rows(st.decl.row_count, depth)
-            if st.values:  # one ciphertext chunk per token chunk, within the wire limit
-                size = min(size, MAX_CHUNK_CIPHERTEXTS // len(st.values))
-            async for raw in _chunks(st.source, [m.key_field, *st.values], st.where, size):
-                rows += len(raw)
-                pending.append(asyncio.ensure_future(self._pool.run(
-                    tokens_for, m.mode, secret, st.key_kind, raw, bool(grants), st.values,
-                    m.paillier_key if st.values else b"")))
-                if len(pending) >= depth:
-                    await emit()
-            while pending:
-                await emit()
-            own_stats.extend((rows, invalid, tokens))
-            await out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
-                rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing)))
-            own_done.set()
-
-        async def consume_peer() -> None:
-            peer_tokens = 0
-            pending: collections.deque[asyncio.Future[bytes]] = collections.deque()
-
-            async def emit() -> None:
-                data = await pending.popleft()
-                await out.put(adapter_pb2.MatchOut(reblinded=adapter_pb2.TokenData(data=data)))
-
-            async for msg in it:
-                kind = msg.WhichOneof("msg")
-                if kind == "peer_tokens" and m.mode == "ecdh":
-                    peer_tokens += len(msg.peer_tokens.data) // psi.POINT_BYTES
-                    if peer_tokens > MAX_PEER_TOKENS:
-                        raise RemoteProtocolError(f"more than {MAX_PEER_TOKENS} peer tokens")
-                    pending.append(asyncio.ensure_future(self._pool.run(reblind, secret, msg.peer_tokens.data)))
-                    if len(pending) >= depth:
-                        await emit()
-                elif kind == "peer_done" and m.mode == "ecdh":
-                    while pending:
-                        await emit()
-                    await out.put(adapter_pb2.MatchOut(reblind_done=adapter_pb2.SideDone(tokens=peer_tokens)))
-                elif kind == "disclose" and grants:
-                    await own_done.wait()
-                    rows = await asyncio.to_thread(self._disclose, st, grants, bytes(hashes),
-                                                   list(msg.disclose.positions), m.limit, own_stats[0])
-                    await record_served(len(rows))
-                    await out.put(adapter_pb2.MatchOut(rows=adapter_pb2.DisclosedRows(rows=rows)))
-                else:
-                    raise RemoteProtocolError(f"unexpected {kind} in a {m.mode} match as {m.role}")
-
-        async def run_all() -> None:
-            try:
-                await asyncio.gather(produce_own(), consume_peer())
-                if not recorded:  # tokens only, or a disclosure nobody asked for: nothing but tokens left
-                    await record_served(0 if grants else (own_stats[2] if own_stats else 0))
-                await out.put(None)  # the stream ends only after the session is recorded
-            except BaseException as exc:  # handed to the writer, which raises it in the handler
-                await out.put(exc)
-
-        recorded: list[bool] = []
-
-        async def record_served(rows: int) -> None:
-            """Record `served` once; from its start it is the session's record, never followed by `stopped`."""
-            write = asyncio.ensure_future(admission.served(rows))
-            recorded.append(True)
-            try:
-                await asyncio.shield(write)  # a cancellation now does not cut the record short
-            except asyncio.CancelledError:
-                raise
-            except BaseException:
-                recorded.clear()  # not recorded: the failure is, as `stopped`
-                raise
-
-        worker = asyncio.create_task(run_all())
+            secret = plan.protocol.secret(SecretSetup(
+                st.role, seal_context(query_id, left, right), st.peer_department, st.peer_key, st.sealed_key,
+                self._matching_key, self._ca_pem))
+        release = self._safeguards.release
+        machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
+        session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
+                           self._safeguards)
+        await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(sealed_key=secret.sealed_key)))
+        worker = asyncio.create_task(session.run(it))
         self.active += 1
         stopped = CANCELLED
         try:
-            while (item := await out.get()) is not None:
+            while (item := await session.out.get()) is not None:
                 if isinstance(item, BaseException):
                     stopped = stop_reason(item)
                     raise item
@@ -251,7 +145,7 @@ class MatchSessions:
             worker.cancel()
             with contextlib.suppress(BaseException):
                 await worker
-            if not recorded:
+            if not session.machine.recorded:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(admission.stopped(stopped))
             # Only now: Adapter.stop waits for no active session before it closes the disclosure log.
@@ -267,43 +161,129 @@ class MatchSessions:
             await admission.refused_after_check(str(exc))
             raise
 
-    def _secret(self, m: adapter_pb2.MatchStart, context: bytes) -> tuple[bytes, adapter_pb2.MatchStarted]:
-        """The per-query secret: an ECDH scalar, or the keyed-mode key (created left, sealed to right)."""
-        if m.mode == "ecdh":
-            return psi.new_scalar(), adapter_pb2.MatchStarted()
-        if m.role == "left":
-            peer = matching_keys.verify(matching_keys.MatchingKey(m.peer_key.public_key, m.peer_key.signature,
-                                                                  m.peer_key.certificate_pem),
-                                        m.peer_department, self._ca_pem)
-            key = psi.new_psi_key()
-            return key, adapter_pb2.MatchStarted(sealed_key=psi.seal_key(peer, key, context))
-        return psi.open_sealed_key(self._matching_key, m.sealed_key, context), adapter_pb2.MatchStarted()
 
-    def _disclose(self, st: _Start, grants: Sequence[FieldGrant], hashes: bytes, positions: list[int],
-                  limit: int, rows_after_filter: int) -> list[common_pb2.DisclosedRow]:
+class _Session:
+    """One session's pump: its own tokens out, the peer's re-blinded, its machine's commands carried out."""
+
+    def __init__(self, plan: side.SessionPlan, machine: side.SideMachine, source: Source, secret: bytes,
+                 admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards) -> None:
+        self.plan, self.machine, self.source, self.secret = plan, machine, source, secret
+        self.admission, self.pool, self.levels, self.safeguards = admission, pool, levels, safeguards
+        self.out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
+        self.hashes = bytearray()
+        # Up to one chunk per worker in flight, results taken in order: every core blinds.
+        self.depth = pool.parallelism
+        self.reblinding: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self.disclosed_rows: list[common_pb2.DisclosedRow] = []
+
+    async def run(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> None:
+        try:
+            await asyncio.gather(self.produce_own(), self.consume(requests))
+            await self.carry_out(self.machine.close())
+            await self.out.put(None)  # the stream ends only after the session is recorded
+        except BaseException as exc:  # handed to the writer, which raises it in the handler
+            await self.out.put(exc)
+
+    async def produce_own(self) -> None:
+        plan, st = self.plan, self.plan.start
+        rows = invalid = missing = tokens = 0
+        pending: collections.deque[asyncio.Future[ChunkTokens]] = collections.deque()
+
+        async def emit() -> None:
+            nonlocal invalid, missing, tokens
+            chunk = await pending.popleft()
+            invalid += chunk.invalid
+            missing += chunk.missing_values
+            count = len(chunk.tokens) // plan.protocol.own_token_bytes
+            tokens += count
+            self.hashes.extend(chunk.hashes)
+            if chunk.tokens:
+                await self.out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=chunk.tokens)))
+                if plan.values:
+                    await self.out.put(adapter_pb2.MatchOut(own_values=adapter_pb2.CipherData(
+                        data=chunk.ciphertexts, rows=count)))
+
+        size = chunk_rows(plan.decl.row_count, self.depth)
+        if plan.values:  # one ciphertext chunk per token chunk, within the wire limit
+            size = min(size, MAX_CHUNK_CIPHERTEXTS // len(plan.values))
+        async for raw in _chunks(self.source, [st.key_field, *plan.values], plan.where, size):
+            rows += len(raw)
+            pending.append(asyncio.ensure_future(self.pool.run(
+                tokens_for, plan.protocol.tokens, self.secret, plan.key_kind, raw, bool(plan.grants), plan.values,
+                st.paillier_key if plan.values else b"")))
+            if len(pending) >= self.depth:
+                await emit()
+        while pending:
+            await emit()
+        await self.out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
+            rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing)))
+        await self.carry_out(self.machine.own_done(side.OwnStats(rows, invalid, tokens, missing)))
+
+    async def consume(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> None:
+        async for msg in requests:
+            await self.carry_out(self.machine.receive(_from_gateway(msg)))
+        self.machine.input_ended()
+
+    async def carry_out(self, commands: list[side.SideCommand]) -> None:
+        for command in commands:
+            if isinstance(command, side.Reblind):
+                assert self.plan.protocol.reblind is not None
+                self.reblinding.append(asyncio.ensure_future(
+                    self.pool.run(self.plan.protocol.reblind, self.secret, command.data)))
+                if len(self.reblinding) >= self.depth:
+                    await self._emit_reblinded()
+            elif isinstance(command, side.FinishReblind):
+                while self.reblinding:
+                    await self._emit_reblinded()
+                await self.out.put(adapter_pb2.MatchOut(reblind_done=adapter_pb2.SideDone(tokens=command.tokens)))
+            elif isinstance(command, side.Disclose):
+                self.disclosed_rows = await asyncio.to_thread(self._disclose, command.positions,
+                                                              command.rows_after_filter)
+                await self.carry_out(self.machine.disclosed(len(self.disclosed_rows)))
+            elif isinstance(command, side.RecordServed):
+                await self._record_served(command.rows)
+            else:
+                await self.out.put(adapter_pb2.MatchOut(rows=adapter_pb2.DisclosedRows(rows=self.disclosed_rows)))
+
+    async def _emit_reblinded(self) -> None:
+        data = await self.reblinding.popleft()
+        await self.out.put(adapter_pb2.MatchOut(reblinded=adapter_pb2.TokenData(data=data)))
+
+    async def _record_served(self, rows: int) -> None:
+        """Record `served`; from its start it is the session's record, never followed by `stopped`."""
+        write = asyncio.ensure_future(self.admission.served(rows))
+        try:
+            await asyncio.shield(write)  # a cancellation now does not cut the record short
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.machine.record_failed()  # not recorded: the failure is, as `stopped`
+            raise
+
+    def _disclose(self, positions: list[int], rows_after_filter: int) -> list[common_pb2.DisclosedRow]:
         """Find the matched rows again by their keys' local hashes, and mask what leaves."""
-        if rows_after_filter < st.msg.min_set_size:
-            raise FailedPrecondition(f"the set has fewer than {st.msg.min_set_size} rows after the filter "
-                                     "(safeguard min_set_size): nothing disclosed")
+        plan, st = self.plan, self.plan.start
+        self.safeguards.release(Release(self.admission.params, set_rows=rows_after_filter))
         width = 16
+        hashes = bytes(self.hashes)
         count = len(hashes) // width
         if any(not 0 <= p < count for p in positions) or positions != sorted(set(positions)):
             raise RemoteProtocolError("disclosure positions must be distinct, ascending and within this set")
         wanted = {hashes[p * width:(p + 1) * width] for p in positions}
         out: list[common_pb2.DisclosedRow] = []
-        values = len(st.values)
-        columns = [st.msg.key_field, *st.values, *(g.name for g in grants)]
-        for row in st.source.rows(columns, st.where):
-            if len(out) >= limit:
+        values = len(plan.values)
+        columns = [st.key_field, *plan.values, *(g.name for g in plan.grants)]
+        for row in self.source.rows(columns, plan.where):
+            if len(out) >= st.limit:
                 break
             try:
-                ident = normalise(st.key_kind, str(row[0])).encode() if row[0] is not None else None
+                ident = normalise(plan.key_kind, str(row[0])).encode() if row[0] is not None else None
             except InvalidIdentifier:
                 continue
             if ident is None or any(not isinstance(v, int) for v in row[1:1 + values]):
                 continue
             if local_hash(ident, row[1:1 + values]) in wanted:  # type: ignore[arg-type]
-                rendered, nulls = render(row[1 + values:], grants, st.decl, self._levels)
+                rendered, nulls = render(row[1 + values:], plan.grants, plan.decl, self.levels)
                 out.append(common_pb2.DisclosedRow(values=rendered, null=nulls))
         return out
 

@@ -6,11 +6,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedgate.crypto import psi
 from fedgate.crypto.ids import normaliser
 from fedgate.crypto.paillier import ciphertext_bytes
 from fedgate.encryptors import VALUE_BITS, encryptor_for
 from fedgate.errors import FailedPrecondition, InvalidIdentifier
+from fedgate.query.protocols.base import TokensFn
 
 DOMAIN_PREFIX = b"fedgate/match/v1/"
 
@@ -46,9 +46,10 @@ class ChunkTokens:
     ciphertexts: bytes
 
 
-def tokens_for(mode: str, secret: bytes, kind: str, rows: list[tuple[object, ...]], keep_hashes: bool,
+def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[object, ...]], keep_hashes: bool,
                value_fields: tuple[str, ...] = (), paillier_key: bytes = b"") -> ChunkTokens:
-    """Normalise the key (first column) of each row and turn the valid ones into tokens.
+    """Normalise the key (first column) of each row and turn the valid ones into tokens with ``tokens_of``
+    (the match protocol's token function, module-level so it pickles).
 
     Invalid or missing keys are counted, never matched. With ``value_fields``,
     the remaining columns are encrypted under ``paillier_key``; a row with a
@@ -82,11 +83,7 @@ def tokens_for(mode: str, secret: bytes, kind: str, rows: list[tuple[object, ...
         elif keep_hashes:
             hashes.append(local_hash(ident))
         valid.append(ident)
-    domain = domain_for(kind)
-    if mode == "keyed":
-        tokens = psi.hmac_tokens(secret, domain, valid)
-    else:
-        tokens = psi.hash_and_blind(secret, domain, valid)
+    tokens = tokens_of(secret, domain_for(kind), valid)
     ciphertexts = b""
     if value_fields:
         enc = encryptor_for(paillier_key)
@@ -107,7 +104,3 @@ def _checked_value(name: str, value: object) -> int:
                               "comparisons encrypt: refused rather than risk an overflow")
     return value
 
-
-def reblind(secret: bytes, points: bytes) -> bytes:
-    """Blind the peer's points with our scalar and cut them to final token width."""
-    return psi.truncate_tokens(psi.blind_points(secret, points))

@@ -21,12 +21,12 @@ from fedgate.filters import Filter, parse_checked
 from fedgate.identity import Role
 from fedgate.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
+from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, Release, Safeguards
 from fedgate.telemetry import safe_attributes
 from fedgate.wire import ADMITTED_METADATA as ADMITTED
 from fedgate.wire import dataset_to_proto
 
 tracer = trace.get_tracer(__name__)
-MAX_DISCLOSE_ROWS = 10_000
 
 
 def require_gateway() -> None:
@@ -44,6 +44,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
+        self._release = Safeguards.for_department(levels)
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
@@ -79,14 +80,17 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         fields = tuple(FieldGrant(f.name, f.level, f.form) for f in request.fields)
         if not fields or not 0 < request.limit <= MAX_DISCLOSE_ROWS:
             raise InvalidInput(f"a disclosure names at least one field and a limit of 1..{MAX_DISCLOSE_ROWS} rows")
-        ask = Ask("query.disclose", decl, fields, request.filter, request.filter_nonce, request.min_set_size)
+        ask = Ask("query.disclose", decl, fields, request.filter, request.filter_nonce, request.min_set_size,
+                  limit=request.limit)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
 
-        def read(where: Filter | None) -> tuple[int, list[common_pb2.DisclosedRow] | None]:
+        def read(where: Filter | None) -> tuple[int, list[common_pb2.DisclosedRow] | FailedPrecondition]:
             matched = source.count(where)
-            if matched < max(request.min_set_size, 1):
-                return matched, None
+            try:  # the entry's minimum set size, checked before any row is read
+                self._release.release(Release(admission.params, set_rows=matched))
+            except FailedPrecondition as refusal:
+                return matched, refusal
             out = []
             for values in itertools.islice(source.rows([f.name for f in fields], where), request.limit):
                 text, nulls = render(values, fields, decl, self._levels)
@@ -98,13 +102,13 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
             with tracer.start_as_current_span("source.disclose") as span:
                 matched, rows = await asyncio.to_thread(read, where)
-                span.set_attributes(safe_attributes(**{"fedgate.matched_rows": matched,
-                                                       "fedgate.disclosed_rows": len(rows or [])}))
-        if rows is None:
+                span.set_attributes(safe_attributes(**{
+                    "fedgate.matched_rows": matched,
+                    "fedgate.disclosed_rows": 0 if isinstance(rows, FailedPrecondition) else len(rows)}))
+        if isinstance(rows, FailedPrecondition):
             # The exact size is not told: that would itself be a probe answer.
             await admission.refused_after_check(f"filtered set smaller than the minimum of {request.min_set_size}")
-            raise FailedPrecondition(f"the filtered set has fewer than {request.min_set_size} rows "
-                                     "(safeguard min_set_size): nothing disclosed")
+            raise rows
         await admission.served(len(rows))
         return adapter_pb2.AdapterDiscloseResponse(rows=rows, matched_rows=matched)
 

@@ -16,6 +16,7 @@ from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S, Ticket, TicketRefused, VerifiedTicket, verify_ticket
 from fedgate.errors import FedgateError, RemoteProtocolError
 from fedgate.protos.fedgate.v1 import adapter_pb2
+from fedgate.query.audit_params import QueryParams
 
 
 def ticket_from_proto(msg: adapter_pb2.QueryTicket) -> Ticket:
@@ -31,6 +32,7 @@ class Admission:
     action: str
     dataset: str
     entry: AuditEntry      # the logged request the ticket proves
+    params: QueryParams    # its parameters: the safeguard values this department enforces while serving
 
     async def served(self, rows: int) -> None:
         await self.gate.record_served(self, rows)
@@ -101,13 +103,13 @@ class TicketGate:
                                          vkey=self._vkey, origin=self.origin,
                                          last_seen=self._open(note) if note else None, skew_s=self._skew_s)
                 entry = _entry_of(verified)
-                check_ask(entry, ask, self._levels)
+                params = check_ask(entry, ask, self._levels)
             except FedgateError as exc:
                 await self._log.record_async(Disclosure(
                     utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
                 raise
             # Accepting moves this adapter's view of the log forward before anything is served.
-            admission = Admission(self, verified, action, qualified, entry)
+            admission = Admission(self, verified, action, qualified, entry, params)
             await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, Disclosure(
                 utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
                 action, qualified, "admitted", "", None))

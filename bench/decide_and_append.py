@@ -34,17 +34,21 @@ from fedgate.gateway.audit_store import AuditStore
 from fedgate.gateway.policy import Policy
 from fedgate.identity import Identity, Role
 from fedgate.interceptors import RequestRecord
+from fedgate.query.audit_params import LoggedFilter, QueryParams, SideParams, SideRef
 
 CALLER = Identity(Role.SUPERVISOR, "dcb", "bench")
+# A keyed match's parameters, as the gateway logs them.
+PARAMS = QueryParams(
+    sides={SideRef("hrss.subsidies", "left"): SideParams("uscc"),
+           SideRef("samr.companies", "right"): SideParams("uscc", LoggedFilter("status in (?, ?)", "0" * 64))},
+    mode="keyed", min_set_size=100, limit=100).encode()
 
 
 def _record(i: int) -> RequestRecord:
     return RequestRecord(
         "/fedgate.v1.QueryService/Match", CALLER, "query.match", ["hrss.subsidies", "samr.companies"],
         ["hrss.subsidies.uscc", "samr.companies.uscc"], "核查稳岗补贴发放对象", f"DC-2026-{i:05d}",
-        params={"mode": "keyed", "key.left.hrss.subsidies": "uscc", "key.right.samr.companies": "uscc",
-                "min_set_size": "100", "limit": "100", "filter.right.samr.companies": "status in (?, ?)",
-                "filter_digest.right.samr.companies": "0" * 64},
+        params=PARAMS,
         query_id=f"{i:032x}", trace_id=f"{i:032x}")
 
 

@@ -71,7 +71,9 @@ from bench.match import (
     valid_ids,
 )
 from fedgate import pki
-from fedgate.adapters.pool_tasks import reblind, tokens_for
+from fedgate.adapters.pool_tasks import tokens_for
+from fedgate.query import protocols
+from fedgate.query.protocols.ecdh import reblind
 from fedgate.client import GatewayClient, Side
 from fedgate.crypto import psi
 from fedgate.crypto.compare import packing_for
@@ -230,7 +232,7 @@ def _encrypt(values: list[int]) -> bytes:
 
 
 def _tokens(mode: str, secret: bytes, raw: list[str]) -> bytes:
-    return tokens_for(mode, secret, "resident_id", [(r,) for r in raw], False).tokens
+    return tokens_for(protocols.get(mode).tokens, secret, "resident_id", [(r,) for r in raw], False).tokens
 
 
 def _chunked(items: list[object], size: int = CHUNK) -> list[list[object]]:

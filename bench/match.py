@@ -50,7 +50,6 @@ import json
 import multiprocessing
 import os
 import platform
-import random
 import shutil
 import signal
 import subprocess
@@ -67,195 +66,46 @@ from rich.table import Table
 
 from fedgate import pki
 from fedgate.adapters.matching import chunk_rows
-from fedgate.adapters.pool_tasks import domain_for, reblind, tokens_for
+from fedgate.adapters.pool_tasks import domain_for, tokens_for
 from fedgate.client import GatewayClient, MatchResult, Side
 from fedgate.crypto import psi
-from fedgate.crypto.ids import make_resident_id, normalise, resident_id_check_char
-from fedgate.demo import processes
+from fedgate.classification import policies_dir
+from fedgate.demo import processes, synthetic_ids
+from fedgate.demo.deployment import Deployment, GatewaySpec, policy_copy
+from fedgate.demo.synthetic_ids import LEFT, RIGHT, DataSet, people_departments, read_ids, valid_ids
+from fedgate.query import protocols
+from fedgate.query.protocols.ecdh import reblind
 from fedgate.identity import Identity, Role
 from fedgate.tls import TlsFiles
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "bench")
-LEFT, RIGHT = "hrss", "civil"
 DATASET = "people"
 WARMUP = "warmup"
 WARMUP_ROWS = 2000
 PURPOSE = "性能基准：私有匹配 (benchmark)"
 CASE = "BENCH-MATCH"
-REGION = "330106"
-BIRTH0 = dt.date(1940, 1, 1)
-CHECK = "10X98765432"     # GB 11643 check character for (weighted sum mod 11)
-INVALID_EVERY = 50        # one row in 50 per side has an invalid (or missing) identifier
 SHIPPED_MAX_MATCH_ROWS = 5_000_000
 DEFAULT_OPENMINED_MAX = 100_000
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- data and deployment
 
 
-@dataclass(frozen=True)
-class DataSet:
-    size: int
-    overlap: float
-    left_csv: Path
-    right_csv: Path
-    common: int           # identifiers planted on both sides
-    left_invalid: int
-    right_invalid: int
-    expected: int         # planted common identifiers valid on both sides
-
-
-def _id_factory() -> Any:
-    """Pool index -> valid resident ID, fast: check characters from per-day and per-sequence classes.
-
-    Day d (from 1940-01-01) and sequence s = index // 1000, index % 1000. The GB 11643 check
-    character depends only on the weighted digit sum mod 11, which is additive over positions, so
-    the class of the 14-character prefix and of the 3-digit sequence are computed once each with
-    the package's own ``resident_id_check_char`` (zeros contribute nothing to the sum).
-    """
-    seq = [f"{s:03d}" for s in range(1000)]
-    seq_class = [CHECK.index(resident_id_check_char("0" * 14 + x)) for x in seq]
-    prefixes: dict[int, tuple[str, int]] = {}
-
-    def make(index: int) -> str:
-        day, s = divmod(index, 1000)
-        got = prefixes.get(day)
-        if got is None:
-            prefix = f"{REGION}{BIRTH0 + dt.timedelta(days=day):%Y%m%d}"
-            got = prefixes[day] = (prefix, CHECK.index(resident_id_check_char(prefix + "000")))
-        prefix, cls = got
-        return prefix + seq[s] + CHECK[(cls + seq_class[s]) % 11]
-
-    return make
-
-
-def _invalid(ident: str, row: int) -> str:
-    """Every other invalid row has a wrong check character; the rest have no identifier at all."""
-    if (row // INVALID_EVERY) % 2:
-        return ""
-    return ident[:-1] + CHECK[(CHECK.index(ident[-1]) + 1) % 11]
-
-
-def make_dataset(workdir: Path, size: int, overlap: float, seed: int = 20261129) -> DataSet:
-    """Two CSV files of `size` rows (cached by size and overlap): left pool ids [0, N), right [N-c, 2N-c)."""
-    common = round(size * overlap)
-    data = workdir / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    stem = f"n{size}-o{overlap:g}"
-    left_csv, right_csv = data / f"{stem}-left.csv", data / f"{stem}-right.csv"
-    # Row j of a side is its j-th pool id; invalid rows by position, at different phases per side.
-    def left_bad(j: int) -> bool:
-        return j % INVALID_EVERY == 7
-
-    def right_bad(j: int) -> bool:
-        return j % INVALID_EVERY == 23
-
-    start_right = size - common
-    expected = sum(1 for p in range(start_right, size) if not left_bad(p) and not right_bad(p - start_right))
-    left_invalid = sum(1 for j in range(size) if left_bad(j))
-    right_invalid = sum(1 for j in range(size) if right_bad(j))
-    ds = DataSet(size, overlap, left_csv, right_csv, common, left_invalid, right_invalid, expected)
-    meta = data / f"{stem}.json"
-    if left_csv.exists() and right_csv.exists() and meta.exists() and json.loads(meta.read_text()) == _meta(ds):
-        return ds
-    t0 = time.perf_counter()
-    make = _id_factory()
-    # The fast path must agree with the package's own constructor.
-    for index in (0, 1, 999, 1000, 123_457, 2 * size - 1):
-        day, s = divmod(index, 1000)
-        assert make(index) == make_resident_id(REGION, BIRTH0 + dt.timedelta(days=day), s), index
-    rng = random.Random(seed)
-    for path, offset, bad in ((left_csv, 0, left_bad), (right_csv, start_right, right_bad)):
-        ids = [make(offset + j) for j in range(size)]
-        for j in range(size):
-            if bad(j):
-                ids[j] = _invalid(ids[j], j)
-        rows = [f"{ident},{rng.randrange(1, 1_000_000)}" for ident in ids]
-        rng.shuffle(rows)   # a realistic file is in no particular order
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("resident_id,value\n" + "\n".join(rows) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    meta.write_text(json.dumps(_meta(ds)))
-    console.log(f"generated {stem}: 2 x {size:,} rows in {time.perf_counter() - t0:.1f} s")
-    return ds
-
-
-def _meta(ds: DataSet) -> dict[str, Any]:
-    return {"size": ds.size, "overlap": ds.overlap, "common": ds.common, "expected": ds.expected,
-            "left_invalid": ds.left_invalid, "right_invalid": ds.right_invalid, "version": 1}
-
-
-def read_ids(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as fh:
-        next(fh)
-        return [line.split(",", 1)[0] for line in fh]
-
-
-def valid_ids(raw: list[str]) -> list[bytes]:
-    out = []
-    for value in raw:
-        if value:
-            try:
-                out.append(normalise("resident_id", value).encode())
-            except Exception:
-                pass
-    return out
-
-
-# --------------------------------------------------------------------------- deployment
-
-
-DECL = """
-[[datasets]]
-name = "{name}"
-description = "benchmark people"
-source = {{ kind = "csv", path = "{path}" }}
-
-[[datasets.fields]]
-name = "resident_id"
-type = "string"
-level = "L4"
-key = "resident_id"
-
-[[datasets.fields]]
-name = "value"
-type = "int"
-level = "L3"
-"""
-
-
-def gateway_toml(certs: Path, policy_dir: Path | None) -> str:
-    text = ('listen = "127.0.0.1:0"\ndata_dir = "gateway-data"\n'
-            + (f'policy_dir = "{policy_dir}"\n' if policy_dir else "")
-            + f'\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/gateway.pem"\nkey = "{certs}/gateway.key"\n')
-    return text
-
-
-def adapter_toml(dept: str, gateway: str, certs: Path, workers: int, datasets: list[tuple[str, Path]]) -> str:
-    stem = Identity.department(dept).file_stem
-    return (f'department = "{dept}"\nlisten = "127.0.0.1:0"\ngateway = "{gateway}"\n'
-            f'gateway_log_key = "gateway-data/log-signing.vkey"\ndata_dir = "adapter-data/{dept}"\n'
-            f'register_timeout_s = 60\nworkers = {workers}\n\n'
-            f'[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{stem}.pem"\nkey = "{certs}/{stem}.key"\n'
-            + "".join(DECL.format(name=name, path=path) for name, path in datasets))
+def make_dataset(workdir: Path, size: int, overlap: float) -> DataSet:
+    """`synthetic_ids.make_dataset`, saying on the console when it generates."""
+    return synthetic_ids.make_dataset(workdir, size, overlap, say=console.log)
 
 
 def policy_dir_for(workdir: Path, size: int) -> Path | None:
     """A copy of the shipped policies with max_match_rows raised, only when `size` needs it."""
     if size <= SHIPPED_MAX_MATCH_ROWS:
         return None
-    from fedgate.classification import policies_dir
-    target = workdir / "policies"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(policies_dir(), target, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    safeguards = target / "safeguards.toml"
-    text = safeguards.read_text()
+    text = (policies_dir() / "safeguards.toml").read_text(encoding="utf-8")
     text = text.replace(f"max_match_rows = {SHIPPED_MAX_MATCH_ROWS}", f"max_match_rows = {size}")
     assert f"max_match_rows = {size}" in text, "safeguards.toml changed shape"
-    safeguards.write_text(text)
-    return target
+    return policy_copy(workdir / "policies", text)
 
 
 # --------------------------------------------------------------------------- /proc
@@ -420,26 +270,18 @@ def deployment(run_dir: Path, certs: Path, ds: DataSet, warm: DataSet, workers: 
     """
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    (run_dir / "gateway.toml").write_text(gateway_toml(certs, policy_dir_for(run_dir, ds.size)))
-    started: list[processes.ServerProcess] = []
+    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs, policy_dir=policy_dir_for(run_dir, ds.size))
+    servers = Deployment(run_dir, gateway, people_departments(certs, workers, [(DATASET, ds), (WARMUP, warm)]))
     try:
-        gw = processes.start("gateway", ["gateway", "serve", "--config", str(run_dir / "gateway.toml")], run_dir)
-        started.append(gw)
-        processes.wait_ready(gw)
-        address = f"127.0.0.1:{gw.port}"
-        for dept, csv, wcsv in ((LEFT, ds.left_csv, warm.left_csv), (RIGHT, ds.right_csv, warm.right_csv)):
-            cfg = run_dir / f"adapter-{dept}.toml"
-            cfg.write_text(adapter_toml(dept, address, certs, workers, [(DATASET, csv), (WARMUP, wcsv)]))
-            started.append(processes.start(f"adapter-{dept}", ["adapter", "serve", "--config", str(cfg)], run_dir))
-        for proc in started[1:]:
-            processes.wait_ready(proc, timeout=300)
-        yield started
+        servers.start_gateway()
+        servers.start_adapters(timeout=300)
+        yield [servers.procs["gateway"], servers.procs[LEFT], servers.procs[RIGHT]]
     except Exception:
-        for proc in started:
+        for proc in servers.procs.values():
             console.log(f"[red]{proc.name} log tail:[/]\n{proc.log_tail(20)}")
         raise
     finally:
-        stopped.update({p.name: processes.stop(p) for p in reversed(started)})
+        stopped.update(servers.stop())
 
 
 def unclean_stop(stopped: dict[str, int | None]) -> str:
@@ -595,7 +437,7 @@ def task_floor(pool: cf.ProcessPoolExecutor, mode: str, left_raw: list[str], rig
         secrets = (key, key)
     else:
         secrets = (psi.new_scalar(), psi.new_scalar())
-    tasks: list[Task] = [(side, tokens_for, (mode, secrets[side], "resident_id", c, False))
+    tasks: list[Task] = [(side, tokens_for, (protocols.get(mode).tokens, secrets[side], "resident_id", c, False))
                          for side, raw in ((0, left_raw), (1, right_raw)) for c in _chunks(raw)]
 
     def reblind_peer(side: int, out: tuple[bytes, int, bytes]) -> cf.Future[Any]:

@@ -10,7 +10,6 @@ the same entry.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -81,12 +80,3 @@ class AuditEntry:
             raise RemoteProtocolError("audit entry bytes are not in canonical form")
         return entry
 
-
-def filter_digest(nonce: bytes, text: str) -> str:
-    """SHA-256(nonce || filter): binds a filter into the log without recording or exposing its values."""
-    return hashlib.sha256(nonce + text.encode("utf-8")).hexdigest()
-
-
-def paillier_key_digest(public_key: bytes) -> str:
-    """SHA-256 of the supervisor's Paillier public key in wire form, as logged with a sum or comparison."""
-    return hashlib.sha256(public_key).hexdigest()

@@ -50,6 +50,7 @@ from fedgate.signing_key import read_vkey
 from fedgate.supervisor_keys import SupervisorKey
 from fedgate.tls import TlsFiles
 from fedgate.trace_store import list_traces, load_trace, render_tree
+from fedgate.query import protocols
 
 # The servers, the policy engine, the demo and the store reader are imported inside the commands
 # that use them: they bring casbin, SQLAlchemy and numpy (about 0.5 s), which `fedgate --help` and
@@ -364,7 +365,8 @@ CaseOpt = Annotated[str, typer.Option("--case", help="Case number, 督查事项�
 FilterOpt = Annotated[str, typer.Option("--filter",
                                         help="e.g. \"status in ('吊销', '注销') and amount_fen >= 100000\"")]
 LeftSideArg = Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")]
-ModeOpt = Annotated[str, typer.Option(help="keyed (fast) or ecdh (no shared key at all).")]
+MODE_HELP = f"Match protocol, one of {', '.join(protocols.names())}: keyed is fast, ecdh shares no key at all."
+ModeOpt = Annotated[str, typer.Option(help=MODE_HELP)]
 LeftFilterOpt = Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")]
 RightFilterOpt = Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")]
 
@@ -429,7 +431,7 @@ def query_match(
     gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, left: LeftSideArg,
     right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
-    mode: ModeOpt = "keyed", left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
+    mode: ModeOpt = protocols.DEFAULT, left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of matched LEFT rows to see "
                                                                   "(repeatable).")] = [],
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
@@ -494,7 +496,7 @@ def query_sum(
     other: Annotated[str, typer.Argument(help="The set to look keys up in, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
     field: Annotated[list[str], typer.Option("--field", help="Integer field of VALUES to total (repeatable).")],
-    mode: ModeOpt = "keyed",
+    mode: ModeOpt = protocols.DEFAULT,
     values_filter: Annotated[str, typer.Option("--values-filter", help="Filter on the value holder.")] = "",
     other_filter: Annotated[str, typer.Option("--other-filter", help="Filter on the other dataset.")] = "",
     key_bits: KeyBitsOpt = 2048,
@@ -528,7 +530,7 @@ def query_compare(
     left_value: Annotated[str, typer.Option("--left-value", help="Integer field x of LEFT.")],
     right_value: Annotated[str, typer.Option("--right-value", help="Integer field y of RIGHT.")],
     weights: Annotated[str, typer.Option(help="a:b, flag a·x > b·y; e.g. 5:6 for x > 1.2·y.")] = "1:1",
-    mode: ModeOpt = "keyed", left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
+    mode: ModeOpt = protocols.DEFAULT, left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of flagged LEFT rows to see "
                                                                   "(repeatable).")] = [],
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,

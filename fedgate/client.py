@@ -29,6 +29,7 @@ from fedgate.addresses import address_problem
 from fedgate.errors import InvalidInput, RemoteCallFailed
 from fedgate.identity import GATEWAY, identity_from_pem
 from fedgate.row_limit import RowLimit
+from fedgate.query import protocols
 from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
 from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate.supervisor_keys import SupervisorKey, flagged_indices, key_statement
@@ -284,7 +285,7 @@ class GatewayClient:
         return Disclosure(_grants(reply.fields), _rows(reply.rows), reply.matched_rows, reply.audit_index,
                           _row_limit(reply))
 
-    async def match(self, *, left: Side, right: Side, purpose: str, case_number: str, mode: str = "keyed",
+    async def match(self, *, left: Side, right: Side, purpose: str, case_number: str, mode: str = protocols.DEFAULT,
                     disclose: list[str] | None = None, limit: int = 100,
                     on_progress: OnProgress | None = None) -> MatchResult:
         """Private match of `left` rows whose key is on the `right`; `disclose` names fields of matched left rows."""
@@ -300,7 +301,7 @@ class GatewayClient:
         return _received(result, "match")
 
     async def intersection_sum(self, *, values: Side, value_fields: list[str], other: Side, purpose: str,
-                               case_number: str, mode: str = "keyed", key: SupervisorKey | None = None,
+                               case_number: str, mode: str = protocols.DEFAULT, key: SupervisorKey | None = None,
                                on_progress: OnProgress | None = None) -> SumResult:
         """Totals of `value_fields` over the rows of `values` whose key is in `other`.
 
@@ -325,7 +326,7 @@ class GatewayClient:
         return _received(result, "sum")
 
     async def compare(self, *, left: Side, left_value: str, right: Side, right_value: str, purpose: str,
-                      case_number: str, weights: tuple[int, int] = (1, 1), mode: str = "keyed",
+                      case_number: str, weights: tuple[int, int] = (1, 1), mode: str = protocols.DEFAULT,
                       disclose: list[str] | None = None, limit: int = 100, key: SupervisorKey | None = None,
                       on_progress: OnProgress | None = None) -> CompareResult:
         """Flag each matched pair where weights[0]·left_value > weights[1]·right_value; disclose flagged left rows.

@@ -1,14 +1,16 @@
-"""Private matching through the gateway: two adapter sessions, relayed tokens, one intersection.
+"""Private matching through the gateway: the pump between two adapter streams and the match machine.
 
-The gateway opens one bidirectional stream per side. In keyed-hash mode each
-side sends HMAC tokens under a per-query key the two departments agreed
-without the gateway; in ECDH mode each side's blinded points are relayed to
-the other side to be blinded again. Either way the gateway only ever holds
-fixed-width tokens, intersects them in compact arrays and learns set sizes
-and the intersection size, as the trust model allows.
+The choreography (how sides start, where tokens go, when sizes are checked,
+what a sum or comparison does after the intersection) is the machine's,
+``fedgate.query.match``. This module opens one bidirectional stream per side,
+turns each adapter message into a machine event and carries out the machine's
+commands: tickets in the department's admission turn, queued writes, pool
+work, the client's flags. The gateway only ever holds fixed-width tokens and
+ciphertexts it cannot read, and learns set sizes and the intersection size.
 
 Forwarding never blocks a reader: each destination has its own queue and
-writer task, so two adapters each waiting for the other cannot deadlock the
+writer task, and at most one read per side is open, for the sides the
+machine awaits; so two adapters each waiting for the other cannot deadlock the
 relay (gRPC flow control still paces every individual stream).
 """
 
@@ -16,98 +18,58 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import grpc
+from opentelemetry import trace
 
-from fedgate.crypto.intersect import Intersector, IntersectionResult, TooManyTokens
-from fedgate.crypto.psi import TOKEN_BYTES
-from fedgate.crypto.ticket import Ticket
-from fedgate.datasets import FieldGrant
-from fedgate.errors import FailedPrecondition, RemoteProtocolError, Unavailable
-from fedgate.gateway.adapter_links import AdapterLinks, adapter_failure, ticket_to_proto
-from fedgate.crypto.ticket import StaleBase
-from fedgate.gateway.adapter_links import StaleTicket
-from fedgate.gateway.homomorphic import CipherColumns
+from fedgate.crypto.ticket import StaleBase, Ticket
+from fedgate.errors import DeadlineExceeded, LocalProtocolError, Unavailable
+from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket, adapter_failure, ticket_to_proto
+from fedgate.gateway.homomorphic import encrypted_totals, packed_comparisons
 from fedgate.gateway.tickets import Admissions
 from fedgate.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
+from fedgate.query import match as m
+from fedgate.query.match import (
+    PROGRESS_EVERY,
+    ComparisonsSent,
+    Flagged,
+    Homomorphic,
+    MatchOutcome,
+    MatchPlan,
+    PackedResults,
+    Progress,
+    ResultsReady,
+    SidePlan,
+    SideStats,
+)
+from fedgate.telemetry import safe_attributes
 from fedgate.wire import matching_key_to_proto
+from fedgate.worker_pool import WorkerPool
+
+__all__ = ["MATCH_TIMEOUT_S", "PROGRESS_EVERY", "STREAM_IDLE_S", "ComparisonsSent", "Flagged", "Homomorphic",
+           "MatchOutcome", "MatchPlan", "PackedResults", "Progress", "Relay", "ResultsReady", "SidePlan",
+           "SideStats", "run_match"]
+
+tracer = trace.get_tracer(__name__)
 
 # A match stream ends within MATCH_TIMEOUT_S (or the supervisor's deadline), and fails sooner if its
 # adapter sends nothing for the idle timeout while the gateway waits for it (a hung department;
 # `adapter_idle_timeout_s` in gateway.toml, STREAM_IDLE_S by default).
 MATCH_TIMEOUT_S = 3600.0
 STREAM_IDLE_S = 300.0
-PROGRESS_EVERY = 50_000
 
 
-@dataclass(frozen=True)
-class SidePlan:
-    department: str
-    endpoint: str
-    dataset: str        # unqualified name in its department
-    key_field: str
-    filter_text: str
-    filter_nonce: bytes
-    # Sum, compare: integer fields this side encrypts under the supervisor's key.
-    value_fields: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SideStats:
-    rows: int
-    invalid_identifiers: int
-    tokens: int
-    missing_values: int = 0
-
-
-def _coarse(tokens: int) -> int:
-    """A side's token count as progress shows it: rounded down to the step, since an exact size would
-    reach the supervisor before min_set_size is checked."""
-    return tokens - tokens % PROGRESS_EVERY
-
-
-@dataclass(frozen=True)
-class Progress:
-    phase: str
-    department: str
-    tokens: int
-
-
-@dataclass
-class MatchOutcome:
-    left: SideStats | None = None
-    right: SideStats | None = None
-    intersection: IntersectionResult | None = None
-    rows: list[tuple[list[str], list[bool]]] = field(default_factory=list)
-    audit_index: int = -1
-    grants: list[FieldGrant] = field(default_factory=list)
-    # Sum, compare: each value-holding side's ciphertexts, in token order.
-    values: dict[str, CipherColumns] = field(default_factory=dict)
-    # Set by an `after` step to disclose these left positions instead of the first `limit` matched.
-    disclose_positions: list[int] | None = None
-    # Sum: one encrypted total per value field.
-    totals: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Homomorphic:
-    """What a sum or comparison adds to a match: the logged action, the key, whether pairs are needed."""
-
-    action: str
-    paillier_key: bytes
-    ciphertext_width: int
-    pairs: bool = False
-    # The supervisor's signature over the key and its certificate, for each value holder to check.
-    key_signature: bytes = b""
-    supervisor_certificate: str = ""
+class _EndOfStream(Exception):
+    """The adapter ended its stream (the machine decides whether that was early)."""
 
 
 class _Session:
-    """One adapter's stream: a reader that dispatches, a writer fed by a queue."""
+    """One adapter's stream: reads on demand, a writer fed by a queue."""
 
     def __init__(self, links: AdapterLinks, side: SidePlan, idle_timeout_s: float) -> None:
         self.side = side
@@ -117,35 +79,33 @@ class _Session:
         self.outbox: asyncio.Queue[adapter_pb2.MatchIn | None] = asyncio.Queue()
 
     async def read(self) -> adapter_pb2.MatchOut:
-        try:
-            msg: adapter_pb2.MatchOut = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
-        except TimeoutError:
-            self.call.cancel()
-            raise Unavailable(f"department '{self.side.department}' sent nothing for {self.idle_timeout_s:g} s; "
-                              "the query was stopped") from None
-        except grpc.aio.AioRpcError as exc:
-            raise self._failure(exc) from None
-        if msg is grpc.aio.EOF:
-            raise RemoteProtocolError(f"department '{self.side.department}' ended the match stream early")
+        """The next message, while the gateway waits for one (``_EndOfStream`` if the adapter ended)."""
+        msg = await self._receive("sent nothing for {timeout:g} s")
+        if msg is None:
+            raise _EndOfStream
         return msg
 
-    async def finish(self) -> None:
-        """Read the stream to its natural end: the adapter records the session, then ends the call.
+    async def read_end(self) -> adapter_pb2.MatchOut | None:
+        """Read the stream to its natural end (None): the adapter records the session, then ends the call.
 
         Never a cancel on success: a cancel races the department's own record of
         what it served (it would read "stopped: cancelled by the gateway").
         """
+        return await self._receive("did not end the match stream within {timeout:g} s")
+
+    async def _receive(self, idle: str) -> adapter_pb2.MatchOut | None:
         try:
             msg = await asyncio.wait_for(self.call.read(), self.idle_timeout_s)
         except TimeoutError:
             self.call.cancel()
-            raise Unavailable(f"department '{self.side.department}' did not end the match stream within "
-                              f"{self.idle_timeout_s:g} s; the query was stopped") from None
+            raise Unavailable(f"department '{self.side.department}' {idle.format(timeout=self.idle_timeout_s)}; "
+                              "the query was stopped") from None
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from None
-        if msg is not grpc.aio.EOF:
-            raise RemoteProtocolError(f"department '{self.side.department}' sent {msg.WhichOneof('msg')} "
-                                      "after the end of the match")
+        if msg is grpc.aio.EOF:
+            return None
+        assert isinstance(msg, adapter_pb2.MatchOut)
+        return msg
 
     async def write(self, msg: adapter_pb2.MatchIn) -> None:
         try:
@@ -171,146 +131,209 @@ class _Session:
         self.call.cancel()
 
 
-def _start(side: SidePlan, ticket: Ticket, mode: str, role: str, min_set_size: int,
-           homomorphic: Homomorphic | None, **extra: Any) -> adapter_pb2.MatchIn:
-    if homomorphic is not None:
-        extra.update(action=homomorphic.action, value_fields=side.value_fields)
+
+
+@dataclass(frozen=True)
+class Relay:
+    """What the pump needs of the gateway around it."""
+
+    links: AdapterLinks
+    admissions: Admissions
+    pool: WorkerPool
+    idle_timeout_s: float = STREAM_IDLE_S
+    flags_timeout_s: float = 300.0
+
+
+# What the pump hands its caller, in order: progress, and a comparison's results as they leave.
+Yielded: TypeAlias = Progress | ResultsReady | PackedResults | ComparisonsSent | Flagged
+_Inbox: TypeAlias = "asyncio.Queue[tuple[m.Side, m.FromDepartment | Exception]]"
+
+
+async def run_match(relay: Relay, plan: MatchPlan, outcome: MatchOutcome,
+                    ticket_for: Callable[[SidePlan], Awaitable[Ticket]],
+                    flagged: Callable[[], Awaitable[list[int]]] | None = None) -> AsyncIterator[Yielded]:
+    """Drive both sessions through the machine to a result in `outcome`, yielding what the caller sees.
+
+    `ticket_for` issues a side's ticket; `flagged` gives the client's flagged
+    pairs when a comparison discloses rows.
+    """
+    machine = m.MatchMachine(plan, outcome)
+    pump = _Pump(relay, plan, ticket_for, flagged)
+    inbox: _Inbox = asyncio.Queue()
+    reads: dict[m.Side, asyncio.Task[None]] = {}
+    try:
+        commands = deque(machine.start())
+        while True:
+            while commands:
+                command = commands.popleft()
+                if isinstance(command, m.Finished):
+                    return
+                if isinstance(command, (Progress, ResultsReady, ComparisonsSent, Flagged)):
+                    yield command
+                elif isinstance(command, m.SendComparisons):
+                    async for packed in pump.comparisons(command):
+                        yield PackedResults(packed)
+                elif (event := await pump.carry_out(command)) is not None:
+                    commands.extend(machine.handle(event))
+            for side in machine.reading - reads.keys():
+                reads[side] = asyncio.create_task(pump.read(side, machine.closing, inbox))
+            if not reads:
+                raise LocalProtocolError(f"the match machine awaits nothing while {machine.state.value}")
+            side, item = await inbox.get()
+            del reads[side]
+            if isinstance(item, Exception):
+                raise item
+            commands.extend(machine.handle(item))
+    finally:
+        for task in reads.values():
+            task.cancel()
+        pump.cancel()
+
+
+class _Pump:
+    """Carries out a match machine's commands on two adapter streams."""
+
+    def __init__(self, relay: Relay, plan: MatchPlan, ticket_for: Callable[[SidePlan], Awaitable[Ticket]],
+                 flagged: Callable[[], Awaitable[list[int]]] | None) -> None:
+        self.relay, self.plan, self.ticket_for, self.flagged = relay, plan, ticket_for, flagged
+        self.sessions = {side: _Session(relay.links, plan.side(side), relay.idle_timeout_s) for side in m.SIDES}
+        self.writers = [asyncio.create_task(s.pump_outbox()) for s in self.sessions.values()]
+
+    async def carry_out(self, command: m.Command) -> m.Event | None:
+        """One command that is not a result for the caller; the event it gives back, if any."""
+        if isinstance(command, m.StartSide):
+            return await self.start(command)
+        if isinstance(command, m.Send):
+            self.sessions[command.to].outbox.put_nowait(_outgoing(command.message))
+            return None
+        if isinstance(command, m.Intersect):
+            return m.Intersected(command.intersector.finish(pairs=command.pairs, max_pairs=command.max_pairs))
+        if isinstance(command, m.ComputeTotals):
+            return m.TotalsComputed(await self.totals(command))
+        if isinstance(command, m.AskFlags):
+            return m.FlagsReceived(await self.flags())
+        if isinstance(command, m.EndWriting):
+            for session in self.sessions.values():
+                session.outbox.put_nowait(None)
+            await asyncio.gather(*self.writers)
+            return None
+        raise LocalProtocolError(f"the pump cannot carry out {type(command).__name__}")
+
+    async def start(self, command: m.StartSide) -> m.Event:
+        """Issue the side's ticket and start it, in the department's admission turn; its first reply."""
+        side = self.plan.side(command.side)
+        session = self.sessions[command.side]
+        release = await self.relay.admissions.acquire(side.department)
+        try:
+            ticket = await self.ticket_for(side)
+            await session.write(_start_message(self.plan, command, ticket))
+            try:
+                return _incoming(command.side, await session.read())  # MatchStarted: the ticket is admitted
+            except _EndOfStream:
+                return m.StreamEnded(command.side)
+        finally:
+            release()
+
+    async def read(self, side: m.Side, closing: bool, inbox: _Inbox) -> None:
+        """One message from `side` (its end, once closing) into the inbox, or the failure reading it."""
+        session = self.sessions[side]
+        item: m.FromDepartment | Exception
+        try:
+            msg = await (session.read_end() if closing else session.read())
+            item = m.StreamEnded(side) if msg is None else _incoming(side, msg)
+        except _EndOfStream:
+            item = m.StreamEnded(side)
+        except Exception as exc:  # raised by the pump, which owns the query
+            item = exc
+        inbox.put_nowait((side, item))
+
+    async def totals(self, command: m.ComputeTotals) -> list[bytes]:
+        assert self.plan.homomorphic is not None
+        with tracer.start_as_current_span("homomorphic.sum") as span:
+            span.set_attributes(safe_attributes(**{"fedgate.rows": len(command.positions),
+                                                   "fedgate.columns": command.values.columns}))
+            return await encrypted_totals(self.relay.pool, self.plan.homomorphic.paillier_key, command.values,
+                                          command.positions)
+
+    async def comparisons(self, command: m.SendComparisons) -> AsyncIterator[bytes]:
+        assert self.plan.homomorphic is not None
+        c = command.comparison
+        # Not the current span: it spans yields, and a generator closed late (another context) could
+        # not detach it (see telemetry.StreamServerSpans).
+        span = tracer.start_span("homomorphic.compare",
+                                 attributes=safe_attributes(**{"fedgate.pairs": len(command.pair_left)}))
+        try:
+            async for packed in packed_comparisons(self.relay.pool, self.plan.homomorphic.paillier_key,
+                                                   command.left, command.right, command.pair_left,
+                                                   command.pair_right, c.left_weight, c.right_weight, c.bound,
+                                                   c.packing):
+                yield packed
+        finally:
+            span.end()
+
+    async def flags(self) -> list[int]:
+        assert self.flagged is not None, "a comparison that discloses rows needs the client's flags"
+        try:
+            return await asyncio.wait_for(self.flagged(), self.relay.flags_timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no flagged pairs came within {self.relay.flags_timeout_s:g} s of the "
+                                   "comparison result: nothing disclosed") from None
+
+    def cancel(self) -> None:
+        for task in self.writers:
+            task.cancel()
+        # A no-op for a stream that ended; stops the department's work on failure or cancellation.
+        for session in self.sessions.values():
+            session.cancel()
+
+
+# --- protobuf at the edge ---
+
+
+def _start_message(plan: MatchPlan, command: m.StartSide, ticket: Ticket) -> adapter_pb2.MatchIn:
+    side = plan.side(command.side)
+    extra: dict[str, Any] = {}
+    if plan.homomorphic is not None:
+        extra.update(action=plan.homomorphic.action, value_fields=side.value_fields)
         if side.value_fields:
-            extra.update(paillier_key=homomorphic.paillier_key, paillier_key_signature=homomorphic.key_signature,
-                         supervisor_certificate=homomorphic.supervisor_certificate)
+            extra.update(paillier_key=plan.homomorphic.paillier_key,
+                         paillier_key_signature=plan.homomorphic.key_signature,
+                         supervisor_certificate=plan.homomorphic.supervisor_certificate)
+    if command.peer_key is not None:
+        extra.update(peer_key=matching_key_to_proto(command.peer_key))
     return adapter_pb2.MatchIn(start=adapter_pb2.MatchStart(
         ticket=ticket_to_proto(ticket), dataset=side.dataset, key_field=side.key_field, filter=side.filter_text,
-        filter_nonce=side.filter_nonce, mode=mode, role=role, min_set_size=min_set_size, **extra))
+        filter_nonce=side.filter_nonce, mode=plan.protocol.name, role=command.side, min_set_size=plan.min_set_size,
+        peer_department=command.peer_department, sealed_key=command.sealed_key, limit=command.limit,
+        disclose_fields=[adapter_pb2.FieldRequest(name=g.name, level=g.level, form=g.form) for g in command.grants],
+        **extra))
 
 
-After = Callable[[MatchOutcome], AsyncIterator[Any]]
+def _stats(msg: adapter_pb2.SideDone) -> SideStats:
+    return SideStats(msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values)
 
 
-async def run_match(links: AdapterLinks, left: SidePlan, right: SidePlan, mode: str,
-                    ticket_for: Callable[[SidePlan], Awaitable[Ticket]], admissions: Admissions,
-                    peer_key: Any, min_set_size: int,
-                    disclose: list[FieldGrant], limit: int, max_tokens: int,
-                    outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
-                    after: After | None = None, idle_timeout_s: float = STREAM_IDLE_S) -> AsyncIterator[Any]:
-    """Drive both sessions to a result in `outcome`, yielding progress as tokens flow.
+_INCOMING: dict[str, Callable[[m.Side, adapter_pb2.MatchOut], m.FromDepartment]] = {
+    "started": lambda side, msg: m.Started(side, msg.started.sealed_key),
+    "own_tokens": lambda side, msg: m.OwnTokens(side, msg.own_tokens.data),
+    "own_values": lambda side, msg: m.OwnValues(side, msg.own_values.data, msg.own_values.rows),
+    "own_done": lambda side, msg: m.OwnDone(side, _stats(msg.own_done)),
+    "reblinded": lambda side, msg: m.Reblinded(side, msg.reblinded.data),
+    "reblind_done": lambda side, msg: m.ReblindDone(side, msg.reblind_done.tokens),
+    "rows": lambda side, msg: m.Rows(side, [(list(r.values), list(r.null)) for r in msg.rows.rows]),
+}
 
-    For a sum or comparison, `homomorphic` has the value-holding sides send
-    ciphertexts, and `after` runs on the intersection (yielding its own events)
-    before any disclosure.
-    """
-    ls, rs = _Session(links, left, idle_timeout_s), _Session(links, right, idle_timeout_s)
-    if homomorphic is not None:
-        for name, plan in (("left", left), ("right", right)):
-            if plan.value_fields:
-                outcome.values[name] = CipherColumns(plan.department, len(plan.value_fields),
-                                                     homomorphic.ciphertext_width)
-    progress: asyncio.Queue[Progress | None] = asyncio.Queue()
-    intersector = Intersector(max_tokens_per_side=max_tokens, width=TOKEN_BYTES)
-    tasks: list[asyncio.Task[Any]] = []
-    readers: asyncio.Future[Any] | None = None
-    try:
-        grants = [adapter_pb2.FieldRequest(name=g.name, level=g.level, form=g.form) for g in disclose]
 
-        async def start(session: _Session, plan: SidePlan, role: str, **extra: Any) -> adapter_pb2.MatchOut:
-            """Issue the side's ticket and start it, in the department's admission turn."""
-            release = await admissions.acquire(plan.department)
-            try:
-                ticket = await ticket_for(plan)
-                await session.write(_start(plan, ticket, mode, role, min_set_size, homomorphic, **extra))
-                return await session.read()  # MatchStarted: the adapter has admitted the ticket
-            finally:
-                release()
+def _incoming(side: m.Side, msg: adapter_pb2.MatchOut) -> m.FromDepartment:
+    convert = _INCOMING.get(msg.WhichOneof("msg") or "")
+    return m.Unrecognised(side) if convert is None else convert(side, msg)
 
-        if mode == "keyed":
-            sealed = (await start(ls, left, "left", peer_key=matching_key_to_proto(peer_key),
-                                  peer_department=right.department, disclose_fields=grants,
-                                  limit=limit)).started.sealed_key
-            await start(rs, right, "right", sealed_key=sealed, peer_department=left.department)
-        else:
-            await start(ls, left, "left", peer_department=right.department, disclose_fields=grants, limit=limit)
-            await start(rs, right, "right", peer_department=left.department)
 
-        def add_tokens(side: str, data: bytes) -> None:
-            try:
-                intersector.add(side, data)  # type: ignore[arg-type]
-            except TooManyTokens:
-                # The intersector's bound is the max_match_rows safeguard: say so to the supervisor.
-                raise FailedPrecondition(f"the {side} set has more than {max_tokens:,} rows (safeguard "
-                                         "max_match_rows): refused") from None
-
-        async def reader(me: _Session, peer: _Session, name: str, own_side: str, other_side: str) -> None:
-            """Dispatch one side's messages: own tokens, tokens it re-blinded for the peer, stats."""
-            own_count = 0
-            finished = {"own": False, "reblind": mode == "keyed"}
-            while not all(finished.values()):
-                msg = await me.read()
-                kind = msg.WhichOneof("msg")
-                if kind == "own_tokens":
-                    if mode == "keyed":
-                        add_tokens(own_side, msg.own_tokens.data)
-                    else:
-                        peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_tokens=msg.own_tokens))
-                    before, own_count = own_count, own_count + len(msg.own_tokens.data) // (
-                        TOKEN_BYTES if mode == "keyed" else 32)
-                    if own_count // PROGRESS_EVERY != before // PROGRESS_EVERY:
-                        progress.put_nowait(Progress(name, me.side.department, _coarse(own_count)))
-                elif kind == "own_values" and name in outcome.values:
-                    outcome.values[name].add(msg.own_values.data, msg.own_values.rows)
-                elif kind == "own_done":
-                    stats = SideStats(msg.own_done.rows, msg.own_done.invalid_identifiers, msg.own_done.tokens,
-                                      msg.own_done.missing_values)
-                    if name in outcome.values:
-                        outcome.values[name].check_complete(stats.tokens)
-                    setattr(outcome, name, stats)
-                    if mode != "keyed":
-                        peer.outbox.put_nowait(adapter_pb2.MatchIn(peer_done=msg.own_done))
-                    finished["own"] = True
-                    progress.put_nowait(Progress(name, me.side.department, _coarse(own_count)))
-                elif kind == "reblinded" and mode != "keyed":
-                    # This side finished the other side's tokens: they belong to the other side.
-                    add_tokens(other_side, msg.reblinded.data)
-                elif kind == "reblind_done" and mode != "keyed":
-                    finished["reblind"] = True
-                else:
-                    raise RemoteProtocolError(f"department '{me.side.department}' sent an unexpected {kind}")
-
-        tasks = [asyncio.create_task(ls.pump_outbox()), asyncio.create_task(rs.pump_outbox())]
-        readers = asyncio.gather(reader(ls, rs, "left", "left", "right"),
-                                 reader(rs, ls, "right", "right", "left"))
-        readers.add_done_callback(lambda _: progress.put_nowait(None))
-        while (event := await progress.get()) is not None:
-            yield event
-        await readers
-        yield Progress("intersect", "", 0)
-        pairs = homomorphic is not None and homomorphic.pairs
-        outcome.intersection = intersector.finish(pairs=pairs, max_pairs=max_tokens)
-        for name, stats in (("left", outcome.left), ("right", outcome.right)):
-            if stats and 0 < stats.rows < min_set_size:
-                raise FailedPrecondition(f"the {name} set has fewer than {min_set_size} rows after its filter "
-                                         "(safeguard min_set_size): no result")
-        if after is not None:
-            async for event in after(outcome):
-                yield event
-        positions = (outcome.disclose_positions if outcome.disclose_positions is not None
-                     else outcome.intersection.left_positions[:limit].tolist())
-        if disclose and positions:
-            ls.outbox.put_nowait(adapter_pb2.MatchIn(disclose=adapter_pb2.DiscloseMatched(positions=positions)))
-            reply = await ls.read()
-            outcome.rows = [(list(r.values), list(r.null)) for r in reply.rows.rows]
-            yield Progress("disclose", left.department, len(outcome.rows))
-        ls.outbox.put_nowait(None)
-        rs.outbox.put_nowait(None)
-        await asyncio.gather(*tasks)
-        # Both departments record the session as served and end their streams; only then is the
-        # query over (and its outcome logged by the caller).
-        await asyncio.gather(ls.finish(), rs.finish())
-    finally:
-        for task in tasks:
-            task.cancel()
-        if readers is not None:
-            readers.cancel()
-            with contextlib.suppress(BaseException):
-                await readers
-        # A no-op for a stream that ended; stops the department's work on failure or cancellation.
-        ls.cancel()
-        rs.cancel()
+def _outgoing(message: m.PeerTokens | m.PeerDone | m.DiscloseMatched) -> adapter_pb2.MatchIn:
+    if isinstance(message, m.PeerTokens):
+        return adapter_pb2.MatchIn(peer_tokens=adapter_pb2.TokenData(data=message.data))
+    if isinstance(message, m.PeerDone):
+        s = message.stats
+        return adapter_pb2.MatchIn(peer_done=adapter_pb2.SideDone(
+            rows=s.rows, invalid_identifiers=s.invalid_identifiers, tokens=s.tokens, missing_values=s.missing_values))
+    return adapter_pb2.MatchIn(disclose=adapter_pb2.DiscloseMatched(positions=message.positions))

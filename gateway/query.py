@@ -1,139 +1,78 @@
 """Queries over department data: decided by policy, logged, then asked of adapters with signed tickets.
 
-The order is fixed and is the point: policy and safeguards first, then the
-pre-access audit entry, and only then any adapter, each with a ticket proving
-the entry is in the log.
+The order is fixed and is the point: planning (policy and the ADMIT safeguards,
+`gateway/planning.py`) first, then the pre-access audit entry, and only then any
+adapter, each with a ticket proving the entry is in the log. Count and
+disclosure run as the state machines of `fedgate.query.lookup`; this engine is
+their pump.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from fedgate import certified
-from fedgate.crypto.compare import Packing, packing_for
+from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
-from fedgate.audit_entry import filter_digest, paillier_key_digest
-from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
-from fedgate.encryptors import MAX_VALUE_FIELDS, VALUE_BOUND
-from fedgate.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidInput,
-    LocalProtocolError,
-    QuotaExceeded,
-    RemoteProtocolError,
-)
-from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
+from fedgate.datasets import FieldGrant
+from fedgate.encryptors import VALUE_BOUND
+from fedgate.errors import InvalidInput
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
-from fedgate.gateway.homomorphic import checked_key, encrypted_totals, packed_comparisons
-from fedgate.gateway.matching import STREAM_IDLE_S, After, Homomorphic, MatchOutcome, Progress, SidePlan, run_match
-from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.gateway.matching import (
+    STREAM_IDLE_S,
+    ComparisonsSent as ComparisonsSent,  # the servicer reads these results from here
+    Flagged,
+    Homomorphic,
+    MatchOutcome,
+    PackedResults as PackedResults,
+    Progress,
+    Relay,
+    ResultsReady,
+    SidePlan,
+    run_match,
+)
+from fedgate.gateway.planning import (
+    CompareQuery,
+    Decisions,
+    MatchQuery,
+    MatchSideQuery,
+    Planner,
+    Purpose,
+    SumQuery,
+    logged_params,
+)
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
-from fedgate.gateway.safeguards import QuotaBook, Safeguards
 from fedgate.gateway.tickets import Admissions, TicketIssuer
 from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord, log_outcome
+from fedgate.query import protocols
+from fedgate.query.audit_params import QueryParams
+from fedgate.query.lookup import Counted, CountMachine, DiscloseMachine, RowsDisclosed, Target
+from fedgate.query.match import Comparison, MatchPlan
+from fedgate.query.safeguards import Release
+from fedgate.query.sizes import SizeCheck
 from fedgate.row_limit import RowLimit, quota_rule
 from fedgate.telemetry import safe_attributes
-from fedgate.supervisor_keys import key_statement
 from fedgate.worker_pool import WorkerPool
+
+__all__ = ["CompareQuery", "ComparisonsSent", "Decisions", "Asking", "Disclosed", "MatchQuery", "MatchSideQuery",
+           "PackedResults", "Purpose", "QueryEngine", "QueryOutcome", "SumQuery", "Timeouts"]
 
 tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
-MAX_TEXT = 256
-_CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 TICKET_ATTEMPTS = 3
-MAX_DISCLOSE_ROWS = 10_000
 # How long a comparison waits for the client's flagged pairs, holding the left department's stream open
 # (`flags_timeout_s` in gateway.toml).
 FLAGS_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class Purpose:
-    """Why a supervisor asks: a stated purpose and a case number (督查事项编号), both required."""
-
-    purpose: str
-    case_number: str
-
-    def __post_init__(self) -> None:
-        if not self.purpose.strip() or len(self.purpose) > MAX_TEXT:
-            raise InvalidInput(f"a purpose (1–{MAX_TEXT} characters) is required for every query")
-        if not _CASE_NUMBER.match(self.case_number):
-            raise InvalidInput("a case number (督查事项编号) of 1–64 letters, digits or -/()[]#. is required")
-
-
-MODES = ("keyed", "ecdh")
-
-
-@dataclass(frozen=True)
-class MatchSideQuery:
-    dataset: str
-    key_field: str
-    filter: str = ""
-
-
-@dataclass(frozen=True)
-class MatchQuery:
-    left: MatchSideQuery
-    right: MatchSideQuery
-    mode: str = "keyed"
-    disclose_fields: list[str] = field(default_factory=list)
-    limit: int = 100
-
-
-@dataclass(frozen=True)
-class SumQuery:
-    values: MatchSideQuery
-    value_fields: list[str]
-    other: MatchSideQuery
-    paillier_key: bytes
-    mode: str = "keyed"
-    key_signature: bytes = b""
-    supervisor_certificate: str = ""
-
-
-@dataclass(frozen=True)
-class CompareQuery:
-    left: MatchSideQuery
-    left_value: str
-    right: MatchSideQuery
-    right_value: str
-    paillier_key: bytes
-    left_weight: int = 1
-    right_weight: int = 1
-    mode: str = "keyed"
-    disclose_fields: list[str] = field(default_factory=list)
-    limit: int = 100
-    key_signature: bytes = b""
-    supervisor_certificate: str = ""
-
-
-@dataclass(frozen=True)
-class PackedResults:
-    """A batch of packed, blinded comparison ciphertexts, in pair order."""
-
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ComparisonsSent:
-    """Every pair's result has been sent; how they are packed."""
-
-    pairs: int
-    packing: Packing
 
 
 @dataclass(frozen=True)
@@ -152,54 +91,40 @@ class QueryOutcome(MatchOutcome):
     row_limit: RowLimit | None = None
 
 
+@dataclass(frozen=True)
+class Asking:
+    """What asking a department takes: where it is, the log every ask is bound to, and its tickets."""
+
+    registry: Registry
+    links: AdapterLinks
+    log: AuditLog
+    tickets: TicketIssuer
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    adapter_idle_s: float = STREAM_IDLE_S   # a match stream its adapter sends nothing on
+    flags_s: float = FLAGS_TIMEOUT_S        # a comparison's wait for the client's flagged pairs
+
+
 class QueryEngine:
-    def __init__(self, registry: Registry, links: AdapterLinks, log: AuditLog, tickets: TicketIssuer,
-                 policy: Policy, safeguards: Safeguards, quotas: QuotaBook, pool: WorkerPool | None = None,
-                 ca_pem: bytes = b"", idle_timeout_s: float = STREAM_IDLE_S,
-                 flags_timeout_s: float = FLAGS_TIMEOUT_S) -> None:
+    """The pump: plans each query, logs it, asks the departments and feeds their answers to its machine."""
+
+    def __init__(self, decisions: Decisions, asking: Asking, pool: WorkerPool | None = None,
+                 timeouts: Timeouts = Timeouts()) -> None:
+        self._decisions = decisions
+        self._planner = Planner(decisions, asking.registry)
         self._pool = pool or WorkerPool(0)
-        self._idle_timeout_s = idle_timeout_s
-        self._flags_timeout_s = flags_timeout_s
-        self._ca_pem = ca_pem
-        self._admissions = Admissions(log.store)
-        self._registry = registry
-        self._links = links
-        self._log = log
-        self._tickets = tickets
-        self._policy = policy
-        self._safeguards = safeguards
-        self._quotas = quotas
+        self._idle_timeout_s = timeouts.adapter_idle_s
+        self._flags_timeout_s = timeouts.flags_s
+        self._admissions = Admissions(asking.log.store)
+        self._links = asking.links
+        self._log = asking.log
+        self._tickets = asking.tickets
+        # The configured values, for the checks made before a plan exists (a Paillier key's room for a sum).
+        self._safeguards = decisions.safeguards.config
 
     # --- steps every query goes through ---
-
-    async def _begin(self, caller: Identity, record: RequestRecord, action: str, policy_action: str,
-                     dataset: str, why: Purpose) -> tuple[Department, DatasetDecl, int | None]:
-        """Name the request, decide it, charge the quota; returns the remaining row allowance."""
-        record.action = action
-        record.datasets = [dataset]
-        record.purpose, record.case_number = why.purpose, why.case_number
-        department, decl = await self._registry.locate(dataset)
-        record.rule = self._policy.decide_for(caller, dataset, policy_action).require()
-        return department, decl, self._quotas.charge_query(caller)
-
-    def _filter(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, text: str,
-                role: str = "") -> tuple[Filter | None, str, bytes]:
-        """Parse, type-check and authorise the filter; bind it into the record without its values.
-
-        ``role`` (left/right) keeps a match's two sides apart when both are the same dataset.
-        """
-        where = parse_checked(text, decl.field_types)
-        if where is None:
-            return None, "", b""
-        for name in sorted(fields_of(where)):
-            field = decl.field(name)
-            assert field is not None  # check() refused unknown fields
-            self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", field.level).require()
-        canonical, nonce = to_text(where), secrets.token_bytes(16)
-        side = f"{role}." if role else ""
-        record.params[f"filter.{side}{decl.qualified_name}"] = redacted_text(where)
-        record.params[f"filter_digest.{side}{decl.qualified_name}"] = filter_digest(nonce, canonical)
-        return where, canonical, nonce
 
     async def _log_intent(self, record: RequestRecord) -> tuple[int, bytes]:
         """Append the pre-access entry; its index goes into every ticket."""
@@ -210,7 +135,7 @@ class QueryEngine:
             span.set_attributes(safe_attributes(**{"fedgate.audit_index": appended.index}))
         return appended.index, entry.canonical()
 
-    async def _ask(self, department: Department, record: RequestRecord, index: int, entry: bytes,
+    async def _ask(self, target: Target, record: RequestRecord, index: int, entry: bytes,
                    call: Callable[[Ticket, Callable[[], None]], Awaitable[T]]) -> T:
         """Call an adapter with a fresh ticket, re-issuing it if the adapter moved on meanwhile.
 
@@ -218,9 +143,9 @@ class QueryEngine:
         the adapter reports it admitted (`call` gets the release).
         """
         for attempt in range(TICKET_ATTEMPTS):
-            release = await self._admissions.acquire(department.code)
+            release = await self._admissions.acquire(target.department)
             try:
-                ticket = await self._ticket(department.code, department.endpoint, record, index, entry, attempt)
+                ticket = await self._ticket(target.department, target.endpoint, record, index, entry, attempt)
                 return await call(ticket, release)
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1:
@@ -239,82 +164,72 @@ class QueryEngine:
                                                    "fedgate.base_size": seen, "fedgate.attempt": attempt}))
         return ticket
 
-    # --- queries ---
+    # --- count and disclosure of one dataset ---
 
     async def count_rows(self, caller: Identity, record: RequestRecord, dataset: str, why: Purpose,
                          filter_text: str = "") -> tuple[int, int]:
         """Live row count of one dataset, optionally filtered; returns (rows, audit index)."""
-        department, decl, _ = await self._begin(caller, record, "query.count", "count", dataset, why)
-        where, canonical, nonce = self._filter(caller, record, decl, filter_text)
-        # A count reveals about the fields it filters on: suppress small counts by their highest level.
-        touched = self._policy.levels.highest([f.level for f in decl.fields if where and f.name in fields_of(where)])
-        k = touched.min_aggregate if touched else 0
-        record.params["min_aggregate"] = str(k)
+        with logged_params(record) as params:
+            plan, admitted = await self._planner.count(caller, record, dataset, why, filter_text, params)
+        machine = CountMachine(plan, self._decisions.safeguards.size_check(admitted))
         index, entry = await self._log_intent(record)
-        rows = await self._ask(department, record, index, entry, lambda t, admitted: self._links.count_rows(
-            department.code, department.endpoint, t, decl.name, canonical, nonce, admitted))
+        ask = machine.ask()
+        rows = await self._ask(ask.target, record, index, entry, lambda t, admitted: self._links.count_rows(
+            ask.target.department, ask.target.endpoint, t, ask.target.dataset, ask.filter.canonical,
+            ask.filter.nonce, admitted))
         record.result_sizes["rows"] = rows
-        if 0 < rows < k:
-            raise FailedPrecondition(f"count suppressed: fewer than {k} rows, the minimum aggregation size for "
-                                     f"level {touched.name if touched else ''} (safeguard min_aggregate)")
-        return rows, index
+        return machine.receive(Counted(rows)), index
 
-    async def _match_sides(self, caller: Identity, record: RequestRecord, action: str, left_q: MatchSideQuery,
-                           right_q: MatchSideQuery, mode: str,
-                           why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan]:
-        """Check and authorise both sides' keys and filters; the plans each adapter gets."""
-        if mode not in MODES:
-            raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
-        record.action = action
-        record.datasets = [left_q.dataset, right_q.dataset]
-        record.purpose, record.case_number = why.purpose, why.case_number
-        record.params["mode"] = mode
-        sides = []
-        for name, side in (("left", left_q), ("right", right_q)):
-            department, decl = await self._registry.locate(side.dataset)
-            key = decl.field(side.key_field)
-            if key is None:
-                raise InvalidInput(f"{name} dataset '{side.dataset}' has no field '{side.key_field}'")
-            if key.key is None:
-                raise InvalidInput(f"{name} field '{side.dataset}.{side.key_field}' is not a key field "
-                                   "(declared with an identifier kind): it cannot be matched on")
-            _add_rule(record, self._policy.decide_for(caller, f"{side.dataset}.{side.key_field}", "match",
-                                                      key.level).require())
-            record.params[f"key.{name}.{side.dataset}"] = side.key_field
-            sides.append((department, decl, key))
-        (ldept, ldecl, lkey), (rdept, rdecl, rkey) = sides
-        assert lkey.key is not None and rkey.key is not None  # refused above otherwise
-        if lkey.key != rkey.key:
-            raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key} and "
-                               f"{rkey.key}): they cannot match")
-        record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
-        _, lcanon, lnonce = self._filter(caller, record, ldecl, left_q.filter, "left")
-        _, rcanon, rnonce = self._filter(caller, record, rdecl, right_q.filter, "right")
-        if mode == "keyed" and rdept.matching_key is None:
-            raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
-        left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lcanon, lnonce)
-        right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rcanon, rnonce)
-        return [(ldept, ldecl), (rdept, rdecl)], left, right
+    async def disclose(self, caller: Identity, record: RequestRecord, dataset: str, fields: list[str],
+                       why: Purpose, filter_text: str = "", limit: int = 100) -> Disclosed:
+        """Fields of filtered rows in the form policy allows; refused below the minimum set size."""
+        with logged_params(record) as params:
+            plan, admitted = await self._planner.disclose(caller, record, dataset, fields, why, filter_text, limit,
+                                                          params)
+        machine = DiscloseMachine(plan, self._decisions.safeguards.size_check(admitted))
+        index, entry = await self._log_intent(record)
+        ask = machine.ask()
+        matched, rows = await self._ask(ask.target, record, index, entry, lambda t, admitted: self._links.disclose(
+            ask.target.department, ask.target.endpoint, t, ask.target.dataset, list(ask.grants),
+            ask.filter.canonical, ask.filter.nonce, ask.min_set_size, ask.limit, admitted))
+        record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
+        result = machine.receive(RowsDisclosed(matched, rows))
+        # RELEASE: the rows are charged to the caller's daily quota before they leave.
+        self._decisions.safeguards.release(Release(params, rows=len(rows), caller=caller))
+        return Disclosed(list(result.grants), result.rows, result.matched, index, result.row_limit)
 
-    async def _run_match(self, caller: Identity, record: RequestRecord, left: SidePlan, right: SidePlan,
-                         mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
-                         outcome: MatchOutcome, homomorphic: Homomorphic | None = None,
-                         after: After | None = None) -> AsyncIterator[Any]:
+    # --- matching two datasets ---
+
+    async def _run_match(self, caller: Identity, record: RequestRecord, params: QueryParams, left: SidePlan,
+                         right: SidePlan, mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
+                         outcome: MatchOutcome, check_sizes: SizeCheck, homomorphic: Homomorphic | None = None, *,
+                         comparison: Comparison | None = None,
+                         flagged: Callable[[], Awaitable[list[int]]] | None = None) -> AsyncIterator[Any]:
         """Log the intent, then drive both adapters with fresh tickets; sizes go into the record."""
-        min_set = self._safeguards.min_set_size
-        record.params.update(min_set_size=str(min_set), limit=str(limit))
         index, entry = await self._log_intent(record)
         outcome.audit_index = index
+        plan = MatchPlan(left, right, protocols.get(mode), check_sizes, params.min_set_size or 0,
+                         params.max_match_rows or 0, tuple(grants), limit, right_dept.matching_key,
+                         homomorphic, comparison)
+        relay = Relay(self._links, self._admissions, self._pool, self._idle_timeout_s, self._flags_timeout_s)
         for attempt in range(TICKET_ATTEMPTS):
             try:
                 async def ticket_for(plan: SidePlan, attempt: int = attempt) -> Ticket:
                     return await self._ticket(plan.department, plan.endpoint, record, index, entry, attempt)
 
-                async for event in run_match(self._links, left, right, mode, ticket_for, self._admissions,
-                                             right_dept.matching_key, min_set, grants, limit,
-                                             self._safeguards.max_match_rows, outcome, homomorphic, after,
-                                             self._idle_timeout_s):
-                    yield event
+                async for event in run_match(relay, plan, outcome, ticket_for, flagged):
+                    if isinstance(event, ResultsReady):
+                        # The flags are results: logged before the first leaves. Flagged rows, if asked for,
+                        # are logged again before they leave (below).
+                        record.result_sizes["pairs"] = event.pairs
+                        _record_sizes(record, outcome)
+                        await log_outcome(record, "" if not grants else "comparison results sent; the flagged "
+                                          "rows disclosed, if any, are in the next entry of this query",
+                                          final=not grants)
+                    elif isinstance(event, Flagged):
+                        record.result_sizes["flagged_pairs"] = event.pairs
+                    else:
+                        yield event
                 break
             except StaleTicket:
                 if attempt == TICKET_ATTEMPTS - 1 or outcome.left is not None:
@@ -322,99 +237,46 @@ class QueryEngine:
         _record_sizes(record, outcome)
         # The outcome is in the log before the result leaves (the caller yields it after this).
         await log_outcome(record)
-        self._quotas.charge_rows(caller, len(outcome.rows))
-
-    def _limit(self, caller: Identity, limit: int, grants: list[FieldGrant]) -> int:
-        """The disclosure limit after the caller's remaining daily row quota."""
-        if not 0 < limit <= MAX_DISCLOSE_ROWS:
-            raise InvalidInput(f"limit must be between 1 and {MAX_DISCLOSE_ROWS}")
-        allowance = self._quotas.charge_query(caller)
-        limit = limit if allowance is None else min(limit, allowance)
-        if grants and limit == 0:
-            raise QuotaExceeded(f"daily disclosed-row quota used up (rule: {quota_rule(caller.role.value)})")
-        return limit
+        # RELEASE: the disclosed rows are charged to the caller's daily quota before they leave.
+        self._decisions.safeguards.release(Release(params, rows=len(outcome.rows), caller=caller))
 
     async def match(self, caller: Identity, record: RequestRecord, q: MatchQuery, why: Purpose,
                     outcome: QueryOutcome) -> AsyncIterator[Progress]:
         """Private matching of two datasets; progress while tokens flow, the result left in `outcome`."""
-        sides, left, right = await self._match_sides(caller, record, "query.match", q.left, q.right, q.mode, why)
-        (_, ldecl), (rdept, _) = sides
-        grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
-        record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
-        limit = self._limit(caller, q.limit, grants)
-        _note_limit(record, q.limit, limit)
-        async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome):
+        with logged_params(record) as params:
+            sides, left, right = await self._planner.match_sides(caller, record, params, "query.match", q.left,
+                                                                 q.right, q.mode, why)
+            (_, ldecl), (rdept, _) = sides
+            grants, limit, admitted = self._planner.matched_rows(caller, record, params, "match", ldecl,
+                                                              q.disclose_fields, q.limit)
+            outcome.grants = grants
+        async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
+                                           self._decisions.safeguards.size_check(admitted)):
             yield event
         if grants and outcome.intersection is not None:
             outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
 
-    def _paillier_key(self, caller: Identity, record: RequestRecord, public_key: bytes, signature: bytes,
-                      certificate: str) -> int:
-        """The supervisor's key modulus, checked and vouched for by the caller; the log binds it by digest."""
-        try:
-            n = checked_key(public_key)
-        except (RemoteProtocolError, LocalProtocolError) as exc:
-            raise InvalidInput(f"the supervisor's Paillier public key is refused: {exc}") from None
-        certified.verify(key_statement(caller.spiffe_id, public_key), signature, certificate, self._ca_pem, caller,
-                         "the Paillier key")
-        record.params["paillier_key_sha256"] = paillier_key_digest(public_key)
-        record.params["paillier_key_bits"] = str(n.bit_length())
-        return n
-
-    def _value_fields(self, caller: Identity, record: RequestRecord, decl: DatasetDecl, names: list[str],
-                      action: str, key_field: str, role: str) -> list[FieldDecl]:
-        """Authorise integer fields to sum or compare, by their levels."""
-        if not names or len(names) > MAX_VALUE_FIELDS or len(set(names)) != len(names):
-            raise InvalidInput(f"name 1 to {MAX_VALUE_FIELDS} distinct integer fields to {action}")
-        fields = []
-        for name in names:
-            field = decl.field(name)
-            if field is None:
-                raise InvalidInput(f"dataset '{decl.qualified_name}' has no field '{name}'")
-            if field.type is not FieldType.INT or name == key_field:
-                raise InvalidInput(f"field '{decl.qualified_name}.{name}' is a {field.type.value} field: only "
-                                   f"integer fields (amounts in fen, counts) can be {action}ed")
-            _add_rule(record, self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", action,
-                                                      field.level).require())
-            record.fields.append(f"{decl.qualified_name}.{name}")
-            fields.append(field)
-        record.params[f"values.{role}.{decl.qualified_name}"] = ",".join(names)
-        return fields
-
     async def intersection_sum(self, caller: Identity, record: RequestRecord, q: SumQuery, why: Purpose,
                                outcome: MatchOutcome) -> AsyncIterator[Any]:
         """Encrypted totals of value fields over the value holder's rows whose key is in the other set."""
-        sides, left, right = await self._match_sides(caller, record, "query.sum", q.values, q.other, q.mode, why)
-        (_, vdecl), (rdept, _) = sides
-        n = self._paillier_key(caller, record, q.paillier_key, q.key_signature, q.supervisor_certificate)
-        fields = self._value_fields(caller, record, vdecl, q.value_fields, "sum", q.values.key_field, "left")
-        # Every value is a signed 64-bit integer (checked by its adapter): refuse a key whose plaintext
-        # space could not hold the largest possible total of the largest allowed set.
-        check_sum_fits(VALUE_BOUND, self._safeguards.max_match_rows, n)
-        touched = self._policy.levels.highest([f.level for f in fields])
-        k = touched.min_aggregate if touched else 0
-        record.params["min_aggregate"] = str(k)
-        self._limit(caller, 1, [])
+        with logged_params(record) as params:
+            sides, left, right = await self._planner.match_sides(caller, record, params, "query.sum", q.values,
+                                                                 q.other, q.mode, why)
+            (_, vdecl), (rdept, _) = sides
+            n = self._planner.paillier_key(caller, params, q.paillier_key, q.key_signature, q.supervisor_certificate)
+            fields = self._planner.value_fields(caller, record, params, vdecl, q.value_fields, "sum",
+                                                q.values.key_field, "left")
+            # Every value is a signed 64-bit integer (checked by its adapter): refuse a key whose plaintext
+            # space could not hold the largest possible total of the largest allowed set.
+            check_sum_fits(VALUE_BOUND, self._safeguards.max_match_rows, n)
+            admitted = self._planner.admit(caller, params, "sum", aggregate_levels=tuple(f.level for f in fields))
+            params.limit = 1  # one row of totals
         left = dataclasses.replace(left, value_fields=tuple(q.value_fields))
         homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n), False, q.key_signature,
                                   q.supervisor_certificate)
-
-        async def totals(done: MatchOutcome) -> AsyncIterator[Any]:
-            result = done.intersection
-            assert result is not None
-            if 0 < result.cardinality < k:
-                raise FailedPrecondition(f"sum suppressed: fewer than {k} matched rows, the minimum aggregation "
-                                         f"size for level {touched.name if touched else ''} (safeguard min_aggregate)")
-            yield Progress("aggregate", "", result.cardinality)
-            with tracer.start_as_current_span("homomorphic.sum") as span:
-                span.set_attributes(safe_attributes(**{"fedgate.rows": result.cardinality,
-                                                       "fedgate.columns": len(fields)}))
-                done.totals = await encrypted_totals(self._pool, q.paillier_key, done.values["left"],
-                                                     result.left_positions)
-
-        async for event in self._run_match(caller, record, left, right, q.mode, rdept, [], 1, outcome,
-                                           homomorphic, totals):
+        async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, [], 1, outcome,
+                                           self._decisions.safeguards.size_check(admitted), homomorphic):
             yield event
 
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
@@ -422,123 +284,36 @@ class QueryEngine:
         """Blinded comparisons a·x > b·y for every matched pair; then, if asked, disclose flagged left rows."""
         if not (0 < q.left_weight < 1 << 63 and 0 < q.right_weight < 1 << 63):
             raise InvalidInput("comparison weights must be positive 64-bit integers (e.g. 5 and 6 for x > 1.2·y)")
-        sides, left, right = await self._match_sides(caller, record, "query.compare", q.left, q.right, q.mode, why)
-        (_, ldecl), (rdept, rdecl) = sides
-        n = self._paillier_key(caller, record, q.paillier_key, q.key_signature, q.supervisor_certificate)
-        self._value_fields(caller, record, ldecl, [q.left_value], "compare", q.left.key_field, "left")
-        self._value_fields(caller, record, rdecl, [q.right_value], "compare", q.right.key_field, "right")
-        record.params["weights"] = f"{q.left_weight},{q.right_weight}"
-        try:
-            packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
-        except PlaintextOverflow as exc:
-            raise InvalidInput(f"comparison refused: {exc}") from None
-        grants = outcome.grants = self._grants(caller, record, ldecl, q.disclose_fields)
-        record.fields += [f"{q.left.dataset}.{g.name}" for g in grants]
-        limit = self._limit(caller, q.limit, grants)
-        _note_limit(record, q.limit, limit)
+        with logged_params(record) as params:
+            sides, left, right = await self._planner.match_sides(caller, record, params, "query.compare", q.left,
+                                                                 q.right, q.mode, why)
+            (_, ldecl), (rdept, rdecl) = sides
+            n = self._planner.paillier_key(caller, params, q.paillier_key, q.key_signature, q.supervisor_certificate)
+            self._planner.value_fields(caller, record, params, ldecl, [q.left_value], "compare", q.left.key_field,
+                                       "left")
+            self._planner.value_fields(caller, record, params, rdecl, [q.right_value], "compare",
+                                       q.right.key_field, "right")
+            params.weights = (q.left_weight, q.right_weight)
+            try:
+                packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
+            except PlaintextOverflow as exc:
+                raise InvalidInput(f"comparison refused: {exc}") from None
+            grants, limit, admitted = self._planner.matched_rows(caller, record, params, "compare", ldecl,
+                                                              q.disclose_fields, q.limit)
+            outcome.grants = grants
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
         homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,
                                   q.supervisor_certificate)
 
-        async def comparisons(done: MatchOutcome) -> AsyncIterator[Any]:
-            result = done.intersection
-            assert result is not None
-            pairs = len(result.pair_left)
-            record.result_sizes["pairs"] = pairs
-            _record_sizes(record, done)
-            # The flags are results: logged before the first leaves. Flagged rows, if asked for, are
-            # logged again before they leave (the end of _run_match).
-            await log_outcome(record, "" if not grants else "comparison results sent; the flagged rows "
-                              "disclosed, if any, are in the next entry of this query", final=not grants)
-            yield Progress("compare", "", pairs)
-            # Not the current span: it spans yields, and a generator closed late (another context) could
-            # not detach it (see telemetry.StreamServerSpans).
-            span = tracer.start_span("homomorphic.compare", attributes=safe_attributes(**{"fedgate.pairs": pairs}))
-            try:
-                async for packed in packed_comparisons(self._pool, q.paillier_key, done.values["left"],
-                                                       done.values["right"], result.pair_left, result.pair_right,
-                                                       q.left_weight, q.right_weight, VALUE_BOUND, packing):
-                    yield PackedResults(packed)
-            finally:
-                span.end()
-            yield ComparisonsSent(pairs, packing)
-            if not grants:
-                return
-            try:
-                chosen = await asyncio.wait_for(flagged(), self._flags_timeout_s)
-            except TimeoutError:
-                raise DeadlineExceeded(f"no flagged pairs came within {self._flags_timeout_s:g} s of the comparison "
-                                       "result: nothing disclosed") from None
-            if len(set(chosen)) != len(chosen) or any(not 0 <= i < pairs for i in chosen):
-                raise InvalidInput(f"flagged pairs must be distinct indices below {pairs}")
-            record.result_sizes["flagged_pairs"] = len(chosen)
-            positions = sorted({int(result.pair_left[i]) for i in chosen})
-            done.disclose_positions = positions[:limit]
-            # The rows of pairs the client itself flagged: a count it may learn, and sees whenever none is cut.
-            available.append(len(positions))
-
-        available: list[int] = []
-        async for event in self._run_match(caller, record, left, right, q.mode, rdept, grants, limit, outcome,
-                                           homomorphic, comparisons):
+        comparison = Comparison(q.left_weight, q.right_weight, VALUE_BOUND, packing)
+        async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
+                                           self._decisions.safeguards.size_check(admitted), homomorphic,
+                                           comparison=comparison, flagged=flagged):
             yield event
-        if available:
-            outcome.row_limit = RowLimit.of(available[0], len(outcome.rows), q.limit, limit,
+        if outcome.flagged_rows is not None:
+            outcome.row_limit = RowLimit.of(outcome.flagged_rows, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
-
-    def _grants(self, caller: Identity, record: RequestRecord, decl: DatasetDecl,
-                fields: list[str]) -> list[FieldGrant]:
-        """The form each requested field may leave in, or PolicyDenied for one that may not leave."""
-        if len(set(fields)) != len(fields):
-            raise InvalidInput("name each field to disclose once")
-        grants, rules = [], [record.rule] if record.rule else []
-        for name in fields:
-            field = decl.field(name)
-            if field is None:
-                raise InvalidInput(f"dataset '{decl.qualified_name}' has no field '{name}'")
-            form, decision = self._policy.disclosure_form(caller, f"{decl.qualified_name}.{name}", field.level)
-            if form == "never":
-                raise PolicyDenied(decision.rule)
-            grants.append(FieldGrant(name, field.level, form))
-            rules.append(decision.rule)
-            record.params[f"form.{decl.qualified_name}.{name}"] = form
-            record.params[f"level.{decl.qualified_name}.{name}"] = field.level
-        record.rule = " | ".join(dict.fromkeys(rules))
-        return grants
-
-    async def disclose(self, caller: Identity, record: RequestRecord, dataset: str, fields: list[str],
-                       why: Purpose, filter_text: str = "", limit: int = 100) -> Disclosed:
-        """Fields of filtered rows in the form policy allows; refused below the minimum set size."""
-        department, decl, allowance = await self._begin(caller, record, "query.disclose", "count", dataset, why)
-        if not fields:
-            raise InvalidInput("name at least one field to disclose")
-        if not 0 < limit <= MAX_DISCLOSE_ROWS:
-            raise InvalidInput(f"limit must be between 1 and {MAX_DISCLOSE_ROWS}")
-        grants = self._grants(caller, record, decl, fields)
-        record.fields = [f"{dataset}.{g.name}" for g in grants]
-        where, canonical, nonce = self._filter(caller, record, decl, filter_text)
-        requested = limit
-        if allowance is not None:
-            if allowance == 0:
-                raise QuotaExceeded(f"daily disclosed-row quota used up (rule: {quota_rule(caller.role.value)})")
-            limit = min(limit, allowance)
-        min_set = self._safeguards.min_set_size
-        record.params["min_set_size"] = str(min_set)
-        record.params["limit"] = str(limit)
-        _note_limit(record, requested, limit)
-        index, entry = await self._log_intent(record)
-        matched, rows = await self._ask(department, record, index, entry, lambda t, admitted: self._links.disclose(
-            department.code, department.endpoint, t, decl.name, grants, canonical, nonce, min_set, limit, admitted))
-        self._quotas.charge_rows(caller, len(rows))
-        record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
-        return Disclosed(grants, rows, matched, index,
-                         RowLimit.of(matched, len(rows), requested, limit, quota_rule(caller.role.value)))
-
-
-def _note_limit(record: RequestRecord, requested: int, applied: int) -> None:
-    """Keep the limit asked for in the entry when a safeguard lowered it (params["limit"] is the applied one)."""
-    if applied != requested:
-        record.params["limit_requested"] = str(requested)
 
 
 def _record_sizes(record: RequestRecord, outcome: MatchOutcome) -> None:
@@ -552,9 +327,3 @@ def _record_sizes(record: RequestRecord, outcome: MatchOutcome) -> None:
     if outcome.values:
         record.result_sizes.update(left_missing_values=outcome.left.missing_values,
                                    right_missing_values=outcome.right.missing_values)
-
-
-def _add_rule(record: RequestRecord, rule: str) -> None:
-    """Record every distinct rule a request was allowed by, in the order they were applied."""
-    rules = [r for r in record.rule.split(" | ") if r] if record.rule else []
-    record.rule = " | ".join(dict.fromkeys([*rules, rule]))

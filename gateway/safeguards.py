@@ -1,10 +1,8 @@
-"""Safeguards against probing: minimum set sizes and per-caller daily quotas (policies/safeguards.toml)."""
+"""Daily quota counters in the registry database: the I/O behind the `quotas` safeguard (fedgate.query.safeguards)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -12,41 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fedgate.errors import QuotaExceeded
 from fedgate.identity import Identity
-from fedgate.tomlconfig import Table
-
-
-@dataclass(frozen=True)
-class Quota:
-    queries_per_day: int
-    disclosed_rows_per_day: int
-
-
-@dataclass(frozen=True)
-class Safeguards:
-    min_set_size: int = 100
-    quotas: dict[str, Quota] = field(default_factory=dict)
-    max_match_rows: int = 5_000_000  # per side; a stream beyond its bound is refused
-
-    @classmethod
-    def from_file(cls, path: Path) -> Safeguards:
-        table = Table.load(path)
-        min_set = table.integer("min_set_size", 100)
-        if min_set < 1:
-            raise table.error("min_set_size", "must be at least 1")
-        max_rows = table.integer("max_match_rows", 5_000_000)
-        if max_rows < 1:
-            raise table.error("max_match_rows", "must be at least 1")
-        quotas = {}
-        if table.has("quotas"):
-            qt = table.table("quotas")
-            for role in qt.keys():
-                rt = qt.table(role)
-                quotas[role] = Quota(rt.integer("queries_per_day"), rt.integer("disclosed_rows_per_day"))
-                rt.done()
-            qt.done()
-        table.done()
-        return cls(min_set, quotas, max_rows)
-
+from fedgate.query.safeguards import Quota, SafeguardConfig
 
 _meta = sa.MetaData()
 usage = sa.Table(
@@ -65,7 +29,7 @@ def _today() -> str:
 class QuotaBook:
     """Per-subject daily counters, kept in the registry database so replicas and restarts share them."""
 
-    def __init__(self, engine: sa.Engine, safeguards: Safeguards) -> None:
+    def __init__(self, engine: sa.Engine, safeguards: SafeguardConfig) -> None:
         self._engine = engine
         self._safeguards = safeguards
         _meta.create_all(engine)
@@ -100,6 +64,7 @@ class QuotaBook:
         return max(quota.disclosed_rows_per_day - rows, 0)
 
     def charge_rows(self, who: Identity, count: int) -> None:
+        """Count rows disclosed to `who` today (nothing without a quota)."""
         if self._quota(who) is None or count <= 0:
             return
         subject, day = who.spiffe_id, _today()

@@ -19,11 +19,12 @@ from fedgate.gateway.audit_store import AuditStore
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.policy import Policy
 from fedgate.gateway.policy_watch import watch_policy
-from fedgate.gateway.query import QueryEngine
+from fedgate.gateway.planning import Decisions
+from fedgate.gateway.query import Asking, QueryEngine, Timeouts
 from fedgate.gateway.recovery import close_unfinished
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import RegistryStore
-from fedgate.gateway.safeguards import QuotaBook, Safeguards
+from fedgate.gateway.safeguards import QuotaBook
 from fedgate.gateway.services.audit import AuditServicer
 from fedgate.gateway.services.policy import PolicyServicer
 from fedgate.gateway.services.query import QueryServicer
@@ -31,6 +32,7 @@ from fedgate.gateway.services.registry import RegistryServicer
 from fedgate.gateway.tickets import TicketIssuer
 from fedgate.identity import GATEWAY
 from fedgate.tls import check_own
+from fedgate.query.safeguards import SafeguardConfig, Safeguards
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -94,7 +96,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         policy_dir = config.effective_policy_dir
         levels = Levels.from_file(policy_dir / "levels.toml")
         policy = Policy.from_dir(policy_dir, levels)
-        safeguards = Safeguards.from_file(policy_dir / "safeguards.toml")
+        safeguard_config = SafeguardConfig.from_file(policy_dir / "safeguards.toml")
         key = signing_key.load_or_create(config.effective_signing_key, config.log_origin)
         store = await asyncio.to_thread(RegistryStore.open, config.effective_registry_url)
         undo.callback(store.close)
@@ -103,13 +105,15 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         audit_log = await AuditLog.open(audit_store, key, config.log_origin)
         if config.effective_audit_url.startswith("sqlite"):
             await close_unfinished(audit_log)
-        quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguards)
+        quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguard_config)
         links = AdapterLinks(config.tls)
         undo.push_async_callback(links.close)
         registry = Registry(store, policy, links, config.health_check_s)
-        engine = QueryEngine(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s),
-                             policy, safeguards, quotas, WorkerPool(config.workers), config.tls.read()[0],
-                             config.adapter_idle_timeout_s, config.flags_timeout_s)
+        decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
+                              config.tls.read()[0])
+        asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s))
+        engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
+                             Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s))
         services = [
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),

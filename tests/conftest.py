@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from fedgate import pki
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import Adapter, build_adapter
 from fedgate.demo.datagen import DemoDepartment
-from fedgate.demo.runner import adapter_toml as demo_adapter_toml
+from fedgate.demo.deployment import adapter_toml
+from fedgate.demo.runner import demo_specs
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
 from fedgate.identity import Identity
@@ -69,17 +71,14 @@ class Servers:
     async def demo_adapters(self, gw: Gateway, workdir: Path, departments: Iterable[DemoDepartment],
                             codes: Iterable[str]) -> dict[str, Adapter]:
         """Adapters for the named demo departments (generated into `workdir`), threads for workers."""
-        wanted, adapters = set(codes), {}
-        for dept in departments:
-            if dept.code not in wanted:
-                continue
-            cfg = workdir / f"adapter-{dept.code}.toml"
-            text = demo_adapter_toml(dept, f"127.0.0.1:{gw.port}").replace(
-                "certs/", f"{self.certs}/").replace(f'data_dir = "adapter-data/{dept.code}"',
-                                                    f'data_dir = "{self.tmp}/adapter-{dept.code}"')
-            cfg.write_text("workers = 0\n" + text)
-            adapters[dept.code] = await build_adapter(AdapterConfig.load(cfg))
-            self.adapters.append(adapters[dept.code])
+        _, specs = demo_specs([d for d in departments if d.code in set(codes)], self.certs)
+        adapters = {}
+        for spec in specs:
+            cfg = workdir / f"adapter-{spec.code}.toml"
+            spec = dataclasses.replace(spec, data_dir=self.tmp / f"adapter-{spec.code}", workers=0)
+            cfg.write_text(adapter_toml(spec, f"127.0.0.1:{gw.port}", gw.vkey_path))
+            adapters[spec.code] = await build_adapter(AdapterConfig.load(cfg))
+            self.adapters.append(adapters[spec.code])
         return adapters
 
     async def stop_gateway(self, gw: Gateway) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import support
 from fedgate import pki
-from fedgate.classification import policies_dir
-from fedgate.demo import processes
+from fedgate.demo import deployment, processes
+from fedgate.demo.deployment import DepartmentSpec, GatewaySpec, policy_copy
 from fedgate.identity import Identity
 from fedgate.tls import TlsFiles
 
@@ -44,33 +43,15 @@ def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: i
     certs = tmp_path / "certs"
     pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR,
                          support.OFFICER])
-    pol = tmp_path / "policies"
-    shutil.copytree(policies_dir(), pol, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    (pol / "safeguards.toml").write_text(safeguards)
-    (tmp_path / "gateway.toml").write_text(support.gateway_toml(tmp_path / "gw", certs).replace(
-        "[tls]", f'policy_dir = "{pol}"\n\n[tls]'))
-    started: list[processes.ServerProcess] = []
-    try:
-        gw = processes.start("gateway", ["gateway", "serve", "--config", str(tmp_path / "gateway.toml")], tmp_path)
-        started.append(gw)
-        processes.wait_ready(gw)
-        csv = tmp_path / "s.csv"
-        csv.write_text(support.SUBSIDIES_CSV, encoding="utf-8")
-        db = tmp_path / "samr.db"
-        support.write_companies(f"sqlite:///{db}", n=15)
-        adapters = {}
-        for dept, decl in (("hrss", support.SUBSIDIES_DECL.format(path=csv)),
-                           ("samr", support.COMPANIES_DECL.format(kind="sqlite", where=f'path = "{db}"'))):
-            cfg = tmp_path / f"{dept}.toml"
-            cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gw.port}", certs, decl,
-                                                vkey=tmp_path / "gw" / "log-signing.vkey")
-                           .replace("workers = 0", f"workers = {workers}")
-                           .replace("[tls]", f'data_dir = "{tmp_path / dept}"\n\n[tls]'))
-            adapters[dept] = processes.start(dept, ["adapter", "serve", "--config", str(cfg)], tmp_path)
-            started.append(adapters[dept])
-        for proc in started[1:]:
-            processes.wait_ready(proc)
-        yield Deployment(tmp_path, certs, gw, adapters)
-    finally:
-        for proc in reversed(started):
-            processes.stop(proc)
+    csv = tmp_path / "s.csv"
+    csv.write_text(support.SUBSIDIES_CSV, encoding="utf-8")
+    db = tmp_path / "samr.db"
+    support.write_companies(f"sqlite:///{db}", n=15)
+    gateway = GatewaySpec.in_dir(tmp_path / "gw", certs, workers=0,
+                                 policy_dir=policy_copy(tmp_path / "policies", safeguards))
+    departments = [DepartmentSpec.in_dir(dept, [decl], certs, data_dir=tmp_path / dept, workers=workers,
+                                         register_timeout_s=10)
+                   for dept, decl in (("hrss", support.SUBSIDIES_DECL.spec(path=csv)),
+                                      ("samr", support.COMPANIES_DECL.spec(kind="sqlite", where=f'path = "{db}"')))]
+    with deployment.deployed(tmp_path, gateway, departments) as servers:
+        yield Deployment(tmp_path, certs, servers.procs["gateway"], {d: servers.procs[d] for d in ("hrss", "samr")})

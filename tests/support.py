@@ -5,13 +5,18 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from fedgate.crypto.ids import make_uscc
+from fedgate.demo import deployment
+from fedgate.demo.deployment import DatasetSpec, DepartmentSpec, GatewaySpec, fields
 from fedgate.identity import Identity, Role
+from fedgate.tls import TlsFiles
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "alice")
 OFFICER = Identity(Role.OFFICER, "audit", "bob")
@@ -20,17 +25,27 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def gateway_toml(data_dir: Path, certs: Path) -> str:
-    return (f'listen = "127.0.0.1:0"\ndata_dir = "{data_dir}"\nworkers = 0\n\n[tls]\n'
-            f'ca = "{certs}/ca.pem"\ncert = "{certs}/gateway.pem"\nkey = "{certs}/gateway.key"\n')
+    """A gateway.toml on a free loopback port, worker threads, [tls] last (tests append or replace lines)."""
+    return deployment.gateway_toml(GatewaySpec.in_dir(data_dir, certs, workers=0))
 
 
 def adapter_toml(dept: str, gateway: str, certs: Path, datasets: str, cert_stem: str | None = None,
                  vkey: Path | None = None) -> str:
+    """An adapter.toml with `datasets` (declarations as TOML text) appended; `cert_stem` picks other certificates."""
     stem = cert_stem or f"dept-{dept}"
-    return (f'department = "{dept}"\nlisten = "127.0.0.1:0"\ngateway = "{gateway}"\n'
-            f'gateway_log_key = "{vkey or certs / "log-signing.vkey"}"\n'
-            f'register_timeout_s = 10\nworkers = 0\n\n[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/{stem}.pem"\n'
-            f'key = "{certs}/{stem}.key"\n\n{datasets}')
+    spec = DepartmentSpec(dept, (), TlsFiles(certs / "ca.pem", certs / f"{stem}.pem", certs / f"{stem}.key"),
+                          workers=0, register_timeout_s=10)
+    return deployment.adapter_toml(spec, gateway, vkey or certs / "log-signing.vkey") + "\n" + datasets
+
+
+@dataclass(frozen=True)
+class DeclText:
+    """A dataset declaration, as text by `format(...)` (source settings) or as a spec by `spec(...)`."""
+
+    spec: Callable[..., DatasetSpec]
+
+    def format(self, **source: str) -> str:
+        return deployment.datasets_toml([self.spec(**source)])
 
 
 def uscc(i: int) -> str:
@@ -41,45 +56,14 @@ def uscc(i: int) -> str:
 SUBSIDIES_CSV = "uscc,company_name,amount_fen\n" + "".join(
     f"{uscc(i)},公司{i},{1000 * i}\n" for i in range(1, 21))
 
-SUBSIDIES_DECL = """
-[[datasets]]
-name = "subsidies"
-description = "稳岗补贴"
-source = {{ kind = "csv", path = "{path}" }}
+SUBSIDIES_DECL = DeclText(lambda path: DatasetSpec(
+    "subsidies", "稳岗补贴", {"kind": "csv", "path": str(path)},
+    fields("uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3")))
 
-[[datasets.fields]]
-name = "uscc"
-type = "string"
-level = "L3"
-key = "uscc"
-
-[[datasets.fields]]
-name = "company_name"
-type = "string"
-level = "L2"
-
-[[datasets.fields]]
-name = "amount_fen"
-type = "int"
-level = "L3"
-"""
-
-COMPANIES_DECL = """
-[[datasets]]
-name = "companies"
-source = {{ kind = "{kind}", {where}, table = "companies" }}
-
-[[datasets.fields]]
-name = "uscc"
-type = "string"
-level = "L2"
-key = "uscc"
-
-[[datasets.fields]]
-name = "status"
-type = "string"
-level = "L1"
-"""
+# `where` is the source's location as TOML: 'path = "…"' (sqlite) or 'url = "…"' (sql).
+COMPANIES_DECL = DeclText(lambda kind, where: DatasetSpec(
+    "companies", "", {"kind": kind, **tomllib.loads(where), "table": "companies"},
+    fields("uscc:string:L2:uscc status:string:L1")))
 
 
 def write_companies(engine_url: str, n: int = 15) -> None:
@@ -140,29 +124,6 @@ def pensions_csv(n: int = 150) -> str:
     return "\n".join(lines) + "\n"
 
 
-PENSIONS_DECL = """
-[[datasets]]
-name = "pensions"
-source = {{ kind = "csv", path = "{path}" }}
-
-[[datasets.fields]]
-name = "resident_id"
-type = "string"
-level = "L4"
-key = "resident_id"
-
-[[datasets.fields]]
-name = "name"
-type = "string"
-level = "L3"
-
-[[datasets.fields]]
-name = "monthly_amount_fen"
-type = "int"
-level = "L3"
-
-[[datasets.fields]]
-name = "district"
-type = "string"
-level = "L2"
-"""
+PENSIONS_DECL = DeclText(lambda path: DatasetSpec(
+    "pensions", "", {"kind": "csv", "path": str(path)},
+    fields("resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 district:string:L2")))

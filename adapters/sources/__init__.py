@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from fedgate.datasets import FieldType
     from fedgate.filters import Filter
+    from fedgate.tomlconfig import Table
 
 Value = str | int | None
 
@@ -41,3 +44,23 @@ class Source(Protocol):
     def close(self) -> None:
         """Release what the source holds open (a database's connection pool); called when the adapter stops."""
         ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a dataset's rows are, as configured; which of these a kind uses is the kind's own business."""
+
+    kind: str
+    path: Path | None = None
+    url: str | None = None
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source (`kind = "csv"`): how its TOML table is read and how it is opened."""
+
+    name: str
+    # Reads the kind's keys from a dataset's `source` table (the caller then refuses any other key).
+    read: Callable[[Table], SourceSpec]
+    open: Callable[[SourceSpec, Mapping[str, FieldType]], Source]

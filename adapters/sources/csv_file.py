@@ -10,10 +10,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedgate.adapters.sources import Value
+from fedgate.adapters.sources import SourceKind, SourceSpec, Value
 from fedgate.datasets import FieldType
 from fedgate.errors import DataSourceError
 from fedgate.filters import Filter, fields_of, predicate
+from fedgate.tomlconfig import Table
 
 
 class CsvSource:
@@ -125,3 +126,16 @@ def _convert(raw: str, ftype: FieldType, path: Path, line: int, column: str) -> 
             raise DataSourceError(f"{path} line {line}: field '{column}' is declared date, but its value "
                                   "there is not a YYYY-MM-DD date") from None
     return raw
+
+
+def _open(spec: SourceSpec, types: Mapping[str, FieldType]) -> CsvSource:
+    assert spec.path is not None  # read_spec requires it
+    return CsvSource(spec.path, types)
+
+
+def _read(table: Table) -> SourceSpec:
+    return SourceSpec("csv", path=table.path("path"))
+
+
+# `source = { kind = "csv", path = "data/hrss/subsidies.csv" }`
+KIND = SourceKind("csv", _read, _open)

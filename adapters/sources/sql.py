@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fedgate.adapters.sources import Value
+from fedgate.adapters.sources import SourceKind, SourceSpec, Value
 from fedgate.datasets import FieldType
 from fedgate.errors import DataSourceError
 from fedgate.filters import Filter, to_sqlalchemy
@@ -148,3 +148,19 @@ _WHAT_FITS = {
     FieldType.DATE: "a value that is not a YYYY-MM-DD date",
     FieldType.STRING: "a value that is not text",
 }
+
+
+def _open_sqlite(spec: SourceSpec, types: Mapping[str, FieldType]) -> SqlSource:
+    assert spec.path is not None and spec.table is not None  # read by SQLITE
+    return SqlSource(sqlite_url(spec.path), spec.table, label=f"{spec.path} table {spec.table}")
+
+
+def _open_url(spec: SourceSpec, types: Mapping[str, FieldType]) -> SqlSource:
+    assert spec.url is not None and spec.table is not None  # read by SQL
+    return SqlSource(spec.url, spec.table)
+
+
+# `source = { kind = "sqlite", path = "data/hrss.db", table = "subsidies" }`
+SQLITE = SourceKind("sqlite", lambda t: SourceSpec("sqlite", path=t.path("path"), table=t.text("table")), _open_sqlite)
+# `source = { kind = "sql", url = "postgresql+psycopg://user@db/hrss", table = "subsidies" }`
+SQL = SourceKind("sql", lambda t: SourceSpec("sql", url=t.text("url"), table=t.text("table")), _open_url)

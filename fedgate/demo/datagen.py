@@ -58,6 +58,7 @@ from fedgate.crypto.ids import (
     normalise,
     org_code_check_char,
 )
+from fedgate.demo.deployment import DatasetSpec, FieldSpec, fields
 from fedgate.errors import InvalidIdentifier
 
 __all__ = [
@@ -70,24 +71,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DemoField:
-    """One column of a demo dataset, as an adapter registers it."""
-
-    name: str
-    type: str  # "string" | "int" | "date"
-    level: str  # "L1".."L4"
-    key: str | None = None  # "resident_id" | "uscc" | "plain" | None
-
-
-@dataclass(frozen=True)
-class DemoDataset:
-    """A dataset of one department; ``source`` paths are relative to ``out_dir``."""
-
-    name: str
-    description: str
-    source: dict[str, str]
-    fields: tuple[DemoField, ...]
+# The adapters' declarations: the deployment helper's types, under the names tests and callers know.
+DemoField = FieldSpec
+DemoDataset = DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -99,116 +85,38 @@ class DemoDepartment:
 
 DEPARTMENT_CODES: tuple[str, ...] = ("hrss", "samr", "tax", "civil", "vehicle")
 
-_F = DemoField
+
+def _declare(source: str, description: str, columns: str) -> DemoDataset:
+    """A declaration from one line each: "csv data/<dept>/<name>.csv" or "sqlite <path> <table>", and
+    the fields as `fields` reads them (the CSV header and SQLite columns follow their order)."""
+    kind, path, *table = source.split()
+    name = table[0] if table else pathlib.PurePosixPath(path).stem
+    return DemoDataset(name, description, {"kind": kind, "path": path, **({"table": table[0]} if table else {})},
+                       fields(columns))
+
 
 DEPARTMENTS: tuple[DemoDepartment, ...] = (
-    DemoDepartment(
-        "hrss",
-        "人力资源和社会保障局",
-        (
-            DemoDataset(
-                "subsidies",
-                "稳岗补贴发放记录 (job-stabilisation subsidy payments)",
-                {"kind": "csv", "path": "data/hrss/subsidies.csv"},
-                (
-                    _F("uscc", "string", "L3", "uscc"),
-                    _F("company_name", "string", "L2"),
-                    _F("amount_fen", "int", "L3"),
-                    _F("claimed_insured", "int", "L3"),
-                    _F("paid_on", "date", "L2"),
-                ),
-            ),
-            DemoDataset(
-                "pensions",
-                "养老金发放名册 (pension payments)",
-                {"kind": "csv", "path": "data/hrss/pensions.csv"},
-                (
-                    _F("resident_id", "string", "L4", "resident_id"),
-                    _F("name", "string", "L3"),
-                    _F("monthly_amount_fen", "int", "L3"),
-                    _F("last_paid_on", "date", "L2"),
-                ),
-            ),
-        ),
-    ),
-    DemoDepartment(
-        "samr",
-        "市场监督管理局",
-        (
-            DemoDataset(
-                "companies",
-                "市场主体登记信息 (company registry)",
-                {"kind": "sqlite", "path": "data/samr/registry.db", "table": "companies"},
-                (
-                    _F("uscc", "string", "L2", "uscc"),
-                    _F("name", "string", "L1"),
-                    _F("status", "string", "L1"),
-                    _F("legal_rep_id", "string", "L4", "resident_id"),
-                    _F("registered_on", "date", "L1"),
-                ),
-            ),
-        ),
-    ),
-    DemoDepartment(
-        "tax",
-        "税务局",
-        (
-            DemoDataset(
-                "insured_employees",
-                "社会保险费征缴参保人数 (insured employees per company and quarter)",
-                {"kind": "sqlite", "path": "data/tax/tax.db", "table": "insured_employees"},
-                (
-                    _F("uscc", "string", "L3", "uscc"),
-                    _F("insured_employees", "int", "L3"),
-                    _F("period", "string", "L2"),
-                ),
-            ),
-        ),
-    ),
-    DemoDepartment(
-        "civil",
-        "民政局",
-        (
-            DemoDataset(
-                "deaths",
-                "死亡登记 (death records)",
-                {"kind": "csv", "path": "data/civil/deaths.csv"},
-                (
-                    _F("resident_id", "string", "L4", "resident_id"),
-                    _F("name", "string", "L3"),
-                    _F("died_on", "date", "L3"),
-                ),
-            ),
-            DemoDataset(
-                "allowances",
-                "最低生活保障对象 (minimum-allowance recipients)",
-                {"kind": "csv", "path": "data/civil/allowances.csv"},
-                (
-                    _F("resident_id", "string", "L4", "resident_id"),
-                    _F("name", "string", "L3"),
-                    _F("monthly_amount_fen", "int", "L3"),
-                    _F("district", "string", "L2"),
-                ),
-            ),
-        ),
-    ),
-    DemoDepartment(
-        "vehicle",
-        "公安交通管理局",
-        (
-            DemoDataset(
-                "vehicles",
-                "机动车登记信息 (vehicle registry)",
-                {"kind": "sqlite", "path": "data/vehicle/vehicles.db", "table": "vehicles"},
-                (
-                    _F("owner_id", "string", "L4", "resident_id"),
-                    _F("plate", "string", "L3"),
-                    _F("model", "string", "L2"),
-                    _F("registered_on", "date", "L2"),
-                ),
-            ),
-        ),
-    ),
+    DemoDepartment("hrss", "人力资源和社会保障局", (
+        _declare("csv data/hrss/subsidies.csv", "稳岗补贴发放记录 (job-stabilisation subsidy payments)",
+                 "uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3 claimed_insured:int:L3 paid_on:date:L2"),
+        _declare("csv data/hrss/pensions.csv", "养老金发放名册 (pension payments)",
+                 "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 last_paid_on:date:L2"))),
+    DemoDepartment("samr", "市场监督管理局", (
+        _declare("sqlite data/samr/registry.db companies", "市场主体登记信息 (company registry)",
+                 "uscc:string:L2:uscc name:string:L1 status:string:L1 legal_rep_id:string:L4:resident_id "
+                 "registered_on:date:L1"),)),
+    DemoDepartment("tax", "税务局", (
+        _declare("sqlite data/tax/tax.db insured_employees",
+                 "社会保险费征缴参保人数 (insured employees per company and quarter)",
+                 "uscc:string:L3:uscc insured_employees:int:L3 period:string:L2"),)),
+    DemoDepartment("civil", "民政局", (
+        _declare("csv data/civil/deaths.csv", "死亡登记 (death records)",
+                 "resident_id:string:L4:resident_id name:string:L3 died_on:date:L3"),
+        _declare("csv data/civil/allowances.csv", "最低生活保障对象 (minimum-allowance recipients)",
+                 "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 district:string:L2"))),
+    DemoDepartment("vehicle", "公安交通管理局", (
+        _declare("sqlite data/vehicle/vehicles.db vehicles", "机动车登记信息 (vehicle registry)",
+                 "owner_id:string:L4:resident_id plate:string:L3 model:string:L2 registered_on:date:L2"),)),
 )
 
 # ---------------------------------------------------------------------------

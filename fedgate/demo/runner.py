@@ -11,7 +11,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from fedgate import pki
 from fedgate.classification import default_levels
 from fedgate.client import CompareResult, Disclosure, GatewayClient, MatchResult, Side, SumResult
 from fedgate.datasets import RegisteredDataset
-from fedgate.demo import processes
 from fedgate.demo.datagen import DemoDepartment, generate
+from fedgate.demo.deployment import Deployment, DepartmentSpec, GatewaySpec
 from fedgate.errors import FailedPrecondition, RemoteCallFailed
 from fedgate.identity import GATEWAY, Identity, Role
 from fedgate.audit_verify import TrustedState
@@ -38,46 +38,12 @@ SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "zhangwei")
 OFFICER = Identity(Role.OFFICER, "audit", "liqiang")
 
 
-def _toml_str(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes.
-    return json.dumps(value, ensure_ascii=False)
-
-
-def gateway_toml() -> str:
-    return (
-        'listen = "127.0.0.1:0"\n'
-        'data_dir = "gateway-data"\n\n'
-        "[tls]\n"
-        'ca = "certs/ca.pem"\ncert = "certs/gateway.pem"\nkey = "certs/gateway.key"\n'
-    )
-
-
-def adapter_toml(dept: DemoDepartment, gateway_address: str) -> str:
-    ident = Identity.department(dept.code)
-    out = [
-        f"department = {_toml_str(dept.code)}",
-        f"display_name = {_toml_str(dept.display_name)}",
-        'listen = "127.0.0.1:0"',
-        f"gateway = {_toml_str(gateway_address)}",
-        # Copied out of band in a real deployment; here the file is simply next door.
-        'gateway_log_key = "gateway-data/log-signing.vkey"',
-        f'data_dir = "adapter-data/{dept.code}"',
-        "",
-        "[tls]",
-        'ca = "certs/ca.pem"',
-        f'cert = "certs/{ident.file_stem}.pem"',
-        f'key = "certs/{ident.file_stem}.key"',
-    ]
-    for ds in dept.datasets:
-        out += ["", "[[datasets]]", f"name = {_toml_str(ds.name)}",
-                f"description = {_toml_str(ds.description)}",
-                "source = { " + ", ".join(f"{k} = {_toml_str(v)}" for k, v in ds.source.items()) + " }"]
-        for f in ds.fields:
-            out += ["", "[[datasets.fields]]", f"name = {_toml_str(f.name)}",
-                    f"type = {_toml_str(f.type)}", f"level = {_toml_str(f.level)}"]
-            if f.key:
-                out.append(f"key = {_toml_str(f.key)}")
-    return "\n".join(out) + "\n"
+def demo_specs(departments: Sequence[DemoDepartment],
+               certs: Path = Path("certs")) -> tuple[GatewaySpec, tuple[DepartmentSpec, ...]]:
+    """The demo's gateway and adapters, with paths relative to the demo's folder."""
+    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs)
+    return gateway, tuple(DepartmentSpec.in_dir(d.code, d.datasets, certs, display_name=d.display_name,
+                                                data_dir=Path("adapter-data") / d.code) for d in departments)
 
 
 DEMO_PURPOSE = "演示：核对各部门数据集规模"
@@ -299,27 +265,20 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
     officer_tls = TlsFiles.in_dir(certs, OFFICER)
     officer_state = workdir / "officer-state"
 
-    (workdir / "gateway.toml").write_text(gateway_toml())
-    started: list[processes.ServerProcess] = []
+    deployment = Deployment(workdir, *demo_specs(departments))
     result = DemoResult(departments, [])
     try:
-        gateway = processes.start("gateway", ["gateway", "serve", "--config", str(workdir / "gateway.toml")], workdir)
-        started.append(gateway)
-        processes.wait_ready(gateway)
-        address = f"127.0.0.1:{gateway.port}"
+        deployment.start_gateway()
+        address = deployment.address
         say(f"gateway up on {address}")
-        for dept in departments:
-            cfg = workdir / f"adapter-{dept.code}.toml"
-            cfg.write_text(adapter_toml(dept, address))
-            started.append(processes.start(f"adapter-{dept.code}", ["adapter", "serve", "--config", str(cfg)], workdir))
-        for proc in started[1:]:
-            processes.wait_ready(proc)
-        say(f"{len(started) - 1} department adapters up and registered")
+        deployment.start_adapters(timeout=60)
+        say(f"{len(departments)} department adapters up and registered")
 
         async def check_and_list() -> list[RegisteredDataset]:
             await _check_health(address, supervisor_tls, GATEWAY)
-            for dept, proc in zip(departments, started[1:]):
-                await _check_health(f"127.0.0.1:{proc.port}", supervisor_tls, Identity.department(dept.code))
+            for dept in departments:
+                await _check_health(f"127.0.0.1:{deployment.procs[dept.code].port}", supervisor_tls,
+                                    Identity.department(dept.code))
             async with GatewayClient(address, supervisor_tls) as client:
                 return await client.list_datasets()
 
@@ -404,11 +363,10 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
         # arriving now must not cut this short (the handler ignores any after the first).
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for proc in reversed(started):
-            result.exit_codes[proc.name] = processes.stop(proc)
-    failed = {name: code for name, code in result.exit_codes.items() if code != 0}
-    if failed:
-        raise FailedPrecondition(f"servers did not shut down cleanly: {failed}; logs in {workdir / 'logs'}")
+        result.exit_codes = deployment.stop()
+    unclean = deployment.unclean()
+    if unclean:
+        raise unclean
     # A refusal (a safeguard on a small demo) is not a wrong answer; a different answer is.
     wrong = [s.title for s, got, expected in result.scenarios
              if isinstance(got, MatchResult) and got.cardinality != expected]

@@ -20,6 +20,7 @@ from fedgate.gateway.query import (
     SumQuery,
 )
 from fedgate.errors import InvalidInput
+from fedgate.query import protocols
 from fedgate.interceptors import RequestRecord, current_identity, current_record
 from fedgate.row_limit import RowLimit
 from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc
@@ -64,7 +65,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         query = MatchQuery(
             left=MatchSideQuery(request.left.dataset, request.left.key_field, request.left.filter),
             right=MatchSideQuery(request.right.dataset, request.right.key_field, request.right.filter),
-            mode=request.mode or "keyed", disclose_fields=list(request.disclose_fields),
+            mode=request.mode or protocols.DEFAULT, disclose_fields=list(request.disclose_fields),
             limit=request.limit or 100)
         outcome = QueryOutcome()
         async for event in self._engine.match(current_identity(), record, query,
@@ -86,7 +87,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         record = _record("query.sum", request.values.dataset, request.purpose, request.case_number)
         record.datasets.append(request.other.dataset)
         query = SumQuery(_side(request.values), list(request.value_fields), _side(request.other),
-                         request.paillier_key, request.mode or "keyed", request.paillier_key_signature,
+                         request.paillier_key, request.mode or protocols.DEFAULT, request.paillier_key_signature,
                          request.supervisor_certificate)
         outcome = MatchOutcome()
         async for event in self._engine.intersection_sum(current_identity(), record, query,
@@ -114,7 +115,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         record.datasets.append(request.right.dataset)
         query = CompareQuery(_side(request.left), request.left_value, _side(request.right), request.right_value,
                              request.paillier_key, request.left_weight, request.right_weight,
-                             request.mode or "keyed", list(request.disclose_fields), request.limit or 100,
+                             request.mode or protocols.DEFAULT, list(request.disclose_fields), request.limit or 100,
                              request.paillier_key_signature, request.supervisor_certificate)
 
         async def flagged() -> list[int]:

@@ -21,7 +21,7 @@ def test_trace_show_finds_the_stores_of_the_configurations_here(tmp_path: Path) 
         # An operator's layout: the configurations in one directory, the data directories elsewhere.
         etc = tmp_path / "etc"
         etc.mkdir()
-        for name in ("gateway.toml", "hrss.toml", "samr.toml"):
+        for name in ("gateway.toml", "adapter-hrss.toml", "adapter-samr.toml"):
             shutil.copy(tmp_path / name, etc / name)
         deadline = time.monotonic() + 60  # spans are exported in batches
         while True:

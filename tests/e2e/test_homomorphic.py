@@ -363,11 +363,11 @@ async def test_values_are_encrypted_only_under_a_key_the_asking_supervisor_signe
                 pass
         assert err.value.code().name == "PERMISSION_DENIED" and "the Paillier key" in err.value.details()
         # Defence in depth: had the gateway not checked, the department refuses before encrypting anything.
-        from fedgate.gateway import query as gateway_query
+        from fedgate.gateway import planning as gateway_planning
 
         from types import SimpleNamespace
 
-        monkeypatch.setattr(gateway_query, "certified", SimpleNamespace(verify=lambda *args, **kwargs: None))
+        monkeypatch.setattr(gateway_planning, "certified", SimpleNamespace(verify=lambda *args, **kwargs: None))
         with pytest.raises(Exception) as err:
             async for _ in c._query.IntersectionSum(request):
                 pass

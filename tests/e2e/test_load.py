@@ -6,8 +6,7 @@ import asyncio
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.load import GREEDY_EXTRA, deploy, run_load
-from fedgate.demo import processes
+from fedgate.demo.load import GREEDY_EXTRA, deploy, run_load
 
 SUPERVISORS = 24
 ROUNDS = 4
@@ -15,12 +14,8 @@ ROWS = 1000
 
 
 def test_many_supervisors_at_once_get_only_intended_refusals_and_memory_stays_flat(tmp_path: Path) -> None:
-    procs, certs = deploy(tmp_path, SUPERVISORS, ROUNDS, ROWS)
-    try:
-        report = asyncio.run(run_load(tmp_path, SUPERVISORS, ROUNDS, ROWS, procs, certs))
-    finally:
-        for proc in reversed(list(procs.values())):
-            processes.stop(proc)
+    with deploy(tmp_path, SUPERVISORS, ROUNDS, ROWS) as servers:
+        report = asyncio.run(run_load(tmp_path, SUPERVISORS, ROUNDS, ROWS, servers))
     for n, r in enumerate(report.rounds, 1):  # shown with -s, and in the failure message below
         print(f"round {n}: {r.operations} operations in {r.wall_s} s ({r.throughput}/s); "
               f"p50/p99 ms {({op: (v['p50'], v['p99']) for op, v in r.latency_ms.items()})}; rss MiB {r.rss_mib}")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,11 +17,12 @@ from pathlib import Path
 import pytest
 
 import support
-from bench.match import adapter_toml, gateway_toml, make_dataset
 from fedgate import pki
 from fedgate.client import GatewayClient, Side
-from fedgate.demo import processes
+from fedgate.demo import deployment as deployment_helper
 from fedgate.demo.datagen import generate
+from fedgate.demo.deployment import GatewaySpec
+from fedgate.demo.synthetic_ids import make_dataset, people_departments
 from fedgate.errors import RemoteCallFailed
 from fedgate.identity import Identity
 from fedgate.signing_key import read_vkey
@@ -101,45 +100,22 @@ async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(se
 # --- helpers for the tests with real processes -------------------------------------------------
 
 
-class Deployment:
-    """A gateway and the hrss and civil adapters as separate processes, on bench.match's data."""
+class Deployment(deployment_helper.Deployment):
+    """A gateway and the hrss and civil adapters as separate processes, on synthetic_ids' data."""
 
     def __init__(self, workdir: Path, rows: int) -> None:
-        self.workdir = workdir
         self.certs = workdir / "certs"
         pki.init_dir(self.certs, [Identity.department("hrss"), Identity.department("civil"), support.SUPERVISOR,
                                   support.OFFICER])
         self.data = make_dataset(workdir, rows, 0.5)
-        (workdir / "gateway.toml").write_text(gateway_toml(self.certs, None))
-        self.procs: dict[str, processes.ServerProcess] = {}
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.procs['gateway'].port}"
-
-    def start_gateway(self) -> None:
-        self.procs["gateway"] = processes.start(
-            "gateway", ["gateway", "serve", "--config", str(self.workdir / "gateway.toml")], self.workdir)
-        processes.wait_ready(self.procs["gateway"])
+        super().__init__(workdir, GatewaySpec.in_dir(Path("gateway-data"), self.certs),
+                         people_departments(self.certs, 1, [("people", self.data)]))
 
     def start_adapter(self, dept: str) -> None:
-        cfg = self.workdir / f"adapter-{dept}.toml"
-        csv = self.data.left_csv if dept == "hrss" else self.data.right_csv
-        cfg.write_text(adapter_toml(dept, self.address, self.certs, 1, [("people", csv)]))
-        self.procs[dept] = processes.start(f"adapter-{dept}", ["adapter", "serve", "--config", str(cfg)],
-                                           self.workdir)
-        processes.wait_ready(self.procs[dept], timeout=120)
-
-    def kill(self, name: str) -> None:
-        os.kill(self.procs[name].proc.pid, signal.SIGKILL)
-        self.procs[name].proc.wait(10)
+        self.start_adapters(dept)
 
     def client(self, who: Identity = support.SUPERVISOR) -> GatewayClient:
         return GatewayClient(self.address, TlsFiles.in_dir(self.certs, who), timeout=60)
-
-    def stop(self) -> None:
-        for proc in reversed(list(self.procs.values())):
-            processes.stop(proc)
 
 
 @pytest.fixture

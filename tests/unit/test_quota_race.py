@@ -12,10 +12,11 @@ import sqlalchemy as sa
 import support
 from fedgate.errors import QuotaExceeded
 from fedgate.gateway.registry_store import make_engine
-from fedgate.gateway.safeguards import Quota, QuotaBook, Safeguards, usage
+from fedgate.gateway.safeguards import QuotaBook, usage
+from fedgate.query.safeguards import Quota, SafeguardConfig
 
 QUERIES, ROWS = 20, 50
-SAFEGUARDS = Safeguards(quotas={"supervisor": Quota(QUERIES, ROWS)})
+SAFEGUARDS = SafeguardConfig(quotas={"supervisor": Quota(QUERIES, ROWS)})
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

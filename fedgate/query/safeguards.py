@@ -1,0 +1,343 @@
+"""The safeguard pipeline: ordered checks called at fixed phases of every query.
+
+- ADMIT, before the pre-access audit entry: the row limit, the daily quotas, and
+  the safeguard values the entry binds (minimum set size, token bound, minimum
+  aggregate), so a department later enforces the very numbers the gateway did.
+- SIZES, once set sizes are known (`fedgate.query.sizes.Sizes`): minimum set
+  size per side, minimum aggregate.
+- RELEASE, before anything leaves a department (or the gateway): disclosure
+  forms within the level ceilings, the row limit, the minimum set size before
+  rows leave, the match token bound; and the disclosed-row quota is charged.
+
+Configured in one place: `policies/safeguards.toml` (read by `SafeguardConfig`)
+and, per level, `min_aggregate` in `levels.toml`. The gateway runs every phase
+(`Safeguards.for_gateway`); an adapter runs RELEASE (`Safeguards.for_department`)
+with the numbers taken from the audit entry it verified, never from its own
+configuration. Adding a safeguard is one class here, its config entry and its
+place in `_gateway_checks`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from fedgate.classification import Levels, form_rank
+from fedgate.crypto.ticket import TicketRefused
+from fedgate.errors import FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
+from fedgate.identity import Identity
+from fedgate.query.audit_params import QueryParams
+from fedgate.query.sizes import SizeCheck, Sizes
+from fedgate.row_limit import quota_rule
+from fedgate.tomlconfig import Table
+
+DEFAULT_MIN_SET_SIZE = 100
+# Rows per side of a match; also the bound on entries logged before the bound was (params_version 1 without it).
+DEFAULT_MAX_MATCH_ROWS = 5_000_000
+MAX_DISCLOSE_ROWS = 10_000
+# Query kinds whose sides are sets of rows (a set size is checked); and those matching two sets.
+SET_KINDS = frozenset({"disclose", "match", "sum", "compare"})
+MATCH_KINDS = frozenset({"match", "sum", "compare"})
+
+
+class Phase(enum.Enum):
+    ADMIT = "admit"
+    SIZES = "sizes"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class Quota:
+    queries_per_day: int
+    disclosed_rows_per_day: int
+
+
+@dataclass(frozen=True)
+class SafeguardConfig:
+    """`policies/safeguards.toml`: the gateway's safeguard values (departments read them from each entry)."""
+
+    min_set_size: int = DEFAULT_MIN_SET_SIZE
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    max_match_rows: int = DEFAULT_MAX_MATCH_ROWS  # per side; a stream beyond its bound is refused
+
+    @classmethod
+    def from_file(cls, path: Path) -> SafeguardConfig:
+        """Read and check the file; ConfigError names the file and the key."""
+        table = Table.load(path)
+        min_set = _at_least(table, "min_set_size", DEFAULT_MIN_SET_SIZE, 1)
+        max_rows = _at_least(table, "max_match_rows", DEFAULT_MAX_MATCH_ROWS, 1)
+        quotas = {}
+        if table.has("quotas"):
+            qt = table.table("quotas")
+            for role in qt.keys():
+                rt = qt.table(role)
+                quotas[role] = Quota(_at_least(rt, "queries_per_day", None, 0),
+                                     _at_least(rt, "disclosed_rows_per_day", None, 0))
+                rt.done()
+            qt.done()
+        table.done()
+        return cls(min_set, quotas, max_rows)
+
+
+def _at_least(table: Table, key: str, default: int | None, least: int) -> int:
+    value: int = table.integer(key) if default is None else table.integer(key, default)
+    if value < least:
+        raise table.error(key, f"must be at least {least}")
+    return value
+
+
+class QuotaLedger(Protocol):
+    """Where daily usage is counted (the gateway's registry database): I/O kept out of the pipeline."""
+
+    def charge_query(self, who: Identity) -> int | None:
+        """Count one query or raise QuotaExceeded; the rows that may still be disclosed today (None: no quota)."""
+
+    def charge_rows(self, who: Identity, count: int) -> None:
+        """Count disclosed rows."""
+
+
+@dataclass
+class Request:
+    """A planned query as the ADMIT and SIZES safeguards see it; ADMIT fills `limit` and the safeguard params."""
+
+    caller: Identity
+    kind: str                            # count | disclose | match | sum | compare
+    params: QueryParams
+    limit_requested: int | None = None   # rows asked for (None: the query returns no rows and logs no limit)
+    releases_rows: bool = False          # fields of rows are to be disclosed
+    aggregate_levels: tuple[str, ...] = ()  # levels of the fields an aggregate reveals about (min_aggregate)
+    limit: int | None = None             # the limit after the safeguards (the quota may lower it)
+
+
+@dataclass(frozen=True)
+class ReleasedField:
+    name: str
+    form: str    # asked for: plaintext | masked
+    level: str   # declared by the department
+
+
+@dataclass(frozen=True)
+class Release:
+    """What is about to leave, as its holder sees it; a check skips what is not given (None / empty)."""
+
+    params: QueryParams                  # the admitted entry's: the numbers to enforce
+    fields: tuple[ReleasedField, ...] = ()
+    limit: int | None = None             # the row limit the request carries
+    set_rows: int | None = None          # the holder's rows after the filter
+    peer_tokens: int | None = None       # tokens received from the other side so far
+    rows: int | None = None              # rows leaving now (the gateway charges them)
+    caller: Identity | None = None
+
+
+class Safeguard:
+    """One safeguard: its name (its config key), the phases it runs in, and a check per phase."""
+
+    name: ClassVar[str]
+    phases: ClassVar[frozenset[Phase]]
+
+    def admit(self, request: Request) -> None:
+        """ADMIT: refuse, or bind the values the entry logs."""
+
+    def sizes(self, request: Request, sizes: Sizes) -> None:
+        """SIZES: refuse sizes too small to answer on."""
+
+    def release(self, release: Release) -> None:
+        """RELEASE: refuse what may not leave."""
+
+
+class RowLimit(Safeguard):
+    """At most MAX_DISCLOSE_ROWS rows per answer; the limit is logged, and asked for again by the holder."""
+
+    name = "limit"
+    phases = frozenset({Phase.ADMIT, Phase.RELEASE})
+
+    def admit(self, request: Request) -> None:
+        if request.limit_requested is not None:
+            self._check(request.limit_requested)
+            request.limit = request.limit_requested
+
+    def release(self, release: Release) -> None:
+        if release.limit is not None:
+            self._check(release.limit)
+
+    @staticmethod
+    def _check(limit: int) -> None:
+        if not 0 < limit <= MAX_DISCLOSE_ROWS:
+            raise InvalidInput(f"limit must be between 1 and {MAX_DISCLOSE_ROWS}")
+
+
+class DailyQuota(Safeguard):
+    """`[quotas.<role>]`: queries per day (charged at ADMIT) and disclosed rows per day (lowering the limit,
+    charged at RELEASE)."""
+
+    name = "quotas"
+    phases = frozenset({Phase.ADMIT, Phase.RELEASE})
+
+    def __init__(self, ledger: QuotaLedger) -> None:
+        self._ledger = ledger
+
+    def admit(self, request: Request) -> None:
+        allowance = self._ledger.charge_query(request.caller)
+        if allowance is None or request.limit is None:
+            return
+        request.limit = min(request.limit, allowance)
+        if request.releases_rows and request.limit == 0:
+            raise QuotaExceeded(f"daily disclosed-row quota used up (rule: {quota_rule(request.caller.role.value)})")
+
+    def release(self, release: Release) -> None:
+        if release.caller is not None and release.rows is not None:
+            self._ledger.charge_rows(release.caller, release.rows)
+
+
+class MinSetSize(Safeguard):
+    """`min_set_size`: no answer on a set smaller than this (a supervisor cannot test single identifiers)."""
+
+    name = "min_set_size"
+    phases = frozenset({Phase.ADMIT, Phase.SIZES, Phase.RELEASE})
+
+    def __init__(self, minimum: int = DEFAULT_MIN_SET_SIZE) -> None:
+        self._minimum = minimum
+
+    def admit(self, request: Request) -> None:
+        if request.kind in SET_KINDS:
+            request.params.min_set_size = self._minimum
+
+    def sizes(self, request: Request, sizes: Sizes) -> None:
+        minimum = request.params.min_set_size or 0
+        for side, rows in sizes.set_rows.items():
+            if 0 < rows < minimum:
+                raise FailedPrecondition(f"the {side} set has fewer than {minimum} rows after its filter "
+                                         "(safeguard min_set_size): no result")
+
+    def release(self, release: Release) -> None:
+        minimum = release.params.min_set_size or 0
+        if release.set_rows is not None and release.set_rows < max(minimum, 1):
+            # The exact size is not told: that would itself be a probe answer.
+            raise FailedPrecondition(f"the filtered set has fewer than {minimum} rows (safeguard min_set_size): "
+                                     "nothing disclosed")
+
+
+class MaxMatchRows(Safeguard):
+    """`max_match_rows`: rows per side of a match; the department bounds the tokens it takes by the logged value."""
+
+    name = "max_match_rows"
+    phases = frozenset({Phase.ADMIT, Phase.RELEASE})
+
+    def __init__(self, bound: int = DEFAULT_MAX_MATCH_ROWS) -> None:
+        self._bound = bound
+
+    def admit(self, request: Request) -> None:
+        if request.kind in MATCH_KINDS:
+            request.params.max_match_rows = self._bound
+
+    def release(self, release: Release) -> None:
+        bound = peer_token_bound(release.params)
+        if release.peer_tokens is not None and release.peer_tokens > bound:
+            raise RemoteProtocolError(f"more than {bound} peer tokens")
+
+
+def peer_token_bound(params: QueryParams) -> int:
+    """The tokens a department accepts from the other side of an admitted match: the logged max_match_rows."""
+    return params.max_match_rows if params.max_match_rows is not None else DEFAULT_MAX_MATCH_ROWS
+
+
+class MinAggregate(Safeguard):
+    """`min_aggregate` per level (levels.toml): a count or sum over fewer rows is suppressed, by the highest level
+    of the fields it reveals about."""
+
+    name = "min_aggregate"
+    phases = frozenset({Phase.ADMIT, Phase.SIZES})
+    _NOUNS = {"count": "rows", "sum": "matched rows"}
+
+    def __init__(self, levels: Levels) -> None:
+        self._levels = levels
+
+    def admit(self, request: Request) -> None:
+        if request.kind in self._NOUNS:
+            request.params.min_aggregate = self.floor(request)[0]
+
+    def sizes(self, request: Request, sizes: Sizes) -> None:
+        k, level = self.floor(request)
+        rows = sizes.aggregated_rows
+        if rows is not None and 0 < rows < k:
+            raise FailedPrecondition(f"{request.kind} suppressed: fewer than {k} {self._NOUNS[request.kind]}, the "
+                                     f"minimum aggregation size for level {level} (safeguard min_aggregate)")
+
+    def floor(self, request: Request) -> tuple[int, str]:
+        """The minimum aggregate and the level it is of (0 and "" when no field touches a level)."""
+        touched = self._levels.highest(list(request.aggregate_levels))
+        return (touched.min_aggregate, touched.name) if touched else (0, "")
+
+
+class DisclosureCeiling(Safeguard):
+    """A field leaves its department at most in its level's ceiling form (levels.toml), whatever was signed."""
+
+    name = "ceiling"
+    phases = frozenset({Phase.RELEASE})
+
+    def __init__(self, levels: Levels) -> None:
+        self._levels = levels
+
+    def release(self, release: Release) -> None:
+        for f in release.fields:
+            level = self._levels.get(f.level)
+            ceiling = level.ceiling if level else "aggregate"
+            if f.form not in ("plaintext", "masked") or form_rank(f.form) > form_rank(ceiling):
+                raise TicketRefused(f"field '{f.name}' ({f.level}) may leave this department at most as "
+                                    f"{ceiling}, not {f.form}")
+
+
+class Safeguards:
+    """The ordered pipeline; each phase runs the safeguards that take part in it, in order."""
+
+    def __init__(self, checks: Sequence[Safeguard], config: SafeguardConfig | None = None) -> None:
+        self.checks = tuple(checks)
+        self.config = config or SafeguardConfig()
+
+    @classmethod
+    def for_gateway(cls, config: SafeguardConfig, levels: Levels, ledger: QuotaLedger) -> Safeguards:
+        return cls(_gateway_checks(config, levels, ledger), config)
+
+    @classmethod
+    def for_department(cls, levels: Levels) -> Safeguards:
+        """The RELEASE checks a department runs; their numbers come from each admitted entry."""
+        return cls([c for c in _gateway_checks(SafeguardConfig(), levels, None) if Phase.RELEASE in c.phases])
+
+    def in_phase(self, phase: Phase) -> list[Safeguard]:
+        return [c for c in self.checks if phase in c.phases]
+
+    def admit(self, request: Request) -> None:
+        """ADMIT: every check in order (the first refusal raises); then the applied limit goes into the params."""
+        for check in self.in_phase(Phase.ADMIT):
+            check.admit(request)
+        if request.limit is not None:
+            request.params.limit = request.limit
+            if request.limit != request.limit_requested:  # a safeguard lowered it: keep what was asked in the log
+                request.params.limit_requested = request.limit_requested
+
+    def size_check(self, request: Request) -> SizeCheck:
+        """The SIZES phase for one admitted query, as the callable its machine calls once sizes are known."""
+        checks = self.in_phase(Phase.SIZES)
+
+        def check(sizes: Sizes) -> None:
+            for c in checks:
+                c.sizes(request, sizes)
+        return check
+
+    def release(self, release: Release) -> None:
+        """RELEASE: every check in order; the first refusal raises."""
+        for check in self.in_phase(Phase.RELEASE):
+            check.release(release)
+
+
+def _gateway_checks(config: SafeguardConfig, levels: Levels, ledger: QuotaLedger | None) -> list[Safeguard]:
+    """The safeguards in the order they run: the row limit before the quota that may lower it."""
+    checks: list[Safeguard] = [RowLimit()]
+    if ledger is not None:
+        checks.append(DailyQuota(ledger))
+    checks += [MinSetSize(config.min_set_size), MaxMatchRows(config.max_match_rows), MinAggregate(levels),
+               DisclosureCeiling(levels)]
+    return checks

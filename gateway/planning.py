@@ -1,0 +1,298 @@
+"""Planning a query: policy and the ADMIT safeguards turn a request into a typed plan and its logged parameters.
+
+Nothing here asks a department anything. Each step refuses or adds to the
+request's record (rules, fields) and to its typed audit parameters
+(`fedgate.query.audit_params`), which go into the pre-access entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from fedgate import certified
+from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
+from fedgate.encryptors import MAX_VALUE_FIELDS
+from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
+from fedgate.gateway.homomorphic import checked_key
+from fedgate.gateway.matching import SidePlan
+from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.gateway.registry import Registry
+from fedgate.gateway.registry_store import Department
+from fedgate.identity import Identity
+from fedgate.interceptors import RequestRecord
+from fedgate.query.audit_params import (
+    FieldForm,
+    FieldRef,
+    LoggedFilter,
+    QueryParams,
+    filter_digest,
+    paillier_key_digest,
+)
+from fedgate.query import protocols
+from fedgate.query.lookup import CountPlan, DisclosePlan, FilterPlan, Target
+from fedgate.query.safeguards import QuotaLedger, Request, Safeguards
+from fedgate.row_limit import quota_rule
+from fedgate.supervisor_keys import key_statement
+
+MAX_TEXT = 256
+_CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """Why a supervisor asks: a stated purpose and a case number (督查事项编号), both required."""
+
+    purpose: str
+    case_number: str
+
+    def __post_init__(self) -> None:
+        if not self.purpose.strip() or len(self.purpose) > MAX_TEXT:
+            raise InvalidInput(f"a purpose (1–{MAX_TEXT} characters) is required for every query")
+        if not _CASE_NUMBER.match(self.case_number):
+            raise InvalidInput("a case number (督查事项编号) of 1–64 letters, digits or -/()[]#. is required")
+
+
+@dataclass(frozen=True)
+class MatchSideQuery:
+    dataset: str
+    key_field: str
+    filter: str = ""
+
+
+@dataclass(frozen=True)
+class MatchQuery:
+    left: MatchSideQuery
+    right: MatchSideQuery
+    mode: str = protocols.DEFAULT
+    disclose_fields: list[str] = field(default_factory=list)
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class SumQuery:
+    values: MatchSideQuery
+    value_fields: list[str]
+    other: MatchSideQuery
+    paillier_key: bytes
+    mode: str = protocols.DEFAULT
+    key_signature: bytes = b""
+    supervisor_certificate: str = ""
+
+
+@dataclass(frozen=True)
+class CompareQuery:
+    left: MatchSideQuery
+    left_value: str
+    right: MatchSideQuery
+    right_value: str
+    paillier_key: bytes
+    left_weight: int = 1
+    right_weight: int = 1
+    mode: str = protocols.DEFAULT
+    disclose_fields: list[str] = field(default_factory=list)
+    limit: int = 100
+    key_signature: bytes = b""
+    supervisor_certificate: str = ""
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Everything that decides whether a query may run: the policy, the safeguard pipeline, the quota ledger
+    it charges, and the CA that vouches for supervisors' keys."""
+
+    policy: Policy
+    safeguards: Safeguards
+    quotas: QuotaLedger
+    ca_pem: bytes = b""
+
+
+@contextlib.contextmanager
+def logged_params(record: RequestRecord) -> Iterator[QueryParams]:
+    """The typed parameters a plan fills; encoded into the record even on a refusal, so its entry shows them."""
+    params = QueryParams()
+    try:
+        yield params
+    finally:
+        record.params.update(params.encode())
+
+
+class Planner:
+    """Policy and ADMIT-phase safeguards over a request; gives a plan or raises the refusal."""
+
+    def __init__(self, decisions: Decisions, registry: Registry) -> None:
+        self._decisions = decisions
+        self._policy = decisions.policy
+        self._registry = registry
+
+    async def _begin(self, caller: Identity, record: RequestRecord, action: str, policy_action: str,
+                     dataset: str, why: Purpose) -> tuple[Department, DatasetDecl]:
+        """Name the request and decide it on its dataset."""
+        record.action = action
+        record.datasets = [dataset]
+        record.purpose, record.case_number = why.purpose, why.case_number
+        department, decl = await self._registry.locate(dataset)
+        record.rule = self._policy.decide_for(caller, dataset, policy_action).require()
+        return department, decl
+
+    def admit(self, caller: Identity, params: QueryParams, kind: str, limit: int | None = None,
+              grants: list[FieldGrant] | tuple[FieldGrant, ...] = (),
+              aggregate_levels: tuple[str, ...] = ()) -> Request:
+        """The ADMIT phase of the safeguard pipeline: row limit, quotas, the values the entry binds."""
+        request = Request(caller, kind, params, limit, bool(grants), aggregate_levels)
+        self._decisions.safeguards.admit(request)
+        return request
+
+    async def count(self, caller: Identity, record: RequestRecord, dataset: str, why: Purpose, filter_text: str,
+                    params: QueryParams) -> tuple[CountPlan, Request]:
+        department, decl = await self._begin(caller, record, "query.count", "count", dataset, why)
+        where, plan = self.filter(caller, record, params, decl, filter_text)
+        # A count reveals about the fields it filters on: suppress small counts by their highest level.
+        levels = tuple(f.level for f in decl.fields if where and f.name in fields_of(where))
+        admitted = self.admit(caller, params, "count", aggregate_levels=levels)
+        return CountPlan(_target(department, decl), plan), admitted
+
+    async def disclose(self, caller: Identity, record: RequestRecord, dataset: str, fields: list[str],
+                       why: Purpose, filter_text: str, limit: int,
+                       params: QueryParams) -> tuple[DisclosePlan, Request]:
+        department, decl = await self._begin(caller, record, "query.disclose", "count", dataset, why)
+        if not fields:
+            raise InvalidInput("name at least one field to disclose")
+        grants = self.grants(caller, record, params, decl, fields)
+        record.fields = [f"{dataset}.{g.name}" for g in grants]
+        _, plan = self.filter(caller, record, params, decl, filter_text)
+        admitted = self.admit(caller, params, "disclose", limit, grants)
+        assert admitted.limit is not None and params.min_set_size is not None  # set by the ADMIT safeguards
+        return DisclosePlan(_target(department, decl), tuple(grants), plan, params.min_set_size, admitted.limit,
+                            limit, quota_rule(caller.role.value)), admitted
+
+    def matched_rows(self, caller: Identity, record: RequestRecord, params: QueryParams, kind: str,
+                     decl: DatasetDecl, fields: list[str], limit: int) -> tuple[list[FieldGrant], int, Request]:
+        """The matched left rows' fields to disclose, and the ADMIT safeguards (last of planning): the limit they
+        leave and the admitted request (its `Safeguards.size_check` is the match's SIZES phase)."""
+        grants = self.grants(caller, record, params, decl, fields)
+        record.fields += [f"{decl.qualified_name}.{g.name}" for g in grants]
+        admitted = self.admit(caller, params, kind, limit, grants)
+        assert admitted.limit is not None  # a requested limit is always bound
+        return grants, admitted.limit, admitted
+
+    def filter(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl, text: str,
+               role: str = "") -> tuple[Filter | None, FilterPlan]:
+        """Parse, type-check and authorise the filter; log it without its values.
+
+        ``role`` (left/right) keeps a match's two sides apart when both are the same dataset.
+        """
+        where = parse_checked(text, decl.field_types)
+        if where is None:
+            return None, FilterPlan()
+        for name in sorted(fields_of(where)):
+            f = decl.field(name)
+            assert f is not None  # check() refused unknown fields
+            self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", f.level).require()
+        canonical, nonce = to_text(where), secrets.token_bytes(16)
+        params.side(decl.qualified_name, role).filter = LoggedFilter(redacted_text(where),
+                                                                     filter_digest(nonce, canonical))
+        return where, FilterPlan(canonical, nonce)
+
+    def grants(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl,
+               fields: list[str]) -> list[FieldGrant]:
+        """The form each requested field may leave in, or PolicyDenied for one that may not leave."""
+        if len(set(fields)) != len(fields):
+            raise InvalidInput("name each field to disclose once")
+        grants, rules = [], [record.rule] if record.rule else []
+        for name in fields:
+            f = decl.field(name)
+            if f is None:
+                raise InvalidInput(f"dataset '{decl.qualified_name}' has no field '{name}'")
+            form, decision = self._policy.disclosure_form(caller, f"{decl.qualified_name}.{name}", f.level)
+            if form == "never":
+                raise PolicyDenied(decision.rule)
+            grants.append(FieldGrant(name, f.level, form))
+            rules.append(decision.rule)
+            params.forms[FieldRef(decl.qualified_name, name)] = FieldForm(form, f.level)
+        record.rule = " | ".join(dict.fromkeys(rules))
+        return grants
+
+    async def match_sides(self, caller: Identity, record: RequestRecord, params: QueryParams, action: str,
+                          left_q: MatchSideQuery, right_q: MatchSideQuery, mode: str,
+                          why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan]:
+        """Check and authorise both sides' keys and filters; the plans each adapter gets."""
+        protocol = protocols.get(mode)
+        record.action = action
+        record.datasets = [left_q.dataset, right_q.dataset]
+        record.purpose, record.case_number = why.purpose, why.case_number
+        params.mode = mode
+        sides = []
+        for name, side in (("left", left_q), ("right", right_q)):
+            department, decl = await self._registry.locate(side.dataset)
+            key = decl.field(side.key_field)
+            if key is None:
+                raise InvalidInput(f"{name} dataset '{side.dataset}' has no field '{side.key_field}'")
+            if key.key is None:
+                raise InvalidInput(f"{name} field '{side.dataset}.{side.key_field}' is not a key field "
+                                   "(declared with an identifier kind): it cannot be matched on")
+            add_rule(record, self._policy.decide_for(caller, f"{side.dataset}.{side.key_field}", "match",
+                                                     key.level).require())
+            params.side(side.dataset, name).key_field = side.key_field
+            sides.append((department, decl, key))
+        (ldept, ldecl, lkey), (rdept, rdecl, rkey) = sides
+        assert lkey.key is not None and rkey.key is not None  # refused above otherwise
+        if lkey.key != rkey.key:
+            raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key} and "
+                               f"{rkey.key}): they cannot match")
+        record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
+        _, lfilter = self.filter(caller, record, params, ldecl, left_q.filter, "left")
+        _, rfilter = self.filter(caller, record, params, rdecl, right_q.filter, "right")
+        if protocol.needs_peer_key and rdept.matching_key is None:
+            raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
+        left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lfilter.canonical, lfilter.nonce)
+        right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rfilter.canonical,
+                         rfilter.nonce)
+        return [(ldept, ldecl), (rdept, rdecl)], left, right
+
+    def paillier_key(self, caller: Identity, params: QueryParams, public_key: bytes, signature: bytes,
+                     certificate: str) -> int:
+        """The supervisor's key modulus, checked and vouched for by the caller; the log binds it by digest."""
+        try:
+            n = checked_key(public_key)
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            raise InvalidInput(f"the supervisor's Paillier public key is refused: {exc}") from None
+        certified.verify(key_statement(caller.spiffe_id, public_key), signature, certificate,
+                         self._decisions.ca_pem, caller, "the Paillier key")
+        params.paillier_key_sha256 = paillier_key_digest(public_key)
+        params.paillier_key_bits = n.bit_length()
+        return n
+
+    def value_fields(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl,
+                     names: list[str], action: str, key_field: str, role: str) -> list[FieldDecl]:
+        """Authorise integer fields to sum or compare, by their levels."""
+        if not names or len(names) > MAX_VALUE_FIELDS or len(set(names)) != len(names):
+            raise InvalidInput(f"name 1 to {MAX_VALUE_FIELDS} distinct integer fields to {action}")
+        fields = []
+        for name in names:
+            f = decl.field(name)
+            if f is None:
+                raise InvalidInput(f"dataset '{decl.qualified_name}' has no field '{name}'")
+            if f.type is not FieldType.INT or name == key_field:
+                raise InvalidInput(f"field '{decl.qualified_name}.{name}' is a {f.type.value} field: only "
+                                   f"integer fields (amounts in fen, counts) can be {action}ed")
+            add_rule(record, self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", action,
+                                                     f.level).require())
+            record.fields.append(f"{decl.qualified_name}.{name}")
+            fields.append(f)
+        params.side(decl.qualified_name, role).value_fields = tuple(names)
+        return fields
+
+
+def _target(department: Department, decl: DatasetDecl) -> Target:
+    return Target(department.code, department.endpoint, decl.name)
+
+
+def add_rule(record: RequestRecord, rule: str) -> None:
+    """Record every distinct rule a request was allowed by, in the order they were applied."""
+    rules = [r for r in record.rule.split(" | ") if r] if record.rule else []
+    record.rule = " | ".join(dict.fromkeys([*rules, rule]))
