@@ -74,7 +74,7 @@ from fedgate import pki
 from fedgate.adapters.pool_tasks import tokens_for
 from fedgate.query import protocols
 from fedgate.query.protocols.ecdh import reblind
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.crypto import psi
 from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import FastEncryptor, ciphertexts_to_bytes
@@ -162,12 +162,14 @@ def run_one(kind: str, workdir: Path, certs: Path, ds: DataSet, warm: DataSet, m
 
 async def _query(client: GatewayClient, kind: str, dataset: str, mode: str, key: SupervisorKey,
                  on_progress: object = None) -> tuple[int, int]:
-    left, right = (f"{LEFT}.{dataset}", "resident_id", ""), (f"{RIGHT}.{dataset}", "resident_id", "")
+    left, right = Side(f"{LEFT}.{dataset}", "resident_id"), Side(f"{RIGHT}.{dataset}", "resident_id")
     if kind == "sum":
-        got = await client.intersection_sum(left, ["value"], right, PURPOSE, CASE, mode, key,
-                                            on_progress)  # type: ignore[arg-type]
+        got = await client.intersection_sum(values=left, value_fields=["value"], other=right, purpose=PURPOSE,
+                                            case_number=CASE, mode=mode, key=key,
+                                            on_progress=on_progress)  # type: ignore[arg-type]
         return got.totals["value"], got.cardinality
-    compared = await client.compare(left, "value", right, "value", PURPOSE, CASE, (1, 1), mode, key=key,
+    compared = await client.compare(left=left, left_value="value", right=right, right_value="value", purpose=PURPOSE,
+                                    case_number=CASE, weights=(1, 1), mode=mode, key=key,
                                     on_progress=on_progress)  # type: ignore[arg-type]
     return len(compared.flagged), compared.pairs
 

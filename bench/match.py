@@ -67,7 +67,7 @@ from rich.table import Table
 from fedgate import pki
 from fedgate.adapters.matching import chunk_rows
 from fedgate.adapters.pool_tasks import domain_for, tokens_for
-from fedgate.client import GatewayClient, MatchResult
+from fedgate.client import GatewayClient, MatchResult, Side
 from fedgate.crypto import psi
 from fedgate.classification import policies_dir
 from fedgate.demo import processes, synthetic_ids
@@ -322,8 +322,9 @@ async def _timed_match(address: str, certs: Path, ds: DataSet, warm: DataSet, mo
     async with GatewayClient(address, tls) as client:
         # Warm-up: spawns the adapters' worker pools and opens every channel.
         t = time.perf_counter()
-        got = await client.match((f"{LEFT}.{WARMUP}", "resident_id", ""), (f"{RIGHT}.{WARMUP}", "resident_id", ""),
-                                 PURPOSE, CASE, mode=mode)
+        got = await client.match(left=Side(f"{LEFT}.{WARMUP}", "resident_id"),
+                                 right=Side(f"{RIGHT}.{WARMUP}", "resident_id"), purpose=PURPOSE, case_number=CASE,
+                                 mode=mode)
         res.warmup_s = round(time.perf_counter() - t, 2)
         if got.cardinality != warm.expected:
             raise AssertionError(f"warm-up cardinality {got.cardinality} != {warm.expected}")
@@ -344,8 +345,8 @@ async def _timed_match(address: str, certs: Path, ds: DataSet, warm: DataSet, mo
 
         try:
             result: MatchResult = await asyncio.wait_for(client.match(
-                (f"{LEFT}.{DATASET}", "resident_id", ""), (f"{RIGHT}.{DATASET}", "resident_id", ""),
-                PURPOSE, CASE, mode=mode, on_progress=on_progress), timeout)
+                left=Side(f"{LEFT}.{DATASET}", "resident_id"), right=Side(f"{RIGHT}.{DATASET}", "resident_id"),
+                purpose=PURPOSE, case_number=CASE, mode=mode, on_progress=on_progress), timeout)
             wall = time.perf_counter() - t0
             res.wire_bytes = loopback_bytes() - wire0
             busy1, steal1 = system_cpu()

@@ -1,4 +1,4 @@
-"""One consistent, read-only view of an audit store, for `fedgate audit verify --db`.
+"""Verifying an audit store read directly (`fedgate audit verify --db`), in one consistent, read-only view.
 
 An officer's copy may be a read-only file (made with ``VACUUM INTO``), and a
 live store keeps growing while it is read. So the store is opened so that it
@@ -17,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from fedgate.audit_verify import LogTampered, TrustedState, VerifyReport, verify_log
+from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.errors import FedgateError
 from fedgate.gateway.audit_store import checkpoints, entries
 
@@ -26,6 +28,19 @@ class Snapshot:
     latest: str | None                    # the latest signed checkpoint note
     checkpoints: dict[int, str]           # size -> signed note
     entries: Iterator[tuple[int, bytes]]  # (index, body) in index order; valid inside `read_snapshot`
+
+
+def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
+    """Replay a log straight from its store (forensics when no gateway can run).
+
+    The store is opened read-only (a forensic copy may be a read-only file) and
+    read in one transaction, so a gateway appending meanwhile cannot make the
+    entries run past the latest checkpoint read.
+    """
+    with read_snapshot(url) as snapshot:
+        if snapshot.latest is None:
+            raise LogTampered(0, "the store holds no checkpoint at all")
+        return verify_log(snapshot.entries, snapshot.checkpoints, snapshot.latest, vkey, trusted)
 
 
 @contextmanager

@@ -146,18 +146,3 @@ def check_inclusion(index: int, body: bytes, proof: list[bytes], note: str, vkey
     cp = _open(note, vkey, None, "the checkpoint", index)
     verify_inclusion(HASHER, index, cp.size, HASHER.hash_leaf(body), proof, cp.root_hash)
     return cp
-
-
-def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
-    """Replay a log straight from its store (forensics when no gateway can run).
-
-    The store is opened read-only (a forensic copy may be a read-only file) and
-    read in one transaction, so a gateway appending meanwhile cannot make the
-    entries run past the latest checkpoint read.
-    """
-    from fedgate.audit_snapshot import read_snapshot  # SQLAlchemy only for officers reading a store
-
-    with read_snapshot(url) as snapshot:
-        if snapshot.latest is None:
-            raise LogTampered(0, "the store holds no checkpoint at all")
-        return verify_log(snapshot.entries, snapshot.checkpoints, snapshot.latest, vkey, trusted)

@@ -10,6 +10,8 @@ identity in the certificate and the signature, before trusting the key.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -18,10 +20,24 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedgate.errors import ConfigError, VerificationError
 from fedgate.identity import Identity, identity_from_pem
-from fedgate.tls import TlsFiles
 
 
-def sign(tls: TlsFiles, message: bytes) -> tuple[bytes, str]:
+class Credentials(Protocol):
+    """A party's CA certificate, certificate and key on disk (``fedgate.tls.TlsFiles`` is one).
+
+    A protocol rather than TlsFiles itself: signing needs only the files, not the
+    TLS plumbing, so the shared domain layer does not depend on the server layer.
+    """
+
+    @property
+    def key(self) -> Path: ...
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """The CA certificate, certificate and private key (PEM)."""
+        ...
+
+
+def sign(tls: Credentials, message: bytes) -> tuple[bytes, str]:
     """ECDSA P-256 / SHA-256 signature of `message` by our certificate key, and our certificate (PEM)."""
     _, cert_pem, key_pem = tls.read()
     signer = serialization.load_pem_private_key(key_pem, password=None)

@@ -46,11 +46,14 @@ class Mask:
 
 @dataclass(frozen=True)
 class Level:
-    name: str
-    display: str
-    rank: int
+    """One classification level from levels.toml: its rank, its disclosure ceiling and its masks."""
+
+    name: str  # e.g. "L3"
+    display: str  # for people, e.g. "敏感 sensitive"
+    rank: int  # higher is more sensitive
+    # The most a disclosure of a field of this level may show: plaintext, masked or aggregate.
     ceiling: str = "plaintext"
-    min_aggregate: int = 0
+    min_aggregate: int = 0  # a count or sum over fewer rows touching this level is suppressed
     masks: dict[str, Mask] = field(default_factory=dict, compare=False)  # overrides for this level
 
 

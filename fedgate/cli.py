@@ -7,16 +7,32 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table as RichTable
 
+from fedgate import audit_search as criteria
+from fedgate import pki, span_stores
 from fedgate.audit_entry import AuditEntry
+from fedgate.audit_verify import TrustedState, check_inclusion
+from fedgate.classification import Levels, policies_dir
+from fedgate.client import (
+    CompareResult,
+    Disclosure,
+    GatewayClient,
+    IndexedEntry,
+    MatchResult,
+    PolicyVersion,
+    RowCount,
+    Side,
+    SumResult,
+)
 from fedgate.datasets import RegisteredDataset
 from fedgate.render import (
     compare_table,
@@ -27,17 +43,18 @@ from fedgate.render import (
     rows_table,
     sum_table,
 )
-from fedgate.row_limit import row_limit_json
-from fedgate.errors import FedgateError
+from fedgate.row_limit import RowLimit, row_limit_json
+from fedgate.errors import FedgateError, NotFound
 from fedgate.identity import Identity, Role
+from fedgate.signing_key import read_vkey
+from fedgate.supervisor_keys import SupervisorKey
 from fedgate.tls import TlsFiles
+from fedgate.trace_store import list_traces, load_trace, render_tree
 from fedgate.query import protocols
 
-MODE_HELP = f"Match protocol, one of {', '.join(protocols.names())}: keyed is fast, ecdh shares no key at all."
-
-if TYPE_CHECKING:
-    from fedgate.client import GatewayClient
-    from fedgate.row_limit import RowLimit
+# The servers, the policy engine, the demo and the store reader are imported inside the commands
+# that use them: they bring casbin, SQLAlchemy and numpy (about 0.5 s), which `fedgate --help` and
+# the client commands never need.
 
 app = typer.Typer(help="fedgate: privacy-preserving federated data-sharing gateway (可用不可见).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -92,8 +109,6 @@ def certs_init(
     force: Annotated[bool, typer.Option(help="Re-issue certificates that already exist (the CA is kept).")] = False,
 ) -> None:
     """Create a private CA and certificates for the gateway, departments, supervisors and officers."""
-    from fedgate import pki
-
     def go() -> list[pki.IssuedFile]:
         try:
             identities = ([Identity.department(d) for d in dept]
@@ -110,29 +125,31 @@ def certs_init(
 
 
 @gateway_app.command("serve")
-def gateway_serve(
-    config: Annotated[Path, typer.Option("--config", help="gateway.toml")],
-    ready_file: ReadyOpt = None,
-) -> None:
+def gateway_serve(config: Annotated[Path, typer.Option("--config", help="gateway.toml")],
+                  ready_file: ReadyOpt = None) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
-    from fedgate.gateway.config import GatewayConfig
-    from fedgate.gateway.server import serve
-
-    _setup_logging()
-    _run(lambda: asyncio.run(serve(GatewayConfig.load(config), ready_file)))
+    _serve("gateway", config, ready_file)
 
 
 @adapter_app.command("serve")
-def adapter_serve(
-    config: Annotated[Path, typer.Option("--config", help="The department's adapter TOML.")],
-    ready_file: ReadyOpt = None,
-) -> None:
+def adapter_serve(config: Annotated[Path, typer.Option("--config", help="The department's adapter TOML.")],
+                  ready_file: ReadyOpt = None) -> None:
     """Run a department adapter: check its sources, serve, register with the gateway."""
-    from fedgate.adapters.config import AdapterConfig
-    from fedgate.adapters.server import serve
+    _serve("adapter", config, ready_file)
 
+
+def _serve(party: str, config: Path, ready_file: Path | None) -> None:
+    """Load `party`'s config and serve until SIGINT or SIGTERM."""
     _setup_logging()
-    _run(lambda: asyncio.run(serve(AdapterConfig.load(config), ready_file)))
+    # Each server is imported only when it is to run (see the note at the top).
+    if party == "gateway":
+        from fedgate.gateway.config import GatewayConfig
+        from fedgate.gateway.server import serve as serve_gateway
+        _run(lambda: asyncio.run(serve_gateway(GatewayConfig.load(config), ready_file)))
+    else:
+        from fedgate.adapters.config import AdapterConfig
+        from fedgate.adapters.server import serve as serve_adapter
+        _run(lambda: asyncio.run(serve_adapter(AdapterConfig.load(config), ready_file)))
 
 
 def datasets_json(datasets: list[RegisteredDataset]) -> list[dict[str, Any]]:
@@ -157,8 +174,6 @@ def datasets_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the datasets your certificate may see, with each adapter's liveness and live row count."""
-    from fedgate.client import GatewayClient
-
     async def go() -> list[RegisteredDataset]:
         async with GatewayClient(gateway, TlsFiles(ca, cert, key)) as client:
             return await client.list_datasets(department)
@@ -179,7 +194,7 @@ def demo_cmd(
     keep_running: Annotated[bool, typer.Option(help="Keep the servers up until Ctrl-C.")] = False,
 ) -> None:
     """Generate data and certificates, start a gateway and every department adapter, show the registry."""
-    from fedgate.demo.runner import run_demo
+    from fedgate.demo.runner import run_demo  # it starts every server: imported only for `fedgate demo`
 
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    show=console.print,
@@ -191,12 +206,10 @@ def demo_cmd(
 
 
 def _client(gateway: str, ca: Path, cert: Path, key: Path) -> GatewayClient:
-    from fedgate.client import GatewayClient
-
     return GatewayClient(gateway, TlsFiles(ca, cert, key))
 
 
-def _print_entries(items: list[tuple[int, AuditEntry]], as_json: bool) -> None:
+def _print_entries(items: list[IndexedEntry], as_json: bool) -> None:
     if as_json:
         print(json.dumps([{"index": i, **e.to_dict()} for i, e in items], ensure_ascii=False, indent=2))
     else:
@@ -211,7 +224,7 @@ def audit_tail(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
                n: Annotated[int, typer.Option("-n", min=1, max=10_000, help="How many entries.")] = 20,
                as_json: JsonOpt = False) -> None:
     """The newest audit entries, oldest of them first."""
-    async def go() -> list[tuple[int, AuditEntry]]:
+    async def go() -> list[IndexedEntry]:
         async with _client(gateway, ca, cert, key) as client:
             return list(reversed(await client.search(limit=n)))
 
@@ -239,10 +252,7 @@ def audit_search(
     Every criterion is checked first: one that cannot match anything (a mistyped
     action, time or subject, a dataset no department registered) is an error.
     """
-    from fedgate import audit_search as criteria
-    from fedgate.errors import NotFound
-
-    async def go() -> list[tuple[int, AuditEntry]]:
+    async def go() -> list[IndexedEntry]:
         wanted = criteria.checked(subject, dataset, case, decision, action, since, until)
         async with _client(gateway, ca, cert, key) as client:
             found = await client.search(**vars(wanted), limit=limit)
@@ -268,9 +278,6 @@ def audit_proof(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, vkey
                 size: Annotated[int, typer.Option(min=0, help="Tree size (0: latest).")] = 0,
                 as_json: JsonOpt = False) -> None:
     """Fetch an entry's inclusion proof and check it against the signed checkpoint."""
-    from fedgate.audit_verify import check_inclusion
-    from fedgate.signing_key import read_vkey
-
     async def go() -> Any:
         async with _client(gateway, ca, cert, key) as client:
             proof = await client.inclusion_proof(index, size)
@@ -311,8 +318,7 @@ def audit_verify(
     naming the first bad index when an entry was altered, dropped, reordered or
     truncated, or a checkpoint was signed with another key.
     """
-    from fedgate.audit_verify import TrustedState, verify_store
-    from fedgate.signing_key import read_vkey
+    from fedgate.audit_snapshot import verify_store  # SQLAlchemy and the gateway's store schema
 
     where = db or gateway
     if not where:
@@ -358,6 +364,11 @@ PurposeOpt = Annotated[str, typer.Option("--purpose", help="Why you ask (require
 CaseOpt = Annotated[str, typer.Option("--case", help="Case number, 督查事项编号 (required, audited).")]
 FilterOpt = Annotated[str, typer.Option("--filter",
                                         help="e.g. \"status in ('吊销', '注销') and amount_fen >= 100000\"")]
+LeftSideArg = Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")]
+MODE_HELP = f"Match protocol, one of {', '.join(protocols.names())}: keyed is fast, ecdh shares no key at all."
+ModeOpt = Annotated[str, typer.Option(help=MODE_HELP)]
+LeftFilterOpt = Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")]
+RightFilterOpt = Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")]
 
 
 @query_app.command("count")
@@ -365,7 +376,7 @@ def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
                 dataset: Annotated[str, typer.Argument(help="department.dataset, e.g. hrss.subsidies")],
                 purpose: PurposeOpt, case: CaseOpt, filter: FilterOpt = "", as_json: JsonOpt = False) -> None:
     """Live row count of one dataset, asked of its department with a logged, signed ticket."""
-    async def go() -> tuple[int, int]:
+    async def go() -> RowCount:
         async with _client(gateway, ca, cert, key) as client:
             return await client.count_rows(dataset, purpose, case, filter)
 
@@ -383,8 +394,6 @@ def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
                    purpose: PurposeOpt, case: CaseOpt, filter: FilterOpt = "",
                    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20, as_json: JsonOpt = False) -> None:
     """Fields of the filtered rows, plaintext or masked by the department as policy allows."""
-    from fedgate.client import Disclosure
-
     async def go() -> Disclosure:
         async with _client(gateway, ca, cert, key) as client:
             return await client.disclose(dataset, fields, purpose, case, filter, limit)
@@ -409,55 +418,54 @@ def _print_shortened(limit: RowLimit | None, noun: str) -> None:
         console.print(line, soft_wrap=True, highlight=False)
 
 
-def _side(spec: str, filter: str) -> tuple[str, str, str]:
+def _side(spec: str, filter: str) -> Side:
     dataset, sep, key = spec.rpartition(".")
     if not sep or "." not in dataset:
         raise typer.BadParameter("write a side as department.dataset.key_field, e.g. hrss.subsidies.uscc "
                                  f"(got {spec!r})")
-    return dataset, key, filter
+    return Side(dataset, key, filter)
 
 
 @query_app.command("match")
 def query_match(
-    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
-    left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, left: LeftSideArg,
     right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
-    mode: Annotated[str, typer.Option(help=MODE_HELP)] = protocols.DEFAULT,
-    left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
-    right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
+    mode: ModeOpt = protocols.DEFAULT, left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of matched LEFT rows to see "
                                                                   "(repeatable).")] = [],
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Which left rows have a key that also appears on the right: the count, or masked matched rows."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    from fedgate.client import MatchResult
-
     left_side, right_side = _side(left, left_filter), _side(right, right_filter)
 
     async def go(progress: Progress | None) -> MatchResult:
         async with _client(gateway, ca, cert, key) as client:
-            return await client.match(left_side, right_side, purpose, case, mode, disclose, limit,
-                                      _progress_reporter(progress))
+            return await client.match(left=left_side, right=right_side, purpose=purpose, case_number=case, mode=mode,
+                                      disclose=disclose, limit=limit, on_progress=_progress_reporter(progress))
 
+    result = _streamed(go, as_json)
     if as_json:
-        result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({
             "left": vars(result.left), "right": vars(result.right), "cardinality": result.cardinality,
             "distinct_matches": result.distinct_matches, "fields": [vars(f) for f in result.fields],
             "rows": result.rows, "audit_index": result.audit_index, **row_limit_json(result.row_limit)},
             ensure_ascii=False, indent=2))
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        result = _run(lambda: asyncio.run(go(bar)))
     console.print(match_table(result))
     if result.fields:
         console.print(rows_table(result.fields, result.rows, f"{len(result.rows):,} of {result.cardinality:,} "
                                                              f"matched rows of {result.left.dataset}"))
         _print_shortened(result.row_limit, "matched rows")
+
+
+def _streamed(go: Callable[[Progress | None], Coroutine[Any, Any, T]], quiet: bool) -> T:
+    """Run a streaming query: a spinner line per phase and department on stderr, unless `quiet` (for --json)."""
+    if quiet:
+        return _run(lambda: asyncio.run(go(None)))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
+        return _run(lambda: asyncio.run(go(bar)))
 
 
 def _progress_reporter(progress: Any) -> Callable[[str, str, int], None] | None:
@@ -488,50 +496,41 @@ def query_sum(
     other: Annotated[str, typer.Argument(help="The set to look keys up in, e.g. samr.companies.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
     field: Annotated[list[str], typer.Option("--field", help="Integer field of VALUES to total (repeatable).")],
-    mode: Annotated[str, typer.Option(help=MODE_HELP)] = protocols.DEFAULT,
+    mode: ModeOpt = protocols.DEFAULT,
     values_filter: Annotated[str, typer.Option("--values-filter", help="Filter on the value holder.")] = "",
     other_filter: Annotated[str, typer.Option("--other-filter", help="Filter on the other dataset.")] = "",
     key_bits: KeyBitsOpt = 2048,
     as_json: JsonOpt = False,
 ) -> None:
     """Totals of integer fields over the value holder's rows whose key is in the other set, decrypted here."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    from fedgate.client import SumResult
-    from fedgate.supervisor_keys import SupervisorKey
-
     values_side, other_side = _side(values, values_filter), _side(other, other_filter)
 
     async def go(progress: Progress | None) -> SumResult:
         pair = await asyncio.to_thread(SupervisorKey.generate, key_bits)
         async with _client(gateway, ca, cert, key) as client:
-            return await client.intersection_sum(values_side, field, other_side, purpose, case, mode, pair,
-                                                 _progress_reporter(progress))
+            return await client.intersection_sum(values=values_side, value_fields=field, other=other_side,
+                                                 purpose=purpose, case_number=case, mode=mode, key=pair,
+                                                 on_progress=_progress_reporter(progress))
 
+    result = _streamed(go, as_json)
     if as_json:
-        result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({"values": vars(result.values), "other": vars(result.other),
                           "cardinality": result.cardinality, "distinct_matches": result.distinct_matches,
                           "totals": result.totals, "audit_index": result.audit_index},
                          ensure_ascii=False, indent=2))
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        result = _run(lambda: asyncio.run(go(bar)))
     console.print(sum_table(result))
 
 
 @query_app.command("compare")
 def query_compare(
-    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
-    left: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. hrss.subsidies.uscc")],
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, left: LeftSideArg,
     right: Annotated[str, typer.Argument(help="department.dataset.key_field, e.g. tax.insured_employees.uscc")],
     purpose: PurposeOpt, case: CaseOpt,
     left_value: Annotated[str, typer.Option("--left-value", help="Integer field x of LEFT.")],
     right_value: Annotated[str, typer.Option("--right-value", help="Integer field y of RIGHT.")],
     weights: Annotated[str, typer.Option(help="a:b, flag a·x > b·y; e.g. 5:6 for x > 1.2·y.")] = "1:1",
-    mode: Annotated[str, typer.Option(help=MODE_HELP)] = protocols.DEFAULT,
-    left_filter: Annotated[str, typer.Option("--left-filter", help="Filter on the left dataset.")] = "",
-    right_filter: Annotated[str, typer.Option("--right-filter", help="Filter on the right dataset.")] = "",
+    mode: ModeOpt = protocols.DEFAULT, left_filter: LeftFilterOpt = "", right_filter: RightFilterOpt = "",
     disclose: Annotated[list[str], typer.Option("--disclose", help="Field of flagged LEFT rows to see "
                                                                   "(repeatable).")] = [],
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
@@ -539,11 +538,6 @@ def query_compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Flag the matched pairs where a·x > b·y (only the flags are learnt), and show flagged rows masked."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    from fedgate.client import CompareResult
-    from fedgate.supervisor_keys import SupervisorKey
-
     a, sep, b = weights.partition(":")
     if not sep or not a.strip().isdigit() or not b.strip().isdigit():
         raise typer.BadParameter(f"write weights as a:b with positive integers, e.g. 5:6 (got {weights!r})")
@@ -553,18 +547,18 @@ def query_compare(
     async def go(progress: Progress | None) -> CompareResult:
         pair = await asyncio.to_thread(SupervisorKey.generate, key_bits)
         async with _client(gateway, ca, cert, key) as client:
-            return await client.compare(left_side, left_value, right_side, right_value, purpose, case,
-                                        pair_weights, mode, disclose, limit, pair, _progress_reporter(progress))
+            return await client.compare(left=left_side, left_value=left_value, right=right_side,
+                                        right_value=right_value, purpose=purpose, case_number=case,
+                                        weights=pair_weights, mode=mode, disclose=disclose, limit=limit, key=pair,
+                                        on_progress=_progress_reporter(progress))
 
+    result = _streamed(go, as_json)
     if as_json:
-        result = _run(lambda: asyncio.run(go(None)))
         print(json.dumps({"left": vars(result.left), "right": vars(result.right), "pairs": result.pairs,
                           "flagged_pairs": result.flagged, "fields": [vars(f) for f in result.fields],
                           "rows": result.rows, "audit_index": result.audit_index,
                           **row_limit_json(result.row_limit)}, ensure_ascii=False, indent=2))
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as bar:
-        result = _run(lambda: asyncio.run(go(bar)))
     console.print(compare_table(result, left_value, right_value, pair_weights))
     if result.fields:
         available = result.row_limit.available if result.row_limit else len(result.rows)
@@ -590,8 +584,7 @@ def policy_check(
     as_json: JsonOpt = False,
 ) -> None:
     """Decide one request against the policy files, printing the decision and the rule."""
-    from fedgate.classification import Levels, policies_dir
-    from fedgate.gateway.policy import Policy
+    from fedgate.gateway.policy import Policy  # casbin
 
     def go() -> Any:
         directory = policy_dir or policies_dir()
@@ -610,7 +603,7 @@ def policy_check(
 @policy_app.command("reload")
 def policy_reload(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt) -> None:
     """Make the gateway load its policy files again (audited; the old rules stay if the new ones fail)."""
-    async def go() -> tuple[int, str]:
+    async def go() -> PolicyVersion:
         async with _client(gateway, ca, cert, key) as client:
             return await client.reload_policy()
 
@@ -628,9 +621,6 @@ ConfigsOpt = Annotated[list[Path], typer.Option("--config", help="A gateway's or
 
 def _span_stores(store: list[Path], config: list[Path]) -> list[Path]:
     """The span stores named (or found by default); NotFound says what was searched and what to pass."""
-    from fedgate import span_stores
-    from fedgate.errors import NotFound
-
     found = span_stores.find(store, config)
     if not found.stores:
         raise NotFound(f"no span store found; looked at {'; '.join(found.searched)}. "
@@ -642,10 +632,6 @@ def _span_stores(store: list[Path], config: list[Path]) -> list[Path]:
 def trace_show(trace_id: Annotated[str, typer.Argument(help="32 hex characters (from an audit entry).")],
                store: StoreOpt = [], config: ConfigsOpt = []) -> None:
     """One trace as a tree, merged from the gateway's and the adapters' span stores."""
-    from fedgate import span_stores
-    from fedgate.errors import NotFound
-    from fedgate.trace_store import load_trace, render_tree
-
     def go() -> Any:
         stores = _span_stores(store, config)
         spans = load_trace(stores, trace_id.strip().lower())
@@ -662,8 +648,6 @@ def trace_show(trace_id: Annotated[str, typer.Argument(help="32 hex characters (
 def trace_list(store: StoreOpt = [], config: ConfigsOpt = [],
                limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
     """The most recent traces in the span stores."""
-    from fedgate.trace_store import list_traces
-
     table = RichTable("trace id", "root span", "start (UTC)", "spans")
     for t in _run(lambda: list_traces(_span_stores(store, config), limit)):
         table.add_row(t.trace_id, t.root_name,

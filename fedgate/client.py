@@ -1,4 +1,10 @@
-"""The client library used by the CLI and the tests: supervisors and officers talk to the gateway."""
+"""The client library used by the CLI and the tests: supervisors and officers talk to the gateway.
+
+Every method returns domain objects; the protobuf messages stay inside this
+module. The sides of a match, sum or comparison are `Side`s passed by name,
+so swapping them (which changes whose rows are disclosed) cannot happen by
+position.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,10 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -24,16 +30,8 @@ from fedgate.errors import InvalidInput, RemoteCallFailed
 from fedgate.identity import GATEWAY, identity_from_pem
 from fedgate.row_limit import RowLimit
 from fedgate.query import protocols
-from fedgate.protos.fedgate.v1 import (
-    audit_pb2,
-    audit_pb2_grpc,
-    policy_pb2,
-    policy_pb2_grpc,
-    query_pb2,
-    query_pb2_grpc,
-    registry_pb2,
-    registry_pb2_grpc,
-)
+from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
+from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate.supervisor_keys import SupervisorKey, flagged_indices, key_statement
 from fedgate.tls import TlsFiles, check_own, handshake_hint, secure_channel
 from fedgate.wire import dataset_from_proto
@@ -43,9 +41,77 @@ DEFAULT_TIMEOUT_S = 30.0
 # gives each adapter stream the same bound (or this caller's deadline, which it passes on).
 STREAM_TIMEOUT_S = 3600.0
 
+# (phase, department, count so far): called as tokens flow and while results are decrypted.
+OnProgress = Callable[[str, str, int], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a match, sum or comparison: a dataset, the field whose keys are matched, and a row filter."""
+
+    dataset: str
+    key_field: str
+    filter: str = ""
+
+    def to_proto(self) -> query_pb2.MatchSide:
+        return query_pb2.MatchSide(dataset=self.dataset, key_field=self.key_field, filter=self.filter)
+
+
+# The small results below are named tuples: callers unpack them as pairs (`rows, index = ...`), and
+# the names say which is which.
+
+class RowCount(NamedTuple):
+    """A live row count, and the audit index of the query that asked for it."""
+
+    rows: int
+    audit_index: int
+
+
+class PolicyVersion(NamedTuple):
+    """The rules the gateway loaded, and the digest of its policy files."""
+
+    rules: int
+    digest: str
+
+
+class CheckpointNote(NamedTuple):
+    """A signed checkpoint: the tree size it covers and its signed note (text)."""
+
+    size: int
+    note: str
+
+
+class LogEntry(NamedTuple):
+    """An audit entry as the log hashed it: its index in the log and its canonical bytes."""
+
+    audit_index: int
+    body: bytes
+
+
+class IndexedEntry(NamedTuple):
+    """An audit entry and its index in the log."""
+
+    audit_index: int
+    entry: AuditEntry
+
+
+@dataclass(frozen=True)
+class EntryProof:
+    """An entry, its inclusion proof and the signed checkpoint of the tree the proof leads to."""
+
+    index: int
+    size: int
+    leaf_hash: bytes
+    hashes: tuple[bytes, ...]  # the proof: sibling hashes from the leaf up
+    checkpoint: str  # the signed note of the tree of `size`
+    body: bytes  # the entry's canonical bytes
+
 
 @dataclass(frozen=True)
 class MatchSideStats:
+    """What one side of a match sent: its rows, the identifiers that were invalid, its tokens."""
+
     dataset: str
     rows: int
     invalid_identifiers: int
@@ -55,6 +121,8 @@ class MatchSideStats:
 
 @dataclass(frozen=True)
 class MatchResult:
+    """A match's answer: both sides' stats, the matched count and any disclosed left rows."""
+
     left: MatchSideStats
     right: MatchSideStats
     cardinality: int
@@ -66,12 +134,14 @@ class MatchResult:
     row_limit: RowLimit | None = None
 
 
-def _side(msg: query_pb2.MatchSideStats) -> MatchSideStats:
+def _stats(msg: query_pb2.MatchSideStats) -> MatchSideStats:
     return MatchSideStats(msg.dataset, msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values)
 
 
 @dataclass(frozen=True)
 class SumResult:
+    """An intersection sum's answer: both sides' stats, the matched count and the decrypted totals."""
+
     values: MatchSideStats
     other: MatchSideStats
     cardinality: int
@@ -83,6 +153,8 @@ class SumResult:
 
 @dataclass(frozen=True)
 class CompareResult:
+    """A comparison's answer: the compared pairs, those flagged, and any disclosed flagged left rows."""
+
     left: MatchSideStats
     right: MatchSideStats
     pairs: int
@@ -97,6 +169,8 @@ class CompareResult:
 
 @dataclass(frozen=True)
 class Disclosure:
+    """Disclosed fields of the filtered rows, each plaintext or masked as policy allows."""
+
     fields: list[FieldGrant]
     rows: list[list[str | None]]
     matched_rows: int
@@ -104,8 +178,45 @@ class Disclosure:
     row_limit: RowLimit | None = None
 
 
-def _row_limit(msg: query_pb2.RowLimit) -> RowLimit:
+def _grants(fields: Iterable[query_pb2.DisclosedField]) -> list[FieldGrant]:
+    return [FieldGrant(f.name, f.level, f.form) for f in fields]
+
+
+def _rows(rows: Iterable[Any]) -> list[list[str | None]]:
+    """Disclosed rows, a value flagged null becoming None."""
+    return [[None if null else value for value, null in zip(row.values, row.null)] for row in rows]
+
+
+def _row_limit(reply: Any) -> RowLimit | None:
+    """The reply's row limit, when it disclosed rows."""
+    if not reply.HasField("row_limit"):
+        return None
+    msg = reply.row_limit
     return RowLimit(msg.available, msg.returned, msg.requested, msg.applied, msg.limited_by)
+
+
+def _report(on_progress: OnProgress | None, phase: str, department: str, count: int) -> None:
+    if on_progress:
+        on_progress(phase, department, count)
+
+
+async def _outcomes(events: AsyncIterator[Any], on_progress: OnProgress | None) -> AsyncIterator[tuple[str, Any]]:
+    """A query stream's events other than progress, as (kind, event); progress goes to `on_progress`.
+
+    The stream is read to its end, past the result: the server logs the outcome before it closes it.
+    """
+    async for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "progress":
+            _report(on_progress, event.progress.phase, event.progress.department, event.progress.tokens)
+        else:
+            yield kind, event
+
+
+def _received(result: T | None, stream: str) -> T:
+    if result is None:
+        raise RemoteCallFailed("UNKNOWN", f"the {stream} stream ended without a result")
+    return result
 
 
 class GatewayClient:
@@ -157,12 +268,12 @@ class GatewayClient:
 
     # --- queries (supervisors) ---
 
-    async def count_rows(self, dataset: str, purpose: str, case_number: str, filter: str = "") -> tuple[int, int]:
-        """Live row count of `dept.dataset`, optionally filtered; returns (rows, audit index of the query)."""
+    async def count_rows(self, dataset: str, purpose: str, case_number: str, filter: str = "") -> RowCount:
+        """Live row count of `dept.dataset`, optionally filtered, and the audit index of the query."""
         async with _calling(self._hint):
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
                 dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
-        return reply.rows, reply.audit_index
+        return RowCount(reply.rows, reply.audit_index)
 
     async def disclose(self, dataset: str, fields: list[str], purpose: str, case_number: str,
                        filter: str = "", limit: int = 100) -> Disclosure:
@@ -171,43 +282,28 @@ class GatewayClient:
             reply = await self._query.Disclose(query_pb2.DiscloseRequest(
                 dataset=dataset, fields=fields, purpose=purpose, case_number=case_number, filter=filter,
                 limit=limit), timeout=self._timeout)
-        return Disclosure(
-            [FieldGrant(f.name, f.level, f.form) for f in reply.fields],
-            [[None if null else value for value, null in zip(r.values, r.null)] for r in reply.rows],
-            reply.matched_rows, reply.audit_index,
-            _row_limit(reply.row_limit) if reply.HasField("row_limit") else None)
+        return Disclosure(_grants(reply.fields), _rows(reply.rows), reply.matched_rows, reply.audit_index,
+                          _row_limit(reply))
 
-    async def match(self, left: tuple[str, str, str], right: tuple[str, str, str], purpose: str,
-                    case_number: str, mode: str = protocols.DEFAULT, disclose: list[str] | None = None, limit: int = 100,
-                    on_progress: Callable[[str, str, int], None] | None = None) -> MatchResult:
-        """Private match of (dataset, key field, filter) on each side; progress reported as tokens flow."""
+    async def match(self, *, left: Side, right: Side, purpose: str, case_number: str, mode: str = protocols.DEFAULT,
+                    disclose: list[str] | None = None, limit: int = 100,
+                    on_progress: OnProgress | None = None) -> MatchResult:
+        """Private match of `left` rows whose key is on the `right`; `disclose` names fields of matched left rows."""
         request = query_pb2.MatchRequest(
-            left=query_pb2.MatchSide(dataset=left[0], key_field=left[1], filter=left[2]),
-            right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
-            mode=mode, disclose_fields=disclose or [], limit=limit, purpose=purpose, case_number=case_number)
+            left=left.to_proto(), right=right.to_proto(), mode=mode, disclose_fields=disclose or [], limit=limit,
+            purpose=purpose, case_number=case_number)
         result: MatchResult | None = None
         async with _calling(self._hint):
-            # Read to the end, past the result: the server logs the outcome before it closes the stream.
-            async for event in self._query.Match(request, timeout=STREAM_TIMEOUT_S):
-                if event.HasField("progress"):
-                    if on_progress:
-                        on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
-                    continue
+            async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S), on_progress):
                 r = event.result
-                result = MatchResult(
-                    _side(r.left), _side(r.right), r.cardinality, r.distinct_matches,
-                    [FieldGrant(f.name, f.level, f.form) for f in r.fields],
-                    [[None if null else v for v, null in zip(row.values, row.null)] for row in r.rows],
-                    r.audit_index, _row_limit(r.row_limit) if r.HasField("row_limit") else None)
-        if result is None:
-            raise RemoteCallFailed("UNKNOWN", "the match stream ended without a result")
-        return result
+                result = MatchResult(_stats(r.left), _stats(r.right), r.cardinality, r.distinct_matches,
+                                     _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r))
+        return _received(result, "match")
 
-    async def intersection_sum(self, values: tuple[str, str, str], value_fields: list[str],
-                               other: tuple[str, str, str], purpose: str, case_number: str, mode: str = protocols.DEFAULT,
-                               key: SupervisorKey | None = None,
-                               on_progress: Callable[[str, str, int], None] | None = None) -> SumResult:
-        """Totals of `value_fields` over the rows of `values` (dataset, key, filter) whose key is in `other`.
+    async def intersection_sum(self, *, values: Side, value_fields: list[str], other: Side, purpose: str,
+                               case_number: str, mode: str = protocols.DEFAULT, key: SupervisorKey | None = None,
+                               on_progress: OnProgress | None = None) -> SumResult:
+        """Totals of `value_fields` over the rows of `values` whose key is in `other`.
 
         Only the public half of `key` (a fresh one by default) leaves this process;
         the totals are decrypted here.
@@ -215,35 +311,24 @@ class GatewayClient:
         if key is None:
             key = await asyncio.to_thread(SupervisorKey.generate)
         request = query_pb2.SumRequest(
-            values=query_pb2.MatchSide(dataset=values[0], key_field=values[1], filter=values[2]),
-            value_fields=value_fields,
-            other=query_pb2.MatchSide(dataset=other[0], key_field=other[1], filter=other[2]),
-            mode=mode, paillier_key=key.public_bytes, purpose=purpose, case_number=case_number,
-            **self._vouch(key))
+            values=values.to_proto(), value_fields=value_fields, other=other.to_proto(), mode=mode,
+            paillier_key=key.public_bytes, purpose=purpose, case_number=case_number, **self._vouch(key))
         result: SumResult | None = None
         async with _calling(self._hint):
-            async for event in self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S):
-                if event.HasField("progress"):
-                    if on_progress:
-                        on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
-                    continue
+            stream = self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S)
+            async for _, event in _outcomes(stream, on_progress):
                 r = event.result
-                if on_progress:
-                    on_progress("decrypt", "", 0)
+                _report(on_progress, "decrypt", "", 0)
                 totals = {t.field: key.decrypt_total(t.ciphertext) for t in r.totals}
-                if on_progress:
-                    on_progress("decrypt", "", len(totals))
-                result = SumResult(_side(r.values), _side(r.other), r.cardinality, r.distinct_matches, totals,
+                _report(on_progress, "decrypt", "", len(totals))
+                result = SumResult(_stats(r.values), _stats(r.other), r.cardinality, r.distinct_matches, totals,
                                    r.audit_index)
-        if result is None:
-            raise RemoteCallFailed("UNKNOWN", "the sum stream ended without a result")
-        return result
+        return _received(result, "sum")
 
-    async def compare(self, left: tuple[str, str, str], left_value: str, right: tuple[str, str, str],
-                      right_value: str, purpose: str, case_number: str, weights: tuple[int, int] = (1, 1),
-                      mode: str = protocols.DEFAULT, disclose: list[str] | None = None, limit: int = 100,
-                      key: SupervisorKey | None = None,
-                      on_progress: Callable[[str, str, int], None] | None = None) -> CompareResult:
+    async def compare(self, *, left: Side, left_value: str, right: Side, right_value: str, purpose: str,
+                      case_number: str, weights: tuple[int, int] = (1, 1), mode: str = protocols.DEFAULT,
+                      disclose: list[str] | None = None, limit: int = 100, key: SupervisorKey | None = None,
+                      on_progress: OnProgress | None = None) -> CompareResult:
         """Flag each matched pair where weights[0]·left_value > weights[1]·right_value; disclose flagged left rows.
 
         The flags are decrypted here; only the indices of flagged pairs go back,
@@ -252,11 +337,10 @@ class GatewayClient:
         if key is None:
             key = await asyncio.to_thread(SupervisorKey.generate)
         request = query_pb2.CompareRequest(
-            left=query_pb2.MatchSide(dataset=left[0], key_field=left[1], filter=left[2]), left_value=left_value,
-            right=query_pb2.MatchSide(dataset=right[0], key_field=right[1], filter=right[2]),
-            right_value=right_value, left_weight=weights[0], right_weight=weights[1], mode=mode,
-            paillier_key=key.public_bytes, disclose_fields=disclose or [], limit=limit, purpose=purpose,
-            case_number=case_number, **self._vouch(key))
+            left=left.to_proto(), left_value=left_value, right=right.to_proto(), right_value=right_value,
+            left_weight=weights[0], right_weight=weights[1], mode=mode, paillier_key=key.public_bytes,
+            disclose_fields=disclose or [], limit=limit, purpose=purpose, case_number=case_number,
+            **self._vouch(key))
         outbox: asyncio.Queue[query_pb2.CompareIn | None] = asyncio.Queue()
         outbox.put_nowait(query_pb2.CompareIn(request=request))
 
@@ -267,41 +351,30 @@ class GatewayClient:
         packed = bytearray()
         result: CompareResult | None = None
         async with _calling(self._hint):
-            call = self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S)
             try:
-                async for event in call:
-                    kind = event.WhichOneof("event")
-                    if kind == "progress":
-                        if on_progress:
-                            on_progress(event.progress.phase, event.progress.department, event.progress.tokens)
-                    elif kind == "flags":
+                async for kind, event in _outcomes(self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S),
+                                                   on_progress):
+                    if kind == "flags":
                         packed.extend(event.flags.ciphertexts)
                     elif kind == "result":
                         r = event.result
                         packing = Packing(r.offset_bits, r.slot_bits, r.slots)
-                        if on_progress:
-                            on_progress("decrypt", "", 0)
+                        _report(on_progress, "decrypt", "", 0)
                         flags = await asyncio.to_thread(key.decrypt_flags, bytes(packed), r.pairs, packing)
-                        if on_progress:
-                            on_progress("decrypt", "", r.pairs)
+                        _report(on_progress, "decrypt", "", r.pairs)
                         flagged = flagged_indices(flags)
-                        result = CompareResult(_side(r.left), _side(r.right), r.pairs, flagged, [], [],
+                        result = CompareResult(_stats(r.left), _stats(r.right), r.pairs, flagged, [], [],
                                                r.audit_index)
                         if disclose:
                             outbox.put_nowait(query_pb2.CompareIn(flagged=query_pb2.FlaggedPairs(pairs=flagged)))
                         outbox.put_nowait(None)
                     elif kind == "rows" and result is not None:
-                        result = dataclasses.replace(
-                            result, fields=[FieldGrant(f.name, f.level, f.form) for f in event.rows.fields],
-                            rows=[[None if null else v for v, null in zip(row.values, row.null)]
-                                  for row in event.rows.rows],
-                            row_limit=(_row_limit(event.rows.row_limit) if event.rows.HasField("row_limit")
-                                       else None))
+                        rows = event.rows
+                        result = dataclasses.replace(result, fields=_grants(rows.fields), rows=_rows(rows.rows),
+                                                     row_limit=_row_limit(rows))
             finally:
                 outbox.put_nowait(None)
-        if result is None:
-            raise RemoteCallFailed("UNKNOWN", "the comparison stream ended without a result")
-        return result
+        return _received(result, "comparison")
 
     def _vouch(self, key: SupervisorKey) -> dict[str, Any]:
         """Our signature over the Paillier key, so departments know it is ours and not the gateway's."""
@@ -312,42 +385,44 @@ class GatewayClient:
 
     # --- policy administration ---
 
-    async def reload_policy(self) -> tuple[int, str]:
+    async def reload_policy(self) -> PolicyVersion:
         async with _calling(self._hint):
             reply = await self._policy.Reload(policy_pb2.ReloadPolicyRequest(), timeout=self._timeout)
-        return reply.rules, reply.digest
+        return PolicyVersion(reply.rules, reply.digest)
 
     # --- audit (security officers) ---
 
-    async def checkpoint(self, size: int = 0) -> tuple[int, str]:
+    async def checkpoint(self, size: int = 0) -> CheckpointNote:
         """The signed checkpoint at `size` (0: the latest)."""
         async with _calling(self._hint):
             reply = await self._audit.GetCheckpoint(audit_pb2.GetCheckpointRequest(size=size), timeout=self._timeout)
-        return reply.size, reply.note
+        return CheckpointNote(reply.size, reply.note)
 
-    async def entries(self, start: int = 0, stop: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+    async def entries(self, start: int = 0, stop: int = 0) -> AsyncIterator[LogEntry]:
         """Raw canonical entries [start, stop) in index order."""
         async with _calling(self._hint):
             async for item in self._audit.GetEntries(audit_pb2.GetEntriesRequest(start=start, stop=stop),
                                                      timeout=STREAM_TIMEOUT_S):
-                yield item.index, item.body
+                yield LogEntry(item.index, item.body)
 
     async def checkpoints(self, start_size: int = 1, stop_size: int = 0) -> dict[int, str]:
+        """Signed checkpoint notes by tree size, for sizes in [start_size, stop_size] (0: up to the latest)."""
         async with _calling(self._hint):
             return {c.size: c.note async for c in self._audit.GetCheckpoints(
                 audit_pb2.GetCheckpointsRequest(start_size=start_size, stop_size=stop_size))}
 
-    async def search(self, **criteria: str | int) -> list[tuple[int, AuditEntry]]:
+    async def search(self, **criteria: str | int) -> list[IndexedEntry]:
         """Entries matching every criterion (subject, dataset, case_number, decision, action, since, until, limit)."""
         async with _calling(self._hint):
-            return [(e.index, AuditEntry.from_canonical(e.body)) async for e in self._audit.SearchEntries(
+            return [IndexedEntry(e.index, AuditEntry.from_canonical(e.body)) async for e in self._audit.SearchEntries(
                 audit_pb2.SearchEntriesRequest(**criteria), timeout=self._timeout)]  # type: ignore[arg-type]
 
-    async def inclusion_proof(self, index: int, size: int = 0) -> audit_pb2.InclusionProof:
+    async def inclusion_proof(self, index: int, size: int = 0) -> EntryProof:
+        """Entry `index`, its inclusion proof in the tree of `size` (0: the latest) and that tree's checkpoint."""
         async with _calling(self._hint):
-            proof: audit_pb2.InclusionProof = await self._audit.GetInclusionProof(
+            proof = await self._audit.GetInclusionProof(
                 audit_pb2.GetInclusionProofRequest(index=index, size=size), timeout=self._timeout)
-        return proof
+        return EntryProof(proof.index, proof.size, proof.leaf_hash, tuple(proof.hashes), proof.checkpoint, proof.body)
 
     async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
         """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.audit_verify)."""

@@ -37,9 +37,11 @@ def _enum(cls: type[enum.StrEnum], value: str, what: str) -> enum.StrEnum:
 
 @dataclass(frozen=True)
 class FieldDecl:
+    """One field of a declared dataset: its type, classification level and, for a key, its identifier kind."""
+
     name: str
     type: FieldType
-    level: str
+    level: str  # a level name of levels.toml, e.g. "L2"
     key: IdKind | None = None
     description: str = ""
 

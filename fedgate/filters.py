@@ -356,10 +356,9 @@ class _Parser:
     def parse(self) -> Filter:
         node = self._or()
         tok = self._lex.peek()
-        if tok.kind == ")":
-            raise FilterSyntaxError("unbalanced ')'", tok.pos)
         if tok.kind != "end":
-            raise FilterSyntaxError("expected 'and', 'or' or the end of the filter", tok.pos)
+            raise FilterSyntaxError("unbalanced ')'" if tok.kind == ")" else
+                                    "expected 'and', 'or' or the end of the filter", tok.pos)
         return node
 
     def _keyword(self, word: str) -> bool:
@@ -372,18 +371,19 @@ class _Parser:
             raise FilterSyntaxError(f"nesting deeper than {MAX_DEPTH} levels", pos)
 
     def _or(self) -> Filter:
-        items = [self._and()]
-        while self._keyword("or"):
-            self._lex.take()
-            items.append(self._and())
-        return items[0] if len(items) == 1 else Or(tuple(items))
+        return self._joined("or", self._and, Or)
 
     def _and(self) -> Filter:
-        items = [self._not()]
-        while self._keyword("and"):
+        return self._joined("and", self._not, And)
+
+    def _joined(self, word: str, operand: Callable[[], Filter],
+                join: Callable[[tuple[Filter, ...]], Filter]) -> Filter:
+        """Operands separated by the keyword `word`: one alone as it is, two or more joined."""
+        items = [operand()]
+        while self._keyword(word):
             self._lex.take()
-            items.append(self._not())
-        return items[0] if len(items) == 1 else And(tuple(items))
+            items.append(operand())
+        return items[0] if len(items) == 1 else join(tuple(items))
 
     def _not(self) -> Filter:
         if self._keyword("not"):

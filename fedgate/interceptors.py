@@ -112,6 +112,13 @@ def current_record() -> RequestRecord:
     return _record.get()
 
 
+def record_action(action: str) -> RequestRecord:
+    """The record of the RPC being served, its action (e.g. "policy.reload") named for the audit entry."""
+    record = _record.get()
+    record.action = action
+    return record
+
+
 async def log_outcome(record: RequestRecord, reason: str = "", final: bool = True) -> None:
     """Log the call's OK outcome now, before the results it covers leave (response streams).
 
@@ -161,6 +168,9 @@ def _status_of(exc: Exception, method: str, context: grpc.aio.ServicerContext) -
     log.error("unexpected error in %s", method, exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
+# What the next interceptor (or the service) is reached through.
+_Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc ships no type information)
     """Identity, completion hook (audit) and error mapping for every fedgate service method."""
@@ -170,11 +180,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
         # With a hook, a response stream holds back its last message until the outcome is logged.
         self._hold_last = on_complete is not None
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    async def intercept_service(self, continuation: _Continuation,
+                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(EXEMPT_PREFIXES):
@@ -235,6 +242,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message)
 
+    async def _ended(self, record: RequestRecord, exc: BaseException, method: str,
+                     context: grpc.aio.ServicerContext, sent: bool = False) -> None:
+        """Record a call that raised `exc`; the caller re-raises it.
+
+        An abort was already recorded and a cancellation is recorded as such; any other
+        error is logged with its status and the call aborted with it (so this raises).
+        GeneratorExit, KeyboardInterrupt and the like pass through unrecorded.
+        """
+        if isinstance(exc, grpc.aio.AbortError):
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            await self._cancelled(record)
+        elif isinstance(exc, Exception):
+            await self._finish(record, *_status_of(exc, method, context), context, sent)
+
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str,
                     streaming: bool) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -242,14 +264,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
             try:
                 self._identify(record, context)
                 result = await behavior(_checked(request, method, streaming), context)
-            except grpc.aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                await self._cancelled(record)
-                raise
-            except Exception as exc:
-                await self._finish(record, *_status_of(exc, method, context), context)
-                raise  # unreachable: _finish aborts
+            except BaseException as exc:
+                await self._ended(record, exc, method, context)
+                raise  # unreachable when _ended aborts
             await self._finish(record, grpc.StatusCode.OK, "", context)
             return result
         return wrapper
@@ -276,13 +293,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
                             item = held.pop(0)
                         sent = True
                         yield item
-            except grpc.aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                await self._cancelled(record)
-                raise
-            except Exception as exc:
-                await self._finish(record, *_status_of(exc, method, context), context, sent)
+            except BaseException as exc:
+                await self._ended(record, exc, method, context, sent)
                 raise
             await self._finish(record, grpc.StatusCode.OK, "", context, sent)
             for item in held:

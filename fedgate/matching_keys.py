@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedgate import certified
 from fedgate.errors import ConfigError, VerificationError
 from fedgate.identity import Identity, Role
-from fedgate.tls import TlsFiles
 
 _CONTEXT = b"fedgate-matching-key/v1\n"
 
@@ -51,7 +50,7 @@ def load_or_create(path: Path) -> X25519PrivateKey:
     return key
 
 
-def vouch(department: str, key: X25519PrivateKey, tls: TlsFiles) -> MatchingKey:
+def vouch(department: str, key: X25519PrivateKey, tls: certified.Credentials) -> MatchingKey:
     """Sign our matching public key with the certificate key that proves we are `department`."""
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     signature, cert_pem = certified.sign(tls, _message(department, public))

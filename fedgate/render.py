@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from typing import TYPE_CHECKING
-
 from fedgate.audit_entry import AuditEntry
+from fedgate.client import CompareResult, MatchResult, SumResult
 from fedgate.datasets import FieldGrant, RegisteredDataset
 from fedgate.row_limit import RowLimit
-
-if TYPE_CHECKING:
-    from fedgate.client import CompareResult, MatchResult, SumResult
 
 
 def _utc_time(value: dt.datetime | None) -> str:
@@ -38,7 +35,7 @@ def datasets_table(datasets: list[RegisteredDataset]) -> RichTable:
     return table
 
 
-def entries_table(items: list[tuple[int, AuditEntry]]) -> RichTable:
+def entries_table(items: Sequence[tuple[int, AuditEntry]]) -> RichTable:
     table = RichTable("#", "time (UTC)", "subject", "action", "decision", "datasets", "case", "sizes", "reason",
                       title="Audit entries")
     for index, e in items:

@@ -62,6 +62,8 @@ OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_REQUIREMENT = "opentelemetry-exporter-otlp-proto-grpc"
 # Health checks and reflection would flood the store with spans that say nothing.
 UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# What the next server interceptor (or the service) is reached through.
+_Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 # The local store feeds `fedgate trace show` right after a query: flush often.
 _STORE_SCHEDULE_DELAY_MS = 500
 
@@ -250,11 +252,8 @@ class StreamServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (g
     it, ends where it began. Span name and attributes are the instrumentation's.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    async def intercept_service(self, continuation: _Continuation,
+                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method or ""
         if handler is None or not handler.response_streaming or not _response_streaming(method) \

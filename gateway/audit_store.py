@@ -18,7 +18,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from fedgate.crypto.merkle import NodeID, range_nodes
-from fedgate.gateway.registry_store import WriteGate, make_engine
+from fedgate.gateway.registry_store import SqlStore
 
 T = TypeVar("T")
 # (size, read frontier hashes) -> (completed nodes, signed checkpoint note, value for the caller)
@@ -47,8 +47,10 @@ checkpoints = sa.Table(
 
 @dataclass(frozen=True)
 class StoredEntry:
+    """An entry as stored: its index in the log and its canonical bytes (the leaf the tree hashes)."""
+
     index: int
-    body: bytes
+    body: bytes  # AuditEntry.canonical()
 
 
 @dataclass(frozen=True)
@@ -101,20 +103,11 @@ class SharedTurn:
             conn.close()
 
 
-class AuditStore:
+class AuditStore(SqlStore):
     """Append-only tables for the audit log; one writer at a time (the AuditLog's lock)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self._engine = engine
-        _meta.create_all(engine)
-        self._writes = WriteGate(engine, "the audit store is closed: the gateway is shutting down")
-
-    @classmethod
-    def open(cls, url: str) -> AuditStore:
-        return cls(make_engine(url))
-
-    def close(self) -> None:
-        self._writes.close()
+    _tables = _meta
+    _closed_message = "the audit store is closed: the gateway is shutting down"
 
     def size(self) -> int:
         with self._engine.connect() as conn:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
 
@@ -80,9 +80,11 @@ class LiveCount:
 
 @dataclass(frozen=True)
 class Department:
+    """A registered department: its code, its name for people, and where its adapter listens."""
+
     code: str
     display_name: str
-    endpoint: str
+    endpoint: str  # host:port the gateway dials
     matching_key: MatchingKey | None = None
 
 
@@ -157,16 +159,20 @@ class WriteGate:
             self._engine.dispose()
 
 
-class RegistryStore:
-    """Departments and their dataset declarations."""
+class SqlStore:
+    """A store on one engine: its tables created at start, its writes through a gate that closes at shutdown."""
+
+    _tables: ClassVar[sa.MetaData]
+    _closed_message: ClassVar[str]  # what a write after shutdown is refused with
 
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        _meta.create_all(engine)
-        self._writes = WriteGate(engine, "the registry is closed: the gateway is shutting down")
+        self._tables.create_all(engine)
+        self._writes = WriteGate(engine, self._closed_message)
 
     @classmethod
-    def open(cls, url: str) -> RegistryStore:
+    def open(cls, url: str) -> Self:
+        """The store at `url` (a SQLAlchemy URL)."""
         return cls(make_engine(url))
 
     @property
@@ -175,6 +181,13 @@ class RegistryStore:
 
     def close(self) -> None:
         self._writes.close()
+
+
+class RegistryStore(SqlStore):
+    """Departments and their dataset declarations."""
+
+    _tables = _meta
+    _closed_message = "the registry is closed: the gateway is shutting down"
 
     def replace_department(self, code: str, display_name: str, endpoint: str, decls: list[DatasetDecl],
                            matching_key: MatchingKey | None = None, *, expected: str | None) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgate import pki
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo.deployment import Deployment, GatewaySpec, deployed, policy_copy
 from fedgate.demo.synthetic_ids import make_dataset, people_departments, valid_ids
 from fedgate.errors import RemoteCallFailed
@@ -82,7 +82,7 @@ async def _round(clients: list[GatewayClient], greedy: GatewayClient | None, exp
                  rows: int, report: LoadReport) -> tuple[float, dict[str, list[float]], Counter[str]]:
     latencies: dict[str, list[float]] = {"list": [], "match": [], "sum": [], "count": []}
     errors: Counter[str] = Counter()
-    people, others = ("hrss.people", "resident_id", ""), ("civil.people", "resident_id", "")
+    people, others = Side("hrss.people", "resident_id"), Side("civil.people", "resident_id")
 
     async def timed(op: str, call: Any, check: Any) -> None:
         t = time.perf_counter()
@@ -100,8 +100,10 @@ async def _round(clients: list[GatewayClient], greedy: GatewayClient | None, exp
         case = f"LOAD-{i}"
         key = await asyncio.to_thread(SupervisorKey.generate)
         await timed("list", client.list_datasets(), lambda got: len(got) == 2)
-        await timed("match", client.match(people, others, PURPOSE, case), lambda got: got.cardinality == expected[0])
-        await timed("sum", client.intersection_sum(people, ["value"], others, PURPOSE, case, key=key),
+        await timed("match", client.match(left=people, right=others, purpose=PURPOSE, case_number=case),
+                    lambda got: got.cardinality == expected[0])
+        await timed("sum", client.intersection_sum(values=people, value_fields=["value"], other=others,
+                                                   purpose=PURPOSE, case_number=case, key=key),
                     lambda got: (got.cardinality, got.totals["value"]) == expected)
         await timed("count", client.count_rows("hrss.people", PURPOSE, case), lambda got: got[0] == rows)
 

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from fedgate import pki
 from fedgate.classification import default_levels
-from fedgate.client import CompareResult, Disclosure, GatewayClient, MatchResult, SumResult
+from fedgate.client import CompareResult, Disclosure, GatewayClient, MatchResult, Side, SumResult
 from fedgate.datasets import RegisteredDataset
 from fedgate.demo.datagen import DemoDepartment, generate
 from fedgate.demo.deployment import Deployment, DepartmentSpec, GatewaySpec
@@ -119,15 +119,15 @@ async def homomorphic_checks(client: GatewayClient, result: DemoResult, truth: d
     """The two Paillier questions of docs/architecture.md: a subsidy total and the over-claimers, beside the ground truth."""
     try:
         result.closed_total = await client.intersection_sum(
-            ("hrss.subsidies", "uscc", ""), ["amount_fen"], ("samr.companies", "uscc", CLOSED),
-            DEMO_PURPOSE, DEMO_CASE)
+            values=Side("hrss.subsidies", "uscc"), value_fields=["amount_fen"],
+            other=Side("samr.companies", "uscc", CLOSED), purpose=DEMO_PURPOSE, case_number=DEMO_CASE)
     except RemoteCallFailed as exc:
         result.closed_total = str(exc)
     try:
         result.overclaim = await client.compare(
-            ("hrss.subsidies", "uscc", ""), "claimed_insured", ("tax.insured_employees", "uscc", ""),
-            "insured_employees", DEMO_PURPOSE, DEMO_CASE, disclose=["uscc", "company_name", "claimed_insured"],
-            limit=100)
+            left=Side("hrss.subsidies", "uscc"), left_value="claimed_insured",
+            right=Side("tax.insured_employees", "uscc"), right_value="insured_employees", purpose=DEMO_PURPOSE,
+            case_number=DEMO_CASE, disclose=["uscc", "company_name", "claimed_insured"], limit=100)
     except RemoteCallFailed as exc:
         result.overclaim = str(exc)
     closed: dict[str, int] = truth["subsidies_to_closed_companies"]  # type: ignore[assignment]
@@ -316,8 +316,9 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
             async with GatewayClient(address, supervisor_tls) as client:
                 for s in SCENARIOS:
                     try:
-                        got: MatchResult | str = await client.match(s.left, s.right, DEMO_PURPOSE, DEMO_CASE,
-                                                                    s.mode, s.disclose, limit=5)
+                        got: MatchResult | str = await client.match(
+                            left=Side(*s.left), right=Side(*s.right), purpose=DEMO_PURPOSE, case_number=DEMO_CASE,
+                            mode=s.mode, disclose=s.disclose, limit=5)
                     except RemoteCallFailed as exc:  # e.g. a safeguard on a small demo
                         got = str(exc)
                     result.scenarios.append((s, got, s.expected(truth)))

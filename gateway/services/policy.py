@@ -7,18 +7,22 @@ import asyncio
 import grpc
 
 from fedgate.gateway.policy import Policy
-from fedgate.interceptors import current_identity, current_record
+from fedgate.interceptors import current_identity, record_action
 from fedgate.protos.fedgate.v1 import policy_pb2, policy_pb2_grpc
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    """Reloads the policy files on an officer's request.
+
+    Audited like every call; if the new rules fail to load, the old ones stay in force.
+    """
+
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
 
     async def Reload(self, request: policy_pb2.ReloadPolicyRequest,
                      context: grpc.aio.ServicerContext) -> policy_pb2.ReloadPolicyResponse:
-        record = current_record()
-        record.action = "policy.reload"
+        record = record_action("policy.reload")
         # Decided by the rules in force before the reload.
         record.rule = self._policy.decide_for(current_identity(), "policy.*", "policy.reload").require()
         rules = await asyncio.to_thread(self._policy.reload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from fedgate.gateway.registry import Lease, Registration, Registry
-from fedgate.interceptors import current_identity, current_record
+from fedgate.interceptors import current_identity, record_action
 from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
 from fedgate.wire import dataset_from_proto, dataset_to_proto, matching_key_from_proto
 
@@ -16,13 +16,14 @@ _LEASES = {Lease.CURRENT: registry_pb2.HeartbeatResponse.CURRENT,
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Departments register their datasets and keep their lease; callers list what they may see."""
+
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
     async def RegisterDatasets(self, request: registry_pb2.RegisterDatasetsRequest,
                                context: grpc.aio.ServicerContext) -> registry_pb2.RegisterDatasetsResponse:
-        record = current_record()
-        record.action = "registry.register"
+        record = record_action("registry.register")
         record.datasets = [f"{request.department}.{d.name}" for d in request.datasets]
         reg = Registration(
             department=request.department,
@@ -37,8 +38,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def Heartbeat(self, request: registry_pb2.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> registry_pb2.HeartbeatResponse:
-        record = current_record()
-        record.action = "registry.heartbeat"
+        record = record_action("registry.heartbeat")
         lease, endpoint = await self._registry.heartbeat(
             current_identity(), record, request.department, request.adapter_endpoint,
             {c.name: c.row_count for c in request.counts})
@@ -46,8 +46,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def ListDatasets(self, request: registry_pb2.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> registry_pb2.ListDatasetsResponse:
-        record = current_record()
-        record.action = "registry.list"
+        record = record_action("registry.list")
         found = await self._registry.list(current_identity(), record, request.department or None)
         record.result_sizes["datasets"] = len(found)
         reply = registry_pb2.ListDatasetsResponse()

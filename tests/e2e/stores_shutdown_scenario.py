@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import support
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo.datagen import generate
 from fedgate.tls import TlsFiles
 
@@ -44,8 +44,8 @@ async def test_an_adapter_stopped_mid_match_records_the_session_as_stopped_befor
     monkeypatch.setattr(adapter_matching, "chunk_rows", lambda rows, parallelism: 50)
     monkeypatch.setattr(adapter_matching, "tokens_for", slow_tokens)
     client = GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR))
-    query = asyncio.create_task(client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""),
-                                             *WHY, mode="ecdh"))
+    query = asyncio.create_task(client.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"),
+                                             purpose=WHY[0], case_number=WHY[1], mode="ecdh"))
     deadline = time.monotonic() + 60
     while len(calls) < 4 and time.monotonic() < deadline and not query.done():
         await asyncio.sleep(0.01)

@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import support
-from fedgate.audit_verify import LogTampered, TrustedState, verify_store
+from fedgate.audit_snapshot import verify_store
+from fedgate.audit_verify import LogTampered, TrustedState
 from fedgate.client import GatewayClient
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint
 from fedgate.errors import RemoteCallFailed, VerificationError

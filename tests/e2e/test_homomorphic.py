@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.crypto.ids import normalise
 from fedgate.demo.datagen import generate
 from fedgate.errors import InvalidIdentifier, RemoteCallFailed
@@ -20,9 +20,9 @@ from fedgate.tls import TlsFiles
 ROWS = 1000
 WHY = ("核查稳岗补贴发放对象", "DC-2026-106")
 CLOSED = "status in ('吊销', '注销')"
-SUBSIDIES = ("hrss.subsidies", "uscc", "")
-CLOSED_COMPANIES = ("samr.companies", "uscc", CLOSED)
-TAX = ("tax.insured_employees", "uscc", "")
+SUBSIDIES = Side("hrss.subsidies", "uscc")
+CLOSED_COMPANIES = Side("samr.companies", "uscc", CLOSED)
+TAX = Side("tax.insured_employees", "uscc")
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def _closed_usccs(workdir: Path) -> set[str]:
 async def test_sum_to_closed_companies_equals_ground_truth(servers, demo_data, key, mode: str) -> None:
     gw, _, truth = await _deploy(servers, demo_data, ("hrss", "samr"))
     async with _client(servers, gw) as c:
-        got = await c.intersection_sum(SUBSIDIES, ["amount_fen", "claimed_insured"], CLOSED_COMPANIES, *WHY,
-                                       mode=mode, key=key)
+        got = await c.intersection_sum(values=SUBSIDIES, value_fields=["amount_fen", "claimed_insured"],
+                                       other=CLOSED_COMPANIES, purpose=WHY[0], case_number=WHY[1], mode=mode, key=key)
     expected = truth["subsidies_to_closed_companies"]
     assert got.totals["amount_fen"] == expected["amount_fen"]
     assert (got.cardinality, got.distinct_matches) == (expected["rows"], expected["companies"])
@@ -85,7 +85,8 @@ async def test_sum_to_closed_companies_equals_ground_truth(servers, demo_data, k
 async def test_compare_flags_exactly_the_planted_overclaimers(servers, demo_data, key) -> None:
     gw, adapters, truth = await _deploy(servers, demo_data, ("hrss", "tax"))
     async with _client(servers, gw) as c:
-        got = await c.compare(SUBSIDIES, "claimed_insured", TAX, "insured_employees", *WHY,
+        got = await c.compare(left=SUBSIDIES, left_value="claimed_insured", right=TAX,
+                              right_value="insured_employees", purpose=WHY[0], case_number=WHY[1],
                               disclose=["uscc", "company_name"], limit=100, key=key)
     overclaim = truth["overclaim"]
     assert got.pairs == overclaim["compared_rows"]
@@ -102,9 +103,10 @@ async def test_compare_with_weights_and_flags_only(servers, demo_data, key) -> N
     gw, _, truth = await _deploy(servers, demo_data, ("hrss", "tax"))
     async with _client(servers, gw) as c:
         # claimed > 2 × insured: a subset of the over-claimers; and 1·x > 1·x never flags a tie.
-        doubled = await c.compare(SUBSIDIES, "claimed_insured", TAX, "insured_employees", *WHY,
-                                  weights=(1, 2), key=key)
-        reverse = await c.compare(TAX, "insured_employees", SUBSIDIES, "claimed_insured", *WHY, key=key)
+        doubled = await c.compare(left=SUBSIDIES, left_value="claimed_insured", right=TAX,
+                                  right_value="insured_employees", purpose=WHY[0], case_number=WHY[1], weights=(1, 2), key=key)
+        reverse = await c.compare(left=TAX, left_value="insured_employees", right=SUBSIDIES,
+                                  right_value="claimed_insured", purpose=WHY[0], case_number=WHY[1], key=key)
     assert doubled.rows == [] and len(doubled.flagged) <= truth["overclaim"]["flagged_rows"]
     # insured > claimed: every compared pair that is neither a tie nor an over-claim.
     overclaim = truth["overclaim"]
@@ -126,7 +128,8 @@ async def test_gateway_receives_only_ciphertexts_it_cannot_read(servers, demo_da
     monkeypatch.setattr(matching._Session, "read", recording_read)
     gw, _, truth = await _deploy(servers, demo_data, ("hrss", "samr"))
     async with _client(servers, gw) as c:
-        got = await c.intersection_sum(SUBSIDIES, ["amount_fen"], CLOSED_COMPANIES, *WHY, key=key)
+        got = await c.intersection_sum(values=SUBSIDIES, value_fields=["amount_fen"], other=CLOSED_COMPANIES,
+                                       purpose=WHY[0], case_number=WHY[1], key=key)
     n = key.public_key.n
     width = (n * n).bit_length() // 8 + 1
     ciphertexts = []
@@ -173,7 +176,8 @@ async def test_bad_sum_and_compare_requests_are_refused_and_audited(servers, dem
                     pass
             assert err.value.code().name == code and words in err.value.details(), err.value
         with pytest.raises(RemoteCallFailed) as refused:
-            await c.compare(SUBSIDIES, "claimed_insured", TAX, "insured_employees", *WHY, weights=(0, 1), key=key)
+            await c.compare(left=SUBSIDIES, left_value="claimed_insured", right=TAX, right_value="insured_employees",
+                            purpose=WHY[0], case_number=WHY[1], weights=(0, 1), key=key)
         assert refused.value.code == "INVALID_ARGUMENT" and "weights" in refused.value.details
     async with _client(servers, gw, support.OFFICER) as c:
         refusals = [e for _, e in await c.search(action="query.sum", limit=20) if e.decision != "allow"]
@@ -218,8 +222,8 @@ async def test_negative_zero_and_missing_values_sum_exactly(servers, key) -> Non
     amounts[7] = -(2 ** 62)
     gw, _ = await _payments(servers, amounts, others=120)
     async with _client(servers, gw) as c:
-        got = await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],
-                                       ("samr.companies", "uscc", ""), *WHY, key=key)
+        got = await c.intersection_sum(values=Side("hrss.payments", "uscc"), value_fields=["amount_fen"],
+                                       other=Side("samr.companies", "uscc"), purpose=WHY[0], case_number=WHY[1], key=key)
     expected = [a for a in amounts[:120] if a != ""]
     assert got.totals["amount_fen"] == sum(expected)  # type: ignore[arg-type]
     assert (got.cardinality, got.values.missing_values) == (len(expected), 1)
@@ -231,8 +235,8 @@ async def test_value_outside_64_bits_is_refused_not_wrapped(servers, key) -> Non
     gw, _ = await _payments(servers, amounts, others=120)
     async with _client(servers, gw) as c:
         with pytest.raises(RemoteCallFailed) as err:
-            await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],
-                                     ("samr.companies", "uscc", ""), *WHY, key=key)
+            await c.intersection_sum(values=Side("hrss.payments", "uscc"), value_fields=["amount_fen"],
+                                     other=Side("samr.companies", "uscc"), purpose=WHY[0], case_number=WHY[1], key=key)
     assert err.value.code == "FAILED_PRECONDITION" and "64-bit" in err.value.details
     assert str(2 ** 70) not in err.value.details
     async with _client(servers, gw, support.OFFICER) as c:
@@ -243,8 +247,8 @@ async def test_value_outside_64_bits_is_refused_not_wrapped(servers, key) -> Non
 async def test_empty_intersection_sums_to_zero(servers, key) -> None:
     gw, _ = await _payments(servers, [5] * 150, others=120)
     async with _client(servers, gw) as c:
-        got = await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],
-                                       ("samr.companies", "uscc", "status = '注销'"), *WHY, key=key)
+        got = await c.intersection_sum(values=Side("hrss.payments", "uscc"), value_fields=["amount_fen"],
+                                       other=Side("samr.companies", "uscc", "status = '注销'"), purpose=WHY[0], case_number=WHY[1], key=key)
     assert (got.cardinality, got.totals["amount_fen"]) == (0, 0)
 
 
@@ -252,9 +256,9 @@ async def test_a_dataset_compared_with_itself_keeps_its_sides_apart(servers, dem
     # Same dataset both sides, different value fields and filters: each side's adapter checks its own.
     gw, _, _ = await _deploy(servers, demo_data, ("hrss",))
     async with _client(servers, gw) as c:
-        got = await c.compare(("hrss.subsidies", "uscc", "claimed_insured >= 10"), "claimed_insured",
-                              SUBSIDIES, "amount_fen", *WHY, weights=(100_000, 1), disclose=["company_name"],
-                              key=key)
+        got = await c.compare(left=Side("hrss.subsidies", "uscc", "claimed_insured >= 10"), left_value="claimed_insured",
+                              right=SUBSIDIES, right_value="amount_fen", purpose=WHY[0], case_number=WHY[1],
+                              weights=(100_000, 1), disclose=["company_name"], key=key)
     rows = _plain_subsidies(demo_data[0])
     by_key: dict[object, list[int]] = {}
     for r in rows:
@@ -287,8 +291,8 @@ async def test_a_non_integer_stored_in_an_int_column_is_refused_and_audited(serv
     conn.close()
     async with _client(servers, gw) as c:
         with pytest.raises(RemoteCallFailed) as err:
-            await c.intersection_sum(("hrss.payments", "uscc", ""), ["amount_fen"],
-                                     ("samr.companies", "uscc", ""), *WHY, key=key)
+            await c.intersection_sum(values=Side("hrss.payments", "uscc"), value_fields=["amount_fen"],
+                                     other=Side("samr.companies", "uscc"), purpose=WHY[0], case_number=WHY[1], key=key)
     assert err.value.code == "FAILED_PRECONDITION" and "not an integer" in err.value.details
     assert "12.5" not in err.value.details
     async with _client(servers, gw, support.OFFICER) as c:

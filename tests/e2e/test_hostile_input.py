@@ -21,7 +21,7 @@ import support
 from fedgate.adapters.server import Adapter
 from fedgate.audit_entry import AuditEntry
 from fedgate.classification import policies_dir
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.crypto.ids import USCC_ALPHABET
 from fedgate.errors import RemoteCallFailed
 from fedgate.gateway.config import GatewayConfig
@@ -364,11 +364,11 @@ async def test_hostile_filters_are_refused_audited_and_change_nothing(servers, t
 async def test_match_streams_beyond_max_match_rows_are_refused(servers, tmp_path: Path) -> None:
     dep = await _deploy(servers, tmp_path)
     before = await _snapshot(dep)
-    pensions = ("hrss.pensions", "resident_id", "")  # 150 rows, three times max_match_rows
+    pensions = Side("hrss.pensions", "resident_id")  # 150 rows, three times max_match_rows
     async with dep.client() as c:
         for mode in ("keyed", "ecdh"):
             with pytest.raises(RemoteCallFailed) as err:
-                await c.match(pensions, pensions, **WHY, mode=mode)
+                await c.match(left=pensions, right=pensions, **WHY, mode=mode)
             assert err.value.code == "FAILED_PRECONDITION", (mode, err.value)
             assert f"more than {MAX_MATCH_ROWS:,} rows (safeguard max_match_rows)" in err.value.details, (mode, err.value)
             _assert_no_echo(err.value.details, RID, RID[:10])
@@ -379,7 +379,8 @@ async def test_match_streams_beyond_max_match_rows_are_refused(servers, tmp_path
 
         # Both departments are free again, and invalid identifiers in the data are counted,
         # never matched: the wrong check character and the injection text in subsidies.csv.
-        got = await c.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), **WHY, mode="keyed")
+        got = await c.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"), **WHY,
+                            mode="keyed")
     assert (got.left.rows, got.left.invalid_identifiers, got.left.tokens) == (23, 2, 21)
     assert (got.right.rows, got.right.invalid_identifiers) == (COMPANIES, 0)
     assert (got.cardinality, got.distinct_matches) == (21, 20)  # company 3 matches in both spellings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import support
 from deployment import deployed
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.tls import TlsFiles
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -74,8 +74,8 @@ async def test_an_adapter_killed_with_sigkill_leaves_no_worker_or_resource_track
         # A match blinds on the adapters' worker pools, which starts their workers.
         supervisor = TlsFiles.in_dir(d.certs, support.SUPERVISOR)
         async with GatewayClient(f"127.0.0.1:{d.gateway.port}", supervisor) as client:
-            got = await client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), "核查",
-                                     "LEFT-1", "ecdh")
+            got = await client.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"),
+                                     purpose="核查", case_number="LEFT-1", mode="ecdh")
         assert got.cardinality == 14
         adapter = d.adapters["hrss"]
         pid = json.loads(adapter.ready_file.read_text())["pid"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate.client import GatewayClient, MatchResult
+from fedgate.client import GatewayClient, MatchResult, Side
 from fedgate.demo.datagen import generate
 from fedgate.errors import RemoteCallFailed
 from fedgate.tls import TlsFiles
@@ -39,7 +39,7 @@ def _client(servers, gw) -> GatewayClient:
 
 async def _match(servers, gw, left, right, mode, **kw) -> MatchResult:
     async with _client(servers, gw) as c:
-        return await c.match(left, right, *WHY, mode=mode, **kw)
+        return await c.match(left=Side(*left), right=Side(*right), purpose=WHY[0], case_number=WHY[1], mode=mode, **kw)
 
 
 @pytest.mark.parametrize("mode", ["keyed", "ecdh"])

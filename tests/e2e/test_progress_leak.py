@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 import support
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo.datagen import generate
 from fedgate.errors import RemoteCallFailed
 from fedgate.gateway.matching import PROGRESS_EVERY
@@ -33,8 +33,8 @@ async def test_a_set_refused_as_too_small_leaks_its_size_through_no_progress_eve
     seen: list[tuple[str, str, int]] = []
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR)) as c:
         with pytest.raises(RemoteCallFailed) as err:
-            await c.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", f"status = '{status}'"),
-                          *WHY, mode=mode, on_progress=lambda *event: seen.append(event))
+            await c.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc", f"status = '{status}'"),
+                          purpose=WHY[0], case_number=WHY[1], mode=mode, on_progress=lambda *event: seen.append(event))
     assert "min_set_size" in str(err.value)
     assert seen, "the supervisor saw no progress at all: the test shows nothing"
     # Every count shown before the safeguards ran is coarse: a multiple of the progress step.

@@ -18,7 +18,7 @@ import pytest
 
 import support
 from fedgate import pki
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo import deployment as deployment_helper
 from fedgate.demo.datagen import generate
 from fedgate.demo.deployment import GatewaySpec
@@ -29,8 +29,8 @@ from fedgate.signing_key import read_vkey
 from fedgate.tls import TlsFiles
 
 WHY = ("可靠性测试", "DC-2026-108")
-PEOPLE = ("hrss.people", "resident_id", "")
-OTHERS = ("civil.people", "resident_id", "")
+PEOPLE = Side("hrss.people", "resident_id")
+OTHERS = Side("civil.people", "resident_id")
 
 
 # --- a supervisor's cancelled query stops the work on every adapter ---------------------------
@@ -57,8 +57,8 @@ async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(se
     monkeypatch.setattr(adapter_matching, "tokens_for", slow_tokens)
     client = GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR))
     if how == "cancel":
-        query = asyncio.create_task(client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""),
-                                                 *WHY, mode="ecdh"))
+        query = asyncio.create_task(client.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"),
+                                                 purpose=WHY[0], case_number=WHY[1], mode="ecdh"))
         while len(calls) < 4:  # both sides are blinding
             await asyncio.sleep(0.01)
         assert all(a.sessions.active == 1 for a in adapters.values())
@@ -92,7 +92,7 @@ async def test_cancelled_query_stops_its_work_on_every_adapter_and_is_audited(se
         (_, outcome), (_, intent) = await officer.search(action="query.match", limit=2)
     assert (intent.status, outcome.status) == ("STARTED", "CANCELLED") and outcome.query_id == intent.query_id
     monkeypatch.setattr(adapter_matching, "tokens_for", tokens_for)
-    again = await client.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), *WHY)
+    again = await client.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"), purpose=WHY[0], case_number=WHY[1])
     assert again.cardinality > 0
     await client.close()
 
@@ -141,7 +141,7 @@ async def test_adapter_killed_mid_stream_fails_promptly_is_audited_and_serves_ag
     d.start_adapter("hrss")
     d.start_adapter("civil")
     async with d.client() as client:
-        query = asyncio.create_task(client.match(PEOPLE, OTHERS, *WHY, mode="ecdh"))
+        query = asyncio.create_task(client.match(left=PEOPLE, right=OTHERS, purpose=WHY[0], case_number=WHY[1], mode="ecdh"))
         await asyncio.sleep(1.5)
         assert not query.done(), "the match ended before the adapter could be killed"
         d.kill("civil")
@@ -160,7 +160,7 @@ async def test_adapter_killed_mid_stream_fails_promptly_is_audited_and_serves_ag
     # The department restarts its adapter (same configuration, same data directory): nothing else to do.
     d.start_adapter("civil")
     async with d.client() as client:
-        again = await client.match(PEOPLE, OTHERS, *WHY, mode="keyed")
+        again = await client.match(left=PEOPLE, right=OTHERS, purpose=WHY[0], case_number=WHY[1], mode="keyed")
     assert again.cardinality == d.data.expected
 
 
@@ -254,7 +254,7 @@ async def test_an_adapter_that_goes_silent_mid_stream_is_given_up_on(servers, tm
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR)) as c:
         t0 = time.monotonic()
         with pytest.raises(RemoteCallFailed) as err:
-            await c.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), *WHY)
+            await c.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"), purpose=WHY[0], case_number=WHY[1])
     assert err.value.code == "UNAVAILABLE" and "sent nothing for 1 s" in err.value.details
     assert time.monotonic() - t0 < 6
 

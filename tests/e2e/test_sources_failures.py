@@ -20,7 +20,7 @@ import pytest
 
 import support
 from fedgate.adapters.server import Adapter
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.errors import RemoteCallFailed
 from fedgate.gateway.server import Gateway
 from fedgate.supervisor_keys import SupervisorKey
@@ -92,10 +92,10 @@ async def run_query(c: GatewayClient, kind: str, key: SupervisorKey) -> object:
     if kind == "disclose":
         return await c.disclose("samr.companies", ["status"], *WHY)
     if kind == "match":  # the failing source is the right side
-        return await c.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", ""), *WHY)
+        return await c.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"), purpose=WHY[0], case_number=WHY[1])
     # sum: the failing source holds the values (the left side)
-    return await c.intersection_sum(("samr.companies", "uscc", ""), ["capital_fen"],
-                                    ("hrss.subsidies", "uscc", ""), *WHY, key=key)
+    return await c.intersection_sum(values=Side("samr.companies", "uscc"), value_fields=["capital_fen"],
+                                    other=Side("hrss.subsidies", "uscc"), purpose=WHY[0], case_number=WHY[1], key=key)
 
 
 async def wait_for(check, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ import pytest
 
 import support
 from fedgate import signing_key
-from fedgate.audit_verify import verify_store
+from fedgate.audit_snapshot import verify_store
 from fedgate.client import GatewayClient
 from fedgate.errors import FedgateError
 from fedgate.signing_key import read_vkey

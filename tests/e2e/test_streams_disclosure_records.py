@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections import Counter
 
 import support
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo.datagen import generate
 from fedgate.supervisor_keys import SupervisorKey
 from fedgate.tls import TlsFiles
 
 WHY = ("核查部门披露记录", "DC-2026-802")
 CLOSED = "status in ('吊销', '注销')"
-SUBSIDIES = ("hrss.subsidies", "uscc", "")
-COMPANIES = ("samr.companies", "uscc", CLOSED)
-TAX = ("tax.insured_employees", "uscc", "")
+SUBSIDIES = Side("hrss.subsidies", "uscc")
+COMPANIES = Side("samr.companies", "uscc", CLOSED)
+TAX = Side("tax.insured_employees", "uscc")
 
 
 async def test_every_session_of_an_ok_query_is_recorded_served_exactly_once(servers, tmp_path) -> None:
@@ -33,12 +33,13 @@ async def test_every_session_of_an_ok_query_is_recorded_served_exactly_once(serv
                              timeout=120) as c:
         for i in range(24):
             mode = ("keyed", "ecdh")[i % 2]
-            await c.match(SUBSIDIES, COMPANIES, *WHY, mode=mode,
+            await c.match(left=SUBSIDIES, right=COMPANIES, purpose=WHY[0], case_number=WHY[1], mode=mode,
                           disclose=["company_name"] if i % 3 == 0 else None, limit=5)
         for _ in range(6):
-            await c.intersection_sum(SUBSIDIES, ["amount_fen"], COMPANIES, *WHY, key=key)
+            await c.intersection_sum(values=SUBSIDIES, value_fields=["amount_fen"], other=COMPANIES, purpose=WHY[0], case_number=WHY[1], key=key)
         for i in range(6):
-            await c.compare(SUBSIDIES, "claimed_insured", TAX, "insured_employees", *WHY, key=key,
+            await c.compare(left=SUBSIDIES, left_value="claimed_insured", right=TAX, right_value="insured_employees",
+                            purpose=WHY[0], case_number=WHY[1], key=key,
                             disclose=["company_name"] if i % 2 == 0 else None, limit=5)
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.OFFICER)) as officer:
         entries = [e for _, e in await officer.search(limit=500) if e.query_id]

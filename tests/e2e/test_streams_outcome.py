@@ -19,7 +19,7 @@ import sqlalchemy.exc
 
 import support
 from fedgate.audit_entry import AuditEntry
-from fedgate.client import GatewayClient
+from fedgate.client import GatewayClient, Side
 from fedgate.demo.datagen import generate
 from fedgate.errors import RemoteCallFailed
 from fedgate.gateway.recovery import ABORTED_REASON, close_unfinished
@@ -120,7 +120,7 @@ async def test_a_match_whose_outcome_cannot_be_logged_discloses_nothing(servers,
         assert "not served" in entries[1].reason and dict(entries[1].result_sizes)["disclosed_rows"] == 0
     # And the same query is served, and logged, once the log is writable.
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR)) as c:
-        result = await c.match(("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", CLOSED), *WHY,
+        result = await c.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc", CLOSED), purpose=WHY[0], case_number=WHY[1],
                                disclose=["uscc", "company_name"], limit=50)
     assert result.rows and len(result.rows) == min(50, result.cardinality)
     latest = list((await _query_entries(servers, gw, "query.match")).values())[-1]
@@ -151,8 +151,9 @@ async def test_a_comparison_whose_disclosure_cannot_be_logged_sends_its_flags_bu
     store = _failing(gw, "query.compare", None, skip=1)
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR)) as c:
         with pytest.raises(RemoteCallFailed) as err:
-            await c.compare(("hrss.subsidies", "uscc", ""), "claimed_insured", ("tax.insured_employees", "uscc", ""),
-                            "insured_employees", *WHY, disclose=["company_name"], limit=50)
+            await c.compare(left=Side("hrss.subsidies", "uscc"), left_value="claimed_insured",
+                            right=Side("tax.insured_employees", "uscc"), right_value="insured_employees", purpose=WHY[0], case_number=WHY[1],
+                            disclose=["company_name"], limit=50)
     assert store.failed >= 1
     # The flags had left, so the supervisor is not told "not served"; the rows were withheld.
     assert err.value.code == "UNAVAILABLE" and "not served" not in err.value.details
