@@ -134,9 +134,9 @@ class Planner:
 
     def admit(self, caller: Identity, params: QueryParams, kind: str, limit: int | None = None,
               grants: list[FieldGrant] | tuple[FieldGrant, ...] = (),
-              aggregate_levels: tuple[str, ...] = ()) -> Request:
+              aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
         """The ADMIT phase of the safeguard pipeline: row limit, quotas, the values the entry binds."""
-        request = Request(caller, kind, params, limit, bool(grants), aggregate_levels)
+        request = Request(caller, kind, params, limit, bool(grants), aggregate_levels, on_sets=on_sets)
         self._decisions.safeguards.admit(request)
         return request
 
@@ -297,8 +297,8 @@ class Steps:
         return tuple(grants)
 
     def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
-              aggregate_levels: tuple[str, ...] = ()) -> Request:
-        return self._planner.admit(self._caller, self._params, kind, limit, grants, aggregate_levels)
+              aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
+        return self._planner.admit(self._caller, self._params, kind, limit, grants, aggregate_levels, on_sets)
 
 
 def add_rule(record: RequestRecord, rule: str) -> None:

@@ -183,7 +183,8 @@ class QueryEngine:
         match ask.call:
             case AdapterCall.COUNT_ROWS:
                 return Counted(await self._links.count_rows(t.department, t.endpoint, ticket, t.dataset,
-                                                            ask.filter.canonical, ask.filter.nonce, admitted))
+                                                            ask.filter.canonical, ask.filter.nonce, admitted,
+                                                            ask.min_set_size))
             case AdapterCall.DISCLOSE:
                 matched, rows = await self._links.disclose(t.department, t.endpoint, ticket, t.dataset,
                                                            list(ask.grants), ask.filter.canonical, ask.filter.nonce,

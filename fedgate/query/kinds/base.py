@@ -129,8 +129,9 @@ class PlanningSteps(Protocol):
         """The form each field may leave in (the record names them), or the refusal."""
 
     def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
-              aggregate_levels: tuple[str, ...] = ()) -> Request:
-        """The ADMIT safeguards (last of planning): row limit, quotas, the values the entry binds."""
+              aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
+        """The ADMIT safeguards (last of planning): row limit, quotas, the values the entry binds
+        (`on_sets`: the answer rests on a set of rows, so min_set_size is bound; None: by the kind's name)."""
 
 
 class Machine(ABC, Generic[P, R]):

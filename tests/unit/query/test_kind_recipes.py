@@ -50,7 +50,7 @@ class RecordingSteps:
         return tuple(FieldGrant(f, "L2", "plaintext") for f in fields)
 
     def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
-              aggregate_levels: tuple[str, ...] = ()) -> Request:
+              aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
         self.taken.append(("admit", kind, limit, len(grants), aggregate_levels))
         self.params.min_set_size = 10
         return Request(ALICE, kind, self.params, limit, bool(grants), aggregate_levels, limit)
