@@ -262,43 +262,38 @@ class Planner:
         return fields
 
 
+@dataclass(frozen=True)
 class Steps:
     """`fedgate.query.kinds.base.PlanningSteps` for one request: the Planner's steps bound to its record."""
 
-    def __init__(self, planner: Planner, registry: Registry, caller: Identity, record: RequestRecord,
-                 params: QueryParams, why: Purpose) -> None:
-        self._planner, self._registry = planner, registry
-        self._caller, self._record, self._params, self._why = caller, record, params, why
-
-    @property
-    def caller(self) -> Identity:
-        return self._caller
-
-    @property
-    def params(self) -> QueryParams:
-        return self._params
+    planner: Planner
+    registry: Registry
+    caller: Identity
+    record: RequestRecord
+    params: QueryParams
+    why: Purpose
 
     async def locate(self, action: str, policy_action: str, dataset: str) -> tuple[Target, DatasetDecl]:
         """Name the request and decide it on its dataset."""
-        record = self._record
+        record = self.record
         record.action = action
         record.datasets = [dataset]
-        record.purpose, record.case_number = self._why.purpose, self._why.case_number
-        department, decl = await self._registry.locate(dataset)
-        record.rule = self._planner.policy.decide_for(self._caller, dataset, policy_action).require()
+        record.purpose, record.case_number = self.why.purpose, self.why.case_number
+        department, decl = await self.registry.locate(dataset)
+        record.rule = self.planner.policy.decide_for(self.caller, dataset, policy_action).require()
         return Target(department.code, department.endpoint, decl.name), decl
 
     def filter(self, decl: DatasetDecl, text: str) -> tuple[Filter | None, FilterPlan]:
-        return self._planner.filter(self._caller, self._record, self._params, decl, text)
+        return self.planner.filter(self.caller, self.record, self.params, decl, text)
 
     def grants(self, decl: DatasetDecl, fields: list[str]) -> tuple[FieldGrant, ...]:
-        grants = self._planner.grants(self._caller, self._record, self._params, decl, fields)
-        self._record.fields = [f"{decl.qualified_name}.{g.name}" for g in grants]
+        grants = self.planner.grants(self.caller, self.record, self.params, decl, fields)
+        self.record.fields = [f"{decl.qualified_name}.{g.name}" for g in grants]
         return tuple(grants)
 
     def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
               aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
-        return self._planner.admit(self._caller, self._params, kind, limit, grants, aggregate_levels, on_sets)
+        return self.planner.admit(self.caller, self.params, kind, limit, grants, aggregate_levels, on_sets)
 
 
 def add_rule(record: RequestRecord, rule: str) -> None:
