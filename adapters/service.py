@@ -61,7 +61,8 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                         context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterCountResponse:
         require_gateway()
         decl, source = self._catalogue.lookup(request.dataset)
-        ask = Ask("query.count", decl, filter_text=request.filter, filter_nonce=request.filter_nonce)
+        ask = Ask("query.count", decl, filter_text=request.filter, filter_nonce=request.filter_nonce,
+                  min_set_size=request.min_set_size)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
         async with recording_stops(admission):

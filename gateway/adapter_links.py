@@ -109,10 +109,10 @@ class AdapterLinks:
 
     async def count_rows(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
                          filter_text: str = "", nonce: bytes = b"",
-                         admitted: Callable[[], None] | None = None) -> int:
+                         admitted: Callable[[], None] | None = None, min_set_size: int = 0) -> int:
         reply = await self._call(department, endpoint, "CountRows", adapter_pb2.AdapterCountRequest(
-            ticket=ticket_to_proto(ticket), dataset=dataset, filter=filter_text, filter_nonce=nonce),
-            admitted=admitted)
+            ticket=ticket_to_proto(ticket), dataset=dataset, filter=filter_text, filter_nonce=nonce,
+            min_set_size=min_set_size), admitted=admitted)
         return int(reply.rows)
 
     async def disclose(self, department: str, endpoint: str, ticket: Ticket, dataset: str,

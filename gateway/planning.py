@@ -34,9 +34,8 @@ from fedgate.query.audit_params import (
     paillier_key_digest,
 )
 from fedgate.query import protocols
-from fedgate.query.lookup import CountPlan, DisclosePlan, FilterPlan, Target
+from fedgate.query.kinds.base import FilterPlan, Target
 from fedgate.query.safeguards import QuotaLedger, Request, Safeguards
-from fedgate.row_limit import quota_rule
 from fedgate.supervisor_keys import key_statement
 
 MAX_TEXT = 256
@@ -129,46 +128,21 @@ class Planner:
         self._policy = decisions.policy
         self._registry = registry
 
-    async def _begin(self, caller: Identity, record: RequestRecord, action: str, policy_action: str,
-                     dataset: str, why: Purpose) -> tuple[Department, DatasetDecl]:
-        """Name the request and decide it on its dataset."""
-        record.action = action
-        record.datasets = [dataset]
-        record.purpose, record.case_number = why.purpose, why.case_number
-        department, decl = await self._registry.locate(dataset)
-        record.rule = self._policy.decide_for(caller, dataset, policy_action).require()
-        return department, decl
+    @property
+    def policy(self) -> Policy:
+        return self._policy
 
     def admit(self, caller: Identity, params: QueryParams, kind: str, limit: int | None = None,
               grants: list[FieldGrant] | tuple[FieldGrant, ...] = (),
-              aggregate_levels: tuple[str, ...] = ()) -> Request:
+              aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
         """The ADMIT phase of the safeguard pipeline: row limit, quotas, the values the entry binds."""
-        request = Request(caller, kind, params, limit, bool(grants), aggregate_levels)
+        request = Request(caller, kind, params, limit, bool(grants), aggregate_levels, on_sets=on_sets)
         self._decisions.safeguards.admit(request)
         return request
 
-    async def count(self, caller: Identity, record: RequestRecord, dataset: str, why: Purpose, filter_text: str,
-                    params: QueryParams) -> tuple[CountPlan, Request]:
-        department, decl = await self._begin(caller, record, "query.count", "count", dataset, why)
-        where, plan = self.filter(caller, record, params, decl, filter_text)
-        # A count reveals about the fields it filters on: suppress small counts by their highest level.
-        levels = tuple(f.level for f in decl.fields if where and f.name in fields_of(where))
-        admitted = self.admit(caller, params, "count", aggregate_levels=levels)
-        return CountPlan(_target(department, decl), plan), admitted
-
-    async def disclose(self, caller: Identity, record: RequestRecord, dataset: str, fields: list[str],
-                       why: Purpose, filter_text: str, limit: int,
-                       params: QueryParams) -> tuple[DisclosePlan, Request]:
-        department, decl = await self._begin(caller, record, "query.disclose", "count", dataset, why)
-        if not fields:
-            raise InvalidInput("name at least one field to disclose")
-        grants = self.grants(caller, record, params, decl, fields)
-        record.fields = [f"{dataset}.{g.name}" for g in grants]
-        _, plan = self.filter(caller, record, params, decl, filter_text)
-        admitted = self.admit(caller, params, "disclose", limit, grants)
-        assert admitted.limit is not None and params.min_set_size is not None  # set by the ADMIT safeguards
-        return DisclosePlan(_target(department, decl), tuple(grants), plan, params.min_set_size, admitted.limit,
-                            limit, quota_rule(caller.role.value)), admitted
+    def steps(self, caller: Identity, record: RequestRecord, params: QueryParams, why: Purpose) -> Steps:
+        """The planning steps of one one-dataset query, as its kind's recipe takes them."""
+        return Steps(self, self._registry, caller, record, params, why)
 
     def matched_rows(self, caller: Identity, record: RequestRecord, params: QueryParams, kind: str,
                      decl: DatasetDecl, fields: list[str], limit: int) -> tuple[list[FieldGrant], int, Request]:
@@ -288,8 +262,38 @@ class Planner:
         return fields
 
 
-def _target(department: Department, decl: DatasetDecl) -> Target:
-    return Target(department.code, department.endpoint, decl.name)
+@dataclass(frozen=True)
+class Steps:
+    """`fedgate.query.kinds.base.PlanningSteps` for one request: the Planner's steps bound to its record."""
+
+    planner: Planner
+    registry: Registry
+    caller: Identity
+    record: RequestRecord
+    params: QueryParams
+    why: Purpose
+
+    async def locate(self, action: str, policy_action: str, dataset: str) -> tuple[Target, DatasetDecl]:
+        """Name the request and decide it on its dataset."""
+        record = self.record
+        record.action = action
+        record.datasets = [dataset]
+        record.purpose, record.case_number = self.why.purpose, self.why.case_number
+        department, decl = await self.registry.locate(dataset)
+        record.rule = self.planner.policy.decide_for(self.caller, dataset, policy_action).require()
+        return Target(department.code, department.endpoint, decl.name), decl
+
+    def filter(self, decl: DatasetDecl, text: str) -> tuple[Filter | None, FilterPlan]:
+        return self.planner.filter(self.caller, self.record, self.params, decl, text)
+
+    def grants(self, decl: DatasetDecl, fields: list[str]) -> tuple[FieldGrant, ...]:
+        grants = self.planner.grants(self.caller, self.record, self.params, decl, fields)
+        self.record.fields = [f"{decl.qualified_name}.{g.name}" for g in grants]
+        return tuple(grants)
+
+    def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
+              aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
+        return self.planner.admit(self.caller, self.params, kind, limit, grants, aggregate_levels, on_sets)
 
 
 def add_rule(record: RequestRecord, rule: str) -> None:

@@ -2,9 +2,9 @@
 
 The order is fixed and is the point: planning (policy and the ADMIT safeguards,
 `gateway/planning.py`) first, then the pre-access audit entry, and only then any
-adapter, each with a ticket proving the entry is in the log. Count and
-disclosure run as the state machines of `fedgate.query.lookup`; this engine is
-their pump.
+adapter, each with a ticket proving the entry is in the log. One-dataset kinds
+(count, disclose, ...: `fedgate.query.kinds`) run through one pump, `one_dataset`;
+matches run as the machines of `fedgate.query.match`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from fedgate.identity import Identity
 from fedgate.interceptors import RequestRecord, log_outcome
 from fedgate.query import protocols
 from fedgate.query.audit_params import QueryParams
-from fedgate.query.lookup import Counted, CountMachine, DiscloseMachine, RowsDisclosed, Target
+from fedgate.query.kinds.base import AdapterCall, Answer, Counted, DepartmentAsk, Query, RowsDisclosed, Target
 from fedgate.query.match import Comparison, MatchPlan
 from fedgate.query.safeguards import Release
 from fedgate.query.sizes import SizeCheck
@@ -64,24 +64,17 @@ from fedgate.row_limit import RowLimit, quota_rule
 from fedgate.telemetry import safe_attributes
 from fedgate.worker_pool import WorkerPool
 
-__all__ = ["CompareQuery", "ComparisonsSent", "Decisions", "Asking", "Disclosed", "MatchQuery", "MatchSideQuery",
+__all__ = ["CompareQuery", "ComparisonsSent", "Decisions", "Asking", "MatchQuery", "MatchSideQuery",
            "PackedResults", "Purpose", "QueryEngine", "QueryOutcome", "SumQuery", "Timeouts"]
 
 tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
+P = TypeVar("P")
+R = TypeVar("R")
 TICKET_ATTEMPTS = 3
 # How long a comparison waits for the client's flagged pairs, holding the left department's stream open
 # (`flags_timeout_s` in gateway.toml).
 FLAGS_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class Disclosed:
-    fields: list[FieldGrant]
-    rows: list[tuple[list[str], list[bool]]]
-    matched_rows: int
-    audit_index: int
-    row_limit: RowLimit
 
 
 @dataclass
@@ -164,39 +157,39 @@ class QueryEngine:
                                                    "fedgate.base_size": seen, "fedgate.attempt": attempt}))
         return ticket
 
-    # --- count and disclosure of one dataset ---
+    # --- one-dataset query kinds (count, disclose, ...) ---
 
-    async def count_rows(self, caller: Identity, record: RequestRecord, dataset: str, why: Purpose,
-                         filter_text: str = "") -> tuple[int, int]:
-        """Live row count of one dataset, optionally filtered; returns (rows, audit index)."""
+    async def one_dataset(self, caller: Identity, record: RequestRecord, query: Query[P, R],
+                          why: Purpose) -> tuple[R, int]:
+        """Plan a one-dataset query, log it, ask its department with a ticket and feed the answer to its
+        machine; returns the result and the audit index."""
         with logged_params(record) as params:
-            plan, admitted = await self._planner.count(caller, record, dataset, why, filter_text, params)
-        machine = CountMachine(plan, self._decisions.safeguards.size_check(admitted))
+            plan, admitted = await query.plan(self._planner.steps(caller, record, params, why))
+        machine = query.machine(plan, self._decisions.safeguards.size_check(admitted))
         index, entry = await self._log_intent(record)
         ask = machine.ask()
-        rows = await self._ask(ask.target, record, index, entry, lambda t, admitted: self._links.count_rows(
-            ask.target.department, ask.target.endpoint, t, ask.target.dataset, ask.filter.canonical,
-            ask.filter.nonce, admitted))
-        record.result_sizes["rows"] = rows
-        return machine.receive(Counted(rows)), index
+        answer = await self._ask(ask.target, record, index, entry,
+                                 lambda ticket, admitted: self._department_call(ask, ticket, admitted))
+        record.result_sizes.update(answer.sizes())
+        result = machine.receive(answer)
+        if machine.released_rows is not None:
+            # RELEASE: the rows are charged to the caller's daily quota before they leave.
+            self._decisions.safeguards.release(Release(params, rows=machine.released_rows, caller=caller))
+        return result, index
 
-    async def disclose(self, caller: Identity, record: RequestRecord, dataset: str, fields: list[str],
-                       why: Purpose, filter_text: str = "", limit: int = 100) -> Disclosed:
-        """Fields of filtered rows in the form policy allows; refused below the minimum set size."""
-        with logged_params(record) as params:
-            plan, admitted = await self._planner.disclose(caller, record, dataset, fields, why, filter_text, limit,
-                                                          params)
-        machine = DiscloseMachine(plan, self._decisions.safeguards.size_check(admitted))
-        index, entry = await self._log_intent(record)
-        ask = machine.ask()
-        matched, rows = await self._ask(ask.target, record, index, entry, lambda t, admitted: self._links.disclose(
-            ask.target.department, ask.target.endpoint, t, ask.target.dataset, list(ask.grants),
-            ask.filter.canonical, ask.filter.nonce, ask.min_set_size, ask.limit, admitted))
-        record.result_sizes.update(matched_rows=matched, disclosed_rows=len(rows))
-        result = machine.receive(RowsDisclosed(matched, rows))
-        # RELEASE: the rows are charged to the caller's daily quota before they leave.
-        self._decisions.safeguards.release(Release(params, rows=len(rows), caller=caller))
-        return Disclosed(list(result.grants), result.rows, result.matched, index, result.row_limit)
+    async def _department_call(self, ask: DepartmentAsk, ticket: Ticket, admitted: Callable[[], None]) -> Answer:
+        """The one place a plan's named call becomes an adapter call."""
+        t = ask.target
+        match ask.call:
+            case AdapterCall.COUNT_ROWS:
+                return Counted(await self._links.count_rows(t.department, t.endpoint, ticket, t.dataset,
+                                                            ask.filter.canonical, ask.filter.nonce, admitted,
+                                                            ask.min_set_size))
+            case AdapterCall.DISCLOSE:
+                matched, rows = await self._links.disclose(t.department, t.endpoint, ticket, t.dataset,
+                                                           list(ask.grants), ask.filter.canonical, ask.filter.nonce,
+                                                           ask.min_set_size, ask.limit, admitted)
+                return RowsDisclosed(matched, rows)
 
     # --- matching two datasets ---
 

@@ -110,6 +110,11 @@ class Request:
     releases_rows: bool = False          # fields of rows are to be disclosed
     aggregate_levels: tuple[str, ...] = ()  # levels of the fields an aggregate reveals about (min_aggregate)
     limit: int | None = None             # the limit after the safeguards (the quota may lower it)
+    on_sets: bool | None = None          # answers on sets of rows (min_set_size); None: by kind (SET_KINDS)
+
+    def __post_init__(self) -> None:
+        if self.on_sets is None:
+            self.on_sets = self.kind in SET_KINDS
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,7 @@ class MinSetSize(Safeguard):
         self._minimum = minimum
 
     def admit(self, request: Request) -> None:
-        if request.kind in SET_KINDS:
+        if request.on_sets:
             request.params.min_set_size = self._minimum
 
     def sizes(self, request: Request, sizes: Sizes) -> None:

@@ -21,6 +21,7 @@ from fedgate.gateway.query import (
 )
 from fedgate.errors import InvalidInput
 from fedgate.query import protocols
+from fedgate.query.kinds import count, disclose
 from fedgate.interceptors import RequestRecord, current_identity, current_record
 from fedgate.row_limit import RowLimit
 from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc
@@ -41,22 +42,22 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     async def CountRows(self, request: query_pb2.CountRowsRequest,
                         context: grpc.aio.ServicerContext) -> query_pb2.CountRowsResponse:
-        record = _record("query.count", request.dataset, request.purpose, request.case_number)
-        rows, index = await self._engine.count_rows(current_identity(), record, request.dataset,
-                                                    Purpose(request.purpose, request.case_number), request.filter)
+        record = _record(count.ACTION, request.dataset, request.purpose, request.case_number)
+        rows, index = await self._engine.one_dataset(current_identity(), record,
+                                                     count.CountQuery(request.dataset, request.filter),
+                                                     Purpose(request.purpose, request.case_number))
         return query_pb2.CountRowsResponse(rows=rows, audit_index=index)
 
     async def Disclose(self, request: query_pb2.DiscloseRequest,
                        context: grpc.aio.ServicerContext) -> query_pb2.DiscloseResponse:
-        record = _record("query.disclose", request.dataset, request.purpose, request.case_number)
-        result = await self._engine.disclose(current_identity(), record, request.dataset, list(request.fields),
-                                             Purpose(request.purpose, request.case_number), request.filter,
-                                             request.limit or 100)
+        record = _record(disclose.ACTION, request.dataset, request.purpose, request.case_number)
+        query = disclose.DiscloseQuery(request.dataset, list(request.fields), request.filter, request.limit or 100)
+        result, index = await self._engine.one_dataset(current_identity(), record, query,
+                                                       Purpose(request.purpose, request.case_number))
         return query_pb2.DiscloseResponse(
-            fields=[query_pb2.DisclosedField(name=f.name, level=f.level, form=f.form) for f in result.fields],
+            fields=[query_pb2.DisclosedField(name=f.name, level=f.level, form=f.form) for f in result.grants],
             rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in result.rows],
-            matched_rows=result.matched_rows, audit_index=result.audit_index,
-            row_limit=_row_limit(result.row_limit))
+            matched_rows=result.matched, audit_index=index, row_limit=_row_limit(result.row_limit))
 
     async def Match(self, request: query_pb2.MatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.MatchEvent]:

@@ -46,16 +46,18 @@ class QueryTicket(_message.Message):
     def __init__(self, claims: _Optional[str] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[str] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., base_size: _Optional[int] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class AdapterCountRequest(_message.Message):
-    __slots__ = ("ticket", "dataset", "filter", "filter_nonce")
+    __slots__ = ("ticket", "dataset", "filter", "filter_nonce", "min_set_size")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     FILTER_NONCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
     ticket: QueryTicket
     dataset: str
     filter: str
     filter_nonce: bytes
-    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ...) -> None: ...
+    min_set_size: int
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., min_set_size: _Optional[int] = ...) -> None: ...
 
 class AdapterCountResponse(_message.Message):
     __slots__ = ("rows",)

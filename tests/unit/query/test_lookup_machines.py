@@ -20,17 +20,9 @@ from fedgate.gateway.registry_store import Department
 from fedgate.identity import Identity, Role
 from fedgate.interceptors import RequestRecord
 from fedgate.query.audit_params import decode
-from fedgate.query.lookup import (
-    CountMachine,
-    CountPlan,
-    Counted,
-    DiscloseMachine,
-    DisclosePlan,
-    FilterPlan,
-    RowsDisclosed,
-    State,
-    Target,
-)
+from fedgate.query.kinds.base import Counted, FilterPlan, RowsDisclosed, State, Target
+from fedgate.query.kinds.count import CountMachine, CountPlan, CountQuery
+from fedgate.query.kinds.disclose import DiscloseMachine, DisclosePlan, DiscloseQuery
 from fedgate.query.safeguards import Quota, Release, SafeguardConfig, Safeguards
 from fedgate.query.sizes import Sizes
 
@@ -76,10 +68,11 @@ def _plan(kind: str, ledger: Ledger | None = None, **kw: Any) -> tuple[Any, Any,
 
     async def plan() -> Any:
         with logged_params(record) as params:
+            steps = planner.steps(ALICE, record, params, WHY)
             if kind == "count":
-                return await planner.count(ALICE, record, "hrss.pensions", WHY, kw.get("filter", ""), params)
-            return await planner.disclose(ALICE, record, "hrss.pensions", kw.get("fields", ["district"]), WHY,
-                                          kw.get("filter", ""), kw.get("limit", 100), params)
+                return await CountQuery("hrss.pensions", kw.get("filter", "")).plan(steps)
+            return await DiscloseQuery("hrss.pensions", kw.get("fields", ["district"]), kw.get("filter", ""),
+                                       kw.get("limit", 100)).plan(steps)
 
     plan, admitted = asyncio.run(plan())
     return plan, admitted, record, decisions
@@ -197,8 +190,8 @@ def test_a_refused_plan_still_logs_what_it_had_decided() -> None:
 
     async def plan() -> None:
         with logged_params(record) as params:
-            await Planner(decisions, Registry()).disclose(  # type: ignore[arg-type]
-                ALICE, record, "hrss.pensions", ["name"], WHY, "district = '上城区'", 10, params)
+            steps = Planner(decisions, Registry()).steps(ALICE, record, params, WHY)  # type: ignore[arg-type]
+            await DiscloseQuery("hrss.pensions", ["name"], "district = '上城区'", 10).plan(steps)
 
     with pytest.raises(QuotaExceeded):
         asyncio.run(plan())
