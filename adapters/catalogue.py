@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from fedgate.adapters.sources import Source
 from fedgate.adapters.sources.guard import GuardedSource
-from fedgate.datasets import DatasetDecl
-from fedgate.errors import NotFound
+from fedgate.core.datasets import DatasetDecl
+from fedgate.core.errors import NotFound
 
 
 class Catalogue:

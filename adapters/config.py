@@ -7,13 +7,13 @@ from pathlib import Path
 
 from fedgate.adapters.sources import Source, SourceSpec
 from fedgate.adapters.sources.kinds import open_source, read_spec
-from fedgate.worker_pool import default_workers
-from fedgate.classification import Levels, default_levels
+from fedgate.server.worker_pool import default_workers
+from fedgate.core.classification import Levels, default_levels
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
-from fedgate.datasets import DatasetDecl, FieldDecl
-from fedgate.errors import ConfigError, InvalidInput
-from fedgate.tls import TlsFiles
-from fedgate.tomlconfig import Table
+from fedgate.core.datasets import DatasetDecl, FieldDecl
+from fedgate.core.errors import ConfigError, InvalidInput
+from fedgate.server.tls import TlsFiles
+from fedgate.core.tomlconfig import Table
 
 EXAMPLE = """\
 # fedgate department adapter configuration. Paths are relative to this file.

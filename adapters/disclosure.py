@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedgate.adapters.sources import Value
-from fedgate.audit_entry import AuditEntry
-from fedgate.classification import Levels
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.core.classification import Levels
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.ticket import TicketRefused
-from fedgate.errors import InvalidIdentifier
-from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.core.errors import InvalidIdentifier
+from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.query.audit_params import QueryParams, decode, filter_digest, paillier_key_digest
 from fedgate.query.safeguards import Release, ReleasedField, Safeguards
 

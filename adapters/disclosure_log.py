@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from fedgate.audit_entry import utc_now
+from fedgate.core.audit_entry import utc_now
 from fedgate.crypto.checkpoint import Checkpoint
-from fedgate.errors import DisclosureLogFailed, StoreClosed
+from fedgate.core.errors import DisclosureLogFailed, StoreClosed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

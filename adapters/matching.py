@@ -20,30 +20,30 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedgate import certified
-from fedgate.identity import Identity
-from fedgate.supervisor_keys import key_statement
+from fedgate.core import certified
+from fedgate.core.identity import Identity
+from fedgate.core.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
-from fedgate.worker_pool import WorkerPool
-from fedgate.classification import Levels
+from fedgate.server.worker_pool import WorkerPool
+from fedgate.core.classification import Levels
 from fedgate.crypto.ids import normalise
 from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS
-from fedgate.datasets import FieldGrant
-from fedgate.errors import (
+from fedgate.core.datasets import FieldGrant
+from fedgate.core.errors import (
     InvalidIdentifier,
     RemoteProtocolError,
     VerificationError,
 )
-from fedgate.filters import Filter
+from fedgate.core.filters import Filter
 from fedgate.query import match_side as side
 from fedgate.query.match_side import SideStart
 from fedgate.query.protocols import SecretSetup
 from fedgate.query.safeguards import Release, Safeguards
-from fedgate.wire import matching_key_from_proto
+from fedgate.server.wire import matching_key_from_proto
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
 # Chunks are sized to the dataset: small sets get small chunks, so every worker is busy early and

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from fedgate.crypto.ids import normaliser
 from fedgate.crypto.paillier import ciphertext_bytes
-from fedgate.encryptors import VALUE_BITS, encryptor_for
-from fedgate.errors import FailedPrecondition, InvalidIdentifier
+from fedgate.core.encryptors import VALUE_BITS, encryptor_for
+from fedgate.core.errors import FailedPrecondition, InvalidIdentifier
 from fedgate.query.protocols.base import TokensFn
 
 DOMAIN_PREFIX = b"fedgate/match/v1/"

@@ -17,21 +17,21 @@ from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.tickets import TicketGate
-from fedgate.data_dir_lock import DataDirLock
-from fedgate.worker_pool import WorkerPool, shutdown_pools
+from fedgate.server.data_dir_lock import DataDirLock
+from fedgate.server.worker_pool import WorkerPool, shutdown_pools
 from fedgate.adapters.service import AdapterServicer
 from fedgate.adapters.sources import Source
-from fedgate.datasets import DatasetDecl
-from fedgate.errors import ConfigError, DataSourceError, FailedPrecondition, Unavailable
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.datasets import DatasetDecl
+from fedgate.core.errors import ConfigError, DataSourceError, FailedPrecondition, Unavailable
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb2, registry_pb2_grpc
-from fedgate import telemetry
-from fedgate.signing_key import read_vkey
-from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
-from fedgate.tls import check_own, handshake_hint, secure_channel
-from fedgate import matching_keys
-from fedgate.matching_keys import MatchingKey
-from fedgate.wire import dataset_to_proto, matching_key_to_proto
+from fedgate.server import telemetry
+from fedgate.server.signing_key import read_vkey
+from fedgate.server.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
+from fedgate.server.tls import check_own, handshake_hint, secure_channel
+from fedgate.core import matching_keys
+from fedgate.core.matching_keys import MatchingKey
+from fedgate.server.wire import dataset_to_proto, matching_key_to_proto
 
 log = logging.getLogger(__name__)
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}

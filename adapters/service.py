@@ -14,17 +14,17 @@ from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.tickets import TicketGate, recording_stops
-from fedgate.classification import Levels
-from fedgate.datasets import FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, PermissionDenied
-from fedgate.filters import Filter, parse_checked
-from fedgate.identity import Role
-from fedgate.interceptors import current_identity
+from fedgate.core.classification import Levels
+from fedgate.core.datasets import FieldGrant
+from fedgate.core.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from fedgate.core.filters import Filter, parse_checked
+from fedgate.core.identity import Role
+from fedgate.server.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, Release, Safeguards
-from fedgate.telemetry import safe_attributes
-from fedgate.wire import ADMITTED_METADATA as ADMITTED
-from fedgate.wire import dataset_to_proto
+from fedgate.server.telemetry import safe_attributes
+from fedgate.server.wire import ADMITTED_METADATA as ADMITTED
+from fedgate.server.wire import dataset_to_proto
 
 tracer = trace.get_tracer(__name__)
 

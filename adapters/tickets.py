@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from fedgate.adapters.disclosure import Ask, check_ask
 from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog
-from fedgate.classification import Levels
-from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.core.classification import Levels
+from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S, Ticket, TicketRefused, VerifiedTicket, verify_ticket
-from fedgate.errors import FedgateError, RemoteProtocolError
+from fedgate.core.errors import FedgateError, RemoteProtocolError
 from fedgate.protos.fedgate.v1 import adapter_pb2
 from fedgate.query.audit_params import QueryParams
 

@@ -56,9 +56,9 @@ from rich.table import Table
 from bench import decide_and_append, homomorphic
 from bench import match as matching
 from bench.match import LEFT, RIGHT, SUPERVISOR, console
-from fedgate import pki
-from fedgate.identity import Identity
-from fedgate.worker_pool import default_workers
+from fedgate.server import pki
+from fedgate.core.identity import Identity
+from fedgate.server.worker_pool import default_workers
 
 MODES = ("keyed", "ecdh", "sum", "compare")
 REPO = Path(__file__).resolve().parent.parent

@@ -27,13 +27,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedgate.classification import Levels, policies_dir
+from fedgate.core.classification import Levels, policies_dir
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
 from fedgate.gateway.policy import Policy
-from fedgate.identity import Identity, Role
-from fedgate.interceptors import RequestRecord
+from fedgate.core.identity import Identity, Role
+from fedgate.server.interceptors import RequestRecord
 from fedgate.query.audit_params import LoggedFilter, QueryParams, SideParams, SideRef
 
 CALLER = Identity(Role.SUPERVISOR, "dcb", "bench")

@@ -70,21 +70,21 @@ from bench.match import (
     unclean_stop,
     valid_ids,
 )
-from fedgate import pki
+from fedgate.server import pki
 from fedgate.adapters.pool_tasks import tokens_for
 from fedgate.query import protocols
 from fedgate.query.protocols.ecdh import reblind
-from fedgate.client import GatewayClient, Side
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.crypto import psi
 from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import FastEncryptor, ciphertexts_to_bytes
 from fedgate.demo import processes
-from fedgate.encryptors import VALUE_BOUND
+from fedgate.core.encryptors import VALUE_BOUND
 from fedgate.gateway.homomorphic import blind_and_pack
-from fedgate.identity import Identity
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.tls import TlsFiles
-from fedgate.worker_pool import default_workers
+from fedgate.core.identity import Identity
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.tls import TlsFiles
+from fedgate.server.worker_pool import default_workers
 
 PURPOSE = "性能基准：同态核查 (benchmark)"
 CASE = "BENCH-HOMOMORPHIC"

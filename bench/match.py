@@ -64,19 +64,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedgate import pki
+from fedgate.server import pki
 from fedgate.adapters.matching import chunk_rows
 from fedgate.adapters.pool_tasks import domain_for, tokens_for
-from fedgate.client import GatewayClient, MatchResult, Side
+from fedgate.client.gateway import GatewayClient, MatchResult, Side
 from fedgate.crypto import psi
-from fedgate.classification import policies_dir
+from fedgate.core.classification import policies_dir
 from fedgate.demo import processes, synthetic_ids
 from fedgate.demo.deployment import Deployment, GatewaySpec, policy_copy
 from fedgate.demo.synthetic_ids import LEFT, RIGHT, DataSet, people_departments, read_ids, valid_ids
 from fedgate.query import protocols
 from fedgate.query.protocols.ecdh import reblind
-from fedgate.identity import Identity, Role
-from fedgate.tls import TlsFiles
+from fedgate.core.identity import Identity, Role
+from fedgate.server.tls import TlsFiles
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "bench")
 DATASET = "people"

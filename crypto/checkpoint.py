@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from fedgate.errors import LocalProtocolError, MalformedProof, VerificationError
+from fedgate.core.errors import LocalProtocolError, MalformedProof, VerificationError
 
 __all__ = [
     "MAX_NOTE_BYTES",

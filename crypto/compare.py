@@ -45,7 +45,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedgate.errors import LocalProtocolError
+from fedgate.core.errors import LocalProtocolError
 
 from .paillier import FastEncryptor, PlaintextOverflow, decode, max_int
 

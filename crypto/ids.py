@@ -32,7 +32,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedgate.errors import InvalidIdentifier, InvalidInput
+from fedgate.core.errors import InvalidIdentifier, InvalidInput
 
 __all__ = [
     "IdKind",

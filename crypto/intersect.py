@@ -33,7 +33,7 @@ from typing import Literal, NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from fedgate.errors import FailedPrecondition, LocalProtocolError, RemoteProtocolError
+from fedgate.core.errors import FailedPrecondition, LocalProtocolError, RemoteProtocolError
 
 from .psi import MAX_CHUNK_TOKENS, POINT_BYTES, TOKEN_BYTES
 

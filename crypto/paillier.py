@@ -101,7 +101,7 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]  # (gmpy2 ships no type information)
 from phe import PaillierPublicKey  # type: ignore[import-untyped]  # (phe ships no type information)
 
-from fedgate.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "DEFAULT_EXPONENT_BITS",

@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedgate.errors import LocalProtocolError, RemoteProtocolError
+from fedgate.core.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "KEY_BYTES",

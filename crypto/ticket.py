@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, open_note, sign_note, verify_checkpoint
 from fedgate.crypto.merkle import RFC6962_SHA256, verify_consistency, verify_inclusion
-from fedgate.errors import FailedPrecondition, MalformedProof, RootMismatch, VerificationError
+from fedgate.core.errors import FailedPrecondition, MalformedProof, RootMismatch, VerificationError
 
 TICKET_TAG = "fedgate-ticket/v2"
 # How far the clocks of gateway and adapter may disagree before a ticket is refused for it.

@@ -1,5 +1,5 @@
 """`python -m fedgate` runs the CLI."""
 
-from fedgate.cli import main
+from fedgate.cli.commands import main
 
 main()

@@ -8,15 +8,15 @@ from typing import Any
 
 import grpc
 
-from fedgate.datasets import DatasetDecl, FieldGrant
+from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.errors import (DisclosureLogFailed, FailedPrecondition, FedgateError, PermissionDenied, SourceFailed,
+from fedgate.core.errors import (DisclosureLogFailed, FailedPrecondition, FedgateError, PermissionDenied, SourceFailed,
                             Unavailable)
-from fedgate.identity import Identity
-from fedgate.interceptors import call_timeout, error_class
+from fedgate.core.identity import Identity
+from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
-from fedgate.wire import dataset_from_proto
+from fedgate.server.tls import TlsFiles, secure_channel
+from fedgate.server.wire import dataset_from_proto
 
 # Every call to an adapter has a deadline: these, or the supervisor's own if it is sooner.
 DESCRIBE_TIMEOUT_S = 5.0

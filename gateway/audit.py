@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from fedgate import audit_search
-from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.errors import InvalidInput, NotFound
+from fedgate.core import audit_search
+from fedgate.core.audit_entry import AuditEntry, utc_now
+from fedgate.core.errors import InvalidInput, NotFound
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
 from fedgate.gateway.policy import Policy
-from fedgate.identity import Identity
-from fedgate.interceptors import RequestRecord
+from fedgate.core.identity import Identity
+from fedgate.server.interceptors import RequestRecord
 
 _DENIALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}

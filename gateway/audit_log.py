@@ -15,10 +15,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedgate.audit_entry import AuditEntry
+from fedgate.core.audit_entry import AuditEntry
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes
-from fedgate.errors import FailedPrecondition, InvalidInput
+from fedgate.core.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.audit_store import AuditStore
 
 HASHER = RFC6962_SHA256

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedgate.classification import policies_dir
-from fedgate.tls import TlsFiles
-from fedgate.tomlconfig import Table
-from fedgate.worker_pool import default_workers
+from fedgate.core.classification import policies_dir
+from fedgate.server.tls import TlsFiles
+from fedgate.core.tomlconfig import Table
+from fedgate.server.worker_pool import default_workers
 
 DEFAULT_ORIGIN = "fedgate.local/audit"
 

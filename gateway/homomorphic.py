@@ -24,9 +24,9 @@ from fedgate.crypto.paillier import (
     ciphertexts_to_bytes,
     public_key_from_bytes,
 )
-from fedgate.encryptors import encryptor_for
+from fedgate.core.encryptors import encryptor_for
 from fedgate.query.ciphertexts import CipherColumns
-from fedgate.worker_pool import WorkerPool
+from fedgate.server.worker_pool import WorkerPool
 
 # Matched ciphertexts per worker task: large enough that pickling is small
 # against the arithmetic, small enough that both workers stay busy.

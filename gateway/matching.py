@@ -27,11 +27,11 @@ import grpc
 from opentelemetry import trace
 
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.errors import DeadlineExceeded, LocalProtocolError, Unavailable
+from fedgate.core.errors import DeadlineExceeded, LocalProtocolError, Unavailable
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket, adapter_failure, ticket_to_proto
 from fedgate.gateway.homomorphic import encrypted_totals, packed_comparisons
 from fedgate.gateway.tickets import Admissions
-from fedgate.interceptors import call_timeout, error_class
+from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.query import match as m
 from fedgate.query.match import (
@@ -47,9 +47,9 @@ from fedgate.query.match import (
     SidePlan,
     SideStats,
 )
-from fedgate.telemetry import safe_attributes
-from fedgate.wire import matching_key_to_proto
-from fedgate.worker_pool import WorkerPool
+from fedgate.server.telemetry import safe_attributes
+from fedgate.server.wire import matching_key_to_proto
+from fedgate.server.worker_pool import WorkerPool
 
 __all__ = ["MATCH_TIMEOUT_S", "PROGRESS_EVERY", "STREAM_IDLE_S", "ComparisonsSent", "Flagged", "Homomorphic",
            "MatchOutcome", "MatchPlan", "PackedResults", "Progress", "Relay", "ResultsReady", "SidePlan",

@@ -13,18 +13,18 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fedgate import certified
-from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
-from fedgate.encryptors import MAX_VALUE_FIELDS
-from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
-from fedgate.filters import Filter, fields_of, parse_checked, redacted_text, to_text
+from fedgate.core import certified
+from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
+from fedgate.core.encryptors import MAX_VALUE_FIELDS
+from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.homomorphic import checked_key
 from fedgate.gateway.matching import SidePlan
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
-from fedgate.identity import Identity
-from fedgate.interceptors import RequestRecord
+from fedgate.core.identity import Identity
+from fedgate.server.interceptors import RequestRecord
 from fedgate.query.audit_params import (
     FieldForm,
     FieldRef,
@@ -36,7 +36,7 @@ from fedgate.query.audit_params import (
 from fedgate.query import protocols
 from fedgate.query.kinds.base import FilterPlan, Target
 from fedgate.query.safeguards import QuotaLedger, Request, Safeguards
-from fedgate.supervisor_keys import key_statement
+from fedgate.core.supervisor_keys import key_statement
 
 MAX_TEXT = 256
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")

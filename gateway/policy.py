@@ -19,9 +19,9 @@ from pathlib import Path
 import casbin
 from casbin.util import key_match
 
-from fedgate.classification import Levels, form_rank
-from fedgate.errors import ConfigError, PermissionDenied
-from fedgate.identity import Identity
+from fedgate.core.classification import Levels, form_rank
+from fedgate.core.errors import ConfigError, PermissionDenied
+from fedgate.core.identity import Identity
 
 ACTIONS = frozenset({
     "register", "list", "count", "filter", "match", "sum", "compare",

@@ -6,11 +6,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.errors import ConfigError
+from fedgate.core.audit_entry import AuditEntry, utc_now
+from fedgate.core.errors import ConfigError
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.policy import Policy
-from fedgate.identity import GATEWAY
+from fedgate.core.identity import GATEWAY
 
 log = logging.getLogger(__name__)
 

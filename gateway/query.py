@@ -20,9 +20,9 @@ from opentelemetry import trace
 from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
-from fedgate.datasets import FieldGrant
-from fedgate.encryptors import VALUE_BOUND
-from fedgate.errors import InvalidInput
+from fedgate.core.datasets import FieldGrant
+from fedgate.core.encryptors import VALUE_BOUND
+from fedgate.core.errors import InvalidInput
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
@@ -52,17 +52,17 @@ from fedgate.gateway.planning import (
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
 from fedgate.gateway.tickets import Admissions, TicketIssuer
-from fedgate.identity import Identity
-from fedgate.interceptors import RequestRecord, log_outcome
+from fedgate.core.identity import Identity
+from fedgate.server.interceptors import RequestRecord, log_outcome
 from fedgate.query import protocols
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.kinds.base import AdapterCall, Answer, Counted, DepartmentAsk, Query, RowsDisclosed, Target
 from fedgate.query.match import Comparison, MatchPlan
 from fedgate.query.safeguards import Release
 from fedgate.query.sizes import SizeCheck
-from fedgate.row_limit import RowLimit, quota_rule
-from fedgate.telemetry import safe_attributes
-from fedgate.worker_pool import WorkerPool
+from fedgate.core.row_limit import RowLimit, quota_rule
+from fedgate.server.telemetry import safe_attributes
+from fedgate.server.worker_pool import WorkerPool
 
 __all__ = ["CompareQuery", "ComparisonsSent", "Decisions", "Asking", "MatchQuery", "MatchSideQuery",
            "PackedResults", "Purpose", "QueryEngine", "QueryOutcome", "SumQuery", "Timeouts"]

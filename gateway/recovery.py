@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import logging
 
-from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.gateway.audit_log import AuditLog
 
 log = logging.getLogger(__name__)

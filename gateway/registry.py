@@ -14,17 +14,17 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fedgate.datasets import DatasetDecl, RegisteredDataset
-from fedgate.errors import FailedPrecondition, FedgateError, InvalidInput, NotFound, PermissionDenied
+from fedgate.core.datasets import DatasetDecl, RegisteredDataset
+from fedgate.core.errors import FailedPrecondition, FedgateError, InvalidInput, NotFound, PermissionDenied
 from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
 from fedgate.gateway.registry_store import Department, RegistryStore
 from fedgate.gateway.policy import Policy
-from fedgate.matching_keys import MatchingKey
-from fedgate.identity import Identity, Role
-from fedgate.interceptors import RequestRecord
+from fedgate.core.matching_keys import MatchingKey
+from fedgate.core.identity import Identity, Role
+from fedgate.server.interceptors import RequestRecord
 
 
-# A department code and a dataset name have at most 63 characters each (fedgate.datasets).
+# A department code and a dataset name have at most 63 characters each (fedgate.core.datasets).
 MAX_QUALIFIED_NAME = 127
 OWN_DEPARTMENT_RULE = "invariant: a department certificate registers its own department's datasets only"
 DEFAULT_HEALTH_CHECK_S = 30

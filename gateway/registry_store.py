@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
 
-from fedgate.datasets import DatasetDecl, FieldDecl, RegisteredDataset
-from fedgate.errors import FailedPrecondition, StoreClosed
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.datasets import DatasetDecl, FieldDecl, RegisteredDataset
+from fedgate.core.errors import FailedPrecondition, StoreClosed
+from fedgate.core.matching_keys import MatchingKey
 
 _meta = sa.MetaData()
 departments = sa.Table(

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fedgate.errors import QuotaExceeded
-from fedgate.identity import Identity
+from fedgate.core.errors import QuotaExceeded
+from fedgate.core.identity import Identity
 from fedgate.query.safeguards import Quota, SafeguardConfig
 
 _meta = sa.MetaData()

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from fedgate import signing_key, telemetry
-from fedgate.data_dir_lock import DataDirLock
-from fedgate.classification import Levels
+from fedgate.server import signing_key, telemetry
+from fedgate.server.data_dir_lock import DataDirLock
+from fedgate.core.classification import Levels
 from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
@@ -30,8 +30,8 @@ from fedgate.gateway.services.policy import PolicyServicer
 from fedgate.gateway.services.query import QueryServicer
 from fedgate.gateway.services.registry import RegistryServicer
 from fedgate.gateway.tickets import TicketIssuer
-from fedgate.identity import GATEWAY
-from fedgate.tls import check_own
+from fedgate.core.identity import GATEWAY
+from fedgate.server.tls import check_own
 from fedgate.query.safeguards import SafeguardConfig, Safeguards
 from fedgate.protos.fedgate.v1 import (
     audit_pb2,
@@ -43,8 +43,8 @@ from fedgate.protos.fedgate.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-from fedgate.worker_pool import WorkerPool, shutdown_pools
-from fedgate.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
+from fedgate.server.worker_pool import WorkerPool, shutdown_pools
+from fedgate.server.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 import support
 # The session fails if any process it started is still running at its end (tests/leftovers.py).
 from leftovers import pytest_configure, pytest_sessionfinish  # noqa: F401
-from fedgate import pki
+from fedgate.server import pki
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import Adapter, build_adapter
 from fedgate.demo.datagen import DemoDepartment
@@ -17,7 +17,7 @@ from fedgate.demo.deployment import adapter_toml
 from fedgate.demo.runner import demo_specs
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
-from fedgate.identity import Identity
+from fedgate.core.identity import Identity
 
 
 @pytest.fixture(scope="session")

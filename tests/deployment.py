@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import support
-from fedgate import pki
+from fedgate.server import pki
 from fedgate.demo import deployment, processes
 from fedgate.demo.deployment import DepartmentSpec, GatewaySpec, policy_copy
-from fedgate.identity import Identity
-from fedgate.tls import TlsFiles
+from fedgate.core.identity import Identity
+from fedgate.server.tls import TlsFiles
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from fedgate.crypto.ids import make_uscc
 from fedgate.demo import deployment
 from fedgate.demo.deployment import DatasetSpec, DepartmentSpec, GatewaySpec, fields
-from fedgate.identity import Identity, Role
-from fedgate.tls import TlsFiles
+from fedgate.core.identity import Identity, Role
+from fedgate.server.tls import TlsFiles
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "alice")
 OFFICER = Identity(Role.OFFICER, "audit", "bob")

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from fedgate.datasets import FieldType
-    from fedgate.filters import Filter
-    from fedgate.tomlconfig import Table
+    from fedgate.core.datasets import FieldType
+    from fedgate.core.filters import Filter
+    from fedgate.core.tomlconfig import Table
 
 Value = str | int | None
 

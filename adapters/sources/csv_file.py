@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from fedgate.adapters.sources import SourceKind, SourceSpec, Value
-from fedgate.datasets import FieldType
-from fedgate.errors import DataSourceError
-from fedgate.filters import Filter, fields_of, predicate
-from fedgate.tomlconfig import Table
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import DataSourceError
+from fedgate.core.filters import Filter, fields_of, predicate
+from fedgate.core.tomlconfig import Table
 
 
 class CsvSource:

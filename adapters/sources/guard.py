@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import NoReturn
 
 from fedgate.adapters.sources import Source, Value
-from fedgate.datasets import FieldType
-from fedgate.errors import DataSourceError, FedgateError, SourceFailed
-from fedgate.filters import Filter
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import DataSourceError, FedgateError, SourceFailed
+from fedgate.core.filters import Filter
 
 log = logging.getLogger(__name__)
 

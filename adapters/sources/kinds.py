@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fedgate.adapters.sources import Source, SourceKind, SourceSpec, csv_file, sql
-from fedgate.datasets import FieldType
-from fedgate.tomlconfig import Table
+from fedgate.core.datasets import FieldType
+from fedgate.core.tomlconfig import Table
 
 # In the order configuration errors list them.
 KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (csv_file.KIND, sql.SQLITE, sql.SQL)}

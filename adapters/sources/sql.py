@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedgate.adapters.sources import SourceKind, SourceSpec, Value
-from fedgate.datasets import FieldType
-from fedgate.errors import DataSourceError
-from fedgate.filters import Filter, to_sqlalchemy
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import DataSourceError
+from fedgate.core.filters import Filter, to_sqlalchemy
 
 ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 

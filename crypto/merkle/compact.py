@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from fedgate.crypto.merkle.hasher import LogHasher
 from fedgate.crypto.merkle.proof import NodeID, range_nodes
-from fedgate.errors import LocalProtocolError
+from fedgate.core.errors import LocalProtocolError
 
 __all__ = ["CompactRange", "root_from_leaf_hashes"]
 

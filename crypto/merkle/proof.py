@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedgate.crypto.merkle.hasher import RFC6962_SHA256, LogHasher
-from fedgate.errors import LocalProtocolError
+from fedgate.core.errors import LocalProtocolError
 
 __all__ = [
     "NodeID",

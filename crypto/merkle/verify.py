@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedgate.crypto.merkle.hasher import LogHasher
-from fedgate.errors import MalformedProof, RootMismatch
+from fedgate.core.errors import MalformedProof, RootMismatch
 
 __all__ = ["root_from_inclusion_proof", "verify_consistency", "verify_inclusion"]
 

@@ -59,7 +59,7 @@ from fedgate.crypto.ids import (
     org_code_check_char,
 )
 from fedgate.demo.deployment import DatasetSpec, FieldSpec, fields
-from fedgate.errors import InvalidIdentifier
+from fedgate.core.errors import InvalidIdentifier
 
 __all__ = [
     "DEPARTMENTS",

@@ -20,11 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from fedgate.classification import policies_dir
+from fedgate.core.classification import policies_dir
 from fedgate.demo import processes
-from fedgate.errors import FailedPrecondition
-from fedgate.identity import GATEWAY, Identity
-from fedgate.tls import TlsFiles
+from fedgate.core.errors import FailedPrecondition
+from fedgate.core.identity import GATEWAY, Identity
+from fedgate.server.tls import TlsFiles
 
 # What a key of a rendered file may hold; a Mapping is written as an inline table.
 TomlValue: TypeAlias = str | int | Path | Mapping[str, "TomlValue"]

@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgate import pki
-from fedgate.client import GatewayClient, Side
+from fedgate.server import pki
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo.deployment import Deployment, GatewaySpec, deployed, policy_copy
 from fedgate.demo.synthetic_ids import make_dataset, people_departments, valid_ids
-from fedgate.errors import RemoteCallFailed
-from fedgate.identity import Identity, Role
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.tls import TlsFiles
+from fedgate.core.errors import RemoteCallFailed
+from fedgate.core.identity import Identity, Role
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.tls import TlsFiles
 
 PURPOSE = "负载测试 (load test)"
 CHARGED_PER_ROUND = 3      # match, sum and count count against the daily query quota; listing does not

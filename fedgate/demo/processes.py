@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedgate.errors import FailedPrecondition
+from fedgate.core.errors import FailedPrecondition
 
 
 @dataclass

@@ -20,19 +20,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import RenderableType
 from rich.table import Table
 
-from fedgate import pki
-from fedgate.classification import default_levels
-from fedgate.client import CompareResult, Disclosure, GatewayClient, MatchResult, Side, SumResult
-from fedgate.datasets import RegisteredDataset
+from fedgate.server import pki
+from fedgate.core.classification import default_levels
+from fedgate.client.gateway import CompareResult, Disclosure, GatewayClient, MatchResult, Side, SumResult
+from fedgate.core.datasets import RegisteredDataset
 from fedgate.demo.datagen import DemoDepartment, generate
 from fedgate.demo.deployment import Deployment, DepartmentSpec, GatewaySpec
-from fedgate.errors import FailedPrecondition, RemoteCallFailed
-from fedgate.identity import GATEWAY, Identity, Role
-from fedgate.audit_verify import TrustedState
-from fedgate.render import datasets_table, rows_table
-from fedgate.signing_key import read_vkey
-from fedgate.tls import TlsFiles, secure_channel
-from fedgate.trace_store import load_trace, render_tree
+from fedgate.core.errors import FailedPrecondition, RemoteCallFailed
+from fedgate.core.identity import GATEWAY, Identity, Role
+from fedgate.client.audit_verify import TrustedState
+from fedgate.client.render import datasets_table, rows_table
+from fedgate.server.signing_key import read_vkey
+from fedgate.server.tls import TlsFiles, secure_channel
+from fedgate.server.trace_store import load_trace, render_tree
 
 SUPERVISOR = Identity(Role.SUPERVISOR, "dcb", "zhangwei")
 OFFICER = Identity(Role.OFFICER, "audit", "liqiang")

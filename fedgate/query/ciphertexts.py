@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from fedgate.errors import RemoteProtocolError
+from fedgate.core.errors import RemoteProtocolError
 
 
 @dataclass

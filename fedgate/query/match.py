@@ -31,9 +31,9 @@ import numpy.typing as npt
 from fedgate.crypto.compare import Packing
 from fedgate.crypto.intersect import IntersectionResult, Intersector, TooManyTokens
 from fedgate.crypto.psi import TOKEN_BYTES
-from fedgate.datasets import FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.datasets import FieldGrant
+from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.matching_keys import MatchingKey
 from fedgate.query.ciphertexts import CipherColumns
 from fedgate.query.protocols import MatchProtocol
 from fedgate.query.sizes import Sizes, SizeCheck

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from fedgate.crypto.paillier import public_key_from_bytes
-from fedgate.datasets import DatasetDecl, FieldGrant, FieldType
-from fedgate.encryptors import MAX_VALUE_FIELDS
-from fedgate.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
-from fedgate.filters import Filter, parse_checked
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.datasets import DatasetDecl, FieldGrant, FieldType
+from fedgate.core.encryptors import MAX_VALUE_FIELDS
+from fedgate.core.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.filters import Filter, parse_checked
+from fedgate.core.matching_keys import MatchingKey
 from fedgate.query import protocols
 from fedgate.query.protocols import MatchProtocol
 

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from fedgate.classification import Levels, form_rank
+from fedgate.core.classification import Levels, form_rank
 from fedgate.crypto.ticket import TicketRefused
-from fedgate.errors import FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
-from fedgate.identity import Identity
+from fedgate.core.errors import FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
+from fedgate.core.identity import Identity
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.sizes import SizeCheck, Sizes
-from fedgate.row_limit import quota_rule
-from fedgate.tomlconfig import Table
+from fedgate.core.row_limit import quota_rule
+from fedgate.core.tomlconfig import Table
 
 DEFAULT_MIN_SET_SIZE = 100
 # Rows per side of a match; also the bound on entries logged before the bound was (params_version 1 without it).

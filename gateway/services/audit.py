@@ -8,7 +8,7 @@ import grpc
 
 from fedgate.gateway.audit import AuditReader, SearchCriteria
 from fedgate.gateway.audit_log import HASHER
-from fedgate.interceptors import current_identity, current_record
+from fedgate.server.interceptors import current_identity, current_record
 from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc
 
 

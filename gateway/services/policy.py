@@ -7,7 +7,7 @@ import asyncio
 import grpc
 
 from fedgate.gateway.policy import Policy
-from fedgate.interceptors import current_identity, record_action
+from fedgate.server.interceptors import current_identity, record_action
 from fedgate.protos.fedgate.v1 import policy_pb2, policy_pb2_grpc
 
 

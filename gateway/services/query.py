@@ -19,11 +19,11 @@ from fedgate.gateway.query import (
     QueryOutcome,
     SumQuery,
 )
-from fedgate.errors import InvalidInput
+from fedgate.core.errors import InvalidInput
 from fedgate.query import protocols
 from fedgate.query.kinds import count, disclose
-from fedgate.interceptors import RequestRecord, current_identity, current_record
-from fedgate.row_limit import RowLimit
+from fedgate.server.interceptors import RequestRecord, current_identity, current_record
+from fedgate.core.row_limit import RowLimit
 from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc
 
 

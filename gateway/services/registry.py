@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from fedgate.gateway.registry import Lease, Registration, Registry
-from fedgate.interceptors import current_identity, record_action
+from fedgate.server.interceptors import current_identity, record_action
 from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
-from fedgate.wire import dataset_from_proto, dataset_to_proto, matching_key_from_proto
+from fedgate.server.wire import dataset_from_proto, dataset_to_proto, matching_key_from_proto
 
 
 _LEASES = {Lease.CURRENT: registry_pb2.HeartbeatResponse.CURRENT,

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import support
-from fedgate.client import GatewayClient, Side
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo.datagen import generate
-from fedgate.tls import TlsFiles
+from fedgate.server.tls import TlsFiles
 
 WHY = ("停机测试", "DC-2026-112")
 

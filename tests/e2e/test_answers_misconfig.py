@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate import pki
+from fedgate.server import pki
 from fedgate.demo import processes
-from fedgate.identity import Identity
-from fedgate.tls import TlsFiles
+from fedgate.core.identity import Identity
+from fedgate.server.tls import TlsFiles
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import support
-from fedgate.audit_snapshot import verify_store
-from fedgate.audit_verify import LogTampered, TrustedState
-from fedgate.client import GatewayClient
+from fedgate.cli.audit_snapshot import verify_store
+from fedgate.client.audit_verify import LogTampered, TrustedState
+from fedgate.client.gateway import GatewayClient
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint
-from fedgate.errors import RemoteCallFailed, VerificationError
+from fedgate.core.errors import RemoteCallFailed, VerificationError
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import build_gateway
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import common_pb2, registry_pb2, registry_pb2_grpc
-from fedgate.signing_key import read_vkey
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.signing_key import read_vkey
+from fedgate.server.tls import TlsFiles, secure_channel
 
 ORIGIN = "fedgate.local/audit"
 
@@ -91,7 +91,7 @@ async def test_untouched_log_verifies_and_proofs_check(servers, tmp_path: Path) 
         again = await c.verify_log(vkey, TrustedState(report.latest_note, report.leaf_hashes))
         assert again.size > report.size  # the first verify call was itself logged
         proof = await c.inclusion_proof(2)
-    from fedgate.audit_verify import check_inclusion
+    from fedgate.client.audit_verify import check_inclusion
     cp = check_inclusion(2, proof.body, list(proof.hashes), proof.checkpoint, vkey)
     assert cp.size == proof.size
 

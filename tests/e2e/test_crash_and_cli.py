@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate import pki
-from fedgate.client import GatewayClient
+from fedgate.server import pki
+from fedgate.client.gateway import GatewayClient
 from fedgate.demo import processes
-from fedgate.errors import FedgateError
-from fedgate.identity import Identity
-from fedgate.tls import TlsFiles
+from fedgate.core.errors import FedgateError
+from fedgate.core.identity import Identity
+from fedgate.server.tls import TlsFiles
 
 
 @pytest.fixture

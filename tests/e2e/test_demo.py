@@ -75,7 +75,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_demo_query_is_one_trace_across_gateway_and_adapter(demo) -> None:
-    from fedgate.trace_store import load_trace
+    from fedgate.server.trace_store import load_trace
 
     workdir, result = demo
     assert len(result.counts) == 7 and all(reg == live for _, reg, live, _ in result.counts)
@@ -159,7 +159,7 @@ def test_demo_shows_graded_disclosure(demo) -> None:
 
 
 def test_demo_matching_scenarios_equal_ground_truth(demo) -> None:
-    from fedgate.client import MatchResult
+    from fedgate.client.gateway import MatchResult
 
     _, result = demo
     assert len(result.scenarios) == 4

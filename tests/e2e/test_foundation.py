@@ -8,12 +8,12 @@ import grpc
 import pytest
 
 import support
-from fedgate import pki
-from fedgate.client import GatewayClient
-from fedgate.errors import RemoteCallFailed
-from fedgate.identity import GATEWAY, Identity
+from fedgate.server import pki
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.errors import RemoteCallFailed
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import common_pb2, registry_pb2, registry_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.tls import TlsFiles, secure_channel
 
 
 def subsidies(tmp: Path) -> str:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate.client import GatewayClient, Side
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.crypto.ids import normalise
 from fedgate.demo.datagen import generate
-from fedgate.errors import InvalidIdentifier, RemoteCallFailed
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.tls import TlsFiles
+from fedgate.core.errors import InvalidIdentifier, RemoteCallFailed
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.tls import TlsFiles
 
 ROWS = 1000
 WHY = ("核查稳岗补贴发放对象", "DC-2026-106")
@@ -335,21 +335,21 @@ async def test_a_client_that_never_sends_its_flags_times_out_and_nothing_is_disc
 
 async def test_values_are_encrypted_only_under_a_key_the_asking_supervisor_signed(servers, demo_data, key,
                                                                                   monkeypatch) -> None:
-    from fedgate import certified
-    from fedgate.identity import Identity, Role
+    from fedgate.core import certified
+    from fedgate.core.identity import Identity, Role
     from fedgate.protos.fedgate.v1 import query_pb2
 
     gw, adapters, _ = await _deploy(servers, demo_data, ("hrss", "samr"))
     # Another supervisor's signature over the same key, as a gateway substituting keys would have to present.
     other = Identity(Role.SUPERVISOR, "dcb", "mallory")
-    from fedgate import pki
+    from fedgate.server import pki
 
     other_dir = servers.tmp / "other-certs"
     other_dir.mkdir()
     for name in ("ca.pem", "ca.key"):
         (other_dir / name).write_bytes((servers.certs / name).read_bytes())
     pki.init_dir(other_dir, [other])
-    from fedgate.supervisor_keys import key_statement
+    from fedgate.core.supervisor_keys import key_statement
 
     signature, cert = certified.sign(TlsFiles.in_dir(other_dir, other), key_statement(other.spiffe_id, key.public_bytes))
     request = query_pb2.SumRequest(

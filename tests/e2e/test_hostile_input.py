@@ -19,17 +19,17 @@ import pytest
 
 import support
 from fedgate.adapters.server import Adapter
-from fedgate.audit_entry import AuditEntry
-from fedgate.classification import policies_dir
-from fedgate.client import GatewayClient, Side
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.core.classification import policies_dir
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.crypto.ids import USCC_ALPHABET
-from fedgate.errors import RemoteCallFailed
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import query_pb2
-from fedgate.signing_key import read_vkey
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.signing_key import read_vkey
+from fedgate.server.tls import TlsFiles, secure_channel
 
 WHY = {"purpose": "核查稳岗补贴", "case_number": "DC-2026-666"}
 COMPANIES = 40

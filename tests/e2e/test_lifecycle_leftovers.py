@@ -13,8 +13,8 @@ from pathlib import Path
 
 import support
 from deployment import deployed
-from fedgate.client import GatewayClient, Side
-from fedgate.tls import TlsFiles
+from fedgate.client.gateway import GatewayClient, Side
+from fedgate.server.tls import TlsFiles
 
 TESTS = Path(__file__).resolve().parents[1]
 

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate import pki
+from fedgate.server import pki
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import Adapter, build_adapter, register
-from fedgate.client import GatewayClient
-from fedgate.datasets import RegisteredDataset
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.datasets import RegisteredDataset
 from fedgate.demo import processes
-from fedgate.errors import ConfigError
+from fedgate.core.errors import ConfigError
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.server import Gateway, build_gateway
-from fedgate.identity import Identity
-from fedgate.tls import TlsFiles
+from fedgate.core.identity import Identity
+from fedgate.server.tls import TlsFiles
 
 WHY = ("核查", "LIFE-1")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate.client import GatewayClient, MatchResult, Side
+from fedgate.client.gateway import GatewayClient, MatchResult, Side
 from fedgate.demo.datagen import generate
-from fedgate.errors import RemoteCallFailed
-from fedgate.tls import TlsFiles
+from fedgate.core.errors import RemoteCallFailed
+from fedgate.server.tls import TlsFiles
 
 ROWS = 1000
 WHY = ("核查稳岗补贴发放对象", "DC-2026-101")

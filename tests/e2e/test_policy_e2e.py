@@ -12,17 +12,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import support
-from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.classification import policies_dir
-from fedgate.client import GatewayClient
-from fedgate.errors import RemoteCallFailed
+from fedgate.core.audit_entry import AuditEntry, utc_now
+from fedgate.core.classification import policies_dir
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import build_gateway
 from fedgate.gateway.tickets import TicketIssuer
 from fedgate.gateway.adapter_links import ticket_to_proto
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.tls import TlsFiles, secure_channel
 
 WHY = {"purpose": "核查冒领养老金", "case_number": "DC-2026-042"}
 

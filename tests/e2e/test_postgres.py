@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 import support
-from fedgate.client import GatewayClient
+from fedgate.client.gateway import GatewayClient
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import build_gateway
-from fedgate.tls import TlsFiles
+from fedgate.server.tls import TlsFiles
 
 pytestmark = pytest.mark.postgres
 
@@ -55,8 +55,8 @@ async def test_audit_log_on_postgres(tmp_path: Path) -> None:
     """The same audit store and log code on PostgreSQL: append, resume, prove, verify."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fedgate.audit_entry import AuditEntry, utc_now
-    from fedgate.audit_verify import verify_log
+    from fedgate.core.audit_entry import AuditEntry, utc_now
+    from fedgate.client.audit_verify import verify_log
     from fedgate.crypto.checkpoint import VerifierKey, verify_checkpoint
     from fedgate.crypto.merkle import RFC6962_SHA256, verify_inclusion
     from fedgate.gateway.audit_log import AuditLog
@@ -93,8 +93,8 @@ async def test_two_gateway_replicas_share_one_audit_log_on_postgres() -> None:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fedgate.audit_entry import AuditEntry, utc_now
-    from fedgate.audit_verify import verify_log
+    from fedgate.core.audit_entry import AuditEntry, utc_now
+    from fedgate.client.audit_verify import verify_log
     from fedgate.crypto.checkpoint import VerifierKey
     from fedgate.gateway.audit_log import AuditLog
     from fedgate.gateway.audit_store import AuditStore

@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 
 import support
-from fedgate.client import GatewayClient, Side
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo.datagen import generate
-from fedgate.errors import RemoteCallFailed
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.matching import PROGRESS_EVERY
-from fedgate.tls import TlsFiles
+from fedgate.server.tls import TlsFiles
 
 ROWS = 1000
 WHY = ("核查稳岗补贴发放对象", "DC-2026-101")

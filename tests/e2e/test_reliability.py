@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate import pki
-from fedgate.client import GatewayClient, Side
+from fedgate.server import pki
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo import deployment as deployment_helper
 from fedgate.demo.datagen import generate
 from fedgate.demo.deployment import GatewaySpec
 from fedgate.demo.synthetic_ids import make_dataset, people_departments
-from fedgate.errors import RemoteCallFailed
-from fedgate.identity import Identity
-from fedgate.signing_key import read_vkey
-from fedgate.tls import TlsFiles
+from fedgate.core.errors import RemoteCallFailed
+from fedgate.core.identity import Identity
+from fedgate.server.signing_key import read_vkey
+from fedgate.server.tls import TlsFiles
 
 WHY = ("可靠性测试", "DC-2026-108")
 PEOPLE = Side("hrss.people", "resident_id")

@@ -13,14 +13,14 @@ from cryptography.hazmat.primitives import serialization
 import support
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import build_adapter
-from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.crypto.ticket import Ticket
-from fedgate.errors import ConfigError
+from fedgate.core.errors import ConfigError
 from fedgate.gateway.adapter_links import ticket_to_proto
 from fedgate.gateway.tickets import TicketIssuer
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.tls import TlsFiles, secure_channel
 
 
 async def _deploy(servers, tmp_path: Path, settings: str = ""):

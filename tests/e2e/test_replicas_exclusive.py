@@ -10,7 +10,7 @@ import pytest
 import support
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import build_adapter
-from fedgate.errors import ConfigError
+from fedgate.core.errors import ConfigError
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import build_gateway
 

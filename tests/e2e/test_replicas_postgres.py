@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.client import GatewayClient
-from fedgate.errors import RemoteCallFailed
+from fedgate.core.audit_entry import AuditEntry, utc_now
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
-from fedgate.tls import TlsFiles
+from fedgate.server.tls import TlsFiles
 
 pytestmark = pytest.mark.postgres
 

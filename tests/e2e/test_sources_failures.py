@@ -20,11 +20,11 @@ import pytest
 
 import support
 from fedgate.adapters.server import Adapter
-from fedgate.client import GatewayClient, Side
-from fedgate.errors import RemoteCallFailed
+from fedgate.client.gateway import GatewayClient, Side
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.server import Gateway
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.tls import TlsFiles
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.tls import TlsFiles
 
 WHY = ("核查数据源故障", "DC-2026-112")
 ROWS = 150

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 import support
 from fedgate.adapters.config import DatasetConfig, SourceSpec
 from fedgate.adapters.server import check_source
-from fedgate.client import GatewayClient
-from fedgate.datasets import DatasetDecl, FieldDecl
-from fedgate.errors import DataSourceError, RemoteCallFailed
-from fedgate.tls import TlsFiles
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.datasets import DatasetDecl, FieldDecl
+from fedgate.core.errors import DataSourceError, RemoteCallFailed
+from fedgate.server.tls import TlsFiles
 
 pytestmark = pytest.mark.postgres
 

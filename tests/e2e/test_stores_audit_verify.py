@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate import signing_key
-from fedgate.audit_snapshot import verify_store
-from fedgate.client import GatewayClient
-from fedgate.errors import FedgateError
-from fedgate.signing_key import read_vkey
-from fedgate.tls import TlsFiles
+from fedgate.server import signing_key
+from fedgate.cli.audit_snapshot import verify_store
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.errors import FedgateError
+from fedgate.server.signing_key import read_vkey
+from fedgate.server.tls import TlsFiles
 
 NOBODY = 65534
 
@@ -106,8 +106,8 @@ def test_a_missing_or_foreign_database_is_one_line_not_a_traceback(tmp_path: Pat
 _APPENDER = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
-    from fedgate import signing_key
-    from fedgate.audit_entry import AuditEntry, utc_now
+    from fedgate.server import signing_key
+    from fedgate.core.audit_entry import AuditEntry, utc_now
     from fedgate.gateway.audit_log import AuditLog
     from fedgate.gateway.audit_store import AuditStore
 

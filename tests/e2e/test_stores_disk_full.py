@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate.client import GatewayClient
-from fedgate.errors import RemoteCallFailed
-from fedgate.tls import TlsFiles
+from fedgate.client.gateway import GatewayClient
+from fedgate.core.errors import RemoteCallFailed
+from fedgate.server.tls import TlsFiles
 
 WHY = {"purpose": "核查稳岗补贴发放", "case_number": "DC-2026-120"}
 

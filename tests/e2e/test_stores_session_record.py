@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import support
-from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.gateway.adapter_links import ticket_to_proto
 from fedgate.gateway.tickets import TicketIssuer
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.tls import TlsFiles, secure_channel
 
 
 async def test_a_match_failing_before_its_first_token_is_recorded_as_stopped(servers, tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 
 import support
-from fedgate.client import GatewayClient, Side
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo.datagen import generate
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.tls import TlsFiles
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.tls import TlsFiles
 
 WHY = ("核查部门披露记录", "DC-2026-802")
 CLOSED = "status in ('吊销', '注销')"

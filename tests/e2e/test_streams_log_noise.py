@@ -6,7 +6,7 @@ message was being sent): the generator is finalised later by garbage
 collection, in another asyncio context, where OpenTelemetry's server
 interceptor cannot detach the context it attached ("Failed to detach context",
 with a ValueError traceback). fedgate closes the generator chain in the call's
-own task instead (``fedgate.telemetry.StreamServerSpans``).
+own task instead (``fedgate.server.telemetry.StreamServerSpans``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import time
 import grpc
 
 import support
-from fedgate import telemetry
-from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.server import telemetry
+from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
-from fedgate.identity import GATEWAY
+from fedgate.server.tls import TlsFiles, secure_channel
+from fedgate.core.identity import GATEWAY
 
 
 async def test_a_stream_cancelled_mid_send_logs_no_context_detach_failure(servers, tmp_path, caplog) -> None:

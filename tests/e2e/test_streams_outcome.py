@@ -18,13 +18,13 @@ import pytest
 import sqlalchemy.exc
 
 import support
-from fedgate.audit_entry import AuditEntry
-from fedgate.client import GatewayClient, Side
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo.datagen import generate
-from fedgate.errors import RemoteCallFailed
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.recovery import ABORTED_REASON, close_unfinished
 from fedgate.protos.fedgate.v1 import query_pb2
-from fedgate.tls import TlsFiles
+from fedgate.server.tls import TlsFiles
 
 WHY = ("审计失败注入", "DC-2026-801")
 CLOSED = "status in ('吊销', '注销')"

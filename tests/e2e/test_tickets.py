@@ -13,17 +13,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import support
-from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.client import GatewayClient
+from fedgate.core.audit_entry import AuditEntry, utc_now
+from fedgate.client.gateway import GatewayClient
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_proof, inclusion_proof
 from fedgate.crypto.ticket import Ticket, TicketClaims, sign_claims
-from fedgate.errors import RemoteCallFailed
+from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.adapter_links import ticket_to_proto
 from fedgate.gateway.tickets import TicketIssuer
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
-from fedgate.tls import TlsFiles, secure_channel
+from fedgate.server.tls import TlsFiles, secure_channel
 
 ORIGIN = "fedgate.local/audit"
 

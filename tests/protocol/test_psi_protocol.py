@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from fedgate.crypto import ids, psi
 from fedgate.crypto.intersect import IntersectionResult, Intersector
-from fedgate.errors import RemoteProtocolError
+from fedgate.core.errors import RemoteProtocolError
 
 PROTOCOL_SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

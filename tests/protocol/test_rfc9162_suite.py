@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgate.crypto.merkle import RFC6962_SHA256, verify_consistency, verify_inclusion
-from fedgate.errors import MalformedProof, VerificationError
+from fedgate.core.errors import MalformedProof, VerificationError
 
 SUITE = Path(__file__).resolve().parents[1] / "testdata" / "rfc9162-proofs"
 H = RFC6962_SHA256

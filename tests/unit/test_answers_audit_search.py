@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from fedgate import audit_search
-from fedgate.errors import InvalidInput
+from fedgate.core import audit_search
+from fedgate.core.errors import InvalidInput
 
 NOW = dt.datetime(2026, 12, 2, 5, 30, 15, 250_000, tzinfo=dt.UTC)
 

@@ -9,7 +9,7 @@ import pytest
 
 import support
 from fedgate.adapters.config import AdapterConfig
-from fedgate.errors import ConfigError
+from fedgate.core.errors import ConfigError
 from fedgate.gateway.config import GatewayConfig
 
 GATEWAY = 'listen = "127.0.0.1:0"\ndata_dir = "d"\n[tls]\nca = "ca.pem"\ncert = "g.pem"\nkey = "g.key"\n'

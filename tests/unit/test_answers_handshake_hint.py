@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedgate.tls import TlsFiles, handshake_hint
+from fedgate.server.tls import TlsFiles, handshake_hint
 
 FILES = TlsFiles(Path("certs/ca.pem"), Path("certs/dept-hrss.pem"), Path("certs/dept-hrss.key"))
 

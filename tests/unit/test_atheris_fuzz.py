@@ -64,7 +64,7 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs under libFuzzer
     with atheris.instrument_imports():
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from fedgate import filters
+        from fedgate.core import filters
         from fedgate.crypto import ids
         from fedgate.crypto.checkpoint import (
             Checkpoint,
@@ -83,8 +83,8 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs under libFuzzer
             verify_inclusion,
         )
         from fedgate.crypto.ticket import TicketClaims, sign_claims
-        from fedgate.datasets import FieldType
-        from fedgate.errors import InvalidIdentifier, InvalidInput, MalformedProof, RootMismatch, VerificationError
+        from fedgate.core.datasets import FieldType
+        from fedgate.core.errors import InvalidIdentifier, InvalidInput, MalformedProof, RootMismatch, VerificationError
 
     target, flags = argv[1], argv[2:]
     kinds = list(ids.IdKind)

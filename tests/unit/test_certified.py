@@ -1,4 +1,4 @@
-"""Statements signed with a certificate key (fedgate.certified): only the named holder, from our CA, verifies."""
+"""Statements signed with a certificate key (fedgate.core.certified): only the named holder, from our CA, verifies."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 import support
-from fedgate import certified, pki
-from fedgate.errors import VerificationError
-from fedgate.identity import Identity
-from fedgate.tls import TlsFiles
+from fedgate.core import certified
+from fedgate.server import pki
+from fedgate.core.errors import VerificationError
+from fedgate.core.identity import Identity
+from fedgate.server.tls import TlsFiles
 
 OTHER = Identity(support.SUPERVISOR.role, "dcb", "mallory")
 

@@ -10,8 +10,8 @@ from cryptography import x509
 from typer.testing import CliRunner
 
 import support
-from fedgate.cli import app
-from fedgate.identity import identity_from_pem
+from fedgate.cli.commands import app
+from fedgate.core.identity import identity_from_pem
 
 runner = CliRunner()
 
@@ -55,7 +55,7 @@ def test_adapter_serve_with_broken_csv_exits_1_naming_the_line(tmp_path: Path, c
     csv = tmp_path / "s.csv"
     csv.write_text(support.SUBSIDIES_CSV.replace(",3000\n", ",3000,oops\n"), encoding="utf-8")
     cfg = tmp_path / "dept.toml"
-    from fedgate.signing_key import load_or_create, vkey_path
+    from fedgate.server.signing_key import load_or_create, vkey_path
 
     load_or_create(tmp_path / "log.key", "fedgate.local/audit")
     cfg.write_text(support.adapter_toml("hrss", "127.0.0.1:1", certs, support.SUBSIDIES_DECL.format(path=csv),
@@ -79,7 +79,7 @@ def test_policy_check_prints_decision_and_rule() -> None:
 def test_policy_check_reports_a_broken_policy_file(tmp_path: Path) -> None:
     import shutil
 
-    from fedgate.classification import policies_dir
+    from fedgate.core.classification import policies_dir
 
     shutil.copytree(policies_dir(), tmp_path / "p", ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     (tmp_path / "p" / "policy.csv").write_text("p, supervisor, *, *, teleport, L1\n")

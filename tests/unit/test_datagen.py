@@ -21,7 +21,7 @@ import pytest
 from fedgate.crypto.ids import IdKind, is_valid, normalise
 from fedgate.demo import datagen
 from fedgate.demo.datagen import DEPARTMENT_CODES, DemoDataset, DemoDepartment, generate
-from fedgate.errors import InvalidIdentifier
+from fedgate.core.errors import InvalidIdentifier
 
 ROWS = 500
 SEED = 7

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedgate.adapters.config import AdapterConfig
-from fedgate.classification import policies_dir
+from fedgate.core.classification import policies_dir
 from fedgate.gateway.config import GatewayConfig
 
 REPO = Path(__file__).resolve().parents[2]

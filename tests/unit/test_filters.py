@@ -1,4 +1,4 @@
-"""Tests for fedgate.filters: known answers, limits, then properties (hypothesis).
+"""Tests for fedgate.core.filters: known answers, limits, then properties (hypothesis).
 
 Positions in the tables are 1-based character positions; each case's comment
 says which character it points at when that is not obvious.
@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fedgate import filters
-from fedgate.datasets import FieldType
-from fedgate.errors import InvalidInput
-from fedgate.filters import (
+from fedgate.core import filters
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import InvalidInput
+from fedgate.core.filters import (
     KEYWORDS,
     MAX_COMPARISONS,
     MAX_DEPTH,

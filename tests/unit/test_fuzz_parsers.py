@@ -4,7 +4,7 @@ Three families, each with a bounded budget so the file runs in CI in seconds:
 
 - the identifier normaliser (``fedgate.crypto.ids``): any text is either
   normalised to a canonical value or refused with ``InvalidIdentifier``;
-- the filter language (``fedgate.filters``): any text is either parsed or
+- the filter language (``fedgate.core.filters``): any text is either parsed or
   refused with ``InvalidInput``, never echoing a literal; injection attempts
   stay data;
 - the checkpoint, Merkle proof and ticket verifiers: garbage and mutated valid
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fedgate import filters
+from fedgate.core import filters
 from fedgate.crypto import ids
 from fedgate.crypto.checkpoint import (
     Checkpoint,
@@ -62,8 +62,8 @@ from fedgate.crypto.ticket import (
     sign_claims,
     verify_ticket,
 )
-from fedgate.datasets import FieldType
-from fedgate.errors import (
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import (
     InvalidIdentifier,
     InvalidInput,
     LocalProtocolError,
@@ -71,7 +71,7 @@ from fedgate.errors import (
     RootMismatch,
     VerificationError,
 )
-from fedgate.filters import And, Comparison, Filter, InList, IsNull, Not, Or
+from fedgate.core.filters import And, Comparison, Filter, InList, IsNull, Not, Or
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

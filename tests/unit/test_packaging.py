@@ -43,5 +43,5 @@ def test_wheel_contains_only_the_fedgate_package(tmp_path: Path) -> None:
             assert f"{target}/{rel}" in names, f"{folder}/{rel} is missing from the wheel: add it to pyproject.toml"
     for expected in ("fedgate/gateway/server.py", "fedgate/adapters/server.py", "fedgate/crypto/ids.py",
                      "fedgate/protos/fedgate/v1/registry_pb2.py", "fedgate/protos/fedgate/v1/registry.proto",
-                     "fedgate/policies/levels.toml", "fedgate/cli.py"):
+                     "fedgate/policies/levels.toml", "fedgate/cli/commands.py"):
         assert expected in names

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fedgate.classification import default_levels, policies_dir
-from fedgate.errors import ConfigError
+from fedgate.core.classification import default_levels, policies_dir
+from fedgate.core.errors import ConfigError
 from fedgate.gateway.policy import ACTIONS, Policy
 
 LEVELS = ("L1", "L2", "L3", "L4", "*")
@@ -55,7 +55,7 @@ def test_default_policy_decision(policy: Policy, role: str, action: str, level: 
 
 
 def test_l4_fields_never_leave_in_any_disclosure_form(policy: Policy) -> None:
-    from fedgate.identity import Identity, Role
+    from fedgate.core.identity import Identity, Role
 
     alice = Identity(Role.SUPERVISOR, "dcb", "alice")
     assert policy.disclosure_form(alice, "hrss.pensions.resident_id", "L4")[0] == "never"
@@ -109,7 +109,7 @@ def test_reload_swaps_rules_and_a_broken_edit_keeps_the_old_ones(tmp_path: Path)
 
 
 def test_masks_by_kind_type_and_level(tmp_path: Path) -> None:
-    from fedgate.classification import Levels
+    from fedgate.core.classification import Levels
 
     levels = default_levels()
     assert levels.mask_for("resident_id", "string", "L3").apply("11010519491231002X") == "110105********002X"

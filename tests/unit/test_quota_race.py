@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 import support
-from fedgate.errors import QuotaExceeded
+from fedgate.core.errors import QuotaExceeded
 from fedgate.gateway.registry_store import make_engine
 from fedgate.gateway.safeguards import QuotaBook, usage
 from fedgate.query.safeguards import Quota, SafeguardConfig

@@ -10,10 +10,10 @@ import pytest
 import support
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.sources import SourceKind, SourceSpec, Value, kinds
-from fedgate.datasets import FieldType
-from fedgate.errors import ConfigError
-from fedgate.filters import Filter
-from fedgate.tomlconfig import Table
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import ConfigError
+from fedgate.core.filters import Filter
+from fedgate.core.tomlconfig import Table
 
 DECL = support.SUBSIDIES_DECL.format(path="s.csv")
 

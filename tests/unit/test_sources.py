@@ -9,8 +9,8 @@ import pytest
 import support
 from fedgate.adapters.sources.csv_file import CsvSource
 from fedgate.adapters.sources.sql import SqlSource, sqlite_url
-from fedgate.datasets import FieldType
-from fedgate.errors import DataSourceError
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import DataSourceError
 
 TYPES = {"uscc": FieldType.STRING, "company_name": FieldType.STRING, "amount_fen": FieldType.INT}
 
@@ -87,7 +87,7 @@ def test_postgres_source() -> None:
 def test_csv_row_count_is_read_again_only_when_the_file_changed(tmp_path, monkeypatch) -> None:
     """The heartbeat's live count of a large unchanged CSV costs no scan; a changed file is counted again."""
     from fedgate.adapters.sources.csv_file import CsvSource
-    from fedgate.datasets import FieldType
+    from fedgate.core.datasets import FieldType
 
     path = tmp_path / "rows.csv"
     path.write_text("id,amount\n" + "".join(f"{i},{i}\n" for i in range(20)), encoding="utf-8")

@@ -17,8 +17,8 @@ import support
 from fedgate.adapters.config import DatasetConfig, SourceSpec
 from fedgate.adapters.server import check_source
 from fedgate.adapters.sources.sql import SqlSource, sqlite_url
-from fedgate.datasets import DatasetDecl, FieldDecl
-from fedgate.errors import DataSourceError
+from fedgate.core.datasets import DatasetDecl, FieldDecl
+from fedgate.core.errors import DataSourceError
 
 SECRET = "SECRET-VALUE-42"
 

@@ -22,7 +22,7 @@ import pytest
 _RACE = textwrap.dedent("""
     import json, random, sqlite3, sys, threading, time
     from pathlib import Path
-    from fedgate.errors import StoreClosed
+    from fedgate.core.errors import StoreClosed
 
     kind, directory, rounds, writers = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
@@ -45,7 +45,7 @@ _RACE = textwrap.dedent("""
         return write, store.close, "SELECT count(*) FROM fedgate_audit_entries"
 
     def registry_store(path):
-        from fedgate.datasets import DatasetDecl, FieldDecl
+        from fedgate.core.datasets import DatasetDecl, FieldDecl
         from fedgate.gateway.registry_store import RegistryStore
         store = RegistryStore.open(f"sqlite:///{path}")
         field = FieldDecl.build("k", "string", "L1", "plain", "")
@@ -57,7 +57,7 @@ _RACE = textwrap.dedent("""
     def span_store(path):
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SpanExportResult
-        from fedgate.trace_store import SqliteSpanExporter
+        from fedgate.server.trace_store import SqliteSpanExporter
         exporter = SqliteSpanExporter(path)
         tracer = TracerProvider().get_tracer("race")
         def write(slot, n):
@@ -134,8 +134,8 @@ def test_closing_a_store_under_concurrent_writers_never_crashes_or_loses_a_write
 
 def test_every_registry_write_after_close_is_refused(tmp_path: Path) -> None:
     """Heartbeats and health checks write too: after close() they are refused, not served by a reopened pool."""
-    from fedgate.datasets import DatasetDecl, FieldDecl
-    from fedgate.errors import StoreClosed
+    from fedgate.core.datasets import DatasetDecl, FieldDecl
+    from fedgate.core.errors import StoreClosed
     from fedgate.gateway.registry_store import RegistryStore
 
     store = RegistryStore.open(f"sqlite:///{tmp_path / 'registry.db'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from fedgate.audit_verify import TrustedState
+from fedgate.client.audit_verify import TrustedState
 
 
 def test_two_verifications_saving_the_officer_state_at_once_leave_a_whole_state(tmp_path: Path) -> None:

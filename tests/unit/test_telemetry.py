@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from rich.console import Console
 
-from fedgate import telemetry
-from fedgate.errors import ConfigError, InvalidInput, LocalProtocolError
-from fedgate.telemetry import (
+from fedgate.server import telemetry
+from fedgate.core.errors import ConfigError, InvalidInput, LocalProtocolError
+from fedgate.server.telemetry import (
     ScrubbingSpanExporter,
     client_interceptors,
     current_trace_id,
@@ -37,7 +37,7 @@ from fedgate.telemetry import (
     setup_tracing,
     shutdown_tracing,
 )
-from fedgate.trace_store import SqliteSpanExporter, list_traces, load_trace, render_tree
+from fedgate.server.trace_store import SqliteSpanExporter, list_traces, load_trace, render_tree
 
 RESIDENT_ID = "11010519491231002X"
 USCC = "91350100M000100Y43"

@@ -10,7 +10,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from fedgate import telemetry
+from fedgate.server import telemetry
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from fedgate.datasets import DatasetDecl, FieldGrant
-from fedgate.errors import LocalProtocolError
-from fedgate.filters import Filter
-from fedgate.identity import Identity
+from fedgate.core.datasets import DatasetDecl, FieldGrant
+from fedgate.core.errors import LocalProtocolError
+from fedgate.core.filters import Filter
+from fedgate.core.identity import Identity
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.safeguards import Request
 from fedgate.query.sizes import SizeCheck, Sizes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedgate.filters import fields_of
+from fedgate.core.filters import fields_of
 from fedgate.query.kinds.base import (
     AdapterCall,
     Answer,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedgate.datasets import FieldGrant
-from fedgate.errors import InvalidInput, RemoteProtocolError
+from fedgate.core.datasets import FieldGrant
+from fedgate.core.errors import InvalidInput, RemoteProtocolError
 from fedgate.query.kinds.base import (
     AdapterCall,
     Answer,
@@ -20,7 +20,7 @@ from fedgate.query.kinds.base import (
 )
 from fedgate.query.safeguards import Request
 from fedgate.query.sizes import SizeCheck, Sizes
-from fedgate.row_limit import RowLimit, quota_rule
+from fedgate.core.row_limit import RowLimit, quota_rule
 
 ACTION = "query.disclose"
 

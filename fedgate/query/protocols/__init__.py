@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedgate.errors import InvalidInput
+from fedgate.core.errors import InvalidInput
 
 from . import ecdh, keyed
 from .base import ROLES, MatchProtocol, Secret, SecretSetup

@@ -1,7 +1,7 @@
 """What a match protocol is: the few things each protocol decides, read by the gateway and adapter machines.
 
 A protocol is data plus module-level functions (so its pool tasks pickle into
-the adapter's worker processes, fedgate/worker_pool.py). The gateway machine
+the adapter's worker processes, fedgate/server/worker_pool.py). The gateway machine
 reads ``relays`` and ``needs_peer_key`` to route streams and start the sides;
 the adapter runs ``tokens`` and ``reblind`` in its pool and ``secret`` once
 per session.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.matching_keys import MatchingKey
 
 ROLES = ("left", "right")
 

@@ -6,7 +6,7 @@ tokens; each side's tokens go straight into the intersector.
 
 from __future__ import annotations
 
-from fedgate import matching_keys
+from fedgate.core import matching_keys
 from fedgate.crypto import psi
 
 from .base import MatchProtocol, Secret, SecretSetup

@@ -19,7 +19,7 @@ from fedgate.crypto.checkpoint import (
     sign_checkpoint,
     verify_checkpoint,
 )
-from fedgate.errors import LocalProtocolError, MalformedProof, VerificationError
+from fedgate.core.errors import LocalProtocolError, MalformedProof, VerificationError
 
 NAME = "fedgate.example/audit"
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test key 1").digest())

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fedgate.crypto import ids
 from fedgate.crypto.ids import IdKind, NormalisedId
-from fedgate.errors import FedgateError, InvalidIdentifier, InvalidInput
+from fedgate.core.errors import FedgateError, InvalidIdentifier, InvalidInput
 
 PROPERTY_SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

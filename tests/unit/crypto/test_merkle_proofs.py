@@ -31,7 +31,7 @@ from fedgate.crypto.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from fedgate.errors import LocalProtocolError, MalformedProof, RootMismatch
+from fedgate.core.errors import LocalProtocolError, MalformedProof, RootMismatch
 
 H = RFC6962_SHA256
 EXHAUSTIVE = 70  # every (index, size) and (size1, size2) pair up to here

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fedgate.crypto import paillier
 from fedgate.crypto.paillier import FastEncryptor, PlaintextOverflow
-from fedgate.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
 
 # Examples that decrypt stay at <= 50 (phe's decrypt costs ~2.5 ms at 2048 bits).
 DECRYPTING = settings(max_examples=50, deadline=None,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from fedgate.crypto import psi
 from fedgate.crypto.intersect import Intersector, IntersectorState
-from fedgate.errors import FedgateError, LocalProtocolError, RemoteProtocolError
+from fedgate.core.errors import FedgateError, LocalProtocolError, RemoteProtocolError
 
 PROPERTY_SETTINGS = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, sign_checkpoint
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, inclusion_proof
 from fedgate.crypto.ticket import Ticket, TicketClaims, TicketRefused, sign_claims, verify_ticket
-from fedgate.errors import MalformedProof
+from fedgate.core.errors import MalformedProof
 
 ORIGIN = "fedgate.test/audit"
 KEY = Ed25519PrivateKey.generate()

@@ -17,7 +17,7 @@ from fedgate.crypto.ticket import (
     sign_claims,
     verify_ticket,
 )
-from fedgate.errors import MalformedProof
+from fedgate.core.errors import MalformedProof
 
 ORIGIN = "fedgate.test/audit"
 KEY = Ed25519PrivateKey.generate()

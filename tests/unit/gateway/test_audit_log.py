@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedgate.audit_entry import AuditEntry, utc_now
+from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.gateway.audit import AuditReader
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore

@@ -1,7 +1,7 @@
 """Property tests of the whole intersection-sum and comparison pipeline minus transport.
 
 Tokens, intersection, the gateway's ciphertext arithmetic (fedgate.gateway.homomorphic,
-run in threads) and the supervisor's decryption (fedgate.supervisor_keys) are the
+run in threads) and the supervisor's decryption (fedgate.core.supervisor_keys) are the
 real code; the reference is the plaintext computation on the same rows.
 """
 
@@ -18,10 +18,10 @@ from fedgate.crypto import psi
 from fedgate.crypto.compare import packing_for
 from fedgate.crypto.intersect import Intersector
 from fedgate.crypto.paillier import ciphertext_bytes
-from fedgate.encryptors import VALUE_BOUND, encryptor_for
+from fedgate.core.encryptors import VALUE_BOUND, encryptor_for
 from fedgate.gateway.homomorphic import CipherColumns, encrypted_totals, packed_comparisons
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.worker_pool import WorkerPool
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.worker_pool import WorkerPool
 
 # Each example encrypts up to ~60 values (0.16 ms each) and decrypts a few (2.6 ms each).
 PIPELINE = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,7 +100,7 @@ def test_too_many_pairs_is_refused_before_they_are_built() -> None:
 
 
 def test_cipher_columns_refuse_wrong_sizes() -> None:
-    from fedgate.errors import RemoteProtocolError
+    from fedgate.core.errors import RemoteProtocolError
 
     store = CipherColumns("hrss", 2, 512)
     with pytest.raises(RemoteProtocolError, match="department 'hrss'"):
@@ -112,7 +112,7 @@ def test_cipher_columns_refuse_wrong_sizes() -> None:
 
 
 def test_a_malformed_ciphertext_from_an_adapter_is_refused(key: SupervisorKey) -> None:
-    from fedgate.errors import RemoteProtocolError
+    from fedgate.core.errors import RemoteProtocolError
 
     width = ciphertext_bytes(key.public_key.n)
     store = CipherColumns("hrss", 1, width)

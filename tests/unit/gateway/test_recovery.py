@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedgate.audit_entry import AuditEntry
+from fedgate.core.audit_entry import AuditEntry
 from fedgate.gateway.recovery import unfinished
 
 

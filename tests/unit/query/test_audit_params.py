@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedgate.adapters.disclosure import Ask, check_ask
-from fedgate.audit_entry import AuditEntry, utc_now
-from fedgate.classification import default_levels
+from fedgate.core.audit_entry import AuditEntry, utc_now
+from fedgate.core.classification import default_levels
 from fedgate.crypto.ticket import TicketRefused
-from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant
+from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
 from fedgate.query.audit_params import (
     FieldForm,
     FieldRef,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant
-from fedgate.errors import InvalidInput
-from fedgate.filters import Filter, parse_checked
-from fedgate.identity import Identity, Role
+from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
+from fedgate.core.errors import InvalidInput
+from fedgate.core.filters import Filter, parse_checked
+from fedgate.core.identity import Identity, Role
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.kinds.base import AdapterCall, Counted, FilterPlan, RowsDisclosed, Target
 from fedgate.query.kinds.count import CountQuery

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from fedgate.classification import default_levels, policies_dir
-from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
+from fedgate.core.classification import default_levels, policies_dir
+from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
+from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from fedgate.gateway.planning import Decisions, Planner, Purpose, logged_params
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.gateway.registry_store import Department
-from fedgate.identity import Identity, Role
-from fedgate.interceptors import RequestRecord
+from fedgate.core.identity import Identity, Role
+from fedgate.server.interceptors import RequestRecord
 from fedgate.query.audit_params import decode
 from fedgate.query.kinds.base import Counted, FilterPlan, RowsDisclosed, State, Target
 from fedgate.query.kinds.count import CountMachine, CountPlan, CountQuery

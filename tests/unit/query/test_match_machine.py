@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedgate.crypto.compare import Packing
-from fedgate.datasets import FieldGrant
-from fedgate.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.datasets import FieldGrant
+from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.matching_keys import MatchingKey
 from fedgate.query import protocols
 from fedgate.query import match as m
 from fedgate.query.sizes import Sizes

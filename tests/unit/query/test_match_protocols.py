@@ -10,14 +10,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedgate import matching_keys, pki
+from fedgate.core import matching_keys
+from fedgate.server import pki
 from fedgate.crypto import psi
-from fedgate.errors import InvalidInput, RemoteProtocolError, VerificationError
-from fedgate.identity import Identity, Role
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.errors import InvalidInput, RemoteProtocolError, VerificationError
+from fedgate.core.identity import Identity, Role
+from fedgate.core.matching_keys import MatchingKey
 from fedgate.query import protocols
 from fedgate.query.protocols import MatchProtocol, Secret, SecretSetup
-from fedgate.tls import TlsFiles
+from fedgate.server.tls import TlsFiles
 
 DOMAIN = b"fedgate/match/v1/uscc"
 NO_KEY = MatchingKey(b"", b"", "")

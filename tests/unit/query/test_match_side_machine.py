@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedgate.datasets import DatasetDecl, FieldDecl, FieldGrant
-from fedgate.errors import FedgateError, InvalidInput, LocalProtocolError, RemoteProtocolError
-from fedgate.matching_keys import MatchingKey
-from fedgate.classification import default_levels
+from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
+from fedgate.core.errors import FedgateError, InvalidInput, LocalProtocolError, RemoteProtocolError
+from fedgate.core.matching_keys import MatchingKey
+from fedgate.core.classification import default_levels
 from fedgate.query import match_side as side
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.safeguards import Release, Safeguards
-from fedgate.supervisor_keys import SupervisorKey
+from fedgate.core.supervisor_keys import SupervisorKey
 
 DECL = DatasetDecl("hrss", "subsidies", (
     FieldDecl.build("uscc", "string", "L2", "uscc"),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fedgate.classification import default_levels
+from fedgate.core.classification import default_levels
 from fedgate.crypto.ticket import TicketRefused
-from fedgate.errors import ConfigError, FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
-from fedgate.identity import Identity, Role
+from fedgate.core.errors import ConfigError, FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
+from fedgate.core.identity import Identity, Role
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.safeguards import (
     DEFAULT_MAX_MATCH_ROWS,

@@ -17,9 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fedgate.audit_verify import LogTampered, TrustedState, VerifyReport, verify_log
+from fedgate.client.audit_verify import LogTampered, TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
-from fedgate.errors import FedgateError
+from fedgate.core.errors import FedgateError
 from fedgate.gateway.audit_store import checkpoints, entries
 
 

@@ -13,7 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from fedgate.errors import ConfigError
+from fedgate.core.errors import ConfigError
 
 LOCK_NAME = "fedgate.lock"
 

@@ -16,10 +16,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fedgate import telemetry
-from fedgate.errors import ConfigError
-from fedgate.interceptors import CompletionHook, ServiceInterceptor
-from fedgate.tls import TlsFiles, server_credentials
+from fedgate.server import telemetry
+from fedgate.core.errors import ConfigError
+from fedgate.server.interceptors import CompletionHook, ServiceInterceptor
+from fedgate.server.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.crypto.checkpoint import VerifierKey, encode_verifier_key, parse_verifier_key
-from fedgate.errors import ConfigError, MalformedProof
+from fedgate.core.errors import ConfigError, MalformedProof
 
 
 def load_or_create(path: Path, name: str) -> Ed25519PrivateKey:

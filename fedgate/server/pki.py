@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedgate.errors import ConfigError
-from fedgate.identity import GATEWAY, Identity
+from fedgate.core.errors import ConfigError
+from fedgate.core.identity import GATEWAY, Identity
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 CA_NAME = "fedgate private CA"

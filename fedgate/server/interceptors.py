@@ -16,7 +16,7 @@ For every method except health and reflection, in this order:
    for a failure that follows a partial outcome. Nothing reaches a client
    that the log does not cover, and a client is told "not served" only when
    nothing was;
-4. error mapping: a FedgateError becomes its status code (fedgate.status);
+4. error mapping: a FedgateError becomes its status code (fedgate.server.status);
    anything unexpected becomes INTERNAL with a generic message (details are
    logged here, never sent to the caller).
 
@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from fedgate.errors import FedgateError, InvalidInput, Unauthenticated, Unavailable
-from fedgate.identity import Identity, identity_from_pem
-from fedgate.status import status_for
-from fedgate.telemetry import current_trace_id
+from fedgate.core.errors import FedgateError, InvalidInput, Unauthenticated, Unavailable
+from fedgate.core.identity import Identity, identity_from_pem
+from fedgate.server.status import status_for
+from fedgate.server.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 

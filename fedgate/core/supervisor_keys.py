@@ -21,7 +21,7 @@ from fedgate.crypto.paillier import (
     ciphertexts_from_bytes,
     public_key_to_bytes,
 )
-from fedgate.errors import InvalidInput, RemoteProtocolError
+from fedgate.core.errors import InvalidInput, RemoteProtocolError
 
 DEFAULT_KEY_BITS = 2048
 

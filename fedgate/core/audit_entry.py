@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fedgate.errors import RemoteProtocolError
+from fedgate.core.errors import RemoteProtocolError
 
 ENTRY_VERSION = 1
 

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from rich.text import Text
 from rich.tree import Tree
 
-from fedgate.errors import ConfigError, InvalidInput
+from fedgate.core.errors import ConfigError, InvalidInput
 
 log = logging.getLogger(__name__)
 

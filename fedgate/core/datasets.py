@@ -12,9 +12,9 @@ import enum
 import re
 from dataclasses import dataclass
 
-from fedgate.classification import Levels
+from fedgate.core.classification import Levels
 from fedgate.crypto.ids import IdKind
-from fedgate.errors import InvalidInput
+from fedgate.core.errors import InvalidInput
 
 _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

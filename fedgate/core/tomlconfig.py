@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fedgate.addresses import address_problem
-from fedgate.errors import ConfigError
+from fedgate.core.addresses import address_problem
+from fedgate.core.errors import ConfigError
 
 T = TypeVar("T")
 _MISSING: Any = object()

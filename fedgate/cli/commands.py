@@ -17,12 +17,13 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table as RichTable
 
-from fedgate import audit_search as criteria
-from fedgate import pki, span_stores
-from fedgate.audit_entry import AuditEntry
-from fedgate.audit_verify import TrustedState, check_inclusion
-from fedgate.classification import Levels, policies_dir
-from fedgate.client import (
+from fedgate.core import audit_search as criteria
+from fedgate.server import pki
+from fedgate.cli import span_stores
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.client.audit_verify import TrustedState, check_inclusion
+from fedgate.core.classification import Levels, policies_dir
+from fedgate.client.gateway import (
     CompareResult,
     Disclosure,
     GatewayClient,
@@ -33,8 +34,8 @@ from fedgate.client import (
     Side,
     SumResult,
 )
-from fedgate.datasets import RegisteredDataset
-from fedgate.render import (
+from fedgate.core.datasets import RegisteredDataset
+from fedgate.client.render import (
     compare_table,
     datasets_table,
     entries_table,
@@ -43,13 +44,13 @@ from fedgate.render import (
     rows_table,
     sum_table,
 )
-from fedgate.row_limit import RowLimit, row_limit_json
-from fedgate.errors import FedgateError, NotFound
-from fedgate.identity import Identity, Role
-from fedgate.signing_key import read_vkey
-from fedgate.supervisor_keys import SupervisorKey
-from fedgate.tls import TlsFiles
-from fedgate.trace_store import list_traces, load_trace, render_tree
+from fedgate.core.row_limit import RowLimit, row_limit_json
+from fedgate.core.errors import FedgateError, NotFound
+from fedgate.core.identity import Identity, Role
+from fedgate.server.signing_key import read_vkey
+from fedgate.core.supervisor_keys import SupervisorKey
+from fedgate.server.tls import TlsFiles
+from fedgate.server.trace_store import list_traces, load_trace, render_tree
 from fedgate.query import protocols
 
 # The servers, the policy engine, the demo and the store reader are imported inside the commands
@@ -318,7 +319,7 @@ def audit_verify(
     naming the first bad index when an entry was altered, dropped, reordered or
     truncated, or a checkpoint was signed with another key.
     """
-    from fedgate.audit_snapshot import verify_store  # SQLAlchemy and the gateway's store schema
+    from fedgate.cli.audit_snapshot import verify_store  # SQLAlchemy and the gateway's store schema
 
     where = db or gateway
     if not where:

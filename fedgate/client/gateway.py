@@ -19,22 +19,22 @@ from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
-from fedgate import certified
-from fedgate.audit_entry import AuditEntry
-from fedgate.audit_verify import TrustedState, VerifyReport, verify_log
+from fedgate.core import certified
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.client.audit_verify import TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.crypto.compare import Packing
-from fedgate.datasets import FieldGrant, RegisteredDataset
-from fedgate.addresses import address_problem
-from fedgate.errors import InvalidInput, RemoteCallFailed
-from fedgate.identity import GATEWAY, identity_from_pem
-from fedgate.row_limit import RowLimit
+from fedgate.core.datasets import FieldGrant, RegisteredDataset
+from fedgate.core.addresses import address_problem
+from fedgate.core.errors import InvalidInput, RemoteCallFailed
+from fedgate.core.identity import GATEWAY, identity_from_pem
+from fedgate.core.row_limit import RowLimit
 from fedgate.query import protocols
 from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
 from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
-from fedgate.supervisor_keys import SupervisorKey, flagged_indices, key_statement
-from fedgate.tls import TlsFiles, check_own, handshake_hint, secure_channel
-from fedgate.wire import dataset_from_proto
+from fedgate.core.supervisor_keys import SupervisorKey, flagged_indices, key_statement
+from fedgate.server.tls import TlsFiles, check_own, handshake_hint, secure_channel
+from fedgate.server.wire import dataset_from_proto
 
 DEFAULT_TIMEOUT_S = 30.0
 # Matching, sums and comparisons stream for as long as the data takes; they still end. The gateway
@@ -425,7 +425,7 @@ class GatewayClient:
         return EntryProof(proof.index, proof.size, proof.leaf_hash, tuple(proof.hashes), proof.checkpoint, proof.body)
 
     async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
-        """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.audit_verify)."""
+        """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.client.audit_verify)."""
         size, latest = await self.checkpoint()
         notes = await self.checkpoints(1, size)
         items = [item async for item in self.entries(0, size)]

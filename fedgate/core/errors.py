@@ -1,6 +1,6 @@
 """The fedgate error tree.
 
-Domain code raises these; it never picks a transport status. ``fedgate.status``
+Domain code raises these; it never picks a transport status. ``fedgate.server.status``
 holds the one table from error class to gRPC status code, and the CLI turns any
 ``FedgateError`` into ``diagnostics()`` and an exit code.
 

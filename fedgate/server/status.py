@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from fedgate import errors
+from fedgate.core import errors
 
 # Looked up along the exception's MRO, so the most specific class wins
 # (MalformedProof before VerificationError, InvalidIdentifier via InvalidInput).

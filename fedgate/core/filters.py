@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, assert_never
 
-from fedgate.datasets import FieldType
-from fedgate.errors import InvalidInput
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     import sqlalchemy as sa

@@ -5,8 +5,8 @@ Only service modules and this one touch generated `*_pb2` classes.
 
 from __future__ import annotations
 
-from fedgate.datasets import DatasetDecl, FieldDecl
-from fedgate.matching_keys import MatchingKey
+from fedgate.core.datasets import DatasetDecl, FieldDecl
+from fedgate.core.matching_keys import MatchingKey
 from fedgate.protos.fedgate.v1 import common_pb2
 
 

@@ -8,8 +8,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from fedgate.errors import ConfigError
-from fedgate.tomlconfig import Table
+from fedgate.core.errors import ConfigError
+from fedgate.core.tomlconfig import Table
 
 # Disclosure forms, least revealing first.
 FORMS = ("aggregate", "masked", "plaintext")

@@ -18,12 +18,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedgate.errors import ConfigError, VerificationError
-from fedgate.identity import Identity, identity_from_pem
+from fedgate.core.errors import ConfigError, VerificationError
+from fedgate.core.identity import Identity, identity_from_pem
 
 
 class Credentials(Protocol):
-    """A party's CA certificate, certificate and key on disk (``fedgate.tls.TlsFiles`` is one).
+    """A party's CA certificate, certificate and key on disk (``fedgate.server.tls.TlsFiles`` is one).
 
     A protocol rather than TlsFiles itself: signing needs only the files, not the
     TLS plumbing, so the shared domain layer does not depend on the server layer.

@@ -16,9 +16,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedgate import certified
-from fedgate.errors import ConfigError, VerificationError
-from fedgate.identity import Identity, Role
+from fedgate.core import certified
+from fedgate.core.errors import ConfigError, VerificationError
+from fedgate.core.identity import Identity, Role
 
 _CONTEXT = b"fedgate-matching-key/v1\n"
 

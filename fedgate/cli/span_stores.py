@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedgate.errors import ConfigError
+from fedgate.core.errors import ConfigError
 
 STORE_NAME = "spans.db"
 ENV = "FEDGATE_TRACE_STORES"

@@ -11,8 +11,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from fedgate.errors import InvalidInput
-from fedgate.identity import TRUST_DOMAIN, Identity
+from fedgate.core.errors import InvalidInput
+from fedgate.core.identity import TRUST_DOMAIN, Identity
 
 # Every action the gateway writes to its log. A new action must be added here, or it cannot be searched for.
 ACTIONS = (
@@ -57,7 +57,7 @@ def checked(subject: str = "", dataset: str = "", case_number: str = "", decisio
 
 
 def rfc3339(moment: dt.datetime) -> str:
-    """The form audit entries carry their time in (fedgate.audit_entry.utc_now)."""
+    """The form audit entries carry their time in (fedgate.core.audit_entry.utc_now)."""
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -53,8 +53,8 @@ from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from fedgate.crypto import ids
-from fedgate.errors import ConfigError, LocalProtocolError
-from fedgate.trace_store import SqliteSpanExporter
+from fedgate.core.errors import ConfigError, LocalProtocolError
+from fedgate.server.trace_store import SqliteSpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -528,7 +528,7 @@ def _install_forwarder() -> None:
         raise ConfigError(
             "tracer provider",
             "another TracerProvider is already installed in this process; "
-            "only fedgate.telemetry may configure the OpenTelemetry SDK",
+            "only fedgate.server.telemetry may configure the OpenTelemetry SDK",
         )
     _state.forwarder_installed = True
     atexit.register(shutdown_tracing)

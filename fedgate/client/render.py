@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from fedgate.audit_entry import AuditEntry
-from fedgate.client import CompareResult, MatchResult, SumResult
-from fedgate.datasets import FieldGrant, RegisteredDataset
-from fedgate.row_limit import RowLimit
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.client.gateway import CompareResult, MatchResult, SumResult
+from fedgate.core.datasets import FieldGrant, RegisteredDataset
+from fedgate.core.row_limit import RowLimit
 
 
 def _utc_time(value: dt.datetime | None) -> str:

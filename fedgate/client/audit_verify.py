@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedgate.audit_entry import AuditEntry
+from fedgate.core.audit_entry import AuditEntry
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, verify_inclusion
-from fedgate.errors import FedgateError, VerificationError
+from fedgate.core.errors import FedgateError, VerificationError
 
 HASHER = RFC6962_SHA256
 

@@ -11,10 +11,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from fedgate import telemetry
-from fedgate.errors import ConfigError
-from fedgate.identity import Identity, identity_from_pem
-from fedgate.tomlconfig import Table
+from fedgate.server import telemetry
+from fedgate.core.errors import ConfigError
+from fedgate.core.identity import Identity, identity_from_pem
+from fedgate.core.tomlconfig import Table
 
 
 @dataclass(frozen=True)

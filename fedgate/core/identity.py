@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from cryptography import x509
 
-from fedgate.errors import Unauthenticated
+from fedgate.core.errors import Unauthenticated
 
 TRUST_DOMAIN = "fedgate"
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -1,0 +1,1 @@
+"""The `fedgate` command: parse, call the library, render."""

@@ -1,0 +1,1 @@
+"""The supervisor's and security officer's client library: gateway calls, audit verification."""

@@ -1,0 +1,1 @@
+"""Shared domain types and rules: errors, identities, datasets, filters, audit entries, keys."""
