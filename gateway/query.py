@@ -58,8 +58,7 @@ from fedgate.query import protocols
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.kinds.base import AdapterCall, Answer, Counted, DepartmentAsk, Query, RowsDisclosed, Target
 from fedgate.query.match import Comparison, MatchPlan
-from fedgate.query.safeguards import Release
-from fedgate.query.sizes import SizeCheck
+from fedgate.query.safeguards import Release, Request
 from fedgate.core.row_limit import RowLimit, quota_rule
 from fedgate.server.telemetry import safe_attributes
 from fedgate.server.worker_pool import WorkerPool
@@ -195,12 +194,13 @@ class QueryEngine:
 
     async def _run_match(self, caller: Identity, record: RequestRecord, params: QueryParams, left: SidePlan,
                          right: SidePlan, mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
-                         outcome: MatchOutcome, check_sizes: SizeCheck, homomorphic: Homomorphic | None = None, *,
+                         outcome: MatchOutcome, admitted: Request, homomorphic: Homomorphic | None = None, *,
                          comparison: Comparison | None = None,
                          flagged: Callable[[], Awaitable[list[int]]] | None = None) -> AsyncIterator[Any]:
         """Log the intent, then drive both adapters with fresh tickets; sizes go into the record."""
         index, entry = await self._log_intent(record)
         outcome.audit_index = index
+        check_sizes = self._decisions.safeguards.size_check(admitted)
         plan = MatchPlan(left, right, protocols.get(mode), check_sizes, params.min_set_size or 0,
                          params.max_match_rows or 0, tuple(grants), limit, right_dept.matching_key,
                          homomorphic, comparison)
@@ -244,7 +244,7 @@ class QueryEngine:
                                                               q.disclose_fields, q.limit)
             outcome.grants = grants
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
-                                           self._decisions.safeguards.size_check(admitted)):
+                                           admitted):
             yield event
         if grants and outcome.intersection is not None:
             outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
@@ -266,10 +266,8 @@ class QueryEngine:
             admitted = self._planner.admit(caller, params, "sum", aggregate_levels=tuple(f.level for f in fields))
             params.limit = 1  # one row of totals
         left = dataclasses.replace(left, value_fields=tuple(q.value_fields))
-        homomorphic = Homomorphic("query.sum", q.paillier_key, ciphertext_bytes(n), False, q.key_signature,
-                                  q.supervisor_certificate)
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, [], 1, outcome,
-                                           self._decisions.safeguards.size_check(admitted), homomorphic):
+                                           admitted, _homomorphic("query.sum", q, n)):
             yield event
 
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
@@ -296,17 +294,20 @@ class QueryEngine:
             outcome.grants = grants
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
-        homomorphic = Homomorphic("query.compare", q.paillier_key, ciphertext_bytes(n), True, q.key_signature,
-                                  q.supervisor_certificate)
 
         comparison = Comparison(q.left_weight, q.right_weight, VALUE_BOUND, packing)
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
-                                           self._decisions.safeguards.size_check(admitted), homomorphic,
+                                           admitted, _homomorphic("query.compare", q, n, pairs=True),
                                            comparison=comparison, flagged=flagged):
             yield event
         if outcome.flagged_rows is not None:
             outcome.row_limit = RowLimit.of(outcome.flagged_rows, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
+
+
+def _homomorphic(action: str, q: SumQuery | CompareQuery, n: int, pairs: bool = False) -> Homomorphic:
+    """What a sum or comparison adds to its match: the supervisor's vouched key, ciphertexts of its size."""
+    return Homomorphic(action, q.paillier_key, ciphertext_bytes(n), pairs, q.key_signature, q.supervisor_certificate)
 
 
 def _record_sizes(record: RequestRecord, outcome: MatchOutcome) -> None:
