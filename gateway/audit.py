@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -66,15 +66,22 @@ def entry_for(record: RequestRecord, code: grpc.StatusCode | None, reason: str) 
 
 
 class AuditRecorder:
-    """The gateway's completion hook: one entry per request, appended before the reply leaves."""
+    """The gateway's completion hook: one entry per request, appended before the reply leaves.
 
-    def __init__(self, log: AuditLog) -> None:
+    `then` runs after each append with the entry and its index (the probing alerts, `gateway/alerts.py`).
+    """
+
+    def __init__(self, log: AuditLog, then: Callable[[int, AuditEntry], Awaitable[None]] | None = None) -> None:
         self._log = log
+        self._then = then
 
     async def __call__(self, record: RequestRecord, code: grpc.StatusCode, reason: str) -> None:
         if code is grpc.StatusCode.OK and not record.audit:
             return
-        await self._log.append(entry_for(record, code, reason))
+        entry = entry_for(record, code, reason)
+        appended = await self._log.append(entry)
+        if self._then is not None:
+            await self._then(appended.index, entry)
 
 
 @dataclass(frozen=True)

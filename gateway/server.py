@@ -13,6 +13,7 @@ from fedgate.server import signing_key, telemetry
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.core.classification import Levels
 from fedgate.gateway.adapter_links import AdapterLinks
+from fedgate.gateway.alerts import ProbeAlerts
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
@@ -120,7 +121,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             _service(query_pb2, "QueryService", QueryServicer(engine)),
             _service(policy_pb2, "PolicyService", PolicyServicer(policy)),
         ]
-        running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log))
+        alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
+        running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log, alerts))
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
                       data_lock=data_lock)

@@ -246,6 +246,8 @@ def audit_search(
                                             "yesterday, or an age such as 30m, 24h, 7d (UTC).")] = "",
     until: Annotated[str, typer.Option(help="Exclusive; the same forms as --since.")] = "",
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    alerts: Annotated[bool, typer.Option("--alerts", help="Only probing alerts the gateway raised (action "
+                                                          "audit.alert): who, which pattern, which entries.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Entries matching every given criterion, newest first.
@@ -254,7 +256,7 @@ def audit_search(
     action, time or subject, a dataset no department registered) is an error.
     """
     async def go() -> list[IndexedEntry]:
-        wanted = criteria.checked(subject, dataset, case, decision, action, since, until)
+        wanted = criteria.checked(subject, dataset, case, decision, action, since, until, alerts=alerts)
         async with _client(gateway, ca, cert, key) as client:
             found = await client.search(**vars(wanted), limit=limit)
             if not found and wanted.dataset:

@@ -15,13 +15,14 @@ from fedgate.core.errors import InvalidInput
 from fedgate.core.identity import TRUST_DOMAIN, Identity
 
 # Every action the gateway writes to its log. A new action must be added here, or it cannot be searched for.
+ALERT_ACTION = "audit.alert"  # a probing alert the gateway raised (fedgate.query.probing); `--alerts` lists them
 ACTIONS = (
-    "audit.checkpoint", "audit.proof", "audit.read", "audit.search",
+    ALERT_ACTION, "audit.checkpoint", "audit.proof", "audit.read", "audit.search",
     "policy.reload",
     "query.compare", "query.count", "query.disclose", "query.match", "query.sum",
     "registry.list", "registry.register",
 )
-DECISIONS = ("allow", "deny", "error")
+DECISIONS = ("allow", "deny", "error", "alert")  # alert: a probing alert, not a decision on a call
 # A call refused before it was named (unauthenticated, malformed) is logged under its gRPC method, e.g. "Match".
 _METHOD = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _AGE = re.compile(r"^(\d{1,6})\s*(m|min|h|d|w)$")
@@ -46,9 +47,16 @@ class Criteria:
 
 
 def checked(subject: str = "", dataset: str = "", case_number: str = "", decision: str = "", action: str = "",
-            since: str = "", until: str = "", now: dt.datetime | None = None) -> Criteria:
-    """Check every criterion; InvalidInput names the one that cannot match and the forms accepted."""
+            since: str = "", until: str = "", now: dt.datetime | None = None, alerts: bool = False) -> Criteria:
+    """Check every criterion; InvalidInput names the one that cannot match and the forms accepted.
+
+    `alerts` asks for probing alerts only (the action `audit.alert`), beside the other criteria.
+    """
     now = now or dt.datetime.now(dt.UTC)
+    if alerts:
+        if normal_action(action) not in ("", ALERT_ACTION):
+            raise InvalidInput(f"--alerts lists the action {ALERT_ACTION} only; drop --action {action[:64]!r}")
+        action = ALERT_ACTION
     start, end = point_in_time(since, "since", now), point_in_time(until, "until", now)
     if start and end and end <= start:
         raise InvalidInput(f"--until ({end}) must be later than --since ({start})")

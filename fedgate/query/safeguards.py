@@ -56,12 +56,30 @@ class Quota:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    """`[alerts]`: when the gateway flags a caller's (or an agency's) queries as probing; it never refuses.
+
+    Counts are over one agency's supervisors together (a lone supervisor is an agency of one), in a sliding
+    window of `window_minutes`, except the bisection run, which must fall within `bisection_minutes`.
+    """
+
+    enabled: bool = True
+    window_minutes: int = 60
+    refusals: int = 10          # refused or suppressed answers in the window
+    same_filter: int = 20       # queries with one dataset and one redacted filter shape in the window
+    bisection_run: int = 8      # of them with a range comparison (<, <=, >, >=) within bisection_minutes
+    bisection_minutes: int = 10
+    max_entries: int = 1000     # query outcomes kept per agency (memory bound)
+
+
+@dataclass(frozen=True)
 class SafeguardConfig:
     """`policies/safeguards.toml`: the gateway's safeguard values (departments read them from each entry)."""
 
     min_set_size: int = DEFAULT_MIN_SET_SIZE
     quotas: Mapping[str, Quota] = field(default_factory=dict)
     max_match_rows: int = DEFAULT_MAX_MATCH_ROWS  # per side; a stream beyond its bound is refused
+    alerts: AlertConfig = field(default_factory=AlertConfig)  # probing alerts (fedgate.query.probing)
 
     @classmethod
     def from_file(cls, path: Path) -> SafeguardConfig:
@@ -78,8 +96,20 @@ class SafeguardConfig:
                                      _at_least(rt, "disclosed_rows_per_day", None, 0))
                 rt.done()
             qt.done()
+        alerts = _alerts(table.table("alerts")) if table.has("alerts") else AlertConfig()
         table.done()
-        return cls(min_set, quotas, max_rows)
+        return cls(min_set, quotas, max_rows, alerts)
+
+
+def _alerts(table: Table) -> AlertConfig:
+    """The `[alerts]` table; a key left out keeps its default."""
+    defaults = AlertConfig()
+    counts = {name: _at_least(table, name, getattr(defaults, name), 1)
+              for name in ("window_minutes", "refusals", "same_filter", "bisection_run", "bisection_minutes",
+                           "max_entries")}
+    enabled = table.boolean("enabled", defaults.enabled)
+    table.done()
+    return AlertConfig(enabled=enabled, **counts)
 
 
 def _at_least(table: Table, key: str, default: int | None, least: int) -> int:
