@@ -53,7 +53,7 @@ class ProbeAlerts:
 def _recent(audit_log: AuditLog, minutes: int) -> list[tuple[int, AuditEntry]]:
     """The log's entries of the last `minutes` (at most REBUILD_SCAN), oldest first."""
     cutoff = rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes))
-    found = []
+    found: list[tuple[int, AuditEntry]] = []
     for item in audit_log.store.entries_newest_first():
         entry = AuditEntry.from_canonical(item.body)
         if entry.time < cutoff or len(found) >= REBUILD_SCAN:
