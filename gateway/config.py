@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedgate.core.classification import policies_dir
+from fedgate.core.officer_seal import SealKey
 from fedgate.server.tls import TlsFiles
 from fedgate.core.tomlconfig import Table
 from fedgate.server.worker_pool import default_workers
 
 DEFAULT_ORIGIN = "fedgate.local/audit"
+log = logging.getLogger(__name__)
 
 EXAMPLE = """\
 # fedgate gateway configuration. Paths are relative to this file.
@@ -29,6 +32,10 @@ data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults 
 # adapter_idle_timeout_s = 300         # give up on a match stream its adapter sends nothing on for this long
 # flags_timeout_s = 300                # how long a comparison waits for the client's flagged pairs
 # health_check_s = 30                  # ask every registered adapter's health service this often
+# The security officers' public key (`fedgate certs init` writes the pair beside the certificates): exact filters
+# are logged sealed to it, for officers only (`fedgate audit open`). Keep officer-seal.key away from the gateway.
+# Without it the gateway still runs, logging filters redacted only, and says so at start.
+officer_seal_key = "certs/officer-seal.pub"
 
 [tls]
 ca = "certs/ca.pem"
@@ -53,6 +60,7 @@ class GatewayConfig:
     adapter_idle_timeout_s: int = 300
     flags_timeout_s: int = 300
     health_check_s: int = 30
+    officer_seal_key: Path | None = None
 
     @property
     def effective_policy_dir(self) -> Path:
@@ -88,7 +96,21 @@ class GatewayConfig:
             adapter_idle_timeout_s=table.duration("adapter_idle_timeout_s", 300),
             flags_timeout_s=table.duration("flags_timeout_s", 300),
             health_check_s=table.duration("health_check_s", 30),
+            officer_seal_key=table.path("officer_seal_key", None),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
         return config
+
+
+def load_officer_seal(config: GatewayConfig) -> SealKey | None:
+    """The officers' public key the gateway seals exact filters to; None (said once, here) if none is configured.
+
+    A gateway without one keeps serving, since refusing would stop every deployment configured before the
+    key existed; a configured key that cannot be read stops the start (ConfigError), as any bad file does.
+    """
+    if config.officer_seal_key is None:
+        log.warning("no officer_seal_key in gateway.toml: filters are logged redacted only, and security officers "
+                    "cannot open them (`fedgate certs init` writes certs/officer-seal.pub)")
+        return None
+    return SealKey.load(config.officer_seal_key)

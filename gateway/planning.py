@@ -32,7 +32,9 @@ from fedgate.query.audit_params import (
     QueryParams,
     filter_digest,
     paillier_key_digest,
+    seal_filter,
 )
+from fedgate.core.officer_seal import SealKey
 from fedgate.query import protocols
 from fedgate.query.kinds.base import FilterPlan, Target
 from fedgate.query.safeguards import QuotaLedger, Request, Safeguards
@@ -102,12 +104,14 @@ class CompareQuery:
 @dataclass(frozen=True)
 class Decisions:
     """Everything that decides whether a query may run: the policy, the safeguard pipeline, the quota ledger
-    it charges, and the CA that vouches for supervisors' keys."""
+    it charges, and the CA that vouches for supervisors' keys; and the security officers' key the exact
+    filters are sealed to in the log (None: they are logged redacted only)."""
 
     policy: Policy
     safeguards: Safeguards
     quotas: QuotaLedger
     ca_pem: bytes = b""
+    officer_seal: SealKey | None = None
 
 
 @contextlib.contextmanager
@@ -156,7 +160,7 @@ class Planner:
 
     def filter(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl, text: str,
                role: str = "") -> tuple[Filter | None, FilterPlan]:
-        """Parse, type-check and authorise the filter; log it without its values.
+        """Parse, type-check and authorise the filter; log it without its values, and sealed to the officers.
 
         ``role`` (left/right) keeps a match's two sides apart when both are the same dataset.
         """
@@ -168,8 +172,10 @@ class Planner:
             assert f is not None  # check() refused unknown fields
             self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", f.level).require()
         canonical, nonce = to_text(where), secrets.token_bytes(16)
+        seal = self._decisions.officer_seal
+        sealed = seal_filter(seal, nonce, canonical) if seal is not None else ""
         params.side(decl.qualified_name, role).filter = LoggedFilter(redacted_text(where),
-                                                                     filter_digest(nonce, canonical))
+                                                                     filter_digest(nonce, canonical), sealed)
         return where, FilterPlan(canonical, nonce)
 
     def grants(self, caller: Identity, record: RequestRecord, params: QueryParams, decl: DatasetDecl,

@@ -17,7 +17,7 @@ from fedgate.gateway.alerts import ProbeAlerts
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
-from fedgate.gateway.config import GatewayConfig
+from fedgate.gateway.config import GatewayConfig, load_officer_seal
 from fedgate.gateway.policy import Policy
 from fedgate.gateway.policy_watch import watch_policy
 from fedgate.gateway.planning import Decisions
@@ -111,7 +111,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         undo.push_async_callback(links.close)
         registry = Registry(store, policy, links, config.health_check_s)
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
-                              config.tls.read()[0])
+                              config.tls.read()[0], load_officer_seal(config))
         asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s))
         engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
                              Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s))

@@ -46,6 +46,7 @@ from fedgate.client.render import (
 )
 from fedgate.core.row_limit import RowLimit, row_limit_json
 from fedgate.core.errors import FedgateError, NotFound
+from fedgate.core.officer_seal import OpenKey
 from fedgate.core.identity import Identity, Role
 from fedgate.server.signing_key import read_vkey
 from fedgate.core.supervisor_keys import SupervisorKey
@@ -299,6 +300,39 @@ def audit_proof(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, vkey
         console.print(f"  {h}")
     console.print(f"[green]OK:[/] entry {proof.index} is included in the signed tree of size {cp.size}, "
                   f"root {out['root']}")
+
+
+SealKeyOpt = Annotated[Path, typer.Option("--seal-key", envvar="FEDGATE_OFFICER_SEAL_KEY",
+                                          help="The security officers' private seal key (officer-seal.key).")]
+
+
+@audit_app.command("open")
+def audit_open(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, vkey: VkeyOpt, seal_key: SealKeyOpt,
+               index: Annotated[int, typer.Argument(min=0, help="Entry index.")],
+               as_json: JsonOpt = False) -> None:
+    """Open an entry's sealed filters with the officers' key, once its inclusion in the signed log is proven.
+
+    The seal key is `--seal-key` (`--key` is your TLS key, as in every command).
+    """
+    async def go() -> Any:
+        opener = OpenKey.load(seal_key)
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.open_entry(index, read_vkey(vkey), opener)
+
+    opened = _run(lambda: asyncio.run(go()))
+    if as_json:
+        print(json.dumps({"index": opened.index, "size": opened.tree_size, "verified": True,
+                          "entry": opened.entry.to_dict(),
+                          "filters": [{"dataset": f.dataset, "role": f.role, "redacted": f.redacted,
+                                       "filter": f.text} for f in opened.filters]}, ensure_ascii=False, indent=2))
+        return
+    console.print(entries_table([(opened.index, opened.entry)]))
+    console.print(f"[green]OK:[/] entry {opened.index} is included in the signed tree of size {opened.tree_size}; "
+                  "its sealed filters open and match their logged digests:")
+    for f in opened.filters:
+        where = f"{f.role} {f.dataset}" if f.role else f.dataset
+        console.print(f"  {escape(where)}: {escape(f.redacted)}  →  {escape(f.text)}", highlight=False,
+                      soft_wrap=True)
 
 
 @audit_app.command("verify")

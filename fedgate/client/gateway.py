@@ -21,7 +21,9 @@ import grpc
 
 from fedgate.core import certified
 from fedgate.core.audit_entry import AuditEntry
+from fedgate.client.audit_open import OpenedEntry, open_entry
 from fedgate.client.audit_verify import TrustedState, VerifyReport, verify_log
+from fedgate.core.officer_seal import OpenKey
 from fedgate.crypto.checkpoint import VerifierKey
 from fedgate.crypto.compare import Packing
 from fedgate.core.datasets import FieldGrant, RegisteredDataset
@@ -423,6 +425,11 @@ class GatewayClient:
             proof = await self._audit.GetInclusionProof(
                 audit_pb2.GetInclusionProofRequest(index=index, size=size), timeout=self._timeout)
         return EntryProof(proof.index, proof.size, proof.leaf_hash, tuple(proof.hashes), proof.checkpoint, proof.body)
+
+    async def open_entry(self, index: int, vkey: VerifierKey, key: OpenKey) -> OpenedEntry:
+        """Entry `index`, proven in the latest signed tree, with its sealed filters opened by the officers' key."""
+        proof = await self.inclusion_proof(index)
+        return open_entry(proof.index, proof.body, list(proof.hashes), proof.checkpoint, vkey, key)
 
     async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
         """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.client.audit_verify)."""

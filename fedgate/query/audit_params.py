@@ -6,10 +6,12 @@ adapter re-checks its request against the entry the ticket proves. Both sides
 go through this module, so no key format exists twice. The flat key formats
 are those officers' logs already hold, e.g.::
 
-    params_version              "1" (entries logged before the schema have none: version 1)
+    params_version              "2" (entries logged before the schema have none: version 1)
     key.{side}.{dataset}        the key field a match side matches on
     filter.[{side}.]{dataset}   the filter with its values blanked
     filter_digest.[{side}.]{dataset}   SHA-256(nonce || exact filter)
+    sealed_filter.[{side}.]{dataset}   version 2, when the gateway has the officers' key: the exact filter and
+                                the digest's nonce, sealed to the security officers (base64 sealed box)
     values.{side}.{dataset}     the integer fields a sum or comparison encrypts (comma-separated)
     form.{dataset}.{field}      plaintext | masked: how a disclosed field leaves
     level.{dataset}.{field}     the field's level as the gateway holds it
@@ -20,19 +22,29 @@ are those officers' logs already hold, e.g.::
 can be the same dataset) and absent in a count or disclosure; ``{dataset}`` is
 the qualified ``department.dataset``. Names never contain dots, so a key splits
 unambiguously.
+
+Version 2 only adds ``sealed_filter``; version-1 entries decode as before.
+Adapters re-check the redacted form and the digest, never the sealed text (they
+cannot open it); ``open_filter`` is the officers' side.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from fedgate.core.errors import VerificationError
+from fedgate.core.officer_seal import OpenKey, SealKey
 from fedgate.crypto.ticket import TicketRefused
 
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2
+READABLE_VERSIONS = ("1", "2")
 VERSION_KEY = "params_version"
 SIDES = ("left", "right")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -63,10 +75,39 @@ class SideRef(NamedTuple):
 
 @dataclass(frozen=True)
 class LoggedFilter:
-    """A filter as the log keeps it: its text with values blanked and a salted digest of the exact text."""
+    """A filter as the log keeps it: its text with values blanked, a salted digest of the exact text and,
+    when the gateway has the officers' key, the exact text sealed to them (base64; "" when not sealed)."""
 
     redacted: str
     digest: str
+    sealed: str = ""
+
+
+def seal_filter(key: SealKey, nonce: bytes, text: str) -> str:
+    """The exact filter and its digest's nonce sealed to the officers, as `sealed_filter` logs it."""
+    plain = json.dumps({"nonce": nonce.hex(), "text": text}, ensure_ascii=False, sort_keys=True)
+    return base64.b64encode(key.seal(plain.encode("utf-8"))).decode("ascii")
+
+
+def open_filter(key: OpenKey, logged: LoggedFilter) -> str:
+    """The exact filter an officer's key opens from a logged filter, checked against the logged digest.
+
+    CannotOpen for another key; VerificationError if what opens is not the filter the digest binds.
+    """
+    try:
+        sealed = base64.b64decode(logged.sealed, validate=True)
+    except binascii.Error:
+        raise VerificationError("the logged sealed filter is not base64 (the entry was altered)") from None
+    plain = key.open(sealed)
+    try:
+        obj = json.loads(plain)
+        nonce, text = bytes.fromhex(obj["nonce"]), obj["text"]
+    except (ValueError, KeyError, TypeError):
+        raise VerificationError("the sealed filter opened but is not a sealed filter") from None
+    if not isinstance(text, str) or filter_digest(nonce, text) != logged.digest:
+        raise VerificationError("the sealed filter is not the filter the logged digest binds (the department "
+                                "ran the digest's filter): the gateway sealed another text")
+    return text
 
 
 @dataclass
@@ -128,6 +169,8 @@ class QueryParams:
             if side.filter is not None:
                 out[f"filter.{ref.suffix}"] = side.filter.redacted
                 out[f"filter_digest.{ref.suffix}"] = side.filter.digest
+                if side.filter.sealed:
+                    out[f"sealed_filter.{ref.suffix}"] = side.filter.sealed
             if side.value_fields:
                 out[f"values.{ref.suffix}"] = ",".join(side.value_fields)
         for fref, form in self.forms.items():
@@ -148,17 +191,18 @@ class QueryParams:
 
 def decode(params: Mapping[str, str]) -> QueryParams:
     """The typed parameters of a logged query; TicketRefused for an unknown version, key or malformed value."""
-    version = params.get(VERSION_KEY, str(PARAMS_VERSION))  # logged before the schema: version 1
-    if version != str(PARAMS_VERSION):
+    version = params.get(VERSION_KEY, "1")  # logged before the schema: version 1
+    if version not in READABLE_VERSIONS:
         raise TicketRefused(f"the audit entry's parameters are version {version[:16]!r}; this adapter reads "
-                            f"version {PARAMS_VERSION}: upgrade it to the gateway's release")
-    out = QueryParams()
+                            f"versions {' and '.join(READABLE_VERSIONS)}: upgrade it to the gateway's release")
+    out = QueryParams(version=int(version))
+    heads = ("key", "values", "filter", "filter_digest") + (("sealed_filter",) if out.version >= 2 else ())
     filters: dict[SideRef, dict[str, str]] = {}
     for key, value in params.items():
         if key == VERSION_KEY:
             continue
         head, _, rest = key.partition(".")
-        if head in ("key", "values", "filter", "filter_digest"):
+        if head in heads:
             ref = _side_ref(key, rest, sided=head in ("key", "values"))
             if head == "key":
                 out.side(*ref).key_field = value
@@ -181,11 +225,11 @@ def decode(params: Mapping[str, str]) -> QueryParams:
             out.weights = (_integer(key, left), _integer(key, right))
         else:
             raise TicketRefused(f"the audit entry holds an unknown parameter '{key[:80]}' "
-                                f"(params_version {PARAMS_VERSION})")
+                                f"(params_version {out.version})")
     for ref, parts in filters.items():
-        if set(parts) != {"filter", "filter_digest"}:
+        if not {"filter", "filter_digest"} <= set(parts):
             raise TicketRefused(f"the audit entry logs a filter of '{ref.dataset}' without its text or digest")
-        out.side(*ref).filter = LoggedFilter(parts["filter"], parts["filter_digest"])
+        out.side(*ref).filter = LoggedFilter(parts["filter"], parts["filter_digest"], parts.get("sealed_filter", ""))
     for fref, form in out.forms.items():
         if not (form.form and form.level):
             raise TicketRefused(f"the audit entry logs field '{fref.field}' without its form or level")

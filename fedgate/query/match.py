@@ -14,6 +14,14 @@ when sizes are checked, and what follows the intersection::
     DISCLOSING --Rows (left)--> CLOSING --StreamEnded (both)--> DONE
     any state --a refused event--> ERROR (for good)
 
+A comparison that discloses nothing needs neither department once their
+ciphertexts are in: it goes to CLOSING straight from INTERSECTING, and its
+results leave only once both streams have ended, i.e. once each department
+has recorded its session as served. So the log's OK and every department's
+record describe the same event, even when the client hangs up on its results
+(the streams were once ended after the results, and a client leaving early
+cancelled them: "stopped" in the departments' logs, OK in the gateway's).
+
 A department's message that its state does not allow raises
 ``RemoteProtocolError``; an event only the pump could have sent wrongly raises
 ``LocalProtocolError``. Either way the machine stays in ERROR.
@@ -401,6 +409,8 @@ class MatchMachine:
         self._intersector = Intersector(max_tokens_per_side=plan.max_tokens, width=TOKEN_BYTES)
         self._disclose_positions: list[int] | None = None
         self._started = False
+        # What follows the end of both streams besides Finished: a non-disclosing comparison's results.
+        self._after_close: list[Command] = []
         if plan.homomorphic is not None:
             for side in SIDES:
                 side_plan = plan.side(side)
@@ -479,7 +489,8 @@ class MatchMachine:
         self._streams[event.side].ended = True
         if all(self._streams[s].ended for s in SIDES):
             self._state = MatchState.DONE
-            return [Finished()]
+            after, self._after_close = self._after_close, []
+            return [*after, Finished()]
         return []
 
     def _refuse(self, event: Event) -> None:
@@ -562,7 +573,9 @@ class MatchMachine:
                                 result.pair_right, plan.comparison),
                 ComparisonsSent(pairs, plan.comparison.packing)]
             if not plan.grants:
-                return [*out, *self._close()]
+                # Both departments are done: their streams end (each records `served`) before any result leaves.
+                self._after_close = out
+                return self._close()
             self._state = MatchState.FLAGS
             return [*out, AskFlags()]
         return self._disclose()

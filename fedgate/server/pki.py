@@ -3,7 +3,9 @@
 Keys are ECDSA P-256 (every TLS stack gRPC uses accepts them). Private keys are
 written with mode 0600. An existing CA in the directory is reused, so adding a
 department later does not invalidate everyone else's certificates; an
-existing certificate is kept unless `force` is given.
+existing certificate is kept unless `force` is given. Beside them goes the
+security officers' X25519 seal key pair (`officer-seal.pub` for the gateway's
+config, `officer-seal.key` for the officers only), also kept once made.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedgate.core import officer_seal
 from fedgate.core.errors import ConfigError
 from fedgate.core.identity import GATEWAY, Identity
 
@@ -132,9 +135,11 @@ def issue(directory: Path, identity: Identity, ca: tuple[x509.Certificate, ec.El
 
 def init_dir(directory: Path, identities: Iterable[Identity], hosts: Iterable[str] = DEFAULT_HOSTS,
              force: bool = False) -> list[IssuedFile]:
-    """Create (or extend) a certificate directory: CA, gateway and every given identity."""
+    """Create (or extend) a certificate directory: CA, gateway, every given identity and the officers' seal key."""
     cert, key, created = load_or_create_ca(directory)
     issued = [IssuedFile("CA", directory / "ca.pem", created)]
+    seal_path, seal_created = officer_seal.create_pair(directory)
+    issued.append(IssuedFile("officer seal key", seal_path, seal_created))
     hosts = tuple(hosts)
     for identity in dict.fromkeys([GATEWAY, *identities]):
         issued.append(issue(directory, identity, (cert, key), hosts, force=force))

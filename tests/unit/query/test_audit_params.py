@@ -73,13 +73,13 @@ KINDS = {"count": _count, "disclose": _disclose, "match": _match, "sum": _sum, "
 def test_every_query_kind_round_trips(kind: str) -> None:
     params = KINDS[kind]()
     encoded = params.encode()
-    assert encoded["params_version"] == "1"
+    assert encoded["params_version"] == "2"
     assert decode(encoded) == params
 
 
 def test_key_formats_are_the_ones_officers_logs_hold() -> None:
     encoded = _disclose().encode()
-    assert encoded == {"params_version": "1", "filter.hrss.pensions": "district = ?",
+    assert encoded == {"params_version": "2", "filter.hrss.pensions": "district = ?",
                        "filter_digest.hrss.pensions": DIGEST, "form.hrss.pensions.name": "masked",
                        "level.hrss.pensions.name": "L3", "form.hrss.pensions.district": "plaintext",
                        "level.hrss.pensions.district": "L2", "min_set_size": "100", "limit": "3",
@@ -116,7 +116,7 @@ def test_an_entry_logged_before_the_schema_decodes_as_version_1() -> None:
 
 
 @pytest.mark.parametrize("params, words", [
-    ({"params_version": "2"}, "version '2'"),
+    ({"params_version": "3"}, "version '3'"),
     ({"params_version": "1", "colour": "red"}, "unknown parameter 'colour'"),
     ({"key.hrss.pensions": "uscc"}, "malformed parameter key"),     # a key needs its side
     ({"form.hrss.pensions": "masked"}, "malformed parameter key"),  # and a form its field

@@ -170,13 +170,19 @@ def _compare_streamed(grants: tuple[FieldGrant, ...]) -> tuple[m.MatchMachine, l
     return machine, out
 
 
-def test_compare_without_disclosure_sends_results_and_closes() -> None:
+def test_compare_without_disclosure_closes_both_streams_before_its_results_leave() -> None:
     machine, out = _compare_streamed(())
     tail = out[out.index(m.Progress("intersect", "", 0)) + 2:]  # after the Intersect
+    # Both departments end their streams (recording `served`) before any result is logged or leaves, so a
+    # client hanging up on its results cannot cancel them after the gateway logged OK.
+    assert tail == [m.EndWriting()] and machine.reading == frozenset(m.SIDES)
+    assert machine.handle(m.StreamEnded("right")) == []
+    tail = machine.handle(m.StreamEnded("left"))
     assert tail[0] == m.ResultsReady(4) and tail[1] == m.Progress("compare", "", 4)  # 2 x 2 pairs of key 2
     send = tail[2]
     assert isinstance(send, m.SendComparisons) and send.pair_left.tolist() == [1, 1, 2, 2]
-    assert tail[3:] == [m.ComparisonsSent(4, PACKING), m.EndWriting()]
+    assert tail[3:] == [m.ComparisonsSent(4, PACKING), m.Finished()]
+    assert machine.state is m.MatchState.DONE
 
 
 def test_compare_discloses_the_left_rows_of_flagged_pairs() -> None:
