@@ -41,7 +41,8 @@ OFFICER = Identity(Role.OFFICER, "audit", "liqiang")
 def demo_specs(departments: Sequence[DemoDepartment],
                certs: Path = Path("certs")) -> tuple[GatewaySpec, tuple[DepartmentSpec, ...]]:
     """The demo's gateway and adapters, with paths relative to the demo's folder."""
-    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs)
+    # Filter literals are sealed to the officers' key (`fedgate certs init` wrote it beside the certificates).
+    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs, options={"officer_seal_key": certs / "officer-seal.pub"})
     return gateway, tuple(DepartmentSpec.in_dir(d.code, d.datasets, certs, display_name=d.display_name,
                                                 data_dir=Path("adapter-data") / d.code) for d in departments)
 
