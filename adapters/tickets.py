@@ -1,4 +1,11 @@
-"""The adapter's gate: nothing is served without a valid ticket, and every decision is recorded."""
+"""The adapter's gate: nothing is served without a valid ticket, and every decision is recorded.
+
+A ticket admits its logged entry once per action and side: the admission
+takes that use in the disclosure log's transaction, so a replay (later, after
+a restart, or racing the first use) is refused and recorded as refused. A
+ticket refused before admission (stale, expired, asking for other parameters)
+takes nothing, so the gateway can re-issue a stale one.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fedgate.adapters.disclosure import Ask, check_ask
-from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog
+from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog, Use
 from fedgate.core.classification import Levels
 from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S, Ticket, TicketRefused, VerifiedTicket, verify_ticket
-from fedgate.core.errors import FedgateError, RemoteProtocolError
+from fedgate.core.errors import FedgateError, RemoteProtocolError, TicketReplayed
 from fedgate.protos.fedgate.v1 import adapter_pb2
 from fedgate.query.audit_params import QueryParams
 
@@ -108,11 +115,17 @@ class TicketGate:
                 await self._log.record_async(Disclosure(
                     utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
                 raise
-            # Accepting moves this adapter's view of the log forward before anything is served.
+            # Accepting moves this adapter's view of the log forward and takes the entry's use for this
+            # action and side, before anything is served.
             admission = Admission(self, verified, action, qualified, entry, params)
-            await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, Disclosure(
-                utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
-                action, qualified, "admitted", "", None))
+            use = Use(verified.claims.entry_index, action, ask.role)
+            try:
+                await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, use, Disclosure(
+                    utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
+                    action, qualified, "admitted", "", None))
+            except TicketReplayed as exc:
+                await admission.refused_after_check(str(exc))  # the claims are verified: the entry is named
+                raise
         return admission
 
     async def record_refused(self, admission: Admission, reason: str) -> None:
