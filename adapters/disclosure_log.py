@@ -164,11 +164,11 @@ class DisclosureLog:
             # connections), the second reads the first's use once it has committed.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if conn.execute("SELECT 1 FROM admitted_uses WHERE entry_index = ? AND action = ? AND role = ?",
-                                (use.entry_index, use.action, use.role)).fetchone():
+                # OR IGNORE: a use taken before inserts nothing, and the transaction is rolled back.
+                taken = conn.execute("INSERT OR IGNORE INTO admitted_uses VALUES (?, ?, ?, ?, ?)",
+                                     (use.entry_index, use.action, use.role, disclosure.query_id, utc_now()))
+                if taken.rowcount != 1:
                     raise TicketReplayed(REPLAYED)
-                conn.execute("INSERT INTO admitted_uses VALUES (?, ?, ?, ?, ?)",
-                             (use.entry_index, use.action, use.role, disclosure.query_id, utc_now()))
                 conn.execute("INSERT OR IGNORE INTO accepted_checkpoints VALUES (?, ?, ?, ?)",
                              (cp.size, cp.root_hash, note, utc_now()))
                 self._insert(conn, disclosure)
@@ -220,6 +220,12 @@ class DisclosureLog:
             " reason, result_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.time, d.query_id, d.entry_index, d.checkpoint_size, d.action, d.dataset, d.decision, d.reason,
              d.result_rows))
+
+    def was_used(self, use: Use) -> bool:
+        """Whether a ticket was admitted for this use before (the check that counts is `accept`'s)."""
+        with self._connection("read the admitted uses") as conn:
+            return conn.execute("SELECT 1 FROM admitted_uses WHERE entry_index = ? AND action = ? AND role = ?",
+                                (use.entry_index, use.action, use.role)).fetchone() is not None
 
     def used(self) -> list[Use]:
         """Every use admitted so far, in entry order."""
