@@ -56,6 +56,27 @@ def test_a_use_survives_a_restart(tmp_path: Path) -> None:
     reopened.close()
 
 
+def _race(logs: list[DisclosureLog], use: Use) -> list[str]:
+    """Two threads present `use` at the same instant, through logs[0] and logs[-1]; what each got."""
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def present(log: DisclosureLog) -> None:
+        barrier.wait()
+        try:
+            _admit(log, use)
+            outcomes.append("admitted")
+        except TicketReplayed:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=present, args=(log,)) for log in (logs[0], logs[-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
 @pytest.mark.parametrize("connections", [1, 2], ids=["one-connection", "two-connections"])
 def test_two_racing_presentations_admit_exactly_one(tmp_path: Path, connections: int) -> None:
     """Both threads pass the barrier together; the store's transaction lets exactly one take the use
@@ -63,23 +84,7 @@ def test_two_racing_presentations_admit_exactly_one(tmp_path: Path, connections:
     path = tmp_path / "disclosures.db"
     logs = [DisclosureLog(path) for _ in range(connections)]
     for attempt in range(20):
-        barrier = threading.Barrier(2)
-        outcomes: list[str] = []
-
-        def present(log: DisclosureLog, use: Use = Use(attempt, "query.disclose")) -> None:
-            barrier.wait()
-            try:
-                _admit(log, use)
-                outcomes.append("admitted")
-            except TicketReplayed:
-                outcomes.append("refused")
-
-        threads = [threading.Thread(target=present, args=(logs[i % connections],)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(outcomes) == ["admitted", "refused"], attempt
+        assert sorted(_race(logs, Use(attempt, "query.disclose"))) == ["admitted", "refused"], attempt
     assert len(_admitted(logs[0])) == 20
     for log in logs:
         log.close()
