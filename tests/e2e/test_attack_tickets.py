@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,31 @@ def _supervisor(servers, gw) -> GatewayClient:  # type: ignore[no-untyped-def]
     return GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.SUPERVISOR))
 
 
-def _capture(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """Every unary request the gateway sends an adapter, as the wire carried it."""
-    sent: list[tuple[str, Any]] = []
+Send = Callable[[Any], Awaitable[Any]]
+
+
+def _intercept(monkeypatch: pytest.MonkeyPatch, on_query: Callable[[str, Any, Send], Awaitable[Any]]) -> None:
+    """Route each query request the gateway sends an adapter through `on_query(method, request, send)`."""
     original = AdapterLinks._call
 
-    async def spy(self: AdapterLinks, department: str, endpoint: str, method: str, request: Any,
-                  *args: Any, **kw: Any) -> Any:
-        if method != "GetLogState":
-            sent.append((method, request))
-        return await original(self, department, endpoint, method, request, *args, **kw)
+    async def link(self: AdapterLinks, department: str, endpoint: str, method: str, request: Any,
+                   *args: Any, **kw: Any) -> Any:
+        async def send(req: Any) -> Any:
+            return await original(self, department, endpoint, method, req, *args, **kw)
+        return await (send(request) if method == "GetLogState" else on_query(method, request, send))
 
-    monkeypatch.setattr(AdapterLinks, "_call", spy)
+    monkeypatch.setattr(AdapterLinks, "_call", link)
+
+
+def _capture(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every query request the gateway sends an adapter, as the wire carried it."""
+    sent: list[tuple[str, Any]] = []
+
+    async def keep(method: str, request: Any, send: Send) -> Any:
+        sent.append((method, request))
+        return await send(request)
+
+    _intercept(monkeypatch, keep)
     return sent
 
 
@@ -77,6 +90,12 @@ async def _refused(servers, adapter: Adapter, method: str, request: Any, words: 
     assert words in (err.value.details() or "")
 
 
+async def _disclose_five(servers, gw) -> Any:  # type: ignore[no-untyped-def]
+    """The supervisor's logged disclosure: 5 masked names of the 100 pensioners in 西湖区."""
+    async with _supervisor(servers, gw) as c:
+        return await c.disclose("hrss.pensions", ["name"], filter="district = '西湖区'", limit=5, **WHY)
+
+
 def _decisions(adapter: Adapter, index: int) -> list[str]:
     return [d.decision for d in adapter.disclosures.disclosures() if d.entry_index == index]
 
@@ -87,8 +106,8 @@ async def test_a_replayed_disclosure_or_count_is_refused_and_recorded(servers, t
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     gw, hrss = await _setup(servers, tmp_path)
     sent = _capture(monkeypatch)
+    shown = await _disclose_five(servers, gw)
     async with _supervisor(servers, gw) as c:
-        shown = await c.disclose("hrss.pensions", ["name"], filter="district = '西湖区'", limit=5, **WHY)
         counted = await c.count_rows("hrss.pensions", filter="district = '西湖区'", **WHY)
     assert len(shown.rows) == 5 and counted.rows == 100
     (_, disclose), (_, count) = sent
@@ -135,13 +154,9 @@ async def test_a_ticket_with_other_parameters_is_refused_and_does_not_use_up_the
     """A gateway that alters the logged request (10,000 rows instead of 5, another field, another form)
     gets nothing; the logged request itself is still served, once."""
     gw, hrss = await _setup(servers, tmp_path)
-    original = AdapterLinks._call
     attempts: list[str] = []
 
-    async def alter_first(self: AdapterLinks, department: str, endpoint: str, method: str, request: Any,
-                          *args: Any, **kw: Any) -> Any:
-        if method != "Disclose":
-            return await original(self, department, endpoint, method, request, *args, **kw)
+    async def alter_first(method: str, request: Any, send: Send) -> Any:
         for change, words in (({"limit": 10_000}, "row limit sent"),
                               ({"fields": [adapter_pb2.FieldRequest(name="monthly_amount_fen", level="L3",
                                                                      form="masked")]}, "fields asked for"),
@@ -158,11 +173,10 @@ async def test_a_ticket_with_other_parameters_is_refused_and_does_not_use_up_the
                     setattr(altered, name, value)
             await _refused(servers, hrss, method, altered, words)
             attempts.append(words)
-        return await original(self, department, endpoint, method, request, *args, **kw)
+        return await send(request)
 
-    monkeypatch.setattr(AdapterLinks, "_call", alter_first)
-    async with _supervisor(servers, gw) as c:
-        shown = await c.disclose("hrss.pensions", ["name"], filter="district = '西湖区'", limit=5, **WHY)
+    _intercept(monkeypatch, alter_first)
+    shown = await _disclose_five(servers, gw)
     assert len(attempts) == 4
     assert len(shown.rows) == 5  # the logged request, no more
     assert _decisions(hrss, shown.audit_index)[-2:] == ["admitted", "served"]
@@ -231,24 +245,19 @@ async def test_a_match_start_with_another_mode_peer_or_limit_is_refused(servers,
 async def test_two_concurrent_presentations_serve_exactly_once(servers, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     gw, hrss = await _setup(servers, tmp_path)
-    original = AdapterLinks._call
     outcomes: list[Any] = []
 
-    async def twice(self: AdapterLinks, department: str, endpoint: str, method: str, request: Any,
-                    *args: Any, **kw: Any) -> Any:
-        if method != "Disclose":
-            return await original(self, department, endpoint, method, request, *args, **kw)
+    async def twice(method: str, request: Any, send: Send) -> Any:
         # The gateway's own call and a duplicate sent the same instant.
-        outcomes.extend(await asyncio.gather(original(self, department, endpoint, method, request, *args, **kw),
-                                             _present(servers, hrss, method, request), return_exceptions=True))
+        outcomes.extend(await asyncio.gather(send(request), _present(servers, hrss, method, request),
+                                             return_exceptions=True))
         for outcome in outcomes:
             if not isinstance(outcome, BaseException):
                 return outcome
         raise outcomes[0]
 
-    monkeypatch.setattr(AdapterLinks, "_call", twice)
-    async with _supervisor(servers, gw) as c:
-        shown = await c.disclose("hrss.pensions", ["name"], filter="district = '西湖区'", limit=5, **WHY)
+    _intercept(monkeypatch, twice)
+    shown = await _disclose_five(servers, gw)
     served = [o for o in outcomes if not isinstance(o, BaseException)]
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(served) == 1 and len(refused) == 1, outcomes
@@ -265,8 +274,7 @@ async def test_a_replay_after_the_adapter_restarts_is_refused(servers, tmp_path:
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     gw, hrss = await _setup(servers, tmp_path)
     sent = _capture(monkeypatch)
-    async with _supervisor(servers, gw) as c:
-        shown = await c.disclose("hrss.pensions", ["name"], filter="district = '西湖区'", limit=5, **WHY)
+    shown = await _disclose_five(servers, gw)
     assert len(shown.rows) == 5
     (_, request), = sent
     servers.adapters.remove(hrss)
