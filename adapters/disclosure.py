@@ -37,14 +37,22 @@ class Ask:
     paillier_key: bytes = b""
     # A match's side (left/right): its key, filter and values are logged per side, and only the left discloses.
     role: str = ""
-    # The row limit asked for, where rows may leave (None: not checked against the log).
+    # The row limit the request carries (a disclosure, a match's left side), bound to the logged one;
+    # None where the request carries none (a count, a match's right side, which never discloses).
     limit: int | None = None
+    # A match's protocol (keyed, ecdh) and the other side's department; "" in a count or disclosure.
+    mode: str = ""
+    peer: str = ""
 
 
 def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> QueryParams:
     """Refuse unless the logged request is exactly this one and within this department's ceilings.
 
-    Returns the entry's parameters: the numbers this department enforces while it serves the request.
+    Every parameter the request carries is compared with the logged one: action, dataset, filter digest,
+    minimum set size, key field, value fields, Paillier key digest, protocol, peer department, row limit,
+    fields with their forms and levels. Those the request does not carry (max_match_rows, min_aggregate)
+    are taken from the entry: the returned parameters are the numbers this department enforces while it
+    serves the request. Weights are the gateway's arithmetic, never sent to a department.
     """
     qualified = ask.dataset.qualified_name
     if entry.action != ask.action:
@@ -67,7 +75,10 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> QueryParams:
     if ask.values and paillier_key_digest(ask.paillier_key) != params.paillier_key_sha256:
         # Defence in depth: values are encrypted only under the key the log names.
         raise TicketRefused("the Paillier key sent is not the one in the audit log")
-    if ask.fields and ask.limit is not None and ask.limit != params.limit:
+    if ask.mode != params.mode:
+        raise TicketRefused("the matching protocol (mode) sent is not the one in the audit log")
+    _check_peer(params, ask)
+    if ask.limit is not None and ask.limit != params.limit:
         raise TicketRefused("the row limit sent is not the one in the audit log")
     # Released fields are those the log gives a form for; nothing else may leave. A match's right
     # side never discloses (its adapter refuses fields), so the forms are the left side's.
@@ -86,6 +97,15 @@ def check_ask(entry: AuditEntry, ask: Ask, levels: Levels) -> QueryParams:
         released.append(ReleasedField(f.name, f.form, decl.level))
     Safeguards.for_department(levels).release(Release(params, tuple(released), ask.limit))
     return params
+
+
+def _check_peer(params: QueryParams, ask: Ask) -> None:
+    """A match side works with the department of the entry's other side, never one the entry does not name."""
+    if not ask.role:
+        return
+    peers = {ref.dataset.partition(".")[0] for ref in params.sides if ref.role and ref.role != ask.role}
+    if peers and ask.peer not in peers:
+        raise TicketRefused("the peer department sent is not the one the audit log names for the other side")
 
 
 def render(values: Sequence[Value], fields: Sequence[FieldGrant], dataset: DatasetDecl,

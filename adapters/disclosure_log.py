@@ -3,6 +3,11 @@
 Kept in the department's own SQLite file (WAL, synchronous=FULL), so a
 department can show what left it without trusting the gateway's log.
 
+It is also the once-only store: each logged entry is admitted at most once
+per action and side (`Use`), durably and in the same transaction that
+records the admission, so a ticket replayed later, after a restart, or
+concurrently with its first use is refused (``TicketReplayed``).
+
 One connection is shared by the handler threads under a lock, and closing
 takes the same lock: a write racing shutdown either lands before the close or
 gets ``StoreClosed``, never a connection sqlite3 has freed (that was a
@@ -25,7 +30,7 @@ from typing import TypeVar
 
 from fedgate.core.audit_entry import utc_now
 from fedgate.crypto.checkpoint import Checkpoint
-from fedgate.core.errors import DisclosureLogFailed, StoreClosed
+from fedgate.core.errors import DisclosureLogFailed, StoreClosed, TicketReplayed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,7 +42,30 @@ CREATE TABLE IF NOT EXISTS disclosures (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, query_id TEXT NOT NULL,
     entry_index INTEGER, checkpoint_size INTEGER, action TEXT NOT NULL, dataset TEXT NOT NULL,
     decision TEXT NOT NULL, reason TEXT NOT NULL, result_rows INTEGER);
+CREATE TABLE IF NOT EXISTS admitted_uses (
+    entry_index INTEGER NOT NULL, action TEXT NOT NULL, role TEXT NOT NULL, query_id TEXT NOT NULL,
+    admitted_at TEXT NOT NULL, PRIMARY KEY (entry_index, action, role));
 """
+# Schema version 1 added admitted_uses. Entries admitted before it are taken as used by every side their
+# action has ('' for a count or disclosure; left and right for a match kind: a self-join's two sides).
+_SCHEMA_VERSION = 1
+_BACKFILL = """
+INSERT OR IGNORE INTO admitted_uses (entry_index, action, role, query_id, admitted_at)
+    SELECT d.entry_index, d.action, r.role, d.query_id, d.time FROM disclosures d
+    JOIN (SELECT '' AS role UNION ALL SELECT 'left' UNION ALL SELECT 'right') r
+      ON (r.role = '') = (d.action IN ('query.count', 'query.disclose'))
+    WHERE d.decision = 'admitted' AND d.entry_index IS NOT NULL
+"""
+REPLAYED = "ticket replayed: this department already admitted the logged request for this action; it serves it once"
+
+
+@dataclass(frozen=True)
+class Use:
+    """What a ticket's admission uses up: one logged entry, for one action, on one side ('' if unsided)."""
+
+    entry_index: int
+    action: str
+    role: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,7 @@ class DisclosureLog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        self._migrate(self._conn)
         self._lock = threading.Lock()
         # Writes asked for through the async methods and not finished yet (`aclose` waits for them).
         self._pending = 0
@@ -113,11 +142,33 @@ class DisclosureLog:
             row = conn.execute("SELECT note FROM accepted_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
-    def accept(self, cp: Checkpoint, note: str, disclosure: Disclosure) -> None:
-        """Record a served ticket and the checkpoint it brought, in one transaction."""
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_BACKFILL)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def accept(self, cp: Checkpoint, note: str, use: Use, disclosure: Disclosure) -> None:
+        """Record an admitted ticket, the checkpoint it brought and the use it takes, in one transaction;
+        TicketReplayed (and nothing written) if that use was taken before."""
         with self._connection("record an admitted ticket") as conn:
+            # IMMEDIATE takes the write lock first: of two presentations racing (even from two
+            # connections), the second reads the first's use once it has committed.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # OR IGNORE: a use taken before inserts nothing, and the transaction is rolled back.
+                taken = conn.execute("INSERT OR IGNORE INTO admitted_uses VALUES (?, ?, ?, ?, ?)",
+                                     (use.entry_index, use.action, use.role, disclosure.query_id, utc_now()))
+                if taken.rowcount != 1:
+                    raise TicketReplayed(REPLAYED)
                 conn.execute("INSERT OR IGNORE INTO accepted_checkpoints VALUES (?, ?, ?, ?)",
                              (cp.size, cp.root_hash, note, utc_now()))
                 self._insert(conn, disclosure)
@@ -134,9 +185,9 @@ class DisclosureLog:
         with self._connection("record a disclosure") as conn:
             self._insert(conn, disclosure)
 
-    async def accept_async(self, cp: Checkpoint, note: str, disclosure: Disclosure) -> None:
+    async def accept_async(self, cp: Checkpoint, note: str, use: Use, disclosure: Disclosure) -> None:
         """`accept` in a thread; the write completes even if the caller is cancelled."""
-        await self._write(self.accept, cp, note, disclosure)
+        await self._write(self.accept, cp, note, use, disclosure)
 
     async def record_async(self, disclosure: Disclosure) -> None:
         """`record` in a thread; the write completes even if the caller is cancelled."""
@@ -169,6 +220,19 @@ class DisclosureLog:
             " reason, result_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.time, d.query_id, d.entry_index, d.checkpoint_size, d.action, d.dataset, d.decision, d.reason,
              d.result_rows))
+
+    def was_used(self, use: Use) -> bool:
+        """Whether a ticket was admitted for this use before (the check that counts is `accept`'s)."""
+        with self._connection("read the admitted uses") as conn:
+            return conn.execute("SELECT 1 FROM admitted_uses WHERE entry_index = ? AND action = ? AND role = ?",
+                                (use.entry_index, use.action, use.role)).fetchone() is not None
+
+    def used(self) -> list[Use]:
+        """Every use admitted so far, in entry order."""
+        with self._connection("read the admitted uses") as conn:
+            rows = conn.execute("SELECT entry_index, action, role FROM admitted_uses"
+                                " ORDER BY entry_index, action, role").fetchall()
+        return [Use(*r) for r in rows]
 
     def disclosures(self) -> list[Disclosure]:
         with self._connection("read the disclosures") as conn:

@@ -115,7 +115,7 @@ class MatchSessions:
         st = plan.start
         ask = Ask(plan.action, decl, plan.grants, st.filter_text, st.filter_nonce, st.min_set_size, st.key_field,
                   plan.values, st.paillier_key if plan.values else b"", st.role,
-                  limit=st.limit if plan.grants else None)
+                  limit=st.limit if st.role == "left" else None, mode=st.mode, peer=st.peer_department)
         admission = await self._gate.admit(m.ticket, ask)
         if plan.values:
             await self._check_key_vouched(admission, m)

@@ -1,4 +1,11 @@
-"""The adapter's gate: nothing is served without a valid ticket, and every decision is recorded."""
+"""The adapter's gate: nothing is served without a valid ticket, and every decision is recorded.
+
+A ticket admits its logged entry once per action and side: the admission
+takes that use in the disclosure log's transaction, so a replay (later, after
+a restart, or racing the first use) is refused and recorded as refused. A
+ticket refused before admission (stale, expired, asking for other parameters)
+takes nothing, so the gateway can re-issue a stale one.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fedgate.adapters.disclosure import Ask, check_ask
-from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog
+from fedgate.adapters.disclosure_log import REPLAYED, Disclosure, DisclosureLog, Use
 from fedgate.core.classification import Levels
 from fedgate.core.audit_entry import AuditEntry, utc_now
-from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
-from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S, Ticket, TicketRefused, VerifiedTicket, verify_ticket
-from fedgate.core.errors import FedgateError, RemoteProtocolError
+from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, open_note, verify_checkpoint
+from fedgate.crypto.ticket import (DEFAULT_CLOCK_SKEW_S, Ticket, TicketClaims, TicketRefused, VerifiedTicket,
+                                   verify_ticket)
+from fedgate.core.errors import FedgateError, RemoteProtocolError, TicketReplayed
 from fedgate.protos.fedgate.v1 import adapter_pb2
 from fedgate.query.audit_params import QueryParams
 
@@ -93,11 +101,15 @@ class TicketGate:
         return verify_checkpoint(note, self._vkey.name, self._vkey.public_key, origin=self.origin)
 
     async def admit(self, msg: adapter_pb2.QueryTicket, ask: Ask) -> Admission:
-        """Verify the ticket for exactly this request, or record the refusal and raise."""
+        """Verify the ticket for exactly this request and take its entry's use, or record the refusal and raise."""
         action, qualified = ask.action, ask.dataset.qualified_name
         ticket = ticket_from_proto(msg)
+        claims = self._signed_claims(ticket)  # None unless the gateway signed them for this department
         async with self._lock:
             try:
+                if claims is not None and self._log.was_used(Use(claims.entry_index, action, ask.role)):
+                    # Named for what it is, whatever else is wrong with it (stale, expired, altered).
+                    raise TicketReplayed(REPLAYED)
                 note = self._log.last_accepted_note()
                 verified = verify_ticket(ticket, audience=self._department, now=int(self._clock()),
                                          vkey=self._vkey, origin=self.origin,
@@ -105,15 +117,35 @@ class TicketGate:
                 entry = _entry_of(verified)
                 params = check_ask(entry, ask, self._levels)
             except FedgateError as exc:
-                await self._log.record_async(Disclosure(
-                    utc_now(), _query_id(ticket), None, None, action, qualified, "refused", str(exc), None))
+                await self._record_refusal(ticket, claims, ask, exc)
                 raise
-            # Accepting moves this adapter's view of the log forward before anything is served.
+            # Accepting moves this adapter's view of the log forward and takes the entry's use for this
+            # action and side, before anything is served.
             admission = Admission(self, verified, action, qualified, entry, params)
-            await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, Disclosure(
-                utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
-                action, qualified, "admitted", "", None))
+            use = Use(verified.claims.entry_index, action, ask.role)
+            try:
+                await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, use, Disclosure(
+                    utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
+                    action, qualified, "admitted", "", None))
+            except TicketReplayed as exc:  # another presentation took the use first
+                await self._record_refusal(ticket, claims, ask, exc)
+                raise
         return admission
+
+    def _signed_claims(self, ticket: Ticket) -> TicketClaims | None:
+        """The ticket's claims if the pinned key signed them for this department (the rest is unchecked)."""
+        try:
+            claims = TicketClaims.from_text(open_note(ticket.claims_note, self._vkey.name, self._vkey.public_key))
+        except FedgateError:
+            return None
+        return claims if claims.audience == self._department else None
+
+    async def _record_refusal(self, ticket: Ticket, claims: TicketClaims | None, ask: Ask,
+                              exc: FedgateError) -> None:
+        # Signed claims name the entry the gateway tried; unsigned ones only a printable query id.
+        await self._log.record_async(Disclosure(
+            utc_now(), claims.query_id if claims else _query_id(ticket), claims.entry_index if claims else None,
+            None, ask.action, ask.dataset.qualified_name, "refused", str(exc), None))
 
     async def record_refused(self, admission: Admission, reason: str) -> None:
         t = admission.ticket

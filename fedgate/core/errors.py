@@ -47,6 +47,13 @@ class PermissionDenied(FedgateError):
     """The caller's identity is known but not allowed to do this."""
 
 
+class TicketReplayed(PermissionDenied):
+    """A department already served this logged request for this action: a logged entry is served once.
+
+    Not retryable: a new ticket for the same entry is refused the same way (unlike a stale one).
+    """
+
+
 class NotFound(FedgateError):
     """A named dataset, department or entry does not exist."""
 

@@ -16,6 +16,9 @@ STATUS_BY_ERROR: dict[type[errors.FedgateError], grpc.StatusCode] = {
     errors.VerificationError: grpc.StatusCode.PERMISSION_DENIED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    # A replayed ticket: no state change makes the entry servable again (FAILED_PRECONDITION
+    # would invite a retry); the permission it carried is spent, so it is denied like a forged one.
+    errors.TicketReplayed: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,

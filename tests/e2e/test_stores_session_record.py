@@ -33,7 +33,7 @@ async def test_a_match_failing_before_its_first_token_is_recorded_as_stopped(ser
     query_id = secrets.token_hex(16)
     entry = AuditEntry(utc_now(), "spiffe://fedgate/supervisor/dcb/alice", "supervisor", "query.match",
                        "/fedgate.v1.QueryService/Match", "allow", "STARTED", datasets=("hrss.subsidies",),
-                       params=(("key.right.hrss.subsidies", "uscc"),), purpose="p", case_number="C-1",
+                       params=(("key.right.hrss.subsidies", "uscc"), ("mode", "keyed")), purpose="p", case_number="C-1",
                        query_id=query_id)
     appended = await gw.audit_log.append(entry)
     key = serialization.load_pem_private_key((tmp_path / "gw" / "log-signing.key").read_bytes(), password=None)

@@ -193,7 +193,8 @@ def test_check_ask_refuses_a_paillier_key_other_than_the_logged_one() -> None:
     p = QueryParams(mode="keyed", min_set_size=100, paillier_key_sha256=paillier_key_digest(b"logged key"))
     p.side("hrss.pensions", "left").key_field = "resident_id"
     p.side("hrss.pensions", "left").value_fields = ("amount",)
-    ask = Ask("query.sum", PENSIONS, (), "", b"", 100, "resident_id", ("amount",), b"other key", "left")
+    ask = Ask("query.sum", PENSIONS, (), "", b"", 100, "resident_id", ("amount",), b"other key", "left",
+              mode="keyed")
     with pytest.raises(TicketRefused, match="Paillier key sent"):
         check_ask(_entry(p, "query.sum"), ask, default_levels())
     check_ask(_entry(p, "query.sum"), Ask(**{**ask.__dict__, "paillier_key": b"logged key"}), default_levels())
