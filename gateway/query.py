@@ -225,7 +225,8 @@ class QueryEngine:
                         yield event
                 break
             except StaleTicket:
-                if attempt == TICKET_ATTEMPTS - 1 or outcome.left is not None:
+                # Only a match no department admitted yet starts again: an admitted ticket is spent (single use).
+                if attempt == TICKET_ATTEMPTS - 1 or outcome.admitted:
                     raise
         _record_sizes(record, outcome)
         # The outcome is in the log before the result leaves (the caller yields it after this).

@@ -144,6 +144,8 @@ class MatchOutcome:
     totals: list[bytes] = field(default_factory=list)
     # Compare: the left rows of the pairs the client flagged (before the limit cut them).
     flagged_rows: int | None = None
+    # The sides whose department admitted its ticket: the entry's single use there is spent.
+    admitted: list[str] = field(default_factory=list)
 
 
 # --- events: what a department sent (the pump converts each message), or what the pump did ---
@@ -508,6 +510,7 @@ class MatchMachine:
         expected: Side = "left" if self._state is MatchState.START_LEFT else "right"
         if event.side != expected:
             self._refuse(event)
+        self.outcome.admitted.append(expected)
         if expected == "left":
             self._state = MatchState.START_RIGHT
             sealed = event.sealed_key if self.plan.protocol.needs_peer_key else b""

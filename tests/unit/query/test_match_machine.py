@@ -94,7 +94,9 @@ def test_keyed_match_with_disclosure() -> None:
     first = machine.start()
     assert first == [m.StartSide("left", "samr", PEER_KEY, grants=GRANTS, limit=1)]
     assert machine.handle(m.Started("left", b"sealed")) == [m.StartSide("right", "hrss", sealed_key=b"sealed")]
+    assert machine.outcome.admitted == ["left"]  # its ticket is spent: a stale right side must not restart the match
     assert machine.handle(m.Started("right")) == [] and machine.reading == {"left", "right"}
+    assert machine.outcome.admitted == ["left", "right"]
     out = stream_keyed(machine, tok(1, 2, 3), tok(3, 2, 9))
     assert of(out, m.Send) == [out[-1]]  # keyed tokens go straight into the intersector, never to the peer
     assert of(out, m.Progress)[-1] == m.Progress("intersect", "", 0)
