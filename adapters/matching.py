@@ -215,8 +215,10 @@ class _Session:
                 await emit()
         while pending:
             await emit()
+        # The live total too, so the gateway checks the rows the filter leaves out (min_set_size both ways).
+        total = rows if plan.where is None else await asyncio.to_thread(self.source.count, None)
         await self.out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
-            rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing)))
+            rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing, total_rows=total)))
         await self.carry_out(self.machine.own_done(side.OwnStats(rows, invalid, tokens, missing)))
 
     async def consume(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> None:

@@ -70,9 +70,11 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
             with tracer.start_as_current_span("source.count") as span:
                 rows = await asyncio.to_thread(source.count, where)
+                # The live total too: the gateway checks the rows a filter leaves out (min_aggregate both ways).
+                total = rows if where is None else await asyncio.to_thread(source.count, None)
                 span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
         await admission.served(rows)
-        return adapter_pb2.AdapterCountResponse(rows=rows)
+        return adapter_pb2.AdapterCountResponse(rows=rows, total_rows=total)
 
     async def Disclose(self, request: adapter_pb2.AdapterDiscloseRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.AdapterDiscloseResponse:
@@ -88,8 +90,9 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
 
         def read(where: Filter | None) -> tuple[int, list[common_pb2.DisclosedRow] | FailedPrecondition]:
             matched = source.count(where)
-            try:  # the entry's minimum set size, checked before any row is read
-                self._release.release(Release(admission.params, set_rows=matched))
+            total = None if where is None else source.count(None)  # unfiltered: the whole, public-sized set
+            try:  # the entry's minimum set size, both ways, checked before any row is read
+                self._release.release(Release(admission.params, set_rows=matched, total_rows=total))
             except FailedPrecondition as refusal:
                 return matched, refusal
             out = []
@@ -108,7 +111,8 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                     "fedgate.disclosed_rows": 0 if isinstance(rows, FailedPrecondition) else len(rows)}))
         if isinstance(rows, FailedPrecondition):
             # The exact size is not told: that would itself be a probe answer.
-            await admission.refused_after_check(f"filtered set smaller than the minimum of {request.min_set_size}")
+            await admission.refused_after_check(f"filtered set, or the rows it leaves out, fewer than the minimum "
+                                                f"of {request.min_set_size}")
             raise rows
         await admission.served(len(rows))
         return adapter_pb2.AdapterDiscloseResponse(rows=rows, matched_rows=matched)

@@ -109,11 +109,12 @@ class AdapterLinks:
 
     async def count_rows(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
                          filter_text: str = "", nonce: bytes = b"",
-                         admitted: Callable[[], None] | None = None, min_set_size: int = 0) -> int:
+                         admitted: Callable[[], None] | None = None, min_set_size: int = 0) -> tuple[int, int]:
+        """The rows the filter selects and the dataset's live rows without it."""
         reply = await self._call(department, endpoint, "CountRows", adapter_pb2.AdapterCountRequest(
             ticket=ticket_to_proto(ticket), dataset=dataset, filter=filter_text, filter_nonce=nonce,
             min_set_size=min_set_size), admitted=admitted)
-        return int(reply.rows)
+        return int(reply.rows), int(reply.total_rows)
 
     async def disclose(self, department: str, endpoint: str, ticket: Ticket, dataset: str,
                        fields: list[FieldGrant], filter_text: str, nonce: bytes, min_set_size: int,

@@ -310,7 +310,7 @@ def _start_message(plan: MatchPlan, command: m.StartSide, ticket: Ticket) -> ada
 
 
 def _stats(msg: adapter_pb2.SideDone) -> SideStats:
-    return SideStats(msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values)
+    return SideStats(msg.rows, msg.invalid_identifiers, msg.tokens, msg.missing_values, msg.total_rows)
 
 
 _INCOMING: dict[str, Callable[[m.Side, adapter_pb2.MatchOut], m.FromDepartment]] = {

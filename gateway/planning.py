@@ -8,6 +8,7 @@ request's record (rules, fields) and to its typed audit parameters
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import secrets
 from collections.abc import Iterator
@@ -149,12 +150,16 @@ class Planner:
         return Steps(self, self._registry, caller, record, params, why)
 
     def matched_rows(self, caller: Identity, record: RequestRecord, params: QueryParams, kind: str,
-                     decl: DatasetDecl, fields: list[str], limit: int) -> tuple[list[FieldGrant], int, Request]:
+                     decl: DatasetDecl, fields: list[str], limit: int,
+                     aggregate_levels: tuple[str, ...] = ()) -> tuple[list[FieldGrant], int, Request]:
         """The matched left rows' fields to disclose, and the ADMIT safeguards (last of planning): the limit they
-        leave and the admitted request (its `Safeguards.size_check` is the match's SIZES phase)."""
+        leave and the admitted request (its `Safeguards.size_check` is the match's SIZES phase).
+
+        ``aggregate_levels``: the levels of the fields the match's cardinality (or a comparison's pairs)
+        reveals about, whose highest min_aggregate the matched rows (pairs) must reach."""
         grants = self.grants(caller, record, params, decl, fields)
         record.fields += [f"{decl.qualified_name}.{g.name}" for g in grants]
-        admitted = self.admit(caller, params, kind, limit, grants)
+        admitted = self.admit(caller, params, kind, limit, grants, aggregate_levels)
         assert admitted.limit is not None  # a requested limit is always bound
         return grants, admitted.limit, admitted
 
@@ -234,6 +239,21 @@ class Planner:
                          rfilter.nonce)
         return [(ldept, ldecl), (rdept, rdecl)], left, right
 
+    def weights(self, caller: Identity, record: RequestRecord, left: str, right: str,
+                weights: tuple[int, int]) -> tuple[int, int]:
+        """The comparison weights, if a rule allows them for this field pair (`left`, `right`: qualified fields).
+
+        Weights come from policy, not the caller: a caller free to choose them could bisect a:b over one pair
+        and recover the other side's value. They are reduced to lowest terms (2:2 compares as 1:1)."""
+        a, b = weights
+        if not (0 < a < 1 << 63 and 0 < b < 1 << 63):
+            raise InvalidInput("comparison weights must be positive 64-bit integers (e.g. 5 and 6 for x > 1.2·y)")
+        g = math.gcd(a, b)
+        a, b = a // g, b // g
+        add_rule(record, self._policy.decide_for(caller, comparison_object(left, right), "compare.weights",
+                                                 f"{a}:{b}").require())
+        return a, b
+
     def paillier_key(self, caller: Identity, params: QueryParams, public_key: bytes, signature: bytes,
                      certificate: str) -> int:
         """The supervisor's key modulus, checked and vouched for by the caller; the log binds it by digest."""
@@ -300,6 +320,11 @@ class Steps:
     def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
               aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
         return self.planner.admit(self.caller, self.params, kind, limit, grants, aggregate_levels, on_sets)
+
+
+def comparison_object(left: str, right: str) -> str:
+    """The policy object of a comparison's field pair, as `compare.weights` rules name it: "left>right"."""
+    return f"{left}>{right}"
 
 
 def add_rule(record: RequestRecord, rule: str) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,13 @@ from fedgate.core.errors import ConfigError, PermissionDenied
 from fedgate.core.identity import Identity
 
 ACTIONS = frozenset({
-    "register", "list", "count", "filter", "match", "sum", "compare",
+    "register", "list", "count", "filter", "match", "sum", "compare", "compare.weights",
     "disclose.plain", "disclose.masked", "audit.read", "policy.reload",
 })
 ANY_LEVEL = "*"
+# A compare.weights rule's last column: the weights it allows, "a:b" in lowest terms, separated by spaces.
+WEIGHTS_ACTION = "compare.weights"
+_WEIGHT = re.compile(r"^([1-9][0-9]{0,18}):([1-9][0-9]{0,18})$")
 
 
 class PolicyDenied(PermissionDenied):
@@ -79,15 +84,38 @@ def _validate(policy_path: Path, levels: Levels) -> int:
         if len(cells) != 6:
             raise ConfigError(str(policy_path), f"{where}: a p line is: p, role, domain, object, action, level "
                                                 "(deny rules do not exist: fedgate denies by default)")
-        _, _, _, _, act, lvl = cells
+        _, _, _, obj, act, lvl = cells
         if act not in ACTIONS:
             raise ConfigError(str(policy_path), f"{where}: unknown action {act!r} "
                                                 f"(allowed: {', '.join(sorted(ACTIONS))})")
-        if lvl != ANY_LEVEL and levels.get(lvl) is None:
+        if act == WEIGHTS_ACTION:
+            _check_weights_rule(policy_path, where, obj, lvl)
+        elif lvl != ANY_LEVEL and levels.get(lvl) is None:
             raise ConfigError(str(policy_path), f"{where}: unknown level {lvl!r} "
                                                 f"(allowed: {', '.join(levels.names())} or *)")
         count += 1
     return count
+
+
+def _check_weights_rule(policy_path: Path, where: str, obj: str, cell: str) -> None:
+    """A compare.weights rule names a field pair and lists its weights: no wildcard weights."""
+    if obj.count(">") != 1:
+        raise ConfigError(str(policy_path), f"{where}: a {WEIGHTS_ACTION} rule's object is a field pair "
+                                            "'dept.dataset.left_field>dept.dataset.right_field'")
+    weights = cell.split()
+    if not weights:
+        raise ConfigError(str(policy_path), f"{where}: a {WEIGHTS_ACTION} rule lists the weights it allows, "
+                                            "e.g. '1:1 5:6' (a wildcard is not allowed)")
+    for w in weights:
+        m = _WEIGHT.match(w)
+        if m is None or math.gcd(int(m[1]), int(m[2])) != 1:
+            raise ConfigError(str(policy_path), f"{where}: weights {w!r} are not positive integers a:b in "
+                                                "lowest terms (e.g. 5:6, not 10:12)")
+
+
+def weights_listed(requested: str, allowed: str) -> bool:
+    """The matcher's test for a compare.weights rule: the requested "a:b" is one of the rule's listed weights."""
+    return requested in allowed.split()
 
 
 def load_rules(model_path: Path, policy_path: Path, levels: Levels) -> RuleSet:
@@ -98,6 +126,7 @@ def load_rules(model_path: Path, policy_path: Path, levels: Levels) -> RuleSet:
         raise ConfigError(str(model_path), f"cannot load the Casbin model and policy: {exc}") from None
     # Subjects are SPIFFE paths; g lines map patterns such as supervisor/* onto roles.
     enforcer.add_named_matching_func("g", key_match)
+    enforcer.add_function("weightsListed", weights_listed)
     enforcer.build_role_links()
     # pycasbin logs every denied request with its arguments when logging is on:
     # CoreEnforcer disables its loggers unless asked otherwise; make sure of it.

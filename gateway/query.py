@@ -20,7 +20,7 @@ from opentelemetry import trace
 from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
-from fedgate.core.datasets import FieldGrant
+from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.core.encryptors import VALUE_BOUND
 from fedgate.core.errors import InvalidInput
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
@@ -181,9 +181,9 @@ class QueryEngine:
         t = ask.target
         match ask.call:
             case AdapterCall.COUNT_ROWS:
-                return Counted(await self._links.count_rows(t.department, t.endpoint, ticket, t.dataset,
-                                                            ask.filter.canonical, ask.filter.nonce, admitted,
-                                                            ask.min_set_size))
+                return Counted(*await self._links.count_rows(t.department, t.endpoint, ticket, t.dataset,
+                                                             ask.filter.canonical, ask.filter.nonce, admitted,
+                                                             ask.min_set_size))
             case AdapterCall.DISCLOSE:
                 matched, rows = await self._links.disclose(t.department, t.endpoint, ticket, t.dataset,
                                                            list(ask.grants), ask.filter.canonical, ask.filter.nonce,
@@ -240,14 +240,16 @@ class QueryEngine:
         with logged_params(record) as params:
             sides, left, right = await self._planner.match_sides(caller, record, params, "query.match", q.left,
                                                                  q.right, q.mode, why)
-            (_, ldecl), (rdept, _) = sides
+            (_, ldecl), (rdept, rdecl) = sides
+            # The cardinality reveals about both key fields: it must reach their highest min_aggregate.
             grants, limit, admitted = self._planner.matched_rows(caller, record, params, "match", ldecl,
-                                                              q.disclose_fields, q.limit)
+                                                              q.disclose_fields, q.limit,
+                                                              _levels(ldecl, q.left.key_field, rdecl, q.right.key_field))
             outcome.grants = grants
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
                                            admitted):
             yield event
-        if grants and outcome.intersection is not None:
+        if grants and outcome.intersection is not None and not outcome.fewer_than:
             outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
 
@@ -274,8 +276,6 @@ class QueryEngine:
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
                       outcome: QueryOutcome, flagged: Callable[[], Awaitable[list[int]]]) -> AsyncIterator[Any]:
         """Blinded comparisons a·x > b·y for every matched pair; then, if asked, disclose flagged left rows."""
-        if not (0 < q.left_weight < 1 << 63 and 0 < q.right_weight < 1 << 63):
-            raise InvalidInput("comparison weights must be positive 64-bit integers (e.g. 5 and 6 for x > 1.2·y)")
         with logged_params(record) as params:
             sides, left, right = await self._planner.match_sides(caller, record, params, "query.compare", q.left,
                                                                  q.right, q.mode, why)
@@ -286,17 +286,21 @@ class QueryEngine:
             self._planner.value_fields(caller, record, params, rdecl, [q.right_value], "compare",
                                        q.right.key_field, "right")
             params.weights = (q.left_weight, q.right_weight)
+            a, b = self._planner.weights(caller, record, f"{ldecl.qualified_name}.{q.left_value}",
+                                         f"{rdecl.qualified_name}.{q.right_value}", (q.left_weight, q.right_weight))
             try:
-                packing = packing_for(q.left_weight, q.right_weight, VALUE_BOUND, VALUE_BOUND, n)
+                packing = packing_for(a, b, VALUE_BOUND, VALUE_BOUND, n)
             except PlaintextOverflow as exc:
                 raise InvalidInput(f"comparison refused: {exc}") from None
+            # The pairs reveal about both compared fields: fewer than their highest min_aggregate are refused.
             grants, limit, admitted = self._planner.matched_rows(caller, record, params, "compare", ldecl,
-                                                              q.disclose_fields, q.limit)
+                                                              q.disclose_fields, q.limit,
+                                                              _levels(ldecl, q.left_value, rdecl, q.right_value))
             outcome.grants = grants
         left = dataclasses.replace(left, value_fields=(q.left_value,))
         right = dataclasses.replace(right, value_fields=(q.right_value,))
 
-        comparison = Comparison(q.left_weight, q.right_weight, VALUE_BOUND, packing)
+        comparison = Comparison(a, b, VALUE_BOUND, packing)
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
                                            admitted, _homomorphic("query.compare", q, n, pairs=True),
                                            comparison=comparison, flagged=flagged):
@@ -304,6 +308,12 @@ class QueryEngine:
         if outcome.flagged_rows is not None:
             outcome.row_limit = RowLimit.of(outcome.flagged_rows, len(outcome.rows), q.limit, limit,
                                             quota_rule(caller.role.value))
+
+
+def _levels(left: DatasetDecl, left_field: str, right: DatasetDecl, right_field: str) -> tuple[str, ...]:
+    """The levels of one field on each side (both were checked to exist while planning)."""
+    fields = (left.field(left_field), right.field(right_field))
+    return tuple(f.level for f in fields if f is not None)
 
 
 def _homomorphic(action: str, q: SumQuery | CompareQuery, n: int, pairs: bool = False) -> Homomorphic:

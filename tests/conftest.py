@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fedgate.demo.deployment import adapter_toml
 from fedgate.demo.runner import demo_specs
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
+from fedgate.core.classification import policies_dir
 from fedgate.core.identity import Identity
 
 
@@ -50,6 +52,12 @@ class Servers:
     async def gateway(self, data_dir: Path | None = None, settings: str = "") -> Gateway:
         """A gateway on a free port; `settings` are extra top-level lines for its gateway.toml."""
         cfg = self.tmp / "gateway.toml"
+        if "policy_dir" not in settings:  # the shipped policies, with the tests' comparison weights
+            policies = self.tmp / "gw-policies"
+            if not policies.exists():
+                shutil.copytree(policies_dir(), policies, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+                support.with_test_rules(policies)
+            settings += f'\npolicy_dir = "{policies}"'
         cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs).replace(
             "[tls]", f"{settings}\n[tls]"))
         gw = await build_gateway(GatewayConfig.load(cfg))

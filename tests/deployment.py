@@ -48,7 +48,7 @@ def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: i
     db = tmp_path / "samr.db"
     support.write_companies(f"sqlite:///{db}", n=15)
     gateway = GatewaySpec.in_dir(tmp_path / "gw", certs, workers=0,
-                                 policy_dir=policy_copy(tmp_path / "policies", safeguards))
+                                 policy_dir=support.with_test_rules(policy_copy(tmp_path / "policies", safeguards)))
     departments = [DepartmentSpec.in_dir(dept, [decl], certs, data_dir=tmp_path / dept, workers=workers,
                                          register_timeout_s=10)
                    for dept, decl in (("hrss", support.SUBSIDIES_DECL.spec(path=csv)),

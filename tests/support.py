@@ -24,6 +24,20 @@ DEPARTMENTS = ("hrss", "samr", "tax", "civil", "vehicle")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+# Comparison weights the tests ask for beyond the shipped policy's (self-comparisons of the test data).
+TEST_COMPARISON_RULES = """
+p, supervisor, *, hrss.subsidies.amount_fen>hrss.subsidies.amount_fen, compare.weights, 1:1 2:1
+p, supervisor, *, hrss.subsidies.claimed_insured>hrss.subsidies.amount_fen, compare.weights, 100000:1
+"""
+
+
+def with_test_rules(policy_dir: Path) -> Path:
+    """`policy_dir` (a copy of the shipped policies) with the tests' comparison weights appended."""
+    with (policy_dir / "policy.csv").open("a", encoding="utf-8") as f:
+        f.write(TEST_COMPARISON_RULES)
+    return policy_dir
+
+
 def gateway_toml(data_dir: Path, certs: Path) -> str:
     """A gateway.toml on a free loopback port, worker threads, [tls] last (tests append or replace lines)."""
     return deployment.gateway_toml(GatewaySpec.in_dir(data_dir, certs, workers=0))

@@ -26,6 +26,7 @@ from fedgate.core.classification import Levels, policies_dir
 from fedgate.client.gateway import (
     CompareResult,
     Disclosure,
+    FewerThan,
     GatewayClient,
     IndexedEntry,
     MatchResult,
@@ -419,7 +420,13 @@ def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
 
     rows, index = _run(lambda: asyncio.run(go()))
     if as_json:
-        print(json.dumps({"dataset": dataset, "rows": rows, "audit_index": index}))
+        # Below its threshold a count is only "fewer than k": rows is null and fewer_than says k.
+        below = rows.k if isinstance(rows, FewerThan) else None
+        print(json.dumps({"dataset": dataset, "rows": None if below else rows, "fewer_than": below,
+                          "audit_index": index}))
+    elif isinstance(rows, FewerThan):
+        console.print(f"{dataset}: {rows} rows (fewer than {rows.k}: suppressed by safeguard min_aggregate; "
+                      f"audit entry #{index})")
     else:
         console.print(f"{dataset}: {rows:,} rows (audit entry #{index})")
 
@@ -486,6 +493,7 @@ def query_match(
     if as_json:
         print(json.dumps({
             "left": vars(result.left), "right": vars(result.right), "cardinality": result.cardinality,
+            "fewer_than": result.fewer_than or None,
             "distinct_matches": result.distinct_matches, "fields": [vars(f) for f in result.fields],
             "rows": result.rows, "audit_index": result.audit_index, **row_limit_json(result.row_limit)},
             ensure_ascii=False, indent=2))
@@ -552,7 +560,8 @@ def query_sum(
     result = _streamed(go, as_json)
     if as_json:
         print(json.dumps({"values": vars(result.values), "other": vars(result.other),
-                          "cardinality": result.cardinality, "distinct_matches": result.distinct_matches,
+                          "cardinality": result.cardinality, "fewer_than": result.fewer_than or None,
+                          "distinct_matches": result.distinct_matches,
                           "totals": result.totals, "audit_index": result.audit_index},
                          ensure_ascii=False, indent=2))
         return

@@ -63,10 +63,20 @@ class Side:
 # The small results below are named tuples: callers unpack them as pairs (`rows, index = ...`), and
 # the names say which is which.
 
-class RowCount(NamedTuple):
-    """A live row count, and the audit index of the query that asked for it."""
+@dataclass(frozen=True)
+class FewerThan:
+    """A count below its threshold: all the caller learns is "fewer than k" (the same for 0 as for k-1)."""
 
-    rows: int
+    k: int
+
+    def __str__(self) -> str:
+        return f"< {self.k}"
+
+
+class RowCount(NamedTuple):
+    """A live row count (or only that it is below a threshold), and the audit index of the query."""
+
+    rows: int | FewerThan
     audit_index: int
 
 
@@ -134,6 +144,8 @@ class MatchResult:
     audit_index: int
     # Set when fields were disclosed: rows returned of the matched rows, and what cut them.
     row_limit: RowLimit | None = None
+    # Set (k) when fewer than k rows matched: then cardinality and distinct_matches are 0 and nothing is disclosed.
+    fewer_than: int = 0
 
 
 def _stats(msg: query_pb2.MatchSideStats) -> MatchSideStats:
@@ -151,6 +163,8 @@ class SumResult:
     # Decrypted in this process: value field -> total.
     totals: dict[str, int]
     audit_index: int
+    # Set (k) when fewer than k rows matched: then there are no totals and cardinality is 0.
+    fewer_than: int = 0
 
 
 @dataclass(frozen=True)
@@ -275,7 +289,7 @@ class GatewayClient:
         async with _calling(self._hint):
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
                 dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
-        return RowCount(reply.rows, reply.audit_index)
+        return RowCount(FewerThan(reply.fewer_than) if reply.fewer_than else reply.rows, reply.audit_index)
 
     async def disclose(self, dataset: str, fields: list[str], purpose: str, case_number: str,
                        filter: str = "", limit: int = 100) -> Disclosure:
@@ -299,7 +313,7 @@ class GatewayClient:
             async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S), on_progress):
                 r = event.result
                 result = MatchResult(_stats(r.left), _stats(r.right), r.cardinality, r.distinct_matches,
-                                     _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r))
+                                     _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r), r.fewer_than)
         return _received(result, "match")
 
     async def intersection_sum(self, *, values: Side, value_fields: list[str], other: Side, purpose: str,
@@ -324,7 +338,7 @@ class GatewayClient:
                 totals = {t.field: key.decrypt_total(t.ciphertext) for t in r.totals}
                 _report(on_progress, "decrypt", "", len(totals))
                 result = SumResult(_stats(r.values), _stats(r.other), r.cardinality, r.distinct_matches, totals,
-                                   r.audit_index)
+                                   r.audit_index, r.fewer_than)
         return _received(result, "sum")
 
     async def compare(self, *, left: Side, left_value: str, right: Side, right_value: str, purpose: str,

@@ -47,7 +47,16 @@ def entries_table(items: Sequence[tuple[int, AuditEntry]]) -> RichTable:
     return table
 
 
+def matched(cardinality: int, fewer_than: int) -> str:
+    """A matched count as the caller may know it: exact, or "< k" when it was suppressed."""
+    return f"< {fewer_than:,}" if fewer_than else f"{cardinality:,}"
+
+
 def sum_table(result: SumResult) -> RichTable:
+    if result.fewer_than:
+        return RichTable(title=f"Intersection-sum suppressed: fewer than {result.fewer_than:,} rows of "
+                               f"{result.values.dataset} found in {result.other.dataset} (safeguard min_aggregate: "
+                               f"no totals), audit entry #{result.audit_index}")
     table = RichTable("value field", "total (as stored, e.g. fen)",
                       title=f"Intersection-sum over {result.cardinality:,} rows of {result.values.dataset} "
                             f"({result.distinct_matches:,} distinct keys) found in {result.other.dataset}; "
@@ -78,10 +87,11 @@ def rows_table(fields: list[FieldGrant], rows: list[list[str | None]], title: st
 
 def match_table(result: MatchResult) -> RichTable:
     table = RichTable("side", "dataset", "rows after filter", "invalid identifiers", "matched",
-                      title=f"Private match: {result.cardinality:,} matching left rows "
-                            f"({result.distinct_matches:,} distinct keys), audit entry #{result.audit_index}")
+                      title=f"Private match: {matched(result.cardinality, result.fewer_than)} matching left rows"
+                            + ("" if result.fewer_than else f" ({result.distinct_matches:,} distinct keys)")
+                            + f", audit entry #{result.audit_index}")
     table.add_row("left", result.left.dataset, f"{result.left.rows:,}", f"{result.left.invalid_identifiers:,}",
-                  f"{result.cardinality:,}")
+                  matched(result.cardinality, result.fewer_than))
     table.add_row("right", result.right.dataset, f"{result.right.rows:,}", f"{result.right.invalid_identifiers:,}",
                   "")
     return table

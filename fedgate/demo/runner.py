@@ -22,7 +22,8 @@ from rich.table import Table
 
 from fedgate.server import pki
 from fedgate.core.classification import default_levels
-from fedgate.client.gateway import CompareResult, Disclosure, GatewayClient, MatchResult, Side, SumResult
+from fedgate.client.gateway import (CompareResult, Disclosure, FewerThan, GatewayClient, MatchResult, Side,
+                                    SumResult)
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.demo.datagen import DemoDepartment, generate
 from fedgate.demo.deployment import Deployment, DepartmentSpec, GatewaySpec
@@ -55,9 +56,9 @@ DEMO_CASE = "DEMO-2026-001"
 class DemoResult:
     departments: tuple[DemoDepartment, ...]
     datasets: list[RegisteredDataset]
-    counts: list[tuple[str, int, int, int]] = field(default_factory=list)  # dataset, registered, live, audit index
+    counts: list[tuple[str, int, int | FewerThan, int]] = field(default_factory=list)  # dataset, registered, live, index
     disclosed: Disclosure | None = None
-    closed_companies: int = 0
+    closed_companies: int | FewerThan = 0
     l4_refusal: str = ""
     scenarios: list[tuple[Scenario, MatchResult | str, int]] = field(default_factory=list)
     closed_total: SumResult | str = ""
@@ -186,10 +187,15 @@ def matched_rows_table(s: Scenario, got: MatchResult) -> Table:
     return table
 
 
-def counts_table(counts: list[tuple[str, int, int, int]]) -> Table:
+def count_text(count: int | FewerThan) -> str:
+    """A count as the supervisor got it: exact, or "< k" when a safeguard suppressed it."""
+    return str(count) if isinstance(count, FewerThan) else f"{count:,}"
+
+
+def counts_table(counts: list[tuple[str, int, int | FewerThan, int]]) -> Table:
     table = Table("dataset", "registered rows", "live count", "audit entry", title="Live row counts (signed tickets)")
     for name, registered, live, index in counts:
-        table.add_row(name, f"{registered:,}", f"{live:,}", f"#{index}")
+        table.add_row(name, f"{registered:,}", count_text(live), f"#{index}")
     return table
 
 
@@ -342,7 +348,7 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
                             "department as policy allows"))
         if result.disclosed:
             show(disclosure_table("hrss.pensions", result.disclosed))
-        say(f"revoked or deregistered companies (samr.companies, filter on an L1 field): {result.closed_companies:,}")
+        say(f"revoked or deregistered companies (samr.companies, filter on an L1 field): {count_text(result.closed_companies)}")
         say(f"asking for the L4 field hrss.pensions.resident_id is refused: {result.l4_refusal}")
 
         async def verify_and_find_trace() -> tuple[int, str]:

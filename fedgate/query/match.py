@@ -9,6 +9,7 @@ when sizes are checked, and what follows the intersection::
 
     START_LEFT --Started--> START_RIGHT --Started--> STREAMING --(every side finished)--> INTERSECTING
     INTERSECTING --Intersected, sizes allowed--> TOTALS (sum) | FLAGS (compare, disclosing) | DISCLOSING | CLOSING
+    INTERSECTING --Intersected, aggregate suppressed ("fewer than k")--> CLOSING
     TOTALS --TotalsComputed--> DISCLOSING | CLOSING
     FLAGS --FlagsReceived--> DISCLOSING | CLOSING
     DISCLOSING --Rows (left)--> CLOSING --StreamEnded (both)--> DONE
@@ -44,7 +45,7 @@ from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolE
 from fedgate.core.matching_keys import MatchingKey
 from fedgate.query.ciphertexts import CipherColumns
 from fedgate.query.protocols import MatchProtocol
-from fedgate.query.sizes import Sizes, SizeCheck
+from fedgate.query.sizes import Sizes, SizeCheck, Suppressed
 
 Side = Literal["left", "right"]
 SIDES: tuple[Side, Side] = ("left", "right")
@@ -126,6 +127,7 @@ class SideStats:
     invalid_identifiers: int
     tokens: int
     missing_values: int = 0
+    total_rows: int = 0   # the dataset's live rows without a filter (checked only for a filtered side)
 
 
 @dataclass
@@ -146,6 +148,9 @@ class MatchOutcome:
     flagged_rows: int | None = None
     # The sides whose department admitted its ticket: the entry's single use there is spent.
     admitted: list[str] = field(default_factory=list)
+    # Match, sum: the matched rows were fewer than this (min_aggregate): no totals or rows, and the caller
+    # learns only "fewer than k" (0 when the aggregate was answered).
+    fewer_than: int = 0
 
 
 # --- events: what a department sent (the pump converts each message), or what the pump did ---
@@ -562,8 +567,18 @@ class MatchMachine:
         outcome.intersection = result
         assert outcome.left is not None and outcome.right is not None
         is_sum = plan.homomorphic is not None and not self._pairs
-        plan.check_sizes(Sizes(set_rows={"left": outcome.left.rows, "right": outcome.right.rows},
-                               aggregated_rows=result.cardinality if is_sum else None))
+        stats: dict[Side, SideStats] = {"left": outcome.left, "right": outcome.right}
+        try:
+            plan.check_sizes(Sizes(
+                set_rows={side: s.rows for side, s in stats.items()},
+                # An unfiltered side is its whole dataset, whose size is public: no complement to check.
+                total_rows={side: s.total_rows for side, s in stats.items() if plan.side(side).filter_text},
+                aggregated_rows=None if self._pairs else result.cardinality,
+                pairs=len(result.pair_left) if self._pairs else None))
+        except Suppressed as suppressed:
+            # Nothing follows a suppressed aggregate: no totals, no rows; both sides end as after an empty match.
+            outcome.fewer_than = suppressed.below
+            return self._close()
         if is_sum:
             self._state = MatchState.TOTALS
             return [Progress("aggregate", "", result.cardinality),

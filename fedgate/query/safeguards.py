@@ -4,7 +4,10 @@
   the safeguard values the entry binds (minimum set size, token bound, minimum
   aggregate), so a department later enforces the very numbers the gateway did.
 - SIZES, once set sizes are known (`fedgate.query.sizes.Sizes`): minimum set
-  size per side, minimum aggregate.
+  size per side, both ways (the rows a filter selects and those it leaves out
+  of its dataset), minimum aggregate (a count both ways; a match's or sum's
+  matched rows; a comparison's pairs). Below a threshold, zero included, an
+  aggregate is answered "fewer than k" (`Suppressed`), never exactly.
 - RELEASE, before anything leaves a department (or the gateway): disclosure
   forms within the level ceilings, the row limit, the minimum set size before
   rows leave, the match token bound; and the disclosed-row quota is charged.
@@ -30,7 +33,7 @@ from fedgate.crypto.ticket import TicketRefused
 from fedgate.core.errors import FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
 from fedgate.core.identity import Identity
 from fedgate.query.audit_params import QueryParams
-from fedgate.query.sizes import SizeCheck, Sizes
+from fedgate.query.sizes import SizeCheck, Sizes, Suppressed
 from fedgate.core.row_limit import quota_rule
 from fedgate.core.tomlconfig import Table
 
@@ -162,6 +165,7 @@ class Release:
     fields: tuple[ReleasedField, ...] = ()
     limit: int | None = None             # the row limit the request carries
     set_rows: int | None = None          # the holder's rows after the filter
+    total_rows: int | None = None        # the holder's rows without a filter (None: unfiltered, not checked)
     peer_tokens: int | None = None       # tokens received from the other side so far
     rows: int | None = None              # rows leaving now (the gateway charges them)
     caller: Identity | None = None
@@ -228,7 +232,8 @@ class DailyQuota(Safeguard):
 
 
 class MinSetSize(Safeguard):
-    """`min_set_size`: no answer on a set smaller than this (a supervisor cannot test single identifiers)."""
+    """`min_set_size`: no answer on a set smaller than this, nor on a filter that leaves out fewer rows of its
+    dataset than this (a supervisor cannot test single identifiers, nor their complement: `not name = 'X'`)."""
 
     name = "min_set_size"
     phases = frozenset({Phase.ADMIT, Phase.SIZES, Phase.RELEASE})
@@ -243,16 +248,26 @@ class MinSetSize(Safeguard):
     def sizes(self, request: Request, sizes: Sizes) -> None:
         minimum = request.params.min_set_size or 0
         for side, rows in sizes.set_rows.items():
-            if 0 < rows < minimum:
+            # An empty set is refused like a set of one: answering it would tell 0 from 1.
+            if rows < minimum:
                 raise FailedPrecondition(f"the {side} set has fewer than {minimum} rows after its filter "
                                          "(safeguard min_set_size): no result")
+            total = sizes.total_rows.get(side)
+            if total is not None and total - rows < minimum:
+                raise FailedPrecondition(f"the {side} filter leaves out fewer than {minimum} rows of its dataset "
+                                         "(safeguard min_set_size, both ways): no result")
 
     def release(self, release: Release) -> None:
         minimum = release.params.min_set_size or 0
-        if release.set_rows is not None and release.set_rows < max(minimum, 1):
-            # The exact size is not told: that would itself be a probe answer.
+        if release.set_rows is None:
+            return
+        # The exact sizes are not told: that would itself be a probe answer.
+        if release.set_rows < max(minimum, 1):
             raise FailedPrecondition(f"the filtered set has fewer than {minimum} rows (safeguard min_set_size): "
                                      "nothing disclosed")
+        if release.total_rows is not None and release.total_rows - release.set_rows < minimum:
+            raise FailedPrecondition(f"the filter leaves out fewer than {minimum} rows of its dataset (safeguard "
+                                     "min_set_size, both ways): nothing disclosed")
 
 
 class MaxMatchRows(Safeguard):
@@ -280,12 +295,17 @@ def peer_token_bound(params: QueryParams) -> int:
 
 
 class MinAggregate(Safeguard):
-    """`min_aggregate` per level (levels.toml): a count or sum over fewer rows is suppressed, by the highest level
-    of the fields it reveals about."""
+    """`min_aggregate` per level (levels.toml), by the highest level of the fields an answer reveals about.
+
+    A count, a match's cardinality or a sum over fewer rows (zero included) is
+    answered "fewer than k" (`Suppressed`); a count whose filter leaves out
+    fewer than k rows of its dataset is refused (its complement would single
+    them out); a comparison over fewer matched pairs is refused.
+    """
 
     name = "min_aggregate"
     phases = frozenset({Phase.ADMIT, Phase.SIZES})
-    _NOUNS = {"count": "rows", "sum": "matched rows"}
+    _NOUNS = {"count": "rows", "sum": "matched rows", "match": "matched rows", "compare": "matched pairs"}
 
     def __init__(self, levels: Levels) -> None:
         self._levels = levels
@@ -296,10 +316,22 @@ class MinAggregate(Safeguard):
 
     def sizes(self, request: Request, sizes: Sizes) -> None:
         k, level = self.floor(request)
+        if k == 0 or request.kind not in self._NOUNS:
+            return
+        why = f"the minimum aggregation size for level {level} (safeguard min_aggregate)"
+        if request.kind == "compare":
+            if sizes.pairs is not None and sizes.pairs < k:
+                raise FailedPrecondition(f"comparison refused: fewer than {k} matched pairs, {why}")
+            return
         rows = sizes.aggregated_rows
-        if rows is not None and 0 < rows < k:
-            raise FailedPrecondition(f"{request.kind} suppressed: fewer than {k} {self._NOUNS[request.kind]}, the "
-                                     f"minimum aggregation size for level {level} (safeguard min_aggregate)")
+        if rows is None:
+            return
+        if rows < k:
+            raise Suppressed(k, f"{request.kind} suppressed: fewer than {k} {self._NOUNS[request.kind]}, {why}")
+        total = sizes.total_rows.get("filtered")
+        if request.kind == "count" and total is not None and total - rows < k:
+            raise FailedPrecondition(f"count refused: its filter leaves out fewer than {k} rows of the dataset, "
+                                     f"{why}, both ways")
 
     def floor(self, request: Request) -> tuple[int, str]:
         """The minimum aggregate and the level it is of (0 and "" when no field touches a level)."""

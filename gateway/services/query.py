@@ -43,10 +43,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     async def CountRows(self, request: query_pb2.CountRowsRequest,
                         context: grpc.aio.ServicerContext) -> query_pb2.CountRowsResponse:
         record = _record(count.ACTION, request.dataset, request.purpose, request.case_number)
-        rows, index = await self._engine.one_dataset(current_identity(), record,
-                                                     count.CountQuery(request.dataset, request.filter),
-                                                     Purpose(request.purpose, request.case_number))
-        return query_pb2.CountRowsResponse(rows=rows, audit_index=index)
+        got, index = await self._engine.one_dataset(current_identity(), record,
+                                                    count.CountQuery(request.dataset, request.filter),
+                                                    Purpose(request.purpose, request.case_number))
+        return query_pb2.CountRowsResponse(rows=got.rows, fewer_than=got.fewer_than, audit_index=index)
 
     async def Disclose(self, request: query_pb2.DiscloseRequest,
                        context: grpc.aio.ServicerContext) -> query_pb2.DiscloseResponse:
@@ -73,11 +73,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                                               Purpose(request.purpose, request.case_number), outcome):
             yield query_pb2.MatchEvent(progress=query_pb2.MatchProgress(
                 phase=event.phase, department=event.department, tokens=event.tokens))
-        result = outcome.intersection
-        assert result is not None and outcome.left and outcome.right
+        cardinality, distinct = _matched(outcome)
+        assert outcome.left and outcome.right
         yield query_pb2.MatchEvent(result=query_pb2.MatchResult(
             left=_stats(request.left.dataset, outcome.left), right=_stats(request.right.dataset, outcome.right),
-            cardinality=result.cardinality, distinct_matches=result.distinct_matches,
+            cardinality=cardinality, distinct_matches=distinct, fewer_than=outcome.fewer_than,
             fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
             rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows],
             audit_index=outcome.audit_index, row_limit=_row_limit(outcome.row_limit)))
@@ -94,13 +94,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         async for event in self._engine.intersection_sum(current_identity(), record, query,
                                                          Purpose(request.purpose, request.case_number), outcome):
             yield query_pb2.SumEvent(progress=_progress(event))
-        result = outcome.intersection
-        assert result is not None and outcome.left and outcome.right
+        cardinality, distinct = _matched(outcome)
+        assert outcome.left and outcome.right
         yield query_pb2.SumEvent(result=query_pb2.SumResult(
             values=_stats(request.values.dataset, outcome.left), other=_stats(request.other.dataset, outcome.right),
-            cardinality=result.cardinality, distinct_matches=result.distinct_matches,
+            cardinality=cardinality, distinct_matches=distinct, fewer_than=outcome.fewer_than,
             totals=[query_pb2.EncryptedTotal(field=f, ciphertext=c)
-                    for f, c in zip(request.value_fields, outcome.totals, strict=True)],
+                    for f, c in zip(request.value_fields, outcome.totals, strict=True)] if outcome.totals else [],
             audit_index=outcome.audit_index))
 
     async def Compare(self, request_iterator: AsyncIterator[query_pb2.CompareIn],
@@ -144,6 +144,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
                 rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows],
                 row_limit=_row_limit(outcome.row_limit)))
+
+
+def _matched(outcome: MatchOutcome) -> tuple[int, int]:
+    """A match's or sum's cardinality and distinct matches as the caller may learn them: both 0 when the
+    aggregate was suppressed (the answer is then only "fewer than k", the same for 0 matches as for k-1)."""
+    result = outcome.intersection
+    assert result is not None
+    return (0, 0) if outcome.fewer_than else (result.cardinality, result.distinct_matches)
 
 
 def _side(msg: query_pb2.MatchSide) -> MatchSideQuery:

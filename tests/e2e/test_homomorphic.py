@@ -244,12 +244,15 @@ async def test_value_outside_64_bits_is_refused_not_wrapped(servers, key) -> Non
     assert outcome.decision != "allow" and "64-bit" in outcome.reason
 
 
-async def test_empty_intersection_sums_to_zero(servers, key) -> None:
+async def test_an_empty_side_of_a_sum_is_refused_like_a_side_of_one(servers, key) -> None:
+    # Issue 14: an empty set is answered as a small one is (refused), never as an exact zero total.
     gw, _ = await _payments(servers, [5] * 150, others=120)
     async with _client(servers, gw) as c:
-        got = await c.intersection_sum(values=Side("hrss.payments", "uscc"), value_fields=["amount_fen"],
-                                       other=Side("samr.companies", "uscc", "status = '注销'"), purpose=WHY[0], case_number=WHY[1], key=key)
-    assert (got.cardinality, got.totals["amount_fen"]) == (0, 0)
+        with pytest.raises(RemoteCallFailed) as err:
+            await c.intersection_sum(values=Side("hrss.payments", "uscc"), value_fields=["amount_fen"],
+                                     other=Side("samr.companies", "uscc", "status = '注销'"), purpose=WHY[0],
+                                     case_number=WHY[1], key=key)
+    assert err.value.code == "FAILED_PRECONDITION" and "right set has fewer than" in err.value.details
 
 
 async def test_a_dataset_compared_with_itself_keeps_its_sides_apart(servers, demo_data, key) -> None:

@@ -89,10 +89,11 @@ async def test_bad_requests(servers, demo_data) -> None:
         with pytest.raises(RemoteCallFailed) as err:
             await _match(servers, gw, left, right, mode)
         assert err.value.code == code and words in err.value.details, err.value
-    # An empty side is a zero result, not an error.
-    empty = await _match(servers, gw, ("hrss.subsidies", "uscc", ""),
-                         ("samr.companies", "uscc", "status = '不存在'"), "keyed")
-    assert (empty.right.rows, empty.cardinality) == (0, 0)
+    # An empty side is refused like a side of one (issue 14): answering it would tell 0 from 1.
+    with pytest.raises(RemoteCallFailed) as err:
+        await _match(servers, gw, ("hrss.subsidies", "uscc", ""), ("samr.companies", "uscc", "status = '不存在'"),
+                     "keyed")
+    assert err.value.code == "FAILED_PRECONDITION" and "right set has fewer than" in err.value.details
 
 
 async def test_gateway_sees_no_identifier_and_tokens_are_unlinkable(servers, demo_data, monkeypatch) -> None:

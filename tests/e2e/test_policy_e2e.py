@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 import support
 from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.core.classification import policies_dir
-from fedgate.client.gateway import GatewayClient
+from fedgate.client.gateway import FewerThan, GatewayClient
 from fedgate.core.errors import RemoteCallFailed
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import build_gateway
@@ -53,7 +53,8 @@ async def _last_entry(servers, gw, **criteria) -> AuditEntry:
 
 
 async def test_l3_masked_l2_plain_l4_refused(servers, tmp_path: Path) -> None:
-    gw, hrss, _ = await _setup(servers, tmp_path)
+    # 100 of the 150 rows are selected: a minimum of 50 lets the 50 left out pass the check both ways.
+    gw, hrss, _ = await _setup(servers, tmp_path, safeguards="min_set_size = 50\n")
     async with _as(servers, gw) as c:
         got = await c.disclose("hrss.pensions", ["name", "district"], filter="district = '西湖区'", limit=5, **WHY)
         assert [(f.name, f.level, f.form) for f in got.fields] == [("name", "L3", "masked"),
@@ -138,10 +139,13 @@ async def test_small_filtered_set_is_refused_and_audited(servers, tmp_path: Path
 async def test_small_counts_are_suppressed_and_l4_fields_cannot_filter(servers, tmp_path: Path) -> None:
     gw, _, _ = await _setup(servers, tmp_path)
     async with _as(servers, gw) as c:
-        assert (await c.count_rows("hrss.pensions", filter="monthly_amount_fen >= 150000", **WHY))[0] == 150
-        with pytest.raises(RemoteCallFailed) as err:  # L3 field: k = 5
-            await c.count_rows("hrss.pensions", filter="monthly_amount_fen < 150300", **WHY)
-        assert err.value.code == "FAILED_PRECONDITION" and "fewer than 5 rows" in err.value.details
+        # Issue 14: a filter leaving out fewer than k rows (here none of the 150) is refused both ways.
+        with pytest.raises(RemoteCallFailed) as err:
+            await c.count_rows("hrss.pensions", filter="monthly_amount_fen >= 150000", **WHY)
+        assert err.value.code == "FAILED_PRECONDITION" and "leaves out fewer than 5 rows" in err.value.details
+        # L3 field: k = 5; below it the count is only "fewer than 5", for 0 rows as for 4.
+        assert (await c.count_rows("hrss.pensions", filter="monthly_amount_fen < 150300", **WHY))[0] == FewerThan(5)
+        assert (await c.count_rows("hrss.pensions", filter="monthly_amount_fen < 0", **WHY))[0] == FewerThan(5)
         rid = support.pensions_csv(1).splitlines()[1].split(",")[0]
         with pytest.raises(RemoteCallFailed) as err:
             await c.count_rows("hrss.pensions", filter=f"resident_id = '{rid}'", **WHY)

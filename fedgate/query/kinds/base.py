@@ -27,7 +27,7 @@ from fedgate.core.filters import Filter
 from fedgate.core.identity import Identity
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.safeguards import Request
-from fedgate.query.sizes import SizeCheck, Sizes
+from fedgate.query.sizes import SizeCheck, Sizes, Suppressed
 
 R = TypeVar("R")
 P = TypeVar("P")
@@ -81,13 +81,14 @@ class DepartmentAsk:
 
 @dataclass(frozen=True)
 class Counted:
-    """The department's answer to CountRows."""
+    """The department's answer to CountRows: the rows its filter selects and its dataset's live rows."""
 
     rows: int
+    total_rows: int = 0
 
     def sizes(self) -> Mapping[str, int]:
         """The sizes the request's record keeps (logged even if a safeguard then refuses)."""
-        return {"rows": self.rows}
+        return {"rows": self.rows, "total_rows": self.total_rows}
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,18 @@ class Machine(ABC, Generic[P, R]):
             raise LocalProtocolError(f"cannot {event} in state {self.state.value}")
         self.state = after
 
-    def _sizes(self, sizes: Sizes) -> None:
-        """The SIZES safeguards on the answer; a refusal is final."""
+    def _sizes(self, sizes: Sizes) -> Suppressed | None:
+        """The SIZES safeguards on the answer; a refusal is final. An aggregate below its threshold is not a
+        refusal: the suppression is returned, for the kind to answer "fewer than k"."""
         self._move("receive")
         try:
             self._check(sizes)
+        except Suppressed as suppressed:
+            return suppressed
         except BaseException:
             self.state = State.REFUSED
             raise
+        return None
 
 
 class Query(ABC, Generic[P, R]):

@@ -1,4 +1,5 @@
-"""Count: the live rows of one dataset, optionally filtered; suppressed below the minimum aggregate."""
+"""Count: the live rows of one dataset, optionally filtered; "fewer than k" below the minimum aggregate (zero
+included), refused when the filter leaves out fewer than k rows."""
 
 from __future__ import annotations
 
@@ -28,21 +29,31 @@ class CountPlan:
     filter: FilterPlan
 
 
-class CountMachine(Machine[CountPlan, int]):
-    """A count: ask, then check the aggregate (min_aggregate) before the number leaves."""
+@dataclass(frozen=True)
+class CountResult:
+    """What the caller learns: the count, or only that it is below `fewer_than` (then `rows` is 0)."""
+
+    rows: int
+    fewer_than: int = 0
+
+
+class CountMachine(Machine[CountPlan, CountResult]):
+    """A count: ask, then check the aggregate (min_aggregate, both ways) before the number leaves."""
 
     def _ask(self) -> DepartmentAsk:
         return DepartmentAsk(AdapterCall.COUNT_ROWS, self.plan.target, self.plan.filter)
 
-    def receive(self, answer: Answer) -> int:
-        """The count the caller may learn, or the safeguard's refusal."""
-        rows = self._expect(answer, Counted).rows
-        self._sizes(Sizes(aggregated_rows=rows))
-        return rows
+    def receive(self, answer: Answer) -> CountResult:
+        """The count the caller may learn, "fewer than k", or the safeguard's refusal."""
+        got = self._expect(answer, Counted)
+        # An unfiltered count is the whole dataset, whose size is public: no complement to check.
+        totals = {"filtered": got.total_rows} if self.plan.filter.canonical else {}
+        suppressed = self._sizes(Sizes(aggregated_rows=got.rows, total_rows=totals))
+        return CountResult(0, suppressed.below) if suppressed else CountResult(got.rows)
 
 
 @dataclass(frozen=True)
-class CountQuery(Query[CountPlan, int]):
+class CountQuery(Query[CountPlan, CountResult]):
     dataset: str
     filter: str = ""
 

@@ -58,6 +58,8 @@ class DiscloseMachine(Machine[DisclosePlan, Disclosure]):
             self.state = State.REFUSED
             raise RemoteProtocolError(f"department '{p.target.department}' returned more rows than asked for "
                                       "or matched")
+        # The rows the filter leaves out are checked by the department itself, before any row is read
+        # (MinSetSize.release with its dataset's live rows).
         self._sizes(Sizes(set_rows={"filtered": got.matched}))
         self.released_rows = len(got.rows)
         return Disclosure(p.grants, got.rows, got.matched,

@@ -60,10 +60,12 @@ class AdapterCountRequest(_message.Message):
     def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., min_set_size: _Optional[int] = ...) -> None: ...
 
 class AdapterCountResponse(_message.Message):
-    __slots__ = ("rows",)
+    __slots__ = ("rows", "total_rows")
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
     rows: int
-    def __init__(self, rows: _Optional[int] = ...) -> None: ...
+    total_rows: int
+    def __init__(self, rows: _Optional[int] = ..., total_rows: _Optional[int] = ...) -> None: ...
 
 class FieldRequest(_message.Message):
     __slots__ = ("name", "level", "form")
@@ -154,16 +156,18 @@ class TokenData(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class SideDone(_message.Message):
-    __slots__ = ("rows", "invalid_identifiers", "tokens", "missing_values")
+    __slots__ = ("rows", "invalid_identifiers", "tokens", "missing_values", "total_rows")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     INVALID_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     MISSING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
     rows: int
     invalid_identifiers: int
     tokens: int
     missing_values: int
-    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ...) -> None: ...
+    total_rows: int
+    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ..., total_rows: _Optional[int] = ...) -> None: ...
 
 class CipherData(_message.Message):
     __slots__ = ("data", "rows")

@@ -20,12 +20,14 @@ class CountRowsRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class CountRowsResponse(_message.Message):
-    __slots__ = ("rows", "audit_index")
+    __slots__ = ("rows", "audit_index", "fewer_than")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FEWER_THAN_FIELD_NUMBER: _ClassVar[int]
     rows: int
     audit_index: int
-    def __init__(self, rows: _Optional[int] = ..., audit_index: _Optional[int] = ...) -> None: ...
+    fewer_than: int
+    def __init__(self, rows: _Optional[int] = ..., audit_index: _Optional[int] = ..., fewer_than: _Optional[int] = ...) -> None: ...
 
 class DiscloseRequest(_message.Message):
     __slots__ = ("dataset", "fields", "filter", "purpose", "case_number", "limit")
@@ -134,7 +136,7 @@ class MatchSideStats(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ...) -> None: ...
 
 class MatchResult(_message.Message):
-    __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index", "row_limit")
+    __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index", "row_limit", "fewer_than")
     LEFT_FIELD_NUMBER: _ClassVar[int]
     RIGHT_FIELD_NUMBER: _ClassVar[int]
     CARDINALITY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +145,7 @@ class MatchResult(_message.Message):
     ROWS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     ROW_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FEWER_THAN_FIELD_NUMBER: _ClassVar[int]
     left: MatchSideStats
     right: MatchSideStats
     cardinality: int
@@ -151,7 +154,8 @@ class MatchResult(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[_common_pb2.DisclosedRow]
     audit_index: int
     row_limit: RowLimit
-    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., audit_index: _Optional[int] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ...) -> None: ...
+    fewer_than: int
+    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., audit_index: _Optional[int] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ..., fewer_than: _Optional[int] = ...) -> None: ...
 
 class MatchEvent(_message.Message):
     __slots__ = ("progress", "result")
@@ -192,20 +196,22 @@ class EncryptedTotal(_message.Message):
     def __init__(self, field: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class SumResult(_message.Message):
-    __slots__ = ("values", "other", "cardinality", "distinct_matches", "totals", "audit_index")
+    __slots__ = ("values", "other", "cardinality", "distinct_matches", "totals", "audit_index", "fewer_than")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     OTHER_FIELD_NUMBER: _ClassVar[int]
     CARDINALITY_FIELD_NUMBER: _ClassVar[int]
     DISTINCT_MATCHES_FIELD_NUMBER: _ClassVar[int]
     TOTALS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FEWER_THAN_FIELD_NUMBER: _ClassVar[int]
     values: MatchSideStats
     other: MatchSideStats
     cardinality: int
     distinct_matches: int
     totals: _containers.RepeatedCompositeFieldContainer[EncryptedTotal]
     audit_index: int
-    def __init__(self, values: _Optional[_Union[MatchSideStats, _Mapping]] = ..., other: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., totals: _Optional[_Iterable[_Union[EncryptedTotal, _Mapping]]] = ..., audit_index: _Optional[int] = ...) -> None: ...
+    fewer_than: int
+    def __init__(self, values: _Optional[_Union[MatchSideStats, _Mapping]] = ..., other: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., totals: _Optional[_Iterable[_Union[EncryptedTotal, _Mapping]]] = ..., audit_index: _Optional[int] = ..., fewer_than: _Optional[int] = ...) -> None: ...
 
 class SumEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -17,7 +17,7 @@ from fedgate.core.filters import Filter, parse_checked
 from fedgate.core.identity import Identity, Role
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.kinds.base import AdapterCall, Counted, FilterPlan, RowsDisclosed, Target
-from fedgate.query.kinds.count import CountQuery
+from fedgate.query.kinds.count import CountQuery, CountResult
 from fedgate.query.kinds.disclose import DiscloseQuery
 from fedgate.query.safeguards import Request
 
@@ -99,4 +99,4 @@ def test_a_machine_refuses_the_answer_of_another_call() -> None:
     machine.ask()
     with pytest.raises(Exception, match="RowsDisclosed answer was fed to a CountMachine"):
         machine.receive(RowsDisclosed(1, []))
-    assert machine.receive(Counted(5)) == 5 and machine.released_rows is None
+    assert machine.receive(Counted(5)) == CountResult(5) and machine.released_rows is None

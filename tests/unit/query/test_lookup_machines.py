@@ -21,7 +21,7 @@ from fedgate.core.identity import Identity, Role
 from fedgate.server.interceptors import RequestRecord
 from fedgate.query.audit_params import decode
 from fedgate.query.kinds.base import Counted, FilterPlan, RowsDisclosed, State, Target
-from fedgate.query.kinds.count import CountMachine, CountPlan, CountQuery
+from fedgate.query.kinds.count import CountMachine, CountPlan, CountQuery, CountResult
 from fedgate.query.kinds.disclose import DiscloseMachine, DisclosePlan, DiscloseQuery
 from fedgate.query.safeguards import Quota, Release, SafeguardConfig, Safeguards
 from fedgate.query.sizes import Sizes
@@ -88,25 +88,28 @@ def test_count_happy_path() -> None:
     machine = CountMachine(plan, decisions.safeguards.size_check(admitted))
     ask = machine.ask()
     assert (ask.target, ask.filter, machine.state) == (TARGET, plan.filter, State.ASKING)
-    assert machine.receive(Counted(42)) == 42 and machine.state is State.DONE
+    assert machine.receive(Counted(42, total_rows=500)) == CountResult(42) and machine.state is State.DONE
 
 
-def test_a_small_count_is_suppressed_and_the_machine_stays_refused() -> None:
+@pytest.mark.parametrize("rows", [2, 1, 0])
+def test_a_small_or_zero_count_is_answered_only_as_fewer_than_k(rows: int) -> None:
     plan, admitted, _, decisions = _plan("count", filter="district = '西湖区'")
     machine = CountMachine(plan, decisions.safeguards.size_check(admitted))
     machine.ask()
-    with pytest.raises(FailedPrecondition, match="count suppressed: fewer than 3 rows.*level L2"):
-        machine.receive(Counted(2))
-    assert machine.state is State.REFUSED
+    # The same answer for 0 as for 2: a name's absence is not told apart from its presence.
+    assert machine.receive(Counted(rows, total_rows=500)) == CountResult(0, fewer_than=3)
+    assert machine.state is State.DONE
     with pytest.raises(LocalProtocolError):
-        machine.receive(Counted(200))
+        machine.receive(Counted(200, total_rows=500))
 
 
-def test_a_zero_count_is_answered() -> None:
+def test_a_count_whose_filter_leaves_out_fewer_than_k_rows_is_refused() -> None:
     plan, admitted, _, decisions = _plan("count", filter="district = '西湖区'")
     machine = CountMachine(plan, decisions.safeguards.size_check(admitted))
     machine.ask()
-    assert machine.receive(Counted(0)) == 0
+    with pytest.raises(FailedPrecondition, match="leaves out fewer than 3 rows"):
+        machine.receive(Counted(499, total_rows=500))
+    assert machine.state is State.REFUSED
 
 
 def test_events_out_of_turn_are_refused_and_leave_the_state() -> None:

@@ -100,7 +100,7 @@ def test_keyed_match_with_disclosure() -> None:
     out = stream_keyed(machine, tok(1, 2, 3), tok(3, 2, 9))
     assert of(out, m.Send) == [out[-1]]  # keyed tokens go straight into the intersector, never to the peer
     assert of(out, m.Progress)[-1] == m.Progress("intersect", "", 0)
-    assert seen == [Sizes({"left": 3, "right": 3}, None)]
+    assert seen == [Sizes({"left": 3, "right": 3}, 2)]  # the cardinality is an aggregate (min_aggregate)
     assert out[-1] == m.Send("left", m.DiscloseMatched([1]))  # the limit cuts positions [1, 2]
     assert machine.reading == {"left"}
     rows = [(["某公司"], [False])]

@@ -25,7 +25,7 @@ from fedgate.query.safeguards import (
     Safeguards,
     peer_token_bound,
 )
-from fedgate.query.sizes import Sizes
+from fedgate.query.sizes import Sizes, Suppressed
 
 ALICE = Identity(Role.SUPERVISOR, "dcb", "alice")
 QUOTA = Quota(10, 30)
@@ -71,7 +71,8 @@ def test_admit_binds_the_values_each_kind_logs() -> None:
     match = _request("match", 100, rows=True)
     pipeline.admit(match)
     p = match.params
-    assert (p.min_set_size, p.max_match_rows, p.limit, p.limit_requested, p.min_aggregate) == (10, 50, 30, 100, None)
+    # A match binds a minimum aggregate too (its cardinality is one): 0 here, no level touched.
+    assert (p.min_set_size, p.max_match_rows, p.limit, p.limit_requested, p.min_aggregate) == (10, 50, 30, 100, 0)
     disclose = _request("disclose", 20, rows=True)
     pipeline.admit(disclose)
     assert (disclose.params.limit, disclose.params.limit_requested, disclose.params.max_match_rows) == (20, None, None)
@@ -117,25 +118,27 @@ def _admitted(kind: str, levels: tuple[str, ...] = ()) -> tuple[Safeguards, Requ
     return pipeline, request
 
 
-def test_min_set_size_refuses_a_small_side_and_passes_an_empty_or_large_one() -> None:
+def test_min_set_size_refuses_a_small_or_empty_side_and_passes_a_large_one() -> None:
     pipeline, request = _admitted("match")
     check = pipeline.size_check(request)
-    check(Sizes(set_rows={"left": 10, "right": 0}))
-    with pytest.raises(FailedPrecondition) as err:
-        check(Sizes(set_rows={"left": 10, "right": 9}))
-    assert str(err.value) == ("the right set has fewer than 10 rows after its filter (safeguard min_set_size): "
-                              "no result")
+    check(Sizes(set_rows={"left": 10, "right": 10}))
+    for small in (9, 0):  # an empty side is refused like a small one: 0 and 1 answer alike
+        with pytest.raises(FailedPrecondition) as err:
+            check(Sizes(set_rows={"left": 10, "right": small}))
+        assert str(err.value) == ("the right set has fewer than 10 rows after its filter (safeguard min_set_size): "
+                                  "no result")
 
 
 def test_min_aggregate_suppresses_a_small_count_by_its_highest_level() -> None:
     pipeline, request = _admitted("count", levels=("L2", "L3"))
     check = pipeline.size_check(request)
-    check(Sizes(aggregated_rows=0))
     check(Sizes(aggregated_rows=5))
-    with pytest.raises(FailedPrecondition) as err:
-        check(Sizes(aggregated_rows=4))
-    assert str(err.value) == ("count suppressed: fewer than 5 rows, the minimum aggregation size for level L3 "
-                              "(safeguard min_aggregate)")
+    for small in (4, 0):  # zero is suppressed like four: the answer is only "fewer than 5"
+        with pytest.raises(Suppressed) as err:
+            check(Sizes(aggregated_rows=small))
+        assert err.value.below == 5
+        assert str(err.value) == ("count suppressed: fewer than 5 rows, the minimum aggregation size for level L3 "
+                                  "(safeguard min_aggregate)")
 
 
 def test_min_aggregate_names_matched_rows_for_a_sum() -> None:
