@@ -58,6 +58,7 @@ from fedgate.query import protocols
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.kinds.base import AdapterCall, Answer, Counted, DepartmentAsk, Query, RowsDisclosed, Target
 from fedgate.query.match import Comparison, MatchPlan
+from fedgate.query.probing import SUPPRESSED_SIZE
 from fedgate.query.safeguards import Release, Request
 from fedgate.core.row_limit import RowLimit, quota_rule
 from fedgate.server.telemetry import safe_attributes
@@ -171,6 +172,8 @@ class QueryEngine:
                                  lambda ticket, admitted: self._department_call(ask, ticket, admitted))
         record.result_sizes.update(answer.sizes())
         result = machine.receive(answer)
+        if machine.suppressed:
+            record.result_sizes[SUPPRESSED_SIZE] = 1  # for the probing alerts (fedgate/query/probing.py)
         if machine.released_rows is not None:
             # RELEASE: the rows are charged to the caller's daily quota before they leave.
             self._decisions.safeguards.release(Release(params, rows=machine.released_rows, caller=caller))
@@ -329,6 +332,8 @@ def _record_sizes(record: RequestRecord, outcome: MatchOutcome) -> None:
                                left_invalid=outcome.left.invalid_identifiers,
                                right_invalid=outcome.right.invalid_identifiers,
                                cardinality=result.cardinality, disclosed_rows=len(outcome.rows))
+    if outcome.fewer_than:
+        record.result_sizes[SUPPRESSED_SIZE] = 1  # for the probing alerts (fedgate/query/probing.py)
     if outcome.values:
         record.result_sizes.update(left_missing_values=outcome.left.missing_values,
                                    right_missing_values=outcome.right.missing_values)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import support
 from deployment import Deployment, deployed
-from fedgate.client.gateway import GatewayClient, Side
+from fedgate.client.gateway import FewerThan, GatewayClient, Side
 from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.errors import FedgateError
 from fedgate.core.identity import Identity, Role
@@ -34,9 +34,10 @@ def _client(d: Deployment, who: Identity) -> GatewayClient:
 async def _count(client: GatewayClient, dataset: str, filt: str = "") -> int | None:
     """The count, or None when it was suppressed or refused."""
     try:
-        return (await client.count_rows(dataset, *WHY, filt)).rows
+        got = await client.count_rows(dataset, *WHY, filt)
     except FedgateError:
         return None
+    return None if isinstance(got.rows, FewerThan) else got.rows
 
 
 async def _bisect_largest_amount(client: GatewayClient) -> list[int]:
@@ -54,8 +55,9 @@ async def _bisect_largest_amount(client: GatewayClient) -> list[int]:
 
 async def _honest_work(client: GatewayClient) -> None:
     assert await _count(client, "hrss.subsidies") == 20
-    assert await _count(client, "samr.companies", "status = '存续'") == 15
-    assert await _count(client, "hrss.subsidies", "amount_fen >= 5000") == 16
+    assert await _count(client, "samr.companies") == 15
+    # Both ways within the thresholds (issue 14, part 1): 10 rows selected, 10 left out.
+    assert await _count(client, "hrss.subsidies", "amount_fen >= 11000") == 10
     assert await _count(client, "hrss.subsidies", "company_name = '公司3'") is None  # suppressed, once
     result = await client.match(left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"),
                                 purpose=WHY[0], case_number=WHY[1])
@@ -106,7 +108,8 @@ def test_probing_supervisor_is_flagged_and_honest_one_is_not(tmp_path: Path) -> 
         assert bisection["datasets"] == ["hrss.subsidies"]
         assert bisection["result_sizes"]["threshold"] == 8  # the shipped default, with no [alerts] table
         refused = [entries[int(i)] for i in by_detector["refusals"]["params"]["alert.entries"].split(",")]
-        assert all(e.status == "FAILED_PRECONDITION" for e in refused)
+        # Refused, or answered only "fewer than k" (issue 14, part 1): each a small-set probe.
+        assert all(e.status == "FAILED_PRECONDITION" or dict(e.result_sizes).get("suppressed") for e in refused)
 
         # The honest supervisor, querying throughout, is in no alert.
         assert not [a for a in alerts if HONEST.spiffe_id in (a["subject"], a["params"]["alert.subjects"])]

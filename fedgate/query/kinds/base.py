@@ -143,6 +143,7 @@ class Machine(ABC, Generic[P, R]):
         self.plan = plan
         self._check = check
         self.released_rows: int | None = None  # rows the result discloses (charged to the daily quota)
+        self.suppressed = False  # the answer was below its threshold: the caller learns only "fewer than k"
 
     def ask(self) -> DepartmentAsk:
         """What to ask the department (the pump adds the ticket)."""
@@ -175,6 +176,7 @@ class Machine(ABC, Generic[P, R]):
         try:
             self._check(sizes)
         except Suppressed as suppressed:
+            self.suppressed = True
             return suppressed
         except BaseException:
             self.state = State.REFUSED
