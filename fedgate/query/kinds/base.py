@@ -88,7 +88,7 @@ class Counted:
 
     def sizes(self) -> Mapping[str, int]:
         """The sizes the request's record keeps (logged even if a safeguard then refuses)."""
-        return {"rows": self.rows, "total_rows": self.total_rows}
+        return {"rows": self.rows}  # N is the department's public size: not logged again
 
 
 @dataclass(frozen=True)
