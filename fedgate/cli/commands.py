@@ -27,6 +27,7 @@ from fedgate.client.gateway import (
     CompareResult,
     Disclosure,
     FewerThan,
+    NoisyCount,
     GatewayClient,
     IndexedEntry,
     MatchResult,
@@ -422,11 +423,16 @@ def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
     if as_json:
         # Below its threshold a count is only "fewer than k": rows is null and fewer_than says k.
         below = rows.k if isinstance(rows, FewerThan) else None
+        # A noisy count says so, with its ε (null: exact).
+        epsilon = rows.epsilon if isinstance(rows, NoisyCount) else None
         print(json.dumps({"dataset": dataset, "rows": None if below else rows, "fewer_than": below,
-                          "audit_index": index}))
+                          "epsilon": epsilon, "audit_index": index}))
     elif isinstance(rows, FewerThan):
         console.print(f"{dataset}: {rows} rows (fewer than {rows.k}: suppressed by safeguard min_aggregate; "
                       f"audit entry #{index})")
+    elif isinstance(rows, NoisyCount):
+        console.print(f"{dataset}: about {int(rows):,} rows (noisy: differential privacy, ε {rows.epsilon:g} "
+                      f"charged to your agency's budget; audit entry #{index})")
     else:
         console.print(f"{dataset}: {rows:,} rows (audit entry #{index})")
 

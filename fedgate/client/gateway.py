@@ -73,6 +73,17 @@ class FewerThan:
         return f"< {self.k}"
 
 
+class NoisyCount(int):
+    """A count answered with differential-privacy noise of `epsilon` (as an int, the noisy value)."""
+
+    epsilon: float
+
+    def __new__(cls, value: int, epsilon: float) -> NoisyCount:
+        count = super().__new__(cls, value)
+        count.epsilon = epsilon
+        return count
+
+
 class RowCount(NamedTuple):
     """A live row count (or only that it is below a threshold), and the audit index of the query."""
 
@@ -289,7 +300,8 @@ class GatewayClient:
         async with _calling(self._hint):
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
                 dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
-        return RowCount(FewerThan(reply.fewer_than) if reply.fewer_than else reply.rows, reply.audit_index)
+        rows = NoisyCount(reply.rows, reply.epsilon) if reply.epsilon > 0 else reply.rows
+        return RowCount(FewerThan(reply.fewer_than) if reply.fewer_than else rows, reply.audit_index)
 
     async def disclose(self, dataset: str, fields: list[str], purpose: str, case_number: str,
                        filter: str = "", limit: int = 100) -> Disclosure:
