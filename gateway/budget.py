@@ -26,6 +26,7 @@ spent = sa.Table(
     sa.Column("dataset", sa.String(255), primary_key=True),
     sa.Column("period", sa.String(10), primary_key=True),   # 2026 | 2026-12 | 2026-12-02
     sa.Column("spent_micro", sa.BigInteger, nullable=False),
+    sa.Column("budget_micro", sa.BigInteger, nullable=False),  # the budget of the latest charge's level
 )
 
 
@@ -45,6 +46,7 @@ class BudgetUse:
     dataset: str
     period: str
     spent_micro: int
+    budget_micro: int
 
 
 def period_of(period: str, now: dt.datetime) -> tuple[str, dt.date]:
@@ -72,10 +74,11 @@ class BudgetBook:
         mine = (spent.c.agency == agency) & (spent.c.dataset == dataset) & (spent.c.period == period)
         with self._engine.begin() as conn:
             insert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(spent)
-            conn.execute(insert.values(agency=agency, dataset=dataset, period=period, spent_micro=0)
+            conn.execute(insert.values(agency=agency, dataset=dataset, period=period, spent_micro=0,
+                                        budget_micro=budget)
                          .on_conflict_do_nothing())
             charged = conn.execute(spent.update().where(mine, spent.c.spent_micro + cost <= budget)
-                                   .values(spent_micro=spent.c.spent_micro + cost))
+                                   .values(spent_micro=spent.c.spent_micro + cost, budget_micro=budget))
             if charged.rowcount != 1:
                 raise QuotaExceeded(f"privacy budget for dataset {dataset} used up until {renews.isoformat()} "
                                     f"(ε {policy.budget:g} per {policy.period} for each agency; each answer "
@@ -89,7 +92,8 @@ class BudgetBook:
         if agency is not None:
             query = query.where(spent.c.agency == agency)
         with self._engine.connect() as conn:
-            return [BudgetUse(r.agency, r.dataset, r.period, int(r.spent_micro)) for r in conn.execute(query)]
+            return [BudgetUse(r.agency, r.dataset, r.period, int(r.spent_micro), int(r.budget_micro))
+                    for r in conn.execute(query)]
 
 
 @dataclass(frozen=True)

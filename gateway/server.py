@@ -121,7 +121,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),
             _service(query_pb2, "QueryService", QueryServicer(engine)),
-            _service(policy_pb2, "PolicyService", PolicyServicer(policy)),
+            _service(policy_pb2, "PolicyService", PolicyServicer(policy, budgets)),
         ]
         alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
         running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log, alerts))

@@ -91,6 +91,16 @@ class RowCount(NamedTuple):
     audit_index: int
 
 
+class BudgetUse(NamedTuple):
+    """ε an agency spent on a dataset in a period, out of the period's budget."""
+
+    agency: str
+    dataset: str
+    period: str
+    spent: float
+    budget: float
+
+
 class PolicyVersion(NamedTuple):
     """The rules the gateway loaded, and the digest of its policy files."""
 
@@ -417,6 +427,12 @@ class GatewayClient:
         async with _calling(self._hint):
             reply = await self._policy.Reload(policy_pb2.ReloadPolicyRequest(), timeout=self._timeout)
         return PolicyVersion(reply.rules, reply.digest)
+
+    async def budgets(self) -> list[BudgetUse]:
+        """Privacy budgets spent: every agency's (officers) or the caller's agency's (supervisors)."""
+        async with _calling(self._hint):
+            reply = await self._policy.Budgets(policy_pb2.BudgetsRequest(), timeout=self._timeout)
+        return [BudgetUse(u.agency, u.dataset, u.period, u.spent, u.budget) for u in reply.uses]
 
     # --- audit (security officers) ---
 
