@@ -134,6 +134,9 @@ class PlanningSteps(Protocol):
         """The ADMIT safeguards (last of planning): row limit, quotas, the values the entry binds
         (`on_sets`: the answer rests on a set of rows, so min_set_size is bound; None: by the kind's name)."""
 
+    def noise(self, decl: DatasetDecl, aggregate_levels: tuple[str, ...]) -> float:
+        """After admit: the ε of differential-privacy noise the aggregate gets (0.0: exact), budget charged."""
+
 
 class Machine(ABC, Generic[P, R]):
     """A one-dataset query's state machine: ask once, receive one answer, give the result or refuse."""
