@@ -26,6 +26,7 @@ from fedgate.core.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
+from fedgate.adapters.row_history import RowRefs, RowSets, ref_basis
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.server.worker_pool import WorkerPool
@@ -42,7 +43,7 @@ from fedgate.core.filters import Filter
 from fedgate.query import match_side as side
 from fedgate.query.match_side import SideStart
 from fedgate.query.protocols import SecretSetup
-from fedgate.query.safeguards import Release, Safeguards
+from fedgate.query.safeguards import Release, Safeguards, difference_k
 from fedgate.server.wire import matching_key_from_proto
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
@@ -90,13 +91,14 @@ class MatchSessions:
     """Serves AdapterService.Match streams for one adapter."""
 
     def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
-                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes) -> None:
+                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes, row_sets: RowSets) -> None:
         self._department = department
+        self._row_sets = row_sets
         self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
         # The RELEASE safeguards, with the numbers of each admitted entry.
-        self._safeguards = Safeguards.for_department(levels)
+        self._safeguards = Safeguards.for_department(levels, row_sets.history)
         self._pool = pool
         self._matching_key = matching_key
         self._ca_pem = ca_pem
@@ -129,7 +131,7 @@ class MatchSessions:
         release = self._safeguards.release
         machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
         session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
-                           self._safeguards)
+                           self._safeguards, self._row_sets)
         await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(sealed_key=secret.sealed_key)))
         worker = asyncio.create_task(session.run(it))
         self.active += 1
@@ -166,9 +168,11 @@ class _Session:
     """One session's pump: its own tokens out, the peer's re-blinded, its machine's commands carried out."""
 
     def __init__(self, plan: side.SessionPlan, machine: side.SideMachine, source: Source, secret: bytes,
-                 admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards) -> None:
+                 admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards,
+                 row_sets: RowSets) -> None:
         self.plan, self.machine, self.source, self.secret = plan, machine, source, secret
         self.admission, self.pool, self.levels, self.safeguards = admission, pool, levels, safeguards
+        self.row_sets = row_sets
         self.out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
         self.hashes = bytearray()
         # Up to one chunk per worker in flight, results taken in order: every core blinds.
@@ -206,8 +210,17 @@ class _Session:
         size = chunk_rows(plan.decl.row_count, self.depth)
         if plan.values:  # one ciphertext chunk per token chunk, within the wire limit
             size = min(size, MAX_CHUNK_CIPHERTEXTS // len(plan.values))
-        async for raw in _chunks(self.source, [st.key_field, *plan.values], plan.where, size):
+        columns = [st.key_field, *plan.values]
+        # The side's row set, for the difference check: by the dataset's reference columns, read alongside.
+        refs = self.row_sets.builder(plan.decl) if difference_k(self.admission.params) > 1 else None
+        basis = list(ref_basis(plan.decl).columns)
+        extra = [] if basis == [st.key_field] else basis
+        async for raw in _chunks(self.source, columns + extra, plan.where, size):
             rows += len(raw)
+            if refs is not None:
+                refs.add_rows(raw if not extra else (r[len(columns):] for r in raw))
+            if extra:
+                raw = [r[:len(columns)] for r in raw]
             pending.append(asyncio.ensure_future(self.pool.run(
                 tokens_for, plan.protocol.tokens, self.secret, plan.key_kind, raw, bool(plan.grants), plan.values,
                 st.paillier_key if plan.values else b"")))
@@ -217,6 +230,8 @@ class _Session:
             await emit()
         # The live total too, so the gateway checks the rows the filter leaves out (min_set_size both ways).
         total = rows if plan.where is None else await asyncio.to_thread(self.source.count, None)
+        if refs is not None:  # before the side's sizes leave: without them the gateway has no answer
+            await asyncio.to_thread(self._check_difference, refs, total)
         await self.out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
             rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing, total_rows=total)))
         await self.carry_out(self.machine.own_done(side.OwnStats(rows, invalid, tokens, missing)))
@@ -261,6 +276,11 @@ class _Session:
         except BaseException:
             self.machine.record_failed()  # not recorded: the failure is, as `stopped`
             raise
+
+    def _check_difference(self, refs: RowRefs, total: int) -> None:
+        """The difference check on this side's rows (blocking); a refusal ends the session, recorded."""
+        answer = self.row_sets.answer(self.admission.entry.subject, self.plan.decl, refs, total)
+        self.safeguards.release(Release(self.admission.params, answer=answer))
 
     def _disclose(self, positions: list[int], rows_after_filter: int) -> list[common_pb2.DisclosedRow]:
         """Find the matched rows again by their keys' local hashes, and mask what leaves."""
