@@ -279,7 +279,8 @@ class _Session:
 
     def _check_difference(self, refs: RowRefs, total: int) -> None:
         """The difference check on this side's rows (blocking); a refusal ends the session, recorded."""
-        answer = self.row_sets.answer(self.admission.entry.subject, self.plan.decl, refs, total)
+        answer = self.row_sets.answer(self.admission.entry.subject, self.plan.decl, refs, total,
+                                      self.plan.start.filter_text)
         self.safeguards.release(Release(self.admission.params, answer=answer))
 
     def _disclose(self, positions: list[int], rows_after_filter: int) -> list[common_pb2.DisclosedRow]:

@@ -12,7 +12,9 @@ are kept as compressed bitmaps (pyroaring's BitMap64) in a SQLite file beside
 the disclosure log; sets past the window are dropped, and at most
 `max_sets` are kept per agency and dataset (the oldest go first: an agency
 that floods its own history only forgets its own oldest answers, which the
-window would forget anyway). `record_unless_near` is the check and the record
+window would forget anyway). With each set, a keyed hash of the filter that
+chose it: the same set again is a repeat only under the same filter.
+`record_unless_near` is the check and the record
 in one transaction, so two racing queries cannot both pass against a history
 that holds neither.
 """
@@ -48,7 +50,7 @@ _DAY_S = 86_400.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS row_sets (
     id INTEGER PRIMARY KEY AUTOINCREMENT, agency TEXT NOT NULL, dataset TEXT NOT NULL,
-    answered_at REAL NOT NULL, rows INTEGER NOT NULL, refs BLOB NOT NULL);
+    answered_at REAL NOT NULL, rows INTEGER NOT NULL, filter_tag BLOB NOT NULL, refs BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS row_sets_by_key ON row_sets (agency, dataset, answered_at);
 """
 
@@ -127,8 +129,10 @@ class RowRefs:
 class RowHistory:
     """Per agency and dataset, the row sets answered within the window (SQLite, one connection under a lock)."""
 
-    def __init__(self, path: Path, window_days: int = DEFAULT_WINDOW_DAYS, max_sets: int = DEFAULT_MAX_SETS) -> None:
+    def __init__(self, path: Path, secret: bytes, window_days: int = DEFAULT_WINDOW_DAYS,
+                 max_sets: int = DEFAULT_MAX_SETS) -> None:
         self.path = path
+        self._secret = secret  # filters are kept as keyed hashes: their text may name a person
         self.window_s = window_days * _DAY_S
         self.max_sets = max_sets
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +151,7 @@ class RowHistory:
 
     def record_unless_near(self, answer: AnswerRows, k: int, now: float | None = None) -> bool:
         """Record the answer's set unless an earlier one of its agency and dataset differs from it by
-        fewer than k rows (an identical set is not near); True if recorded. Blocking."""
+        fewer than k rows (the same set is near unless its filter is the same too); True if recorded. Blocking."""
         refs = answer.refs if isinstance(answer.refs, BitMap64) else BitMap64(answer.refs)  # type: ignore[arg-type]
         now = time.time() if now is None else now
         with self._lock:
@@ -157,11 +161,12 @@ class RowHistory:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    near, same = self._near(conn, answer, refs, k, now)
+                    tag = hashlib.blake2b(answer.filter_text.encode(), digest_size=16, key=self._secret).digest()
+                    near, same = self._near(conn, answer.agency, answer.dataset, refs, tag, k, now)
                     if same is not None:  # a repeat: its set stays in the window, without a second copy
                         conn.execute("UPDATE row_sets SET answered_at = ? WHERE id = ?", (now, same))
                     elif not near:
-                        self._insert(conn, answer, refs, now)
+                        self._insert(conn, answer, refs, tag, now)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -173,27 +178,27 @@ class RowHistory:
                                           "serve the request; retry later") from exc
         return not near
 
-    def _near(self, conn: sqlite3.Connection, answer: AnswerRows, refs: BitMap64, k: int,
+    def _near(self, conn: sqlite3.Connection, agency: str, dataset: str, refs: BitMap64, tag: bytes, k: int,
               now: float) -> tuple[bool, int | None]:
-        """Whether a kept set is near this one (0 < difference < k), and the id of one identical to it."""
+        """Whether a kept set is near this one, and the id of the same set under the same filter (a repeat)."""
         conn.execute("DELETE FROM row_sets WHERE answered_at < ?", (now - self.window_s,))
-        rows = conn.execute("SELECT id, rows, refs FROM row_sets WHERE agency = ? AND dataset = ?",
-                            (answer.agency, answer.dataset)).fetchall()
+        rows = conn.execute("SELECT id, rows, filter_tag, refs FROM row_sets WHERE agency = ? AND dataset = ?",
+                            (agency, dataset)).fetchall()
         near, same = False, None
-        for row_id, size, blob in rows:
+        for row_id, size, kept_tag, blob in rows:
             if abs(size - len(refs)) >= k:  # the difference is at least the difference in sizes
                 continue
             difference = refs.symmetric_difference_cardinality(BitMap64.deserialize(blob))
-            if difference == 0:
+            if difference == 0 and kept_tag == tag:
                 same = row_id
             elif difference < k:
                 near = True
         return near, same
 
-    def _insert(self, conn: sqlite3.Connection, answer: AnswerRows, refs: BitMap64, now: float) -> None:
+    def _insert(self, conn: sqlite3.Connection, answer: AnswerRows, refs: BitMap64, tag: bytes, now: float) -> None:
         refs.run_optimize()
-        conn.execute("INSERT INTO row_sets (agency, dataset, answered_at, rows, refs) VALUES (?, ?, ?, ?, ?)",
-                     (answer.agency, answer.dataset, now, len(refs), refs.serialize()))
+        conn.execute("INSERT INTO row_sets (agency, dataset, answered_at, rows, filter_tag, refs)"
+                     " VALUES (?, ?, ?, ?, ?, ?)", (answer.agency, answer.dataset, now, len(refs), tag, refs.serialize()))
         conn.execute("DELETE FROM row_sets WHERE agency = ? AND dataset = ? AND id NOT IN ("
                      "SELECT id FROM row_sets WHERE agency = ? AND dataset = ? ORDER BY id DESC LIMIT ?)",
                      (answer.agency, answer.dataset, answer.agency, answer.dataset, self.max_sets))
@@ -217,7 +222,8 @@ class RowSets:
     @classmethod
     def open(cls, data_dir: Path, window_days: int = DEFAULT_WINDOW_DAYS) -> RowSets:
         """The key and the history in the adapter's data dir, created at first start."""
-        return cls(load_or_create_secret(data_dir / "row_refs.key"), RowHistory(data_dir / "row_sets.db", window_days))
+        secret = load_or_create_secret(data_dir / "row_refs.key")
+        return cls(secret, RowHistory(data_dir / "row_sets.db", secret, window_days))
 
     def builder(self, decl: DatasetDecl) -> RowRefs:
         return RowRefs(self._secret, ref_basis(decl))
@@ -229,6 +235,6 @@ class RowSets:
         return refs
 
     @staticmethod
-    def answer(subject: str, decl: DatasetDecl, refs: RowRefs, total_rows: int) -> AnswerRows:
+    def answer(subject: str, decl: DatasetDecl, refs: RowRefs, total_rows: int, filter_text: str) -> AnswerRows:
         """The answer's row set, under the agency of the supervisor the logged entry names."""
-        return AnswerRows(Identity.parse(subject).org, decl.name, refs.refs, total_rows)
+        return AnswerRows(Identity.parse(subject).org, decl.name, refs.refs, total_rows, filter_text.strip())

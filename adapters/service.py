@@ -59,10 +59,11 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         refs = self._row_sets.count(source.rows(list(ref_basis(decl).columns), where), decl)
         return refs.rows, refs
 
-    def _released(self, admission: Admission, decl: DatasetDecl, refs: RowRefs | None, total: int,
+    def _released(self, admission: Admission, decl: DatasetDecl, refs: RowRefs | None, total: int, filter_text: str,
                   set_rows: int | None = None, total_rows: int | None = None) -> None:
         """The RELEASE safeguards (blocking: the difference check reads and writes the row-set history)."""
-        answer = None if refs is None else self._row_sets.answer(admission.entry.subject, decl, refs, total)
+        answer = (None if refs is None
+                  else self._row_sets.answer(admission.entry.subject, decl, refs, total, filter_text))
         self._release.release(Release(admission.params, set_rows=set_rows, total_rows=total_rows, answer=answer))
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
@@ -84,14 +85,26 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                   min_set_size=request.min_set_size)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
+
+        def count(where: Filter | None) -> tuple[int, int, DifferenceRefused | None]:
+            rows, refs = self._filtered(admission, decl, source, where)
+            # The live total too: the gateway checks the rows a filter leaves out (min_aggregate both ways).
+            total = rows if where is None else source.count(None)
+            try:
+                self._released(admission, decl, refs, total, request.filter)
+            except DifferenceRefused as refusal:
+                return rows, total, refusal
+            return rows, total, None
+
         async with recording_stops(admission):
             await context.send_initial_metadata(ADMITTED)
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
             with tracer.start_as_current_span("source.count") as span:
-                rows = await asyncio.to_thread(source.count, where)
-                # The live total too: the gateway checks the rows a filter leaves out (min_aggregate both ways).
-                total = rows if where is None else await asyncio.to_thread(source.count, None)
+                rows, total, refused = await asyncio.to_thread(count, where)
                 span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
+        if refused is not None:
+            await admission.refused_after_check(str(refused))
+            raise refused
         await admission.served(rows)
         return adapter_pb2.AdapterCountResponse(rows=rows, total_rows=total)
 
@@ -111,7 +124,8 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             matched, refs = self._filtered(admission, decl, source, where)
             total = None if where is None else source.count(None)  # unfiltered: the whole, public-sized set
             try:  # the entry's minimum set size, both ways, and the difference check, before any row is read
-                self._released(admission, decl, refs, matched if total is None else total, matched, total)
+                self._released(admission, decl, refs, matched if total is None else total, request.filter, matched,
+                               total)
             except FailedPrecondition as refusal:
                 return matched, refusal
             out = []

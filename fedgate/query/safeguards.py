@@ -168,13 +168,15 @@ class AnswerRows:
     dataset: str
     refs: Sized               # keyed 64-bit row references (opaque here: a department's compressed bitmap)
     total_rows: int           # the dataset's rows now (sets too close to empty or to all are refused elsewhere)
+    filter_text: str = ""     # the filter that chose them: only a repeat of the same filter may cover the same set
 
 
 class RowSetHistory(Protocol):
     """Where a department keeps the row sets it answered (`fedgate.adapters.row_history`): I/O kept out."""
 
     def record_unless_near(self, answer: AnswerRows, k: int) -> bool:
-        """Record the set unless a kept one of its agency and dataset differs by 0 < |S Δ S'| < k; True if recorded."""
+        """Record the set unless a kept one of its agency and dataset differs by |S Δ S'| < k (0 only for a repeat
+        of the same filter); True if recorded."""
 
 
 @dataclass(frozen=True)
@@ -390,14 +392,17 @@ def difference_k(params: QueryParams) -> int:
 
 class DifferenceCheck(Safeguard):
     """`difference`: a department refuses an answer whose row set differs from one the same agency had
-    answered on the same dataset (within the history's window) by at least one and fewer than k rows.
+    answered on the same dataset (within the history's window) by fewer than k rows.
 
     k is the larger of the entry's logged min_set_size and min_aggregate: the
     numbers the gateway bound. Two such answers would differ by the few rows
     between them (a tracker: `district = 'X'` against the same with
-    `not name = 'P'`). A set smaller than k, or leaving out fewer than k rows,
-    is not checked nor kept: its answer is suppressed or refused by
-    min_aggregate / min_set_size (both ways). An identical repeat passes.
+    `not name = 'P'`). A repeat of the same filter over the same set passes;
+    the same set under another filter does not: were it answered, the answer
+    (refused with P in the set, answered without) would itself tell P's
+    membership. A set smaller than k, or leaving out fewer than k rows, is
+    neither checked nor kept: min_aggregate / min_set_size (both ways) suppress
+    or refuse its answer.
     """
 
     name = "difference"
