@@ -126,6 +126,14 @@ class RowRefs:
         return int.from_bytes(hashlib.blake2b(material, digest_size=8, key=self._secret).digest(), "big")
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """The history's file, durable like the disclosure log beside it (WAL, synchronous=FULL)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" + _SCHEMA)
+    return conn
+
+
 class RowHistory:
     """Per agency and dataset, the row sets answered within the window (SQLite, one connection under a lock)."""
 
@@ -135,12 +143,7 @@ class RowHistory:
         self._secret = secret  # filters are kept as keyed hashes: their text may name a person
         self.window_s = window_days * _DAY_S
         self.max_sets = max_sets
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn: sqlite3.Connection | None = sqlite3.connect(path, isolation_level=None,
-                                                                 check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._conn: sqlite3.Connection | None = _open(path)
         self._lock = threading.Lock()
 
     def close(self) -> None:
