@@ -26,7 +26,7 @@ from fedgate.core.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
-from fedgate.adapters.row_history import RowRefs, RowSets, ref_basis
+from fedgate.adapters.row_history import RowSets
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.server.worker_pool import WorkerPool
@@ -210,17 +210,11 @@ class _Session:
         size = chunk_rows(plan.decl.row_count, self.depth)
         if plan.values:  # one ciphertext chunk per token chunk, within the wire limit
             size = min(size, MAX_CHUNK_CIPHERTEXTS // len(plan.values))
-        columns = [st.key_field, *plan.values]
-        # The side's row set, for the difference check: by the dataset's reference columns, read alongside.
-        refs = self.row_sets.builder(plan.decl) if difference_k(self.admission.params) > 1 else None
-        basis = list(ref_basis(plan.decl).columns)
-        extra = [] if basis == [st.key_field] else basis
-        async for raw in _chunks(self.source, columns + extra, plan.where, size):
+        if difference_k(self.admission.params) > 1:
+            # Before any token leaves, so not even the gateway holds a refused side's tokens.
+            await asyncio.to_thread(self._check_difference)
+        async for raw in _chunks(self.source, [st.key_field, *plan.values], plan.where, size):
             rows += len(raw)
-            if refs is not None:
-                refs.add_rows(raw if not extra else (r[len(columns):] for r in raw))
-            if extra:
-                raw = [r[:len(columns)] for r in raw]
             pending.append(asyncio.ensure_future(self.pool.run(
                 tokens_for, plan.protocol.tokens, self.secret, plan.key_kind, raw, bool(plan.grants), plan.values,
                 st.paillier_key if plan.values else b"")))
@@ -230,8 +224,6 @@ class _Session:
             await emit()
         # The live total too, so the gateway checks the rows the filter leaves out (min_set_size both ways).
         total = rows if plan.where is None else await asyncio.to_thread(self.source.count, None)
-        if refs is not None:  # before the side's sizes leave: without them the gateway has no answer
-            await asyncio.to_thread(self._check_difference, refs, total)
         await self.out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
             rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing, total_rows=total)))
         await self.carry_out(self.machine.own_done(side.OwnStats(rows, invalid, tokens, missing)))
@@ -277,10 +269,13 @@ class _Session:
             self.machine.record_failed()  # not recorded: the failure is, as `stopped`
             raise
 
-    def _check_difference(self, refs: RowRefs, total: int) -> None:
-        """The difference check on this side's rows (blocking); a refusal ends the session, recorded."""
-        answer = self.row_sets.answer(self.admission.entry.subject, self.plan.decl, refs, total,
-                                      self.plan.start.filter_text)
+    def _check_difference(self) -> None:
+        """The difference check on this side's rows, read by their reference columns only (blocking);
+        a refusal ends the session, recorded as its stop."""
+        plan = self.plan
+        refs = self.row_sets.read(self.source, plan.decl, plan.where)
+        total = refs.rows if plan.where is None else self.source.count(None)
+        answer = self.row_sets.answer(self.admission.entry.subject, plan.decl, refs, total, plan.start.filter_text)
         self.safeguards.release(Release(self.admission.params, answer=answer))
 
     def _disclose(self, positions: list[int], rows_after_filter: int) -> list[common_pb2.DisclosedRow]:

@@ -33,8 +33,10 @@ from pathlib import Path
 
 from pyroaring import BitMap64
 
+from fedgate.adapters.sources import Source
 from fedgate.core.datasets import DatasetDecl
 from fedgate.core.errors import ConfigError, DisclosureLogFailed, InvalidIdentifier, StoreClosed
+from fedgate.core.filters import Filter
 from fedgate.crypto.ids import normaliser
 from fedgate.core.identity import Identity
 from fedgate.query.safeguards import AnswerRows
@@ -231,10 +233,10 @@ class RowSets:
     def builder(self, decl: DatasetDecl) -> RowRefs:
         return RowRefs(self._secret, ref_basis(decl))
 
-    def count(self, source_rows: Iterable[Sequence[object]], decl: DatasetDecl) -> RowRefs:
-        """The references of the rows given (the basis columns of a dataset's filtered rows)."""
+    def read(self, source: Source, decl: DatasetDecl, where: Filter | None) -> RowRefs:
+        """The references of the rows passing `where`, reading only the columns they are made of (blocking)."""
         refs = self.builder(decl)
-        refs.add_rows(source_rows)
+        refs.add_rows(source.rows(list(ref_basis(decl).columns), where))
         return refs
 
     @staticmethod

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
-from fedgate.adapters.row_history import RowRefs, RowSets, ref_basis
+from fedgate.adapters.row_history import RowRefs, RowSets
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import Admission
 from fedgate.adapters.tickets import TicketGate, recording_stops
@@ -56,7 +56,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         then only the columns the references are made of are read."""
         if difference_k(admission.params) <= 1:
             return source.count(where), None
-        refs = self._row_sets.count(source.rows(list(ref_basis(decl).columns), where), decl)
+        refs = self._row_sets.read(source, decl, where)
         return refs.rows, refs
 
     def _released(self, admission: Admission, decl: DatasetDecl, refs: RowRefs | None, total: int, filter_text: str,
