@@ -98,14 +98,21 @@ def make_dataset(workdir: Path, size: int, overlap: float) -> DataSet:
     return synthetic_ids.make_dataset(workdir, size, overlap, say=console.log)
 
 
-def policy_dir_for(workdir: Path, size: int) -> Path | None:
-    """A copy of the shipped policies with max_match_rows raised, only when `size` needs it."""
-    if size <= SHIPPED_MAX_MATCH_ROWS:
-        return None
-    text = (policies_dir() / "safeguards.toml").read_text(encoding="utf-8")
-    text = text.replace(f"max_match_rows = {SHIPPED_MAX_MATCH_ROWS}", f"max_match_rows = {size}")
-    assert f"max_match_rows = {size}" in text, "safeguards.toml changed shape"
-    return policy_copy(workdir / "policies", text)
+# Comparison weights come from policy (a compare.weights rule per field pair): the benchmark compares its
+# datasets' `value` fields at 1:1.
+BENCH_COMPARISON_RULES = "".join(
+    f"p, supervisor, *, {LEFT}.{name}.value>{RIGHT}.{name}.value, compare.weights, 1:1\n" for name in (DATASET, WARMUP))
+
+
+def policy_dir_for(workdir: Path, size: int) -> Path:
+    """A copy of the shipped policies with the benchmark's comparison rules, and max_match_rows raised when
+    `size` needs it."""
+    text = None
+    if size > SHIPPED_MAX_MATCH_ROWS:
+        text = (policies_dir() / "safeguards.toml").read_text(encoding="utf-8")
+        text = text.replace(f"max_match_rows = {SHIPPED_MAX_MATCH_ROWS}", f"max_match_rows = {size}")
+        assert f"max_match_rows = {size}" in text, "safeguards.toml changed shape"
+    return policy_copy(workdir / "policies", text, BENCH_COMPARISON_RULES)
 
 
 # --------------------------------------------------------------------------- /proc

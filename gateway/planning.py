@@ -19,6 +19,7 @@ from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant, FieldType
 from fedgate.core.encryptors import MAX_VALUE_FIELDS
 from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
 from fedgate.core.filters import Filter, fields_of, parse_checked, redacted_text, to_text
+from fedgate.gateway.budget import Privacy
 from fedgate.gateway.homomorphic import checked_key
 from fedgate.gateway.matching import SidePlan
 from fedgate.gateway.policy import Policy, PolicyDenied
@@ -42,6 +43,9 @@ from fedgate.query.safeguards import QuotaLedger, Request, Safeguards
 from fedgate.core.supervisor_keys import key_statement
 
 MAX_TEXT = 256
+# The audit entry's sizes of a noisy answer: the ε it spent and its agency's ε left on the dataset (micro-ε).
+DP_EPSILON_SIZE = "dp_epsilon_micro"
+DP_LEFT_SIZE = "dp_epsilon_left_micro"
 _CASE_NUMBER = re.compile(r"^[\w\-/()（）〔〕\[\]#.]{1,64}$")
 
 
@@ -105,14 +109,16 @@ class CompareQuery:
 @dataclass(frozen=True)
 class Decisions:
     """Everything that decides whether a query may run: the policy, the safeguard pipeline, the quota ledger
-    it charges, and the CA that vouches for supervisors' keys; and the security officers' key the exact
-    filters are sealed to in the log (None: they are logged redacted only)."""
+    it charges, and the CA that vouches for supervisors' keys; the security officers' key the exact
+    filters are sealed to in the log (None: they are logged redacted only); and the DP policies with the
+    privacy-budget ledger (None: every aggregate is exact)."""
 
     policy: Policy
     safeguards: Safeguards
     quotas: QuotaLedger
     ca_pem: bytes = b""
     officer_seal: SealKey | None = None
+    privacy: Privacy | None = None
 
 
 @contextlib.contextmanager
@@ -144,6 +150,19 @@ class Planner:
         request = Request(caller, kind, params, limit, bool(grants), aggregate_levels, on_sets=on_sets)
         self._decisions.safeguards.admit(request)
         return request
+
+    def noise(self, caller: Identity, record: RequestRecord, dataset: str, aggregate_levels: tuple[str, ...]) -> float:
+        """ADMIT, after the safeguards: the ε an aggregate over `dataset` is answered with (0.0: exactly), its
+        agency's budget charged first (QuotaExceeded when used up); the entry records ε spent and left."""
+        privacy = self._decisions.privacy
+        if privacy is None:
+            return 0.0
+        policy, charge = privacy.charge(caller.org, dataset, aggregate_levels)
+        if charge is None:
+            return 0.0
+        record.result_sizes[DP_EPSILON_SIZE] = charge.epsilon_micro
+        record.result_sizes[DP_LEFT_SIZE] = charge.left_micro
+        return policy.epsilon
 
     def steps(self, caller: Identity, record: RequestRecord, params: QueryParams, why: Purpose) -> Steps:
         """The planning steps of one one-dataset query, as its kind's recipe takes them."""
@@ -320,6 +339,9 @@ class Steps:
     def admit(self, kind: str, limit: int | None = None, grants: tuple[FieldGrant, ...] = (),
               aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
         return self.planner.admit(self.caller, self.params, kind, limit, grants, aggregate_levels, on_sets)
+
+    def noise(self, decl: DatasetDecl, aggregate_levels: tuple[str, ...]) -> float:
+        return self.planner.noise(self.caller, self.record, decl.qualified_name, aggregate_levels)
 
 
 def comparison_object(left: str, right: str) -> str:

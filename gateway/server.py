@@ -25,6 +25,7 @@ from fedgate.gateway.query import Asking, QueryEngine, Timeouts
 from fedgate.gateway.recovery import close_unfinished
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import RegistryStore
+from fedgate.gateway.budget import BudgetBook, Privacy
 from fedgate.gateway.safeguards import QuotaBook
 from fedgate.gateway.services.audit import AuditServicer
 from fedgate.gateway.services.policy import PolicyServicer
@@ -107,11 +108,12 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         if config.effective_audit_url.startswith("sqlite"):
             await close_unfinished(audit_log)
         quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguard_config)
+        budgets = await asyncio.to_thread(BudgetBook, store.engine)
         links = AdapterLinks(config.tls)
         undo.push_async_callback(links.close)
         registry = Registry(store, policy, links, config.health_check_s)
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
-                              config.tls.read()[0], load_officer_seal(config))
+                              config.tls.read()[0], load_officer_seal(config), Privacy(levels, budgets))
         asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s))
         engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
                              Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s))
@@ -119,7 +121,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),
             _service(query_pb2, "QueryService", QueryServicer(engine)),
-            _service(policy_pb2, "PolicyService", PolicyServicer(policy)),
+            _service(policy_pb2, "PolicyService", PolicyServicer(policy, budgets)),
         ]
         alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
         running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log, alerts))

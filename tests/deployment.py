@@ -37,9 +37,10 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: int = 0) -> Iterator[Deployment]:
+def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: int = 0,
+             noisy: bool = False) -> Iterator[Deployment]:
     """hrss.subsidies (20 rows, CSV) and samr.companies (15 rows, SQLite) behind a gateway, all processes;
-    `workers` worker processes per adapter."""
+    `workers` worker processes per adapter; `noisy`: the shipped DP policy (else every aggregate is exact)."""
     certs = tmp_path / "certs"
     pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR,
                          support.OFFICER])
@@ -48,7 +49,8 @@ def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: i
     db = tmp_path / "samr.db"
     support.write_companies(f"sqlite:///{db}", n=15)
     gateway = GatewaySpec.in_dir(tmp_path / "gw", certs, workers=0,
-                                 policy_dir=support.with_test_rules(policy_copy(tmp_path / "policies", safeguards)))
+                                 policy_dir=support.with_test_rules(policy_copy(tmp_path / "policies", safeguards),
+                                                                   noisy))
     departments = [DepartmentSpec.in_dir(dept, [decl], certs, data_dir=tmp_path / dept, workers=workers,
                                          register_timeout_s=10)
                    for dept, decl in (("hrss", support.SUBSIDIES_DECL.spec(path=csv)),

@@ -31,11 +31,20 @@ p, supervisor, *, hrss.subsidies.claimed_insured>hrss.subsidies.amount_fen, comp
 """
 
 
-def with_test_rules(policy_dir: Path) -> Path:
-    """`policy_dir` (a copy of the shipped policies) with the tests' comparison weights appended."""
+def with_test_rules(policy_dir: Path, noisy: bool = False) -> Path:
+    """`policy_dir` (a copy of the shipped policies) with the tests' comparison weights appended, and exact
+    aggregates at every level (tests assert exact counts) unless `noisy` keeps the shipped DP policy."""
     with (policy_dir / "policy.csv").open("a", encoding="utf-8") as f:
         f.write(TEST_COMPARISON_RULES)
+    if not noisy:
+        exact_aggregates(policy_dir)
     return policy_dir
+
+
+def exact_aggregates(policy_dir: Path) -> None:
+    """Answer every aggregate exactly (levels.toml `dp = "exact"` at every level): the tests' policy."""
+    levels = policy_dir / "levels.toml"
+    levels.write_text(levels.read_text(encoding="utf-8").replace('dp = "noisy"', 'dp = "exact"'), encoding="utf-8")
 
 
 def gateway_toml(data_dir: Path, certs: Path) -> str:

@@ -24,9 +24,11 @@ from fedgate.core.audit_entry import AuditEntry
 from fedgate.client.audit_verify import TrustedState, check_inclusion
 from fedgate.core.classification import Levels, policies_dir
 from fedgate.client.gateway import (
+    BudgetUse,
     CompareResult,
     Disclosure,
     FewerThan,
+    NoisyCount,
     GatewayClient,
     IndexedEntry,
     MatchResult,
@@ -422,11 +424,16 @@ def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
     if as_json:
         # Below its threshold a count is only "fewer than k": rows is null and fewer_than says k.
         below = rows.k if isinstance(rows, FewerThan) else None
+        # A noisy count says so, with its ε (null: exact).
+        epsilon = rows.epsilon if isinstance(rows, NoisyCount) else None
         print(json.dumps({"dataset": dataset, "rows": None if below else rows, "fewer_than": below,
-                          "audit_index": index}))
+                          "epsilon": epsilon, "audit_index": index}))
     elif isinstance(rows, FewerThan):
         console.print(f"{dataset}: {rows} rows (fewer than {rows.k}: suppressed by safeguard min_aggregate; "
                       f"audit entry #{index})")
+    elif isinstance(rows, NoisyCount):
+        console.print(f"{dataset}: about {int(rows):,} rows (noisy: differential privacy, ε {rows.epsilon:g} "
+                      f"charged to your agency's budget; audit entry #{index})")
     else:
         console.print(f"{dataset}: {rows:,} rows (audit entry #{index})")
 
@@ -655,6 +662,28 @@ def policy_reload(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt) ->
 
     rules, digest = _run(lambda: asyncio.run(go()))
     console.print(f"policy reloaded: {rules} rules, digest {digest[:16]}…")
+
+
+budget_app = typer.Typer(help="Privacy budgets (differential privacy) spent per agency, dataset and period.",
+                         no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
+
+
+@budget_app.command("show")
+def budget_show(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, as_json: JsonOpt = False) -> None:
+    """ε spent and left per agency, dataset and period: every agency's for officers, your agency's otherwise."""
+    async def go() -> list[BudgetUse]:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.budgets()
+
+    uses = _run(lambda: asyncio.run(go()))
+    if as_json:
+        print(json.dumps([u._asdict() for u in uses], ensure_ascii=False))
+        return
+    table = RichTable("agency", "dataset", "period", "ε spent", "ε budget", "ε left")
+    for u in uses:
+        table.add_row(u.agency, u.dataset, u.period, f"{u.spent:g}", f"{u.budget:g}", f"{max(u.budget - u.spent, 0):g}")
+    console.print(table if uses else "no privacy budget spent yet")
 
 
 StoreOpt = Annotated[list[Path], typer.Option("--store", help="A span store (spans.db), or a directory searched "

@@ -73,11 +73,32 @@ class FewerThan:
         return f"< {self.k}"
 
 
+class NoisyCount(int):
+    """A count answered with differential-privacy noise of `epsilon` (as an int, the noisy value)."""
+
+    epsilon: float
+
+    def __new__(cls, value: int, epsilon: float) -> NoisyCount:
+        count = super().__new__(cls, value)
+        count.epsilon = epsilon
+        return count
+
+
 class RowCount(NamedTuple):
     """A live row count (or only that it is below a threshold), and the audit index of the query."""
 
     rows: int | FewerThan
     audit_index: int
+
+
+class BudgetUse(NamedTuple):
+    """ε an agency spent on a dataset in a period, out of the period's budget."""
+
+    agency: str
+    dataset: str
+    period: str
+    spent: float
+    budget: float
 
 
 class PolicyVersion(NamedTuple):
@@ -289,7 +310,8 @@ class GatewayClient:
         async with _calling(self._hint):
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
                 dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
-        return RowCount(FewerThan(reply.fewer_than) if reply.fewer_than else reply.rows, reply.audit_index)
+        rows = NoisyCount(reply.rows, reply.epsilon) if reply.epsilon > 0 else reply.rows
+        return RowCount(FewerThan(reply.fewer_than) if reply.fewer_than else rows, reply.audit_index)
 
     async def disclose(self, dataset: str, fields: list[str], purpose: str, case_number: str,
                        filter: str = "", limit: int = 100) -> Disclosure:
@@ -405,6 +427,12 @@ class GatewayClient:
         async with _calling(self._hint):
             reply = await self._policy.Reload(policy_pb2.ReloadPolicyRequest(), timeout=self._timeout)
         return PolicyVersion(reply.rules, reply.digest)
+
+    async def budgets(self) -> list[BudgetUse]:
+        """Privacy budgets spent: every agency's (officers) or the caller's agency's (supervisors)."""
+        async with _calling(self._hint):
+            reply = await self._policy.Budgets(policy_pb2.BudgetsRequest(), timeout=self._timeout)
+        return [BudgetUse(u.agency, u.dataset, u.period, u.spent, u.budget) for u in reply.uses]
 
     # --- audit (security officers) ---
 

@@ -64,6 +64,12 @@ class Table:
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self._get(key, bool, default)
 
+    def number(self, key: str, default: Any = _MISSING) -> Any:
+        """An integer or a float (TOML writes 10 and 10.0 apart), as a float."""
+        if isinstance(self._data.get(key), int) and not isinstance(self._data.get(key), bool):
+            return float(self._get(key, int, default))
+        return self._get(key, float, default)
+
     def duration(self, key: str, default: Any = _MISSING, zero_turns_off: bool = False) -> Any:
         """A number of seconds that must be positive; with `zero_turns_off`, 0 (documented as off) too.
 

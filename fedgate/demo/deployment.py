@@ -151,11 +151,16 @@ def adapter_toml(spec: DepartmentSpec, gateway: str, gateway_log_key: Path) -> s
     return "\n".join([*_keys(top), *_tls(spec.tls)]) + "\n" + datasets_toml(spec.datasets)
 
 
-def policy_copy(target: Path, safeguards: str) -> Path:
-    """A copy of the shipped policy files in `target` with `safeguards` as its safeguards.toml."""
+def policy_copy(target: Path, safeguards: str | None = None, rules: str = "") -> Path:
+    """A copy of the shipped policy files in `target`, with `safeguards` as its safeguards.toml (None: the
+    shipped one) and `rules` (Casbin policy lines) appended to its policy.csv."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(policies_dir(), target, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    (target / "safeguards.toml").write_text(safeguards, encoding="utf-8")
+    if safeguards is not None:
+        (target / "safeguards.toml").write_text(safeguards, encoding="utf-8")
+    if rules:
+        with (target / "policy.csv").open("a", encoding="utf-8") as f:
+            f.write(rules)
     return target
 
 

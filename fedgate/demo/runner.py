@@ -22,7 +22,7 @@ from rich.table import Table
 
 from fedgate.server import pki
 from fedgate.core.classification import default_levels
-from fedgate.client.gateway import (CompareResult, Disclosure, FewerThan, GatewayClient, MatchResult, Side,
+from fedgate.client.gateway import (CompareResult, Disclosure, FewerThan, GatewayClient, NoisyCount, MatchResult, Side,
                                     SumResult)
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.demo.datagen import DemoDepartment, generate
@@ -188,8 +188,13 @@ def matched_rows_table(s: Scenario, got: MatchResult) -> Table:
 
 
 def count_text(count: int | FewerThan) -> str:
-    """A count as the supervisor got it: exact, or "< k" when a safeguard suppressed it."""
-    return str(count) if isinstance(count, FewerThan) else f"{count:,}"
+    """A count as the supervisor got it, saying which kind of answer it is: exact, noisy (differential
+    privacy, with its ε: levels.toml dp), or "< k" when a safeguard suppressed it."""
+    if isinstance(count, FewerThan):
+        return str(count)
+    if isinstance(count, NoisyCount):
+        return f"about {count:,} (noisy, ε {count.epsilon:g})"
+    return f"{count:,} (exact)"
 
 
 def counts_table(counts: list[tuple[str, int, int | FewerThan, int]]) -> Table:

@@ -46,7 +46,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         got, index = await self._engine.one_dataset(current_identity(), record,
                                                     count.CountQuery(request.dataset, request.filter),
                                                     Purpose(request.purpose, request.case_number))
-        return query_pb2.CountRowsResponse(rows=got.rows, fewer_than=got.fewer_than, audit_index=index)
+        return query_pb2.CountRowsResponse(rows=got.rows, fewer_than=got.fewer_than, audit_index=index,
+                                           epsilon=got.epsilon)
 
     async def Disclose(self, request: query_pb2.DiscloseRequest,
                        context: grpc.aio.ServicerContext) -> query_pb2.DiscloseResponse:

@@ -25,6 +25,7 @@ from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.core.identity import GATEWAY, Identity
 from fedgate.gateway import matching
 from fedgate.gateway.adapter_links import AdapterLinks, ticket_to_proto
+from fedgate.demo.deployment import policy_copy
 from fedgate.gateway.tickets import TicketIssuer
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.server.tls import TlsFiles, secure_channel
@@ -34,7 +35,9 @@ REPLAY = "ticket replayed"
 
 
 async def _setup(servers, tmp_path: Path):  # type: ignore[no-untyped-def]
-    gw = await servers.gateway(tmp_path / "gw")
+    # 100 of the 150 pensioners are in 西湖区: min_set_size 50 lets a disclosure of them leave 50 out (both ways).
+    policies = policy_copy(tmp_path / "policies", "min_set_size = 50\n", support.TEST_COMPARISON_RULES)
+    gw = await servers.gateway(tmp_path / "gw", f'policy_dir = "{policies}"')
     csv = tmp_path / "pensions.csv"
     csv.write_text(support.pensions_csv(150), encoding="utf-8")
     hrss = await servers.adapter("hrss", gw, support.PENSIONS_DECL.format(path=csv))

@@ -88,7 +88,7 @@ class Counted:
 
     def sizes(self) -> Mapping[str, int]:
         """The sizes the request's record keeps (logged even if a safeguard then refuses)."""
-        return {"rows": self.rows, "total_rows": self.total_rows}
+        return {"rows": self.rows}  # N is the department's public size: not logged again
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,9 @@ class PlanningSteps(Protocol):
               aggregate_levels: tuple[str, ...] = (), on_sets: bool | None = None) -> Request:
         """The ADMIT safeguards (last of planning): row limit, quotas, the values the entry binds
         (`on_sets`: the answer rests on a set of rows, so min_set_size is bound; None: by the kind's name)."""
+
+    def noise(self, decl: DatasetDecl, aggregate_levels: tuple[str, ...]) -> float:
+        """After admit: the ε of differential-privacy noise the aggregate gets (0.0: exact), budget charged."""
 
 
 class Machine(ABC, Generic[P, R]):

@@ -17,6 +17,7 @@ from fedgate.query.kinds.base import (
     Query,
     Target,
 )
+from fedgate.query.noise import noisy_count
 from fedgate.query.safeguards import Request
 from fedgate.query.sizes import SizeCheck, Sizes
 
@@ -27,6 +28,7 @@ ACTION = "query.count"
 class CountPlan:
     target: Target
     filter: FilterPlan
+    epsilon: float = 0.0  # > 0: the count is answered with noise of this ε (levels.toml dp); 0.0: exactly
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class CountResult:
 
     rows: int
     fewer_than: int = 0
+    epsilon: float = 0.0  # > 0: `rows` is noisy, ε-differentially private; 0.0: exact
 
 
 class CountMachine(Machine[CountPlan, CountResult]):
@@ -49,7 +52,12 @@ class CountMachine(Machine[CountPlan, CountResult]):
         # An unfiltered count is the whole dataset, whose size is public: no complement to check.
         totals = {"filtered": got.total_rows} if self.plan.filter.canonical else {}
         suppressed = self._sizes(Sizes(aggregated_rows=got.rows, total_rows=totals))
-        return CountResult(0, suppressed.below) if suppressed else CountResult(got.rows)
+        if suppressed:
+            return CountResult(0, suppressed.below)
+        # The noise is drawn here, at the gateway, after the safeguards saw the exact count: only the
+        # gateway (which holds the exact count anyway) ever sees it un-noised.
+        eps = self.plan.epsilon
+        return CountResult(noisy_count(got.rows, eps), epsilon=eps) if eps > 0 else CountResult(got.rows)
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ class CountQuery(Query[CountPlan, CountResult]):
         where, plan = steps.filter(decl, self.filter)
         # A count reveals about the fields it filters on: suppress small counts by their highest level.
         levels = tuple(f.level for f in decl.fields if where and f.name in fields_of(where))
-        return CountPlan(target, plan), steps.admit("count", aggregate_levels=levels)
+        admitted = steps.admit("count", aggregate_levels=levels)
+        return CountPlan(target, plan, steps.noise(decl, levels)), admitted
 
     def machine(self, plan: CountPlan, check: SizeCheck) -> CountMachine:
         return CountMachine(plan, check)

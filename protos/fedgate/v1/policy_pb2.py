@@ -24,17 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64gate/v1/policy.proto\x12\nfedgate.v1\"\x15\n\x13ReloadPolicyRequest\"5\n\x14ReloadPolicyResponse\x12\r\n\x05rules\x18\x01 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t2\\\n\rPolicyService\x12K\n\x06Reload\x12\x1f.fedgate.v1.ReloadPolicyRequest\x1a .fedgate.v1.ReloadPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64gate/v1/policy.proto\x12\nfedgate.v1\"\x10\n\x0e\x42udgetsRequest\"[\n\tBudgetUse\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\r\n\x05spent\x18\x04 \x01(\x01\x12\x0e\n\x06\x62udget\x18\x05 \x01(\x01\"6\n\x0f\x42udgetsResponse\x12#\n\x04uses\x18\x01 \x03(\x0b\x32\x15.fedgate.v1.BudgetUse\"\x15\n\x13ReloadPolicyRequest\"5\n\x14ReloadPolicyResponse\x12\r\n\x05rules\x18\x01 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t2\xa0\x01\n\rPolicyService\x12K\n\x06Reload\x12\x1f.fedgate.v1.ReloadPolicyRequest\x1a .fedgate.v1.ReloadPolicyResponse\x12\x42\n\x07\x42udgets\x12\x1a.fedgate.v1.BudgetsRequest\x1a\x1b.fedgate.v1.BudgetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RELOADPOLICYREQUEST']._serialized_start=39
-  _globals['_RELOADPOLICYREQUEST']._serialized_end=60
-  _globals['_RELOADPOLICYRESPONSE']._serialized_start=62
-  _globals['_RELOADPOLICYRESPONSE']._serialized_end=115
-  _globals['_POLICYSERVICE']._serialized_start=117
-  _globals['_POLICYSERVICE']._serialized_end=209
+  _globals['_BUDGETSREQUEST']._serialized_start=39
+  _globals['_BUDGETSREQUEST']._serialized_end=55
+  _globals['_BUDGETUSE']._serialized_start=57
+  _globals['_BUDGETUSE']._serialized_end=148
+  _globals['_BUDGETSRESPONSE']._serialized_start=150
+  _globals['_BUDGETSRESPONSE']._serialized_end=204
+  _globals['_RELOADPOLICYREQUEST']._serialized_start=206
+  _globals['_RELOADPOLICYREQUEST']._serialized_end=227
+  _globals['_RELOADPOLICYRESPONSE']._serialized_start=229
+  _globals['_RELOADPOLICYRESPONSE']._serialized_end=282
+  _globals['_POLICYSERVICE']._serialized_start=285
+  _globals['_POLICYSERVICE']._serialized_end=445
 # @@protoc_insertion_point(module_scope)

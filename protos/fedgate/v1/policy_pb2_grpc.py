@@ -39,6 +39,11 @@ class PolicyServiceStub:
                 request_serializer=fedgate_dot_v1_dot_policy__pb2.ReloadPolicyRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_policy__pb2.ReloadPolicyResponse.FromString,
                 _registered_method=True)
+        self.Budgets = channel.unary_unary(
+                '/fedgate.v1.PolicyService/Budgets',
+                request_serializer=fedgate_dot_v1_dot_policy__pb2.BudgetsRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_policy__pb2.BudgetsResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -50,6 +55,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Budgets(self, request, context):
+        """Privacy budgets spent (differential privacy, levels.toml dp): every agency's for security officers, a
+        supervisor's own agency's for a supervisor; refused to anyone else. Audited as budget.show.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=fedgate_dot_v1_dot_policy__pb2.ReloadPolicyRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_policy__pb2.ReloadPolicyResponse.SerializeToString,
+            ),
+            'Budgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.Budgets,
+                    request_deserializer=fedgate_dot_v1_dot_policy__pb2.BudgetsRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_policy__pb2.BudgetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class PolicyService:
             '/fedgate.v1.PolicyService/Reload',
             fedgate_dot_v1_dot_policy__pb2.ReloadPolicyRequest.SerializeToString,
             fedgate_dot_v1_dot_policy__pb2.ReloadPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Budgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.PolicyService/Budgets',
+            fedgate_dot_v1_dot_policy__pb2.BudgetsRequest.SerializeToString,
+            fedgate_dot_v1_dot_policy__pb2.BudgetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

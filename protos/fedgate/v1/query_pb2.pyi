@@ -20,14 +20,16 @@ class CountRowsRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class CountRowsResponse(_message.Message):
-    __slots__ = ("rows", "audit_index", "fewer_than")
+    __slots__ = ("rows", "audit_index", "fewer_than", "epsilon")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     FEWER_THAN_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     rows: int
     audit_index: int
     fewer_than: int
-    def __init__(self, rows: _Optional[int] = ..., audit_index: _Optional[int] = ..., fewer_than: _Optional[int] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, rows: _Optional[int] = ..., audit_index: _Optional[int] = ..., fewer_than: _Optional[int] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class DiscloseRequest(_message.Message):
     __slots__ = ("dataset", "fields", "filter", "purpose", "case_number", "limit")

@@ -1,0 +1,118 @@
+"""Issue 14, part 3: a supervisor repeating one count to average its noise away runs out of privacy budget first.
+
+Against real servers with the SHIPPED DP policy (levels.toml): `amount_fen` is L3, so a count filtered on it
+is answered with discrete Laplace noise of ε 0.25 (scale 4), out of a budget of ε 1.0 per agency, dataset and
+month. alice and bob, two supervisors of one agency, take turns asking `amount_fen >= 11000` (truly 10 rows):
+together they get four noisy answers, then every further one is refused. Four draws of scale-4 noise leave
+their average's standard error at √2·4/√4 ≈ 2.8: the attackers cannot pin the count to ±1. carol, of another
+agency, has her own budget; an unfiltered count (the dataset's public size) stays exact and free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import support
+from deployment import Deployment, deployed
+from fedgate.client.gateway import GatewayClient, NoisyCount
+from fedgate.core.audit_entry import AuditEntry
+from fedgate.core.classification import default_levels
+from fedgate.core.errors import RemoteCallFailed
+from fedgate.core.identity import Identity, Role
+from fedgate.gateway.budget import period_of
+from fedgate.server import pki
+from fedgate.server.tls import TlsFiles
+
+ALICE = support.SUPERVISOR  # supervisor/dcb/alice
+BOB = Identity(Role.SUPERVISOR, "dcb", "bob")
+CAROL = Identity(Role.SUPERVISOR, "nao", "carol")
+WHY = ("核查", "DP-1")
+PROBE = "amount_fen >= 11000"
+TRUTH = 10
+L3 = default_levels().dp_for("hrss.subsidies", "L3")
+
+
+def _client(d: Deployment, who: Identity) -> GatewayClient:
+    return GatewayClient(f"127.0.0.1:{d.gateway.port}", TlsFiles.in_dir(d.certs, who))
+
+
+async def _average_away(d: Deployment) -> tuple[list[NoisyCount], list[str]]:
+    """alice and bob take turns repeating the count until refused 4 times in a row; their answers, refusals."""
+    answers: list[NoisyCount] = []
+    refusals: list[str] = []
+    async with _client(d, ALICE) as alice, _client(d, BOB) as bob:
+        for turn in range(40):
+            try:
+                got = await (alice if turn % 2 else bob).count_rows("hrss.subsidies", *WHY, PROBE)
+            except RemoteCallFailed as exc:
+                assert exc.code == "RESOURCE_EXHAUSTED", exc
+                refusals.append(exc.details)
+                if len(refusals) == 4:
+                    break
+                continue
+            assert isinstance(got.rows, NoisyCount) and got.rows.epsilon == L3.epsilon
+            answers.append(got.rows)
+    return answers, refusals
+
+
+async def _others(d: Deployment) -> tuple[NoisyCount, int]:
+    async with _client(d, CAROL) as carol, _client(d, ALICE) as alice:
+        theirs = (await carol.count_rows("hrss.subsidies", *WHY, PROBE)).rows
+        public = (await alice.count_rows("hrss.subsidies", *WHY)).rows
+    assert isinstance(theirs, NoisyCount) and isinstance(public, int)
+    return theirs, public
+
+
+async def _entries(d: Deployment) -> list[AuditEntry]:
+    async with _client(d, support.OFFICER) as officer:
+        return [e.entry for e in await officer.search(action="query.count", limit=10_000)]
+
+
+def test_averaging_a_noisy_count_runs_out_of_budget_before_it_pins_the_truth(tmp_path: Path) -> None:
+    assert L3.noisy and L3.epsilon == 0.25 and L3.budget == 1.0  # the shipped default this test attacks
+    with deployed(tmp_path, noisy=True) as d:
+        pki.init_dir(d.certs, [BOB, CAROL])
+        answers, refusals = asyncio.run(_average_away(d))
+
+        # The budget is the agency's, not each supervisor's: two colleagues get budget/ε answers in all.
+        assert len(answers) == round(L3.budget / L3.epsilon) == 4
+        renews = period_of("month", dt.datetime.now(dt.UTC))[1].isoformat()
+        assert all(f"privacy budget for dataset hrss.subsidies used up until {renews}" in r for r in refusals)
+        # What the attackers learned: four draws of scale 1/ε. Their average's standard error stays above 1,
+        # so ±1 of the truth is out of reach; and the answers are noise, not the count (all four exact: p≈2e-4).
+        assert math.sqrt(2) / L3.epsilon / math.sqrt(len(answers)) > 2.5
+        assert any(a != TRUTH for a in answers), answers
+        assert all(a >= 0 for a in answers)
+
+        theirs, public = asyncio.run(_others(d))
+        assert public == 20 and not isinstance(public, NoisyCount)  # unfiltered: the public size, exact
+
+        entries = asyncio.run(_entries(d))
+        dcb = [e for e in entries if e.subject in (ALICE.spiffe_id, BOB.spiffe_id)]
+        charged = [dict(e.result_sizes) for e in dcb if e.status == "OK" and "dp_epsilon_micro" in dict(e.result_sizes)]
+        assert [s["dp_epsilon_micro"] for s in charged] == [250_000] * 4
+        assert sorted(s["dp_epsilon_left_micro"] for s in charged) == [0, 250_000, 500_000, 750_000]
+        assert len([e for e in dcb if e.status == "RESOURCE_EXHAUSTED"]) == 4
+        nao = [dict(e.result_sizes) for e in entries if e.subject == CAROL.spiffe_id and e.status == "OK"]
+        assert [s.get("dp_epsilon_left_micro") for s in nao] == [750_000]  # carol's agency: its own budget
+
+        out = d.fedgate("query", "count", "hrss.subsidies", "--purpose", WHY[0], "--case", WHY[1], "--filter", PROBE,
+                        "--json", who=CAROL)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["epsilon"] == L3.epsilon
+
+        # `fedgate budget show`: every agency's use for an officer, its own agency's for a supervisor.
+        shown = d.fedgate("budget", "show", "--json", who=support.OFFICER)
+        assert shown.returncode == 0, shown.stderr
+        rows = {(r["agency"], r["dataset"]): r for r in json.loads(shown.stdout)}
+        assert rows[("dcb", "hrss.subsidies")]["spent"] == rows[("dcb", "hrss.subsidies")]["budget"] == 1.0
+        assert rows[("nao", "hrss.subsidies")]["spent"] == 0.5
+        own = d.fedgate("budget", "show", "--json", who=BOB)
+        assert own.returncode == 0, own.stderr
+        assert {r["agency"] for r in json.loads(own.stdout)} == {"dcb"}
+        table = d.fedgate("budget", "show", who=CAROL)
+        assert table.returncode == 0 and "hrss.subsidies" in table.stdout and "0.5" in table.stdout, table.stdout
