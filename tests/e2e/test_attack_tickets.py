@@ -36,7 +36,7 @@ REPLAY = "ticket replayed"
 
 async def _setup(servers, tmp_path: Path):  # type: ignore[no-untyped-def]
     # 100 of the 150 pensioners are in 西湖区: min_set_size 50 lets a disclosure of them leave 50 out (both ways).
-    policies = policy_copy(tmp_path / "policies", "min_set_size = 50\n", support.TEST_COMPARISON_RULES)
+    policies = support.with_test_rules(policy_copy(tmp_path / "policies", "min_set_size = 50\n"))
     gw = await servers.gateway(tmp_path / "gw", f'policy_dir = "{policies}"')
     csv = tmp_path / "pensions.csv"
     csv.write_text(support.pensions_csv(150), encoding="utf-8")
