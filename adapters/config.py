@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedgate.adapters.row_history import DEFAULT_WINDOW_DAYS
 from fedgate.adapters.sources import Source, SourceSpec
 from fedgate.adapters.sources.kinds import open_source, read_spec
 from fedgate.server.worker_pool import default_workers
@@ -32,6 +33,9 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 # workers = 2                               # processes for hashing, blinding, encryption (default: all cores; 0: threads)
 # clock_skew_s = 30                         # accept tickets issued up to this far in this host's future
 #                                           (its clock behind the gateway's); refusals name the clocks
+# difference_window_days = 90               # how long each agency's answered row sets are kept for the
+#                                           # difference check (an answer whose rows differ from an earlier one
+#                                           # of the same agency by fewer than k rows is refused)
 
 [tls]
 ca = "certs/ca.pem"
@@ -84,6 +88,7 @@ class AdapterConfig:
     workers: int = 0
     heartbeat_s: int = 30
     clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
+    difference_window_days: int = DEFAULT_WINDOW_DAYS
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -105,6 +110,7 @@ class AdapterConfig:
             levels=levels,
             workers=table.integer("workers", default_workers()),
             clock_skew_s=table.duration("clock_skew_s", DEFAULT_CLOCK_SKEW_S),
+            difference_window_days=_window_days(table),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
         )
@@ -115,6 +121,13 @@ class AdapterConfig:
             if names.count(name) > 1:
                 raise ConfigError(str(path), f"dataset '{name}' is declared twice")
         return config
+
+
+def _window_days(table: Table) -> int:
+    days: int = table.integer("difference_window_days", DEFAULT_WINDOW_DAYS)
+    if days < 1:
+        raise table.error("difference_window_days", "must be at least 1 (the days answered row sets are kept)")
+    return days
 
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")

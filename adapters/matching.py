@@ -26,6 +26,7 @@ from fedgate.core.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
+from fedgate.adapters.row_history import RowSets
 from fedgate.adapters.sources import Source
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.server.worker_pool import WorkerPool
@@ -42,7 +43,7 @@ from fedgate.core.filters import Filter
 from fedgate.query import match_side as side
 from fedgate.query.match_side import SideStart
 from fedgate.query.protocols import SecretSetup
-from fedgate.query.safeguards import Release, Safeguards
+from fedgate.query.safeguards import Release, Safeguards, difference_k
 from fedgate.server.wire import matching_key_from_proto
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
@@ -90,13 +91,14 @@ class MatchSessions:
     """Serves AdapterService.Match streams for one adapter."""
 
     def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
-                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes) -> None:
+                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes, row_sets: RowSets) -> None:
         self._department = department
+        self._row_sets = row_sets
         self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
         # The RELEASE safeguards, with the numbers of each admitted entry.
-        self._safeguards = Safeguards.for_department(levels)
+        self._safeguards = Safeguards.for_department(levels, row_sets.history)
         self._pool = pool
         self._matching_key = matching_key
         self._ca_pem = ca_pem
@@ -129,7 +131,7 @@ class MatchSessions:
         release = self._safeguards.release
         machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
         session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
-                           self._safeguards)
+                           self._safeguards, self._row_sets)
         await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(sealed_key=secret.sealed_key)))
         worker = asyncio.create_task(session.run(it))
         self.active += 1
@@ -166,9 +168,11 @@ class _Session:
     """One session's pump: its own tokens out, the peer's re-blinded, its machine's commands carried out."""
 
     def __init__(self, plan: side.SessionPlan, machine: side.SideMachine, source: Source, secret: bytes,
-                 admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards) -> None:
+                 admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards,
+                 row_sets: RowSets) -> None:
         self.plan, self.machine, self.source, self.secret = plan, machine, source, secret
         self.admission, self.pool, self.levels, self.safeguards = admission, pool, levels, safeguards
+        self.row_sets = row_sets
         self.out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
         self.hashes = bytearray()
         # Up to one chunk per worker in flight, results taken in order: every core blinds.
@@ -206,6 +210,9 @@ class _Session:
         size = chunk_rows(plan.decl.row_count, self.depth)
         if plan.values:  # one ciphertext chunk per token chunk, within the wire limit
             size = min(size, MAX_CHUNK_CIPHERTEXTS // len(plan.values))
+        if difference_k(self.admission.params) > 1:
+            # Before any token leaves, so not even the gateway holds a refused side's tokens.
+            await asyncio.to_thread(self._check_difference)
         async for raw in _chunks(self.source, [st.key_field, *plan.values], plan.where, size):
             rows += len(raw)
             pending.append(asyncio.ensure_future(self.pool.run(
@@ -261,6 +268,15 @@ class _Session:
         except BaseException:
             self.machine.record_failed()  # not recorded: the failure is, as `stopped`
             raise
+
+    def _check_difference(self) -> None:
+        """The difference check on this side's rows, read by their reference columns only (blocking);
+        a refusal ends the session, recorded as its stop."""
+        plan = self.plan
+        refs = self.row_sets.read(self.source, plan.decl, plan.where)
+        total = refs.rows if plan.where is None else self.source.count(None)
+        answer = self.row_sets.answer(self.admission.entry.subject, plan.decl, refs, total, plan.start.filter_text)
+        self.safeguards.release(Release(self.admission.params, answer=answer))
 
     def _disclose(self, positions: list[int], rows_after_filter: int) -> list[common_pb2.DisclosedRow]:
         """Find the matched rows again by their keys' local hashes, and mask what leaves."""

@@ -16,6 +16,7 @@ from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
+from fedgate.adapters.row_history import RowSets
 from fedgate.adapters.tickets import TicketGate
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.server.worker_pool import WorkerPool, shutdown_pools
@@ -47,6 +48,7 @@ class Adapter:
     disclosures: DisclosureLog
     matching_key: MatchingKey
     sessions: MatchSessions
+    row_sets: RowSets
     data_lock: DataDirLock | None = None
     # The registration's lease (keep_registered); ends with an exception if the adapter must stop.
     lease: asyncio.Task[None] | None = None
@@ -67,6 +69,7 @@ class Adapter:
         while self.sessions.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self.disclosures.aclose()
+        await asyncio.to_thread(self.row_sets.history.close)  # after the sessions: a closing one may check
         for source in self.sources.values():
             source.close()  # a database's pooled connections, held open since the start-up checks
         if self.data_lock is not None:
@@ -225,20 +228,25 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         datasets = [await asyncio.to_thread(check_source, ds, sources[ds.decl.name]) for ds in config.datasets]
         disclosures = DisclosureLog(config.data_dir / "disclosures.db")
         undo.callback(disclosures.close)
+        # Beside the disclosure log: the row sets answered, for the difference check.
+        row_sets = RowSets.open(config.data_dir, config.difference_window_days)
+        undo.callback(row_sets.history.close)
         gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s)
         ca_pem, _, _ = config.tls.read()
         # Started before the server: workers are spawned, never forked from a process running gRPC.
         pool = WorkerPool(config.workers)
         catalogue = Catalogue(datasets, sources)
-        sessions = MatchSessions(config.department, catalogue, gate, config.levels, pool, matching_private, ca_pem)
+        sessions = MatchSessions(config.department, catalogue, gate, config.levels, pool, matching_private, ca_pem,
+                                 row_sets)
         services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
-                            AdapterServicer(config.department, catalogue, gate, config.levels, sessions),
+                            AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
+                                            row_sets),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
         running = await start_server(config.listen, config.tls, services)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
         undo.push_async_callback(running.stop, 0)
         adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),
-                          disclosures, matching_key, sessions, data_lock)
+                          disclosures, matching_key, sessions, row_sets, data_lock)
         if register_now:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)
             adapter.lease = asyncio.create_task(keep_registered(adapter), name=f"lease-{config.department}")

@@ -13,15 +13,18 @@ from opentelemetry import trace
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
+from fedgate.adapters.row_history import RowRefs, RowSets
+from fedgate.adapters.sources import Source
+from fedgate.adapters.tickets import Admission
 from fedgate.adapters.tickets import TicketGate, recording_stops
 from fedgate.core.classification import Levels
-from fedgate.core.datasets import FieldGrant
+from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.core.errors import FailedPrecondition, InvalidInput, PermissionDenied
 from fedgate.core.filters import Filter, parse_checked
 from fedgate.core.identity import Role
 from fedgate.server.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
-from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, Release, Safeguards
+from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, DifferenceRefused, Release, Safeguards, difference_k
 from fedgate.server.telemetry import safe_attributes
 from fedgate.server.wire import ADMITTED_METADATA as ADMITTED
 from fedgate.server.wire import dataset_to_proto
@@ -38,13 +41,30 @@ def require_gateway() -> None:
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
-                 sessions: MatchSessions) -> None:
+                 sessions: MatchSessions, row_sets: RowSets) -> None:
         self._sessions = sessions
+        self._row_sets = row_sets
         self._department = department
         self._catalogue = catalogue
         self._gate = gate
         self._levels = levels
-        self._release = Safeguards.for_department(levels)
+        self._release = Safeguards.for_department(levels, row_sets.history)
+
+    def _filtered(self, admission: Admission, decl: DatasetDecl, source: Source,
+                  where: Filter | None) -> tuple[int, RowRefs | None]:
+        """The rows passing `where` (blocking), with their references when the entry binds a difference check:
+        then only the columns the references are made of are read."""
+        if difference_k(admission.params) <= 1:
+            return source.count(where), None
+        refs = self._row_sets.read(source, decl, where)
+        return refs.rows, refs
+
+    def _released(self, admission: Admission, decl: DatasetDecl, refs: RowRefs | None, total: int, filter_text: str,
+                  set_rows: int | None = None, total_rows: int | None = None) -> None:
+        """The RELEASE safeguards (blocking: the difference check reads and writes the row-set history)."""
+        answer = (None if refs is None
+                  else self._row_sets.answer(admission.entry.subject, decl, refs, total, filter_text))
+        self._release.release(Release(admission.params, set_rows=set_rows, total_rows=total_rows, answer=answer))
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
@@ -65,14 +85,26 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                   min_set_size=request.min_set_size)
         with tracer.start_as_current_span("ticket.verify"):
             admission = await self._gate.admit(request.ticket, ask)
+
+        def count(where: Filter | None) -> tuple[int, int, DifferenceRefused | None]:
+            rows, refs = self._filtered(admission, decl, source, where)
+            # The live total too: the gateway checks the rows a filter leaves out (min_aggregate both ways).
+            total = rows if where is None else source.count(None)
+            try:
+                self._released(admission, decl, refs, total, request.filter)
+            except DifferenceRefused as refusal:
+                return rows, total, refusal
+            return rows, total, None
+
         async with recording_stops(admission):
             await context.send_initial_metadata(ADMITTED)
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
             with tracer.start_as_current_span("source.count") as span:
-                rows = await asyncio.to_thread(source.count, where)
-                # The live total too: the gateway checks the rows a filter leaves out (min_aggregate both ways).
-                total = rows if where is None else await asyncio.to_thread(source.count, None)
+                rows, total, refused = await asyncio.to_thread(count, where)
                 span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
+        if refused is not None:
+            await admission.refused_after_check(str(refused))
+            raise refused
         await admission.served(rows)
         return adapter_pb2.AdapterCountResponse(rows=rows, total_rows=total)
 
@@ -89,10 +121,11 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             admission = await self._gate.admit(request.ticket, ask)
 
         def read(where: Filter | None) -> tuple[int, list[common_pb2.DisclosedRow] | FailedPrecondition]:
-            matched = source.count(where)
+            matched, refs = self._filtered(admission, decl, source, where)
             total = None if where is None else source.count(None)  # unfiltered: the whole, public-sized set
-            try:  # the entry's minimum set size, both ways, checked before any row is read
-                self._release.release(Release(admission.params, set_rows=matched, total_rows=total))
+            try:  # the entry's minimum set size, both ways, and the difference check, before any row is read
+                self._released(admission, decl, refs, matched if total is None else total, request.filter, matched,
+                               total)
             except FailedPrecondition as refusal:
                 return matched, refusal
             out = []
@@ -109,6 +142,9 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                 span.set_attributes(safe_attributes(**{
                     "fedgate.matched_rows": matched,
                     "fedgate.disclosed_rows": 0 if isinstance(rows, FailedPrecondition) else len(rows)}))
+        if isinstance(rows, DifferenceRefused):
+            await admission.refused_after_check(str(rows))
+            raise rows
         if isinstance(rows, FailedPrecondition):
             # The exact size is not told: that would itself be a probe answer.
             await admission.refused_after_check(f"filtered set, or the rows it leaves out, fewer than the minimum "

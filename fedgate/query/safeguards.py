@@ -11,6 +11,9 @@
 - RELEASE, before anything leaves a department (or the gateway): disclosure
   forms within the level ceilings, the row limit, the minimum set size before
   rows leave, the match token bound; and the disclosed-row quota is charged.
+  At a department, also the difference check: an answer whose row set differs
+  from one its agency had answered before by fewer than k rows is refused
+  (`DifferenceCheck`; the history is the department's, behind `RowSetHistory`).
 
 Configured in one place: `policies/safeguards.toml` (read by `SafeguardConfig`)
 and, per level, `min_aggregate` in `levels.toml`. The gateway runs every phase
@@ -23,7 +26,7 @@ place in `_gateway_checks`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -158,6 +161,25 @@ class ReleasedField:
 
 
 @dataclass(frozen=True)
+class AnswerRows:
+    """The rows an answer covers, as its holder names them: stable row references, never identifiers."""
+
+    agency: str               # the asking supervisor's organisation: its supervisors are one adversary
+    dataset: str
+    refs: Sized               # keyed 64-bit row references (opaque here: a department's compressed bitmap)
+    total_rows: int           # the dataset's rows now (sets too close to empty or to all are refused elsewhere)
+    filter_text: str = ""     # the filter that chose them: only a repeat of the same filter may cover the same set
+
+
+class RowSetHistory(Protocol):
+    """Where a department keeps the row sets it answered (`fedgate.adapters.row_history`): I/O kept out."""
+
+    def record_unless_near(self, answer: AnswerRows, k: int) -> bool:
+        """Record the set unless a kept one of its agency and dataset differs by |S Δ S'| < k (0 only for a repeat
+        of the same filter); True if recorded."""
+
+
+@dataclass(frozen=True)
 class Release:
     """What is about to leave, as its holder sees it; a check skips what is not given (None / empty)."""
 
@@ -169,6 +191,7 @@ class Release:
     peer_tokens: int | None = None       # tokens received from the other side so far
     rows: int | None = None              # rows leaving now (the gateway charges them)
     caller: Identity | None = None
+    answer: AnswerRows | None = None     # the row set an answer covers (a department's difference check)
 
 
 class Safeguard:
@@ -357,6 +380,48 @@ class DisclosureCeiling(Safeguard):
                                     f"{ceiling}, not {f.form}")
 
 
+class DifferenceRefused(FailedPrecondition):
+    """An answer refused by the difference check (FAILED_PRECONDITION, like a min_set_size refusal)."""
+
+
+def difference_k(params: QueryParams) -> int:
+    """The difference check's k for an admitted entry: the larger of its logged min_set_size and min_aggregate
+    (at most 1: no check, as no two sets can differ by more than nothing and fewer than k rows)."""
+    return max(params.min_set_size or 0, params.min_aggregate or 0)
+
+
+class DifferenceCheck(Safeguard):
+    """`difference`: a department refuses an answer whose row set differs from one the same agency had
+    answered on the same dataset (within the history's window) by fewer than k rows.
+
+    k is the larger of the entry's logged min_set_size and min_aggregate: the
+    numbers the gateway bound. Two such answers would differ by the few rows
+    between them (a tracker: `district = 'X'` against the same with
+    `not name = 'P'`). A repeat of the same filter over the same set passes;
+    the same set under another filter does not: were it answered, the answer
+    (refused with P in the set, answered without) would itself tell P's
+    membership. A set smaller than k, or leaving out fewer than k rows, is
+    neither checked nor kept: min_aggregate / min_set_size (both ways) suppress
+    or refuse its answer.
+    """
+
+    name = "difference"
+    phases = frozenset({Phase.RELEASE})
+
+    def __init__(self, history: RowSetHistory) -> None:
+        self._history = history
+
+    def release(self, release: Release) -> None:
+        answer = release.answer
+        k = difference_k(release.params)
+        if answer is None or k <= 1 or not k <= len(answer.refs) <= answer.total_rows - k:
+            return
+        if not self._history.record_unless_near(answer, k):
+            # Neither the difference nor the earlier query is told: either would be a probe answer.
+            raise DifferenceRefused(f"its rows differ from an earlier answer to this agency on this dataset by "
+                                     f"fewer than {k} rows (safeguard difference): no result")
+
+
 class Safeguards:
     """The ordered pipeline; each phase runs the safeguards that take part in it, in order."""
 
@@ -369,9 +434,13 @@ class Safeguards:
         return cls(_gateway_checks(config, levels, ledger), config)
 
     @classmethod
-    def for_department(cls, levels: Levels) -> Safeguards:
-        """The RELEASE checks a department runs; their numbers come from each admitted entry."""
-        return cls([c for c in _gateway_checks(SafeguardConfig(), levels, None) if Phase.RELEASE in c.phases])
+    def for_department(cls, levels: Levels, history: RowSetHistory | None = None) -> Safeguards:
+        """The RELEASE checks a department runs; their numbers come from each admitted entry. With its
+        row-set history, the difference check runs last (after the checks that refuse for other reasons)."""
+        checks = [c for c in _gateway_checks(SafeguardConfig(), levels, None) if Phase.RELEASE in c.phases]
+        if history is not None:
+            checks.append(DifferenceCheck(history))
+        return cls(checks)
 
     def in_phase(self, phase: Phase) -> list[Safeguard]:
         return [c for c in self.checks if phase in c.phases]

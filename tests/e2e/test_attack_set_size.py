@@ -21,11 +21,14 @@ from fedgate.client.gateway import FewerThan, GatewayClient, Side
 from fedgate.core.errors import RemoteCallFailed
 from fedgate.core.supervisor_keys import SupervisorKey
 from fedgate.demo.datagen import generate
+from fedgate.core.identity import Identity, Role
+from fedgate.server import pki
 from fedgate.server.tls import TlsFiles
 
 ROWS = 1000
 WHY = ("核查养老金发放", "DC-2026-214")
 ABSENT = "查无此人"
+OTHER_AGENCY = Identity(Role.SUPERVISOR, "nao", "dave")
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +145,12 @@ async def test_a_padded_filter_does_not_single_out_a_death(servers, demo_data) -
     padding = [r["name"] for r in pensions if r["name"] not in dead and r["name"] != alive["name"]][:150]
     gw = await _deploy(servers, demo_data, ("hrss", "civil"))
     answers = []
-    async with _client(servers, gw) as c:
-        for person in (target, alive):
+    # One agency asking both would be refused its second match by the department's difference check (the two
+    # left sets differ by two rows: tests/e2e/test_attack_differencing.py); here each padded query is judged
+    # alone, so each person is asked about by a supervisor of a different agency.
+    pki.init_dir(servers.certs, [OTHER_AGENCY])
+    for person, who in ((target, support.SUPERVISOR), (alive, OTHER_AGENCY)):
+        async with _client(servers, gw, who) as c:
             got = await c.match(left=Side("hrss.pensions", "resident_id",
                                           f"name = '{person['name']}' or name in ({_quoted(padding)})"),
                                 right=Side("civil.deaths", "resident_id"), purpose=WHY[0], case_number=WHY[1],
