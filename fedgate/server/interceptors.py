@@ -91,6 +91,12 @@ _hook: contextvars.ContextVar[CompletionHook | None] = contextvars.ContextVar("f
 CANCELLED_MESSAGE = "cancelled by the caller, or its deadline passed"
 
 
+def _deadline_passed() -> bool:
+    """Whether the RPC being served is past its caller's deadline."""
+    deadline = _deadline.get()
+    return deadline is not None and time.monotonic() >= deadline
+
+
 def call_timeout(default: float) -> float:
     """`default`, or less if the RPC being served must end sooner (its caller's deadline)."""
     deadline = _deadline.get()
@@ -254,6 +260,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
             return
         if isinstance(exc, asyncio.CancelledError):
             await self._cancelled(record)
+        elif isinstance(exc, Exception) and _deadline_passed():
+            # The caller's deadline passed, and with it every call made on its behalf (call_timeout): what
+            # failed then failed because of it, whichever side noticed first.
+            await self._cancelled(record)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, CANCELLED_MESSAGE)
         elif isinstance(exc, Exception):
             await self._finish(record, *_status_of(exc, method, context), context, sent)
 
