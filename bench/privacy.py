@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m bench.privacy [--sizes 10000,100000,1000000] [--kept 10,100] [--json out.json]
-    python -m bench.privacy --utility [--json out.json]
+    python -m bench.privacy [--sizes 10000,100000,1000000] [--kept 10,100] [--json out.json] [--md out.md]
+    python -m bench.privacy --utility [--json out.json] [--md out.md]
 
 Overhead, in one process (no servers), per query:
 
@@ -187,8 +187,8 @@ def measure_difference(rows: int, kept: int, repeats: int, tmp: Path, k: int = 1
     rng = random.Random(rows * 1000 + kept)
     total = rows * 10
     try:
-        for i in range(kept):
-            history.record_unless_near(AnswerRows(AGENCY, "d", _variant(refs.refs, i, rng), total, f"f{i}"), k)
+        for i in range(kept):  # k = 0: kept without comparing (filling the history is not what is timed)
+            history.record_unless_near(AnswerRows(AGENCY, "d", _variant(refs.refs, i, rng), total, f"f{i}"), 0)
         samples = []
         for r in range(repeats):
             answer = AnswerRows(AGENCY, "d", _variant(refs.refs, kept + r, rng), total, f"q{r}")
@@ -308,6 +308,7 @@ class Utility:
     seed: int
     noise: list[NoiseError]
     refusals: list[RefusalRun]
+    true_counts: tuple[int, int, int] = (0, 0, 0)  # the smallest, median and largest true count asked
 
 
 def _decl(department: str, ds: datagen.DemoDataset) -> DatasetDecl:
@@ -337,7 +338,7 @@ def supervisor_filters(source: Source, decl: DatasetDecl) -> list[str]:
             ranked = sorted(distinct, key=lambda v: -values.count(v))
             categories += [f"{f.name} = {_quote(v)}" for v in ranked]
         elif f.type.value in ("int", "date"):
-            ordered = sorted(values, key=str) if f.type.value == "date" else sorted(values)  # type: ignore[type-var]
+            ordered = sorted(values, key=str) if f.type.value == "date" else sorted(values)
             q = [ordered[len(ordered) * p // 4] for p in (1, 2, 3)]
             lit = [str(v) if f.type.value == "int" else _quote(v) for v in q]
             filters += [f"{f.name} < {lit[0]}", f"{f.name} >= {lit[2]}", f"{f.name} >= {lit[0]} and {f.name} < {lit[1]}",
@@ -419,7 +420,8 @@ def utility(rows: int = 10_000, seed: int = 20261129, draws: int = 200) -> Utili
         finally:
             for source in {id(c[1]): c[1] for c in counts}.values():
                 source.close()
-    return Utility(rows, seed, noise, runs)
+    truths = sorted(c[3] for c in counts)
+    return Utility(rows, seed, noise, runs, (truths[0], truths[len(truths) // 2], truths[-1]))
 
 
 def utility_table(u: Utility) -> Table:
@@ -433,7 +435,9 @@ def utility_table(u: Utility) -> Table:
 
 
 def utility_markdown(u: Utility) -> str:
-    lines = [f"Demo data: `generate(rows={u.rows:,}, seed={u.seed})`.", "",
+    low, mid, high = u.true_counts
+    lines = [f"Demo data: `generate(rows={u.rows:,}, seed={u.seed})`; true counts from {low:,} to {high:,} rows "
+             f"(median {mid:,}).", "",
              "| level | ε per answer | answers per agency, dataset and period | mean abs. error | p95 abs. error "
              "| median relative error |", "|---|---|---|---|---|---|"]
     for n in u.noise:
@@ -458,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utility", action="store_true", help="the utility cost on the demo data instead")
     ap.add_argument("--rows", type=int, default=10_000, help="demo rows per dataset (--utility)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--md", type=Path, help="the results as Markdown tables")
     args = ap.parse_args(argv)
     when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     doc: dict[str, Any]
@@ -468,13 +473,15 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"difference check at k={r.k}: {r.refused} of {r.queries} refused")
             for f in r.refused_filters:
                 console.print(f"  refused: {f}")
-        doc = {"when": when, "utility": asdict(u)}
+        doc, md = {"when": when, "utility": asdict(u)}, utility_markdown(u)
     else:
         o = overhead(ints(args.sizes), ints(args.kept), args.queries, args.max_kept_refs)
         console.print(overhead_table(o))
-        doc = {"when": when, "privacy_overhead": asdict(o)}
+        doc, md = {"when": when, "privacy_overhead": asdict(o)}, overhead_markdown(o)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    if args.md:
+        args.md.write_text(md)
     return 0
 
 

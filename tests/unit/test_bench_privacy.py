@@ -59,3 +59,11 @@ def test_refusals_counts_a_near_duplicate_and_passes_distinct_sets(tmp_path: Pat
     counts = [(decl, source, t, sum(map(predicates[t], range(1000))), 1000) for t in ("a", "b", "a2")]
     run = privacy.refusals(counts, 5, tmp_path)
     assert (run.queries, run.checked, run.refused) == (3, 3, 1) and run.refused_filters == ["d.t: a2"]
+
+
+def test_utility_markdown_has_both_tables() -> None:
+    noise = privacy.NoiseError("L3", 0.25, 4, "month", 10, 5, 3.9, 12.0, 0.1)
+    u = privacy.Utility(10_000, 1, [noise], [privacy.RefusalRun(100, 10, 9, 1, ["d.t: x"])], (5, 2_000, 9_000))
+    md = privacy.utility_markdown(u)
+    assert "| L3 | 0.25 | 4 per month | 3.90 | 12 | 0.100 % |" in md and "| 100 | 10 | 9 | 1 |" in md
+    assert "from 5 to 9,000 rows (median 2,000)" in md
