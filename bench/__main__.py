@@ -17,7 +17,11 @@ For each size (rows per side) and mode, on this machine and in this run:
   in one process) on the same identifiers when it is importable, and, for the
   Paillier modes, ``phe``'s plain ``encrypt`` scaled to the values encrypted;
 * the **per-query overhead** every query pays: one policy decision and one
-  durable audit append (``bench.decide_and_append``).
+  durable audit append (``bench.decide_and_append``);
+* the **privacy checks** (``bench.privacy``): a noise draw, a budget charge,
+  the set-size safeguards and, per size, the department's difference check
+  against ``--privacy-kept`` sets already kept (``--privacy-sizes``, by
+  default the sizes above).
 
 Written to ``--out``: ``results.json`` (everything), ``results.md`` (the
 table, the machine and the command) and ``time_vs_rows.png`` (log-log time
@@ -53,7 +57,7 @@ from typing import Any
 
 from rich.table import Table
 
-from bench import decide_and_append, homomorphic
+from bench import decide_and_append, homomorphic, privacy
 from bench import match as matching
 from bench.match import LEFT, RIGHT, SUPERVISOR, console
 from fedgate.server import pki
@@ -181,6 +185,8 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
         lines += ["", f"Per-query overhead (policy decision + durable audit append, {da['store']}, "
                       f"{da['queries']:,} queries): median {both['median_ms']:.2f} ms, p99 {both['p99_ms']:.2f} ms "
                       f"(decision {da['decide']['median_ms']:.2f} ms, append {da['append']['median_ms']:.2f} ms)."]
+    if info.get("privacy_md"):
+        lines += ["", "Privacy checks, per query (`bench.privacy`):", "", info["privacy_md"].rstrip()]
     if info.get("openmined"):
         lines += ["", f"openmined-psi: {info['openmined']}"]
     return "\n".join(lines) + "\n"
@@ -244,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--openmined-max", type=int, default=100_000)
     ap.add_argument("--openmined-path", default=os.environ.get("OPENMINED_PSI_PATH", str(DEFAULT_PEERS)))
     ap.add_argument("--queries", type=int, default=1000, help="queries for the decide-and-append measurement")
+    ap.add_argument("--privacy-sizes", help="set sizes for the difference check (default: the sizes above)")
+    ap.add_argument("--privacy-kept", default=privacy.DEFAULT_KEPT, help="sets already kept, comma-separated")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fedgate-bench")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest")
     ap.add_argument("--profile", type=Path, help="record py-spy stacks of every server during the runs of the "
@@ -301,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         info["decide_and_append"] = asyncio.run(
             decide_and_append.measure(f"sqlite+pysqlite:///{tmp}/audit.db", args.queries))
+    checks = privacy.overhead(privacy.ints(args.privacy_sizes) if args.privacy_sizes else sizes,
+                              privacy.ints(args.privacy_kept), args.queries, privacy.DEFAULT_MAX_KEPT_REFS)
+    info["privacy"], info["privacy_md"] = asdict(checks), privacy.overhead_markdown(checks)
     console.print(table(rows))
+    console.print(privacy.overhead_table(checks))
     both = info["decide_and_append"]["decide_and_append"]
     console.print(f"per-query overhead (policy decision + durable audit append, SQLite): median "
                   f"{both['median_ms']:.2f} ms, p99 {both['p99_ms']:.2f} ms")
