@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -14,11 +13,10 @@ from fedgate.server import pki
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.server import Adapter, build_adapter
 from fedgate.demo.datagen import DemoDepartment
-from fedgate.demo.deployment import adapter_toml
+from fedgate.demo.deployment import adapter_toml, policy_copy
 from fedgate.demo.runner import demo_specs
 from fedgate.gateway.config import GatewayConfig
 from fedgate.gateway.server import Gateway, build_gateway
-from fedgate.core.classification import policies_dir
 from fedgate.core.identity import Identity
 
 
@@ -55,8 +53,7 @@ class Servers:
         if "policy_dir" not in settings:  # the shipped policies, with the tests' comparison weights
             policies = self.tmp / "gw-policies"
             if not policies.exists():
-                shutil.copytree(policies_dir(), policies, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-                support.with_test_rules(policies)
+                support.with_test_rules(policy_copy(policies))
             settings += f'\npolicy_dir = "{policies}"'
         cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs).replace(
             "[tls]", f"{settings}\n[tls]"))
