@@ -142,6 +142,15 @@ def _check_reachable(path: Path, listen: str, advertise: str) -> None:
                                      "this adapter at, or listen on one address (e.g. 127.0.0.1:7443)")
 
 
+def _bounds(field: Table, dataset: str) -> tuple[int, int] | None:
+    """A field's declared `min` and `max` (both or neither)."""
+    has_min, has_max = field.has("min"), field.has("max")
+    if has_min != has_max:
+        raise ConfigError(str(field.file), f"dataset '{dataset}' field '{field.text('name')}': declare both "
+                                           "`min` and `max` (the range a noisy sum clamps values into), or neither")
+    return (field.integer("min"), field.integer("max")) if has_min else None
+
+
 def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
     name = table.text("name")
     description = table.text("description", "")
@@ -151,7 +160,7 @@ def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
         try:
             fields.append(FieldDecl.build(ft.text("name"), ft.text("type"), ft.text("level"),
                                           ft.text("key", None), ft.text("description", ""),
-                                          where=f"dataset '{name}'"))
+                                          where=f"dataset '{name}'", bounds=_bounds(ft, name)))
         except InvalidInput as exc:
             raise ConfigError(str(table.file), str(exc)) from None
         ft.done()

@@ -32,7 +32,9 @@ from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording
 from fedgate.server.worker_pool import WorkerPool
 from fedgate.core.classification import Levels
 from fedgate.crypto.ids import normalise
-from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS
+from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, ciphertext_bytes
+from fedgate.crypto.ticket import TicketRefused
+from fedgate.core.encryptors import encryptor_for
 from fedgate.core.datasets import FieldGrant
 from fedgate.core.errors import (
     InvalidIdentifier,
@@ -44,6 +46,7 @@ from fedgate.query import match_side as side
 from fedgate.query.match_side import SideStart
 from fedgate.query.protocols import SecretSetup
 from fedgate.query.safeguards import Release, Safeguards, difference_k
+from fedgate.query.sum_noise import SumNoise, sum_noise_for
 from fedgate.server.wire import matching_key_from_proto
 from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 
@@ -121,6 +124,11 @@ class MatchSessions:
         admission = await self._gate.admit(m.ticket, ask)
         if plan.values:
             await self._check_key_vouched(admission, m)
+        try:
+            noise = sum_noise_for(admission.params, plan.action, decl, st.role, plan.values)
+        except TicketRefused as exc:
+            await admission.refused_after_check(str(exc))
+            raise
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, st.peer_department) if st.role == "left"
                        else (st.peer_department, self._department))
@@ -131,7 +139,7 @@ class MatchSessions:
         release = self._safeguards.release
         machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
         session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
-                           self._safeguards, self._row_sets)
+                           self._safeguards, self._row_sets, noise)
         await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(sealed_key=secret.sealed_key)))
         worker = asyncio.create_task(session.run(it))
         self.active += 1
@@ -164,15 +172,23 @@ class MatchSessions:
             raise
 
 
+def encrypted_noise(noise: SumNoise, paillier_key: bytes) -> bytes:
+    """Each total's noise, drawn now and encrypted under the supervisor's key, back to back."""
+    enc = encryptor_for(paillier_key)
+    width = ciphertext_bytes(enc.n)
+    return b"".join(c.to_bytes(width, "big") for c in enc.encrypt_many(noise.draw()))
+
+
 class _Session:
     """One session's pump: its own tokens out, the peer's re-blinded, its machine's commands carried out."""
 
     def __init__(self, plan: side.SessionPlan, machine: side.SideMachine, source: Source, secret: bytes,
                  admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards,
-                 row_sets: RowSets) -> None:
+                 row_sets: RowSets, noise: SumNoise | None = None) -> None:
         self.plan, self.machine, self.source, self.secret = plan, machine, source, secret
         self.admission, self.pool, self.levels, self.safeguards = admission, pool, levels, safeguards
         self.row_sets = row_sets
+        self.noise = noise  # a noisy sum's value side: clamp every value, add noise to each total
         self.out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
         self.hashes = bytearray()
         # Up to one chunk per worker in flight, results taken in order: every core blinds.
@@ -217,15 +233,18 @@ class _Session:
             rows += len(raw)
             pending.append(asyncio.ensure_future(self.pool.run(
                 tokens_for, plan.protocol.tokens, self.secret, plan.key_kind, raw, bool(plan.grants), plan.values,
-                st.paillier_key if plan.values else b"")))
+                st.paillier_key if plan.values else b"", self.noise.bounds if self.noise else ())))
             if len(pending) >= self.depth:
                 await emit()
         while pending:
             await emit()
         # The live total too, so the gateway checks the rows the filter leaves out (min_set_size both ways).
         total = rows if plan.where is None else await asyncio.to_thread(self.source.count, None)
+        # Drawn here, where the exact values are anyway; only the supervisor's key opens it (docs/privacy.md).
+        noise = await asyncio.to_thread(encrypted_noise, self.noise, st.paillier_key) if self.noise else b""
         await self.out.put(adapter_pb2.MatchOut(own_done=adapter_pb2.SideDone(
-            rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing, total_rows=total)))
+            rows=rows, invalid_identifiers=invalid, tokens=tokens, missing_values=missing, total_rows=total,
+            total_noise=noise)))
         await self.carry_out(self.machine.own_done(side.OwnStats(rows, invalid, tokens, missing)))
 
     async def consume(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> None:

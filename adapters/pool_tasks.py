@@ -47,14 +47,16 @@ class ChunkTokens:
 
 
 def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[object, ...]], keep_hashes: bool,
-               value_fields: tuple[str, ...] = (), paillier_key: bytes = b"") -> ChunkTokens:
+               value_fields: tuple[str, ...] = (), paillier_key: bytes = b"",
+               clamp_to: tuple[tuple[int, int], ...] = ()) -> ChunkTokens:
     """Normalise the key (first column) of each row and turn the valid ones into tokens with ``tokens_of``
     (the match protocol's token function, module-level so it pickles).
 
     Invalid or missing keys are counted, never matched. With ``value_fields``,
     the remaining columns are encrypted under ``paillier_key``; a row with a
     missing value is counted and left out, a value that is not a 64-bit integer
-    refuses the whole query.
+    refuses the whole query. ``clamp_to`` (a noisy sum) clamps each value into
+    its field's (min, max) before it is encrypted.
     """
     valid: list[bytes] = []
     hashes: list[bytes] = []
@@ -77,7 +79,8 @@ def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[o
                 missing += 1
                 continue
             checked = [_checked_value(name, v) for name, v in zip(value_fields, row_values)]
-            values.extend(checked)
+            values.extend([min(max(v, low), high) for v, (low, high) in zip(checked, clamp_to, strict=True)]
+                          if clamp_to else checked)
             if keep_hashes:
                 hashes.append(local_hash(ident, checked))
         elif keep_hashes:

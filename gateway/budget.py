@@ -8,6 +8,7 @@ replicas too) cannot both spend the last of it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -69,22 +70,33 @@ class BudgetBook:
 
     def charge(self, agency: str, dataset: str, policy: DpPolicy, now: dt.datetime | None = None) -> Charge:
         """Spend one noisy answer's ε; QuotaExceeded, naming when the budget renews, if it would overspend."""
-        period, renews = period_of(policy.period, now or dt.datetime.now(dt.UTC))
-        cost, budget = to_micro(policy.epsilon), to_micro(policy.budget)
-        mine = (spent.c.agency == agency) & (spent.c.dataset == dataset) & (spent.c.period == period)
+        return self.charge_all(agency, {dataset: policy}, now)
+
+    def charge_all(self, agency: str, policies: dict[str, DpPolicy], now: dt.datetime | None = None) -> Charge:
+        """Spend one answer's ε on each dataset it reveals about (each by its own policy), all or none: one
+        transaction, so an answer refused by one dataset's budget costs the others nothing. The charge's
+        `left_micro` is the least left among them."""
+        now = now or dt.datetime.now(dt.UTC)
+        lefts, cost = [], 0
         with self._engine.begin() as conn:
-            insert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(spent)
-            conn.execute(insert.values(agency=agency, dataset=dataset, period=period, spent_micro=0,
-                                        budget_micro=budget)
-                         .on_conflict_do_nothing())
-            charged = conn.execute(spent.update().where(mine, spent.c.spent_micro + cost <= budget)
-                                   .values(spent_micro=spent.c.spent_micro + cost, budget_micro=budget))
-            if charged.rowcount != 1:
-                raise QuotaExceeded(f"privacy budget for dataset {dataset} used up until {renews.isoformat()} "
-                                    f"(ε {policy.budget:g} per {policy.period} for each agency; each answer "
-                                    f"spends ε {policy.epsilon:g}; levels.toml dp_budget)")
-            used = int(conn.execute(sa.select(spent.c.spent_micro).where(mine)).scalar_one())
-        return Charge(cost, max(budget - used, 0))
+            for dataset, policy in sorted(policies.items()):
+                period, renews = period_of(policy.period, now)
+                cost, budget = to_micro(policy.epsilon), to_micro(policy.budget)
+                mine = (spent.c.agency == agency) & (spent.c.dataset == dataset) & (spent.c.period == period)
+                insert = (sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert)(spent)
+                conn.execute(insert.values(agency=agency, dataset=dataset, period=period, spent_micro=0,
+                                           budget_micro=budget)
+                             .on_conflict_do_nothing())
+                charged = conn.execute(spent.update().where(mine, spent.c.spent_micro + cost <= budget)
+                                       .values(spent_micro=spent.c.spent_micro + cost, budget_micro=budget))
+                if charged.rowcount != 1:
+                    # Raised inside the transaction: the charges made to the other datasets roll back.
+                    raise QuotaExceeded(f"privacy budget for dataset {dataset} used up until {renews.isoformat()} "
+                                        f"(ε {policy.budget:g} per {policy.period} for each agency; each answer "
+                                        f"spends ε {policy.epsilon:g}; levels.toml dp_budget)")
+                used = int(conn.execute(sa.select(spent.c.spent_micro).where(mine)).scalar_one())
+                lefts.append(max(budget - used, 0))
+        return Charge(cost, min(lefts))
 
     def uses(self, agency: str | None = None) -> list[BudgetUse]:
         """The ledger's rows, newest period first (one agency's, or all of them when None)."""
@@ -103,8 +115,14 @@ class Privacy:
     levels: Levels
     book: BudgetBook
 
-    def charge(self, agency: str, dataset: str, aggregate_levels: tuple[str, ...]) -> tuple[DpPolicy, Charge | None]:
-        """The policy of an aggregate over `dataset` touching `aggregate_levels`, charged if noisy (None: exact)."""
+    def charge(self, agency: str, datasets: list[str], aggregate_levels: tuple[str, ...]) -> Charge | None:
+        """Charge an aggregate over `datasets` touching `aggregate_levels`; None when every dataset's policy
+        answers it exactly. Noisy for one is noisy for all: the answer takes the smallest ε among the noisy
+        datasets' policies (the most noise) and spends that ε on each of them."""
         touched = self.levels.highest(list(aggregate_levels))
-        policy = self.levels.dp_for(dataset, touched.name if touched else None)
-        return policy, (self.book.charge(agency, dataset, policy) if policy.noisy else None)
+        level = touched.name if touched else None
+        noisy = {d: p for d in dict.fromkeys(datasets) if (p := self.levels.dp_for(d, level)).noisy}
+        if not noisy:
+            return None
+        epsilon = min(p.epsilon for p in noisy.values())
+        return self.book.charge_all(agency, {d: dataclasses.replace(p, epsilon=epsilon) for d, p in noisy.items()})

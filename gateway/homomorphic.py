@@ -11,7 +11,7 @@ plaintext value; the gateway learns only sizes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
@@ -76,8 +76,9 @@ def blind_and_pack(public_key: bytes, xs: list[bytes], ys: list[bytes], a: int, 
 
 
 async def encrypted_totals(pool: WorkerPool, public_key: bytes, store: CipherColumns,
-                           positions: npt.NDArray[np.int64]) -> list[bytes]:
-    """One encrypted total per value column over the rows at ``positions``."""
+                           positions: npt.NDArray[np.int64], noise: Sequence[bytes] = ()) -> list[bytes]:
+    """One encrypted total per value column over the rows at ``positions``; a noisy sum's ``noise`` (one
+    ciphertext per column, from the value department) is multiplied in before the total is re-randomised."""
     totals = []
     for column in range(store.columns):
         chosen = store.take(positions, column)
@@ -88,6 +89,8 @@ async def encrypted_totals(pool: WorkerPool, public_key: bytes, store: CipherCol
         finally:
             for f in futures:
                 f.cancel()
+        if noise:
+            partials.append(noise[column])
         totals.append(await pool.run(final_total, public_key, partials))
     return totals
 

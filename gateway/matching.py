@@ -253,7 +253,7 @@ class _Pump:
             span.set_attributes(safe_attributes(**{"fedgate.rows": len(command.positions),
                                                    "fedgate.columns": command.values.columns}))
             return await encrypted_totals(self.relay.pool, self.plan.homomorphic.paillier_key, command.values,
-                                          command.positions)
+                                          command.positions, command.noise)
 
     async def comparisons(self, command: m.SendComparisons) -> AsyncIterator[bytes]:
         assert self.plan.homomorphic is not None
@@ -317,7 +317,7 @@ _INCOMING: dict[str, Callable[[m.Side, adapter_pb2.MatchOut], m.FromDepartment]]
     "started": lambda side, msg: m.Started(side, msg.started.sealed_key),
     "own_tokens": lambda side, msg: m.OwnTokens(side, msg.own_tokens.data),
     "own_values": lambda side, msg: m.OwnValues(side, msg.own_values.data, msg.own_values.rows),
-    "own_done": lambda side, msg: m.OwnDone(side, _stats(msg.own_done)),
+    "own_done": lambda side, msg: m.OwnDone(side, _stats(msg.own_done), msg.own_done.total_noise),
     "reblinded": lambda side, msg: m.Reblinded(side, msg.reblinded.data),
     "reblind_done": lambda side, msg: m.ReblindDone(side, msg.reblind_done.tokens),
     "rows": lambda side, msg: m.Rows(side, [(list(r.values), list(r.null)) for r in msg.rows.rows]),

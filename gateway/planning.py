@@ -20,6 +20,7 @@ from fedgate.core.encryptors import MAX_VALUE_FIELDS
 from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
 from fedgate.core.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.budget import Privacy
+from fedgate.query.noise import from_micro
 from fedgate.gateway.homomorphic import checked_key
 from fedgate.gateway.matching import SidePlan
 from fedgate.gateway.policy import Policy, PolicyDenied
@@ -151,18 +152,27 @@ class Planner:
         self._decisions.safeguards.admit(request)
         return request
 
-    def noise(self, caller: Identity, record: RequestRecord, dataset: str, aggregate_levels: tuple[str, ...]) -> float:
-        """ADMIT, after the safeguards: the ε an aggregate over `dataset` is answered with (0.0: exactly), its
-        agency's budget charged first (QuotaExceeded when used up); the entry records ε spent and left."""
+    def noise(self, caller: Identity, record: RequestRecord, datasets: list[str],
+              aggregate_levels: tuple[str, ...]) -> float:
+        """ADMIT, after the safeguards: the ε an aggregate over `datasets` is answered with (0.0: exactly), its
+        agency's budget on each charged first (QuotaExceeded when used up); the entry records ε spent and left."""
         privacy = self._decisions.privacy
         if privacy is None:
             return 0.0
-        policy, charge = privacy.charge(caller.org, dataset, aggregate_levels)
+        charge = privacy.charge(caller.org, datasets, aggregate_levels)
         if charge is None:
             return 0.0
         record.result_sizes[DP_EPSILON_SIZE] = charge.epsilon_micro
         record.result_sizes[DP_LEFT_SIZE] = charge.left_micro
-        return policy.epsilon
+        return from_micro(charge.epsilon_micro)
+
+    def noisy(self, datasets: list[str], aggregate_levels: tuple[str, ...]) -> bool:
+        """Whether an aggregate over `datasets` touching these levels would be answered with noise (no charge)."""
+        privacy = self._decisions.privacy
+        if privacy is None:
+            return False
+        touched = privacy.levels.highest(list(aggregate_levels))
+        return any(privacy.levels.dp_for(d, touched.name if touched else None).noisy for d in datasets)
 
     def steps(self, caller: Identity, record: RequestRecord, params: QueryParams, why: Purpose) -> Steps:
         """The planning steps of one one-dataset query, as its kind's recipe takes them."""
@@ -223,8 +233,10 @@ class Planner:
 
     async def match_sides(self, caller: Identity, record: RequestRecord, params: QueryParams, action: str,
                           left_q: MatchSideQuery, right_q: MatchSideQuery, mode: str,
-                          why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan]:
-        """Check and authorise both sides' keys and filters; the plans each adapter gets."""
+                          why: Purpose) -> tuple[list[tuple[Department, DatasetDecl]], SidePlan, SidePlan,
+                                                 tuple[str, ...]]:
+        """Check and authorise both sides' keys and filters; the plans each adapter gets, and the levels of
+        the fields the filters name (what the answer's aggregates reveal about, besides the keys)."""
         protocol = protocols.get(mode)
         record.action = action
         record.datasets = [left_q.dataset, right_q.dataset]
@@ -249,14 +261,16 @@ class Planner:
             raise InvalidInput(f"the key fields hold different identifier kinds ({lkey.key} and "
                                f"{rkey.key}): they cannot match")
         record.fields = [f"{left_q.dataset}.{left_q.key_field}", f"{right_q.dataset}.{right_q.key_field}"]
-        _, lfilter = self.filter(caller, record, params, ldecl, left_q.filter, "left")
-        _, rfilter = self.filter(caller, record, params, rdecl, right_q.filter, "right")
+        lwhere, lfilter = self.filter(caller, record, params, ldecl, left_q.filter, "left")
+        rwhere, rfilter = self.filter(caller, record, params, rdecl, right_q.filter, "right")
+        filter_levels = tuple(f.level for decl, where in ((ldecl, lwhere), (rdecl, rwhere)) if where is not None
+                              for name in sorted(fields_of(where)) if (f := decl.field(name)) is not None)
         if protocol.needs_peer_key and rdept.matching_key is None:
             raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
         left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lfilter.canonical, lfilter.nonce)
         right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rfilter.canonical,
                          rfilter.nonce)
-        return [(ldept, ldecl), (rdept, rdecl)], left, right
+        return [(ldept, ldecl), (rdept, rdecl)], left, right, filter_levels
 
     def weights(self, caller: Identity, record: RequestRecord, left: str, right: str,
                 weights: tuple[int, int]) -> tuple[int, int]:
@@ -341,7 +355,7 @@ class Steps:
         return self.planner.admit(self.caller, self.params, kind, limit, grants, aggregate_levels, on_sets)
 
     def noise(self, decl: DatasetDecl, aggregate_levels: tuple[str, ...]) -> float:
-        return self.planner.noise(self.caller, self.record, decl.qualified_name, aggregate_levels)
+        return self.planner.noise(self.caller, self.record, [decl.qualified_name], aggregate_levels)
 
 
 def comparison_object(left: str, right: str) -> str:

@@ -20,9 +20,9 @@ from opentelemetry import trace
 from fedgate.crypto.compare import packing_for
 from fedgate.crypto.paillier import PlaintextOverflow, check_sum_fits, ciphertext_bytes
 from fedgate.crypto.ticket import Ticket
-from fedgate.core.datasets import DatasetDecl, FieldGrant
+from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
 from fedgate.core.encryptors import VALUE_BOUND
-from fedgate.core.errors import InvalidInput
+from fedgate.core.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
@@ -58,6 +58,7 @@ from fedgate.query import protocols
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.kinds.base import AdapterCall, Answer, Counted, DepartmentAsk, Query, RowsDisclosed, Target
 from fedgate.query.match import Comparison, MatchPlan
+from fedgate.query.noise import from_micro, to_micro
 from fedgate.query.probing import SUPPRESSED_SIZE
 from fedgate.query.safeguards import Release, Request
 from fedgate.core.row_limit import RowLimit, quota_rule
@@ -198,7 +199,7 @@ class QueryEngine:
     async def _run_match(self, caller: Identity, record: RequestRecord, params: QueryParams, left: SidePlan,
                          right: SidePlan, mode: str, right_dept: Department, grants: list[FieldGrant], limit: int,
                          outcome: MatchOutcome, admitted: Request, homomorphic: Homomorphic | None = None, *,
-                         comparison: Comparison | None = None,
+                         comparison: Comparison | None = None, epsilon: float = 0.0,
                          flagged: Callable[[], Awaitable[list[int]]] | None = None) -> AsyncIterator[Any]:
         """Log the intent, then drive both adapters with fresh tickets; sizes go into the record."""
         index, entry = await self._log_intent(record)
@@ -206,7 +207,7 @@ class QueryEngine:
         check_sizes = self._decisions.safeguards.size_check(admitted)
         plan = MatchPlan(left, right, protocols.get(mode), check_sizes, params.min_set_size or 0,
                          params.max_match_rows or 0, tuple(grants), limit, right_dept.matching_key,
-                         homomorphic, comparison)
+                         homomorphic, comparison, epsilon)
         relay = Relay(self._links, self._admissions, self._pool, self._idle_timeout_s, self._flags_timeout_s)
         for attempt in range(TICKET_ATTEMPTS):
             try:
@@ -241,16 +242,22 @@ class QueryEngine:
                     outcome: QueryOutcome) -> AsyncIterator[Progress]:
         """Private matching of two datasets; progress while tokens flow, the result left in `outcome`."""
         with logged_params(record) as params:
-            sides, left, right = await self._planner.match_sides(caller, record, params, "query.match", q.left,
-                                                                 q.right, q.mode, why)
+            sides, left, right, filter_levels = await self._planner.match_sides(
+                caller, record, params, "query.match", q.left, q.right, q.mode, why)
             (_, ldecl), (rdept, rdecl) = sides
             # The cardinality reveals about both key fields: it must reach their highest min_aggregate.
+            key_levels = _levels(ldecl, q.left.key_field, rdecl, q.right.key_field)
             grants, limit, admitted = self._planner.matched_rows(caller, record, params, "match", ldecl,
-                                                              q.disclose_fields, q.limit,
-                                                              _levels(ldecl, q.left.key_field, rdecl, q.right.key_field))
+                                                              q.disclose_fields, q.limit, key_levels)
             outcome.grants = grants
+            # A cardinality alone is an aggregate, answered with noise where levels.toml says so. Rows disclosed
+            # show their own number, so a disclosing match is governed by the disclosure safeguards instead.
+            epsilon = 0.0 if grants else self._planner.noise(
+                caller, record, [ldecl.qualified_name, rdecl.qualified_name], key_levels + filter_levels)
+            if epsilon:
+                params.noise_epsilon_micro = to_micro(epsilon)
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, grants, limit, outcome,
-                                           admitted):
+                                           admitted, epsilon=epsilon):
             yield event
         if grants and outcome.intersection is not None and not outcome.fewer_than:
             outcome.row_limit = RowLimit.of(outcome.intersection.cardinality, len(outcome.rows), q.limit, limit,
@@ -260,9 +267,9 @@ class QueryEngine:
                                outcome: MatchOutcome) -> AsyncIterator[Any]:
         """Encrypted totals of value fields over the value holder's rows whose key is in the other set."""
         with logged_params(record) as params:
-            sides, left, right = await self._planner.match_sides(caller, record, params, "query.sum", q.values,
-                                                                 q.other, q.mode, why)
-            (_, vdecl), (rdept, _) = sides
+            sides, left, right, filter_levels = await self._planner.match_sides(
+                caller, record, params, "query.sum", q.values, q.other, q.mode, why)
+            (_, vdecl), (rdept, odecl) = sides
             n = self._planner.paillier_key(caller, params, q.paillier_key, q.key_signature, q.supervisor_certificate)
             fields = self._planner.value_fields(caller, record, params, vdecl, q.value_fields, "sum",
                                                 q.values.key_field, "left")
@@ -271,17 +278,45 @@ class QueryEngine:
             check_sum_fits(VALUE_BOUND, self._safeguards.max_match_rows, n)
             admitted = self._planner.admit(caller, params, "sum", aggregate_levels=tuple(f.level for f in fields))
             params.limit = 1  # one row of totals
+            epsilon = self._sum_noise(caller, record, params, vdecl, odecl, fields,
+                                      _levels(vdecl, q.values.key_field, odecl, q.other.key_field) + filter_levels)
+            if epsilon:
+                outcome.total_sensitivity = [f.sensitivity for f in fields]
         left = dataclasses.replace(left, value_fields=tuple(q.value_fields))
         async for event in self._run_match(caller, record, params, left, right, q.mode, rdept, [], 1, outcome,
-                                           admitted, _homomorphic("query.sum", q, n)):
+                                           admitted, _homomorphic("query.sum", q, n), epsilon=epsilon):
             yield event
+
+    def _sum_noise(self, caller: Identity, record: RequestRecord, params: QueryParams, values: DatasetDecl,
+                   other: DatasetDecl, fields: list[FieldDecl], levels: tuple[str, ...]) -> float:
+        """A sum's ε per noisy number (0.0: exact), its budget charged; a noisy sum logs its fields' bounds.
+
+        A sum releases its cardinality and one total per field: the answer's ε is split evenly among them
+        (sequential composition), and each total's noise is scaled to its field's bounds by the department."""
+        levels = tuple(f.level for f in fields) + levels
+        datasets = [values.qualified_name, other.qualified_name]
+        if not self._planner.noisy(datasets, levels):
+            return 0.0
+        unbounded = [f.name for f in fields if f.bounds is None]
+        if unbounded:
+            # Before the charge: a query that cannot be answered costs no budget.
+            raise FailedPrecondition(
+                f"a sum of {values.qualified_name} is answered with noise, which needs each summed field's range: "
+                f"field(s) {', '.join(unbounded)} declare no bounds (`min` and `max` in the department's dataset "
+                "declaration)")
+        epsilon = self._planner.noise(caller, record, datasets, levels) / (len(fields) + 1)
+        if not epsilon:  # the policies changed since `noisy` looked
+            return 0.0
+        params.noise_epsilon_micro = to_micro(epsilon)
+        params.side(values.qualified_name, "left").bounds = {f.name: f.bounds for f in fields if f.bounds}
+        return from_micro(to_micro(epsilon))
 
     async def compare(self, caller: Identity, record: RequestRecord, q: CompareQuery, why: Purpose,
                       outcome: QueryOutcome, flagged: Callable[[], Awaitable[list[int]]]) -> AsyncIterator[Any]:
         """Blinded comparisons a·x > b·y for every matched pair; then, if asked, disclose flagged left rows."""
         with logged_params(record) as params:
-            sides, left, right = await self._planner.match_sides(caller, record, params, "query.compare", q.left,
-                                                                 q.right, q.mode, why)
+            sides, left, right, _ = await self._planner.match_sides(caller, record, params, "query.compare", q.left,
+                                                                    q.right, q.mode, why)
             (_, ldecl), (rdept, rdecl) = sides
             n = self._planner.paillier_key(caller, params, q.paillier_key, q.key_signature, q.supervisor_certificate)
             self._planner.value_fields(caller, record, params, ldecl, [q.left_value], "compare", q.left.key_field,

@@ -91,13 +91,16 @@ class Department:
 def _fields_json(decl: DatasetDecl) -> str:
     return json.dumps([
         {"name": f.name, "type": f.type.value, "level": f.level,
-         "key": f.key.value if f.key else None, "description": f.description}
+         "key": f.key.value if f.key else None, "description": f.description,
+         **({"bounds": list(f.bounds)} if f.bounds else {})}
         for f in decl.fields
     ], ensure_ascii=False)
 
 
 def _fields_from_json(text: str) -> tuple[FieldDecl, ...]:
-    return tuple(FieldDecl.build(d["name"], d["type"], d["level"], d["key"], d["description"])
+    # "bounds" is absent from fields stored before bounds could be declared.
+    return tuple(FieldDecl.build(d["name"], d["type"], d["level"], d["key"], d["description"],
+                                 bounds=tuple(d["bounds"]) if d.get("bounds") else None)
                  for d in json.loads(text))
 
 

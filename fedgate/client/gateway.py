@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
@@ -31,7 +31,7 @@ from fedgate.core.addresses import address_problem
 from fedgate.core.errors import InvalidInput, RemoteCallFailed
 from fedgate.core.identity import GATEWAY, identity_from_pem
 from fedgate.core.row_limit import RowLimit
-from fedgate.query import protocols
+from fedgate.query import noise, protocols
 from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
 from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate.core.supervisor_keys import SupervisorKey, flagged_indices, key_statement
@@ -82,6 +82,10 @@ class NoisyCount(int):
         count = super().__new__(cls, value)
         count.epsilon = epsilon
         return count
+
+    def within(self, confidence: float = 0.95) -> int:
+        """How far from the true count this answer is, at most, with this probability."""
+        return noise.accuracy(noise.count_scale(self.epsilon), confidence)
 
 
 class RowCount(NamedTuple):
@@ -167,6 +171,12 @@ class MatchResult:
     row_limit: RowLimit | None = None
     # Set (k) when fewer than k rows matched: then cardinality and distinct_matches are 0 and nothing is disclosed.
     fewer_than: int = 0
+    # > 0: the cardinality is noisy (ε-DP); distinct_matches and the sides' stats are withheld (0).
+    epsilon: float = 0.0
+
+    def within(self, confidence: float = 0.95) -> int:
+        """How far the cardinality may be from the truth with this probability (0: exact)."""
+        return noise.accuracy(noise.count_scale(self.epsilon), confidence) if self.epsilon > 0 else 0
 
 
 def _stats(msg: query_pb2.MatchSideStats) -> MatchSideStats:
@@ -186,6 +196,18 @@ class SumResult:
     audit_index: int
     # Set (k) when fewer than k rows matched: then there are no totals and cardinality is 0.
     fewer_than: int = 0
+    # > 0: the cardinality and each total are noisy, each ε-DP with this ε; the sides' stats are withheld.
+    epsilon: float = 0.0
+    # A noisy sum: the most one row adds to each total (its field's declared bounds).
+    sensitivity: dict[str, int] = field(default_factory=dict)
+
+    def within(self, total: str | None = None, confidence: float = 0.95) -> int:
+        """How far the cardinality (or the named total) may be from the truth with this probability (0: exact)."""
+        if self.epsilon <= 0:
+            return 0
+        scale = (noise.count_scale(self.epsilon) if total is None
+                 else noise.sum_scale(self.sensitivity[total], self.epsilon))
+        return noise.accuracy(scale, confidence)
 
 
 @dataclass(frozen=True)
@@ -335,7 +357,8 @@ class GatewayClient:
             async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S), on_progress):
                 r = event.result
                 result = MatchResult(_stats(r.left), _stats(r.right), r.cardinality, r.distinct_matches,
-                                     _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r), r.fewer_than)
+                                     _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r), r.fewer_than,
+                                     r.epsilon)
         return _received(result, "match")
 
     async def intersection_sum(self, *, values: Side, value_fields: list[str], other: Side, purpose: str,
@@ -360,7 +383,8 @@ class GatewayClient:
                 totals = {t.field: key.decrypt_total(t.ciphertext) for t in r.totals}
                 _report(on_progress, "decrypt", "", len(totals))
                 result = SumResult(_stats(r.values), _stats(r.other), r.cardinality, r.distinct_matches, totals,
-                                   r.audit_index, r.fewer_than)
+                                   r.audit_index, r.fewer_than, r.epsilon,
+                                   {t.field: t.sensitivity for t in r.totals} if r.epsilon > 0 else {})
         return _received(result, "sum")
 
     async def compare(self, *, left: Side, left_value: str, right: Side, right_value: str, purpose: str,

@@ -19,6 +19,8 @@ from fedgate.core.errors import InvalidInput
 _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DEPARTMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Declared bounds stay well inside a signed 64-bit value, so noise scaled by them is an i64 too.
+VALUE_LIMIT = 10**15
 
 
 class FieldType(enum.StrEnum):
@@ -44,10 +46,20 @@ class FieldDecl:
     level: str  # a level name of levels.toml, e.g. "L2"
     key: IdKind | None = None
     description: str = ""
+    # An int field's declared range (min, max): a noisy sum clamps every value into it, and its noise is
+    # calibrated to the largest value one row can add (docs/privacy.md). None: not declared.
+    bounds: tuple[int, int] | None = None
+
+    @property
+    def sensitivity(self) -> int:
+        """The most one row can change a sum of this field by (its bounds' largest magnitude)."""
+        if self.bounds is None:
+            raise ValueError(f"field '{self.name}' declares no bounds")
+        return max(abs(self.bounds[0]), abs(self.bounds[1]))
 
     @classmethod
     def build(cls, name: str, type: str, level: str, key: str | None = None,
-              description: str = "", where: str = "field") -> FieldDecl:
+              description: str = "", where: str = "field", bounds: tuple[int, int] | None = None) -> FieldDecl:
         """Build from plain strings, with errors that name the field."""
         if not _FIELD_NAME.match(name):
             raise InvalidInput(f"{where}: field name {name!r} must be a letter or '_' then letters, digits or '_' (max 63)")
@@ -55,7 +67,15 @@ class FieldDecl:
         kind = _enum(IdKind, key, f"{where} '{name}' key kind") if key else None
         if not level:
             raise InvalidInput(f"{where} '{name}': missing classification level")
-        return cls(name, ftype, level, kind, description)  # type: ignore[arg-type]
+        if bounds is not None:
+            low, high = bounds
+            if ftype is not FieldType.INT or kind is not None:
+                raise InvalidInput(f"{where} '{name}': only an integer field that is not a key may declare bounds "
+                                   "(min, max)")
+            if not (-VALUE_LIMIT <= low <= high <= VALUE_LIMIT):
+                raise InvalidInput(f"{where} '{name}': bounds need min <= max, both within ±{VALUE_LIMIT:,} "
+                                   f"(got {low:,}..{high:,})")
+        return cls(name, ftype, level, kind, description, bounds)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

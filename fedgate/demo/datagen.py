@@ -98,9 +98,9 @@ def _declare(source: str, description: str, columns: str) -> DemoDataset:
 DEPARTMENTS: tuple[DemoDepartment, ...] = (
     DemoDepartment("hrss", "人力资源和社会保障局", (
         _declare("csv data/hrss/subsidies.csv", "稳岗补贴发放记录 (job-stabilisation subsidy payments)",
-                 "uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3 claimed_insured:int:L3 paid_on:date:L2"),
+                 "uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3:0..50000000 claimed_insured:int:L3:0..30000 paid_on:date:L2"),
         _declare("csv data/hrss/pensions.csv", "养老金发放名册 (pension payments)",
-                 "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 last_paid_on:date:L2"))),
+                 "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3:0..600000 last_paid_on:date:L2"))),
     DemoDepartment("samr", "市场监督管理局", (
         _declare("sqlite data/samr/registry.db companies", "市场主体登记信息 (company registry)",
                  "uscc:string:L2:uscc name:string:L1 status:string:L1 legal_rep_id:string:L4:resident_id "
@@ -108,12 +108,12 @@ DEPARTMENTS: tuple[DemoDepartment, ...] = (
     DemoDepartment("tax", "税务局", (
         _declare("sqlite data/tax/tax.db insured_employees",
                  "社会保险费征缴参保人数 (insured employees per company and quarter)",
-                 "uscc:string:L3:uscc insured_employees:int:L3 period:string:L2"),)),
+                 "uscc:string:L3:uscc insured_employees:int:L3:0..20000 period:string:L2"),)),
     DemoDepartment("civil", "民政局", (
         _declare("csv data/civil/deaths.csv", "死亡登记 (death records)",
                  "resident_id:string:L4:resident_id name:string:L3 died_on:date:L3"),
         _declare("csv data/civil/allowances.csv", "最低生活保障对象 (minimum-allowance recipients)",
-                 "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 district:string:L2"))),
+                 "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3:0..135000 district:string:L2"))),
     DemoDepartment("vehicle", "公安交通管理局", (
         _declare("sqlite data/vehicle/vehicles.db vehicles", "机动车登记信息 (vehicle registry)",
                  "owner_id:string:L4:resident_id plate:string:L3 model:string:L2 registered_on:date:L2"),)),

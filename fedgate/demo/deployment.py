@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,11 +42,24 @@ class FieldSpec:
     type: str  # "string" | "int" | "date"
     level: str  # "L1".."L4"
     key: str | None = None  # "resident_id" | "uscc" | "plain" | None
+    bounds: tuple[int, int] | None = None  # an int field's declared min and max (noisy sums clamp to it)
+
+
+_BOUNDS = re.compile(r"(-?[0-9]+)\.\.(-?[0-9]+)")
+
+
+def _field(text: str) -> FieldSpec:
+    name, type_, level, *rest = text.split(":")
+    extra = rest[0] if rest else ""
+    bounds = _BOUNDS.fullmatch(extra)
+    if bounds:
+        return FieldSpec(name, type_, level, None, (int(bounds[1]), int(bounds[2])))
+    return FieldSpec(name, type_, level, extra or None)
 
 
 def fields(text: str) -> tuple[FieldSpec, ...]:
-    """Fields from one line: "name:type:level[:key]" each, separated by spaces, in column order."""
-    return tuple(FieldSpec(*f.split(":")) for f in text.split())
+    """Fields from one line: "name:type:level[:key | :min..max]" each, separated by spaces, in column order."""
+    return tuple(_field(f) for f in text.split())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +152,8 @@ def datasets_toml(datasets: Sequence[DatasetSpec]) -> str:
                                             "source": ds.source})]
         for f in ds.fields:
             out += ["", "[[datasets.fields]]",
-                    *_keys({"name": f.name, "type": f.type, "level": f.level, "key": f.key})]
+                    *_keys({"name": f.name, "type": f.type, "level": f.level, "key": f.key,
+                            "min": f.bounds[0] if f.bounds else None, "max": f.bounds[1] if f.bounds else None})]
     return "\n".join(out) + "\n" if out else ""
 
 

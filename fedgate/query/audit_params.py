@@ -6,13 +6,17 @@ adapter re-checks its request against the entry the ticket proves. Both sides
 go through this module, so no key format exists twice. The flat key formats
 are those officers' logs already hold, e.g.::
 
-    params_version              "2" (entries logged before the schema have none: version 1)
+    params_version              "3" (entries logged before the schema have none: version 1)
     key.{side}.{dataset}        the key field a match side matches on
     filter.[{side}.]{dataset}   the filter with its values blanked
     filter_digest.[{side}.]{dataset}   SHA-256(nonce || exact filter)
     sealed_filter.[{side}.]{dataset}   version 2, when the gateway has the officers' key: the exact filter and
                                 the digest's nonce, sealed to the security officers (base64 sealed box)
     values.{side}.{dataset}     the integer fields a sum or comparison encrypts (comma-separated)
+    bounds.{side}.{dataset}     version 3, a noisy sum: each value field's declared range, "field:min:max"
+                                (comma-separated), which the department clamps to and calibrates its noise by
+    noise_epsilon_micro         version 3, a noisy answer: the ε (micro-ε) each noisy number of it gets; a
+                                sum's department draws its totals' noise with it
     form.{dataset}.{field}      plaintext | masked: how a disclosed field leaves
     level.{dataset}.{field}     the field's level as the gateway holds it
     mode, min_set_size, limit, limit_requested, min_aggregate, max_match_rows,
@@ -23,7 +27,8 @@ can be the same dataset) and absent in a count or disclosure; ``{dataset}`` is
 the qualified ``department.dataset``. Names never contain dots, so a key splits
 unambiguously.
 
-Version 2 only adds ``sealed_filter``; version-1 entries decode as before.
+Version 2 adds ``sealed_filter``, version 3 ``bounds`` and ``noise_epsilon_micro``;
+older entries decode as before.
 Adapters re-check the redacted form and the digest, never the sealed text (they
 cannot open it); ``open_filter`` is the officers' side.
 """
@@ -43,8 +48,8 @@ from fedgate.core.errors import VerificationError
 from fedgate.core.officer_seal import OpenKey, SealKey
 from fedgate.crypto.ticket import TicketRefused
 
-PARAMS_VERSION = 2
-READABLE_VERSIONS = ("1", "2")
+PARAMS_VERSION = 3
+READABLE_VERSIONS = ("1", "2", "3")
 VERSION_KEY = "params_version"
 SIDES = ("left", "right")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -117,6 +122,8 @@ class SideParams:
     key_field: str = ""
     filter: LoggedFilter | None = None
     value_fields: tuple[str, ...] = ()
+    # A noisy sum: each value field's declared (min, max), by field name.
+    bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class FieldRef(NamedTuple):
@@ -146,6 +153,7 @@ class QueryParams:
     paillier_key_sha256: str = ""
     paillier_key_bits: int | None = None
     weights: tuple[int, int] | None = None
+    noise_epsilon_micro: int | None = None
     version: int = PARAMS_VERSION
 
     def side(self, dataset: str, role: str = "") -> SideParams:
@@ -173,6 +181,9 @@ class QueryParams:
                     out[f"sealed_filter.{ref.suffix}"] = side.filter.sealed
             if side.value_fields:
                 out[f"values.{ref.suffix}"] = ",".join(side.value_fields)
+            if side.bounds:
+                out[f"bounds.{ref.suffix}"] = ",".join(f"{name}:{low}:{high}"
+                                                       for name, (low, high) in side.bounds.items())
         for fref, form in self.forms.items():
             out[f"form.{fref.dataset}.{fref.field}"] = form.form
             out[f"level.{fref.dataset}.{fref.field}"] = form.level
@@ -186,6 +197,8 @@ class QueryParams:
             out["paillier_key_sha256"] = self.paillier_key_sha256
         if self.weights is not None:
             out["weights"] = f"{self.weights[0]},{self.weights[1]}"
+        if self.noise_epsilon_micro is not None:
+            out["noise_epsilon_micro"] = str(self.noise_epsilon_micro)
         return out
 
 
@@ -196,18 +209,21 @@ def decode(params: Mapping[str, str]) -> QueryParams:
         raise TicketRefused(f"the audit entry's parameters are version {version[:16]!r}; this adapter reads "
                             f"versions {' and '.join(READABLE_VERSIONS)}: upgrade it to the gateway's release")
     out = QueryParams(version=int(version))
-    heads = ("key", "values", "filter", "filter_digest") + (("sealed_filter",) if out.version >= 2 else ())
+    heads = (("key", "values", "filter", "filter_digest") + (("sealed_filter",) if out.version >= 2 else ())
+             + (("bounds",) if out.version >= 3 else ()))
     filters: dict[SideRef, dict[str, str]] = {}
     for key, value in params.items():
         if key == VERSION_KEY:
             continue
         head, _, rest = key.partition(".")
         if head in heads:
-            ref = _side_ref(key, rest, sided=head in ("key", "values"))
+            ref = _side_ref(key, rest, sided=head in ("key", "values", "bounds"))
             if head == "key":
                 out.side(*ref).key_field = value
             elif head == "values":
                 out.side(*ref).value_fields = tuple(value.split(","))
+            elif head == "bounds":
+                out.side(*ref).bounds = _bounds(key, value)
             else:
                 filters.setdefault(ref, {})[head] = value
         elif head in ("form", "level"):
@@ -223,6 +239,8 @@ def decode(params: Mapping[str, str]) -> QueryParams:
         elif key == "weights":
             left, _, right = value.partition(",")
             out.weights = (_integer(key, left), _integer(key, right))
+        elif key == "noise_epsilon_micro" and out.version >= 3:
+            out.noise_epsilon_micro = _integer(key, value)
         else:
             raise TicketRefused(f"the audit entry holds an unknown parameter '{key[:80]}' "
                                 f"(params_version {out.version})")
@@ -250,6 +268,16 @@ def _field_ref(key: str, rest: str) -> FieldRef:
     if len(parts) != 3 or not all(parts):
         raise TicketRefused(f"the audit entry holds a malformed parameter key '{key[:80]}'")
     return FieldRef(f"{parts[0]}.{parts[1]}", parts[2])
+
+
+def _bounds(key: str, value: str) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for item in value.split(","):
+        parts = item.split(":")
+        if len(parts) != 3 or not parts[0]:
+            raise TicketRefused(f"the audit entry's parameter '{key[:80]}' is not field:min:max")
+        out[parts[0]] = (_integer(key, parts[1]), _integer(key, parts[2]))
+    return out
 
 
 def _integer(key: str, value: str) -> int:

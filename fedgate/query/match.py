@@ -44,6 +44,7 @@ from fedgate.core.datasets import FieldGrant
 from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
 from fedgate.core.matching_keys import MatchingKey
 from fedgate.query.ciphertexts import CipherColumns
+from fedgate.query.noise import noisy_count
 from fedgate.query.protocols import MatchProtocol
 from fedgate.query.sizes import Sizes, SizeCheck, Suppressed
 
@@ -116,6 +117,9 @@ class MatchPlan:
     peer_key: MatchingKey | None = None
     homomorphic: Homomorphic | None = None
     comparison: Comparison | None = None
+    # > 0: a noisy answer (levels.toml dp); the ε each noisy number of it gets: the cardinality, drawn here,
+    # and for a sum each total, whose noise the value department encrypts and sends with its own_done.
+    epsilon: float = 0.0
 
     def side(self, side: Side) -> SidePlan:
         return self.left if side == "left" else self.right
@@ -151,6 +155,14 @@ class MatchOutcome:
     # Match, sum: the matched rows were fewer than this (min_aggregate): no totals or rows, and the caller
     # learns only "fewer than k" (0 when the aggregate was answered).
     fewer_than: int = 0
+    # A noisy answer: the ε each noisy number got, and the cardinality the caller gets (the exact one stays
+    # in `intersection`, for the log).
+    epsilon: float = 0.0
+    noisy_cardinality: int | None = None
+    # A noisy sum: each total's sensitivity (the most one row adds), for the caller's error bounds.
+    total_sensitivity: list[int] = field(default_factory=list)
+    # A noisy sum: Enc(noise) for each value field's total, from the value department.
+    total_noise: list[bytes] = field(default_factory=list)
 
 
 # --- events: what a department sent (the pump converts each message), or what the pump did ---
@@ -183,6 +195,7 @@ class OwnDone:
     kind: ClassVar[str] = "own_done"
     side: Side
     stats: SideStats
+    total_noise: bytes = b""  # a noisy sum's value side: Enc(noise) per value field
 
 
 @dataclass(frozen=True)
@@ -293,10 +306,12 @@ class Intersect:
 
 @dataclass(frozen=True, eq=False)
 class ComputeTotals:
-    """Multiply the matched rows' ciphertexts per column in the pool; feed back ``TotalsComputed``."""
+    """Multiply the matched rows' ciphertexts per column in the pool, and each column's noise ciphertext if
+    the sum is noisy; feed back ``TotalsComputed``."""
 
     values: CipherColumns
     positions: npt.NDArray[np.int64]
+    noise: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -418,6 +433,7 @@ class MatchMachine:
         self._started = False
         # What follows the end of both streams besides Finished: a non-disclosing comparison's results.
         self._after_close: list[Command] = []
+        outcome.epsilon = plan.epsilon
         if plan.homomorphic is not None:
             for side in SIDES:
                 side_plan = plan.side(side)
@@ -548,6 +564,7 @@ class MatchMachine:
         if isinstance(event, OwnDone) and not stream.own_done:
             if side in self.outcome.values:
                 self.outcome.values[side].check_complete(event.stats.tokens)
+            self._take_noise(side, event.total_noise)
             setattr(self.outcome, side, event.stats)
             stream.own_done = True
             relayed: list[Command] = [Send(other(side), PeerDone(event.stats))] if relays else []
@@ -579,10 +596,15 @@ class MatchMachine:
             # Nothing follows a suppressed aggregate: no totals, no rows; both sides end as after an empty match.
             outcome.fewer_than = suppressed.below
             return self._close()
+        if plan.epsilon > 0:
+            # Drawn here, after the sizes were checked on the exact number: the gateway holds that anyway.
+            outcome.noisy_cardinality = noisy_count(result.cardinality, plan.epsilon)
         if is_sum:
             self._state = MatchState.TOTALS
-            return [Progress("aggregate", "", result.cardinality),
-                    ComputeTotals(outcome.values["left"], result.left_positions)]
+            # Progress reaches the supervisor: a noisy answer's exact cardinality must not.
+            shown = result.cardinality if outcome.noisy_cardinality is None else outcome.noisy_cardinality
+            return [Progress("aggregate", "", shown),
+                    ComputeTotals(outcome.values["left"], result.left_positions, tuple(outcome.total_noise))]
         if plan.comparison is not None:
             pairs = len(result.pair_left)
             out: list[Command] = [
@@ -633,6 +655,24 @@ class MatchMachine:
     def _finished(self, side: Side) -> bool:
         stream = self._streams[side]
         return stream.own_done and (stream.reblind_done or not self.plan.protocol.relays)
+
+    @property
+    def _noisy_sum(self) -> bool:
+        return self.plan.homomorphic is not None and not self._pairs and self.plan.epsilon > 0
+
+    def _take_noise(self, side: Side, data: bytes) -> None:
+        """A noisy sum's value side must send one noise ciphertext per value field; no other side sends any."""
+        department = self.plan.side(side).department
+        if not (self._noisy_sum and side in self.outcome.values):
+            if data:
+                raise RemoteProtocolError(f"department '{department}' sent noise for an answer that takes none")
+            return
+        columns = self.outcome.values[side]
+        if len(data) != columns.columns * columns.width:
+            # The gateway never computes a noisy sum's total without its department's noise.
+            raise RemoteProtocolError(f"department '{department}' sent no noise (or noise of the wrong size) for "
+                                      "a noisy sum: upgrade its adapter")
+        self.outcome.total_noise = [data[i:i + columns.width] for i in range(0, len(data), columns.width)]
 
     def _add_tokens(self, side: Side, data: bytes) -> None:
         try:

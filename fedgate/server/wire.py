@@ -15,7 +15,8 @@ def dataset_from_proto(msg: common_pb2.DatasetSpec, department: str | None = Non
     dept = msg.department or department or ""
     where = f"dataset '{dept}.{msg.name}'"
     fields = tuple(
-        FieldDecl.build(f.name, f.type, f.level, f.key_kind or None, f.description, where=where)
+        FieldDecl.build(f.name, f.type, f.level, f.key_kind or None, f.description, where=where,
+                        bounds=(f.min, f.max) if f.bounded else None)
         for f in msg.fields
     )
     return DatasetDecl(dept, msg.name, fields, msg.description, msg.row_count)
@@ -29,7 +30,9 @@ def dataset_to_proto(decl: DatasetDecl) -> common_pb2.DatasetSpec:
         row_count=decl.row_count,
         fields=[
             common_pb2.FieldSpec(name=f.name, type=f.type.value, level=f.level,
-                                 key_kind=f.key.value if f.key else "", description=f.description)
+                                 key_kind=f.key.value if f.key else "", description=f.description,
+                                 bounded=f.bounds is not None, min=f.bounds[0] if f.bounds else 0,
+                                 max=f.bounds[1] if f.bounds else 0)
             for f in decl.fields
         ],
     )

@@ -77,8 +77,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         cardinality, distinct = _matched(outcome)
         assert outcome.left and outcome.right
         yield query_pb2.MatchEvent(result=query_pb2.MatchResult(
-            left=_stats(request.left.dataset, outcome.left), right=_stats(request.right.dataset, outcome.right),
+            left=_stats(request.left.dataset, outcome.left, outcome.epsilon),
+            right=_stats(request.right.dataset, outcome.right, outcome.epsilon),
             cardinality=cardinality, distinct_matches=distinct, fewer_than=outcome.fewer_than,
+            epsilon=outcome.epsilon,
             fields=[query_pb2.DisclosedField(name=g.name, level=g.level, form=g.form) for g in outcome.grants],
             rows=[common_pb2.DisclosedRow(values=v, null=n) for v, n in outcome.rows],
             audit_index=outcome.audit_index, row_limit=_row_limit(outcome.row_limit)))
@@ -97,12 +99,15 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             yield query_pb2.SumEvent(progress=_progress(event))
         cardinality, distinct = _matched(outcome)
         assert outcome.left and outcome.right
+        sensitivity = outcome.total_sensitivity or [0] * len(request.value_fields)
         yield query_pb2.SumEvent(result=query_pb2.SumResult(
-            values=_stats(request.values.dataset, outcome.left), other=_stats(request.other.dataset, outcome.right),
+            values=_stats(request.values.dataset, outcome.left, outcome.epsilon),
+            other=_stats(request.other.dataset, outcome.right, outcome.epsilon),
             cardinality=cardinality, distinct_matches=distinct, fewer_than=outcome.fewer_than,
-            totals=[query_pb2.EncryptedTotal(field=f, ciphertext=c)
-                    for f, c in zip(request.value_fields, outcome.totals, strict=True)] if outcome.totals else [],
-            audit_index=outcome.audit_index))
+            totals=[query_pb2.EncryptedTotal(field=f, ciphertext=c, sensitivity=s)
+                    for f, c, s in zip(request.value_fields, outcome.totals, sensitivity, strict=True)]
+            if outcome.totals else [],
+            audit_index=outcome.audit_index, epsilon=outcome.epsilon))
 
     async def Compare(self, request_iterator: AsyncIterator[query_pb2.CompareIn],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[query_pb2.CompareEvent]:
@@ -152,7 +157,11 @@ def _matched(outcome: MatchOutcome) -> tuple[int, int]:
     aggregate was suppressed (the answer is then only "fewer than k", the same for 0 matches as for k-1)."""
     result = outcome.intersection
     assert result is not None
-    return (0, 0) if outcome.fewer_than else (result.cardinality, result.distinct_matches)
+    if outcome.fewer_than:
+        return 0, 0
+    if outcome.noisy_cardinality is not None:
+        return outcome.noisy_cardinality, 0  # distinct matches would be a second, exact count
+    return result.cardinality, result.distinct_matches
 
 
 def _side(msg: query_pb2.MatchSide) -> MatchSideQuery:
@@ -170,7 +179,10 @@ def _progress(event: Any) -> query_pb2.MatchProgress:
     return query_pb2.MatchProgress(phase=event.phase, department=event.department, tokens=event.tokens)
 
 
-def _stats(dataset: str, stats: SideStats) -> query_pb2.MatchSideStats:
+def _stats(dataset: str, stats: SideStats, epsilon: float = 0.0) -> query_pb2.MatchSideStats:
+    if epsilon > 0:
+        # Each side's numbers are exact counts of its (filtered) set: a noisy answer withholds them.
+        return query_pb2.MatchSideStats(dataset=dataset)
     return query_pb2.MatchSideStats(dataset=dataset, rows=stats.rows,
                                     invalid_identifiers=stats.invalid_identifiers, tokens=stats.tokens,
                                     missing_values=stats.missing_values)

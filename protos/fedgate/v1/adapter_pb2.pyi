@@ -156,18 +156,20 @@ class TokenData(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class SideDone(_message.Message):
-    __slots__ = ("rows", "invalid_identifiers", "tokens", "missing_values", "total_rows")
+    __slots__ = ("rows", "invalid_identifiers", "tokens", "missing_values", "total_rows", "total_noise")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     INVALID_IDENTIFIERS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     MISSING_VALUES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_NOISE_FIELD_NUMBER: _ClassVar[int]
     rows: int
     invalid_identifiers: int
     tokens: int
     missing_values: int
     total_rows: int
-    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ..., total_rows: _Optional[int] = ...) -> None: ...
+    total_noise: bytes
+    def __init__(self, rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ..., total_rows: _Optional[int] = ..., total_noise: _Optional[bytes] = ...) -> None: ...
 
 class CipherData(_message.Message):
     __slots__ = ("data", "rows")

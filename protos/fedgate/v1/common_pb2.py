@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64gate/v1/common.proto\x12\nfedgate.v1\"]\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\x12\x10\n\x08key_kind\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"~\n\x0b\x44\x61tasetSpec\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12%\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x15.fedgate.v1.FieldSpec\x12\x11\n\trow_count\x18\x05 \x01(\x03\",\n\x0c\x44isclosedRow\x12\x0e\n\x06values\x18\x01 \x03(\t\x12\x0c\n\x04null\x18\x02 \x03(\x08\"M\n\x0bMatchingKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64gate/v1/common.proto\x12\nfedgate.v1\"\x88\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\x12\x10\n\x08key_kind\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x62ounded\x18\x06 \x01(\x08\x12\x0b\n\x03min\x18\x07 \x01(\x03\x12\x0b\n\x03max\x18\x08 \x01(\x03\"~\n\x0b\x44\x61tasetSpec\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12%\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x15.fedgate.v1.FieldSpec\x12\x11\n\trow_count\x18\x05 \x01(\x03\",\n\x0c\x44isclosedRow\x12\x0e\n\x06values\x18\x01 \x03(\t\x12\x0c\n\x04null\x18\x02 \x03(\x08\"M\n\x0bMatchingKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDSPEC']._serialized_start=39
-  _globals['_FIELDSPEC']._serialized_end=132
-  _globals['_DATASETSPEC']._serialized_start=134
-  _globals['_DATASETSPEC']._serialized_end=260
-  _globals['_DISCLOSEDROW']._serialized_start=262
-  _globals['_DISCLOSEDROW']._serialized_end=306
-  _globals['_MATCHINGKEY']._serialized_start=308
-  _globals['_MATCHINGKEY']._serialized_end=385
+  _globals['_FIELDSPEC']._serialized_start=40
+  _globals['_FIELDSPEC']._serialized_end=176
+  _globals['_DATASETSPEC']._serialized_start=178
+  _globals['_DATASETSPEC']._serialized_end=304
+  _globals['_DISCLOSEDROW']._serialized_start=306
+  _globals['_DISCLOSEDROW']._serialized_end=350
+  _globals['_MATCHINGKEY']._serialized_start=352
+  _globals['_MATCHINGKEY']._serialized_end=429
 # @@protoc_insertion_point(module_scope)

@@ -7,18 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FieldSpec(_message.Message):
-    __slots__ = ("name", "type", "level", "key_kind", "description")
+    __slots__ = ("name", "type", "level", "key_kind", "description", "bounded", "min", "max")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     KEY_KIND_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BOUNDED_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     level: str
     key_kind: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., level: _Optional[str] = ..., key_kind: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    bounded: bool
+    min: int
+    max: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., level: _Optional[str] = ..., key_kind: _Optional[str] = ..., description: _Optional[str] = ..., bounded: _Optional[bool] = ..., min: _Optional[int] = ..., max: _Optional[int] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
     __slots__ = ("department", "name", "description", "fields", "row_count")

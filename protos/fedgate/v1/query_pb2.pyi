@@ -138,7 +138,7 @@ class MatchSideStats(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., rows: _Optional[int] = ..., invalid_identifiers: _Optional[int] = ..., tokens: _Optional[int] = ..., missing_values: _Optional[int] = ...) -> None: ...
 
 class MatchResult(_message.Message):
-    __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index", "row_limit", "fewer_than")
+    __slots__ = ("left", "right", "cardinality", "distinct_matches", "fields", "rows", "audit_index", "row_limit", "fewer_than", "epsilon")
     LEFT_FIELD_NUMBER: _ClassVar[int]
     RIGHT_FIELD_NUMBER: _ClassVar[int]
     CARDINALITY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,7 @@ class MatchResult(_message.Message):
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     ROW_LIMIT_FIELD_NUMBER: _ClassVar[int]
     FEWER_THAN_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     left: MatchSideStats
     right: MatchSideStats
     cardinality: int
@@ -157,7 +158,8 @@ class MatchResult(_message.Message):
     audit_index: int
     row_limit: RowLimit
     fewer_than: int
-    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., audit_index: _Optional[int] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ..., fewer_than: _Optional[int] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, left: _Optional[_Union[MatchSideStats, _Mapping]] = ..., right: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., fields: _Optional[_Iterable[_Union[DisclosedField, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., audit_index: _Optional[int] = ..., row_limit: _Optional[_Union[RowLimit, _Mapping]] = ..., fewer_than: _Optional[int] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class MatchEvent(_message.Message):
     __slots__ = ("progress", "result")
@@ -190,15 +192,17 @@ class SumRequest(_message.Message):
     def __init__(self, values: _Optional[_Union[MatchSide, _Mapping]] = ..., value_fields: _Optional[_Iterable[str]] = ..., other: _Optional[_Union[MatchSide, _Mapping]] = ..., mode: _Optional[str] = ..., paillier_key: _Optional[bytes] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ...) -> None: ...
 
 class EncryptedTotal(_message.Message):
-    __slots__ = ("field", "ciphertext")
+    __slots__ = ("field", "ciphertext", "sensitivity")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
     field: str
     ciphertext: bytes
-    def __init__(self, field: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    sensitivity: int
+    def __init__(self, field: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., sensitivity: _Optional[int] = ...) -> None: ...
 
 class SumResult(_message.Message):
-    __slots__ = ("values", "other", "cardinality", "distinct_matches", "totals", "audit_index", "fewer_than")
+    __slots__ = ("values", "other", "cardinality", "distinct_matches", "totals", "audit_index", "fewer_than", "epsilon")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     OTHER_FIELD_NUMBER: _ClassVar[int]
     CARDINALITY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +210,7 @@ class SumResult(_message.Message):
     TOTALS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     FEWER_THAN_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     values: MatchSideStats
     other: MatchSideStats
     cardinality: int
@@ -213,7 +218,8 @@ class SumResult(_message.Message):
     totals: _containers.RepeatedCompositeFieldContainer[EncryptedTotal]
     audit_index: int
     fewer_than: int
-    def __init__(self, values: _Optional[_Union[MatchSideStats, _Mapping]] = ..., other: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., totals: _Optional[_Iterable[_Union[EncryptedTotal, _Mapping]]] = ..., audit_index: _Optional[int] = ..., fewer_than: _Optional[int] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, values: _Optional[_Union[MatchSideStats, _Mapping]] = ..., other: _Optional[_Union[MatchSideStats, _Mapping]] = ..., cardinality: _Optional[int] = ..., distinct_matches: _Optional[int] = ..., totals: _Optional[_Iterable[_Union[EncryptedTotal, _Mapping]]] = ..., audit_index: _Optional[int] = ..., fewer_than: _Optional[int] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class SumEvent(_message.Message):
     __slots__ = ("progress", "result")

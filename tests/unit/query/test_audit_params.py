@@ -66,20 +66,36 @@ def _compare() -> QueryParams:
     return p
 
 
-KINDS = {"count": _count, "disclose": _disclose, "match": _match, "sum": _sum, "compare": _compare}
+def _noisy_sum() -> QueryParams:
+    p = _sum()
+    p.side("hrss.subsidies", "left").bounds = {"amount_fen": (0, 50_000_000), "employees": (-5, 20_000)}
+    p.noise_epsilon_micro = 125_000
+    return p
+
+
+KINDS = {"count": _count, "disclose": _disclose, "match": _match, "sum": _sum, "compare": _compare,
+         "noisy-sum": _noisy_sum}
+
+
+def test_a_noisy_sums_bounds_and_epsilon_are_logged_in_version_3_only() -> None:
+    encoded = _noisy_sum().encode()
+    assert encoded["bounds.left.hrss.subsidies"] == "amount_fen:0:50000000,employees:-5:20000"
+    assert encoded["noise_epsilon_micro"] == "125000"
+    with pytest.raises(TicketRefused, match="unknown parameter 'bounds.left.hrss.subsidies'"):
+        decode({**encoded, "params_version": "2"})
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_query_kind_round_trips(kind: str) -> None:
     params = KINDS[kind]()
     encoded = params.encode()
-    assert encoded["params_version"] == "2"
+    assert encoded["params_version"] == "3"
     assert decode(encoded) == params
 
 
 def test_key_formats_are_the_ones_officers_logs_hold() -> None:
     encoded = _disclose().encode()
-    assert encoded == {"params_version": "2", "filter.hrss.pensions": "district = ?",
+    assert encoded == {"params_version": "3", "filter.hrss.pensions": "district = ?",
                        "filter_digest.hrss.pensions": DIGEST, "form.hrss.pensions.name": "masked",
                        "level.hrss.pensions.name": "L3", "form.hrss.pensions.district": "plaintext",
                        "level.hrss.pensions.district": "L2", "min_set_size": "100", "limit": "3",
@@ -116,7 +132,7 @@ def test_an_entry_logged_before_the_schema_decodes_as_version_1() -> None:
 
 
 @pytest.mark.parametrize("params, words", [
-    ({"params_version": "3"}, "version '3'"),
+    ({"params_version": "4"}, "version '4'"),
     ({"params_version": "1", "colour": "red"}, "unknown parameter 'colour'"),
     ({"key.hrss.pensions": "uscc"}, "malformed parameter key"),     # a key needs its side
     ({"form.hrss.pensions": "masked"}, "malformed parameter key"),  # and a form its field
