@@ -81,7 +81,7 @@ SUBSIDIES_CSV = "uscc,company_name,amount_fen\n" + "".join(
 
 SUBSIDIES_DECL = DeclText(lambda path: DatasetSpec(
     "subsidies", "稳岗补贴", {"kind": "csv", "path": str(path)},
-    fields("uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3")))
+    fields("uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3:0..50000")))
 
 # `where` is the source's location as TOML: 'path = "…"' (sqlite) or 'url = "…"' (sql).
 COMPANIES_DECL = DeclText(lambda kind, where: DatasetSpec(

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import support
 from deployment import Deployment, deployed
-from fedgate.client.gateway import GatewayClient, NoisyCount
+from fedgate.client.gateway import GatewayClient, MatchResult, NoisyCount, Side, SumResult
 from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.classification import default_levels
 from fedgate.core.errors import RemoteCallFailed
 from fedgate.core.identity import Identity, Role
+from fedgate.core.supervisor_keys import SupervisorKey
 from fedgate.gateway.budget import period_of
 from fedgate.server import pki
 from fedgate.server.tls import TlsFiles
@@ -116,3 +117,110 @@ def test_averaging_a_noisy_count_runs_out_of_budget_before_it_pins_the_truth(tmp
         assert {r["agency"] for r in json.loads(own.stdout)} == {"dcb"}
         table = d.fedgate("budget", "show", who=CAROL)
         assert table.returncode == 0 and "hrss.subsidies" in table.stdout and "0.5" in table.stdout, table.stdout
+
+
+# --- sums and match cardinalities (noisy under the same policy) ---
+
+TARGET, KNOWN = 5, (6, 7)           # support.uscc(i) has amount_fen 1000·i in hrss.subsidies
+SUM_BOUND = 50_000                  # amount_fen's declared bounds: 0..50000 (support.SUBSIDIES_DECL)
+
+
+def _leave_out(*companies: int) -> str:
+    return "not uscc in (" + ", ".join(f"'{support.uscc(i)}'" for i in companies) + ")"
+
+
+async def _sum_attack(d: Deployment, who: Identity) -> tuple[list[object], list[str]]:
+    """Past the difference check: the total over every company, then without the target and two companies
+    whose amounts the attacker knows (3 rows apart: k = 3 here), alternately until the budget refuses."""
+    key = SupervisorKey.generate()
+    answers: list[object] = []
+    refusals: list[str] = []
+    async with _client(d, who) as c:
+        for turn in range(8):
+            other = Side("samr.companies", "uscc", "" if turn % 2 == 0 else _leave_out(TARGET, *KNOWN))
+            try:
+                answers.append(await c.intersection_sum(values=Side("hrss.subsidies", "uscc"),
+                                                        value_fields=["amount_fen"], other=other,
+                                                        purpose=WHY[0], case_number=WHY[1], key=key))
+            except RemoteCallFailed as exc:
+                assert exc.code == "RESOURCE_EXHAUSTED", exc
+                refusals.append(exc.details)
+    return answers, refusals
+
+
+def _recovered(answers: list[object]) -> float:
+    """The attacker's estimate of the target's amount: mean(all) − mean(without) − the known amounts."""
+    totals = [a.totals["amount_fen"] for a in answers]  # type: ignore[attr-defined]
+    whole, without = totals[0::2], totals[1::2]
+    return sum(whole) / len(whole) - sum(without) / len(without) - sum(1000 * i for i in KNOWN)
+
+
+def test_differencing_noisy_sums_recovers_nothing_and_the_budget_bounds_the_averaging(tmp_path: Path) -> None:
+    # min_set_size 3: the two sets differ by 3 rows, so the difference check (k = 3) lets the pair through,
+    # and only the noise stands between the attacker and the target's amount.
+    with deployed(tmp_path, safeguards="min_set_size = 3\n", noisy=True) as d:
+        answers, refusals = asyncio.run(_sum_attack(d, ALICE))
+        assert len(answers) == 4 and len(refusals) == 4  # ε 0.25 per answer out of 1.0, on each dataset
+        first = answers[0]
+        assert isinstance(first, SumResult)
+        # Each of the answer's two numbers (cardinality, total) gets half of its ε.
+        assert first.epsilon == L3.epsilon / 2 and first.sensitivity == {"amount_fen": SUM_BOUND}
+        # The sides' own counts would be exact: withheld.
+        assert (first.values.rows, first.other.rows, first.distinct_matches) == (0, 0, 0)
+        truth = 1000 * TARGET
+        recovered = _recovered(answers)
+        # Noise of scale 50000/0.125 = 400,000 fen on each total: the attacker's estimate is not the amount
+        # (equal by chance with probability about 1e-6) and its standard error dwarfs every amount there is.
+        assert recovered != truth
+        assert math.sqrt(2) * SUM_BOUND / first.epsilon > 100 * truth
+        assert first.within("amount_fen") > 20 * SUM_BOUND  # what the supervisor is told about the error
+
+        # The officer's record: the exact cardinality, ε spent on the answer; never the noise.
+        entries = asyncio.run(_sum_entries(d))
+        ok = [dict(e.result_sizes) for e in entries if e.status == "OK"]
+        assert sorted(s["cardinality"] for s in ok) == [11, 11, 14, 14]
+        assert all(s["dp_epsilon_micro"] == 250_000 for s in ok)
+        assert all(dict(e.params)["noise_epsilon_micro"] == "125000" for e in entries if e.status == "OK")
+        assert all(dict(e.params)["bounds.left.hrss.subsidies"] == f"amount_fen:0:{SUM_BOUND}"
+                   for e in entries if e.status == "OK")
+
+
+def test_the_same_sum_attack_on_exact_answers_recovers_the_amount(tmp_path: Path) -> None:
+    """The control: with every aggregate exact, the very same queries give the target's amount away."""
+    with deployed(tmp_path, safeguards="min_set_size = 3\n", noisy=False) as d:
+        answers, refusals = asyncio.run(_sum_attack(d, ALICE))
+    assert len(answers) == 8 and not refusals
+    assert _recovered(answers) == 1000 * TARGET
+
+
+async def _sum_entries(d: Deployment) -> list[AuditEntry]:
+    async with _client(d, support.OFFICER) as officer:
+        return [e.entry for e in await officer.search(action="query.sum", limit=1000)]
+
+
+async def _repeat_match(d: Deployment) -> tuple[list[MatchResult], list[str]]:
+    answers: list[MatchResult] = []
+    refusals: list[str] = []
+    async with _client(d, ALICE) as alice, _client(d, BOB) as bob:
+        for turn in range(8):
+            try:
+                answers.append(await (alice if turn % 2 else bob).match(
+                    left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"),
+                    purpose=WHY[0], case_number=WHY[1]))
+            except RemoteCallFailed as exc:
+                assert exc.code == "RESOURCE_EXHAUSTED", exc
+                refusals.append(exc.details)
+    return answers, refusals
+
+
+def test_averaging_a_noisy_match_cardinality_runs_out_of_budget(tmp_path: Path) -> None:
+    with deployed(tmp_path, safeguards="min_set_size = 3\n", noisy=True) as d:
+        pki.init_dir(d.certs, [BOB])
+        answers, refusals = asyncio.run(_repeat_match(d))
+    assert len(answers) == 4 and len(refusals) == 4  # two colleagues, one agency budget
+    assert all(a.epsilon == L3.epsilon for a in answers)
+    # The exact cardinality is 14; the sides' counts and the distinct matches would each give it away.
+    assert all((a.left.rows, a.right.rows, a.left.tokens, a.right.tokens, a.distinct_matches) == (0, 0, 0, 0, 0)
+               for a in answers)
+    assert any(a.cardinality != 14 for a in answers)  # all four exact by chance: p ≈ 2e-4
+    assert math.sqrt(2) / L3.epsilon / math.sqrt(len(answers)) > 2.5

@@ -32,7 +32,7 @@ def stats(tokens: int, rows: int | None = None) -> m.SideStats:
 
 def make(mode: str = "keyed", *, kind: str = "match", grants: tuple[FieldGrant, ...] = (), limit: int = 100,
          max_tokens: int = 1000, check: Callable[[Sizes], None] | None = None,
-         seen: list[Sizes] | None = None) -> m.MatchMachine:
+         seen: list[Sizes] | None = None, epsilon: float = 0.0) -> m.MatchMachine:
     def check_sizes(sizes: Sizes) -> None:
         if seen is not None:
             seen.append(sizes)
@@ -45,7 +45,7 @@ def make(mode: str = "keyed", *, kind: str = "match", grants: tuple[FieldGrant, 
     homomorphic = None if kind == "match" else m.Homomorphic(f"query.{kind}", b"pk", WIDTH, kind == "compare")
     comparison = m.Comparison(1, 1, 1 << 63, PACKING) if kind == "compare" else None
     plan = m.MatchPlan(left, right, protocols.get(mode), check_sizes, 10, max_tokens, grants, limit, PEER_KEY,
-                       homomorphic, comparison)
+                       homomorphic, comparison, epsilon)
     return m.MatchMachine(plan, m.MatchOutcome())
 
 
@@ -159,6 +159,45 @@ def test_sum_checks_the_aggregate_then_asks_for_totals() -> None:
     assert totals.values is machine.outcome.values["left"] and "right" not in machine.outcome.values
     assert machine.handle(m.TotalsComputed([b"total"])) == [m.EndWriting()]
     assert machine.outcome.totals == [b"total"]
+
+
+def test_a_noisy_sum_takes_its_departments_noise_into_the_totals_and_noises_the_cardinality() -> None:
+    machine = make("keyed", kind="sum", epsilon=0.01)
+    started(machine)
+    machine.handle(m.OwnTokens("left", tok(*range(1, 41))))
+    machine.handle(m.OwnValues("left", b"x" * 40 * WIDTH, 40))
+    machine.handle(m.OwnDone("left", stats(40), b"n" * WIDTH))
+    machine.handle(m.OwnTokens("right", tok(*range(1, 41))))
+    out = feed(machine, m.OwnDone("right", stats(40)))
+    totals = of(out, m.ComputeTotals)[0]
+    assert isinstance(totals, m.ComputeTotals) and totals.noise == (b"n" * WIDTH,)
+    outcome = machine.outcome
+    assert outcome.epsilon == 0.01 and outcome.intersection is not None and outcome.intersection.cardinality == 40
+    # Scale 100: the noisy cardinality equals the exact one with probability about 0.005.
+    assert outcome.noisy_cardinality is not None and outcome.noisy_cardinality >= 0
+    assert of(out, m.Progress)[-1] == m.Progress("aggregate", "", outcome.noisy_cardinality)
+
+
+@pytest.mark.parametrize("noise", [b"", b"n" * (WIDTH + 1)], ids=["none", "wrong-size"])
+def test_a_noisy_sum_without_its_departments_noise_is_refused(noise: bytes) -> None:
+    machine = make("keyed", kind="sum", epsilon=0.5)
+    started(machine)
+    machine.handle(m.OwnTokens("left", tok(1)))
+    machine.handle(m.OwnValues("left", b"x" * WIDTH, 1))
+    with pytest.raises(RemoteProtocolError, match="no noise"):
+        machine.handle(m.OwnDone("left", stats(1), noise))
+    assert machine.state is m.MatchState.ERROR
+
+
+@pytest.mark.parametrize("kind,side", [("sum", "right"), ("sum", "left"), ("match", "left")])
+def test_noise_where_none_is_taken_is_refused(kind: str, side: str) -> None:
+    machine = make("keyed", kind=kind)  # exact
+    started(machine)
+    if side == "left" and kind == "sum":
+        machine.handle(m.OwnTokens("left", tok(1)))
+        machine.handle(m.OwnValues("left", b"x" * WIDTH, 1))
+    with pytest.raises(RemoteProtocolError, match="takes none"):
+        machine.handle(m.OwnDone(side, stats(1 if side == "left" and kind == "sum" else 0), b"n" * WIDTH))
 
 
 def _compare_streamed(grants: tuple[FieldGrant, ...]) -> tuple[m.MatchMachine, list[m.Command]]:
