@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from fedgate.core.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.audit_store import AuditStore
 
 HASHER = RFC6962_SHA256
+# Index ranges of other writers' entries remembered (newest kept); a reader far behind loses the oldest.
+OTHERS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class AuditLog:
         self._tree = tree
         # The largest size seen in the store: other replicas may have appended beyond our own tree.
         self._store_size = tree.size
+        # Ranges of indexes other replicas appended, learnt at each of our appends (the gap it jumped).
+        self._others: deque[range] = deque(maxlen=OTHERS_KEPT)
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -88,12 +93,32 @@ class AuditLog:
                 # wait for it so memory and store agree, then let the cancellation through.
                 await asyncio.wait([write])
                 if not write.cancelled() and write.exception() is None:
-                    self._tree = write.result()[0]
+                    self._advance(write.result()[0])
                 raise
             # Only a committed append moves the in-memory tree forward.
             tree, note = write.result()
-            self._tree = tree
+            self._advance(tree)
         return Appended(tree.size - 1, note)
+
+    def _advance(self, tree: CompactRange) -> None:
+        """Take the tree of our committed append; entries it jumped over are another writer's."""
+        if tree.size - 1 > self._tree.size:
+            self._others.append(range(self._tree.size, tree.size - 1))
+        self._tree = tree
+
+    def appended_by_others(self, start: int, stop: int) -> list[range]:
+        """The indexes within [start, stop) other writers (replicas) appended, oldest first.
+
+        Known up to this log's latest own append: each append learns the gap it jumped. With one
+        writer (SQLite) it is always empty. Beyond OTHERS_KEPT gaps, the oldest are forgotten.
+        """
+        found: list[range] = []
+        for gap in reversed(self._others):
+            if gap.stop <= start:
+                break
+            if gap.start < stop:
+                found.append(range(max(gap.start, start), min(gap.stop, stop)))
+        return found[::-1]
 
     def latest_checkpoint(self) -> str | None:
         return self.store.latest_checkpoint()

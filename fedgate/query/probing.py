@@ -12,8 +12,8 @@ Three detectors (thresholds in `policies/safeguards.toml` `[alerts]`, read as `A
 Windows are kept per agency (the organisation of a supervisor's SPIFFE ID), so several supervisors of
 one agency are counted together as the one adversary they may be; an alert names every subject whose
 entries it counts. An entry counts towards at most one alert per detector and shape, so an alert is not
-repeated for the same entries, and a watch rebuilt from the log (``remember``) knows which entries the
-logged alerts already named.
+repeated for the same entries, and a watch rebuilt from the log (``remember``), or fed another
+replica's entries (``observe``), knows which entries the logged alerts already named.
 """
 
 from __future__ import annotations
@@ -181,7 +181,10 @@ class ProbeWatch:
         self._agencies: OrderedDict[str, _Agency] = OrderedDict()
 
     def observe(self, index: int, entry: AuditEntry) -> list[Alert]:
-        """Take one logged entry (a query outcome counts; others are ignored); the alerts it completes."""
+        """Take one logged entry: the alerts a query outcome completes; a logged alert marks its entries."""
+        if entry.action == ALERT_ACTION:
+            self._mark(entry)
+            return []
         item = self._keep(index, entry)
         if item is None or not self.config.enabled:
             return []
