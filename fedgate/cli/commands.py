@@ -43,6 +43,7 @@ from fedgate.client.render import (
     datasets_table,
     entries_table,
     match_table,
+    noisy_note,
     row_limit_line,
     rows_table,
     sum_table,
@@ -426,14 +427,15 @@ def query_count(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
         below = rows.k if isinstance(rows, FewerThan) else None
         # A noisy count says so, with its ε (null: exact).
         epsilon = rows.epsilon if isinstance(rows, NoisyCount) else None
+        within = rows.within() if isinstance(rows, NoisyCount) else None
         print(json.dumps({"dataset": dataset, "rows": None if below else rows, "fewer_than": below,
-                          "epsilon": epsilon, "audit_index": index}))
+                          "epsilon": epsilon, "within_95": within, "audit_index": index}))
     elif isinstance(rows, FewerThan):
         console.print(f"{dataset}: {rows} rows (fewer than {rows.k}: suppressed by safeguard min_aggregate; "
                       f"audit entry #{index})")
     elif isinstance(rows, NoisyCount):
-        console.print(f"{dataset}: about {int(rows):,} rows (noisy: differential privacy, ε {rows.epsilon:g} "
-                      f"charged to your agency's budget; audit entry #{index})")
+        console.print(f"{dataset}: about {int(rows):,} rows ({noisy_note(rows.epsilon, rows.within())}; "
+                      f"differential privacy, ε charged to your agency's budget; audit entry #{index})")
     else:
         console.print(f"{dataset}: {rows:,} rows (audit entry #{index})")
 
@@ -462,6 +464,11 @@ def query_disclose(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
         table.add_row(*(escape(v) if v is not None else "[dim]—[/]" for v in row))
     console.print(table)
     _print_shortened(result.row_limit, "matching rows")
+
+
+def _noisy_json(epsilon: float, within: int) -> dict[str, float | int]:
+    """A noisy answer's ε and its 95 % error bound, for --json (nothing for an exact one)."""
+    return {"epsilon": epsilon, "within_95": within} if epsilon > 0 else {}
 
 
 def _print_shortened(limit: RowLimit | None, noun: str) -> None:
@@ -500,7 +507,7 @@ def query_match(
     if as_json:
         print(json.dumps({
             "left": vars(result.left), "right": vars(result.right), "cardinality": result.cardinality,
-            "fewer_than": result.fewer_than or None,
+            "fewer_than": result.fewer_than or None, **_noisy_json(result.epsilon, result.within()),
             "distinct_matches": result.distinct_matches, "fields": [vars(f) for f in result.fields],
             "rows": result.rows, "audit_index": result.audit_index, **row_limit_json(result.row_limit)},
             ensure_ascii=False, indent=2))
@@ -569,7 +576,10 @@ def query_sum(
         print(json.dumps({"values": vars(result.values), "other": vars(result.other),
                           "cardinality": result.cardinality, "fewer_than": result.fewer_than or None,
                           "distinct_matches": result.distinct_matches,
-                          "totals": result.totals, "audit_index": result.audit_index},
+                          "totals": result.totals, "audit_index": result.audit_index,
+                          **_noisy_json(result.epsilon, result.within()),
+                          **({"totals_within_95": {f: result.within(f) for f in result.totals}}
+                             if result.epsilon > 0 else {})},
                          ensure_ascii=False, indent=2))
         return
     console.print(sum_table(result))

@@ -52,11 +52,26 @@ def matched(cardinality: int, fewer_than: int) -> str:
     return f"< {fewer_than:,}" if fewer_than else f"{cardinality:,}"
 
 
+def noisy_note(epsilon: float, within: int, unit: str = "") -> str:
+    """How a noisy number was answered: its ε and the error it stays within at 95 %."""
+    return f"noisy, ε {epsilon:g}: within ±{within:,}{unit} of the truth at 95 %"
+
+
 def sum_table(result: SumResult) -> RichTable:
     if result.fewer_than:
         return RichTable(title=f"Intersection-sum suppressed: fewer than {result.fewer_than:,} rows of "
                                f"{result.values.dataset} found in {result.other.dataset} (safeguard min_aggregate: "
                                f"no totals), audit entry #{result.audit_index}")
+    if result.epsilon > 0:
+        table = RichTable("value field", "total (as stored, e.g. fen)", "answered",
+                          title=f"Intersection-sum over about {result.cardinality:,} rows of {result.values.dataset} "
+                                f"({noisy_note(result.epsilon, result.within())}) found in {result.other.dataset}; "
+                                f"decrypted here, audit entry #{result.audit_index}")
+        for name, total in result.totals.items():
+            table.add_row(escape(name), f"about {total:,}",
+                          noisy_note(result.epsilon, result.within(name)) + f" (values clamped to "
+                          f"±{result.sensitivity[name]:,} a row)")
+        return table
     table = RichTable("value field", "total (as stored, e.g. fen)",
                       title=f"Intersection-sum over {result.cardinality:,} rows of {result.values.dataset} "
                             f"({result.distinct_matches:,} distinct keys) found in {result.other.dataset}; "
@@ -86,6 +101,11 @@ def rows_table(fields: list[FieldGrant], rows: list[list[str | None]], title: st
 
 
 def match_table(result: MatchResult) -> RichTable:
+    if result.epsilon > 0 and not result.fewer_than:
+        # The sides' exact counts are withheld from a noisy answer (each would be an exact count itself).
+        return RichTable(title=f"Private match: about {result.cardinality:,} matching left rows of "
+                               f"{result.left.dataset} in {result.right.dataset} "
+                               f"({noisy_note(result.epsilon, result.within())}), audit entry #{result.audit_index}")
     table = RichTable("side", "dataset", "rows after filter", "invalid identifiers", "matched",
                       title=f"Private match: {matched(result.cardinality, result.fewer_than)} matching left rows"
                             + ("" if result.fewer_than else f" ({result.distinct_matches:,} distinct keys)")

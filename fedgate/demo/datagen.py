@@ -98,7 +98,7 @@ def _declare(source: str, description: str, columns: str) -> DemoDataset:
 DEPARTMENTS: tuple[DemoDepartment, ...] = (
     DemoDepartment("hrss", "人力资源和社会保障局", (
         _declare("csv data/hrss/subsidies.csv", "稳岗补贴发放记录 (job-stabilisation subsidy payments)",
-                 "uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3:0..50000000 claimed_insured:int:L3:0..30000 paid_on:date:L2"),
+                 "uscc:string:L3:uscc company_name:string:L2 amount_fen:int:L3:0..2000000 claimed_insured:int:L3:0..30000 paid_on:date:L2"),
         _declare("csv data/hrss/pensions.csv", "养老金发放名册 (pension payments)",
                  "resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3:0..600000 last_paid_on:date:L2"))),
     DemoDepartment("samr", "市场监督管理局", (

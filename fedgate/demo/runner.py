@@ -137,10 +137,10 @@ async def homomorphic_checks(client: GatewayClient, result: DemoResult, truth: d
     got_total = result.closed_total
     result.checks.append((
         "稳岗补贴 → 吊销/注销企业: total amount_fen (intersection-sum)",
-        f"{got_total.totals['amount_fen']:,} over {got_total.cardinality:,} rows"
-        if isinstance(got_total, SumResult) else f"refused: {got_total}",
+        sum_text(got_total) if isinstance(got_total, SumResult) else f"refused: {got_total}",
         f"{closed['amount_fen']:,} over {closed['rows']:,} rows",
-        (got_total.totals["amount_fen"], got_total.cardinality) == (closed["amount_fen"], closed["rows"])
+        agrees(got_total.totals["amount_fen"], closed["amount_fen"], got_total.within("amount_fen", CHECKED))
+        and agrees(got_total.cardinality, closed["rows"], got_total.within(confidence=CHECKED))
         if isinstance(got_total, SumResult) else None))
     mask = default_levels().mask_for("uscc", "string", "L3")
     expected_masks = sorted(mask.apply(u) for u in over["usccs"])  # type: ignore[attr-defined]
@@ -173,9 +173,11 @@ def scenarios_table(rows: list[tuple[Scenario, MatchResult | str, int]]) -> Tabl
         if isinstance(got, str):
             table.add_row(s.title, s.mode, "", "", f"refused: {got}", f"{expected:,}", "")
             continue
-        table.add_row(s.title, s.mode, f"{got.left.rows:,} ({got.left.invalid_identifiers})",
-                      f"{got.right.rows:,}", f"{got.cardinality:,}", f"{expected:,}",
-                      "✓" if got.cardinality == expected else "✗")
+        # A noisy answer withholds the sides' exact counts.
+        sides = (("withheld", "withheld") if got.epsilon > 0 else
+                 (f"{got.left.rows:,} ({got.left.invalid_identifiers})", f"{got.right.rows:,}"))
+        table.add_row(s.title, s.mode, *sides, cardinality_text(got), f"{expected:,}",
+                      "✓" if agrees(got.cardinality, expected, got.within(CHECKED)) else "✗")
     return table
 
 
@@ -187,14 +189,48 @@ def matched_rows_table(s: Scenario, got: MatchResult) -> Table:
     return table
 
 
+# A noisy answer "agrees" with the ground truth when within this confidence's error bound: a miss is a one
+# in a billion chance, not noise; the summary states the 95 % bound (SHOWN).
+CHECKED = 1 - 1e-9
+SHOWN = 0.95
+
+
+def agrees(got: int, truth: int, within: int) -> bool:
+    """Whether an answer is the truth (exact: within 0) or within its noise's error bound."""
+    return abs(got - truth) <= within
+
+
+def noisy_text(value: int, epsilon: float, within: int, unit: str = "") -> str:
+    """A noisy answer as the supervisor got it: its ε and how far from the truth it may be."""
+    return (f"about {value:,}{unit} (noisy, ε {epsilon:g}: within ±{within:,}{unit} of the truth "
+            f"at {SHOWN:.0%})")
+
+
 def count_text(count: int | FewerThan) -> str:
     """A count as the supervisor got it, saying which kind of answer it is: exact, noisy (differential
-    privacy, with its ε: levels.toml dp), or "< k" when a safeguard suppressed it."""
+    privacy, with its ε and error bound: levels.toml dp), or "< k" when a safeguard suppressed it."""
     if isinstance(count, FewerThan):
         return str(count)
     if isinstance(count, NoisyCount):
-        return f"about {count:,} (noisy, ε {count.epsilon:g})"
+        return noisy_text(count, count.epsilon, count.within(SHOWN))
     return f"{count:,} (exact)"
+
+
+def cardinality_text(got: MatchResult) -> str:
+    if got.fewer_than:
+        return f"< {got.fewer_than}"
+    if got.epsilon > 0:
+        return noisy_text(got.cardinality, got.epsilon, got.within(SHOWN))
+    return f"{got.cardinality:,} (exact)"
+
+
+def sum_text(got: SumResult) -> str:
+    if got.fewer_than:
+        return f"fewer than {got.fewer_than} rows: no total"
+    if got.epsilon > 0:
+        return (f"{noisy_text(got.totals['amount_fen'], got.epsilon, got.within('amount_fen', SHOWN), ' fen')} "
+                f"over {noisy_text(got.cardinality, got.epsilon, got.within(confidence=SHOWN), ' rows')}")
+    return f"{got.totals['amount_fen']:,} over {got.cardinality:,} rows (exact)"
 
 
 def counts_table(counts: list[tuple[str, int, int | FewerThan, int]]) -> Table:
@@ -381,7 +417,7 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
         raise unclean
     # A refusal (a safeguard on a small demo) is not a wrong answer; a different answer is.
     wrong = [s.title for s, got, expected in result.scenarios
-             if isinstance(got, MatchResult) and got.cardinality != expected]
+             if isinstance(got, MatchResult) and not agrees(got.cardinality, expected, got.within(CHECKED))]
     wrong += [question for question, _, _, ok in result.checks if ok is False]
     if wrong:
         raise FailedPrecondition(f"answers differ from the generator's ground truth: {'; '.join(wrong)}")
