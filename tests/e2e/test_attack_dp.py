@@ -215,8 +215,18 @@ async def _repeat_match(d: Deployment) -> tuple[list[MatchResult], list[str]]:
 
 def test_averaging_a_noisy_match_cardinality_runs_out_of_budget(tmp_path: Path) -> None:
     with deployed(tmp_path, safeguards="min_set_size = 3\n", noisy=True) as d:
-        pki.init_dir(d.certs, [BOB])
+        pki.init_dir(d.certs, [BOB, CAROL])
         answers, refusals = asyncio.run(_repeat_match(d))
+        # What the CLI tells a supervisor of another agency: the ε and how far the answer may be off.
+        shown = d.fedgate("query", "match", "hrss.subsidies.uscc", "samr.companies.uscc", "--purpose", WHY[0],
+                          "--case", WHY[1], "--json", who=CAROL)
+        assert shown.returncode == 0, shown.stderr
+        got = json.loads(shown.stdout)
+        assert (got["epsilon"], got["within_95"], got["left"]["rows"]) == (L3.epsilon, 12, 0)
+        summed = d.fedgate("query", "sum", "hrss.subsidies.uscc", "samr.companies.uscc", "--field", "amount_fen",
+                           "--purpose", WHY[0], "--case", WHY[1], who=CAROL)
+        assert summed.returncode == 0, summed.stderr
+        assert "noisy, ε 0.125" in summed.stdout and "clamped to ±50,000 a row" in summed.stdout, summed.stdout
     assert len(answers) == 4 and len(refusals) == 4  # two colleagues, one agency budget
     assert all(a.epsilon == L3.epsilon for a in answers)
     # The exact cardinality is 14; the sides' counts and the distinct matches would each give it away.
