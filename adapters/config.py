@@ -60,6 +60,8 @@ key = "uscc"             # only on key fields: resident_id | uscc | plain
 name = "amount_fen"
 type = "int"
 level = "L3"
+min = 0                  # int fields: the range noisy sums clamp values into (both or neither)
+max = 2000000
 """
 
 

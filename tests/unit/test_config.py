@@ -67,6 +67,7 @@ def test_adapter_config_loads_datasets(tmp_path: Path) -> None:
     assert ds.decl.qualified_name == "hrss.subsidies"
     assert ds.source.path == tmp_path / "s.csv"
     assert [f.key for f in ds.decl.fields] == ["uscc", None, None]
+    assert [f.bounds for f in ds.decl.fields] == [None, None, (0, 50_000)]  # declared min and max
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -77,7 +78,11 @@ def test_adapter_config_loads_datasets(tmp_path: Path) -> None:
     (lambda d: d.replace('level = "L2"', 'level = "L2"\nlevle = "L2"'), "unknown key 'datasets[0].fields[1].levle'"),
     (lambda d: d.replace('kind = "csv"', 'kind = "xls"'), "unknown source kind 'xls'"),
     (lambda d: d + d, "dataset 'subsidies' is declared twice"),
-], ids=["unknown-level", "duplicate-field", "no-key", "missing-type", "unknown-key", "bad-source", "dup-dataset"])
+    (lambda d: d.replace("max = 50000\n", ""), "declare both `min` and `max`"),
+    (lambda d: d.replace("max = 50000", "max = -1"), "bounds need min <= max"),
+    (lambda d: d.replace('level = "L2"', 'level = "L2"\nmin = 0\nmax = 1'), "only an integer field"),
+], ids=["unknown-level", "duplicate-field", "no-key", "missing-type", "unknown-key", "bad-source", "dup-dataset",
+        "half-bounds", "bad-bounds", "bounds-on-text"])
 def test_adapter_config_errors(tmp_path: Path, edit, message: str) -> None:
     cfg = _adapter(tmp_path, edit(DECL))
     with pytest.raises(ConfigError) as err:
