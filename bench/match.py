@@ -112,7 +112,8 @@ def policy_dir_for(workdir: Path, size: int) -> Path:
         text = (policies_dir() / "safeguards.toml").read_text(encoding="utf-8")
         text = text.replace(f"max_match_rows = {SHIPPED_MAX_MATCH_ROWS}", f"max_match_rows = {size}")
         assert f"max_match_rows = {size}" in text, "safeguards.toml changed shape"
-    return policy_copy(workdir / "policies", text, BENCH_COMPARISON_RULES)
+    # Exact answers: each run is checked against the truth, and repeats would run out of privacy budget.
+    return policy_copy(workdir / "policies", text, BENCH_COMPARISON_RULES, exact=True)
 
 
 # --------------------------------------------------------------------------- /proc

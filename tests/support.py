@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from fedgate.crypto.ids import make_uscc
 from fedgate.demo import deployment
-from fedgate.demo.deployment import DatasetSpec, DepartmentSpec, GatewaySpec, fields
+from fedgate.demo.deployment import DatasetSpec, DepartmentSpec, GatewaySpec, exact_aggregates, fields
 from fedgate.core.identity import Identity, Role
 from fedgate.server.tls import TlsFiles
 
@@ -41,10 +41,6 @@ def with_test_rules(policy_dir: Path, noisy: bool = False) -> Path:
     return policy_dir
 
 
-def exact_aggregates(policy_dir: Path) -> None:
-    """Answer every aggregate exactly (levels.toml `dp = "exact"` at every level): the tests' policy."""
-    levels = policy_dir / "levels.toml"
-    levels.write_text(levels.read_text(encoding="utf-8").replace('dp = "noisy"', 'dp = "exact"'), encoding="utf-8")
 
 
 def gateway_toml(data_dir: Path, certs: Path) -> str:

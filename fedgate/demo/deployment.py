@@ -166,9 +166,10 @@ def adapter_toml(spec: DepartmentSpec, gateway: str, gateway_log_key: Path) -> s
     return "\n".join([*_keys(top), *_tls(spec.tls)]) + "\n" + datasets_toml(spec.datasets)
 
 
-def policy_copy(target: Path, safeguards: str | None = None, rules: str = "") -> Path:
+def policy_copy(target: Path, safeguards: str | None = None, rules: str = "", exact: bool = False) -> Path:
     """A copy of the shipped policy files in `target`, with `safeguards` as its safeguards.toml (None: the
-    shipped one) and `rules` (Casbin policy lines) appended to its policy.csv."""
+    shipped one) and `rules` (Casbin policy lines) appended to its policy.csv; `exact`: every aggregate
+    answered exactly (for runs that check answers against the truth, or measure the pipeline)."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(policies_dir(), target, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     if safeguards is not None:
@@ -176,7 +177,15 @@ def policy_copy(target: Path, safeguards: str | None = None, rules: str = "") ->
     if rules:
         with (target / "policy.csv").open("a", encoding="utf-8") as f:
             f.write(rules)
+    if exact:
+        exact_aggregates(target)
     return target
+
+
+def exact_aggregates(policy_dir: Path) -> None:
+    """Answer every aggregate exactly: levels.toml `dp = "exact"` at every level."""
+    levels = policy_dir / "levels.toml"
+    levels.write_text(levels.read_text(encoding="utf-8").replace('dp = "noisy"', 'dp = "exact"'), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- processes

@@ -21,7 +21,7 @@ from fedgate.server import pki
 from fedgate.client.gateway import GatewayClient, Side
 from fedgate.demo import deployment as deployment_helper
 from fedgate.demo.datagen import generate
-from fedgate.demo.deployment import GatewaySpec
+from fedgate.demo.deployment import GatewaySpec, policy_copy
 from fedgate.demo.synthetic_ids import make_dataset, people_departments
 from fedgate.core.errors import RemoteCallFailed
 from fedgate.core.identity import Identity
@@ -108,7 +108,9 @@ class Deployment(deployment_helper.Deployment):
         pki.init_dir(self.certs, [Identity.department("hrss"), Identity.department("civil"), support.SUPERVISOR,
                                   support.OFFICER])
         self.data = make_dataset(workdir, rows, 0.5)
-        super().__init__(workdir, GatewaySpec.in_dir(Path("gateway-data"), self.certs),
+        # The tests' policy (exact answers): they check each answer against the truth.
+        policies = support.with_test_rules(policy_copy(workdir / "policies"))
+        super().__init__(workdir, GatewaySpec.in_dir(Path("gateway-data"), self.certs, policy_dir=policies),
                          people_departments(self.certs, 1, [("people", self.data)]))
 
     def start_adapter(self, dept: str) -> None:
