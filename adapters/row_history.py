@@ -17,6 +17,10 @@ chose it: the same set again is a repeat only under the same filter.
 `record_unless_near` is the check and the record
 in one transaction, so two racing queries cannot both pass against a history
 that holds neither.
+
+A self-join's left side checks both sides' sets and then the rows its answer
+covers (`RowSets.self_join`); that matched set is kept with the k it was
+checked at (`bar`), and a later set is near it within the smaller k.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +39,11 @@ from pyroaring import BitMap64
 
 from fedgate.adapters.sources import Source
 from fedgate.core.datasets import DatasetDecl
-from fedgate.core.errors import ConfigError, DisclosureLogFailed, InvalidIdentifier, StoreClosed
+from fedgate.core.errors import ConfigError, DisclosureLogFailed, InvalidIdentifier, InvalidInput, StoreClosed
 from fedgate.core.filters import Filter
 from fedgate.crypto.ids import normaliser
 from fedgate.core.identity import Identity
+from fedgate.query.match_side import JoinSide
 from fedgate.query.safeguards import AnswerRows
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,8 @@ CREATE TABLE IF NOT EXISTS row_sets (
     answered_at REAL NOT NULL, rows INTEGER NOT NULL, filter_tag BLOB NOT NULL, refs BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS row_sets_by_key ON row_sets (agency, dataset, answered_at);
 """
+# Added with self-join checks: a kept matched set's own k (NULL for every other set, and for sets kept before).
+_BAR_COLUMN = "ALTER TABLE row_sets ADD COLUMN bar INTEGER"
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -98,8 +105,8 @@ class RowRefs:
         self.refs = BitMap64()
         self.rows = 0  # counted apart: a 64-bit collision must not change an answer
 
-    def add(self, values: Sequence[object]) -> None:
-        """Add a row, given its basis columns' values."""
+    def add(self, values: Sequence[object]) -> int:
+        """Add a row, given its basis columns' values; its reference."""
         material = self._material(values)
         ref = self._hash(material)
         if ref in self.refs:  # the same value again: the n-th occurrence has a reference of its own
@@ -108,6 +115,7 @@ class RowRefs:
             ref = self._hash(material + b"\x1e" + str(n).encode())
         self.refs.add(ref)
         self.rows += 1
+        return ref
 
     def add_rows(self, rows: Iterable[Sequence[object]]) -> None:
         for row in rows:
@@ -133,6 +141,8 @@ def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" + _SCHEMA)
+    if "bar" not in {row[1] for row in conn.execute("PRAGMA table_info(row_sets)")}:
+        conn.execute(_BAR_COLUMN)
     return conn
 
 
@@ -156,7 +166,10 @@ class RowHistory:
 
     def record_unless_near(self, answer: AnswerRows, k: int, now: float | None = None) -> bool:
         """Record the answer's set unless an earlier one of its agency and dataset differs from it by
-        fewer than k rows (the same set is near unless its filter is the same too); True if recorded. Blocking."""
+        fewer than k rows (the same set is near unless its filter is the same too); True if recorded. Blocking.
+
+        Against a kept matched set (a self-join's, `AnswerRows.matched`, kept with the k it was checked at), the
+        smaller of the two k: each answer was held to its own bar, and their difference is an aggregate like it."""
         refs = answer.refs if isinstance(answer.refs, BitMap64) else BitMap64(answer.refs)  # type: ignore[arg-type]
         now = time.time() if now is None else now
         with self._lock:
@@ -171,7 +184,7 @@ class RowHistory:
                     if same is not None:  # a repeat: its set stays in the window, without a second copy
                         conn.execute("UPDATE row_sets SET answered_at = ? WHERE id = ?", (now, same))
                     elif not near:
-                        self._insert(conn, answer, refs, tag, now)
+                        self._insert(conn, answer, refs, tag, now, k if answer.matched else None)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -190,21 +203,23 @@ class RowHistory:
         # Only sets within k in size can be within k in difference (|S Δ S'| >= ||S| - |S'||): the others'
         # bitmaps, up to megabytes each, are not even read.
         n = len(refs)
-        rows = conn.execute("SELECT id, filter_tag, refs FROM row_sets WHERE agency = ? AND dataset = ?"
+        rows = conn.execute("SELECT id, filter_tag, refs, bar FROM row_sets WHERE agency = ? AND dataset = ?"
                             " AND rows > ? AND rows < ?", (agency, dataset, n - k, n + k)).fetchall()
         near, same = False, None
-        for row_id, kept_tag, blob in rows:
+        for row_id, kept_tag, blob, bar in rows:
             difference = refs.symmetric_difference_cardinality(BitMap64.deserialize(blob))
             if difference == 0 and kept_tag == tag:
                 same = row_id
-            elif difference < k:
+            elif difference < (k if bar is None else min(k, bar)):
                 near = True
         return near, same
 
-    def _insert(self, conn: sqlite3.Connection, answer: AnswerRows, refs: BitMap64, tag: bytes, now: float) -> None:
+    def _insert(self, conn: sqlite3.Connection, answer: AnswerRows, refs: BitMap64, tag: bytes, now: float,
+                bar: int | None) -> None:
         refs.run_optimize()
-        conn.execute("INSERT INTO row_sets (agency, dataset, answered_at, rows, filter_tag, refs)"
-                     " VALUES (?, ?, ?, ?, ?, ?)", (answer.agency, answer.dataset, now, len(refs), tag, refs.serialize()))
+        conn.execute("INSERT INTO row_sets (agency, dataset, answered_at, rows, filter_tag, refs, bar)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (answer.agency, answer.dataset, now, len(refs), tag, refs.serialize(), bar))
         conn.execute("DELETE FROM row_sets WHERE agency = ? AND dataset = ? AND id NOT IN ("
                      "SELECT id FROM row_sets WHERE agency = ? AND dataset = ? ORDER BY id DESC LIMIT ?)",
                      (answer.agency, answer.dataset, answer.agency, answer.dataset, self.max_sets))
@@ -240,7 +255,67 @@ class RowSets:
         refs.add_rows(source.rows(list(ref_basis(decl).columns), where))
         return refs
 
+    def self_join(self, subject: str, decl: DatasetDecl, source: Source, left: JoinSide, right: JoinSide,
+                  total_rows: int) -> list[AnswerRows]:
+        """A self-join's sets, in the order they are checked: each side's rows, then the rows the answer covers.
+
+        Those are the left rows less the ones whose token found no match on the
+        right. Rows that make no token (an invalid key, a missing value) stay: the
+        answer reports them apart, so its cardinality is |left| - their number -
+        the unmatched. Left out when the matched rows are exactly one side's
+        token rows: the answer then tells nothing that side's does not. Blocking;
+        reads the dataset once per side.
+        """
+        keys: set[str] = set()
+        right_refs, right_tokens = self.builder(decl), BitMap64()
+        for basis, ident in _keyed_rows(source, decl, right):
+            ref = right_refs.add(basis)
+            if ident is not None:
+                keys.add(ident)
+                right_tokens.add(ref)
+        left_refs, left_tokens, matched, covered = self.builder(decl), BitMap64(), BitMap64(), BitMap64()
+        for basis, ident in _keyed_rows(source, decl, left):
+            ref = left_refs.add(basis)
+            if ident is not None:
+                left_tokens.add(ref)
+                if ident not in keys:
+                    continue
+                matched.add(ref)
+            covered.add(ref)
+        sets = [self.answer(subject, decl, left_refs, total_rows, left.filter_text),
+                self.answer(subject, decl, right_refs, total_rows, right.filter_text)]
+        if matched not in (left_tokens, right_tokens):
+            # Its filter tag names both sides, so only this very self-join is its repeat.
+            tag = "\x1e".join(["self-join", *_tag(left), *_tag(right)])
+            sets.append(AnswerRows(Identity.parse(subject).org, decl.name, covered, total_rows, tag, matched=True))
+        return sets
+
     @staticmethod
     def answer(subject: str, decl: DatasetDecl, refs: RowRefs, total_rows: int, filter_text: str) -> AnswerRows:
         """The answer's row set, under the agency of the supervisor the logged entry names."""
         return AnswerRows(Identity.parse(subject).org, decl.name, refs.refs, total_rows, filter_text.strip())
+
+
+def _tag(side: JoinSide) -> list[str]:
+    return [side.key_field, ",".join(side.values), side.filter_text.strip()]
+
+
+def _keyed_rows(source: Source, decl: DatasetDecl, side: JoinSide) -> Iterator[tuple[tuple[object, ...], str | None]]:
+    """Each row of a join side: its reference basis values, and its normalised key if it makes a token (as
+    `pool_tasks.tokens_for` decides: a valid key and every value field present), else None."""
+    basis = ref_basis(decl).columns
+    key = decl.field(side.key_field)
+    if key is None or key.key is None:
+        raise InvalidInput(f"'{side.key_field}' is not a key field of '{decl.qualified_name}'")
+    normalise_key = normaliser(key.key.value)
+    columns = list(dict.fromkeys([*basis, side.key_field, *side.values]))  # a column asked twice is read once
+    at = {name: i for i, name in enumerate(columns)}
+    for row in source.rows(columns, side.where):
+        raw = row[at[side.key_field]]
+        ident: str | None = None
+        if raw is not None and raw != "" and all(row[at[v]] not in (None, "") for v in side.values):
+            try:
+                ident = normalise_key(str(raw))
+            except InvalidIdentifier:
+                ident = None
+        yield tuple(row[at[c]] for c in basis), ident
