@@ -225,7 +225,8 @@ def test_a_kept_matched_set_is_held_to_its_own_k(history: RowHistory) -> None:
     assert not history.record_unless_near(_answer(range(20, 200), filter_text="other"), 100, now=3.0)  # vs the side
 
 
-def test_a_history_kept_before_self_join_checks_is_read(tmp_path: Path) -> None:
+def test_a_history_kept_before_is_read(tmp_path: Path) -> None:
+    """A file from before the `bar` and `format` columns, its set a pyroaring BitMap64: still compared."""
     path = tmp_path / "row_sets.db"
     conn = sqlite3.connect(path)
     conn.executescript("""CREATE TABLE row_sets (
