@@ -76,7 +76,8 @@ def side_start(m: adapter_pb2.MatchStart) -> SideStart:
         m.dataset, m.key_field, m.filter, m.filter_nonce, m.mode, m.role, m.peer_department,
         matching_key_from_proto(m.peer_key), m.sealed_key, m.min_set_size,
         tuple(FieldGrant(f.name, f.level, f.form) for f in m.disclose_fields), m.limit, m.action,
-        tuple(m.value_fields), m.paillier_key, m.paillier_key_signature, m.supervisor_certificate)
+        tuple(m.value_fields), m.paillier_key, m.paillier_key_signature, m.supervisor_certificate, m.peer_filter,
+        m.peer_filter_nonce)
 
 
 def _from_gateway(msg: adapter_pb2.MatchIn) -> side.FromGateway:
@@ -129,6 +130,7 @@ class MatchSessions:
         except TicketRefused as exc:
             await admission.refused_after_check(str(exc))
             raise
+        peer = await self._self_join_peer(admission, plan)
         query_id = admission.ticket.claims.query_id
         left, right = ((self._department, st.peer_department) if st.role == "left"
                        else (st.peer_department, self._department))
@@ -139,7 +141,7 @@ class MatchSessions:
         release = self._safeguards.release
         machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
         session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
-                           self._safeguards, self._row_sets, noise)
+                           self._safeguards, self._row_sets, peer, noise)
         await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(sealed_key=secret.sealed_key)))
         worker = asyncio.create_task(session.run(it))
         self.active += 1
@@ -160,6 +162,15 @@ class MatchSessions:
                     await asyncio.shield(admission.stopped(stopped))
             # Only now: Adapter.stop waits for no active session before it closes the disclosure log.
             self.active -= 1
+
+    @staticmethod
+    async def _self_join_peer(admission: Admission, plan: side.SessionPlan) -> side.JoinSide | None:
+        """A self-join's right side, for the left side's check of the matched rows; a filter not logged is refused."""
+        try:
+            return side.self_join_peer(admission.params, plan)
+        except VerificationError as exc:
+            await admission.refused_after_check(str(exc))
+            raise
 
     async def _check_key_vouched(self, admission: Admission, m: adapter_pb2.MatchStart) -> None:
         """Encrypt only under a key the supervisor who asked (the logged subject) signed, or refuse."""
@@ -184,10 +195,11 @@ class _Session:
 
     def __init__(self, plan: side.SessionPlan, machine: side.SideMachine, source: Source, secret: bytes,
                  admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards,
-                 row_sets: RowSets, noise: SumNoise | None = None) -> None:
+                 row_sets: RowSets, peer: side.JoinSide | None = None, noise: SumNoise | None = None) -> None:
         self.plan, self.machine, self.source, self.secret = plan, machine, source, secret
         self.admission, self.pool, self.levels, self.safeguards = admission, pool, levels, safeguards
         self.row_sets = row_sets
+        self.peer = peer  # a self-join's right side (this is its left side): the matched rows are checked too
         self.noise = noise  # a noisy sum's value side: clamp every value, add noise to each total
         self.out: asyncio.Queue[adapter_pb2.MatchOut | BaseException | None] = asyncio.Queue(maxsize=64)
         self.hashes = bytearray()
@@ -290,12 +302,23 @@ class _Session:
 
     def _check_difference(self) -> None:
         """The difference check on this side's rows, read by their reference columns only (blocking);
-        a refusal ends the session, recorded as its stop."""
-        plan = self.plan
-        refs = self.row_sets.read(self.source, plan.decl, plan.where)
-        total = refs.rows if plan.where is None else self.source.count(None)
-        answer = self.row_sets.answer(self.admission.entry.subject, plan.decl, refs, total, plan.start.filter_text)
-        self.safeguards.release(Release(self.admission.params, answer=answer))
+        a refusal ends the session, recorded as its stop.
+
+        A self-join's left side checks both sides' rows, then the matched rows (its department holds both
+        sides); its right side checks nothing of its own, so the sets are checked in one order."""
+        plan, subject, params = self.plan, self.admission.entry.subject, self.admission.params
+        if plan.start.role == "right" and side.self_join(params, plan):
+            return
+        if self.peer is None:
+            refs = self.row_sets.read(self.source, plan.decl, plan.where)
+            total = refs.rows if plan.where is None else self.source.count(None)
+            self.safeguards.release(Release(params, answer=self.row_sets.answer(subject, plan.decl, refs, total,
+                                                                                plan.start.filter_text)))
+            return
+        own = side.JoinSide(plan.start.key_field, plan.start.filter_text, plan.where, plan.values)
+        total = self.source.count(None)
+        for answer in self.row_sets.self_join(subject, plan.decl, self.source, own, self.peer, total):
+            self.safeguards.release(Release(params, answer=answer))
 
     def _disclose(self, positions: list[int], rows_after_filter: int) -> list[common_pb2.DisclosedRow]:
         """Find the matched rows again by their keys' local hashes, and mask what leaves."""

@@ -11,9 +11,11 @@ Overhead, in one process (no servers), per query:
 * **row refs**: a department's keyed hash of every row of the answer's set
   (``RowRefs``, what the difference check compares);
 * **difference check**: ``RowHistory.record_unless_near`` against ``--kept``
-  sets of the same size already kept (SQLite, every kept set deserialised and
-  compared, the new one written): the worst case, as no kept set is skipped
-  for its size;
+  sets of the same size already kept (SQLite, every kept set read and
+  compared, the new one written), so no kept set is skipped for its size. Twice:
+  with kept sets 4,000 rows from the new one (a comparison leaves a set as soon
+  as the difference reaches k, after a few percent of it), and with kept sets
+  exactly k rows from it, the worst case: each is compared to its end;
 * **budget charge**: one ``BudgetBook.charge`` on a SQLite ledger;
 * **set sizes**: the gateway's ADMIT and SIZES safeguards for a count.
 
@@ -41,11 +43,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
-from pyroaring import BitMap64
 from rich.console import Console
 from rich.table import Table
 
+from fedgate.adapters.ref_sets import RefSet
 from fedgate.adapters.row_history import RefBasis, RowHistory, RowRefs, RowSets
 from fedgate.adapters.sources import Source, SourceSpec
 from fedgate.adapters.sources.kinds import open_source
@@ -66,8 +69,9 @@ CALLER = Identity(Role.SUPERVISOR, "dcb", "bench")
 AGENCY = "dcb"
 DEFAULT_SIZES = "10000,100000,1000000"
 DEFAULT_KEPT = "10,100"
-DEFAULT_MAX_KEPT_REFS = 10_000_000
-# Kept sets differ from the query's by 2 * STEP rows: never near (k is at most min_set_size), so all are compared.
+DEFAULT_MAX_KEPT_REFS = 100_000_000
+# Each set (kept or asked) is one set with 2 * STEP new references, others for each: two differ by 4 * STEP rows.
+# STEP: far apart (a comparison leaves early); k // 4: exactly k apart, never near, the worst case.
 STEP = 1000
 
 
@@ -105,7 +109,8 @@ class DiffRow:
     rows: int
     kept: int
     refs: Stat | None = None        # building the set's references (keyed hash per row)
-    check: Stat | None = None       # record_unless_near: compare with every kept set, then keep this one
+    check: Stat | None = None       # record_unless_near: compare with every kept set (4 * STEP rows apart), keep
+    worst: Stat | None = None       # the same with every kept set exactly k rows apart: each compared to its end
     stored_mib: float | None = None  # the history file with `kept` sets
     note: str = ""
 
@@ -160,21 +165,51 @@ def measure_set_sizes(n: int) -> Stat:
 
 def _references(secret: bytes, rows: int, start: int = 0) -> RowRefs:
     refs = RowRefs(secret, RefBasis(("id",), "plain"))
-    for i in range(start, start + rows):
-        refs.add((f"ID{i:012d}",))
+    refs.add_rows((f"ID{i:012d}",) for i in range(start, start + rows))
     return refs
 
 
-def _variant(refs: BitMap64, members: Sequence[int], i: int, rng: random.Random) -> BitMap64:
-    """The set with STEP of its references (`members`, its elements) swapped for STEP new ones: same size,
-    2 * STEP rows apart."""
-    drop = [members[(i * STEP + j) % len(members)] for j in range(STEP)]
-    delta = BitMap64(drop + [rng.getrandbits(64) for _ in range(STEP)])
-    return refs ^ delta
+def _variant(refs: RefSet, step: int, rng: random.Random) -> RefSet:
+    """The set with 2 * step new references: every variant of a set has the same size, and two of them
+    differ by 4 * step rows (whatever the set's size)."""
+    fresh = np.array([rng.getrandbits(64) for _ in range(2 * step)], dtype=np.uint64)
+    return RefSet.of(np.concatenate([refs.values, fresh]))
+
+
+def _timed_checks(refs: RefSet, kept: int, repeats: int, path: Path, step: int, k: int) -> tuple[Stat, float]:
+    """A history of `kept` variants of `refs`, then `repeats` further variants checked and kept: their timing,
+    and the history's size on disk (MiB). Its files are removed after."""
+    history = RowHistory(path, b"\x07" * 32, max_sets=kept)
+    rng = random.Random(len(refs) * 1000 + kept + step)
+    total = len(refs) * 10
+    try:
+        for i in range(kept):  # k = 0: kept without comparing (filling the history is not what is timed)
+            history.record_unless_near(AnswerRows(AGENCY, "d", _variant(refs, step, rng), total, f"f{i}"), 0)
+        samples = []
+        for r in range(repeats):
+            answer = AnswerRows(AGENCY, "d", _variant(refs, step, rng), total, f"q{r}")
+            t0 = time.perf_counter()
+            recorded = history.record_unless_near(answer, k)
+            samples.append(time.perf_counter() - t0)
+            if not recorded:
+                raise AssertionError("a set at least k rows from every kept one was refused")
+        if history.kept(AGENCY, "d") != kept:
+            raise AssertionError("the history does not hold the sets it was given")
+        # The comparisons still see every difference: at a k just above their distance, the sets are near.
+        if history.record_unless_near(AnswerRows(AGENCY, "d", _variant(refs, step, rng), total, "x"), 4 * step + 1):
+            raise AssertionError("a set fewer than k rows from a kept one was recorded")
+    finally:
+        history.close()
+    files = list(path.parent.glob(path.name + "*"))
+    mib = round(sum(p.stat().st_size for p in files) / 2**20, 1)
+    for p in files:
+        p.unlink()
+    return stat(samples), mib
 
 
 def measure_difference(rows: int, kept: int, repeats: int, tmp: Path, k: int = 100) -> DiffRow:
-    """Build one set's references, fill a history with `kept` sets of its size, then time the check."""
+    """Build one set's references, fill a history with `kept` sets of its size, then time the check: against
+    sets far apart, then against sets exactly k apart."""
     secret = b"\x07" * 32
     out = DiffRow(rows, kept)
     samples = []
@@ -183,28 +218,8 @@ def measure_difference(rows: int, kept: int, repeats: int, tmp: Path, k: int = 1
         refs = _references(secret, rows, r * rows)
         samples.append(time.perf_counter() - t0)
     out.refs = stat(samples)
-    path = tmp / f"history-{rows}-{kept}.db"
-    history = RowHistory(path, secret, max_sets=kept)
-    rng = random.Random(rows * 1000 + kept)
-    members = list(refs.refs)  # indexing a sparse 64-bit bitmap walks its containers: list it once
-    total = rows * 10
-    try:
-        for i in range(kept):  # k = 0: kept without comparing (filling the history is not what is timed)
-            history.record_unless_near(AnswerRows(AGENCY, "d", _variant(refs.refs, members, i, rng), total, f"f{i}"), 0)
-        samples = []
-        for r in range(repeats):
-            answer = AnswerRows(AGENCY, "d", _variant(refs.refs, members, kept + r, rng), total, f"q{r}")
-            t0 = time.perf_counter()
-            recorded = history.record_unless_near(answer, k)
-            samples.append(time.perf_counter() - t0)
-            if not recorded:
-                raise AssertionError("a set far from every kept one was refused")
-        out.check = stat(samples)
-        if history.kept(AGENCY, "d") != kept:
-            raise AssertionError("the history does not hold the sets it was given")
-    finally:
-        history.close()
-    out.stored_mib = round(sum(p.stat().st_size for p in tmp.glob(f"history-{rows}-{kept}.db*")) / 2**20, 1)
+    out.check, out.stored_mib = _timed_checks(refs.refs, kept, repeats, tmp / f"history-{rows}-{kept}.db", STEP, k)
+    out.worst, _ = _timed_checks(refs.refs, kept, repeats, tmp / f"worst-{rows}-{kept}.db", k // 4, k)
     return out
 
 
@@ -242,6 +257,7 @@ def overhead_table(o: Overhead) -> Table:
             continue
         t.add_row(f"row refs: {d.rows:,} rows", _us(d.refs))
         t.add_row(f"difference: {d.rows:,} rows, {d.kept} kept ({d.stored_mib} MiB)", _us(d.check))
+        t.add_row(f"difference: {d.rows:,} rows, {d.kept} kept k apart (worst)", _us(d.worst))
     return t
 
 
@@ -262,6 +278,7 @@ def overhead_markdown(o: Overhead) -> str:
             continue
         row(f"row references of a {d.rows:,}-row set (keyed hash per row)", d.refs)
         row(f"difference check, {d.rows:,} rows against {d.kept} kept sets ({d.stored_mib} MiB kept)", d.check)
+        row("the same, every kept set exactly k rows away (worst case)", d.worst)
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,7 @@ from fedgate.query.match import (
     ResultsReady,
     SidePlan,
     SideStats,
+    self_join,
 )
 from fedgate.server.telemetry import safe_attributes
 from fedgate.server.wire import matching_key_to_proto
@@ -301,6 +302,9 @@ def _start_message(plan: MatchPlan, command: m.StartSide, ticket: Ticket) -> ada
                          supervisor_certificate=plan.homomorphic.supervisor_certificate)
     if command.peer_key is not None:
         extra.update(peer_key=matching_key_to_proto(command.peer_key))
+    if command.side == "left" and self_join(plan):
+        # The department holds both sides: it checks the rows the answer covers, for which it needs both filters.
+        extra.update(peer_filter=plan.right.filter_text, peer_filter_nonce=plan.right.filter_nonce)
     return adapter_pb2.MatchIn(start=adapter_pb2.MatchStart(
         ticket=ticket_to_proto(ticket), dataset=side.dataset, key_field=side.key_field, filter=side.filter_text,
         filter_nonce=side.filter_nonce, mode=plan.protocol.name, role=command.side, min_set_size=plan.min_set_size,

@@ -125,6 +125,11 @@ class MatchPlan:
         return self.left if side == "left" else self.right
 
 
+def self_join(plan: MatchPlan) -> bool:
+    """Both sides on one dataset: its department is sent both filters (it checks the matched rows)."""
+    return (plan.left.department, plan.left.dataset) == (plan.right.department, plan.right.dataset)
+
+
 @dataclass(frozen=True)
 class SideStats:
     rows: int

@@ -27,6 +27,8 @@ from fedgate.core.encryptors import MAX_VALUE_FIELDS
 from fedgate.core.errors import InvalidInput, LocalProtocolError, RemoteProtocolError
 from fedgate.core.filters import Filter, parse_checked
 from fedgate.core.matching_keys import MatchingKey
+from fedgate.crypto.ticket import TicketRefused
+from fedgate.query.audit_params import QueryParams, SideRef, filter_digest
 from fedgate.query import protocols
 from fedgate.query.protocols import MatchProtocol
 
@@ -54,6 +56,19 @@ class SideStart:
     paillier_key: bytes = b""
     paillier_key_signature: bytes = b""
     supervisor_certificate: str = ""
+    # A self-join's left side: the right side's filter (checked against the entry by `self_join_peer`).
+    peer_filter_text: str = ""
+    peer_filter_nonce: bytes = b""
+
+
+@dataclass(frozen=True)
+class JoinSide:
+    """One side of a self-join as the department reads it to find the matched rows."""
+
+    key_field: str
+    filter_text: str
+    where: Filter | None
+    values: tuple[str, ...] = ()  # a row missing one of them makes no token (sum, compare)
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,31 @@ def plan_session(start: SideStart, decl: DatasetDecl) -> SessionPlan:
     if start.grants and start.role != "left":
         raise InvalidInput("only the left side discloses rows")
     return SessionPlan(start, decl, protocols.get(start.mode), key.key.value, where, action, values)
+
+
+def self_join(params: QueryParams, plan: SessionPlan) -> bool:
+    """Whether the admitted entry logs the other side of this match on this same dataset."""
+    other = "right" if plan.start.role == "left" else "left"
+    return SideRef(plan.decl.qualified_name, other) in params.sides
+
+
+def self_join_peer(params: QueryParams, plan: SessionPlan) -> JoinSide | None:
+    """The left side of a self-join: the right side, its filter the one the entry's digest binds (the left side
+    checks both sides' rows and the matched rows). None for any other side; TicketRefused for a filter not logged."""
+    start, qualified = plan.start, plan.decl.qualified_name
+    if start.role != "left" or not self_join(params, plan):
+        if start.peer_filter_text or start.peer_filter_nonce:
+            raise TicketRefused("a peer filter is sent only to the left side of a self-join")
+        return None
+    logged = params.logged_side(qualified, "right")
+    digest = logged.filter.digest if logged.filter else ""
+    if (start.peer_filter_text or digest) and filter_digest(start.peer_filter_nonce, start.peer_filter_text) != digest:
+        # An older gateway sends none: refused, as the matched rows could not be checked.
+        raise TicketRefused("the right side's filter sent to this self-join's left side is not the logged one")
+    if plan.decl.field(logged.key_field) is None:
+        raise TicketRefused("the self-join's logged right key is not a field of this dataset")
+    return JoinSide(logged.key_field, start.peer_filter_text,
+                    parse_checked(start.peer_filter_text, plan.decl.field_types), logged.value_fields)
 
 
 def check_first(kind: str | None) -> None:

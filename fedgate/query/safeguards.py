@@ -169,6 +169,9 @@ class AnswerRows:
     refs: Sized               # keyed 64-bit row references (opaque here: a department's compressed bitmap)
     total_rows: int           # the dataset's rows now (sets too close to empty or to all are refused elsewhere)
     filter_text: str = ""     # the filter that chose them: only a repeat of the same filter may cover the same set
+    # A self-join's matched rows: the set of an aggregate (a sum, a cardinality), checked at min_aggregate as a
+    # count's set is, where a side's set is checked at the larger k (min_set_size).
+    matched: bool = False
 
 
 class RowSetHistory(Protocol):
@@ -390,6 +393,12 @@ def difference_k(params: QueryParams) -> int:
     return max(params.min_set_size or 0, params.min_aggregate or 0)
 
 
+def matched_k(params: QueryParams) -> int:
+    """k for a self-join's matched rows: its logged min_aggregate, the least rows an aggregate may cover (a
+    set smaller than min_set_size is still answered when at least min_aggregate rows match)."""
+    return params.min_aggregate or 0
+
+
 class DifferenceCheck(Safeguard):
     """`difference`: a department refuses an answer whose row set differs from one the same agency had
     answered on the same dataset (within the history's window) by fewer than k rows.
@@ -403,6 +412,10 @@ class DifferenceCheck(Safeguard):
     membership. A set smaller than k, or leaving out fewer than k rows, is
     neither checked nor kept: min_aggregate / min_set_size (both ways) suppress
     or refuse its answer.
+
+    A self-join's matched rows (`AnswerRows.matched`: one department holds
+    both sides, so it can tell which rows the answer covers) are checked at
+    k = min_aggregate, the bar of the aggregate answered over them.
     """
 
     name = "difference"
@@ -413,8 +426,10 @@ class DifferenceCheck(Safeguard):
 
     def release(self, release: Release) -> None:
         answer = release.answer
-        k = difference_k(release.params)
-        if answer is None or k <= 1 or not k <= len(answer.refs) <= answer.total_rows - k:
+        if answer is None:
+            return
+        k = matched_k(release.params) if answer.matched else difference_k(release.params)
+        if k <= 1 or not k <= len(answer.refs) <= answer.total_rows - k:
             return
         if not self._history.record_unless_near(answer, k):
             # Neither the difference nor the earlier query is told: either would be a probe answer.

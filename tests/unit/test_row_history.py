@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -16,7 +17,12 @@ from fedgate.adapters.row_history import (
     load_or_create_secret,
     ref_basis,
 )
+import support
+from fedgate.adapters.sources.csv_file import CsvSource
 from fedgate.core.datasets import DatasetDecl, FieldDecl
+from fedgate.core.filters import parse_checked
+from fedgate.crypto.ids import make_uscc
+from fedgate.query.match_side import JoinSide
 from fedgate.core.errors import FailedPrecondition
 from fedgate.core.classification import default_levels
 from fedgate.query.audit_params import QueryParams
@@ -154,3 +160,86 @@ def test_the_safeguard_refuses_near_sets_and_skips_what_others_refuse(tmp_path: 
         assert sets.history.kept("dcb", "pensions") == 1
     finally:
         sets.history.close()
+
+
+# --- a self-join's matched rows ---
+
+SUBSIDIES = DatasetDecl("hrss", "subsidies", (
+    FieldDecl.build("uscc", "string", "L3", "uscc"),
+    FieldDecl.build("amount_fen", "int", "L3"),
+    FieldDecl.build("band", "string", "L2"),
+))
+
+
+def _subsidies(tmp_path: Path) -> CsvSource:
+    """Companies 1-6 (company 1 twice), a row with an invalid code and one without an amount, in bands a/b."""
+    rows = [(make_uscc(f"91330100MA{i:07d}"), 100 * i, band) for i, band in
+            [(1, "a"), (1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "b")]]
+    rows += [("91330100MA0000000X", 700, "a"), (make_uscc("91330100MA0000009"), None, "a")]
+    path = tmp_path / "subsidies.csv"
+    path.write_text("uscc,amount_fen,band\n" + "".join(f"{u},{'' if a is None else a},{b}\n" for u, a, b in rows),
+                    encoding="utf-8")
+    return CsvSource(path, SUBSIDIES.field_types)
+
+
+def _side(text: str, values: tuple[str, ...] = ()) -> JoinSide:
+    return JoinSide("uscc", text, parse_checked(text, SUBSIDIES.field_types), values)
+
+
+def test_a_self_join_checks_both_sides_then_the_matched_rows(tmp_path: Path) -> None:
+    source, sets = _subsidies(tmp_path), RowSets.open(tmp_path)
+    try:
+        def refs(text: str) -> BitMap64:
+            return sets.read(source, SUBSIDIES, parse_checked(text, SUBSIDIES.field_types)).refs
+
+        def self_join(left: str, right: str, values: tuple[str, ...] = ()) -> list[AnswerRows]:
+            return sets.self_join(str(support.SUPERVISOR), SUBSIDIES, source, _side(left, values), _side(right), 9)
+
+        companies_1_2_4_5_6 = "amount_fen >= 100 and amount_fen < 300 or band = 'b'"
+        left, right, matched = self_join("band = 'a'", companies_1_2_4_5_6)
+        assert (left.refs, left.filter_text, left.matched) == (refs("band = 'a'"), "band = 'a'", False)
+        assert right.refs == refs(companies_1_2_4_5_6) and not right.matched
+        assert matched.matched and matched.agency == "dcb" and matched.total_rows == 9
+        # Company 1's two rows and company 2's match; companies 3 and 9 find none. The invalid code makes no
+        # token: it stays, as the answer reports it apart (|left| - invalid - unmatched).
+        assert len(matched.refs) == 4 and matched.refs == refs("band = 'a' and not amount_fen = 300")
+        # In a sum, company 9's row, without an amount, makes no token either: it stays too.
+        *_, summed = self_join("band = 'a'", companies_1_2_4_5_6, ("amount_fen",))
+        assert summed.filter_text != matched.filter_text
+        assert summed.refs == refs("band = 'a' and (amount_fen is null or not amount_fen = 300)")
+        # Every left token matched, or the matched rows are the right side's token rows: the answer tells
+        # nothing the sides' do not, and only the sides are checked.
+        assert len(self_join("band = 'a'", "")) == 2
+        assert len(self_join("", "band = 'b'")) == 2
+    finally:
+        sets.history.close()
+
+
+def test_a_kept_matched_set_is_held_to_its_own_k(history: RowHistory) -> None:
+    """A self-join's matched rows are an aggregate's set (k = min_aggregate): a side checked later at its larger
+    k is near it only within the smaller k, as the matched set itself was checked."""
+    assert history.record_unless_near(AnswerRows("dcb", "pensions", BitMap64(range(0, 200)), 10_000, "m",
+                                                 matched=True), K, now=0.0)
+    assert not history.record_unless_near(_answer(range(4, 200), filter_text="side"), 100, now=1.0)
+    assert history.record_unless_near(_answer(range(10, 200), filter_text="side"), 100, now=2.0)
+    assert not history.record_unless_near(_answer(range(20, 200), filter_text="other"), 100, now=3.0)  # vs the side
+
+
+def test_a_history_kept_before_is_read(tmp_path: Path) -> None:
+    """A file from before the `bar` and `format` columns, its set a pyroaring BitMap64: still compared."""
+    path = tmp_path / "row_sets.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""CREATE TABLE row_sets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, agency TEXT NOT NULL, dataset TEXT NOT NULL,
+        answered_at REAL NOT NULL, rows INTEGER NOT NULL, filter_tag BLOB NOT NULL, refs BLOB NOT NULL);""")
+    conn.execute("INSERT INTO row_sets (agency, dataset, answered_at, rows, filter_tag, refs) VALUES (?, ?, ?, ?, ?, ?)",
+                 ("dcb", "pensions", 0.0, 200, b"old", BitMap64(range(0, 200)).serialize()))
+    conn.commit()
+    conn.close()
+    history = RowHistory(path, SECRET)
+    try:
+        assert not history.record_unless_near(_answer(range(1, 200)), 100, now=1.0)  # the old set, at the new k
+        assert history.record_unless_near(_answer(range(300, 500)), 100, now=2.0)
+        assert history.kept("dcb", "pensions") == 2
+    finally:
+        history.close()

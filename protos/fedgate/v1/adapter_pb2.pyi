@@ -104,7 +104,7 @@ class AdapterDiscloseResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ...) -> None: ...
 
 class MatchStart(_message.Message):
-    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key", "paillier_key_signature", "supervisor_certificate")
+    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key", "paillier_key_signature", "supervisor_certificate", "peer_filter", "peer_filter_nonce")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class MatchStart(_message.Message):
     PAILLIER_KEY_FIELD_NUMBER: _ClassVar[int]
     PAILLIER_KEY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     SUPERVISOR_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FILTER_FIELD_NUMBER: _ClassVar[int]
+    PEER_FILTER_NONCE_FIELD_NUMBER: _ClassVar[int]
     ticket: QueryTicket
     dataset: str
     key_field: str
@@ -141,7 +143,9 @@ class MatchStart(_message.Message):
     paillier_key: bytes
     paillier_key_signature: bytes
     supervisor_certificate: str
-    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ...) -> None: ...
+    peer_filter: str
+    peer_filter_nonce: bytes
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ..., peer_filter: _Optional[str] = ..., peer_filter_nonce: _Optional[bytes] = ...) -> None: ...
 
 class MatchStarted(_message.Message):
     __slots__ = ("sealed_key",)

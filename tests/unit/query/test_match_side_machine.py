@@ -13,7 +13,8 @@ from fedgate.core.errors import FedgateError, InvalidInput, LocalProtocolError, 
 from fedgate.core.matching_keys import MatchingKey
 from fedgate.core.classification import default_levels
 from fedgate.query import match_side as side
-from fedgate.query.audit_params import QueryParams
+from fedgate.crypto.ticket import TicketRefused
+from fedgate.query.audit_params import LoggedFilter, QueryParams, filter_digest
 from fedgate.query.safeguards import Release, Safeguards
 from fedgate.core.supervisor_keys import SupervisorKey
 
@@ -193,3 +194,43 @@ def test_the_close_waits_for_a_running_disclosure() -> None:
         sm.close()
     with pytest.raises(LocalProtocolError):
         machine().disclosed(1)  # no disclosure runs
+
+
+# --- a self-join's left side is told the right side's filter ---
+
+
+def _self_join_params(right_filter: str = "amount_fen >= ?", digest: str = "") -> QueryParams:
+    params = QueryParams()
+    params.side("hrss.subsidies", "left").key_field = "uscc"
+    right = params.side("hrss.subsidies", "right")
+    right.key_field = "uscc"
+    if right_filter:
+        right.filter = LoggedFilter(right_filter, digest)
+    return params
+
+
+def test_a_self_joins_left_side_gets_the_logged_right_filter() -> None:
+    text, nonce = "amount_fen >= 500", b"n" * 16
+    params = _self_join_params(digest=filter_digest(nonce, text))
+    peer = side.self_join_peer(params, side.plan_session(start(peer_filter_text=text, peer_filter_nonce=nonce), DECL))
+    assert peer is not None and (peer.key_field, peer.filter_text, peer.values) == ("uscc", text, ())
+    assert peer.where is not None
+    right = side.plan_session(start(role="right", limit=0), DECL)
+    assert side.self_join(params, right) and side.self_join_peer(params, right) is None
+    # An unfiltered right side: no filter sent, none logged.
+    unfiltered = side.self_join_peer(_self_join_params(""), side.plan_session(start(), DECL))
+    assert unfiltered is not None and unfiltered.where is None
+
+
+@pytest.mark.parametrize("desc, params, changes", [
+    ("another filter than the logged one", _self_join_params(digest=filter_digest(b"n" * 16, "amount_fen >= 500")),
+     {"peer_filter_text": "amount_fen >= 501", "peer_filter_nonce": b"n" * 16}),
+    ("none, where one is logged (an older gateway)", _self_join_params(digest="ab" * 32), {}),
+    ("one, where the match is not a self-join", QueryParams(),
+     {"peer_filter_text": "amount_fen >= 500", "peer_filter_nonce": b"n" * 16}),
+    ("one, to the right side", _self_join_params(digest=filter_digest(b"n" * 16, "amount_fen >= 500")),
+     {"role": "right", "limit": 0, "peer_filter_text": "amount_fen >= 500", "peer_filter_nonce": b"n" * 16}),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_right_filter_not_logged_is_refused(desc: str, params: QueryParams, changes: dict[str, object]) -> None:
+    with pytest.raises(TicketRefused):
+        side.self_join_peer(params, side.plan_session(start(**changes), DECL))
