@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
+from fedgate.adapters.matching import encrypted_noise
 from fedgate.adapters.ref_sets import RefSet
 from fedgate.adapters.row_history import RefBasis, RowHistory, RowRefs, RowSets
 from fedgate.adapters.sources import Source, SourceSpec
@@ -56,10 +57,12 @@ from fedgate.core.classification import DpPolicy, Levels, policies_dir
 from fedgate.core.datasets import DatasetDecl, FieldDecl
 from fedgate.core.filters import parse_checked
 from fedgate.core.identity import Identity, Role
+from fedgate.core.supervisor_keys import SupervisorKey
 from fedgate.demo import datagen
 from fedgate.gateway.budget import BudgetBook
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.noise import noisy_count
+from fedgate.query.sum_noise import SumNoise
 from fedgate.query.safeguards import (AnswerRows, DifferenceCheck, DifferenceRefused, Release, Request,
                                       SafeguardConfig, Safeguards)
 from fedgate.query.sizes import Sizes
@@ -121,6 +124,8 @@ class Overhead:
     budget: Stat
     set_sizes: Stat
     difference: list[DiffRow] = field(default_factory=list)
+    # A noisy sum's department: one total's noise drawn (OpenDP) and encrypted under a 2048-bit key.
+    sum_noise: Stat | None = None
 
 
 class _NoQuota:
@@ -140,6 +145,13 @@ def _levels() -> Levels:
 def measure_noise(n: int) -> Stat:
     epsilon = _levels().dp_for("hrss.subsidies", "L3").epsilon
     return timed(lambda i: noisy_count(1000 + i, epsilon), n)
+
+
+def measure_sum_noise(n: int) -> Stat:
+    """What a noisy sum adds at its value department: one total's noise, drawn and encrypted."""
+    key = SupervisorKey.generate()
+    noise = SumNoise(((0, 2_000_000),), _levels().dp_for("hrss.subsidies", "L3").epsilon / 2)
+    return timed(lambda i: encrypted_noise(noise, key.public_bytes), n)
 
 
 def measure_budget(n: int, tmp: Path) -> Stat:
@@ -226,7 +238,8 @@ def measure_difference(rows: int, kept: int, repeats: int, tmp: Path, k: int = 1
 def overhead(sizes: Sequence[int], kept: Sequence[int], queries: int, max_kept_refs: int) -> Overhead:
     """Every per-query measurement; the difference check for each (size, kept) within `max_kept_refs`."""
     with tempfile.TemporaryDirectory() as tmp:
-        result = Overhead(measure_noise(queries), measure_budget(queries, Path(tmp)), measure_set_sizes(queries))
+        result = Overhead(measure_noise(queries), measure_budget(queries, Path(tmp)), measure_set_sizes(queries),
+                          sum_noise=measure_sum_noise(min(queries, 200)))
         for rows in sizes:
             for n in kept:
                 if rows * n > max_kept_refs:
@@ -249,6 +262,7 @@ def _us(s: Stat | None) -> str:
 def overhead_table(o: Overhead) -> Table:
     t = Table("check", "per query: median / p99", title="privacy checks: cost per query (in process, one core)")
     t.add_row("OpenDP noise draw (count)", _us(o.noise))
+    t.add_row("noisy sum: one total's noise drawn and encrypted", _us(o.sum_noise))
     t.add_row("budget ledger charge (SQLite)", _us(o.budget))
     t.add_row("set sizes: ADMIT + SIZES (count)", _us(o.set_sizes))
     for d in o.difference:
@@ -269,7 +283,8 @@ def overhead_markdown(o: Overhead) -> str:
             lines.append(f"| {name} | {note} | |")
         else:
             lines.append(f"| {name} | {_one(s.median_us)} | {_one(s.p99_us)} |")
-    row("OpenDP noise draw (count)", o.noise)
+    row("OpenDP noise draw (count, or a match's cardinality)", o.noise)
+    row("noisy sum: one total's noise drawn and encrypted (department, 2048-bit key)", o.sum_noise)
     row("budget ledger charge (SQLite, synchronous)", o.budget)
     row("set sizes: ADMIT + SIZES safeguards (count)", o.set_sizes)
     for d in o.difference:

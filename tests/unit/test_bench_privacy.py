@@ -17,12 +17,13 @@ def test_overhead_reports_every_check_and_skips_pairs_above_the_cap() -> None:
     o = privacy.overhead([1500], [2, 4], queries=30, max_kept_refs=1500 * 3)
     for s in (o.noise, o.budget, o.set_sizes):
         assert s.n == 30 and 0 < s.median_us <= s.p99_us
+    assert o.sum_noise is not None and 0 < o.sum_noise.median_us <= o.sum_noise.p99_us
     measured, skipped = o.difference
     assert (measured.rows, measured.kept) == (1500, 2) and measured.check is not None and measured.refs is not None
     assert measured.check.median_us > 0 and measured.stored_mib is not None
     assert skipped.check is None and skipped.note.startswith("skipped")
     md = privacy.overhead_markdown(o)
-    assert "| OpenDP noise draw (count) |" in md and "1,500 rows against 2 kept sets" in md and "skipped" in md
+    assert "| OpenDP noise draw (count, or a match's cardinality) |" in md and "noisy sum" in md and "1,500 rows against 2 kept sets" in md and "skipped" in md
 
 
 def test_main_writes_its_json(tmp_path: Path) -> None:
