@@ -14,7 +14,9 @@ import asyncio
 import datetime as dt
 import json
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import support
 from deployment import Deployment, deployed
@@ -35,29 +37,36 @@ WHY = ("核查", "DP-1")
 PROBE = "amount_fen >= 11000"
 TRUTH = 10
 L3 = default_levels().dp_for("hrss.subsidies", "L3")
+T = TypeVar("T")
 
 
 def _client(d: Deployment, who: Identity) -> GatewayClient:
     return GatewayClient(f"127.0.0.1:{d.gateway.port}", TlsFiles.in_dir(d.certs, who))
 
 
-async def _average_away(d: Deployment) -> tuple[list[NoisyCount], list[str]]:
-    """alice and bob take turns repeating the count until refused 4 times in a row; their answers, refusals."""
-    answers: list[NoisyCount] = []
+async def _colleagues_take_turns(d: Deployment, ask: Callable[[GatewayClient], Awaitable[T]],
+                                 turns: int = 8) -> tuple[list[T], list[str]]:
+    """bob and alice (one agency) take turns asking the same question; their answers, and the refusals'
+    details (each must be the budget's RESOURCE_EXHAUSTED)."""
+    answers: list[T] = []
     refusals: list[str] = []
     async with _client(d, ALICE) as alice, _client(d, BOB) as bob:
-        for turn in range(40):
+        for turn in range(turns):
             try:
-                got = await (alice if turn % 2 else bob).count_rows("hrss.subsidies", *WHY, PROBE)
+                answers.append(await ask(alice if turn % 2 else bob))
             except RemoteCallFailed as exc:
                 assert exc.code == "RESOURCE_EXHAUSTED", exc
                 refusals.append(exc.details)
-                if len(refusals) == 4:
-                    break
-                continue
-            assert isinstance(got.rows, NoisyCount) and got.rows.epsilon == L3.epsilon
-            answers.append(got.rows)
     return answers, refusals
+
+
+async def _average_away(d: Deployment) -> tuple[list[NoisyCount], list[str]]:
+    """alice and bob take turns repeating the count, twice as often as the budget allows."""
+    answers, refusals = await _colleagues_take_turns(
+        d, lambda c: c.count_rows("hrss.subsidies", *WHY, PROBE))
+    counts = [a.rows for a in answers]
+    assert all(isinstance(c, NoisyCount) and c.epsilon == L3.epsilon for c in counts), counts
+    return counts, refusals  # type: ignore[return-value]
 
 
 async def _others(d: Deployment) -> tuple[NoisyCount, int]:
@@ -199,18 +208,9 @@ async def _sum_entries(d: Deployment) -> list[AuditEntry]:
 
 
 async def _repeat_match(d: Deployment) -> tuple[list[MatchResult], list[str]]:
-    answers: list[MatchResult] = []
-    refusals: list[str] = []
-    async with _client(d, ALICE) as alice, _client(d, BOB) as bob:
-        for turn in range(8):
-            try:
-                answers.append(await (alice if turn % 2 else bob).match(
-                    left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"),
-                    purpose=WHY[0], case_number=WHY[1]))
-            except RemoteCallFailed as exc:
-                assert exc.code == "RESOURCE_EXHAUSTED", exc
-                refusals.append(exc.details)
-    return answers, refusals
+    return await _colleagues_take_turns(d, lambda c: c.match(
+        left=Side("hrss.subsidies", "uscc"), right=Side("samr.companies", "uscc"), purpose=WHY[0],
+        case_number=WHY[1]))
 
 
 def test_averaging_a_noisy_match_cardinality_runs_out_of_budget(tmp_path: Path) -> None:
