@@ -115,13 +115,17 @@ class Privacy:
     levels: Levels
     book: BudgetBook
 
+    def noisy_policies(self, datasets: list[str], aggregate_levels: tuple[str, ...]) -> dict[str, DpPolicy]:
+        """The datasets among `datasets` whose policy makes an aggregate touching these levels noisy."""
+        touched = self.levels.highest(list(aggregate_levels))
+        level = touched.name if touched else None
+        return {d: p for d in dict.fromkeys(datasets) if (p := self.levels.dp_for(d, level)).noisy}
+
     def charge(self, agency: str, datasets: list[str], aggregate_levels: tuple[str, ...]) -> Charge | None:
         """Charge an aggregate over `datasets` touching `aggregate_levels`; None when every dataset's policy
         answers it exactly. Noisy for one is noisy for all: the answer takes the smallest ε among the noisy
         datasets' policies (the most noise) and spends that ε on each of them."""
-        touched = self.levels.highest(list(aggregate_levels))
-        level = touched.name if touched else None
-        noisy = {d: p for d in dict.fromkeys(datasets) if (p := self.levels.dp_for(d, level)).noisy}
+        noisy = self.noisy_policies(datasets, aggregate_levels)
         if not noisy:
             return None
         epsilon = min(p.epsilon for p in noisy.values())

@@ -169,10 +169,7 @@ class Planner:
     def noisy(self, datasets: list[str], aggregate_levels: tuple[str, ...]) -> bool:
         """Whether an aggregate over `datasets` touching these levels would be answered with noise (no charge)."""
         privacy = self._decisions.privacy
-        if privacy is None:
-            return False
-        touched = privacy.levels.highest(list(aggregate_levels))
-        return any(privacy.levels.dp_for(d, touched.name if touched else None).noisy for d in datasets)
+        return privacy is not None and bool(privacy.noisy_policies(datasets, aggregate_levels))
 
     def steps(self, caller: Identity, record: RequestRecord, params: QueryParams, why: Purpose) -> Steps:
         """The planning steps of one one-dataset query, as its kind's recipe takes them."""

@@ -23,7 +23,8 @@ def test_overhead_reports_every_check_and_skips_pairs_above_the_cap() -> None:
     assert measured.check.median_us > 0 and measured.stored_mib is not None
     assert skipped.check is None and skipped.note.startswith("skipped")
     md = privacy.overhead_markdown(o)
-    assert "| OpenDP noise draw (count, or a match's cardinality) |" in md and "noisy sum" in md and "1,500 rows against 2 kept sets" in md and "skipped" in md
+    assert "| OpenDP noise draw (count, or a match's cardinality) |" in md and "noisy sum" in md
+    assert "1,500 rows against 2 kept sets" in md and "skipped" in md
 
 
 def test_main_writes_its_json(tmp_path: Path) -> None:
