@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 import support
 from fedgate.client.gateway import GatewayClient
@@ -16,24 +16,21 @@ from fedgate.server.tls import TlsFiles
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(autouse=True)
-def postgres() -> None:
-    if not support.postgres_reachable():
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (database 'test', user 'postgres')")
-    engine = sa.create_engine(support.PG_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS fedgate_datasets, fedgate_departments"))
-    engine.dispose()
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A schema of this test's own: other tests, and other runs of this suite, use the database at once."""
+    with support.private_pg_schema("fedgate_pg") as url:
+        yield url
 
 
-async def test_adapter_on_postgres_and_registry_in_postgres(servers, tmp_path: Path) -> None:
-    support.write_companies(support.PG_URL, n=12)
+async def test_adapter_on_postgres_and_registry_in_postgres(servers, tmp_path: Path, pg_url: str) -> None:
+    support.write_companies(pg_url, n=12)
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(support.gateway_toml(tmp_path / "gw", servers.certs).replace(
-        "[tls]", f'registry_url = "{support.PG_URL}"\n\n[tls]'))
+        "[tls]", f'registry_url = "{pg_url}"\n\n[tls]'))
     gw = await build_gateway(GatewayConfig.load(cfg))
     servers.gateways.append(gw)
-    decl = support.COMPANIES_DECL.format(kind="sql", where=f'url = "{support.PG_URL}"')
+    decl = support.COMPANIES_DECL.format(kind="sql", where=f'url = "{pg_url}"')
     await servers.adapter("samr", gw, decl)
 
     tls = TlsFiles.in_dir(servers.certs, support.SUPERVISOR)
@@ -51,7 +48,7 @@ async def test_adapter_on_postgres_and_registry_in_postgres(servers, tmp_path: P
         assert [d.decl.qualified_name for d in await client.list_datasets()] == ["samr.companies"]
 
 
-async def test_audit_log_on_postgres(tmp_path: Path) -> None:
+async def test_audit_log_on_postgres(tmp_path: Path, pg_url: str) -> None:
     """The same audit store and log code on PostgreSQL: append, resume, prove, verify."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -62,13 +59,8 @@ async def test_audit_log_on_postgres(tmp_path: Path) -> None:
     from fedgate.gateway.audit_log import AuditLog
     from fedgate.gateway.audit_store import AuditStore
 
-    engine = sa.create_engine(support.PG_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS fedgate_audit_entries, fedgate_audit_nodes, "
-                             "fedgate_audit_checkpoints"))
-    engine.dispose()
     key, origin = Ed25519PrivateKey.generate(), "fedgate.test/audit"
-    store = AuditStore.open(support.PG_URL)
+    store = AuditStore.open(pg_url)
     log = await AuditLog.open(store, key, origin)
     bodies = []
     for i in range(37):
@@ -87,7 +79,7 @@ async def test_audit_log_on_postgres(tmp_path: Path) -> None:
     store.close()
 
 
-async def test_two_gateway_replicas_share_one_audit_log_on_postgres() -> None:
+async def test_two_gateway_replicas_share_one_audit_log_on_postgres(pg_url: str) -> None:
     """Replicas append to one log: an advisory lock orders them, each resumes from the stored frontier."""
     import asyncio
 
@@ -99,13 +91,8 @@ async def test_two_gateway_replicas_share_one_audit_log_on_postgres() -> None:
     from fedgate.gateway.audit_log import AuditLog
     from fedgate.gateway.audit_store import AuditStore
 
-    engine = sa.create_engine(support.PG_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS fedgate_audit_entries, fedgate_audit_nodes, "
-                             "fedgate_audit_checkpoints"))
-    engine.dispose()
     key, origin = Ed25519PrivateKey.generate(), "fedgate.test/audit"
-    stores = [AuditStore.open(support.PG_URL), AuditStore.open(support.PG_URL)]
+    stores = [AuditStore.open(pg_url), AuditStore.open(pg_url)]
     logs = [await AuditLog.open(s, key, origin) for s in stores]
 
     async def write(log: AuditLog, who: int) -> list[int]:

@@ -75,13 +75,12 @@ def test_sql_source_missing_table(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_postgres_source() -> None:
-    if not support.postgres_reachable():
-        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (database 'test', user 'postgres')")
-    support.write_companies(support.PG_URL, n=11)
-    src = SqlSource(support.PG_URL, "companies")
-    assert src.count() == 11
-    assert len(list(src.rows(["uscc", "status"]))) == 11
-    src.close()
+    with support.private_pg_schema("fg_source") as url:  # not the public schema other runs use at once
+        support.write_companies(url, n=11)
+        src = SqlSource(url, "companies")
+        assert src.count() == 11
+        assert len(list(src.rows(["uscc", "status"]))) == 11
+        src.close()
 
 
 def test_csv_row_count_is_read_again_only_when_the_file_changed(tmp_path, monkeypatch) -> None:
