@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from fedgate.core.audit_entry import utc_now
 from fedgate.crypto.checkpoint import Checkpoint
-from fedgate.core.errors import DisclosureLogFailed, StoreClosed, TicketReplayed
+from fedgate.core.errors import DisclosureLogFailed, NotFound, StoreClosed, TicketReplayed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,14 +41,18 @@ CREATE TABLE IF NOT EXISTS accepted_checkpoints (
 CREATE TABLE IF NOT EXISTS disclosures (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, query_id TEXT NOT NULL,
     entry_index INTEGER, checkpoint_size INTEGER, action TEXT NOT NULL, dataset TEXT NOT NULL,
-    decision TEXT NOT NULL, reason TEXT NOT NULL, result_rows INTEGER);
+    decision TEXT NOT NULL, reason TEXT NOT NULL, result_rows INTEGER,
+    subject TEXT NOT NULL DEFAULT '', purpose TEXT NOT NULL DEFAULT '', case_number TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS admitted_uses (
     entry_index INTEGER NOT NULL, action TEXT NOT NULL, role TEXT NOT NULL, query_id TEXT NOT NULL,
     admitted_at TEXT NOT NULL, PRIMARY KEY (entry_index, action, role));
 """
 # Schema version 1 added admitted_uses. Entries admitted before it are taken as used by every side their
 # action has ('' for a count or disclosure; left and right for a match kind: a self-join's two sides).
-_SCHEMA_VERSION = 1
+# Version 2 added who asked, why and under which case (from the verified audit entry) to each disclosure;
+# rows written before it keep '' there (the gateway's entry, joined by query id, still has them).
+_SCHEMA_VERSION = 2
+_ASKER_COLUMNS = ("subject", "purpose", "case_number")
 _BACKFILL = """
 INSERT OR IGNORE INTO admitted_uses (entry_index, action, role, query_id, admitted_at)
     SELECT d.entry_index, d.action, r.role, d.query_id, d.time FROM disclosures d
@@ -79,6 +83,15 @@ class Disclosure:
     decision: str  # admitted | served | refused | stopped (cancelled, timed out or failed after admission)
     reason: str
     result_rows: int | None
+    # From the audit entry the ticket proved: the asking supervisor's SPIFFE ID (its agency is the second
+    # path segment), the purpose and the case. '' where no entry was verified (a forged or altered ticket).
+    subject: str = ""
+    purpose: str = ""
+    case_number: str = ""
+
+
+_COLUMNS = ("time, query_id, entry_index, checkpoint_size, action, dataset, decision, reason, result_rows, "
+            "subject, purpose, case_number")
 
 
 class DisclosureLog:
@@ -144,11 +157,18 @@ class DisclosureLog:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= _SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(_BACKFILL)
+            if version < 1:
+                conn.execute(_BACKFILL)
+            # CREATE TABLE IF NOT EXISTS left an older log's table as it was: add the columns, keep every row.
+            have = {row[1] for row in conn.execute("PRAGMA table_info(disclosures)")}
+            for column in _ASKER_COLUMNS:
+                if column not in have:
+                    conn.execute(f"ALTER TABLE disclosures ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -216,10 +236,9 @@ class DisclosureLog:
     @staticmethod
     def _insert(conn: sqlite3.Connection, d: Disclosure) -> None:
         conn.execute(
-            "INSERT INTO disclosures (time, query_id, entry_index, checkpoint_size, action, dataset, decision,"
-            " reason, result_rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO disclosures ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.time, d.query_id, d.entry_index, d.checkpoint_size, d.action, d.dataset, d.decision, d.reason,
-             d.result_rows))
+             d.result_rows, d.subject, d.purpose, d.case_number))
 
     def was_used(self, use: Use) -> bool:
         """Whether a ticket was admitted for this use before (the check that counts is `accept`'s)."""
@@ -236,7 +255,32 @@ class DisclosureLog:
 
     def disclosures(self) -> list[Disclosure]:
         with self._connection("read the disclosures") as conn:
-            rows = conn.execute(
-                "SELECT time, query_id, entry_index, checkpoint_size, action, dataset, decision, reason,"
-                " result_rows FROM disclosures ORDER BY id").fetchall()
-        return [Disclosure(*r) for r in rows]
+            return _read(conn)
+
+
+def _read(conn: sqlite3.Connection) -> list[Disclosure]:
+    # An older log read without migrating (read_disclosures) lacks the asker's columns: read them as ''.
+    have = {row[1] for row in conn.execute("PRAGMA table_info(disclosures)")}
+    columns = ", ".join(c if c in have else f"'' AS {c}" for c in _COLUMNS.split(", "))
+    rows = conn.execute(f"SELECT {columns} FROM disclosures ORDER BY id").fetchall()
+    return [Disclosure(*r) for r in rows]
+
+
+def read_disclosures(path: Path) -> list[Disclosure]:
+    """Every record of the disclosure log at `path`, read-only (the adapter may be running and writing it).
+
+    The department's view reads it this way: it never migrates or writes another process's log.
+    """
+    if not path.is_file():
+        raise NotFound(f"no disclosure log at {path}; give the adapter's configuration (its data_dir holds "
+                       "disclosures.db) or the log's path")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise NotFound(f"cannot open the disclosure log at {path}: {exc}") from None
+    try:
+        return _read(conn)
+    except sqlite3.Error as exc:
+        raise NotFound(f"{path} is not a readable disclosure log: {exc}") from None
+    finally:
+        conn.close()

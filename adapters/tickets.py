@@ -126,7 +126,7 @@ class TicketGate:
             try:
                 await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, use, Disclosure(
                     utc_now(), verified.claims.query_id, verified.claims.entry_index, verified.checkpoint.size,
-                    action, qualified, "admitted", "", None))
+                    action, qualified, "admitted", "", None, *_asker(entry)))
             except TicketReplayed as exc:  # another presentation took the use first
                 await self._record_refusal(ticket, claims, ask, exc)
                 raise
@@ -151,19 +151,24 @@ class TicketGate:
         t = admission.ticket
         await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
-            admission.dataset, "refused", reason, None))
+            admission.dataset, "refused", reason, None, *_asker(admission.entry)))
 
     async def record_stopped(self, admission: Admission, reason: str) -> None:
         t = admission.ticket
         await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
-            admission.dataset, "stopped", reason, None))
+            admission.dataset, "stopped", reason, None, *_asker(admission.entry)))
 
     async def record_served(self, admission: Admission, rows: int) -> None:
         t = admission.ticket
         await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
-            admission.dataset, "served", "", rows))
+            admission.dataset, "served", "", rows, *_asker(admission.entry)))
+
+
+def _asker(entry: AuditEntry) -> tuple[str, str, str]:
+    """Who asked, why and under which case, as the verified entry says: the department's own record of it."""
+    return entry.subject, entry.purpose, entry.case_number
 
 
 def _query_id(ticket: Ticket) -> str:

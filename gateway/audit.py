@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.core.errors import InvalidInput, NotFound
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
-from fedgate.gateway.policy import Policy
+from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.core.identity import Identity
 from fedgate.server.interceptors import RequestRecord
 
@@ -89,6 +90,9 @@ class SearchCriteria(audit_search.Criteria):
     """The criteria of one search, checked and normalised when built, and how many entries to return."""
 
     limit: int = 50
+    # A department's code: only entries naming one of its datasets (department.dataset) match. Set from the
+    # caller's certificate for a department's search, never from the request.
+    department: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.limit <= MAX_SEARCH:
@@ -107,11 +111,17 @@ class SearchCriteria(audit_search.Criteria):
                 and (not self.decision or e.decision == self.decision)
                 and (not self.action or e.action == self.action)
                 and (not self.since or e.time >= self.since)
-                and (not self.until or e.time < self.until))
+                and (not self.until or e.time < self.until)
+                and (not self.department or names_department(e, self.department)))
+
+
+def names_department(entry: AuditEntry, department: str) -> bool:
+    """Whether the entry is about one of `department`'s datasets (a qualified name's prefix is its department)."""
+    return any(d.partition(".")[0] == department for d in entry.datasets)
 
 
 class AuditReader:
-    """Read access to the log for those the policy allows (security officers by default)."""
+    """Read access to the log for those the policy allows: security officers, and departments (their own part)."""
 
     def __init__(self, log: AuditLog, policy: Policy) -> None:
         self.log = log
@@ -119,6 +129,17 @@ class AuditReader:
 
     def authorise(self, caller: Identity, record: RequestRecord) -> None:
         record.rule = self.policy.decide_for(caller, "audit.*", "audit.read").require()
+
+    def authorise_own(self, caller: Identity, record: RequestRecord, criteria: SearchCriteria) -> SearchCriteria:
+        """A department's search, narrowed to the entries about its own datasets (`audit.read.own`).
+
+        A dataset criterion naming another department's dataset is refused on its name alone, so the
+        answer says nothing about that department's entries; every other entry simply does not match.
+        """
+        record.rule = self.policy.decide_for(caller, f"{caller.org}.*", "audit.read.own").require()
+        if criteria.dataset and criteria.dataset.partition(".")[0] != caller.org:
+            raise PolicyDenied(f"department {caller.org} reads the audit entries about its own datasets only")
+        return dataclasses.replace(criteria, department=caller.org)
 
     def checkpoint(self, size: int) -> tuple[int, str]:
         """The stored checkpoint at `size`, or the latest stored one for 0."""

@@ -41,6 +41,7 @@ from fedgate.core.datasets import RegisteredDataset
 from fedgate.client.render import (
     compare_table,
     datasets_table,
+    department_table,
     entries_table,
     match_table,
     noisy_note,
@@ -49,9 +50,9 @@ from fedgate.client.render import (
     sum_table,
 )
 from fedgate.core.row_limit import RowLimit, row_limit_json
-from fedgate.core.errors import FedgateError, NotFound
+from fedgate.core.errors import FedgateError, InvalidInput, NotFound
 from fedgate.core.officer_seal import OpenKey
-from fedgate.core.identity import Identity, Role
+from fedgate.core.identity import Identity, Role, identity_from_pem
 from fedgate.server.signing_key import read_vkey
 from fedgate.core.supervisor_keys import SupervisorKey
 from fedgate.server.tls import TlsFiles
@@ -640,7 +641,7 @@ def policy_check(
     domain: Annotated[str, typer.Argument(help="the subject's agency or department, e.g. dcb")],
     obj: Annotated[str, typer.Argument(metavar="OBJECT", help="dataset or field, e.g. hrss.pensions.name")],
     action: Annotated[str, typer.Argument(help="register, list, count, filter, match, sum, compare, "
-                                               "disclose.plain, disclose.masked, audit.read, policy.reload")],
+                                               "disclose.plain, disclose.masked, audit.read, audit.read.own, policy.reload")],
     level: Annotated[str, typer.Option(help="The object's level (L1..L4), or * for none.")] = "*",
     policy_dir: Annotated[Path | None, typer.Option(help="Directory with model.conf, policy.csv and levels.toml "
                                                          "(default: the shipped policy).")] = None,
@@ -739,6 +740,60 @@ def trace_list(store: StoreOpt = [], config: ConfigsOpt = [],
                       dt.datetime.fromtimestamp(t.start_ns / 1e9, dt.UTC).isoformat(timespec="seconds"),
                       str(t.span_count))
     console.print(table)
+
+
+department_app = typer.Typer(help="A department's data office: every request for its data.", no_args_is_help=True)
+app.add_typer(department_app, name="department")
+
+
+@department_app.command("requests")
+def department_requests(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    config: Annotated[Path | None, typer.Option("--config", help="The department's adapter TOML: its data_dir "
+                                                                 "holds the disclosure log.")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="The disclosure log itself (disclosures.db), "
+                                                           "instead of --config.")] = None,
+    since: Annotated[str, typer.Option(help="Inclusive: the forms of `audit search --since`.")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most gateway entries to read.")] = 10_000,
+    flagged: Annotated[bool, typer.Option("--flagged", help="Only requests the two records disagree on.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every request for this department's data, from the gateway's log and its own, reconciled.
+
+    Runs with the department's own certificate (--cert): the gateway returns the entries about its
+    datasets only. The disclosure log is read locally and read-only. A request in one record and
+    not the other is flagged; exit code 2 if any is.
+    """
+    from fedgate.adapters.config import AdapterConfig
+    from fedgate.client.department_view import View, read_view
+
+    def go() -> View:
+        department = identity_from_pem(cert.read_bytes())
+        if department.role is not Role.DEPARTMENT:
+            raise InvalidInput(f"--cert is {department}, not a department's certificate; run this with the "
+                               "department's own")
+        if (config is None) == (log is None):
+            raise InvalidInput("give the adapter's configuration (--config) or its disclosure log (--log)")
+        path = log if log is not None else AdapterConfig.load(config).data_dir / "disclosures.db"  # type: ignore[arg-type]
+        start = criteria.point_in_time(since, "since", dt.datetime.now(dt.UTC))
+
+        async def remote() -> View:
+            async with _client(gateway, ca, cert, key) as client:
+                return await read_view(client, department.org, path, start, limit)
+        return asyncio.run(remote())
+
+    view = _run(go)
+    shown = view.flagged if flagged else view.requests
+    if as_json:
+        print(json.dumps({"department": view.department, "since": view.since, "truncated": view.truncated,
+                          "requests": [r.to_json() for r in shown]}, ensure_ascii=False, indent=2))
+    else:
+        console.print(department_table(shown, view.department))
+        if view.truncated:
+            err_console.print(f"only the newest {limit:,} entries were read: requests before {view.since} are "
+                              "not shown; narrow with --since")
+    if view.flagged:
+        raise typer.Exit(2)
 
 
 def main() -> None:
