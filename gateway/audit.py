@@ -130,13 +130,17 @@ class AuditReader:
     def authorise(self, caller: Identity, record: RequestRecord) -> None:
         record.rule = self.policy.decide_for(caller, "audit.*", "audit.read").require()
 
-    def authorise_own(self, caller: Identity, record: RequestRecord, criteria: SearchCriteria) -> SearchCriteria:
-        """A department's search, narrowed to the entries about its own datasets (`audit.read.own`).
+    def authorise_own(self, caller: Identity, record: RequestRecord) -> None:
+        """A department searching the entries about its own datasets (`audit.read.own`; see `own_part`)."""
+        record.rule = self.policy.decide_for(caller, f"{caller.org}.*", "audit.read.own").require()
+
+    @staticmethod
+    def own_part(caller: Identity, criteria: SearchCriteria) -> SearchCriteria:
+        """A department's search, narrowed to the entries about its own datasets.
 
         A dataset criterion naming another department's dataset is refused on its name alone, so the
         answer says nothing about that department's entries; every other entry simply does not match.
         """
-        record.rule = self.policy.decide_for(caller, f"{caller.org}.*", "audit.read.own").require()
         if criteria.dataset and criteria.dataset.partition(".")[0] != caller.org:
             raise PolicyDenied(f"department {caller.org} reads the audit entries about its own datasets only")
         return dataclasses.replace(criteria, department=caller.org)

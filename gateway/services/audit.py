@@ -50,14 +50,17 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                             context: grpc.aio.ServicerContext) -> AsyncIterator[audit_pb2.LogEntry]:
         record, caller = current_record(), current_identity()
         record.action = "audit.search"
+        own = caller.role is Role.DEPARTMENT  # its own datasets' entries only, whatever it asked
+        if own:
+            self._reader.authorise_own(caller, record)
+        else:
+            self._reader.authorise(caller, record)
         criteria = SearchCriteria(subject=request.subject, dataset=request.dataset,
                                   case_number=request.case_number, decision=request.decision,
                                   action=request.action, since=request.since, until=request.until,
                                   limit=request.limit or 50)
-        if caller.role is Role.DEPARTMENT:  # its own datasets' entries only, whatever it asked
-            criteria = self._reader.authorise_own(caller, record, criteria)
-        else:
-            self._reader.authorise(caller, record)
+        if own:
+            criteria = self._reader.own_part(caller, criteria)
         found = await self._reader.search(criteria)
         current_record().result_sizes["entries"] = len(found)
         for item in found:
