@@ -51,3 +51,24 @@ def matching_key_from_proto(msg: common_pb2.MatchingKey) -> MatchingKey:
 # work: the gateway lets the next ticket for that department be issued from then on (see
 # gateway/query.py: admissions), so concurrent queries do not race each other's checkpoints.
 ADMITTED_METADATA = (("fedgate-admitted", "1"),)
+# With it, the adapter's witness cosignature line on the ticket's checkpoint (UTF-8: the line starts
+# with an em dash, so it travels as binary metadata); the gateway stores it beside the checkpoint.
+COSIGNATURE_METADATA = "fedgate-cosignature-bin"
+
+
+def admitted_metadata(cosignature: str) -> tuple[tuple[str, str | bytes], ...]:
+    """The admission's initial metadata, carrying the cosignature when the adapter made one."""
+    if not cosignature:
+        return ADMITTED_METADATA
+    return (*ADMITTED_METADATA, (COSIGNATURE_METADATA, cosignature.encode()))
+
+
+def cosignature_from_metadata(metadata: object) -> str:
+    """The cosignature line in an adapter's initial metadata, or "" (absent or not UTF-8)."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == COSIGNATURE_METADATA and isinstance(value, bytes):
+            try:
+                return value.decode()
+            except UnicodeDecodeError:
+                return ""
+    return ""
