@@ -235,11 +235,14 @@ class AuditStore(SqlStore):
 
     def add_cosignature(self, size: int, witness: str, line: str) -> bool:
         """Keep `witness`'s cosignature on the checkpoint of `size`; False if it has one there already."""
-        with self._writes.begin() as conn:
-            if conn.execute(sa.select(cosignatures.c.size).where(
-                    cosignatures.c.size == size, cosignatures.c.witness == witness)).first():
-                return False
-            conn.execute(cosignatures.insert().values(size=size, witness=witness, line=line))
+        try:
+            with self._writes.begin() as conn:
+                if conn.execute(sa.select(cosignatures.c.size).where(
+                        cosignatures.c.size == size, cosignatures.c.witness == witness)).first():
+                    return False
+                conn.execute(cosignatures.insert().values(size=size, witness=witness, line=line))
+        except sa.exc.IntegrityError:
+            return False  # another replica kept one for that size meanwhile
         return True
 
     @staticmethod
