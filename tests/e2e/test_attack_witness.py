@@ -84,6 +84,12 @@ async def test_a_cut_and_resigned_log_is_refused_by_every_department_and_fails_v
     ok = _verify(gw_dir, "--witness-keys", str(keys), "--witnesses", "2")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(ok.stdout)["witnessed_by"] == sorted(w.name for w in witnesses)
+    # Through the gateway too, twice: the officer's own reads are logged but need no cosignature.
+    officer = GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(servers.certs, support.OFFICER))
+    async with officer as c:
+        for _ in range(2):
+            report = await c.verify_log(read_vkey(gw_dir / "log-signing.vkey"), None, witnesses, 2)
+            assert report.witnessed_by == tuple(sorted(w.name for w in witnesses))
 
     # The operator stops the gateway, cuts the second match out of the log and restarts it: the
     # checkpoint left at the cut was signed with the real key, and the gateway signs on from there.
