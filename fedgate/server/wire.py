@@ -5,6 +5,8 @@ Only service modules and this one touch generated `*_pb2` classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fedgate.core.datasets import DatasetDecl, FieldDecl
 from fedgate.core.matching_keys import MatchingKey
 from fedgate.protos.fedgate.v1 import common_pb2
@@ -63,9 +65,9 @@ def admitted_metadata(cosignature: str) -> tuple[tuple[str, str | bytes], ...]:
     return (*ADMITTED_METADATA, (COSIGNATURE_METADATA, cosignature.encode()))
 
 
-def cosignature_from_metadata(metadata: object) -> str:
+def cosignature_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The cosignature line in an adapter's initial metadata, or "" (absent or not UTF-8)."""
-    for key, value in metadata or ():  # type: ignore[attr-defined]
+    for key, value in metadata or ():
         if key == COSIGNATURE_METADATA and isinstance(value, bytes):
             try:
                 return value.decode()
