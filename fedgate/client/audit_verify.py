@@ -79,7 +79,7 @@ class VerifyReport:
     checkpoints_checked: int
     latest_note: str
     leaf_hashes: tuple[bytes, ...]
-    witnessed_by: tuple[str, ...] = ()  # pinned witnesses whose cosignatures on the latest checkpoint verify
+    witnessed_by: tuple[str, ...] = ()  # pinned witnesses that cosigned a checkpoint past the newest query entry
 
 
 def _open(note: str, vkey: VerifierKey, origin: str | None, what: str, index: int) -> Checkpoint:
