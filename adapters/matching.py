@@ -142,7 +142,8 @@ class MatchSessions:
         machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
         session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
                            self._safeguards, self._row_sets, peer, noise)
-        await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(sealed_key=secret.sealed_key)))
+        await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(
+            sealed_key=secret.sealed_key, cosignature=admission.cosignature)))
         worker = asyncio.create_task(session.run(it))
         self.active += 1
         stopped = CANCELLED

@@ -27,6 +27,7 @@ from fedgate.core.errors import ConfigError, DataSourceError, FailedPrecondition
 from fedgate.core.identity import GATEWAY, Identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate.server import telemetry
+from fedgate.server import witness_key
 from fedgate.server.signing_key import read_vkey
 from fedgate.server.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
 from fedgate.server.tls import check_own, handshake_hint, secure_channel
@@ -231,7 +232,8 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         # Beside the disclosure log: the row sets answered, for the difference check.
         row_sets = RowSets.open(config.data_dir, config.difference_window_days)
         undo.callback(row_sets.history.close)
-        gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s)
+        witness = witness_key.load_or_create(config.data_dir, config.department)
+        gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s, witness=witness)
         ca_pem, _, _ = config.tls.read()
         # Started before the server: workers are spawned, never forked from a process running gRPC.
         pool = WorkerPool(config.workers)

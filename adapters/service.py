@@ -26,7 +26,7 @@ from fedgate.server.interceptors import current_identity
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, DifferenceRefused, Release, Safeguards, difference_k
 from fedgate.server.telemetry import safe_attributes
-from fedgate.server.wire import ADMITTED_METADATA as ADMITTED
+from fedgate.server.wire import admitted_metadata
 from fedgate.server.wire import dataset_to_proto
 
 tracer = trace.get_tracer(__name__)
@@ -97,7 +97,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             return rows, total, None
 
         async with recording_stops(admission):
-            await context.send_initial_metadata(ADMITTED)
+            await context.send_initial_metadata(admitted_metadata(admission.cosignature))
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
             with tracer.start_as_current_span("source.count") as span:
                 rows, total, refused = await asyncio.to_thread(count, where)
@@ -135,7 +135,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
             return matched, out
 
         async with recording_stops(admission):
-            await context.send_initial_metadata(ADMITTED)
+            await context.send_initial_metadata(admitted_metadata(admission.cosignature))
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
             with tracer.start_as_current_span("source.disclose") as span:
                 matched, rows = await asyncio.to_thread(read, where)

@@ -25,6 +25,7 @@ from fedgate.crypto.ticket import (DEFAULT_CLOCK_SKEW_S, Ticket, TicketClaims, T
 from fedgate.core.errors import FedgateError, RemoteProtocolError, TicketReplayed
 from fedgate.protos.fedgate.v1 import adapter_pb2
 from fedgate.query.audit_params import QueryParams
+from fedgate.server.witness_key import Witness
 
 
 def ticket_from_proto(msg: adapter_pb2.QueryTicket) -> Ticket:
@@ -41,6 +42,7 @@ class Admission:
     dataset: str
     entry: AuditEntry      # the logged request the ticket proves
     params: QueryParams    # its parameters: the safeguard values this department enforces while serving
+    cosignature: str = ""  # this department's witness cosignature on the ticket's checkpoint ("" without a key)
 
     async def served(self, rows: int) -> None:
         await self.gate.record_served(self, rows)
@@ -79,8 +81,12 @@ async def recording_stops(admission: Admission) -> AsyncIterator[None]:
 
 class TicketGate:
     def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels,
-                 skew_s: int = DEFAULT_CLOCK_SKEW_S, clock: Callable[[], float] = time.time) -> None:
+                 skew_s: int = DEFAULT_CLOCK_SKEW_S, clock: Callable[[], float] = time.time,
+                 witness: Witness | None = None) -> None:
         self._department = department
+        # Witnessing: every checkpoint accepted (consistent with all accepted before, the last of
+        # which survives restarts in the disclosure log) is cosigned, so a split view is provable.
+        self._witness = witness
         self._skew_s = skew_s
         self._clock = clock
         self._levels = levels
@@ -121,7 +127,7 @@ class TicketGate:
                 raise
             # Accepting moves this adapter's view of the log forward and takes the entry's use for this
             # action and side, before anything is served.
-            admission = Admission(self, verified, action, qualified, entry, params)
+            admission = Admission(self, verified, action, qualified, entry, params, self._cosign(verified))
             use = Use(verified.claims.entry_index, action, ask.role)
             try:
                 await self._log.accept_async(verified.checkpoint, verified.checkpoint_note, use, Disclosure(
@@ -131,6 +137,11 @@ class TicketGate:
                 await self._record_refusal(ticket, claims, ask, exc)
                 raise
         return admission
+
+    def _cosign(self, verified: VerifiedTicket) -> str:
+        if self._witness is None:
+            return ""
+        return self._witness.cosign(verified.checkpoint.to_text(), int(self._clock()))
 
     def _signed_claims(self, ticket: Ticket) -> TicketClaims | None:
         """The ticket's claims if the pinned key signed them for this department (the rest is unchecked)."""

@@ -48,6 +48,7 @@ __all__ = [
     "open_note",
     "sign_checkpoint",
     "sign_note",
+    "split_note",
     "verify_checkpoint",
 ]
 
@@ -203,6 +204,31 @@ def sign_note(body: str, signer_name: str, private_key: Ed25519PrivateKey) -> st
 
 def open_note(note_text: str | bytes, signer_name: str, public_key: Ed25519PublicKey) -> str:
     """Return the text of a signed note once a signature by the given key verifies."""
+    body, parsed = split_note(note_text)
+    # 5. Ignore unknown keys (name or ID differ); every signature by the known
+    #    key must verify, and at least one must be present.
+    _check_key_name(signer_name, LocalProtocolError)
+    key_id = _key_id(signer_name, public_key.public_bytes_raw())
+    message = body.encode("utf-8")
+    found = False
+    for name, blob in parsed:
+        if name != signer_name or blob[:_KEY_ID_SIZE] != key_id:
+            continue
+        sig = blob[_KEY_ID_SIZE:]
+        if len(sig) != _ED25519_SIG_SIZE:
+            raise VerificationError("note signature by the trusted key has the wrong length")
+        try:
+            public_key.verify(sig, message)
+        except InvalidSignature as e:
+            raise VerificationError("note signature by the trusted key does not verify") from e
+        found = True
+    if not found:
+        raise VerificationError("note carries no signature by the trusted key")
+    return body
+
+
+def split_note(note_text: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """A well-formed note's text and its signature lines as (key name, key ID || signature); nothing verified."""
     # 1. Bound the input before doing any work on it.
     if isinstance(note_text, bytes):
         if len(note_text) > MAX_NOTE_BYTES:
@@ -233,26 +259,7 @@ def open_note(note_text: str | bytes, signer_name: str, public_key: Ed25519Publi
         raise MalformedProof(f"note has more than {MAX_SIGNATURES} signatures")
     # 4. Every signature line must be well formed, even ones we will ignore.
     parsed = [_parse_signature_line(line) for line in sig_lines]
-    # 5. Ignore unknown keys (name or ID differ); every signature by the known
-    #    key must verify, and at least one must be present.
-    _check_key_name(signer_name, LocalProtocolError)
-    key_id = _key_id(signer_name, public_key.public_bytes_raw())
-    message = body.encode("utf-8")
-    found = False
-    for name, blob in parsed:
-        if name != signer_name or blob[:_KEY_ID_SIZE] != key_id:
-            continue
-        sig = blob[_KEY_ID_SIZE:]
-        if len(sig) != _ED25519_SIG_SIZE:
-            raise VerificationError("note signature by the trusted key has the wrong length")
-        try:
-            public_key.verify(sig, message)
-        except InvalidSignature as e:
-            raise VerificationError("note signature by the trusted key does not verify") from e
-        found = True
-    if not found:
-        raise VerificationError("note carries no signature by the trusted key")
-    return body
+    return body, parsed
 
 
 def _parse_signature_line(line: str) -> tuple[str, bytes]:

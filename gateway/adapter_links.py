@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -16,7 +17,9 @@ from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.server.tls import TlsFiles, secure_channel
-from fedgate.server.wire import dataset_from_proto
+from fedgate.server.wire import cosignature_from_metadata, dataset_from_proto
+
+log = logging.getLogger(__name__)
 
 # Every call to an adapter has a deadline: these, or the supervisor's own if it is sooner.
 DESCRIBE_TIMEOUT_S = 5.0
@@ -53,12 +56,28 @@ class StaleTicket(FailedPrecondition):
         super().__init__(f"department '{department}' kept refusing tickets as stale; retry")
 
 
+# (department, the checkpoint note its ticket carried, the department's cosignature line on it)
+Witnessed = Callable[[str, str, str], Awaitable[None]]
+
+
 class AdapterLinks:
     """One channel per (department, endpoint), reused across calls."""
 
-    def __init__(self, tls: TlsFiles) -> None:
+    def __init__(self, tls: TlsFiles, witnessed: Witnessed | None = None) -> None:
         self._tls = tls
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        # Where an adapter's cosignature goes once it admitted a ticket (the gateway's audit log).
+        self.witnessed = witnessed
+
+    async def keep_cosignature(self, department: str, checkpoint_note: str, line: str) -> None:
+        """Hand a department's cosignature to the audit log; a failure there costs the query nothing."""
+        if not line or self.witnessed is None:
+            return
+        try:
+            await self.witnessed(department, checkpoint_note, line)
+        except Exception as exc:  # noqa: BLE001 - witnessing is checked by officers, never a reason to fail
+            log.warning("did not keep the cosignature of department '%s': %s", department,
+                        exc if isinstance(exc, FedgateError) else type(exc).__name__)
 
     def channel(self, department: str, endpoint: str) -> grpc.aio.Channel:
         key = (department, endpoint)
@@ -98,9 +117,11 @@ class AdapterLinks:
             call = getattr(stub, method)(request, timeout=call_timeout(timeout))
             if admitted is not None:
                 try:
-                    await call.initial_metadata()
+                    metadata = await call.initial_metadata()
                 finally:
                     admitted()
+                await self.keep_cosignature(department, request.ticket.checkpoint,
+                                            cosignature_from_metadata(metadata))
             return await call
         except grpc.aio.AioRpcError as exc:
             if error_class(exc) == StaleBase.__name__:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.core.audit_entry import AuditEntry
 from fedgate.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from fedgate.crypto.cosignature import parse_cosignature_line
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes
 from fedgate.core.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.audit_store import AuditStore
@@ -119,6 +120,18 @@ class AuditLog:
             if gap.start < stop:
                 found.append(range(max(gap.start, start), min(gap.stop, stop)))
         return found[::-1]
+
+    async def add_cosignature(self, note: str, witness: str, line: str) -> None:
+        """Keep `witness`'s cosignature on our checkpoint `note` (one a ticket carried), if it has none there yet.
+
+        Only a well-formed line under the caller's witness name is kept; its signature is the
+        officer's to check (`fedgate audit verify --witness-keys`), against keys the officer pins.
+        """
+        cp = verify_checkpoint(note, self.origin, self._key.public_key(), origin=self.origin)
+        name, _ = parse_cosignature_line(line)
+        if name != witness:
+            raise InvalidInput("the cosignature is not under the department's witness name")
+        await asyncio.to_thread(self.store.add_cosignature, cp.size, witness, line)
 
     def latest_checkpoint(self) -> str | None:
         return self.store.latest_checkpoint()

@@ -44,6 +44,21 @@ checkpoints = sa.Table(
     sa.Column("note", sa.Text, nullable=False),
 )
 
+# Witness cosignature lines per checkpoint size, one per witness (its first for that size): served
+# appended to the checkpoint's note, as C2SP tlog-cosignature has them. A truncated and re-signed
+# log keeps them only by dropping them; kept, they no longer verify against the new checkpoint.
+cosignatures = sa.Table(
+    "fedgate_audit_cosignatures", _meta,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.Text, primary_key=True),
+    sa.Column("line", sa.Text, nullable=False),
+)
+
+
+def with_cosignatures(note: str, lines: Sequence[str]) -> str:
+    """The signed note with the cosignature lines appended (a note ends in its signature lines)."""
+    return note + "".join(line + "\n" for line in lines)
+
 
 @dataclass(frozen=True)
 class StoredEntry:
@@ -218,10 +233,29 @@ class AuditStore(SqlStore):
             else:
                 low = int(rows[-1].idx) + 1
 
+    def add_cosignature(self, size: int, witness: str, line: str) -> bool:
+        """Keep `witness`'s cosignature on the checkpoint of `size`; False if it has one there already."""
+        try:
+            with self._writes.begin() as conn:
+                if conn.execute(sa.select(cosignatures.c.size).where(
+                        cosignatures.c.size == size, cosignatures.c.witness == witness)).first():
+                    return False
+                conn.execute(cosignatures.insert().values(size=size, witness=witness, line=line))
+        except sa.exc.IntegrityError:
+            return False  # another replica kept one for that size meanwhile
+        return True
+
+    @staticmethod
+    def _cosigned(conn: sa.Connection, size: int, note: str) -> str:
+        lines = conn.execute(sa.select(cosignatures.c.line).where(cosignatures.c.size == size)
+                             .order_by(cosignatures.c.witness)).scalars().all()
+        return with_cosignatures(note, lines)
+
     def latest_checkpoint_with_size(self) -> tuple[int, str] | None:
+        """The latest checkpoint (size, signed note with its cosignatures)."""
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
-        return (int(row.size), row.note) if row else None
+            return (int(row.size), self._cosigned(conn, int(row.size), row.note)) if row else None
 
     def latest_checkpoint(self) -> str | None:
         found = self.latest_checkpoint_with_size()
@@ -230,11 +264,15 @@ class AuditStore(SqlStore):
     def checkpoint_at(self, size: int) -> str | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(checkpoints.c.note).where(checkpoints.c.size == size)).first()
-        return row.note if row else None
+            return self._cosigned(conn, size, row.note) if row else None
 
     def checkpoints(self, start_size: int = 1) -> Iterator[tuple[int, str]]:
-        """Every stored checkpoint (size, signed note) in size order."""
+        """Every stored checkpoint (size, signed note with its cosignatures) in size order."""
         with self._engine.connect() as conn:
+            cosigned: dict[int, list[str]] = {}
+            for c in conn.execute(sa.select(cosignatures).where(cosignatures.c.size >= start_size)
+                                  .order_by(cosignatures.c.witness)):
+                cosigned.setdefault(int(c.size), []).append(c.line)
             for r in conn.execute(sa.select(checkpoints).where(checkpoints.c.size >= start_size)
                                   .order_by(checkpoints.c.size)):
-                yield int(r.size), r.note
+                yield int(r.size), with_cosignatures(r.note, cosigned.get(int(r.size), ()))

@@ -78,12 +78,16 @@ class _Session:
         stub = adapter_pb2_grpc.AdapterServiceStub(links.channel(side.department, side.endpoint))
         self.call = stub.Match(timeout=call_timeout(MATCH_TIMEOUT_S))
         self.outbox: asyncio.Queue[adapter_pb2.MatchIn | None] = asyncio.Queue()
+        self.links = links
+        self.checkpoint_note = ""  # the one the ticket carried: what the adapter cosigns when it starts
 
     async def read(self) -> adapter_pb2.MatchOut:
         """The next message, while the gateway waits for one (``_EndOfStream`` if the adapter ended)."""
         msg = await self._receive("sent nothing for {timeout:g} s")
         if msg is None:
             raise _EndOfStream
+        if msg.WhichOneof("msg") == "started":
+            await self.links.keep_cosignature(self.side.department, self.checkpoint_note, msg.started.cosignature)
         return msg
 
     async def read_end(self) -> adapter_pb2.MatchOut | None:
@@ -109,6 +113,8 @@ class _Session:
         return msg
 
     async def write(self, msg: adapter_pb2.MatchIn) -> None:
+        if msg.WhichOneof("msg") == "start":
+            self.checkpoint_note = msg.start.ticket.checkpoint
         try:
             await self.call.write(msg)
         except grpc.aio.AioRpcError as exc:

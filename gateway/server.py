@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from fedgate.server.witness_key import witness_name
 from fedgate.server import signing_key, telemetry
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.core.classification import Levels
@@ -109,7 +110,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             await close_unfinished(audit_log)
         quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguard_config)
         budgets = await asyncio.to_thread(BudgetBook, store.engine)
-        links = AdapterLinks(config.tls)
+        links = AdapterLinks(config.tls, witnessed=lambda department, note, line: audit_log.add_cosignature(
+            note, witness_name(department), line))
         undo.push_async_callback(links.close)
         registry = Registry(store, policy, links, config.health_check_s)
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,

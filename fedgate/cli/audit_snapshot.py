@@ -9,7 +9,7 @@ transaction: the latest checkpoint and the entries come from the same moment.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from fedgate.client.audit_verify import LogTampered, TrustedState, VerifyReport, verify_log
 from fedgate.crypto.checkpoint import VerifierKey
+from fedgate.crypto.cosignature import WitnessKey
 from fedgate.core.errors import FedgateError
-from fedgate.gateway.audit_store import checkpoints, entries
+from fedgate.gateway.audit_store import checkpoints, cosignatures, entries, with_cosignatures
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Snapshot:
     entries: Iterator[tuple[int, bytes]]  # (index, body) in index order; valid inside `read_snapshot`
 
 
-def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
+def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = None,
+                 witnesses: Sequence[WitnessKey] = (), quorum: int = 0) -> VerifyReport:
     """Replay a log straight from its store (forensics when no gateway can run).
 
     The store is opened read-only (a forensic copy may be a read-only file) and
@@ -40,7 +42,8 @@ def verify_store(url: str, vkey: VerifierKey, trusted: TrustedState | None = Non
     with read_snapshot(url) as snapshot:
         if snapshot.latest is None:
             raise LogTampered(0, "the store holds no checkpoint at all")
-        return verify_log(snapshot.entries, snapshot.checkpoints, snapshot.latest, vkey, trusted)
+        return verify_log(snapshot.entries, snapshot.checkpoints, snapshot.latest, vkey, trusted,
+                          witnesses=witnesses, quorum=quorum)
 
 
 @contextmanager
@@ -49,10 +52,15 @@ def read_snapshot(url: str) -> Iterator[Snapshot]:
     engine, shown = read_only_engine(url)
     try:
         with engine.connect() as conn, conn.begin():
-            latest = conn.execute(sa.select(checkpoints.c.note).order_by(checkpoints.c.size.desc())
-                                  .limit(1)).scalar_one_or_none()
-            notes = {int(size): str(note) for size, note in
+            cosigned: dict[int, list[str]] = {}
+            # A store written before witnessing has no cosignature table (and read-only, gets none).
+            if sa.inspect(conn).has_table(cosignatures.name):
+                for size, line in conn.execute(sa.select(cosignatures.c.size, cosignatures.c.line)
+                                               .order_by(cosignatures.c.witness)):
+                    cosigned.setdefault(int(size), []).append(str(line))
+            notes = {int(size): with_cosignatures(str(note), cosigned.get(int(size), ())) for size, note in
                      conn.execute(sa.select(checkpoints.c.size, checkpoints.c.note))}
+            latest = notes[max(notes)] if notes else None
             rows = conn.execution_options(yield_per=1000).execute(
                 sa.select(entries.c.idx, entries.c.body).order_by(entries.c.idx))
             yield Snapshot(latest, notes, ((int(r.idx), bytes(r.body)) for r in rows))

@@ -54,6 +54,7 @@ from fedgate.core.errors import FedgateError, InvalidInput, NotFound
 from fedgate.core.officer_seal import OpenKey
 from fedgate.core.identity import Identity, Role, identity_from_pem
 from fedgate.server.signing_key import read_vkey
+from fedgate.server.witness_key import read_witness_keys
 from fedgate.core.supervisor_keys import SupervisorKey
 from fedgate.server.tls import TlsFiles
 from fedgate.server.trace_store import list_traces, load_trace, render_tree
@@ -352,6 +353,12 @@ def audit_verify(
     state: Annotated[Path | None, typer.Option(help="Where the last verified checkpoint and leaf hashes are kept "
                                                     "(default: ~/.local/state/fedgate/audit/<gateway or db>).")] = None,
     no_state: Annotated[bool, typer.Option("--no-state", help="Do not read or update the trusted state.")] = False,
+    witness_keys: Annotated[Path | None, typer.Option(
+        "--witness-keys", envvar="FEDGATE_WITNESS_KEYS",
+        help="Pinned department witness keys, one per line (each adapter's data_dir/witness.vkey).")] = None,
+    witnesses: Annotated[int | None, typer.Option(
+        "--witnesses", min=0, help="How many pinned witnesses must have cosigned a checkpoint covering the "
+                                   "newest query entry (default: 1 with --witness-keys, else 0).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay the whole log against its signed checkpoints and the last verified state.
@@ -368,18 +375,23 @@ def audit_verify(
     state_dir = None if no_state else (state or Path.home() / ".local/state/fedgate/audit"
                                        / "".join(c if c.isalnum() else "_" for c in where))
 
+    if witnesses and witness_keys is None:
+        raise typer.BadParameter("--witnesses needs --witness-keys (the departments' witness.vkey lines)")
+    quorum = witnesses if witnesses is not None else (1 if witness_keys else 0)
+
     def go() -> Any:
         pinned = read_vkey(vkey)
+        pinned_witnesses = read_witness_keys(witness_keys) if witness_keys else []
         trusted = TrustedState.load(state_dir) if state_dir else None
         if db:
-            report = verify_store(db, pinned, trusted)
+            report = verify_store(db, pinned, trusted, pinned_witnesses, quorum)
         else:
             if not (ca and cert and key):
                 raise typer.BadParameter("--gateway needs --ca, --cert and --key")
 
             async def remote() -> Any:
                 async with _client(gateway, ca, cert, key) as client:
-                    return await client.verify_log(pinned, trusted)
+                    return await client.verify_log(pinned, trusted, pinned_witnesses, quorum)
             report = asyncio.run(remote())
         if state_dir:
             TrustedState(report.latest_note, report.leaf_hashes).save(state_dir)
@@ -396,10 +408,13 @@ def audit_verify(
         raise typer.Exit(1) from None
     if as_json:
         print(json.dumps({"ok": True, "size": report.size, "root": report.root.hex(),
-                          "checkpoints_checked": report.checkpoints_checked}))
+                          "checkpoints_checked": report.checkpoints_checked,
+                          "witnessed_by": list(report.witnessed_by)}))
     else:
         console.print(f"[green]OK:[/] {report.size} entries verified against {report.checkpoints_checked} "
                       f"signed checkpoints; root {report.root.hex()}")
+        if report.witnessed_by:
+            console.print(f"witnessed up to the newest query by: {escape(', '.join(report.witnessed_by))}")
 
 
 PurposeOpt = Annotated[str, typer.Option("--purpose", help="Why you ask (required, audited).")]

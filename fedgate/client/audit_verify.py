@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedgate.core.audit_entry import AuditEntry
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, verify_checkpoint
+from fedgate.crypto.cosignature import WitnessKey, verified_cosigners
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, verify_inclusion
 from fedgate.core.errors import FedgateError, VerificationError
 
@@ -78,6 +79,7 @@ class VerifyReport:
     checkpoints_checked: int
     latest_note: str
     leaf_hashes: tuple[bytes, ...]
+    witnessed_by: tuple[str, ...] = ()  # pinned witnesses that cosigned a checkpoint past the newest query entry
 
 
 def _open(note: str, vkey: VerifierKey, origin: str | None, what: str, index: int) -> Checkpoint:
@@ -88,9 +90,29 @@ def _open(note: str, vkey: VerifierKey, origin: str | None, what: str, index: in
                                  "was the signing key replaced?") from None
 
 
+def _cosigners(note: str, witnesses: Sequence[WitnessKey], size: int) -> dict[str, int]:
+    if not witnesses:
+        return {}
+    try:
+        return verified_cosigners(note, witnesses)
+    except VerificationError as exc:
+        raise LogTampered(max(size - 1, 0), f"split view at size {size}: {exc}; the log now shows another "
+                                            "tree than the one this department verified") from None
+
+
 def verify_log(entries: Iterable[tuple[int, bytes]], checkpoints: Mapping[int, str], latest_note: str,
-               vkey: VerifierKey, trusted: TrustedState | None = None, origin: str | None = None) -> VerifyReport:
-    """Replay every entry; raise LogTampered at the first index that breaks a signed or trusted root."""
+               vkey: VerifierKey, trusted: TrustedState | None = None, origin: str | None = None,
+               witnesses: Sequence[WitnessKey] = (), quorum: int = 0) -> VerifyReport:
+    """Replay every entry; raise LogTampered at the first index that breaks a signed or trusted root.
+
+    With `witnesses` pinned, every cosignature by one of them must verify (else the log showed someone
+    another tree: a split view), and `quorum` of them must have cosigned a checkpoint covering the
+    newest pre-access entry (the only kind a ticket proves): departments refuse the tickets of a log
+    cut and re-signed, so what it logs after the cut carries no cosignature.
+    """
+    if not 0 <= quorum <= len(witnesses):
+        raise FedgateError(f"a quorum of {quorum} witnesses needs at least that many pinned witness keys "
+                           f"({len(witnesses)} given)")
     trusted_cp = None
     if trusted:
         try:
@@ -101,12 +123,15 @@ def verify_log(entries: Iterable[tuple[int, bytes]], checkpoints: Mapping[int, s
     tree = CompactRange(HASHER)
     leaves: list[bytes] = []
     checked = 0
+    newest_started = -1                  # index of the newest pre-access entry
+    witnessed_up_to: dict[str, int] = {}  # witness -> largest size it cosigned
     for position, (index, body) in enumerate(entries):
         if index != position:
             raise LogTampered(position, f"expected entry {position}, found entry {index} "
                                         "(an entry was dropped or the log reordered)")
         try:
-            AuditEntry.from_canonical(body)
+            if AuditEntry.from_canonical(body).status == "STARTED":
+                newest_started = index
         except FedgateError:
             raise LogTampered(index, "entry is not a canonical audit entry (it was edited)") from None
         leaf = HASHER.hash_leaf(body)
@@ -122,6 +147,8 @@ def verify_log(entries: Iterable[tuple[int, bytes]], checkpoints: Mapping[int, s
             if cp.size != size or cp.root_hash != tree.root():
                 raise LogTampered(index, f"the entries up to here do not hash to the root signed at size {size} "
                                          "(an entry was rewritten, dropped or reordered)")
+            for name in _cosigners(note, witnesses, size):
+                witnessed_up_to[name] = size
         if trusted_cp and size == trusted_cp.size and trusted_cp.root_hash != tree.root():
             raise LogTampered(index, "the entries up to here no longer hash to the trusted checkpoint's "
                                      "root; the bad entry is at or before this index")
@@ -138,7 +165,16 @@ def verify_log(entries: Iterable[tuple[int, bytes]], checkpoints: Mapping[int, s
                                        "are not covered by any signature")
     if latest.root_hash != tree.root():
         raise LogTampered(max(size - 1, 0), "the log does not hash to its latest signed root")
-    return VerifyReport(size, tree.root(), checked, latest_note, tuple(leaves))
+    for name in _cosigners(latest_note, witnesses, size):
+        witnessed_up_to[name] = size
+    # Sizes > newest_started cover the newest pre-access entry.
+    witnessed = sorted(name for name, at in witnessed_up_to.items() if at > newest_started)
+    if newest_started >= 0 and len(witnessed) < quorum:
+        missing = ", ".join(sorted(w.name for w in witnesses if w.name not in witnessed))
+        raise LogTampered(newest_started, f"missing cosignatures: {len(witnessed)} of the {quorum} witnesses "
+                                          f"required cosigned a checkpoint covering this query entry (none from "
+                                          f"{missing}); the departments did not verify the log up to it")
+    return VerifyReport(size, tree.root(), checked, latest_note, tuple(leaves), tuple(witnessed))
 
 
 def check_inclusion(index: int, body: bytes, proof: list[bytes], note: str, vkey: VerifierKey) -> Checkpoint:

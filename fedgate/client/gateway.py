@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
@@ -25,6 +25,7 @@ from fedgate.client.audit_open import OpenedEntry, open_entry
 from fedgate.client.audit_verify import TrustedState, VerifyReport, verify_log
 from fedgate.core.officer_seal import OpenKey
 from fedgate.crypto.checkpoint import VerifierKey
+from fedgate.crypto.cosignature import WitnessKey
 from fedgate.crypto.compare import Packing
 from fedgate.core.datasets import FieldGrant, RegisteredDataset
 from fedgate.core.addresses import address_problem
@@ -497,13 +498,14 @@ class GatewayClient:
         proof = await self.inclusion_proof(index)
         return open_entry(proof.index, proof.body, list(proof.hashes), proof.checkpoint, vkey, key)
 
-    async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None) -> VerifyReport:
+    async def verify_log(self, vkey: VerifierKey, trusted: TrustedState | None = None,
+                         witnesses: Sequence[WitnessKey] = (), quorum: int = 0) -> VerifyReport:
         """Fetch the whole log up to its latest checkpoint and replay it (see fedgate.client.audit_verify)."""
         size, latest = await self.checkpoint()
         notes = await self.checkpoints(1, size)
         items = [item async for item in self.entries(0, size)]
         # Entries beyond `size` are appended meanwhile (this very call is one); they are checked next time.
-        return verify_log(items, notes, latest, vkey, trusted)
+        return verify_log(items, notes, latest, vkey, trusted, witnesses=witnesses, quorum=quorum)
 
 
 @contextlib.asynccontextmanager

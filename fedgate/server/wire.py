@@ -5,6 +5,8 @@ Only service modules and this one touch generated `*_pb2` classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fedgate.core.datasets import DatasetDecl, FieldDecl
 from fedgate.core.matching_keys import MatchingKey
 from fedgate.protos.fedgate.v1 import common_pb2
@@ -51,3 +53,24 @@ def matching_key_from_proto(msg: common_pb2.MatchingKey) -> MatchingKey:
 # work: the gateway lets the next ticket for that department be issued from then on (see
 # gateway/query.py: admissions), so concurrent queries do not race each other's checkpoints.
 ADMITTED_METADATA = (("fedgate-admitted", "1"),)
+# With it, the adapter's witness cosignature line on the ticket's checkpoint (UTF-8: the line starts
+# with an em dash, so it travels as binary metadata); the gateway stores it beside the checkpoint.
+COSIGNATURE_METADATA = "fedgate-cosignature-bin"
+
+
+def admitted_metadata(cosignature: str) -> tuple[tuple[str, str | bytes], ...]:
+    """The admission's initial metadata, carrying the cosignature when the adapter made one."""
+    if not cosignature:
+        return ADMITTED_METADATA
+    return (*ADMITTED_METADATA, (COSIGNATURE_METADATA, cosignature.encode()))
+
+
+def cosignature_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The cosignature line in an adapter's initial metadata, or "" (absent or not UTF-8)."""
+    for key, value in metadata or ():
+        if key == COSIGNATURE_METADATA and isinstance(value, bytes):
+            try:
+                return value.decode()
+            except UnicodeDecodeError:
+                return ""
+    return ""

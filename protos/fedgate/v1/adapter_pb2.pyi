@@ -148,10 +148,12 @@ class MatchStart(_message.Message):
     def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ..., peer_filter: _Optional[str] = ..., peer_filter_nonce: _Optional[bytes] = ...) -> None: ...
 
 class MatchStarted(_message.Message):
-    __slots__ = ("sealed_key",)
+    __slots__ = ("sealed_key", "cosignature")
     SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
     sealed_key: bytes
-    def __init__(self, sealed_key: _Optional[bytes] = ...) -> None: ...
+    cosignature: str
+    def __init__(self, sealed_key: _Optional[bytes] = ..., cosignature: _Optional[str] = ...) -> None: ...
 
 class TokenData(_message.Message):
     __slots__ = ("data",)
