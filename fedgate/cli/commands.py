@@ -41,7 +41,6 @@ from fedgate.core.datasets import RegisteredDataset
 from fedgate.client.render import (
     compare_table,
     datasets_table,
-    department_table,
     entries_table,
     match_table,
     noisy_note,
@@ -780,7 +779,7 @@ def department_requests(
     not the other is flagged; exit code 2 if any is.
     """
     from fedgate.adapters.config import AdapterConfig
-    from fedgate.client.department_view import View, read_view
+    from fedgate.cli.department_view import View, department_table, read_view
 
     def go() -> View:
         department = identity_from_pem(cert.read_bytes())

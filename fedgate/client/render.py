@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table as RichTable
@@ -13,10 +12,6 @@ from fedgate.core.audit_entry import AuditEntry
 from fedgate.client.gateway import CompareResult, MatchResult, SumResult
 from fedgate.core.datasets import FieldGrant, RegisteredDataset
 from fedgate.core.row_limit import RowLimit
-
-if TYPE_CHECKING:  # the view's module reads SQLite logs; the table needs only its type
-    from fedgate.client.department_view import Request
-
 
 def _utc_time(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
@@ -48,19 +43,6 @@ def entries_table(items: Sequence[tuple[int, AuditEntry]]) -> RichTable:
                       e.action, f"[{colour}]{e.decision}[/] {e.status}", escape(", ".join(e.datasets)),
                       escape(e.case_number), ", ".join(f"{k}={v}" for k, v in e.result_sizes),
                       escape(e.reason))
-    return table
-
-
-def department_table(requests: Sequence[Request], department: str) -> RichTable:
-    """A department's requests: who asked, why, for what, and what each record says (flags in red)."""
-    table = RichTable("time (UTC)", "agency", "supervisor", "purpose", "case", "kind", "fields (form)", "rows",
-                      "gateway", "department", "flags",
-                      title=f"Requests for department {department}'s data (gateway's log ⋈ its disclosure log)")
-    for r in requests:
-        table.add_row(r.time.replace("T", " ").rstrip("Z"), escape(r.agency), escape(r.supervisor),
-                      escape(r.purpose), escape(r.case_number), r.kind, escape(", ".join(r.fields)),
-                      "" if r.rows is None else f"{r.rows:,}", r.gateway.value, r.department,
-                      "[red]" + escape("; ".join(r.flags)) + "[/]" if r.flags else escape("; ".join(r.notes)))
     return table
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import support
 from deployment import Deployment, deployed
-from fedgate.client.department_view import MISSING_AT_DEPARTMENT, MISSING_AT_GATEWAY
+from fedgate.cli.department_view import MISSING_AT_DEPARTMENT, MISSING_AT_GATEWAY
 from fedgate.client.gateway import GatewayClient
 from fedgate.core.errors import RemoteCallFailed
 from fedgate.core.identity import Identity

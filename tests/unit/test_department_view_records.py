@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedgate.adapters.disclosure_log import Disclosure, DisclosureLog, read_disclosures
-from fedgate.client.department_view import (MISSING_AT_DEPARTMENT, MISSING_AT_GATEWAY, NOT_SERVED_AT_DEPARTMENT,
+from fedgate.cli.department_view import (MISSING_AT_DEPARTMENT, MISSING_AT_GATEWAY, NOT_SERVED_AT_DEPARTMENT,
                                             State, reconcile)
 from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.errors import NotFound

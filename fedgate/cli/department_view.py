@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table as RichTable
+
 from fedgate.adapters.disclosure_log import Disclosure, read_disclosures
 from fedgate.client.gateway import GatewayClient
 from fedgate.core.audit_entry import AuditEntry
@@ -219,3 +222,16 @@ async def read_view(client: GatewayClient, department: str, log_path: Path, sinc
     if truncated:  # newest first: the oldest entry read bounds what can be reconciled
         since = min(e.time for _, e in found)
     return View(department, reconcile(department, found, records, since), since, truncated)
+
+
+def department_table(requests: Sequence[Request], department: str) -> RichTable:
+    """A department's requests: who asked, why, for what, and what each record says (flags in red)."""
+    table = RichTable("time (UTC)", "agency", "supervisor", "purpose", "case", "kind", "fields (form)", "rows",
+                      "gateway", "department", "flags",
+                      title=f"Requests for department {department}'s data (gateway's log ⋈ its disclosure log)")
+    for r in requests:
+        table.add_row(r.time.replace("T", " ").rstrip("Z"), escape(r.agency), escape(r.supervisor),
+                      escape(r.purpose), escape(r.case_number), r.kind, escape(", ".join(r.fields)),
+                      "" if r.rows is None else f"{r.rows:,}", r.gateway.value, r.department,
+                      "[red]" + escape("; ".join(r.flags)) + "[/]" if r.flags else escape("; ".join(r.notes)))
+    return table
