@@ -17,23 +17,29 @@ from fedgate.crypto.checkpoint import VerifierKey, encode_verifier_key, parse_ve
 from fedgate.core.errors import ConfigError, MalformedProof
 
 
-def load_or_create(path: Path, name: str) -> Ed25519PrivateKey:
-    """Load the PEM key at `path`, or create it (mode 0600) with its .vkey beside it."""
+def ed25519_key(path: Path, what: str) -> Ed25519PrivateKey:
+    """Load the PEM Ed25519 key at `path`, or create it (mode 0600); ConfigError names `what` and the file."""
     if path.exists():
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (OSError, ValueError) as exc:
-            raise ConfigError(str(path), f"unusable log-signing key: {exc}") from None
+            raise ConfigError(str(path), f"unusable {what}: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(str(path), "log-signing key must be Ed25519")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
+            raise ConfigError(str(path), f"{what} must be Ed25519")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return key
+
+
+def load_or_create(path: Path, name: str) -> Ed25519PrivateKey:
+    """Load the PEM key at `path`, or create it (mode 0600) with its .vkey beside it."""
+    key = ed25519_key(path, "log-signing key")
     vkey_path(path).write_text(encode_verifier_key(name, key.public_key()) + "\n")
     return key
 

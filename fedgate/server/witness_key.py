@@ -7,15 +7,14 @@ officers pin (one line per department in their witness-keys file).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.core.errors import ConfigError, MalformedProof
 from fedgate.crypto.cosignature import WitnessKey, cosign, encode_witness_key, parse_witness_key
+from fedgate.server.signing_key import ed25519_key
 
 KEY_FILE = "witness.key"
 VKEY_FILE = "witness.vkey"
@@ -43,22 +42,7 @@ class Witness:
 
 def load_or_create(data_dir: Path, department: str) -> Witness:
     """The witness key in `data_dir`, made (with its .vkey) at first start."""
-    path = data_dir / KEY_FILE
-    if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(str(path), f"unusable witness key: {exc}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(str(path), "witness key must be Ed25519")
-    else:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
+    key = ed25519_key(data_dir / KEY_FILE, "witness key")
     witness = Witness(witness_name(department), key)
     (data_dir / VKEY_FILE).write_text(encode_witness_key(witness.name, key.public_key()) + "\n")
     return witness
