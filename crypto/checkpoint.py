@@ -101,7 +101,7 @@ class Checkpoint:
 
     def to_text(self) -> str:
         """The note body: ``origin``, size, base64 root, then any extension lines, each ending in newline."""
-        lines = [self.origin, str(self.size), _b64(self.root_hash), *self.extensions]
+        lines = [self.origin, str(self.size), b64(self.root_hash), *self.extensions]
         return "".join(line + "\n" for line in lines)
 
     @classmethod
@@ -115,7 +115,7 @@ class Checkpoint:
         origin, size_line, root_line, *extensions = lines
         if not _DECIMAL.match(size_line):
             raise MalformedProof("checkpoint size is not a canonical decimal number")
-        root = _b64decode_strict(root_line, "checkpoint root hash")
+        root = b64decode_strict(root_line, "checkpoint root hash")
         if len(root) != _HASH_SIZE:
             raise MalformedProof(f"checkpoint root hash is {len(root)} bytes, want {_HASH_SIZE}")
         try:
@@ -134,9 +134,9 @@ class VerifierKey(NamedTuple):
 
 def encode_verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
     """The signed-note verifier key text for an Ed25519 key."""
-    _check_key_name(name, LocalProtocolError)
+    check_key_name(name, LocalProtocolError)
     raw = public_key.public_bytes_raw()
-    return f"{name}+{_key_id(name, raw).hex()}+{_b64(_ALG_ED25519 + raw)}"
+    return f"{name}+{_key_id(name, raw).hex()}+{b64(_ALG_ED25519 + raw)}"
 
 
 def parse_verifier_key(vkey: str) -> VerifierKey:
@@ -146,12 +146,12 @@ def parse_verifier_key(vkey: str) -> VerifierKey:
     if len(parts) != 3:
         raise MalformedProof("verifier key is not <name>+<key id>+<key>")
     name, key_id_hex, key_b64 = parts
-    _check_key_name(name, MalformedProof)
+    check_key_name(name, MalformedProof)
     if len(key_id_hex) != 2 * _KEY_ID_SIZE or not re.fullmatch(
         r"[0-9a-fA-F]+", key_id_hex, re.ASCII
     ):
         raise MalformedProof("verifier key ID is not 8 hex digits")
-    blob = _b64decode_strict(key_b64, "verifier key")
+    blob = b64decode_strict(key_b64, "verifier key")
     if blob[:1] != _ALG_ED25519:
         raise MalformedProof("verifier key is not an Ed25519 (type 0x01) key")
     raw = blob[1:]
@@ -191,7 +191,7 @@ def verify_checkpoint(
 
 def sign_note(body: str, signer_name: str, private_key: Ed25519PrivateKey) -> str:
     """Sign any note text (non-empty lines, each ending in newline) as a C2SP signed note."""
-    _check_key_name(signer_name, LocalProtocolError)
+    check_key_name(signer_name, LocalProtocolError)
     # Blank lines inside the text are fine: readers split at the last one.
     if not body.endswith("\n"):
         raise LocalProtocolError("note text must end with a newline")
@@ -199,7 +199,7 @@ def sign_note(body: str, signer_name: str, private_key: Ed25519PrivateKey) -> st
     raw_pub = private_key.public_key().public_bytes_raw()
     sig = private_key.sign(body.encode("utf-8"))
     blob = _key_id(signer_name, raw_pub) + sig
-    return f"{body}\n{_SIG_PREFIX}{signer_name} {_b64(blob)}\n"
+    return f"{body}\n{_SIG_PREFIX}{signer_name} {b64(blob)}\n"
 
 
 def open_note(note_text: str | bytes, signer_name: str, public_key: Ed25519PublicKey) -> str:
@@ -207,7 +207,7 @@ def open_note(note_text: str | bytes, signer_name: str, public_key: Ed25519Publi
     body, parsed = split_note(note_text)
     # 5. Ignore unknown keys (name or ID differ); every signature by the known
     #    key must verify, and at least one must be present.
-    _check_key_name(signer_name, LocalProtocolError)
+    check_key_name(signer_name, LocalProtocolError)
     key_id = _key_id(signer_name, public_key.public_bytes_raw())
     message = body.encode("utf-8")
     found = False
@@ -258,19 +258,20 @@ def split_note(note_text: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
     if len(sig_lines) > MAX_SIGNATURES:
         raise MalformedProof(f"note has more than {MAX_SIGNATURES} signatures")
     # 4. Every signature line must be well formed, even ones we will ignore.
-    parsed = [_parse_signature_line(line) for line in sig_lines]
+    parsed = [parse_signature_line(line) for line in sig_lines]
     return body, parsed
 
 
-def _parse_signature_line(line: str) -> tuple[str, bytes]:
+def parse_signature_line(line: str) -> tuple[str, bytes]:
+    """(key name, key ID || signature) of a well-formed signature line ("— name base64"); nothing verified."""
     if not line.startswith(_SIG_PREFIX):
         raise MalformedProof("signature line does not start with an em dash and a space")
     fields = line[len(_SIG_PREFIX) :].split(" ")
     if len(fields) != 2:
         raise MalformedProof("signature line is not '— <name> <signature>'")
     name, sig_b64 = fields
-    _check_key_name(name, MalformedProof)
-    blob = _b64decode_strict(sig_b64, "signature")
+    check_key_name(name, MalformedProof)
+    blob = b64decode_strict(sig_b64, "signature")
     if len(blob) <= _KEY_ID_SIZE:
         raise MalformedProof("signature is too short to hold a key ID and a signature")
     return name, blob
@@ -283,7 +284,8 @@ def _key_id(name: str, raw_public_key: bytes) -> bytes:
     ).digest()[:_KEY_ID_SIZE]
 
 
-def _check_key_name(name: str, error: type[Exception]) -> None:
+def check_key_name(name: str, error: type[Exception]) -> None:
+    """Raise `error` unless `name` is a key name the signed-note spec allows."""
     if not isinstance(name, str) or not name:
         raise error("key name must be a non-empty string")
     # str.isspace covers the Unicode spaces the spec forbids (and ASCII controls 0x1c-0x1f).
@@ -315,17 +317,18 @@ def _check_utf8(text: str, error: type[Exception]) -> None:
         raise error("text is not valid Unicode") from e
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Standard base64 text of `data`."""
     return base64.b64encode(data).decode("ascii")
 
 
-def _b64decode_strict(text: str, what: str) -> bytes:
+def b64decode_strict(text: str, what: str) -> bytes:
     # b64decode alone skips stray characters and accepts non-zero padding bits,
     # which would give one signed value several spellings.
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
         raise MalformedProof(f"{what} is not valid base64") from e
-    if _b64(raw) != text:
+    if b64(raw) != text:
         raise MalformedProof(f"{what} is not canonical base64")
     return raw

@@ -12,7 +12,6 @@ Sans-I/O like ``checkpoint.py``; the same error classes.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedgate.core.errors import LocalProtocolError, MalformedProof, VerificationError
-from fedgate.crypto.checkpoint import split_note
+from fedgate.crypto.checkpoint import b64, b64decode_strict, check_key_name, parse_signature_line, split_note
 
 __all__ = [
     "WitnessKey",
@@ -55,9 +54,9 @@ class WitnessKey(NamedTuple):
 
 def encode_witness_key(name: str, public_key: Ed25519PublicKey) -> str:
     """The vkey text ``<name>+<hex key ID>+<base64(0x04 || public key)>``."""
-    _check_name(name, LocalProtocolError)
+    check_key_name(name, LocalProtocolError)
     raw = public_key.public_bytes_raw()
-    return f"{name}+{_key_id(name, raw).hex()}+{_b64(_ALG_COSIGNATURE_V1 + raw)}"
+    return f"{name}+{_key_id(name, raw).hex()}+{b64(_ALG_COSIGNATURE_V1 + raw)}"
 
 
 def parse_witness_key(vkey: str) -> WitnessKey:
@@ -66,10 +65,10 @@ def parse_witness_key(vkey: str) -> WitnessKey:
     if len(parts) != 3:
         raise MalformedProof("witness key is not <name>+<key id>+<key>")
     name, key_id_hex, key_b64 = parts
-    _check_name(name, MalformedProof)
+    check_key_name(name, MalformedProof)
     if not re.fullmatch(r"[0-9a-fA-F]{8}", key_id_hex, re.ASCII):
         raise MalformedProof("witness key ID is not 8 hex digits")
-    blob = _b64decode_strict(key_b64, "witness key")
+    blob = b64decode_strict(key_b64, "witness key")
     if blob[:1] != _ALG_COSIGNATURE_V1 or len(blob) != 33:
         raise MalformedProof("witness key is not a cosignature/v1 (type 0x04) Ed25519 key")
     raw = blob[1:]
@@ -80,7 +79,7 @@ def parse_witness_key(vkey: str) -> WitnessKey:
 
 def cosign(body: str, name: str, private_key: Ed25519PrivateKey, timestamp: int) -> str:
     """The cosignature line (no newline) on a checkpoint note body (its text before the signatures)."""
-    _check_name(name, LocalProtocolError)
+    check_key_name(name, LocalProtocolError)
     if type(timestamp) is not int or not 0 <= timestamp <= _MAX_TIME:
         raise LocalProtocolError("cosignature timestamp must be an int in [0, 2**63)")
     if not body.endswith("\n"):
@@ -91,19 +90,13 @@ def cosign(body: str, name: str, private_key: Ed25519PrivateKey, timestamp: int)
 
 
 def cosignature_line(name: str, blob: bytes) -> str:
-    return f"{_SIG_PREFIX}{name} {_b64(blob)}"
+    return f"{_SIG_PREFIX}{name} {b64(blob)}"
 
 
 def parse_cosignature_line(line: str) -> tuple[str, bytes]:
     """(witness name, key ID || timestamp || signature) of a well-formed cosignature line; nothing verified."""
-    if not line.startswith(_SIG_PREFIX):
-        raise MalformedProof("cosignature line does not start with an em dash and a space")
-    fields = line[len(_SIG_PREFIX):].split(" ")
-    if len(fields) != 2:
-        raise MalformedProof("cosignature line is not '— <name> <signature>'")
-    name, sig_b64 = fields
-    _check_name(name, MalformedProof)
-    blob = _b64decode_strict(sig_b64, "cosignature")
+    # A cosignature line is a signed-note signature line: the note's own parser reads it.
+    name, blob = parse_signature_line(line)
     if len(blob) != _KEY_ID_SIZE + _TIME_SIZE + _SIG_SIZE:
         raise MalformedProof("cosignature is not key ID, timestamp and Ed25519 signature")
     return name, blob
@@ -143,28 +136,3 @@ def _message(body: str, timestamp: int) -> bytes:
 
 def _key_id(name: str, raw_public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _ALG_COSIGNATURE_V1 + raw_public_key).digest()[:_KEY_ID_SIZE]
-
-
-def _check_name(name: str, error: type[Exception]) -> None:
-    if not isinstance(name, str) or not name:
-        raise error("witness name must be a non-empty string")
-    if any(c.isspace() or c == "+" or c < " " for c in name):
-        raise error("witness name must not contain spaces, plus signs or control characters")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise error("witness name is not valid Unicode") from None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _b64decode_strict(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise MalformedProof(f"{what} is not valid base64") from None
-    if _b64(raw) != text:
-        raise MalformedProof(f"{what} is not canonical base64")
-    return raw
