@@ -12,9 +12,11 @@ from fedgate.server.worker_pool import default_workers
 from fedgate.core.classification import Levels, default_levels
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
 from fedgate.core.datasets import DatasetDecl, FieldDecl
-from fedgate.core.errors import ConfigError, InvalidInput
+from fedgate.core.errors import ConfigError, FedgateError, InvalidInput
 from fedgate.server.tls import TlsFiles
 from fedgate.core.tomlconfig import Table
+from fedgate.crypto.checkpoint import parse_verifier_key
+from fedgate.query.department_rules import CRITERIA, DEFAULT_APPROVAL_TTL_S, NO_RULES, DepartmentRule, DepartmentRules
 
 EXAMPLE = """\
 # fedgate department adapter configuration. Paths are relative to this file.
@@ -41,6 +43,27 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 ca = "certs/ca.pem"
 cert = "certs/dept-hrss.pem"
 key = "certs/dept-hrss.key"
+
+# The department's own rules (optional): requests for its data it refuses, or that wait for its approval,
+# whatever the gateway's policy allows. An empty criterion matches anything; the strictest matching rule
+# wins (refuse, then approve). Criteria: datasets, levels (of the fields used), forms (plaintext, masked,
+# aggregate), kinds (count disclose match sum compare), agencies, aggregate = "exact" | "noisy".
+[[rules]]
+name = "no-plaintext-to-tax"
+effect = "refuse"
+forms = ["plaintext"]
+agencies = ["tax"]
+
+# Approval: the approvers' verifier keys (`fedgate approvals keygen NAME`) and how long a request waits.
+# [approvals]
+# keys = ["approvers/hrss-zhang.vkey", "approvers/hrss-li.vkey"]
+# ttl_hours = 72
+#
+# [[rules]]
+# name = "l4-two-person"
+# effect = "approve"            # the request waits until `approvers` different approvers approve it
+# levels = ["L4"]
+# approvers = 2
 
 [[datasets]]
 name = "subsidies"
@@ -91,6 +114,7 @@ class AdapterConfig:
     heartbeat_s: int = 30
     clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
     difference_window_days: int = DEFAULT_WINDOW_DAYS
+    rules: DepartmentRules = NO_RULES
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -115,6 +139,7 @@ class AdapterConfig:
             difference_window_days=_window_days(table),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
+            rules=_rules(table),
         )
         table.done()
         _check_reachable(path, config.listen, config.advertise)
@@ -130,6 +155,39 @@ def _window_days(table: Table) -> int:
     if days < 1:
         raise table.error("difference_window_days", "must be at least 1 (the days answered row sets are kept)")
     return days
+
+
+def _rules(table: Table) -> DepartmentRules:
+    """The department's own rules and its approvers' keys ([[rules]], [approvals])."""
+    keys: list[str] = []
+    ttl_s = DEFAULT_APPROVAL_TTL_S
+    if table.has("approvals"):
+        approvals = table.table("approvals")
+        for path in approvals.texts("keys", []):
+            file = (approvals.file.parent / path).resolve()
+            try:
+                text = file.read_text(encoding="utf-8").strip()
+                parse_verifier_key(text)
+            except OSError as exc:
+                raise approvals.error("keys", f"cannot read approver key {path}: {exc.strerror}") from None
+            except FedgateError as exc:
+                raise approvals.error("keys", f"{path} is not a verifier key: {exc}") from None
+            keys.append(text)
+        ttl_s = int(approvals.number("ttl_hours", DEFAULT_APPROVAL_TTL_S / 3600) * 3600)
+        approvals.done()
+    rules = []
+    for t in table.tables("rules", []):
+        try:
+            rules.append(DepartmentRule.build(t.text("name"), t.text("effect"),
+                                              {k: t.texts(k, []) for k in CRITERIA},
+                                              t.text("aggregate", "any"), t.integer("approvers", 1)))
+        except InvalidInput as exc:
+            raise ConfigError(str(t.file), str(exc)) from None
+        t.done()
+    try:
+        return DepartmentRules(tuple(rules), tuple(keys), ttl_s)
+    except InvalidInput as exc:
+        raise ConfigError(str(table.file), str(exc)) from None
 
 
 WILDCARD_HOSTS = ("", "0.0.0.0", "[::]", "::")

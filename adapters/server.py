@@ -17,7 +17,7 @@ from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.row_history import RowSets
-from fedgate.adapters.tickets import TicketGate
+from fedgate.adapters.tickets import OwnRules, TicketGate
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.server.worker_pool import WorkerPool, shutdown_pools
 from fedgate.adapters.service import AdapterServicer
@@ -126,7 +126,8 @@ async def register(config: AdapterConfig, endpoint: str, datasets: list[DatasetD
     request = registry_pb2.RegisterDatasetsRequest(
         department=config.department, display_name=config.display_name,
         adapter_endpoint=endpoint, datasets=[dataset_to_proto(d) for d in datasets],
-        matching_key=matching_key_to_proto(matching_key) if matching_key else None)
+        matching_key=matching_key_to_proto(matching_key) if matching_key else None,
+        department_rules=config.rules.to_json() if config.rules.rules else "")
     deadline = None if config.register_timeout_s is None else time.monotonic() + config.register_timeout_s
     delay = RETRY_FIRST_S
     async with secure_channel(config.gateway, config.tls, GATEWAY) as channel:
@@ -233,7 +234,8 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         row_sets = RowSets.open(config.data_dir, config.difference_window_days)
         undo.callback(row_sets.history.close)
         witness = witness_key.load_or_create(config.data_dir, config.department)
-        gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s, witness=witness)
+        gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s, witness=witness,
+                          rules=OwnRules(config.rules, {d.decl.qualified_name: d.decl for d in config.datasets}))
         ca_pem, _, _ = config.tls.read()
         # Started before the server: workers are spawned, never forked from a process running gRPC.
         pool = WorkerPool(config.workers)

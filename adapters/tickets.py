@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from fedgate.adapters.disclosure import Ask, check_ask
 from fedgate.adapters.disclosure_log import REPLAYED, Disclosure, DisclosureLog, Use
@@ -25,11 +26,19 @@ from fedgate.crypto.ticket import (DEFAULT_CLOCK_SKEW_S, Ticket, TicketClaims, T
 from fedgate.core.errors import FedgateError, RemoteProtocolError, TicketReplayed
 from fedgate.protos.fedgate.v1 import adapter_pb2
 from fedgate.query.audit_params import QueryParams
+from fedgate.query.department_rules import APPROVE, NO_RULES, REFUSE, DepartmentRules, request_of
+from fedgate.crypto.approval import APPROVE as APPROVED, open_approval
+from fedgate.crypto.checkpoint import parse_verifier_key
+from fedgate.core.datasets import DatasetDecl
+
 from fedgate.server.witness_key import Witness
+
+MAX_APPROVALS = 8  # more than any rule needs (MAX_APPROVERS): a ticket cannot make the gate check thousands
 
 
 def ticket_from_proto(msg: adapter_pb2.QueryTicket) -> Ticket:
-    return Ticket(msg.claims, msg.entry, msg.checkpoint, tuple(msg.inclusion), msg.base_size, tuple(msg.consistency))
+    return Ticket(msg.claims, msg.entry, msg.checkpoint, tuple(msg.inclusion), msg.base_size, tuple(msg.consistency),
+                  tuple(msg.approvals[:MAX_APPROVALS]))
 
 
 @dataclass
@@ -82,8 +91,10 @@ async def recording_stops(admission: Admission) -> AsyncIterator[None]:
 class TicketGate:
     def __init__(self, department: str, vkey: VerifierKey, log: DisclosureLog, levels: Levels,
                  skew_s: int = DEFAULT_CLOCK_SKEW_S, clock: Callable[[], float] = time.time,
-                 witness: Witness | None = None) -> None:
+                 witness: Witness | None = None, rules: OwnRules | None = None) -> None:
         self._department = department
+        # The department's own rules, applied here whatever the gateway decided (its copy may be stale, or lie).
+        self._rules = rules or OwnRules()
         # Witnessing: every checkpoint accepted (consistent with all accepted before, the last of
         # which survives restarts in the disclosure log) is cosigned, so a split view is provable.
         self._witness = witness
@@ -122,6 +133,7 @@ class TicketGate:
                                          last_seen=self._open(note) if note else None, skew_s=self._skew_s)
                 entry = _entry_of(verified)
                 params = check_ask(entry, ask, self._levels)
+                self._rules.check(self._department, self.origin, verified, entry, params, int(self._clock()))
             except FedgateError as exc:
                 await self._record_refusal(ticket, claims, ask, exc)
                 raise
@@ -175,6 +187,47 @@ class TicketGate:
         await self._log.record_async(Disclosure(
             utc_now(), t.claims.query_id, t.claims.entry_index, t.checkpoint.size, admission.action,
             admission.dataset, "served", "", rows, *_asker(admission.entry)))
+
+
+@dataclass(frozen=True)
+class OwnRules:
+    """The department's rules and its datasets' declarations, as the ticket gate applies them."""
+
+    rules: DepartmentRules = NO_RULES
+    decls: Mapping[str, DatasetDecl] = field(default_factory=dict)
+
+    def check(self, department: str, origin: str, ticket: VerifiedTicket, entry: AuditEntry, params: QueryParams,
+              now: int) -> None:
+        """Refuse (TicketRefused) what a rule refuses, and what needs approvals the ticket does not carry."""
+        if not self.rules.rules:
+            return
+        verdict = self.rules.verdict(request_of(entry, params, department, self.decls))
+        if verdict.effect == REFUSE:
+            raise TicketRefused(f"{verdict.describe(department)} this request")
+        if verdict.effect != APPROVE:
+            return
+        keys = [parse_verifier_key(k) for k in self.rules.approvers]
+        approvers: set[str] = set()
+        problems: list[str] = []
+        for note in ticket.approvals:
+            try:
+                name, s = open_approval(note, keys)
+            except FedgateError as exc:
+                problems.append(str(exc))
+                continue
+            claims = ticket.claims
+            if (s.origin, s.query_id, s.entry_index, s.entry_sha256, s.department) != (
+                    origin, claims.query_id, claims.entry_index, claims.entry_sha256.hex(), department):
+                problems.append(f"the approval by {name} is for another request")
+            elif s.decision != APPROVED:
+                problems.append(f"{name} denied the request")
+            elif now >= s.expires_at:
+                problems.append(f"the approval by {name} expired")
+            else:
+                approvers.add(name)
+        if len(approvers) < verdict.approvers:
+            raise TicketRefused(f"{verdict.describe(department)}: the ticket carries {len(approvers)} valid "
+                                "approval(s)" + (f" ({'; '.join(problems)[:400]})" if problems else ""))
 
 
 def _asker(entry: AuditEntry) -> tuple[str, str, str]:

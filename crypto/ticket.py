@@ -97,6 +97,7 @@ class Ticket:
     inclusion: tuple[bytes, ...]
     base_size: int                # size of the adapter's last accepted checkpoint (0: none)
     consistency: tuple[bytes, ...]
+    approvals: tuple[str, ...] = ()  # the department's signed approvals of the entry (crypto/approval.py)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class VerifiedTicket:
     entry: bytes
     checkpoint: Checkpoint
     checkpoint_note: str
+    approvals: tuple[str, ...] = ()  # as the ticket carried them: the department checks them itself
 
 
 def sign_claims(claims: TicketClaims, signer_name: str, key: Ed25519PrivateKey) -> str:
@@ -175,4 +177,4 @@ def verify_ticket(ticket: Ticket, *, audience: str, now: int, vkey: VerifierKey,
         except (MalformedProof, RootMismatch) as exc:
             raise TicketRefused(f"the log is not consistent with the checkpoint of size {last_seen.size} "
                                 f"this adapter accepted before: history was rewritten ({exc})") from None
-    return VerifiedTicket(claims, ticket.entry, cp, ticket.checkpoint)
+    return VerifiedTicket(claims, ticket.entry, cp, ticket.checkpoint, ticket.approvals)

@@ -30,7 +30,7 @@ QUERY_TIMEOUT_S = 60.0
 def ticket_to_proto(ticket: Ticket) -> adapter_pb2.QueryTicket:
     return adapter_pb2.QueryTicket(claims=ticket.claims_note, entry=ticket.entry, checkpoint=ticket.checkpoint,
                                    inclusion=list(ticket.inclusion), base_size=ticket.base_size,
-                                   consistency=list(ticket.consistency))
+                                   consistency=list(ticket.consistency), approvals=list(ticket.approvals))
 
 
 def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:

@@ -121,6 +121,11 @@ class Privacy:
         level = touched.name if touched else None
         return {d: p for d in dict.fromkeys(datasets) if (p := self.levels.dp_for(d, level)).noisy}
 
+    def epsilon(self, datasets: list[str], aggregate_levels: tuple[str, ...]) -> float | None:
+        """The ε an aggregate over `datasets` would be answered with, charging nothing (None: exactly)."""
+        noisy = self.noisy_policies(datasets, aggregate_levels)
+        return min(p.epsilon for p in noisy.values()) if noisy else None
+
     def charge(self, agency: str, datasets: list[str], aggregate_levels: tuple[str, ...]) -> Charge | None:
         """Charge an aggregate over `datasets` touching `aggregate_levels`; None when every dataset's policy
         answers it exactly. Noisy for one is noisy for all: the answer takes the smallest ε among the noisy

@@ -20,7 +20,7 @@ from fedgate.core.encryptors import MAX_VALUE_FIELDS
 from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, RemoteProtocolError
 from fedgate.core.filters import Filter, fields_of, parse_checked, redacted_text, to_text
 from fedgate.gateway.budget import Privacy
-from fedgate.query.noise import from_micro
+from fedgate.query.noise import from_micro, to_micro
 from fedgate.gateway.homomorphic import checked_key
 from fedgate.gateway.matching import SidePlan
 from fedgate.gateway.policy import Policy, PolicyDenied
@@ -33,6 +33,7 @@ from fedgate.query.audit_params import (
     FieldRef,
     LoggedFilter,
     QueryParams,
+    SideRef,
     filter_digest,
     paillier_key_digest,
     seal_filter,
@@ -159,6 +160,11 @@ class Planner:
         privacy = self._decisions.privacy
         if privacy is None:
             return 0.0
+        if record.collect_query_id:
+            # An approved request was charged when it was first logged, before it waited: collecting it
+            # spends nothing more (the collect then checks the ε is the one logged).
+            epsilon = privacy.epsilon(datasets, aggregate_levels)
+            return 0.0 if epsilon is None else from_micro(to_micro(epsilon))
         charge = privacy.charge(caller.org, datasets, aggregate_levels)
         if charge is None:
             return 0.0
@@ -202,7 +208,12 @@ class Planner:
             f = decl.field(name)
             assert f is not None  # check() refused unknown fields
             self._policy.decide_for(caller, f"{decl.qualified_name}.{name}", "filter", f.level).require()
-        canonical, nonce = to_text(where), secrets.token_bytes(16)
+        # A collected request reuses the nonce its pending reply gave the client, so the digest is the logged one.
+        suffix = SideRef(decl.qualified_name, role).suffix
+        canonical = to_text(where)
+        nonce = record.filter_nonces.get(suffix) if record.collect_query_id else None
+        nonce = nonce or secrets.token_bytes(16)
+        record.filter_nonces[suffix] = nonce
         seal = self._decisions.officer_seal
         sealed = seal_filter(seal, nonce, canonical) if seal is not None else ""
         params.side(decl.qualified_name, role).filter = LoggedFilter(redacted_text(where),

@@ -27,7 +27,7 @@ from fedgate.core.identity import Identity
 
 ACTIONS = frozenset({
     "register", "list", "count", "filter", "match", "sum", "compare", "compare.weights",
-    "disclose.plain", "disclose.masked", "audit.read", "audit.read.own", "policy.reload",
+    "disclose.plain", "disclose.masked", "audit.read", "audit.read.own", "policy.reload", "approval.decide",
 })
 ANY_LEVEL = "*"
 # A compare.weights rule's last column: the weights it allows, "a:b" in lowest terms, separated by spaces.

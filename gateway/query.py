@@ -24,6 +24,7 @@ from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
 from fedgate.core.encryptors import VALUE_BOUND
 from fedgate.core.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket
+from fedgate.gateway.approvals import ApprovalDesk
 from fedgate.gateway.audit import entry_for
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.matching import (
@@ -93,6 +94,7 @@ class Asking:
     links: AdapterLinks
     log: AuditLog
     tickets: TicketIssuer
+    approvals: ApprovalDesk | None = None  # None: department rules are not applied (tools, benchmarks)
 
 
 @dataclass(frozen=True)
@@ -115,18 +117,34 @@ class QueryEngine:
         self._links = asking.links
         self._log = asking.log
         self._tickets = asking.tickets
+        self._approvals = asking.approvals
         # The configured values, for the checks made before a plan exists (a Paillier key's room for a sum).
         self._safeguards = decisions.safeguards.config
 
     # --- steps every query goes through ---
 
     async def _log_intent(self, record: RequestRecord) -> tuple[int, bytes]:
-        """Append the pre-access entry; its index goes into every ticket."""
+        """Append the pre-access entry; its index goes into every ticket.
+
+        The departments' own rules apply here, to the request as it will be logged: one may refuse it
+        (nothing is logged but the refusal), or hold it for approval (logged, then AwaitingApproval). A
+        collected request that was approved is not logged again: its tickets carry the held entry.
+        """
+        if record.collect_query_id and self._approvals is not None:
+            index, body, record.approvals = await self._approvals.collect(record, entry_for(record, None, ""))
+            return index, body
+        if record.collect_query_id:
+            raise FailedPrecondition("this gateway holds no requests for approval")
         record.query_id = secrets.token_hex(16)
+        needs = {}
+        if self._approvals is not None:
+            needs = await self._approvals.screen(record, entry_for(record, None, ""))
         entry = entry_for(record, None, "")
         with tracer.start_as_current_span("audit.append_intent") as span:
             appended = await self._log.append(entry)
             span.set_attributes(safe_attributes(**{"fedgate.audit_index": appended.index}))
+        if needs and self._approvals is not None:
+            raise await self._approvals.hold(record, appended.index, needs)
         return appended.index, entry.canonical()
 
     async def _ask(self, target: Target, record: RequestRecord, index: int, entry: bytes,
@@ -153,7 +171,8 @@ class QueryEngine:
         """A ticket for `department`, proving consistency from the checkpoint it accepted last."""
         with tracer.start_as_current_span("ticket.issue") as span:
             seen = await self._links.log_state(department, endpoint)
-            ticket = await self._tickets.issue(department, record.query_id, index, entry, seen)
+            approvals = record.approvals.get(department, ())
+            ticket = await self._tickets.issue(department, record.query_id, index, entry, seen, approvals)
             span.set_attributes(safe_attributes(**{"fedgate.department": department,
                                                    "fedgate.base_size": seen, "fedgate.attempt": attempt}))
         return ticket

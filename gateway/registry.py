@@ -20,6 +20,7 @@ from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
 from fedgate.gateway.registry_store import Department, RegistryStore
 from fedgate.gateway.policy import Policy
 from fedgate.core.matching_keys import MatchingKey
+from fedgate.query.department_rules import NO_RULES, DepartmentRules
 from fedgate.core.identity import Identity, Role
 from fedgate.server.interceptors import RequestRecord
 
@@ -60,6 +61,7 @@ class Registration:
     endpoint: str
     datasets: tuple[DatasetDecl, ...]
     matching_key: MatchingKey | None = None
+    rules: DepartmentRules = NO_RULES
 
 
 class Registry:
@@ -92,6 +94,8 @@ class Registry:
         record.params["endpoint"] = reg.endpoint
         for decl in reg.datasets:
             record.params[f"digest.{decl.name}"] = declaration_digest(decl)
+        if reg.rules.rules:
+            record.params["department_rules"] = ", ".join(f"{r.name}:{r.effect}" for r in reg.rules.rules)
         names = [d.name for d in reg.datasets]
         if len(set(names)) != len(names):
             raise InvalidInput("the registration names the same dataset twice")
@@ -112,7 +116,8 @@ class Registry:
             record.params["replaced_endpoint"] = previous.endpoint
         result = await asyncio.to_thread(
             self._store.replace_department, reg.department, reg.display_name or reg.department,
-            reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None)
+            reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None,
+            rules=reg.rules)
         self._reachable[reg.department] = True
         if previous is not None and previous.endpoint != reg.endpoint:
             log.warning("department %s: the adapter at %s replaces the one registered at %s, which does not "
@@ -207,6 +212,12 @@ class Registry:
                 item, liveness=state, last_contact=facts.last_contact if facts else None,
                 live_row_count=count.row_count if count else None, counted_at=count.counted_at if count else None))
         return out
+
+    async def rules_of(self, department: str) -> tuple[DepartmentRules, dict[str, DatasetDecl]]:
+        """The department's own rules as it registered them, and its datasets' declarations by qualified name."""
+        found = await asyncio.to_thread(self._store.department, department)
+        decls = await asyncio.to_thread(self._store.list_datasets, department)
+        return (found.rules if found else NO_RULES), {d.decl.qualified_name: d.decl for d in decls}
 
     async def locate(self, qualified: str) -> tuple[Department, DatasetDecl]:
         """The department (with its adapter endpoint) and declaration of `dept.dataset`."""

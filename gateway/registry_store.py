@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from fedgate.core.datasets import DatasetDecl, FieldDecl, RegisteredDataset
 from fedgate.core.errors import FailedPrecondition, StoreClosed
 from fedgate.core.matching_keys import MatchingKey
+from fedgate.query.department_rules import NO_RULES, DepartmentRules
 
 _meta = sa.MetaData()
 departments = sa.Table(
@@ -42,6 +43,14 @@ datasets = sa.Table(
     sa.Column("fields", sa.Text, nullable=False),  # JSON list of field declarations
     sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Each department's own rules over requests for its data (fedgate.query.department_rules), as it registered
+# them: a table of its own, so a registry created before it gains it on start (create_all).
+department_rules = sa.Table(
+    "fedgate_department_rules", _meta,
+    sa.Column("department", sa.String(63), primary_key=True),
+    sa.Column("rules", sa.Text, nullable=False),
 )
 
 # What the gateway last heard from each department's adapter (health checks and heartbeats).
@@ -86,6 +95,7 @@ class Department:
     display_name: str
     endpoint: str  # host:port the gateway dials
     matching_key: MatchingKey | None = None
+    rules: DepartmentRules = NO_RULES
 
 
 def _fields_json(decl: DatasetDecl) -> str:
@@ -193,7 +203,8 @@ class RegistryStore(SqlStore):
     _closed_message = "the registry is closed: the gateway is shutting down"
 
     def replace_department(self, code: str, display_name: str, endpoint: str, decls: list[DatasetDecl],
-                           matching_key: MatchingKey | None = None, *, expected: str | None) -> tuple[int, int]:
+                           matching_key: MatchingKey | None = None, *, expected: str | None,
+                           rules: DepartmentRules = NO_RULES) -> tuple[int, int]:
         """Make `decls` the department's whole dataset set, atomically; returns (registered, removed).
 
         `expected`: the endpoint the caller found registered (None: none). If another registration
@@ -201,7 +212,10 @@ class RegistryStore(SqlStore):
         """
         try:
             with self._writes.begin() as conn:
-                return self._replace(conn, code, display_name, endpoint, decls, matching_key, expected)
+                counts = self._replace(conn, code, display_name, endpoint, decls, matching_key, expected)
+                conn.execute(department_rules.delete().where(department_rules.c.department == code))
+                conn.execute(department_rules.insert().values(department=code, rules=rules.to_json()))
+                return counts
         except sa.exc.IntegrityError:  # another registration inserted the department first
             raise RegistrationRaced(code) from None
 
@@ -323,8 +337,10 @@ class RegistryStore(SqlStore):
     def department(self, code: str) -> Department | None:
         with self._engine.connect() as conn:
             r = conn.execute(sa.select(departments).where(departments.c.code == code)).first()
+            rules = conn.execute(sa.select(department_rules.c.rules)
+                                 .where(department_rules.c.department == code)).scalar()
         if r is None:
             return None
         key = (MatchingKey(bytes(r.matching_key), bytes(r.matching_key_sig), r.matching_cert)
                if r.matching_key else None)
-        return Department(r.code, r.display_name, r.endpoint, key)
+        return Department(r.code, r.display_name, r.endpoint, key, DepartmentRules.from_json(rules or ""))

@@ -15,6 +15,7 @@ from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.core.classification import Levels
 from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.alerts import ProbeAlerts
+from fedgate.gateway.approvals import ApprovalDesk, ApprovalStore
 from fedgate.gateway.audit import AuditReader, AuditRecorder
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import AuditStore
@@ -28,6 +29,7 @@ from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import RegistryStore
 from fedgate.gateway.budget import BudgetBook, Privacy
 from fedgate.gateway.safeguards import QuotaBook
+from fedgate.gateway.services.approvals import ApprovalServicer
 from fedgate.gateway.services.audit import AuditServicer
 from fedgate.gateway.services.policy import PolicyServicer
 from fedgate.gateway.services.query import QueryServicer
@@ -37,6 +39,8 @@ from fedgate.core.identity import GATEWAY
 from fedgate.server.tls import check_own
 from fedgate.query.safeguards import SafeguardConfig, Safeguards
 from fedgate.protos.fedgate.v1 import (
+    approvals_pb2,
+    approvals_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     policy_pb2,
@@ -62,6 +66,7 @@ class Gateway:
     vkey_path: Path
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     data_lock: DataDirLock | None = None
+    approvals: ApprovalDesk | None = None
 
     @property
     def port(self) -> int:
@@ -86,7 +91,7 @@ def _service(module: ModuleType, name: str, servicer: object) -> Service:
 
 
 _GRPC = {registry_pb2: registry_pb2_grpc, audit_pb2: audit_pb2_grpc, query_pb2: query_pb2_grpc,
-         policy_pb2: policy_pb2_grpc}
+         policy_pb2: policy_pb2_grpc, approvals_pb2: approvals_pb2_grpc}
 
 
 async def build_gateway(config: GatewayConfig) -> Gateway:
@@ -116,7 +121,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         registry = Registry(store, policy, links, config.health_check_s)
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
                               config.tls.read()[0], load_officer_seal(config), Privacy(levels, budgets))
-        asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s))
+        approvals = ApprovalDesk(await asyncio.to_thread(ApprovalStore, store.engine), registry, audit_log)
+        asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s), approvals)
         engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
                              Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s))
         services = [
@@ -124,12 +130,13 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),
             _service(query_pb2, "QueryService", QueryServicer(engine)),
             _service(policy_pb2, "PolicyService", PolicyServicer(policy, budgets)),
+            _service(approvals_pb2, "ApprovalService", ApprovalServicer(approvals, policy, config.log_origin)),
         ]
         alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
         running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log, alerts))
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
-                      data_lock=data_lock)
+                      data_lock=data_lock, approvals=approvals)
     if config.policy_watch_s > 0:
         gateway.tasks.append(asyncio.create_task(watch_policy(policy, audit_log, config.policy_watch_s)))
     gateway.tasks.append(asyncio.create_task(registry.watch_health()))

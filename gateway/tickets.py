@@ -27,7 +27,8 @@ class TicketIssuer:
         self._ttl_s = ttl_s
         self._clock = clock
 
-    async def issue(self, audience: str, query_id: str, entry_index: int, entry: bytes, base_size: int) -> Ticket:
+    async def issue(self, audience: str, query_id: str, entry_index: int, entry: bytes, base_size: int,
+                    approvals: tuple[str, ...] = ()) -> Ticket:
         """A ticket for `audience` to serve the logged request at `entry_index`.
 
         The proofs lead to the store's latest checkpoint, not this replica's
@@ -44,7 +45,7 @@ class TicketIssuer:
         claims = TicketClaims(audience, query_id, entry_index, hashlib.sha256(entry).digest(),
                               now + self._ttl_s, now)
         return Ticket(sign_claims(claims, self._log.origin, self._key), entry, note,
-                      tuple(inclusion), base_size, tuple(consistency))
+                      tuple(inclusion), base_size, tuple(consistency), approvals)
 
 
 class Admissions:

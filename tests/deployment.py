@@ -28,7 +28,8 @@ class Deployment:
     def env(self, who: Identity = support.SUPERVISOR) -> dict[str, str]:
         files = TlsFiles.in_dir(self.certs, who)
         return {**os.environ, "FEDGATE_GATEWAY": f"127.0.0.1:{self.gateway.port}", "FEDGATE_CA": str(files.ca),
-                "FEDGATE_CERT": str(files.cert), "FEDGATE_KEY": str(files.key), "COLUMNS": "200"}
+                "FEDGATE_CERT": str(files.cert), "FEDGATE_KEY": str(files.key), "COLUMNS": "200",
+                "FEDGATE_STATE_DIR": str(self.tmp / f"state-{who.file_stem}")}
 
     def fedgate(self, *args: str, who: Identity = support.SUPERVISOR,
                 cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,9 +39,10 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: int = 0,
-             noisy: bool = False) -> Iterator[Deployment]:
+             noisy: bool = False, tables: dict[str, str] | None = None) -> Iterator[Deployment]:
     """hrss.subsidies (20 rows, CSV) and samr.companies (15 rows, SQLite) behind a gateway, all processes;
-    `workers` worker processes per adapter; `noisy`: the shipped DP policy (else every aggregate is exact)."""
+    `workers` worker processes per adapter; `noisy`: the shipped DP policy (else every aggregate is exact);
+    `tables`: each department's own TOML tables ([approvals], [[rules]]), paths relative to `tmp_path`."""
     certs = tmp_path / "certs"
     pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR,
                          support.OFFICER])
@@ -52,7 +54,7 @@ def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: i
                                  policy_dir=support.with_test_rules(policy_copy(tmp_path / "policies", safeguards),
                                                                    noisy))
     departments = [DepartmentSpec.in_dir(dept, [decl], certs, data_dir=tmp_path / dept, workers=workers,
-                                         register_timeout_s=10)
+                                         register_timeout_s=10, tables=(tables or {}).get(dept, ""))
                    for dept, decl in (("hrss", support.SUBSIDIES_DECL.spec(path=csv)),
                                       ("samr", support.COMPANIES_DECL.spec(kind="sqlite", where=f'path = "{db}"')))]
     with deployment.deployed(tmp_path, gateway, departments) as servers:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
+import time
 import json
 import logging
 import sys
@@ -37,6 +39,8 @@ from fedgate.client.gateway import (
     Side,
     SumResult,
 )
+from fedgate.client.approvals import Collect, HeldForApproval, HeldRequest
+from fedgate.cli.approvals_view import HeldLocally, held_summary, held_table
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.client.render import (
     compare_table,
@@ -52,7 +56,7 @@ from fedgate.core.row_limit import RowLimit, row_limit_json
 from fedgate.core.errors import FedgateError, InvalidInput, NotFound
 from fedgate.core.officer_seal import OpenKey
 from fedgate.core.identity import Identity, Role, identity_from_pem
-from fedgate.server.signing_key import read_vkey
+from fedgate.server.signing_key import ed25519_key, load_or_create, read_vkey, vkey_path
 from fedgate.server.witness_key import read_witness_keys
 from fedgate.core.supervisor_keys import SupervisorKey
 from fedgate.server.tls import TlsFiles
@@ -89,10 +93,23 @@ KeyOpt = Annotated[Path, typer.Option("--key", envvar="FEDGATE_KEY", help="Your 
 ReadyOpt = Annotated[Path | None, typer.Option("--ready-file", help="Write {pid, port} here as JSON once serving.")]
 
 
+# A held request being collected: its query id and nonces for the gateway, its command line to save again.
+_collecting: contextvars.ContextVar[HeldLocally | None] = contextvars.ContextVar("fedgate_collecting", default=None)
+HELD_EXIT = 3  # the request is logged and waits for a department's approval
+
+
 def _run(fn: Callable[[], T]) -> T:
-    """The one place a FedgateError becomes a message and exit code 1."""
+    """The one place a FedgateError becomes a message and exit code 1 (3: held for approval)."""
     try:
         return fn()
+    except HeldForApproval as exc:
+        replaying = _collecting.get()
+        argv = replaying.argv if replaying else tuple(sys.argv[1:])
+        saved = HeldLocally(exc.query_id, argv, exc.nonces or (replaying.nonces if replaying else "")).save()
+        err_console.print(f"[bold yellow]held:[/] {escape(exc.details)}", highlight=False, soft_wrap=True)
+        err_console.print(f"(the request is kept in {saved} to send again; wait for the decision with "
+                          f"`fedgate query collect {exc.query_id} --wait 600`)", highlight=False, soft_wrap=True)
+        raise typer.Exit(HELD_EXIT) from None
     except FedgateError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.diagnostics())}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -213,7 +230,9 @@ def demo_cmd(
 
 
 def _client(gateway: str, ca: Path, cert: Path, key: Path) -> GatewayClient:
-    return GatewayClient(gateway, TlsFiles(ca, cert, key))
+    held = _collecting.get()
+    return GatewayClient(gateway, TlsFiles(ca, cert, key),
+                         collect=Collect(held.query_id, held.nonces) if held else None)
 
 
 def _print_entries(items: list[IndexedEntry], as_json: bool) -> None:
@@ -808,6 +827,150 @@ def department_requests(
                               "not shown; narrow with --since")
     if view.flagged:
         raise typer.Exit(2)
+
+
+@query_app.command("collect")
+def query_collect(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    query_id: Annotated[str, typer.Argument(help="The held request's query id (32 hex digits).")],
+    wait: Annotated[int, typer.Option(min=0, help="Seconds to wait for the departments' decision (0: ask once).")] = 0,
+) -> None:
+    """Collect the answer to a request held for approval: the same request, sent again once approved.
+
+    Exit 3 while it still waits; the answer is printed as the original command prints it. A request is
+    collected once.
+    """
+    held = _run(lambda: HeldLocally.load(query_id))
+
+    async def state() -> HeldRequest:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.held_request(query_id)
+
+    deadline = time.monotonic() + wait
+    while wait:
+        h = _run(lambda: asyncio.run(state()))
+        if h.state != "pending" or time.monotonic() >= deadline:
+            break
+        time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+    token = _collecting.set(held)
+    try:
+        code = app(args=list(held.argv), standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    finally:
+        _collecting.reset(token)
+    if code in (0, None):
+        held.forget()
+    elif code != HELD_EXIT:
+        raise typer.Exit(code)
+    else:
+        raise typer.Exit(HELD_EXIT)
+
+
+approvals_app = typer.Typer(help="A department's approvals of requests its own rules hold (with its certificate).",
+                            no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+ApproverKeyOpt = Annotated[Path, typer.Option("--approver-key", envvar="FEDGATE_APPROVER_KEY",
+                                              help="Your approver key (PEM; its .vkey beside it names you).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: kept in the audit log, shown to the supervisor.")]
+
+
+def _department_of(cert: Path) -> str:
+    who = identity_from_pem(cert.read_bytes())
+    if who.role is not Role.DEPARTMENT:
+        raise InvalidInput(f"--cert is {who}, not a department's certificate: approvals are the department's")
+    return who.org
+
+
+@approvals_app.command("keygen")
+def approvals_keygen(name: Annotated[str, typer.Argument(help="The approver's name, e.g. hrss-zhang.")],
+                     out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.vkey.")]
+                     = Path(".")) -> None:
+    """Create an approver's signing key (NAME.key, 0600) and verifier key (NAME.vkey, for [approvals] keys)."""
+    def go() -> Path:
+        path = out / f"{name}.key"
+        if path.exists():
+            raise InvalidInput(f"{path} exists: an approver key is never overwritten")
+        out.mkdir(parents=True, exist_ok=True)
+        load_or_create(path, name)
+        return vkey_path(path)
+    vkey = _run(go)
+    console.print(f"approver key {out / (name + '.key')}; list {vkey} under [approvals] keys in the adapter "
+                  "configuration")
+
+
+@approvals_app.command("list")
+def approvals_list(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+                   everything: Annotated[bool, typer.Option("--all", help="Also those decided, collected or "
+                                                                        "expired (last 30 days).")] = False,
+                   as_json: JsonOpt = False) -> None:
+    """Requests held for this department's approval."""
+    department = _run(lambda: _department_of(cert))
+
+    async def go() -> list[HeldRequest]:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.held_requests(everything)
+
+    items = _run(lambda: asyncio.run(go()))
+    if as_json:
+        print(json.dumps([held_summary(h, department) for h in items], ensure_ascii=False, indent=2))
+    else:
+        console.print(held_table(items, department))
+
+
+@approvals_app.command("show")
+def approvals_show(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+                   query_id: Annotated[str, typer.Argument(help="The held request's query id.")],
+                   as_json: JsonOpt = False) -> None:
+    """One held request as the approver inspects it: who, why, which fields in which form, how many rows."""
+    department = _run(lambda: _department_of(cert))
+
+    async def go() -> tuple[HeldRequest, list[RegisteredDataset]]:
+        async with _client(gateway, ca, cert, key) as client:
+            return await client.held_request(query_id), await client.list_datasets(department)
+
+    h, datasets = _run(lambda: asyncio.run(go()))
+    summary = held_summary(h, department)
+    summary["rows"] = {d.decl.qualified_name: d.live_row_count if d.live_row_count is not None else d.decl.row_count
+                       for d in datasets if d.decl.qualified_name in h.entry.datasets}
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    for name, value in summary.items():
+        console.print(f"[bold]{name}[/]: {escape(json.dumps(value, ensure_ascii=False))}", highlight=False)
+
+
+def _decide(gateway: str, ca: Path, cert: Path, key: Path, query_id: str, approver_key: Path, decision: str,
+            reason: str) -> HeldRequest:
+    department = _department_of(cert)
+    signer = ed25519_key(approver_key, "approver key")
+    name = read_vkey(vkey_path(approver_key)).name
+
+    async def go() -> HeldRequest:
+        async with _client(gateway, ca, cert, key) as client:
+            h = await client.held_request(query_id)
+            note = h.sign(department, decision, name, signer, int(time.time()), h.expires_at - int(time.time()))
+            return await client.decide(query_id, note, reason)
+    return asyncio.run(go())
+
+
+@approvals_app.command("approve")
+def approvals_approve(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, approver_key: ApproverKeyOpt,
+                      query_id: Annotated[str, typer.Argument(help="The held request's query id.")],
+                      reason: ReasonOpt = "") -> None:
+    """Approve a held request: your signature on its logged entry, appended to the audit log."""
+    h = _run(lambda: _decide(gateway, ca, cert, key, query_id, approver_key, "approve", reason))
+    missing = sum(n.missing for n in h.needs)
+    console.print(f"request {query_id}: {h.state}" + (f" ({missing} approval(s) still missing)" if missing else ""))
+
+
+@approvals_app.command("deny")
+def approvals_deny(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, approver_key: ApproverKeyOpt,
+                   query_id: Annotated[str, typer.Argument(help="The held request's query id.")],
+                   reason: ReasonOpt = "") -> None:
+    """Deny a held request: it is never served; the supervisor sees your reason."""
+    h = _run(lambda: _decide(gateway, ca, cert, key, query_id, approver_key, "deny", reason))
+    console.print(f"request {query_id}: {h.state}")
 
 
 def main() -> None:

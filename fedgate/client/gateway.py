@@ -33,7 +33,8 @@ from fedgate.core.errors import InvalidInput, RemoteCallFailed
 from fedgate.core.identity import GATEWAY, identity_from_pem
 from fedgate.core.row_limit import RowLimit
 from fedgate.query import noise, protocols
-from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
+from fedgate.client.approvals import NONCES_KEY, QUERY_ID_KEY, Collect, HeldForApproval, HeldRequest
+from fedgate.protos.fedgate.v1 import approvals_pb2, approvals_pb2_grpc, audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
 from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
 from fedgate.core.supervisor_keys import SupervisorKey, flagged_indices, key_statement
 from fedgate.server.tls import TlsFiles, check_own, handshake_hint, secure_channel
@@ -282,7 +283,8 @@ def _received(result: T | None, stream: str) -> T:
 class GatewayClient:
     """An mTLS connection to the gateway under the identity in `tls`'s certificate."""
 
-    def __init__(self, address: str, tls: TlsFiles, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, tls: TlsFiles, timeout: float = DEFAULT_TIMEOUT_S,
+                 collect: Collect | None = None) -> None:
         if (problem := address_problem(address)) is not None:
             raise InvalidInput(f"gateway address {problem}")
         # Our own files first: a key that is not the certificate's, or a certificate from another CA,
@@ -295,7 +297,10 @@ class GatewayClient:
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._query = query_pb2_grpc.QueryServiceStub(self._channel)
         self._policy = policy_pb2_grpc.PolicyServiceStub(self._channel)
+        self._approvals = approvals_pb2_grpc.ApprovalServiceStub(self._channel)
         self._timeout = timeout
+        # Queries sent again to collect a held request carry its query id and filter nonces.
+        self._metadata = collect.metadata() if collect else ()
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -332,7 +337,8 @@ class GatewayClient:
         """Live row count of `dept.dataset`, optionally filtered, and the audit index of the query."""
         async with _calling(self._hint):
             reply = await self._query.CountRows(query_pb2.CountRowsRequest(
-                dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout)
+                dataset=dataset, purpose=purpose, case_number=case_number, filter=filter), timeout=self._timeout,
+                metadata=self._metadata)
         rows = NoisyCount(reply.rows, reply.epsilon) if reply.epsilon > 0 else reply.rows
         return RowCount(FewerThan(reply.fewer_than) if reply.fewer_than else rows, reply.audit_index)
 
@@ -342,7 +348,7 @@ class GatewayClient:
         async with _calling(self._hint):
             reply = await self._query.Disclose(query_pb2.DiscloseRequest(
                 dataset=dataset, fields=fields, purpose=purpose, case_number=case_number, filter=filter,
-                limit=limit), timeout=self._timeout)
+                limit=limit), timeout=self._timeout, metadata=self._metadata)
         return Disclosure(_grants(reply.fields), _rows(reply.rows), reply.matched_rows, reply.audit_index,
                           _row_limit(reply))
 
@@ -355,7 +361,7 @@ class GatewayClient:
             purpose=purpose, case_number=case_number)
         result: MatchResult | None = None
         async with _calling(self._hint):
-            async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S), on_progress):
+            async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S, metadata=self._metadata), on_progress):
                 r = event.result
                 result = MatchResult(_stats(r.left), _stats(r.right), r.cardinality, r.distinct_matches,
                                      _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r), r.fewer_than,
@@ -377,7 +383,7 @@ class GatewayClient:
             paillier_key=key.public_bytes, purpose=purpose, case_number=case_number, **self._vouch(key))
         result: SumResult | None = None
         async with _calling(self._hint):
-            stream = self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S)
+            stream = self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S, metadata=self._metadata)
             async for _, event in _outcomes(stream, on_progress):
                 r = event.result
                 _report(on_progress, "decrypt", "", 0)
@@ -415,7 +421,7 @@ class GatewayClient:
         result: CompareResult | None = None
         async with _calling(self._hint):
             try:
-                async for kind, event in _outcomes(self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S),
+                async for kind, event in _outcomes(self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S, metadata=self._metadata),
                                                    on_progress):
                     if kind == "flags":
                         packed.extend(event.flags.ciphertexts)
@@ -447,6 +453,28 @@ class GatewayClient:
         return {"paillier_key_signature": signature, "supervisor_certificate": certificate}
 
     # --- policy administration ---
+
+    # --- approvals (departments; the asking supervisor may look at its own) ---
+
+    async def held_requests(self, include_decided: bool = False, since: int = 0) -> list[HeldRequest]:
+        """Requests held for the calling department's approval (waiting only, unless `include_decided`)."""
+        async with _calling(self._hint):
+            reply = await self._approvals.ListHeld(approvals_pb2.ListHeldRequest(since=since, all=include_decided),
+                                                   timeout=self._timeout)
+        return [HeldRequest.from_proto(r) for r in reply.requests]
+
+    async def held_request(self, query_id: str) -> HeldRequest:
+        async with _calling(self._hint):
+            reply = await self._approvals.GetHeld(approvals_pb2.GetHeldRequest(query_id=query_id),
+                                                  timeout=self._timeout)
+        return HeldRequest.from_proto(reply)
+
+    async def decide(self, query_id: str, approval: str, reason: str = "") -> HeldRequest:
+        """Send one approver's signed decision (HeldRequest.sign) on a held request."""
+        async with _calling(self._hint):
+            reply = await self._approvals.Decide(approvals_pb2.DecideRequest(
+                query_id=query_id, approval=approval, reason=reason), timeout=self._timeout)
+        return HeldRequest.from_proto(reply)
 
     async def reload_policy(self) -> PolicyVersion:
         async with _calling(self._hint):
@@ -515,4 +543,7 @@ async def _calling(hint: Callable[[str, str], str | None] | None = None) -> Asyn
         yield
     except grpc.aio.AioRpcError as exc:
         code, details = exc.code().name, exc.details() or ""
+        trailers = {k: v for k, v in exc.trailing_metadata() or () if isinstance(v, str)}
+        if QUERY_ID_KEY in trailers:
+            raise HeldForApproval(code, details, trailers[QUERY_ID_KEY], trailers.get(NONCES_KEY, "")) from None
         raise RemoteCallFailed(code, (hint(code, details) if hint else None) or details) from None

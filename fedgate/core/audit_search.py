@@ -17,8 +17,8 @@ from fedgate.core.identity import TRUST_DOMAIN, Identity
 # Every action the gateway writes to its log. A new action must be added here, or it cannot be searched for.
 ALERT_ACTION = "audit.alert"  # a probing alert the gateway raised (fedgate.query.probing); `--alerts` lists them
 ACTIONS = (
-    ALERT_ACTION, "audit.checkpoint", "audit.proof", "audit.read", "audit.search",
-    "policy.reload",
+    ALERT_ACTION, "approval.decide", "approval.list", "approval.show", "audit.checkpoint", "audit.proof",
+    "audit.read", "audit.search", "budget.show", "policy.reload",
     "query.compare", "query.count", "query.disclose", "query.match", "query.sum",
     "registry.list", "registry.register",
 )

@@ -14,6 +14,9 @@ from __future__ import annotations
 class FedgateError(Exception):
     """Base of every error fedgate raises on purpose."""
 
+    # Trailing metadata our own clients read besides the message (e.g. a pending request's query id).
+    trailers: tuple[tuple[str, str], ...] = ()
+
     def diagnostics(self) -> str:
         """Text a person can act on (CLI, console); defaults to the message."""
         return str(self)
@@ -60,6 +63,16 @@ class NotFound(FedgateError):
 
 class FailedPrecondition(FedgateError):
     """The request is well formed but the system is not in a state to serve it."""
+
+
+class AwaitingApproval(FailedPrecondition):
+    """A logged request waits for its departments' approval; the caller collects the answer by query id."""
+
+    def __init__(self, message: str, query_id: str, nonces: str = "") -> None:
+        super().__init__(message)
+        self.query_id = query_id
+        # Read by our clients (fedgate.server.interceptors names the keys: QUERY_ID_KEY, NONCES_KEY).
+        self.trailers = (("fedgate-query-id", query_id),) + ((("fedgate-filter-nonces", nonces),) if nonces else ())
 
 
 class QuotaExceeded(FedgateError):

@@ -101,6 +101,16 @@ class Table:
             return raw  # the caller's default, e.g. None
         return (self.file.parent / raw).resolve()
 
+    def texts(self, key: str, default: Any = _MISSING) -> Any:
+        """A list of strings (or the default when the key is absent)."""
+        items = self._get(key, list, default)
+        if items is default:
+            return items
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.error(f"{key}[{i}]", f"expected str, got {type(item).__name__}")
+        return list(items)
+
     def table(self, key: str) -> Table:
         data = self._get(key, dict, _MISSING)
         return Table(self.file, data, f"{self._prefix}{key}.")

@@ -107,6 +107,7 @@ class DepartmentSpec:
     register_timeout_s: int | None = None  # None: keep retrying
     listen: str = "127.0.0.1:0"
     options: Mapping[str, TomlValue] = dataclasses.field(default_factory=dict)  # any other top-level key
+    tables: str = ""  # TOML tables of the department's own, as written: [approvals], [[rules]]
 
     @classmethod
     def in_dir(cls, code: str, datasets: Sequence[DatasetSpec], certs: Path, **settings: Any) -> DepartmentSpec:
@@ -163,7 +164,8 @@ def adapter_toml(spec: DepartmentSpec, gateway: str, gateway_log_key: Path) -> s
         "department": spec.code, "display_name": spec.display_name or None, "listen": spec.listen,
         "gateway": gateway, "gateway_log_key": gateway_log_key, "data_dir": spec.data_dir,
         "register_timeout_s": spec.register_timeout_s, "workers": spec.workers, **spec.options}
-    return "\n".join([*_keys(top), *_tls(spec.tls)]) + "\n" + datasets_toml(spec.datasets)
+    own = spec.tables.strip() + "\n" if spec.tables.strip() else ""
+    return "\n".join([*_keys(top), *_tls(spec.tls)]) + "\n" + own + datasets_toml(spec.datasets)
 
 
 def policy_copy(target: Path, safeguards: str | None = None, rules: str = "", exact: bool = False) -> Path:

@@ -65,6 +65,11 @@ class RequestRecord:
     trace_id: str = ""
     query_id: str = ""
     params: dict[str, str] = field(default_factory=dict)
+    # Collecting a request that waited for approval (metadata fedgate-collect): its query id, and the filter
+    # nonces its pending reply gave the client (by logged side suffix), so the plan binds the same digests.
+    collect_query_id: str = ""
+    filter_nonces: dict[str, bytes] = field(default_factory=dict)
+    approvals: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a collected request's, by department
     # False: a routine call the service judged not worth an entry when it succeeds (a lease renewal).
     audit: bool = True
     # Set by `log_outcome`: an OK outcome covering what was sent so far is in the log; `final_logged`
@@ -157,6 +162,28 @@ def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
 
 
 ERROR_CLASS_KEY = "fedgate-error"  # trailing metadata: the domain error's class name, for our own clients
+COLLECT_KEY = "fedgate-collect"        # request metadata: collect the approved request with this query id
+NONCES_KEY = "fedgate-filter-nonces"   # request and trailing metadata: "side=hex;side=hex"
+QUERY_ID_KEY = "fedgate-query-id"      # trailing metadata: a pending request's query id
+
+
+def format_nonces(nonces: dict[str, bytes]) -> str:
+    return ";".join(f"{side}={nonce.hex()}" for side, nonce in sorted(nonces.items()))
+
+
+def parse_nonces(text: str) -> dict[str, bytes]:
+    """The filter nonces a client sends back when collecting; malformed pairs are dropped (the digest check
+    then refuses the collect, naming the filter)."""
+    out: dict[str, bytes] = {}
+    for item in text.split(";")[:8]:
+        side, _, value = item.partition("=")
+        try:
+            nonce = bytes.fromhex(value)
+        except ValueError:
+            continue
+        if len(nonce) == 16 and 0 < len(side) <= 300:
+            out[side] = nonce
+    return out
 
 
 def error_class(exc: grpc.aio.AioRpcError) -> str:
@@ -169,7 +196,7 @@ def error_class(exc: grpc.aio.AioRpcError) -> str:
 
 def _status_of(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, FedgateError):
-        context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
+        context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__), *exc.trailers))
         return status_for(exc), str(exc)
     log.error("unexpected error in %s", method, exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
@@ -216,6 +243,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
         _deadline.set(None if remaining is None else time.monotonic() + remaining)
         record.identity = peer_identity(context)
         _identity.set(record.identity)
+        for key, value in context.invocation_metadata() or ():
+            if key == COLLECT_KEY and isinstance(value, str):
+                record.collect_query_id = value[:64]
+            elif key == NONCES_KEY and isinstance(value, str):
+                record.filter_nonces = parse_nonces(value)
 
     async def _cancelled(self, record: RequestRecord) -> None:
         """Record a call that ended by cancellation; shielded, so the record survives the cancellation."""

@@ -7,6 +7,7 @@ import grpc
 from fedgate.gateway.registry import Lease, Registration, Registry
 from fedgate.server.interceptors import current_identity, record_action
 from fedgate.protos.fedgate.v1 import registry_pb2, registry_pb2_grpc
+from fedgate.query.department_rules import DepartmentRules
 from fedgate.server.wire import dataset_from_proto, dataset_to_proto, matching_key_from_proto
 
 
@@ -31,6 +32,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             endpoint=request.adapter_endpoint,
             datasets=tuple(dataset_from_proto(d, request.department) for d in request.datasets),
             matching_key=matching_key_from_proto(request.matching_key) if request.HasField("matching_key") else None,
+            rules=DepartmentRules.from_json(request.department_rules),
         )
         registered, removed = await self._registry.register(current_identity(), record, reg)
         record.result_sizes.update(registered=registered, removed=removed)

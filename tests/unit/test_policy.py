@@ -30,7 +30,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "disclose.masked": {"L1", "L2", "L3"},
     },
     "officer": {"list": ALL, "audit.read": ALL, "policy.reload": ALL},
-    "department": {"register": ALL, "list": ALL, "audit.read.own": ALL},
+    "department": {"register": ALL, "list": ALL, "audit.read.own": ALL, "approval.decide": ALL},
     "gateway": {},
     "stranger": {},
 }

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64gate/v1/adapter.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"Q\n\x10\x44\x65scribeResponse\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\"\x14\n\x12GetLogStateRequest\"\x1d\n\x08LogState\x12\x11\n\tseen_size\x18\x01 \x01(\x03\"{\n\x0bQueryTicket\x12\x0e\n\x06\x63laims\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x11\n\tinclusion\x18\x04 \x03(\x0c\x12\x11\n\tbase_size\x18\x05 \x01(\x03\x12\x13\n\x0b\x63onsistency\x18\x06 \x03(\x0c\"\x8b\x01\n\x13\x41\x64\x61pterCountRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x04 \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x05 \x01(\x03\"8\n\x14\x41\x64\x61pterCountResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x12\n\ntotal_rows\x18\x02 \x01(\x03\"9\n\x0c\x46ieldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04\x66orm\x18\x03 \x01(\t\"\xc7\x01\n\x16\x41\x64\x61pterDiscloseRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x18.fedgate.v1.FieldRequest\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x05 \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x06 \x01(\x03\x12\r\n\x05limit\x18\x07 \x01(\x05\"W\n\x17\x41\x64\x61pterDiscloseResponse\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.fedgate.v1.DisclosedRow\x12\x14\n\x0cmatched_rows\x18\x02 \x01(\x03\"\xf7\x03\n\nMatchStart\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x11\n\tkey_field\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x05 \x01(\x0c\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x0c\n\x04role\x18\x07 \x01(\t\x12)\n\x08peer_key\x18\x08 \x01(\x0b\x32\x17.fedgate.v1.MatchingKey\x12\x17\n\x0fpeer_department\x18\t \x01(\t\x12\x12\n\nsealed_key\x18\n \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x0b \x01(\x03\x12\x31\n\x0f\x64isclose_fields\x18\x0c \x03(\x0b\x32\x18.fedgate.v1.FieldRequest\x12\r\n\x05limit\x18\r \x01(\x05\x12\x0e\n\x06\x61\x63tion\x18\x0e \x01(\t\x12\x14\n\x0cvalue_fields\x18\x0f \x03(\t\x12\x14\n\x0cpaillier_key\x18\x10 \x01(\x0c\x12\x1e\n\x16paillier_key_signature\x18\x11 \x01(\x0c\x12\x1e\n\x16supervisor_certificate\x18\x12 \x01(\t\x12\x13\n\x0bpeer_filter\x18\x13 \x01(\t\x12\x19\n\x11peer_filter_nonce\x18\x14 \x01(\x0c\"7\n\x0cMatchStarted\x12\x12\n\nsealed_key\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63osignature\x18\x02 \x01(\t\"\x19\n\tTokenData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x86\x01\n\x08SideDone\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x1b\n\x13invalid_identifiers\x18\x02 \x01(\x03\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12\x16\n\x0emissing_values\x18\x04 \x01(\x03\x12\x12\n\ntotal_rows\x18\x05 \x01(\x03\x12\x13\n\x0btotal_noise\x18\x06 \x01(\x0c\"(\n\nCipherData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x03\"$\n\x0f\x44iscloseMatched\x12\x11\n\tpositions\x18\x01 \x03(\x03\"7\n\rDisclosedRows\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.fedgate.v1.DisclosedRow\"\xc3\x01\n\x07MatchIn\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.fedgate.v1.MatchStartH\x00\x12,\n\x0bpeer_tokens\x18\x02 \x01(\x0b\x32\x15.fedgate.v1.TokenDataH\x00\x12)\n\tpeer_done\x18\x03 \x01(\x0b\x32\x14.fedgate.v1.SideDoneH\x00\x12/\n\x08\x64isclose\x18\x04 \x01(\x0b\x32\x1b.fedgate.v1.DiscloseMatchedH\x00\x42\x05\n\x03msg\"\xc8\x02\n\x08MatchOut\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.fedgate.v1.MatchStartedH\x00\x12+\n\nown_tokens\x18\x02 \x01(\x0b\x32\x15.fedgate.v1.TokenDataH\x00\x12(\n\x08own_done\x18\x03 \x01(\x0b\x32\x14.fedgate.v1.SideDoneH\x00\x12*\n\treblinded\x18\x04 \x01(\x0b\x32\x15.fedgate.v1.TokenDataH\x00\x12,\n\x0creblind_done\x18\x05 \x01(\x0b\x32\x14.fedgate.v1.SideDoneH\x00\x12)\n\x04rows\x18\x06 \x01(\x0b\x32\x19.fedgate.v1.DisclosedRowsH\x00\x12,\n\nown_values\x18\x07 \x01(\x0b\x32\x16.fedgate.v1.CipherDataH\x00\x42\x05\n\x03msg2\xf9\x02\n\x0e\x41\x64\x61pterService\x12\x45\n\x08\x44\x65scribe\x12\x1b.fedgate.v1.DescribeRequest\x1a\x1c.fedgate.v1.DescribeResponse\x12\x43\n\x0bGetLogState\x12\x1e.fedgate.v1.GetLogStateRequest\x1a\x14.fedgate.v1.LogState\x12N\n\tCountRows\x12\x1f.fedgate.v1.AdapterCountRequest\x1a .fedgate.v1.AdapterCountResponse\x12S\n\x08\x44isclose\x12\".fedgate.v1.AdapterDiscloseRequest\x1a#.fedgate.v1.AdapterDiscloseResponse\x12\x36\n\x05Match\x12\x13.fedgate.v1.MatchIn\x1a\x14.fedgate.v1.MatchOut(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64gate/v1/adapter.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"Q\n\x10\x44\x65scribeResponse\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\"\x14\n\x12GetLogStateRequest\"\x1d\n\x08LogState\x12\x11\n\tseen_size\x18\x01 \x01(\x03\"\x8e\x01\n\x0bQueryTicket\x12\x0e\n\x06\x63laims\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x11\n\tinclusion\x18\x04 \x03(\x0c\x12\x11\n\tbase_size\x18\x05 \x01(\x03\x12\x13\n\x0b\x63onsistency\x18\x06 \x03(\x0c\x12\x11\n\tapprovals\x18\x07 \x03(\t\"\x8b\x01\n\x13\x41\x64\x61pterCountRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x04 \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x05 \x01(\x03\"8\n\x14\x41\x64\x61pterCountResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x12\n\ntotal_rows\x18\x02 \x01(\x03\"9\n\x0c\x46ieldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04\x66orm\x18\x03 \x01(\t\"\xc7\x01\n\x16\x41\x64\x61pterDiscloseRequest\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12(\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x18.fedgate.v1.FieldRequest\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x05 \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x06 \x01(\x03\x12\r\n\x05limit\x18\x07 \x01(\x05\"W\n\x17\x41\x64\x61pterDiscloseResponse\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.fedgate.v1.DisclosedRow\x12\x14\n\x0cmatched_rows\x18\x02 \x01(\x03\"\xf7\x03\n\nMatchStart\x12\'\n\x06ticket\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.QueryTicket\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x11\n\tkey_field\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x14\n\x0c\x66ilter_nonce\x18\x05 \x01(\x0c\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x0c\n\x04role\x18\x07 \x01(\t\x12)\n\x08peer_key\x18\x08 \x01(\x0b\x32\x17.fedgate.v1.MatchingKey\x12\x17\n\x0fpeer_department\x18\t \x01(\t\x12\x12\n\nsealed_key\x18\n \x01(\x0c\x12\x14\n\x0cmin_set_size\x18\x0b \x01(\x03\x12\x31\n\x0f\x64isclose_fields\x18\x0c \x03(\x0b\x32\x18.fedgate.v1.FieldRequest\x12\r\n\x05limit\x18\r \x01(\x05\x12\x0e\n\x06\x61\x63tion\x18\x0e \x01(\t\x12\x14\n\x0cvalue_fields\x18\x0f \x03(\t\x12\x14\n\x0cpaillier_key\x18\x10 \x01(\x0c\x12\x1e\n\x16paillier_key_signature\x18\x11 \x01(\x0c\x12\x1e\n\x16supervisor_certificate\x18\x12 \x01(\t\x12\x13\n\x0bpeer_filter\x18\x13 \x01(\t\x12\x19\n\x11peer_filter_nonce\x18\x14 \x01(\x0c\"7\n\x0cMatchStarted\x12\x12\n\nsealed_key\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63osignature\x18\x02 \x01(\t\"\x19\n\tTokenData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x86\x01\n\x08SideDone\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x1b\n\x13invalid_identifiers\x18\x02 \x01(\x03\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12\x16\n\x0emissing_values\x18\x04 \x01(\x03\x12\x12\n\ntotal_rows\x18\x05 \x01(\x03\x12\x13\n\x0btotal_noise\x18\x06 \x01(\x0c\"(\n\nCipherData\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x03\"$\n\x0f\x44iscloseMatched\x12\x11\n\tpositions\x18\x01 \x03(\x03\"7\n\rDisclosedRows\x12&\n\x04rows\x18\x01 \x03(\x0b\x32\x18.fedgate.v1.DisclosedRow\"\xc3\x01\n\x07MatchIn\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.fedgate.v1.MatchStartH\x00\x12,\n\x0bpeer_tokens\x18\x02 \x01(\x0b\x32\x15.fedgate.v1.TokenDataH\x00\x12)\n\tpeer_done\x18\x03 \x01(\x0b\x32\x14.fedgate.v1.SideDoneH\x00\x12/\n\x08\x64isclose\x18\x04 \x01(\x0b\x32\x1b.fedgate.v1.DiscloseMatchedH\x00\x42\x05\n\x03msg\"\xc8\x02\n\x08MatchOut\x12+\n\x07started\x18\x01 \x01(\x0b\x32\x18.fedgate.v1.MatchStartedH\x00\x12+\n\nown_tokens\x18\x02 \x01(\x0b\x32\x15.fedgate.v1.TokenDataH\x00\x12(\n\x08own_done\x18\x03 \x01(\x0b\x32\x14.fedgate.v1.SideDoneH\x00\x12*\n\treblinded\x18\x04 \x01(\x0b\x32\x15.fedgate.v1.TokenDataH\x00\x12,\n\x0creblind_done\x18\x05 \x01(\x0b\x32\x14.fedgate.v1.SideDoneH\x00\x12)\n\x04rows\x18\x06 \x01(\x0b\x32\x19.fedgate.v1.DisclosedRowsH\x00\x12,\n\nown_values\x18\x07 \x01(\x0b\x32\x16.fedgate.v1.CipherDataH\x00\x42\x05\n\x03msg2\xf9\x02\n\x0e\x41\x64\x61pterService\x12\x45\n\x08\x44\x65scribe\x12\x1b.fedgate.v1.DescribeRequest\x1a\x1c.fedgate.v1.DescribeResponse\x12\x43\n\x0bGetLogState\x12\x1e.fedgate.v1.GetLogStateRequest\x1a\x14.fedgate.v1.LogState\x12N\n\tCountRows\x12\x1f.fedgate.v1.AdapterCountRequest\x1a .fedgate.v1.AdapterCountResponse\x12S\n\x08\x44isclose\x12\".fedgate.v1.AdapterDiscloseRequest\x1a#.fedgate.v1.AdapterDiscloseResponse\x12\x36\n\x05Match\x12\x13.fedgate.v1.MatchIn\x1a\x14.fedgate.v1.MatchOut(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,36 +40,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETLOGSTATEREQUEST']._serialized_end=187
   _globals['_LOGSTATE']._serialized_start=189
   _globals['_LOGSTATE']._serialized_end=218
-  _globals['_QUERYTICKET']._serialized_start=220
-  _globals['_QUERYTICKET']._serialized_end=343
-  _globals['_ADAPTERCOUNTREQUEST']._serialized_start=346
-  _globals['_ADAPTERCOUNTREQUEST']._serialized_end=485
-  _globals['_ADAPTERCOUNTRESPONSE']._serialized_start=487
-  _globals['_ADAPTERCOUNTRESPONSE']._serialized_end=543
-  _globals['_FIELDREQUEST']._serialized_start=545
-  _globals['_FIELDREQUEST']._serialized_end=602
-  _globals['_ADAPTERDISCLOSEREQUEST']._serialized_start=605
-  _globals['_ADAPTERDISCLOSEREQUEST']._serialized_end=804
-  _globals['_ADAPTERDISCLOSERESPONSE']._serialized_start=806
-  _globals['_ADAPTERDISCLOSERESPONSE']._serialized_end=893
-  _globals['_MATCHSTART']._serialized_start=896
-  _globals['_MATCHSTART']._serialized_end=1399
-  _globals['_MATCHSTARTED']._serialized_start=1401
-  _globals['_MATCHSTARTED']._serialized_end=1456
-  _globals['_TOKENDATA']._serialized_start=1458
-  _globals['_TOKENDATA']._serialized_end=1483
-  _globals['_SIDEDONE']._serialized_start=1486
-  _globals['_SIDEDONE']._serialized_end=1620
-  _globals['_CIPHERDATA']._serialized_start=1622
-  _globals['_CIPHERDATA']._serialized_end=1662
-  _globals['_DISCLOSEMATCHED']._serialized_start=1664
-  _globals['_DISCLOSEMATCHED']._serialized_end=1700
-  _globals['_DISCLOSEDROWS']._serialized_start=1702
-  _globals['_DISCLOSEDROWS']._serialized_end=1757
-  _globals['_MATCHIN']._serialized_start=1760
-  _globals['_MATCHIN']._serialized_end=1955
-  _globals['_MATCHOUT']._serialized_start=1958
-  _globals['_MATCHOUT']._serialized_end=2286
-  _globals['_ADAPTERSERVICE']._serialized_start=2289
-  _globals['_ADAPTERSERVICE']._serialized_end=2666
+  _globals['_QUERYTICKET']._serialized_start=221
+  _globals['_QUERYTICKET']._serialized_end=363
+  _globals['_ADAPTERCOUNTREQUEST']._serialized_start=366
+  _globals['_ADAPTERCOUNTREQUEST']._serialized_end=505
+  _globals['_ADAPTERCOUNTRESPONSE']._serialized_start=507
+  _globals['_ADAPTERCOUNTRESPONSE']._serialized_end=563
+  _globals['_FIELDREQUEST']._serialized_start=565
+  _globals['_FIELDREQUEST']._serialized_end=622
+  _globals['_ADAPTERDISCLOSEREQUEST']._serialized_start=625
+  _globals['_ADAPTERDISCLOSEREQUEST']._serialized_end=824
+  _globals['_ADAPTERDISCLOSERESPONSE']._serialized_start=826
+  _globals['_ADAPTERDISCLOSERESPONSE']._serialized_end=913
+  _globals['_MATCHSTART']._serialized_start=916
+  _globals['_MATCHSTART']._serialized_end=1419
+  _globals['_MATCHSTARTED']._serialized_start=1421
+  _globals['_MATCHSTARTED']._serialized_end=1476
+  _globals['_TOKENDATA']._serialized_start=1478
+  _globals['_TOKENDATA']._serialized_end=1503
+  _globals['_SIDEDONE']._serialized_start=1506
+  _globals['_SIDEDONE']._serialized_end=1640
+  _globals['_CIPHERDATA']._serialized_start=1642
+  _globals['_CIPHERDATA']._serialized_end=1682
+  _globals['_DISCLOSEMATCHED']._serialized_start=1684
+  _globals['_DISCLOSEMATCHED']._serialized_end=1720
+  _globals['_DISCLOSEDROWS']._serialized_start=1722
+  _globals['_DISCLOSEDROWS']._serialized_end=1777
+  _globals['_MATCHIN']._serialized_start=1780
+  _globals['_MATCHIN']._serialized_end=1975
+  _globals['_MATCHOUT']._serialized_start=1978
+  _globals['_MATCHOUT']._serialized_end=2306
+  _globals['_ADAPTERSERVICE']._serialized_start=2309
+  _globals['_ADAPTERSERVICE']._serialized_end=2686
 # @@protoc_insertion_point(module_scope)

@@ -30,20 +30,22 @@ class LogState(_message.Message):
     def __init__(self, seen_size: _Optional[int] = ...) -> None: ...
 
 class QueryTicket(_message.Message):
-    __slots__ = ("claims", "entry", "checkpoint", "inclusion", "base_size", "consistency")
+    __slots__ = ("claims", "entry", "checkpoint", "inclusion", "base_size", "consistency", "approvals")
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     INCLUSION_FIELD_NUMBER: _ClassVar[int]
     BASE_SIZE_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
     claims: str
     entry: bytes
     checkpoint: str
     inclusion: _containers.RepeatedScalarFieldContainer[bytes]
     base_size: int
     consistency: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, claims: _Optional[str] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[str] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., base_size: _Optional[int] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    approvals: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, claims: _Optional[str] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[str] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., base_size: _Optional[int] = ..., consistency: _Optional[_Iterable[bytes]] = ..., approvals: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AdapterCountRequest(_message.Message):
     __slots__ = ("ticket", "dataset", "filter", "filter_nonce", "min_set_size")

@@ -26,7 +26,7 @@ from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64gate/v1/registry.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x17RegisterDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_endpoint\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12-\n\x0cmatching_key\x18\x05 \x01(\x0b\x32\x17.fedgate.v1.MatchingKey\"?\n\x18RegisterDatasetsResponse\x12\x12\n\nregistered\x18\x01 \x01(\x05\x12\x0f\n\x07removed\x18\x02 \x01(\x05\"/\n\x0c\x44\x61tasetCount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\trow_count\x18\x02 \x01(\x03\"j\n\x10HeartbeatRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_endpoint\x18\x02 \x01(\t\x12(\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\x18.fedgate.v1.DatasetCount\"\xc8\x01\n\x11HeartbeatResponse\x12@\n\x0cregistration\x18\x01 \x01(\x0e\x32*.fedgate.v1.HeartbeatResponse.Registration\x12\x1b\n\x13registered_endpoint\x18\x02 \x01(\t\"T\n\x0cRegistration\x12\x1c\n\x18REGISTRATION_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43URRENT\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x0c\n\x08REPLACED\x10\x03\")\n\x13ListDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\"\xb2\x02\n\x11RegisteredDataset\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12\x1f\n\x17\x64\x65partment_display_name\x18\x02 \x01(\t\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08liveness\x18\x04 \x01(\t\x12\x30\n\x0clast_contact\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0elive_row_count\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12.\n\ncounted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_live_row_count\"G\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.fedgate.v1.RegisteredDataset2\x8d\x02\n\x0fRegistryService\x12]\n\x10RegisterDatasets\x12#.fedgate.v1.RegisterDatasetsRequest\x1a$.fedgate.v1.RegisterDatasetsResponse\x12H\n\tHeartbeat\x12\x1c.fedgate.v1.HeartbeatRequest\x1a\x1d.fedgate.v1.HeartbeatResponse\x12Q\n\x0cListDatasets\x12\x1f.fedgate.v1.ListDatasetsRequest\x1a .fedgate.v1.ListDatasetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64gate/v1/registry.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x01\n\x17RegisterDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_endpoint\x18\x03 \x01(\t\x12)\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12-\n\x0cmatching_key\x18\x05 \x01(\x0b\x32\x17.fedgate.v1.MatchingKey\x12\x18\n\x10\x64\x65partment_rules\x18\x06 \x01(\t\"?\n\x18RegisterDatasetsResponse\x12\x12\n\nregistered\x18\x01 \x01(\x05\x12\x0f\n\x07removed\x18\x02 \x01(\x05\"/\n\x0c\x44\x61tasetCount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\trow_count\x18\x02 \x01(\x03\"j\n\x10HeartbeatRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\x12\x18\n\x10\x61\x64\x61pter_endpoint\x18\x02 \x01(\t\x12(\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\x18.fedgate.v1.DatasetCount\"\xc8\x01\n\x11HeartbeatResponse\x12@\n\x0cregistration\x18\x01 \x01(\x0e\x32*.fedgate.v1.HeartbeatResponse.Registration\x12\x1b\n\x13registered_endpoint\x18\x02 \x01(\t\"T\n\x0cRegistration\x12\x1c\n\x18REGISTRATION_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43URRENT\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x0c\n\x08REPLACED\x10\x03\")\n\x13ListDatasetsRequest\x12\x12\n\ndepartment\x18\x01 \x01(\t\"\xb2\x02\n\x11RegisteredDataset\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.fedgate.v1.DatasetSpec\x12\x1f\n\x17\x64\x65partment_display_name\x18\x02 \x01(\t\x12\x31\n\rregistered_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08liveness\x18\x04 \x01(\t\x12\x30\n\x0clast_contact\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0elive_row_count\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12.\n\ncounted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_live_row_count\"G\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.fedgate.v1.RegisteredDataset2\x8d\x02\n\x0fRegistryService\x12]\n\x10RegisterDatasets\x12#.fedgate.v1.RegisterDatasetsRequest\x1a$.fedgate.v1.RegisterDatasetsResponse\x12H\n\tHeartbeat\x12\x1c.fedgate.v1.HeartbeatRequest\x1a\x1d.fedgate.v1.HeartbeatResponse\x12Q\n\x0cListDatasets\x12\x1f.fedgate.v1.ListDatasetsRequest\x1a .fedgate.v1.ListDatasetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.registry_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERDATASETSREQUEST']._serialized_start=100
-  _globals['_REGISTERDATASETSREQUEST']._serialized_end=283
-  _globals['_REGISTERDATASETSRESPONSE']._serialized_start=285
-  _globals['_REGISTERDATASETSRESPONSE']._serialized_end=348
-  _globals['_DATASETCOUNT']._serialized_start=350
-  _globals['_DATASETCOUNT']._serialized_end=397
-  _globals['_HEARTBEATREQUEST']._serialized_start=399
-  _globals['_HEARTBEATREQUEST']._serialized_end=505
-  _globals['_HEARTBEATRESPONSE']._serialized_start=508
-  _globals['_HEARTBEATRESPONSE']._serialized_end=708
-  _globals['_HEARTBEATRESPONSE_REGISTRATION']._serialized_start=624
-  _globals['_HEARTBEATRESPONSE_REGISTRATION']._serialized_end=708
-  _globals['_LISTDATASETSREQUEST']._serialized_start=710
-  _globals['_LISTDATASETSREQUEST']._serialized_end=751
-  _globals['_REGISTEREDDATASET']._serialized_start=754
-  _globals['_REGISTEREDDATASET']._serialized_end=1060
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=1062
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=1133
-  _globals['_REGISTRYSERVICE']._serialized_start=1136
-  _globals['_REGISTRYSERVICE']._serialized_end=1405
+  _globals['_REGISTERDATASETSREQUEST']._serialized_end=309
+  _globals['_REGISTERDATASETSRESPONSE']._serialized_start=311
+  _globals['_REGISTERDATASETSRESPONSE']._serialized_end=374
+  _globals['_DATASETCOUNT']._serialized_start=376
+  _globals['_DATASETCOUNT']._serialized_end=423
+  _globals['_HEARTBEATREQUEST']._serialized_start=425
+  _globals['_HEARTBEATREQUEST']._serialized_end=531
+  _globals['_HEARTBEATRESPONSE']._serialized_start=534
+  _globals['_HEARTBEATRESPONSE']._serialized_end=734
+  _globals['_HEARTBEATRESPONSE_REGISTRATION']._serialized_start=650
+  _globals['_HEARTBEATRESPONSE_REGISTRATION']._serialized_end=734
+  _globals['_LISTDATASETSREQUEST']._serialized_start=736
+  _globals['_LISTDATASETSREQUEST']._serialized_end=777
+  _globals['_REGISTEREDDATASET']._serialized_start=780
+  _globals['_REGISTEREDDATASET']._serialized_end=1086
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1088
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1159
+  _globals['_REGISTRYSERVICE']._serialized_start=1162
+  _globals['_REGISTRYSERVICE']._serialized_end=1431
 # @@protoc_insertion_point(module_scope)

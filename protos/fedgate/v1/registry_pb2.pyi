@@ -12,18 +12,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterDatasetsRequest(_message.Message):
-    __slots__ = ("department", "display_name", "adapter_endpoint", "datasets", "matching_key")
+    __slots__ = ("department", "display_name", "adapter_endpoint", "datasets", "matching_key", "department_rules")
     DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     MATCHING_KEY_FIELD_NUMBER: _ClassVar[int]
+    DEPARTMENT_RULES_FIELD_NUMBER: _ClassVar[int]
     department: str
     display_name: str
     adapter_endpoint: str
     datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSpec]
     matching_key: _common_pb2.MatchingKey
-    def __init__(self, department: _Optional[str] = ..., display_name: _Optional[str] = ..., adapter_endpoint: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., matching_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ...) -> None: ...
+    department_rules: str
+    def __init__(self, department: _Optional[str] = ..., display_name: _Optional[str] = ..., adapter_endpoint: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., matching_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., department_rules: _Optional[str] = ...) -> None: ...
 
 class RegisterDatasetsResponse(_message.Message):
     __slots__ = ("registered", "removed")
