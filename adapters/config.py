@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedgate.adapters.row_history import DEFAULT_WINDOW_DAYS
 from fedgate.adapters.sources import Source, SourceSpec
 from fedgate.adapters.sources.kinds import open_source, read_spec
+from fedgate.adapters.subject_rules import CovertRule, SubjectReportSettings
 from fedgate.server.worker_pool import default_workers
 from fedgate.core.classification import Levels, default_levels
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
@@ -36,6 +38,15 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 # difference_window_days = 90               # how long each agency's answered row sets are kept for the
 #                                           # difference check (an answer whose rows differ from an earlier one
 #                                           # of the same agency by fewer than k rows is refused)
+# [subject_reports]                         # subject reports (`fedgate department subject-report`)
+# record = true                             # record whose records each answer covered (keyed hashes only)
+# tell_withheld = false                     # say in a report how many entries covert-case rules held back
+# [[subject_reports.rules]]                 # a covert-case rule: its cases' uses are held back from reports
+# name = "covert"
+# case = "^JC-"                             # a regular expression searched in the case number
+# agency = "pub"                            # only this agency's cases (default: any)
+# delay_days = 180                          # shown once this many days have passed since the use
+#                                           # (without delay_days: withheld for good)
 
 [tls]
 ca = "certs/ca.pem"
@@ -91,6 +102,7 @@ class AdapterConfig:
     heartbeat_s: int = 30
     clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
     difference_window_days: int = DEFAULT_WINDOW_DAYS
+    subject_reports: SubjectReportSettings = SubjectReportSettings()
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -115,6 +127,7 @@ class AdapterConfig:
             difference_window_days=_window_days(table),
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
+            subject_reports=_subject_reports(table),
         )
         table.done()
         _check_reachable(path, config.listen, config.advertise)
@@ -173,3 +186,28 @@ def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
     except InvalidInput as exc:
         raise ConfigError(str(table.file), str(exc)) from None
     return DatasetConfig(decl, source)
+
+
+def _subject_reports(table: Table) -> SubjectReportSettings:
+    """[subject_reports]: whether uses are recorded, and the covert-case rules reports apply."""
+    if not table.has("subject_reports"):
+        return SubjectReportSettings()
+    section = table.table("subject_reports")
+    rules = []
+    for rule in section.tables("rules", []):
+        name, case = rule.text("name"), rule.text("case")
+        delay = rule.integer("delay_days", None)
+        if delay is not None and delay < 1:
+            raise rule.error("delay_days", "must be at least 1 (omit it to withhold the cases' entries for good)")
+        try:
+            rules.append(CovertRule(name, case, rule.text("agency", ""), delay))
+        except re.error as exc:
+            raise rule.error("case", f"not a regular expression: {exc}") from None
+        rule.done()
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise section.error("rules", "each rule needs a name of its own (reports record the rules they applied)")
+    settings = SubjectReportSettings(section.boolean("record", True), section.boolean("tell_withheld", False),
+                                     tuple(rules))
+    section.done()
+    return settings
