@@ -38,20 +38,20 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 # difference_window_days = 90               # how long each agency's answered row sets are kept for the
 #                                           # difference check (an answer whose rows differ from an earlier one
 #                                           # of the same agency by fewer than k rows is refused)
-# [subject_reports]                         # subject reports (`fedgate department subject-report`)
-# record = true                             # record whose records each answer covered (keyed hashes only)
-# tell_withheld = false                     # say in a report how many entries covert-case rules held back
-# [[subject_reports.rules]]                 # a covert-case rule: its cases' uses are held back from reports
-# name = "covert"
-# case = "^JC-"                             # a regular expression searched in the case number
-# agency = "pub"                            # only this agency's cases (default: any)
-# delay_days = 180                          # shown once this many days have passed since the use
-#                                           # (without delay_days: withheld for good)
 
 [tls]
 ca = "certs/ca.pem"
 cert = "certs/dept-hrss.pem"
 key = "certs/dept-hrss.key"
+
+[subject_reports]        # `fedgate department subject-report`: which cases used a resident's or company's records
+record = true            # record whose records each answer covered (keyed hashes only, data_dir/subject_uses.db)
+tell_withheld = false    # say in a report how many entries covert-case rules held back (default: silent)
+# [[subject_reports.rules]]   # a covert-case rule: its cases' entries are held back from reports
+# name = "covert"             # reports record how many entries each rule held back
+# case = "^JC-"               # a regular expression searched in the case number
+# agency = "pub"              # only this asking agency's cases (default: any)
+# delay_days = 180            # shown once this many days have passed since the use (omit: withheld for good)
 
 [[datasets]]
 name = "subsidies"
