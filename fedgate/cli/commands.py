@@ -825,8 +825,8 @@ def department_subject_report(
     """Which cases received or used one subject's records: when, for which agency, in what form.
 
     Read from the adapter's own store, locally (no gateway, no certificate). Entries of covert cases are
-    held back as [subject_reports] rules say; the report is itself recorded, with a keyed hash of the
-    subject and how many entries each rule held back.
+    held back as the adapter TOML's subject_reports rules say; the report is itself recorded, with a keyed
+    hash of the subject and how many entries each rule held back.
     """
     from fedgate.adapters.config import AdapterConfig
     from fedgate.cli.subject_report import SubjectReport, make_report, report_table
