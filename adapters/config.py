@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedgate.adapters.row_history import DEFAULT_WINDOW_DAYS
 from fedgate.adapters.sources import Source, SourceSpec
 from fedgate.adapters.sources.kinds import open_source, read_spec
+from fedgate.adapters.subject_rules import CovertRule, SubjectReportSettings
 from fedgate.server.worker_pool import default_workers
 from fedgate.core.classification import Levels, default_levels
 from fedgate.crypto.ticket import DEFAULT_CLOCK_SKEW_S
@@ -65,6 +67,15 @@ agencies = ["tax"]
 # levels = ["L4"]
 # approvers = 2
 
+[subject_reports]        # `fedgate department subject-report`: which cases used a resident's or company's records
+record = true            # record whose records each answer covered (keyed hashes only, data_dir/subject_uses.db)
+tell_withheld = false    # say in a report how many entries covert-case rules held back (default: silent)
+# [[subject_reports.rules]]   # a covert-case rule: its cases' entries are held back from reports
+# name = "covert"             # reports record how many entries each rule held back
+# case = "^JC-"               # a regular expression searched in the case number
+# agency = "pub"              # only this asking agency's cases (default: any)
+# delay_days = 180            # shown once this many days have passed since the use (omit: withheld for good)
+
 [[datasets]]
 name = "subsidies"
 description = "稳岗补贴发放记录"
@@ -115,6 +126,7 @@ class AdapterConfig:
     clock_skew_s: int = DEFAULT_CLOCK_SKEW_S
     difference_window_days: int = DEFAULT_WINDOW_DAYS
     rules: DepartmentRules = NO_RULES
+    subject_reports: SubjectReportSettings = SubjectReportSettings()
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -140,6 +152,7 @@ class AdapterConfig:
             tls=TlsFiles.from_table(table.table("tls")),
             datasets=tuple(_dataset(t, department, levels) for t in table.tables("datasets")),
             rules=_rules(table),
+            subject_reports=_subject_reports(table),
         )
         table.done()
         _check_reachable(path, config.listen, config.advertise)
@@ -231,3 +244,28 @@ def _dataset(table: Table, department: str, levels: Levels) -> DatasetConfig:
     except InvalidInput as exc:
         raise ConfigError(str(table.file), str(exc)) from None
     return DatasetConfig(decl, source)
+
+
+def _subject_reports(table: Table) -> SubjectReportSettings:
+    """[subject_reports]: whether uses are recorded, and the covert-case rules reports apply."""
+    if not table.has("subject_reports"):
+        return SubjectReportSettings()
+    section = table.table("subject_reports")
+    rules = []
+    for rule in section.tables("rules", []):
+        name, case = rule.text("name"), rule.text("case")
+        delay = rule.integer("delay_days", None)
+        if delay is not None and delay < 1:
+            raise rule.error("delay_days", "must be at least 1 (omit it to withhold the cases' entries for good)")
+        try:
+            rules.append(CovertRule(name, case, rule.text("agency", ""), delay))
+        except re.error as exc:
+            raise rule.error("case", f"not a regular expression: {exc}") from None
+        rule.done()
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise section.error("rules", "each rule needs a name of its own (reports record the rules they applied)")
+    settings = SubjectReportSettings(section.boolean("record", True), section.boolean("tell_withheld", False),
+                                     tuple(rules))
+    section.done()
+    return settings

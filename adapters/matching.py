@@ -28,6 +28,8 @@ from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
 from fedgate.adapters.row_history import RowSets
 from fedgate.adapters.sources import Source
+from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs, digest, new_hasher
+from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.server.worker_pool import WorkerPool
 from fedgate.core.classification import Levels
@@ -95,8 +97,10 @@ class MatchSessions:
     """Serves AdapterService.Match streams for one adapter."""
 
     def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
-                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes, row_sets: RowSets) -> None:
+                 pool: WorkerPool, matching_key: X25519PrivateKey, ca_pem: bytes, row_sets: RowSets,
+                 subjects: SubjectUses | None = None) -> None:
         self._department = department
+        self._subjects = subjects  # None: whose records each side covered is not recorded
         self._row_sets = row_sets
         self._catalogue = catalogue
         self._gate = gate
@@ -141,7 +145,8 @@ class MatchSessions:
         release = self._safeguards.release
         machine = side.SideMachine(plan, lambda n: release(Release(admission.params, peer_tokens=n)))
         session = _Session(plan, machine, source, secret.value, admission, self._pool, self._levels,
-                           self._safeguards, self._row_sets, peer, noise)
+                           self._safeguards, self._row_sets, peer, noise,
+                           self._subjects if plan.key_kind in SUBJECT_KINDS else None)
         await session.out.put(adapter_pb2.MatchOut(started=adapter_pb2.MatchStarted(
             sealed_key=secret.sealed_key, cosignature=admission.cosignature)))
         worker = asyncio.create_task(session.run(it))
@@ -196,7 +201,8 @@ class _Session:
 
     def __init__(self, plan: side.SessionPlan, machine: side.SideMachine, source: Source, secret: bytes,
                  admission: Admission, pool: WorkerPool, levels: Levels, safeguards: Safeguards,
-                 row_sets: RowSets, peer: side.JoinSide | None = None, noise: SumNoise | None = None) -> None:
+                 row_sets: RowSets, peer: side.JoinSide | None = None, noise: SumNoise | None = None,
+                 subjects: SubjectUses | None = None) -> None:
         self.plan, self.machine, self.source, self.secret = plan, machine, source, secret
         self.admission, self.pool, self.levels, self.safeguards = admission, pool, levels, safeguards
         self.row_sets = row_sets
@@ -208,6 +214,10 @@ class _Session:
         self.depth = pool.parallelism
         self.reblinding: collections.deque[asyncio.Future[bytes]] = collections.deque()
         self.disclosed_rows: list[common_pb2.DisclosedRow] = []
+        # The subject references of this side's token rows (hashed in the workers) and of its disclosed rows.
+        self.subjects = subjects
+        self.covered = SubjectRefs(subjects.secret, [plan.key_kind]) if subjects else None
+        self.disclosed = SubjectRefs(subjects.secret, [plan.key_kind]) if subjects else None
 
     async def run(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> None:
         try:
@@ -230,6 +240,8 @@ class _Session:
             count = len(chunk.tokens) // plan.protocol.own_token_bytes
             tokens += count
             self.hashes.extend(chunk.hashes)
+            if self.covered is not None:
+                self.covered.add_digests(chunk.subject_refs)
             if chunk.tokens:
                 await self.out.put(adapter_pb2.MatchOut(own_tokens=adapter_pb2.TokenData(data=chunk.tokens)))
                 if plan.values:
@@ -246,7 +258,8 @@ class _Session:
             rows += len(raw)
             pending.append(asyncio.ensure_future(self.pool.run(
                 tokens_for, plan.protocol.tokens, self.secret, plan.key_kind, raw, bool(plan.grants), plan.values,
-                st.paillier_key if plan.values else b"", self.noise.bounds if self.noise else ())))
+                st.paillier_key if plan.values else b"", self.noise.bounds if self.noise else (),
+                self.subjects.secret if self.subjects else b"")))
             if len(pending) >= self.depth:
                 await emit()
         while pending:
@@ -292,7 +305,7 @@ class _Session:
 
     async def _record_served(self, rows: int) -> None:
         """Record `served`; from its start it is the session's record, never followed by `stopped`."""
-        write = asyncio.ensure_future(self.admission.served(rows))
+        write = asyncio.ensure_future(self._record_use_and_served(rows))
         try:
             await asyncio.shield(write)  # a cancellation now does not cut the record short
         except asyncio.CancelledError:
@@ -300,6 +313,15 @@ class _Session:
         except BaseException:
             self.machine.record_failed()  # not recorded: the failure is, as `stopped`
             raise
+
+    async def _record_use_and_served(self, rows: int) -> None:
+        """Whose records this side covered and disclosed first: a side whose use is not recorded is not served."""
+        if self.subjects is not None and self.covered is not None and self.disclosed is not None:
+            use = SubjectUse.of(self.admission, self.covered.refs(), self.disclosed.refs(),
+                                [f"{g.name}:{g.form}" for g in self.plan.grants] if self.disclosed_rows else [],
+                                self.plan.start.role)
+            await asyncio.to_thread(self.subjects.record, use)
+        await self.admission.served(rows)
 
     def _check_difference(self) -> None:
         """The difference check on this side's rows, read by their reference columns only (blocking);
@@ -333,6 +355,7 @@ class _Session:
         wanted = {hashes[p * width:(p + 1) * width] for p in positions}
         out: list[common_pb2.DisclosedRow] = []
         values = len(plan.values)
+        hasher = new_hasher(self.subjects.secret) if self.subjects else None
         columns = [st.key_field, *plan.values, *(g.name for g in plan.grants)]
         for row in self.source.rows(columns, plan.where):
             if len(out) >= st.limit:
@@ -346,6 +369,8 @@ class _Session:
             if local_hash(ident, row[1:1 + values]) in wanted:  # type: ignore[arg-type]
                 rendered, nulls = render(row[1 + values:], plan.grants, plan.decl, self.levels)
                 out.append(common_pb2.DisclosedRow(values=rendered, null=nulls))
+                if hasher is not None and self.disclosed is not None:
+                    self.disclosed.add_digests(digest(hasher, plan.key_kind, ident))
         return out
 
 

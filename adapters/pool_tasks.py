@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fedgate.adapters.subject_refs import digest, new_hasher
 from fedgate.crypto.ids import normaliser
 from fedgate.crypto.paillier import ciphertext_bytes
 from fedgate.core.encryptors import VALUE_BITS, encryptor_for
@@ -44,11 +45,12 @@ class ChunkTokens:
     missing_values: int
     hashes: bytes
     ciphertexts: bytes
+    subject_refs: bytes = b""  # the token rows' subject references (`subject_refs.digest`), 8 bytes each
 
 
 def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[object, ...]], keep_hashes: bool,
                value_fields: tuple[str, ...] = (), paillier_key: bytes = b"",
-               clamp_to: tuple[tuple[int, int], ...] = ()) -> ChunkTokens:
+               clamp_to: tuple[tuple[int, int], ...] = (), subject_key: bytes = b"") -> ChunkTokens:
     """Normalise the key (first column) of each row and turn the valid ones into tokens with ``tokens_of``
     (the match protocol's token function, module-level so it pickles).
 
@@ -56,13 +58,16 @@ def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[o
     the remaining columns are encrypted under ``paillier_key``; a row with a
     missing value is counted and left out, a value that is not a 64-bit integer
     refuses the whole query. ``clamp_to`` (a noisy sum) clamps each value into
-    its field's (min, max) before it is encrypted.
+    its field's (min, max) before it is encrypted. With ``subject_key``, each token row's subject
+    reference is made here too, where its key is normalised already.
     """
     valid: list[bytes] = []
     hashes: list[bytes] = []
     values: list[int] = []
     invalid = missing = 0
     normalise_one = normaliser(kind)  # looked up once per chunk, not once per row
+    subject_refs = bytearray()
+    hasher = new_hasher(subject_key) if subject_key else None
     for row in rows:
         key = row[0]
         if key is None or key == "":
@@ -86,13 +91,15 @@ def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[o
         elif keep_hashes:
             hashes.append(local_hash(ident))
         valid.append(ident)
+        if hasher is not None:
+            subject_refs += digest(hasher, kind, ident)
     tokens = tokens_of(secret, domain_for(kind), valid)
     ciphertexts = b""
     if value_fields:
         enc = encryptor_for(paillier_key)
         width = ciphertext_bytes(enc.n)
         ciphertexts = b"".join(c.to_bytes(width, "big") for c in enc.encrypt_many(values))
-    return ChunkTokens(tokens, invalid, missing, b"".join(hashes), ciphertexts)
+    return ChunkTokens(tokens, invalid, missing, b"".join(hashes), ciphertexts, bytes(subject_refs))
 
 
 def _checked_value(name: str, value: object) -> int:

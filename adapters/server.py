@@ -17,6 +17,7 @@ from fedgate.adapters.config import AdapterConfig, DatasetConfig
 from fedgate.adapters.disclosure_log import DisclosureLog
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.row_history import RowSets
+from fedgate.adapters.subject_uses import SubjectUses
 from fedgate.adapters.tickets import OwnRules, TicketGate
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.server.worker_pool import WorkerPool, shutdown_pools
@@ -51,6 +52,7 @@ class Adapter:
     sessions: MatchSessions
     row_sets: RowSets
     data_lock: DataDirLock | None = None
+    subjects: SubjectUses | None = None  # None: uses not recorded ([subject_reports] record = false)
     # The registration's lease (keep_registered); ends with an exception if the adapter must stop.
     lease: asyncio.Task[None] | None = None
 
@@ -71,6 +73,8 @@ class Adapter:
             await asyncio.sleep(0.01)
         await self.disclosures.aclose()
         await asyncio.to_thread(self.row_sets.history.close)  # after the sessions: a closing one may check
+        if self.subjects is not None:
+            await asyncio.to_thread(self.subjects.close)  # after the sessions too: a served one records its use
         for source in self.sources.values():
             source.close()  # a database's pooled connections, held open since the start-up checks
         if self.data_lock is not None:
@@ -233,6 +237,10 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         # Beside the disclosure log: the row sets answered, for the difference check.
         row_sets = RowSets.open(config.data_dir, config.difference_window_days)
         undo.callback(row_sets.history.close)
+        # Beside them: whose records each answer covered, as keyed hashes, for subject reports.
+        subjects = SubjectUses.open(config.data_dir) if config.subject_reports.record else None
+        if subjects is not None:
+            undo.callback(subjects.close)
         witness = witness_key.load_or_create(config.data_dir, config.department)
         gate = TicketGate(config.department, vkey, disclosures, config.levels, config.clock_skew_s, witness=witness,
                           rules=OwnRules(config.rules, {d.decl.qualified_name: d.decl for d in config.datasets}))
@@ -241,16 +249,16 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
         pool = WorkerPool(config.workers)
         catalogue = Catalogue(datasets, sources)
         sessions = MatchSessions(config.department, catalogue, gate, config.levels, pool, matching_private, ca_pem,
-                                 row_sets)
+                                 row_sets, subjects)
         services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
                             AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
-                                            row_sets),
+                                            row_sets, subjects),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
         running = await start_server(config.listen, config.tls, services)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
         undo.push_async_callback(running.stop, 0)
         adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),
-                          disclosures, matching_key, sessions, row_sets, data_lock)
+                          disclosures, matching_key, sessions, row_sets, data_lock, subjects=subjects)
         if register_now:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)
             adapter.lease = asyncio.create_task(keep_registered(adapter), name=f"lease-{config.department}")

@@ -15,6 +15,8 @@ from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.row_history import RowRefs, RowSets
 from fedgate.adapters.sources import Source
+from fedgate.adapters.subject_refs import SubjectRefs, subject_columns
+from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import Admission
 from fedgate.adapters.tickets import TicketGate, recording_stops
 from fedgate.core.classification import Levels
@@ -41,8 +43,9 @@ def require_gateway() -> None:
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
-                 sessions: MatchSessions, row_sets: RowSets) -> None:
+                 sessions: MatchSessions, row_sets: RowSets, subjects: SubjectUses | None = None) -> None:
         self._sessions = sessions
+        self._subjects = subjects  # None: whose records each answer covered is not recorded
         self._row_sets = row_sets
         self._department = department
         self._catalogue = catalogue
@@ -65,6 +68,17 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         answer = (None if refs is None
                   else self._row_sets.answer(admission.entry.subject, decl, refs, total, filter_text))
         self._release.release(Release(admission.params, set_rows=set_rows, total_rows=total_rows, answer=answer))
+
+    def _record_use(self, admission: Admission, decl: DatasetDecl, source: Source, where: Filter | None,
+                    disclosed: SubjectRefs | None = None, fields: tuple[FieldGrant, ...] = ()) -> None:
+        """Record whose records the answer covered (and disclosed), before it leaves (blocking): a use not
+        recorded is not served."""
+        if self._subjects is None:
+            return
+        covered = self._subjects.read(source, decl, where)
+        if covered is not None:
+            self._subjects.record(SubjectUse.of(admission, covered, disclosed.refs() if disclosed else None,
+                                                [f"{f.name}:{f.form}" for f in fields]))
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
@@ -94,6 +108,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                 self._released(admission, decl, refs, total, request.filter)
             except DifferenceRefused as refusal:
                 return rows, total, refusal
+            self._record_use(admission, decl, source, where)
             return rows, total, None
 
         async with recording_stops(admission):
@@ -128,10 +143,19 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                                total)
             except FailedPrecondition as refusal:
                 return matched, refusal
+            # The disclosed rows' subject columns are read with them, so the record names exactly those rows.
+            disclosed = self._subjects.refs(decl) if self._subjects else None
+            names = [f.name for f in fields]
+            keys = [name for name, _ in subject_columns(decl)] if disclosed else []
+            columns = list(dict.fromkeys([*names, *keys]))
+            at = {name: i for i, name in enumerate(columns)}
             out = []
-            for values in itertools.islice(source.rows([f.name for f in fields], where), request.limit):
-                text, nulls = render(values, fields, decl, self._levels)
+            for row in itertools.islice(source.rows(columns, where), request.limit):
+                text, nulls = render([row[at[n]] for n in names], fields, decl, self._levels)
                 out.append(common_pb2.DisclosedRow(values=text, null=nulls))
+                if disclosed is not None:
+                    disclosed.add_rows(([row[at[k]] for k in keys],))
+            self._record_use(admission, decl, source, where, disclosed, fields)
             return matched, out
 
         async with recording_stops(admission):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import socket
 import tomllib
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,23 @@ TEST_COMPARISON_RULES = """
 p, supervisor, *, hrss.subsidies.amount_fen>hrss.subsidies.amount_fen, compare.weights, 1:1 2:1
 p, supervisor, *, hrss.subsidies.claimed_insured>hrss.subsidies.amount_fen, compare.weights, 100000:1
 """
+
+
+_ID_TOKEN = re.compile(r"[0-9A-Za-z]{15,18}")
+
+
+def identifier_leaks(paths: Iterable[Path], ids: set[str]) -> list[str]:
+    """The names of the files holding one of `ids`: as written or upper-cased, after NFKC (a full-width copy
+    counts), and across whitespace (a value split over lines counts). Never the identifier itself."""
+    leaks = []
+    for path in paths:
+        text = unicodedata.normalize("NFKC", path.read_bytes().decode("utf-8", errors="replace"))
+        squeezed = re.sub(r"\s+", "", text)
+        for candidate in {*_ID_TOKEN.findall(text), *_ID_TOKEN.findall(squeezed)}:
+            if candidate in ids or candidate.upper() in ids:
+                leaks.append(path.name)
+                break
+    return leaks
 
 
 def with_test_rules(policy_dir: Path, noisy: bool = False) -> Path:

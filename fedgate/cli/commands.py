@@ -775,7 +775,8 @@ def trace_list(store: StoreOpt = [], config: ConfigsOpt = [],
     console.print(table)
 
 
-department_app = typer.Typer(help="A department's data office: every request for its data.", no_args_is_help=True)
+department_app = typer.Typer(help="A department's data office: every request for its data, subject reports.",
+                             no_args_is_help=True)
 app.add_typer(department_app, name="department")
 
 
@@ -971,6 +972,39 @@ def approvals_deny(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, a
     """Deny a held request: it is never served; the supervisor sees your reason."""
     h = _run(lambda: _decide(gateway, ca, cert, key, query_id, approver_key, "deny", reason))
     console.print(f"request {query_id}: {h.state}")
+
+
+@department_app.command("subject-report")
+def department_subject_report(
+    identifier: Annotated[str, typer.Argument(help="The resident ID or USCC asked about, or - to read it from "
+                                                   "stdin (kept out of the shell history and process list). "
+                                                   "Only ever hashed: never stored or logged.")],
+    config: Annotated[Path, typer.Option("--config", help="The department's adapter TOML: its data_dir holds "
+                                                          "the subject-use store and its key.")],
+    dataset: Annotated[str, typer.Option(help="Only this dataset of the department's (default: all).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Which cases received or used one subject's records: when, for which agency, in what form.
+
+    Read from the adapter's own store, locally (no gateway, no certificate). Entries of covert cases are
+    held back as the adapter TOML's subject_reports rules say; the report is itself recorded, with a keyed
+    hash of the subject and how many entries each rule held back.
+    """
+    from fedgate.adapters.config import AdapterConfig
+    from fedgate.cli.subject_report import SubjectReport, make_report, report_table
+
+    def go() -> SubjectReport:
+        raw = sys.stdin.readline().strip() if identifier == "-" else identifier
+        return make_report(AdapterConfig.load(config), raw, dataset)
+
+    report = _run(go)
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        return
+    console.print(report_table(report))
+    if report.tell_withheld and report.withheld:
+        console.print(f"{report.withheld} entr{'y' if report.withheld == 1 else 'ies'} of covert cases held back "
+                      "under the department's rules")
 
 
 def main() -> None:

@@ -122,7 +122,7 @@ def _request(department: str, query_id: str, group: _Group) -> Request:
     served = [r for r in records if r.decision == "served"]
     source = first or _first_asked(records)
     subject = source.subject if source else ""
-    agency, supervisor = _who(subject)
+    agency, supervisor = who(subject)
     gateway = _gateway_state(entries, outcome, bool(started))
     flags: list[str] = []
     notes: list[str] = []
@@ -166,7 +166,7 @@ def _gateway_state(entries: Sequence[tuple[int, AuditEntry]], outcome: AuditEntr
     return {"allow": State.SERVED, "deny": State.REFUSED}.get(outcome.decision, State.FAILED)
 
 
-def _who(subject: str) -> tuple[str, str]:
+def who(subject: str) -> tuple[str, str]:
     """(agency, supervisor) from a SPIFFE ID; the supervisor in the short form the audit table prints."""
     try:
         ident = Identity.parse(subject)

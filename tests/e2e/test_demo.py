@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import support
+
 ROWS = "300"
 
 
@@ -125,27 +127,17 @@ def _demo_identifiers(workdir: Path) -> set[str]:
 
 
 def test_no_demo_identifier_in_audit_log_spans_disclosure_logs_or_server_logs(demo) -> None:
-    import re
-    import unicodedata
-
     workdir, _ = demo
     ids = _demo_identifiers(workdir)
     assert len(ids) > 1000
     # Everything fedgate itself wrote: the gateway's stores (audit, registry, spans), each
-    # adapter's disclosure log and spans, and every server's log. Not data/: that is the departments' own.
+    # adapter's disclosure log, subject uses and spans, and every server's log. Not data/: that is the departments' own.
     scanned = [p for d in ("gateway-data", "adapter-data", "logs", "run") for p in (workdir / d).rglob("*")
                if p.is_file()]
     names = {p.name for p in scanned}
-    assert {"audit.db", "registry.db", "spans.db", "disclosures.db", "gateway.log"} <= names
-    token = re.compile(r"[0-9A-Za-z]{15,18}")
-    leaks = []
-    for path in scanned:
-        text = unicodedata.normalize("NFKC", path.read_bytes().decode("utf-8", errors="replace"))
-        squeezed = re.sub(r"\s+", "", text)
-        for candidate in {*token.findall(text), *token.findall(squeezed)}:
-            if candidate in ids or candidate.upper() in ids:
-                leaks.append((path.name, "<an identifier>"))
-    assert not leaks, f"demo identifiers found in {sorted({p for p, _ in leaks})}"
+    assert {"audit.db", "registry.db", "spans.db", "disclosures.db", "subject_uses.db", "gateway.log"} <= names
+    leaks = support.identifier_leaks(scanned, ids)
+    assert not leaks, f"demo identifiers found in {sorted(set(leaks))}"
 
 
 def test_demo_shows_graded_disclosure(demo) -> None:
