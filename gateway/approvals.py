@@ -40,6 +40,7 @@ from fedgate.query.department_rules import APPROVE as NEEDS_APPROVAL, REFUSE, Ve
 from fedgate.server.interceptors import RequestRecord, format_nonces, log_outcome
 
 PENDING, APPROVED, DENIED, EXPIRED, COLLECTED = "pending", "approved", "denied", "expired", "collected"
+AWAITING_SIZE = "awaiting_approval"  # in a held request's outcome entry: the approvals still missing
 MAX_REASON = 512
 
 _meta = sa.MetaData()
@@ -230,7 +231,7 @@ class ApprovalDesk:
         assert record.identity is not None
         await asyncio.to_thread(self._store.hold, Held(record.query_id, index, record.identity.spiffe_id, needs,
                                                        now, expires))
-        record.result_sizes["awaiting_approval"] = sum(n.approvers for n in needs.values())
+        record.result_sizes[AWAITING_SIZE] = sum(n.approvers for n in needs.values())
         return AwaitingApproval(_waiting(record.query_id, needs, expires), record.query_id,
                                 format_nonces(record.filter_nonces))
 
@@ -257,6 +258,7 @@ class ApprovalDesk:
             raise FailedPrecondition(f"request {query_id} expired at {_utc(h.expires_at)} before it was approved; "
                                      "ask again")
         if state == PENDING:
+            record.result_sizes[AWAITING_SIZE] = sum(h.missing().values())
             raise AwaitingApproval(_waiting(query_id, h.needs, h.expires_at, h.missing()), query_id,
                                    format_nonces(record.filter_nonces))
         logged = next(iter(await asyncio.to_thread(lambda: list(self._log.store.entries(h.entry_index,

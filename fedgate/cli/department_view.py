@@ -37,6 +37,8 @@ QUERY_ACTIONS = ("query.count", "query.disclose", "query.match", "query.sum", "q
 STARTED = "STARTED"
 MISSING_AT_DEPARTMENT = "served by the gateway's log, but the department's log has no record of it"
 NOT_SERVED_AT_DEPARTMENT = "served by the gateway's log, but the department's log has no served record"
+DECIDE_ACTION = "approval.decide"
+AWAITING_SIZE = "awaiting_approval"  # the outcome of a request held for approval: approvals still missing
 MISSING_AT_GATEWAY = "in the department's log, but the gateway's log has no entry for this query"
 MAX_ENTRIES = 10_000  # the most one audit search returns
 
@@ -48,7 +50,7 @@ class State(enum.StrEnum):
     REFUSED = "refused"
     FAILED = "failed"
     IN_PROGRESS = "in progress"
-    # Reserved for approvals (issue 15, part 2): a request waiting for the department's decision.
+    # Held by a department's rules, waiting for its approvers (gateway/approvals.py).
     PENDING = "pending"
     ABSENT = "-"
 
@@ -86,6 +88,7 @@ class Request:
 class _Group:
     entries: list[tuple[int, AuditEntry]] = field(default_factory=list)
     records: list[Disclosure] = field(default_factory=list)
+    decisions: list[AuditEntry] = field(default_factory=list)  # approvers' decisions on it, as logged
 
 
 def reconcile(department: str, entries: Iterable[tuple[int, AuditEntry]], records: Iterable[Disclosure],
@@ -97,13 +100,19 @@ def reconcile(department: str, entries: Iterable[tuple[int, AuditEntry]], record
     rather than flagged, since the gateway's entries for them were not read.
     """
     groups: dict[str, _Group] = {}
+    decisions: dict[str, list[AuditEntry]] = {}
     for index, entry in entries:
         if entry.action in QUERY_ACTIONS and _names(entry, department):
             groups.setdefault(entry.query_id or f"#{index}", _Group()).entries.append((index, entry))
+        elif entry.action == DECIDE_ACTION and entry.decision == "allow" and entry.query_id:
+            decisions.setdefault(entry.query_id, []).append(entry)
     for record in records:
         if since and record.time < since:
             continue
         groups.setdefault(record.query_id, _Group()).records.append(record)
+    for qid, decided in decisions.items():
+        if qid in groups:
+            groups[qid].decisions.extend(decided)
     requests = [_request(department, qid, g) for qid, g in groups.items()]
     return sorted(requests, key=lambda r: r.time)
 
@@ -133,8 +142,14 @@ def _request(department: str, query_id: str, group: _Group) -> Request:
             flags.append(MISSING_AT_DEPARTMENT)
         elif not served:
             flags.append(NOT_SERVED_AT_DEPARTMENT)
+    elif gateway is State.PENDING:
+        notes.append(f"held for approval: `fedgate approvals show {query_id}`")
     elif started and not records and gateway is not State.IN_PROGRESS:
         notes.append("no department record: the gateway refused or failed it, perhaps before asking the department")
+    for d in group.decisions:
+        params = dict(d.params)
+        notes.append(f"{params.get('decision', '?')} by {params.get('approver', '?')} (audit entry)"
+                     + (f": {d.reason}" if d.reason else ""))
     mine = tuple(sorted({d for d in (first.datasets if first else ()) if d.partition(".")[0] == department}
                         | {r.dataset for r in records}))
     return Request(
@@ -161,6 +176,8 @@ def _gateway_state(entries: Sequence[tuple[int, AuditEntry]], outcome: AuditEntr
         return State.ABSENT
     if outcome is None:
         return State.IN_PROGRESS
+    if dict(outcome.result_sizes).get(AWAITING_SIZE):
+        return State.PENDING
     if not started and outcome.decision != "allow":  # a request stopped before the log said it would go ahead
         return State.REFUSED
     return {"allow": State.SERVED, "deny": State.REFUSED}.get(outcome.decision, State.FAILED)
