@@ -40,6 +40,7 @@ from fedgate.query.department_rules import APPROVE as NEEDS_APPROVAL, REFUSE, Ve
 from fedgate.server.interceptors import RequestRecord, format_nonces, log_outcome
 
 PENDING, APPROVED, DENIED, EXPIRED, COLLECTED = "pending", "approved", "denied", "expired", "collected"
+APPROVAL_MARGIN_S = 60
 AWAITING_SIZE = "awaiting_approval"  # in a held request's outcome entry: the approvals still missing
 MAX_REASON = 512
 
@@ -63,6 +64,7 @@ votes = sa.Table(
     sa.Column("note", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("decided_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),  # the signed note's own expiry
 )
 
 
@@ -84,6 +86,7 @@ class Vote:
     note: str        # the signed approval
     reason: str
     decided_at: int
+    expires_at: int
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,23 @@ class Held:
     collected_at: int | None = None
     votes: tuple[Vote, ...] = ()
 
-    def approvals(self, department: str) -> tuple[str, ...]:
-        """The department's signed approvals, as its adapter checks them in the ticket."""
-        return tuple(v.note for v in self.votes if v.department == department and v.decision == APPROVE)
+    def _valid(self, department: str, now: float) -> list[Vote]:
+        # An approval about to expire no longer counts: the ticket carrying it must reach the adapter in time.
+        return [v for v in self.votes if v.department == department and v.decision == APPROVE
+                and v.expires_at > now + APPROVAL_MARGIN_S]
+
+    def approvals(self, department: str, now: float) -> tuple[str, ...]:
+        """The department's signed approvals still valid, as its adapter checks them in the ticket."""
+        return tuple(v.note for v in self._valid(department, now))
 
     def denial(self) -> Vote | None:
         return next((v for v in self.votes if v.decision == DENY), None)
 
-    def missing(self) -> dict[str, int]:
+    def missing(self, now: float) -> dict[str, int]:
         """Approvals still missing, by department."""
         out = {}
         for dept, need in self.needs.items():
-            got = len({v.approver for v in self.votes if v.department == dept and v.decision == APPROVE})
+            got = len({v.approver for v in self._valid(dept, now)})
             if got < need.approvers:
                 out[dept] = need.approvers - got
         return out
@@ -122,7 +130,7 @@ class Held:
             return DENIED
         if now >= self.expires_at:
             return EXPIRED
-        return PENDING if self.missing() else APPROVED
+        return PENDING if self.missing(now) else APPROVED
 
 
 class ApprovalStore(SqlStore):
@@ -180,8 +188,8 @@ def _held(row: sa.Row[Any], found: Sequence[sa.Row[Any]]) -> Held:
     needs = {d: Need(str(rule), int(n)) for d, (rule, n) in json.loads(row.needs).items()}
     return Held(row.query_id, int(row.entry_index), row.subject, needs, int(row.created_at), int(row.expires_at),
                 None if row.collected_at is None else int(row.collected_at),
-                tuple(Vote(v.department, v.approver, v.decision, v.note, v.reason, int(v.decided_at))
-                      for v in found))
+                tuple(Vote(v.department, v.approver, v.decision, v.note, v.reason, int(v.decided_at),
+                           int(v.expires_at)) for v in found))
 
 
 # Entry parameters that differ between two plans of one request without changing it: the officers'
@@ -258,8 +266,8 @@ class ApprovalDesk:
             raise FailedPrecondition(f"request {query_id} expired at {_utc(h.expires_at)} before it was approved; "
                                      "ask again")
         if state == PENDING:
-            record.result_sizes[AWAITING_SIZE] = sum(h.missing().values())
-            raise AwaitingApproval(_waiting(query_id, h.needs, h.expires_at, h.missing()), query_id,
+            record.result_sizes[AWAITING_SIZE] = sum(h.missing(now).values())
+            raise AwaitingApproval(_waiting(query_id, h.needs, h.expires_at, h.missing(now)), query_id,
                                    format_nonces(record.filter_nonces))
         logged = next(iter(await asyncio.to_thread(lambda: list(self._log.store.entries(h.entry_index,
                                                                                          h.entry_index + 1)))))
@@ -267,7 +275,7 @@ class ApprovalDesk:
         if not await asyncio.to_thread(self._store.mark_collected, query_id, int(now)):
             raise FailedPrecondition(f"request {query_id} was collected already: an approved request is served once")
         record.rule = AuditEntry.from_canonical(logged.body).rule
-        return h.entry_index, logged.body, {d: h.approvals(d) for d in h.needs}
+        return h.entry_index, logged.body, {d: h.approvals(d, now) for d in h.needs}
 
     async def decide(self, caller: Identity, record: RequestRecord, query_id: str, note: str,
                      reason: str) -> Held:
@@ -287,13 +295,18 @@ class ApprovalDesk:
         asked = AuditEntry.from_canonical(logged.body)
         # Filed under the request's datasets and case: the department (and officers) find it beside the request.
         record.datasets, record.purpose, record.case_number = list(asked.datasets), asked.purpose, asked.case_number
-        state = h.state(self._clock())
+        now = self._clock()
+        state = h.state(now)
         if state != PENDING:
             raise FailedPrecondition(f"request {query_id} is {state}: it takes no more decisions")
+        if statement.expires_at <= now + APPROVAL_MARGIN_S:
+            raise InvalidInput(f"the signed decision expires at {_utc(statement.expires_at)}, too soon to be used: "
+                               "sign it again")
         record.params.update({"decision": statement.decision, "approver": approver, "approval": note})
         # In the log before it counts: a decision the log lacks never reaches a ticket.
         await log_outcome(record, reason[:MAX_REASON])
-        vote = Vote(caller.org, approver, statement.decision, note, reason[:MAX_REASON], int(self._clock()))
+        vote = Vote(caller.org, approver, statement.decision, note, reason[:MAX_REASON], int(now),
+                    statement.expires_at)
         if not await asyncio.to_thread(self._store.add_vote, query_id, vote):
             raise FailedPrecondition(f"approver {approver} decided on request {query_id} already")
         found = await asyncio.to_thread(self._store.get, query_id)

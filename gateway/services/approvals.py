@@ -51,7 +51,7 @@ class ApprovalServicer(approvals_pb2_grpc.ApprovalServiceServicer):
 
     async def _to_proto(self, h: Held) -> approvals_pb2.HeldRequest:
         now = self._desk.now()
-        missing = h.missing()
+        missing = h.missing(now)
         entry = await self._desk.entry(h)
         return approvals_pb2.HeldRequest(
             query_id=h.query_id, entry_index=h.entry_index, entry=entry.canonical(), state=h.state(now),
