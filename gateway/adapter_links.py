@@ -44,9 +44,23 @@ def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
         # The department's storage failed (a full disk): not a refusal, and its cause stays there.
         return Unavailable(f"department '{department}' could not record the request in its disclosure log, "
                            "so it served nothing; try later")
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED) \
+            or _transport_reset(exc):
         return Unavailable(f"department '{department}' is unavailable ({code.name}); retry later")
     return FailedPrecondition(f"department '{department}' refused the request ({code.name}): {exc.details()}")
+
+
+# How gRPC's transport reports a stream cut under it (the adapter stopped or its connection broke): no
+# fedgate server answers UNKNOWN, and its own INTERNAL errors carry the error-class trailer.
+_RESETS = ("RST_STREAM", "Stream removed", "Socket closed", "Connection reset")
+
+
+def _transport_reset(exc: grpc.aio.AioRpcError) -> bool:
+    if error_class(exc):
+        return False
+    details = exc.details() or ""
+    return exc.code() is grpc.StatusCode.UNKNOWN or (
+        exc.code() is grpc.StatusCode.INTERNAL and any(r in details for r in _RESETS))
 
 
 class StaleTicket(FailedPrecondition):
