@@ -9,6 +9,7 @@ department's own log shows the refusal.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -178,7 +179,7 @@ async def test_a_held_request_reaches_no_department_until_approved_then_is_serve
     await _refused(servers, hrss, "Disclose", unapproved, "carries 0 valid approval")
     forged_key = Ed25519PrivateKey.generate()
     statement = ApprovalStatement(h.log_origin, h.query_id, h.entry_index,
-                                  __import__("hashlib").sha256(h.entry_bytes).hexdigest(), "hrss", "approve",
+                                  hashlib.sha256(h.entry_bytes).hexdigest(), "hrss", "approve",
                                   int(time.time()) + 600)
     forged = await _as_disclosure(servers, gw, tmp_path, h, hrss, _nonce(held),
                                   (sign_approval(statement, "hrss-zhang", forged_key),))
@@ -229,7 +230,7 @@ async def test_an_approval_for_another_request_or_expired_is_refused_by_the_adap
     await _refused(servers, hrss, "Disclose", moved, "for another request")
     # A genuine approval of the right request, expired.
     statement = ApprovalStatement(other.log_origin, other.query_id, other.entry_index,
-                                  __import__("hashlib").sha256(other.entry_bytes).hexdigest(), "hrss", "approve",
+                                  hashlib.sha256(other.entry_bytes).hexdigest(), "hrss", "approve",
                                   int(time.time()) - 1)
     stale = await _as_disclosure(servers, gw, tmp_path, other, hrss, _nonce(second),
                                  (sign_approval(statement, "hrss-zhang", signers["hrss-zhang"]),))
