@@ -176,6 +176,10 @@ class ApprovalStore(SqlStore):
             return False
         return True
 
+    def uncollect(self, query_id: str) -> None:
+        with self._writes.begin() as conn:
+            conn.execute(held.update().where(held.c.query_id == query_id).values(collected_at=None))
+
     def mark_collected(self, query_id: str, now: int) -> bool:
         """Take the request's one collection; False if it was collected already (or raced)."""
         with self._writes.begin() as conn:
@@ -276,6 +280,11 @@ class ApprovalDesk:
             raise FailedPrecondition(f"request {query_id} was collected already: an approved request is served once")
         record.rule = AuditEntry.from_canonical(logged.body).rule
         return h.entry_index, logged.body, {d: h.approvals(d, now) for d in h.needs}
+
+    async def collect_failed(self, query_id: str) -> None:
+        """A collection that ended without an answer gives the request back: a department that served it
+        already refuses the replay (its tickets are single-use), so nothing is served twice."""
+        await asyncio.to_thread(self._store.uncollect, query_id)
 
     async def decide(self, caller: Identity, record: RequestRecord, query_id: str, note: str,
                      reason: str) -> Held:

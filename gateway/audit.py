@@ -70,17 +70,23 @@ class AuditRecorder:
     """The gateway's completion hook: one entry per request, appended before the reply leaves.
 
     `then` runs after each append with the entry and its index (the probing alerts, `gateway/alerts.py`).
+    `collect_failed` gets the query id of a held request whose collection this call took and did not
+    answer, so it can be collected again (the departments' single-use tickets still serve it once).
     """
 
-    def __init__(self, log: AuditLog, then: Callable[[int, AuditEntry], Awaitable[None]] | None = None) -> None:
+    def __init__(self, log: AuditLog, then: Callable[[int, AuditEntry], Awaitable[None]] | None = None,
+                 collect_failed: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._log = log
         self._then = then
+        self._collect_failed = collect_failed
 
     async def __call__(self, record: RequestRecord, code: grpc.StatusCode, reason: str) -> None:
         if code is grpc.StatusCode.OK and not record.audit:
             return
         entry = entry_for(record, code, reason)
         appended = await self._log.append(entry)
+        if code is not grpc.StatusCode.OK and record.approvals and self._collect_failed is not None:
+            await self._collect_failed(record.query_id)
         if self._then is not None:
             await self._then(appended.index, entry)
 

@@ -133,7 +133,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
             _service(approvals_pb2, "ApprovalService", ApprovalServicer(approvals, policy, config.log_origin)),
         ]
         alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
-        running = await start_server(config.listen, config.tls, services, on_complete=AuditRecorder(audit_log, alerts))
+        recorder = AuditRecorder(audit_log, alerts, approvals.collect_failed)
+        running = await start_server(config.listen, config.tls, services, on_complete=recorder)
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
                       data_lock=data_lock, approvals=approvals)

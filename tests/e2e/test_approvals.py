@@ -310,3 +310,33 @@ async def test_a_department_rule_refuses_and_the_entry_names_both_rules(servers,
         (entry,) = [e.entry for e in await officer.search(action="query.sum")]
     assert entry.decision == "deny" and "no-sums" in entry.rule and "p, supervisor" in entry.rule
     assert json.dumps(entry.to_dict())  # a plain entry: nothing else to check
+
+
+async def test_a_collection_that_fails_before_an_answer_can_be_collected_again(
+        servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedgate.core.errors import Unavailable
+
+    gw, hrss, signers = await _setup(servers, tmp_path)
+    held = await _held(_disclose(servers, gw))
+    await _decide(servers, gw, held.query_id, "hrss-zhang", signers["hrss-zhang"])
+    original = AdapterLinks._call
+    cut: list[str] = []
+
+    async def unreachable_once(self: AdapterLinks, department: str, endpoint: str, method: str, request: Any,
+                               *args: Any, **kw: Any) -> Any:
+        if method == "Disclose" and not cut:
+            cut.append(method)
+            raise Unavailable("department 'hrss' is unavailable (UNAVAILABLE); retry later")
+        return await original(self, department, endpoint, method, request, *args, **kw)
+
+    monkeypatch.setattr(AdapterLinks, "_call", unreachable_once)
+    collect = Collect(held.query_id, held.nonces)
+    with pytest.raises(RemoteCallFailed) as gone:
+        await _disclose(servers, gw, collect)
+    assert gone.value.code == "UNAVAILABLE" and cut
+    shown = await _disclose(servers, gw, collect)  # given back: collected again, and served
+    assert len(shown.rows) == 5
+    assert _records(hrss, held.query_id) == ["admitted", "served"]
+    with pytest.raises(RemoteCallFailed) as twice:
+        await _disclose(servers, gw, collect)
+    assert "collected already" in twice.value.details
