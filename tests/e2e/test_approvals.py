@@ -340,3 +340,32 @@ async def test_a_collection_that_fails_before_an_answer_can_be_collected_again(
     with pytest.raises(RemoteCallFailed) as twice:
         await _disclose(servers, gw, collect)
     assert "collected already" in twice.value.details
+
+
+async def test_hostile_decisions_are_refused_audited_and_change_nothing(servers, tmp_path: Path) -> None:
+    gw, hrss, signers = await _setup(servers, tmp_path)
+    held = await _held(_disclose(servers, gw))
+    async with _client(servers, gw, HRSS) as dept:
+        for query_id, note, code in ((held.query_id, "garbage", "PERMISSION_DENIED"),
+                                     (held.query_id, "\x00" * 70_000, "PERMISSION_DENIED"),
+                                     ("x" * 5000, "garbage", "NOT_FOUND"),
+                                     ("", "", "NOT_FOUND")):
+            with pytest.raises(RemoteCallFailed) as refused:
+                await dept.decide(query_id, note, "r" * 100_000)
+            assert refused.value.code == code and len(refused.value.details) < 1000
+        h = await dept.held_request(held.query_id)
+        assert h.state == "pending" and h.decisions == ()
+        # A long reason is kept bounded, in the store and the log.
+        note = h.sign("hrss", "approve", "hrss-zhang", signers["hrss-zhang"], int(time.time()), 600)
+        decided = await dept.decide(held.query_id, note, "理" * 100_000)
+        assert decided.state == "approved" and len(decided.decisions[0].reason) <= 512
+    async with _client(servers, gw) as supervisor:  # the supervisor may look at its own request, not decide
+        assert (await supervisor.held_request(held.query_id)).state == "approved"
+        with pytest.raises(RemoteCallFailed) as not_theirs:
+            await supervisor.decide(held.query_id, note)
+        assert not_theirs.value.code == "PERMISSION_DENIED"
+    async with _client(servers, gw, support.OFFICER) as officer:
+        entries = [e.entry for e in await officer.search(action="approval.decide")]
+    assert len(entries) == 6 and [e.decision for e in entries].count("allow") == 1
+    assert all(len(e.reason) <= 2100 for e in entries)
+    assert len((await _disclose(servers, gw, Collect(held.query_id, held.nonces))).rows) == 5
