@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -40,10 +39,11 @@ from pathlib import Path
 import numpy as np
 from pyroaring import BitMap64
 
+from fedgate.adapters import secret_file
 from fedgate.adapters.ref_sets import RefSet, Refs, chunks_of, chunks_of_blob, difference_below, sorted_unique
 from fedgate.adapters.sources import Source
 from fedgate.core.datasets import DatasetDecl
-from fedgate.core.errors import ConfigError, DisclosureLogFailed, InvalidIdentifier, InvalidInput, StoreClosed
+from fedgate.core.errors import DisclosureLogFailed, InvalidIdentifier, InvalidInput, StoreClosed
 from fedgate.core.filters import Filter
 from fedgate.crypto.ids import normaliser
 from fedgate.core.identity import Identity
@@ -52,7 +52,6 @@ from fedgate.query.safeguards import AnswerRows
 
 log = logging.getLogger(__name__)
 
-SECRET_BYTES = 32
 DEFAULT_WINDOW_DAYS = 90
 # Sets kept per agency and dataset: 90 days of a busy agency's queries on one dataset. Each holds at most the
 # dataset's row count in 8-byte references.
@@ -73,17 +72,7 @@ _SORTED = 1
 
 def load_or_create_secret(path: Path) -> bytes:
     """The department's row-reference key (raw bytes, mode 0600), created on first start."""
-    if path.exists():
-        raw = path.read_bytes()
-        if len(raw) != SECRET_BYTES:
-            raise ConfigError(str(path), f"row reference key file must hold exactly {SECRET_BYTES} bytes")
-        return raw
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = os.urandom(SECRET_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secret)
-    return secret
+    return secret_file.load_or_create_secret(path, "row reference key")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ each through its own connection (WAL; writers wait for each other).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -39,11 +38,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedgate.adapters.ref_sets import RefSet, Refs
+from fedgate.adapters.secret_file import load_or_create_secret
 from fedgate.adapters.sources import Source
 from fedgate.adapters.subject_refs import KEY_FILE, SubjectRefs, subject_columns
 from fedgate.core.audit_entry import utc_now
 from fedgate.core.datasets import DatasetDecl
-from fedgate.core.errors import ConfigError, DisclosureLogFailed, NotFound, StoreClosed
+from fedgate.core.errors import DisclosureLogFailed, NotFound, StoreClosed
 from fedgate.core.filters import Filter
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORE_FILE = "subject_uses.db"
-SECRET_BYTES = 32
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uses (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, at REAL NOT NULL, query_id TEXT NOT NULL,
@@ -67,21 +66,11 @@ CREATE TABLE IF NOT EXISTS reports (
 
 def load_or_create_key(data_dir: Path, create: bool = True) -> bytes:
     """The department's subject-reference key (0600); created on the adapter's first start, never by a reader."""
-    path = data_dir / KEY_FILE
-    if path.exists():
-        raw = path.read_bytes()
-        if len(raw) != SECRET_BYTES:
-            raise ConfigError(str(path), f"subject reference key file must hold exactly {SECRET_BYTES} bytes")
-        return raw
-    if not create:
-        raise NotFound(f"no subject reference key at {path}: the adapter has not recorded any use yet "
-                       "(it creates the key at its start)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = os.urandom(SECRET_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secret)
-    return secret
+    try:
+        return load_or_create_secret(data_dir / KEY_FILE, "subject reference key", create)
+    except NotFound:
+        raise NotFound(f"no subject reference key in {data_dir}: the adapter has not recorded any use yet "
+                       "(it creates the key at its start)") from None
 
 
 @dataclass(frozen=True)
