@@ -29,15 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedgate.core.errors import MalformedProof, VerificationError
 from fedgate.crypto.checkpoint import VerifierKey, open_note, sign_note, split_note
+from fedgate.crypto.ticket import DECIMAL, DEPARTMENT_CODE, QUERY_ID
 
 __all__ = ["APPROVE", "DENY", "ApprovalStatement", "open_approval", "sign_approval", "signer_of"]
 
 APPROVAL_TAG: Final = "fedgate-approval/v1"
 APPROVE: Final = "approve"
 DENY: Final = "deny"
-_QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
-_DEPARTMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_DECIMAL = re.compile(r"^(?:0|[1-9][0-9]{0,18})$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -56,13 +54,13 @@ class ApprovalStatement:
     def __post_init__(self) -> None:
         if not self.origin or "\n" in self.origin:
             raise MalformedProof("approval origin is empty or spans lines")
-        if not _QUERY_ID.match(self.query_id):
+        if not QUERY_ID.match(self.query_id):
             raise MalformedProof("approval query id is not 32 lower-case hex digits")
         if self.entry_index < 0 or self.expires_at < 0:
             raise MalformedProof("approval entry index and expiry must be non-negative")
         if not _DIGEST.match(self.entry_sha256):
             raise MalformedProof("approval entry hash is not 64 lower-case hex digits")
-        if not _DEPARTMENT.match(self.department):
+        if not DEPARTMENT_CODE.match(self.department):
             raise MalformedProof("approval department is not a department code")
         if self.decision not in (APPROVE, DENY):
             raise MalformedProof("approval decision is neither approve nor deny")
@@ -77,7 +75,7 @@ class ApprovalStatement:
         if len(lines) != 9 or lines[0] != APPROVAL_TAG or lines[8] != "":
             raise MalformedProof(f"not a {APPROVAL_TAG} note")
         _, origin, query_id, index, digest, department, decision, expires, _ = lines
-        if not (_DECIMAL.match(index) and _DECIMAL.match(expires)):
+        if not (DECIMAL.match(index) and DECIMAL.match(expires)):
             raise MalformedProof("approval index or expiry is not a decimal number")
         return cls(origin, query_id, int(index), digest, department, decision, int(expires))
 

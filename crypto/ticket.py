@@ -33,9 +33,10 @@ from fedgate.core.errors import FailedPrecondition, MalformedProof, RootMismatch
 TICKET_TAG = "fedgate-ticket/v2"
 # How far the clocks of gateway and adapter may disagree before a ticket is refused for it.
 DEFAULT_CLOCK_SKEW_S = 30
-_AUDIENCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
-_DECIMAL = re.compile(r"^(?:0|[1-9][0-9]{0,18})$")
+# The fields a ticket and an approval (crypto/approval.py) share: a department code, a query id, a count.
+DEPARTMENT_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+QUERY_ID = re.compile(r"^[0-9a-f]{32}$")
+DECIMAL = re.compile(r"^(?:0|[1-9][0-9]{0,18})$")
 HASHER = RFC6962_SHA256
 
 
@@ -62,9 +63,9 @@ class TicketClaims:
     issued_at: int   # Unix seconds, by the gateway's clock
 
     def __post_init__(self) -> None:
-        if not _AUDIENCE.match(self.audience):
+        if not DEPARTMENT_CODE.match(self.audience):
             raise MalformedProof("ticket audience is not a department code")
-        if not _QUERY_ID.match(self.query_id):
+        if not QUERY_ID.match(self.query_id):
             raise MalformedProof("ticket query id is not 32 lower-case hex digits")
         if self.entry_index < 0 or self.expires_at < 0 or self.issued_at < 0:
             raise MalformedProof("ticket index, issue time and expiry must be non-negative")
@@ -83,7 +84,7 @@ class TicketClaims:
         if len(lines) != 8 or lines[0] != TICKET_TAG or lines[7] != "":
             raise MalformedProof(f"not a {TICKET_TAG} note")
         _, audience, query_id, index, digest, issued, expires, _ = lines
-        if not (_DECIMAL.match(index) and _DECIMAL.match(issued) and _DECIMAL.match(expires)
+        if not (DECIMAL.match(index) and DECIMAL.match(issued) and DECIMAL.match(expires)
                 and re.fullmatch(r"[0-9a-f]{64}", digest)):
             raise MalformedProof("ticket fields are malformed")
         return cls(audience, query_id, int(index), bytes.fromhex(digest), int(expires), int(issued))
