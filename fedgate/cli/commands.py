@@ -991,7 +991,8 @@ def department_subject_report(
     hash of the subject and how many entries each rule held back.
     """
     from fedgate.adapters.config import AdapterConfig
-    from fedgate.cli.subject_report import SubjectReport, make_report, report_table
+    from fedgate.adapters.subject_report import SubjectReport, make_report
+    from fedgate.cli.subject_report import report_table
 
     def go() -> SubjectReport:
         raw = sys.stdin.readline().strip() if identifier == "-" else identifier
