@@ -39,8 +39,8 @@ from fedgate.client.gateway import (
     Side,
     SumResult,
 )
-from fedgate.client.approvals import Collect, HeldForApproval, HeldRequest
-from fedgate.cli.approvals_view import HeldLocally, held_summary, held_table
+from fedgate.client.approvals import Collect, HeldForApproval, HeldRequest, held_summary
+from fedgate.cli.approvals_view import HeldLocally, held_table
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.client.render import (
     compare_table,
