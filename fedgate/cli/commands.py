@@ -223,7 +223,8 @@ def demo_cmd(
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    show=console.print,
                                    keep_running=keep_running))
-    # counts, matches, two disclosures, one filtered count, a sum and a comparison
+    # counts, matches, two disclosures (one held for approval, then collected: one logged query), one filtered
+    # count, a sum and a comparison
     queries = len(result.counts) + len(result.scenarios) + 3 + len(result.checks)
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments, "
                   f"{queries} logged queries; all servers stopped cleanly")
