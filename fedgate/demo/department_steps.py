@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedgate.adapters.config import AdapterConfig
+from fedgate.adapters.disclosure_log import read_disclosures
 from fedgate.adapters.subject_report import SubjectReport, make_report
 from fedgate.client.approvals import Collect, HeldForApproval, held_summary
 from fedgate.client.gateway import Disclosure, GatewayClient
@@ -117,22 +118,50 @@ def approval_lines(a: Approval) -> list[str]:
     ]
 
 
+# One answer in a subject report, as the demo checks it: query id, kind, case, and whether the record left as
+# rows (None: not checked, for a query refused to the supervisor after the department served its side).
+Use = tuple[str, str, str, bool | None]
+
+
 @dataclass
 class SubjectCheck:
     """One over-claimer's subject report beside the demo's own queries that covered its record."""
 
     masked: str
     report: SubjectReport
-    expected: list[tuple[str, str, str, bool]]  # query id, kind, case, disclosed
-    ok: bool
+    expected: list[Use]
+    got: list[Use]  # the same of the report's entries
+
+    @property
+    def ok(self) -> bool:
+        return len(self.got) == len(self.expected) and all(
+            g[:3] == e[:3] and e[3] in (None, g[3]) for g, e in zip(self.got, self.expected))
 
 
-def subject_report(workdir: Path, identifier: str, masked: str,
-                   expected: list[tuple[str, str, str, bool]]) -> SubjectCheck:
-    """hrss's report on `identifier`, made from its adapter's store, checked against `expected` in order."""
-    report = make_report(AdapterConfig.load(workdir / f"adapter-{APPROVING}.toml"), identifier, "hrss.subsidies")
-    got = [(e.query_id, e.kind, e.case_number, e.disclosed) for e in report.entries]
-    return SubjectCheck(masked, report, expected, got == expected)
+def served_by_department(workdir: Path, answered: set[str], timeout_s: float = 10.0) -> set[str]:
+    """The query ids hrss's own log records as served, once it records each of `answered` so.
+
+    A matching side records its use, then `served`, as its session ends, which may be just after the
+    supervisor has the answer.
+    """
+    log = hrss_config(workdir).data_dir / "disclosures.db"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        served = {d.query_id for d in read_disclosures(log) if d.decision == "served"}
+        if answered <= served or time.monotonic() > deadline:
+            return served
+        time.sleep(0.05)
+
+
+def hrss_config(workdir: Path) -> AdapterConfig:
+    return AdapterConfig.load(workdir / f"adapter-{APPROVING}.toml")
+
+
+def subject_report(workdir: Path, identifier: str, masked: str, expected: list[Use]) -> SubjectCheck:
+    """hrss's report on `identifier` in hrss.subsidies, made from its adapter's store, beside `expected`."""
+    report = make_report(hrss_config(workdir), identifier, "hrss.subsidies")
+    got: list[Use] = [(e.query_id, e.kind, e.case_number, e.disclosed) for e in report.entries]
+    return SubjectCheck(masked, report, expected, got)
 
 
 def subject_table(check: SubjectCheck) -> Table:

@@ -26,8 +26,9 @@ from fedgate.client.gateway import (CompareResult, Disclosure, FewerThan, Gatewa
                                     SumResult)
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.demo.datagen import DemoDepartment, generate
-from fedgate.demo.department_steps import (Approval, SubjectCheck, approval_lines, approved_disclosure, approver_key,
-                                           subject_report, subject_table, with_approval_rule)
+from fedgate.demo.department_steps import (Approval, SubjectCheck, Use, approval_lines, approved_disclosure,
+                                           approver_key, served_by_department, subject_report, subject_table,
+                                           with_approval_rule)
 from fedgate.demo.deployment import Deployment, DepartmentSpec, GatewaySpec
 from fedgate.core.errors import FailedPrecondition, RemoteCallFailed
 from fedgate.core.identity import GATEWAY, Identity, Role
@@ -172,17 +173,26 @@ async def overclaimer_report(workdir: Path, address: str, officer: TlsFiles, res
     usccs: list[str] = truth["overclaim"]["usccs"]
     uscc = next((u for u in usccs if mask.apply(u) not in matched), usccs[0])
     masked = mask.apply(uscc)
-    # Every query the demo ran on hrss.subsidies, in order: (audit index, kind, whether its rows left).
-    ran = [(index, "count", False) for name, _, _, index in result.counts if name == "hrss.subsidies"]
+    # The demo's answers from hrss.subsidies, by audit index: kind, and whether the record's rows left.
+    answered: dict[int, tuple[str, bool]] = {index: ("count", False) for name, _, _, index in result.counts
+                                             if name == "hrss.subsidies"}
     if isinstance(match, MatchResult):
-        ran.append((match.audit_index, "match", masked in matched))
+        answered[match.audit_index] = ("match", masked in matched)
     if isinstance(result.closed_total, SumResult):
-        ran.append((result.closed_total.audit_index, "sum", False))
+        answered[result.closed_total.audit_index] = ("sum", False)
     if isinstance(result.overclaim, CompareResult):
-        ran.append((result.overclaim.audit_index, "compare", masked in {row[0] for row in result.overclaim.rows}))
+        answered[result.overclaim.audit_index] = ("compare", masked in {row[0] for row in result.overclaim.rows})
+    # Every query the demo asked of hrss.subsidies, from the log: its first entry per query id is the intent.
     async with GatewayClient(address, officer) as client:
-        logged = {i: e for i, e in await client.search(case_number=DEMO_CASE, limit=1000)}
-    expected = [(logged[i].query_id, kind, DEMO_CASE, disclosed) for i, kind, disclosed in ran]
+        logged = sorted(await client.search(case_number=DEMO_CASE, limit=1000))
+    asked: dict[str, tuple[int, str]] = {}
+    for index, entry in logged:
+        if entry.action.startswith("query.") and "hrss.subsidies" in entry.datasets and entry.query_id:
+            asked.setdefault(entry.query_id, (index, entry.action.removeprefix("query.")))
+    served = served_by_department(workdir, {q for q, (i, _) in asked.items() if i in answered})
+    # A query refused to the supervisor (a safeguard on the combined answer) may still have used hrss's side.
+    expected: list[Use] = [(q, kind, DEMO_CASE, answered[i][1] if i in answered else None)
+                           for q, (i, kind) in asked.items() if i in answered or q in served]
     return subject_report(workdir, uscc, masked, expected)
 
 
