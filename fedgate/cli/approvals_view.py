@@ -8,19 +8,16 @@ query collect` can send the same request again. The gateway keeps neither.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from fedgate.client.approvals import HeldRequest
+from fedgate.client.approvals import HeldRequest, held_summary
 from fedgate.core.errors import InvalidInput, NotFound
-from fedgate.query.audit_params import decode
 
 STATE_ENV = "FEDGATE_STATE_DIR"
 
@@ -67,35 +64,6 @@ class HeldLocally:
 
     def forget(self) -> None:
         self.path(self.query_id).unlink(missing_ok=True)
-
-
-def _when(t: int) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def held_summary(h: HeldRequest, department: str) -> dict[str, Any]:
-    """What an approver inspects: who asks, why, and what of this department's data the request uses."""
-    e = h.entry
-    params = decode(dict(e.params))
-    own = f"{department}."
-    forms = sorted(f"{ref.dataset}.{ref.field}:{form.form}" for ref, form in params.forms.items()
-                   if ref.dataset.startswith(own))
-    sides = {}
-    for ref, side in params.sides.items():
-        if ref.dataset.startswith(own):
-            sides[ref.suffix] = {"key": side.key_field, "values": list(side.value_fields),
-                                 "filter": side.filter.redacted if side.filter else ""}
-    return {
-        "query_id": h.query_id, "state": h.state, "audit_index": h.entry_index, "asked": _when(h.created_at),
-        "expires": _when(h.expires_at), "supervisor": e.subject, "purpose": e.purpose, "case_number": e.case_number,
-        "kind": e.action.removeprefix("query."), "datasets": list(e.datasets), "fields": forms, "sides": sides,
-        "limit": params.limit, "min_set_size": params.min_set_size,
-        "noisy": params.noise_epsilon_micro is not None, "rule": e.rule,
-        "needs": [{"department": n.department, "rule": n.rule, "approvers": n.approvers, "missing": n.missing}
-                  for n in h.needs],
-        "decisions": [{"department": d.department, "approver": d.approver, "decision": d.decision,
-                       "reason": d.reason, "at": _when(d.decided_at)} for d in h.decisions],
-    }
 
 
 def held_table(items: list[HeldRequest], department: str) -> RichTable:

@@ -39,8 +39,8 @@ from fedgate.client.gateway import (
     Side,
     SumResult,
 )
-from fedgate.client.approvals import Collect, HeldForApproval, HeldRequest
-from fedgate.cli.approvals_view import HeldLocally, held_summary, held_table
+from fedgate.client.approvals import Collect, HeldForApproval, HeldRequest, held_summary
+from fedgate.cli.approvals_view import HeldLocally, held_table
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.client.render import (
     compare_table,
@@ -223,7 +223,8 @@ def demo_cmd(
     result = _run(lambda: run_demo(workdir, rows, seed, say=lambda m: console.print(f"• {m}", soft_wrap=True),
                                    show=console.print,
                                    keep_running=keep_running))
-    # counts, matches, two disclosures, one filtered count, a sum and a comparison
+    # counts, matches, two disclosures (one held for approval, then collected: one logged query), one filtered
+    # count, a sum and a comparison
     queries = len(result.counts) + len(result.scenarios) + 3 + len(result.checks)
     console.print(f"• {len(result.datasets)} datasets from {len(result.departments)} departments, "
                   f"{queries} logged queries; all servers stopped cleanly")
@@ -991,7 +992,8 @@ def department_subject_report(
     hash of the subject and how many entries each rule held back.
     """
     from fedgate.adapters.config import AdapterConfig
-    from fedgate.cli.subject_report import SubjectReport, make_report, report_table
+    from fedgate.adapters.subject_report import SubjectReport, make_report
+    from fedgate.cli.subject_report import report_table
 
     def go() -> SubjectReport:
         raw = sys.stdin.readline().strip() if identifier == "-" else identifier

@@ -30,7 +30,7 @@ from fedgate.adapters.disclosure_log import Disclosure, read_disclosures
 from fedgate.client.gateway import GatewayClient
 from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.errors import FedgateError
-from fedgate.core.identity import Identity
+from fedgate.core.identity import who
 from fedgate.query.audit_params import decode
 
 QUERY_ACTIONS = ("query.count", "query.disclose", "query.match", "query.sum", "query.compare")
@@ -181,15 +181,6 @@ def _gateway_state(entries: Sequence[tuple[int, AuditEntry]], outcome: AuditEntr
     if not started and outcome.decision != "allow":  # a request stopped before the log said it would go ahead
         return State.REFUSED
     return {"allow": State.SERVED, "deny": State.REFUSED}.get(outcome.decision, State.FAILED)
-
-
-def who(subject: str) -> tuple[str, str]:
-    """(agency, supervisor) from a SPIFFE ID; the supervisor in the short form the audit table prints."""
-    try:
-        ident = Identity.parse(subject)
-    except ValueError:
-        return "", subject
-    return ident.org, ident.spiffe_id.split("://", 1)[1].split("/", 1)[1]
 
 
 def _fields(entry: AuditEntry, mine: Sequence[str]) -> tuple[str, ...]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -11,10 +13,11 @@ from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.errors import RemoteCallFailed
 from fedgate.crypto.approval import ApprovalStatement, sign_approval
 from fedgate.protos.fedgate.v1 import approvals_pb2
+from fedgate.query.audit_params import decode
 from fedgate.server.interceptors import COLLECT_KEY, NONCES_KEY, QUERY_ID_KEY
 
 __all__ = ["COLLECT_KEY", "NONCES_KEY", "QUERY_ID_KEY", "Collect", "Decision", "HeldForApproval", "HeldRequest",
-           "Need"]
+           "Need", "held_summary"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,32 @@ class HeldRequest:
                                       hashlib.sha256(self.entry_bytes).hexdigest(), department, decision,
                                       min(self.expires_at, now + valid_s))
         return sign_approval(statement, approver, key)
+
+
+def _when(t: int) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def held_summary(h: HeldRequest, department: str) -> dict[str, Any]:
+    """What an approver inspects: who asks, why, and what of this department's data the request uses."""
+    e = h.entry
+    params = decode(dict(e.params))
+    own = f"{department}."
+    forms = sorted(f"{ref.dataset}.{ref.field}:{form.form}" for ref, form in params.forms.items()
+                   if ref.dataset.startswith(own))
+    sides = {}
+    for ref, side in params.sides.items():
+        if ref.dataset.startswith(own):
+            sides[ref.suffix] = {"key": side.key_field, "values": list(side.value_fields),
+                                 "filter": side.filter.redacted if side.filter else ""}
+    return {
+        "query_id": h.query_id, "state": h.state, "audit_index": h.entry_index, "asked": _when(h.created_at),
+        "expires": _when(h.expires_at), "supervisor": e.subject, "purpose": e.purpose, "case_number": e.case_number,
+        "kind": e.action.removeprefix("query."), "datasets": list(e.datasets), "fields": forms, "sides": sides,
+        "limit": params.limit, "min_set_size": params.min_set_size,
+        "noisy": params.noise_epsilon_micro is not None, "rule": e.rule,
+        "needs": [{"department": n.department, "rule": n.rule, "approvers": n.approvers, "missing": n.missing}
+                  for n in h.needs],
+        "decisions": [{"department": d.department, "approver": d.approver, "decision": d.decision,
+                       "reason": d.reason, "at": _when(d.decided_at)} for d in h.decisions],
+    }

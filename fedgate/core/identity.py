@@ -127,3 +127,12 @@ def identity_from_pem(pem: bytes) -> Identity:
         return Identity.parse(uris[0])
     except ValueError as exc:
         raise Unauthenticated(f"client certificate has an unusable SPIFFE ID: {exc}") from None
+
+
+def who(subject: str) -> tuple[str, str]:
+    """(agency, supervisor) from a SPIFFE ID; the supervisor in the short form the audit table prints."""
+    try:
+        ident = Identity.parse(subject)
+    except ValueError:
+        return "", subject
+    return ident.org, ident.spiffe_id.split("://", 1)[1].split("/", 1)[1]

@@ -26,6 +26,9 @@ from fedgate.client.gateway import (CompareResult, Disclosure, FewerThan, Gatewa
                                     SumResult)
 from fedgate.core.datasets import RegisteredDataset
 from fedgate.demo.datagen import DemoDepartment, generate
+from fedgate.demo.department_steps import (Approval, SubjectCheck, Use, approval_lines, approved_disclosure,
+                                           approver_key, served_by_department, subject_report, subject_table,
+                                           with_approval_rule)
 from fedgate.demo.deployment import Deployment, DepartmentSpec, GatewaySpec
 from fedgate.core.errors import FailedPrecondition, RemoteCallFailed
 from fedgate.core.identity import GATEWAY, Identity, Role
@@ -66,6 +69,8 @@ class DemoResult:
     # question, answer, ground truth, and True (equal) / False (differs) / None (refused, e.g. by a safeguard)
     checks: list[tuple[str, str, str, bool | None]] = field(default_factory=list)
     verified_size: int = 0
+    approval: Approval | None = None
+    subject: SubjectCheck | None = None
     trace_id: str = ""
     trace_services: set[str] = field(default_factory=set)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -156,6 +161,39 @@ async def homomorphic_checks(client: GatewayClient, result: DemoResult, truth: d
     result.checks.append(("稳岗补贴 claimed_insured > 税务 insured_employees (flag-only comparison)", text,
                           f"{over['flagged_rows']} rows of {over['companies']} planted over-claimers, "
                           f"{over['tied_rows']:,} ties not flagged", ok))
+
+
+async def overclaimer_report(workdir: Path, address: str, officer: TlsFiles, result: DemoResult,
+                             truth: dict[str, Any]) -> SubjectCheck:
+    """hrss's subject report on one planted over-claimer, beside the demo's own queries that covered its record."""
+    mask = default_levels().mask_for("uscc", "string", "L3")
+    match = result.scenarios[0][1] if result.scenarios else ""
+    matched = {row[0] for row in match.rows} if isinstance(match, MatchResult) else set()
+    # One whose masked form the match's rows do not show: that answer surely did not disclose it.
+    usccs: list[str] = truth["overclaim"]["usccs"]
+    uscc = next((u for u in usccs if mask.apply(u) not in matched), usccs[0])
+    masked = mask.apply(uscc)
+    # The demo's answers from hrss.subsidies, by audit index: kind, and whether the record's rows left.
+    answered: dict[int, tuple[str, bool]] = {index: ("count", False) for name, _, _, index in result.counts
+                                             if name == "hrss.subsidies"}
+    if isinstance(match, MatchResult):
+        answered[match.audit_index] = ("match", masked in matched)
+    if isinstance(result.closed_total, SumResult):
+        answered[result.closed_total.audit_index] = ("sum", False)
+    if isinstance(result.overclaim, CompareResult):
+        answered[result.overclaim.audit_index] = ("compare", masked in {row[0] for row in result.overclaim.rows})
+    # Every query the demo asked of hrss.subsidies, from the log: its first entry per query id is the intent.
+    async with GatewayClient(address, officer) as client:
+        logged = sorted(await client.search(case_number=DEMO_CASE, limit=1000))
+    asked: dict[str, tuple[int, str]] = {}
+    for index, entry in logged:
+        if entry.action.startswith("query.") and "hrss.subsidies" in entry.datasets and entry.query_id:
+            asked.setdefault(entry.query_id, (index, entry.action.removeprefix("query.")))
+    served = served_by_department(workdir, {q for q, (i, _) in asked.items() if i in answered})
+    # A query refused to the supervisor (a safeguard on the combined answer) may still have used hrss's side.
+    expected: list[Use] = [(q, kind, DEMO_CASE, answered[i][1] if i in answered else None)
+                           for q, (i, kind) in asked.items() if i in answered or q in served]
+    return subject_report(workdir, uscc, masked, expected)
 
 
 def checks_table(checks: list[tuple[str, str, str, bool | None]]) -> Table:
@@ -313,7 +351,9 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
     officer_tls = TlsFiles.in_dir(certs, OFFICER)
     officer_state = workdir / "officer-state"
 
-    deployment = Deployment(workdir, *demo_specs(departments))
+    gateway_spec, department_specs = demo_specs(departments)
+    deployment = Deployment(workdir, gateway_spec, with_approval_rule(department_specs))
+    approver = approver_key(workdir)
     result = DemoResult(departments, [])
     try:
         deployment.start_gateway()
@@ -345,9 +385,6 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
 
         async def graded_disclosure() -> None:
             async with GatewayClient(address, supervisor_tls) as client:
-                got = await client.disclose("hrss.pensions", ["name", "monthly_amount_fen", "last_paid_on"],
-                                            DEMO_PURPOSE, DEMO_CASE, limit=5)
-                result.disclosed = got
                 closed, _ = await client.count_rows("samr.companies", DEMO_PURPOSE, DEMO_CASE,
                                                     filter="status in ('吊销', '注销')")
                 result.closed_companies = closed
@@ -357,6 +394,12 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
                     result.l4_refusal = str(exc)
 
         asyncio.run(graded_disclosure())
+        # hrss's own rule holds its pension rows for its approval: held, approved, then collected.
+        result.approval = asyncio.run(approved_disclosure(
+            address, supervisor_tls, officer_tls, certs, approver,
+            {"dataset": "hrss.pensions", "fields": ["name", "monthly_amount_fen", "last_paid_on"],
+             "purpose": DEMO_PURPOSE, "case_number": DEMO_CASE, "limit": 5}))
+        result.disclosed = result.approval.collected
 
         truth = json.loads((workdir / "ground_truth.json").read_text(encoding="utf-8"))
 
@@ -387,6 +430,8 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
             show(rows_table(result.overclaim.fields, result.overclaim.rows,
                             f"hrss.subsidies: the {len(result.overclaim.rows)} flagged rows, masked by the "
                             "department as policy allows"))
+        for line in approval_lines(result.approval):
+            say(line)
         if result.disclosed:
             show(disclosure_table("hrss.pensions", result.disclosed))
         say(f"revoked or deregistered companies (samr.companies, filter on an L1 field): {count_text(result.closed_companies)}")
@@ -401,6 +446,8 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
                                             limit=1)
             return report.size, found[0][1].trace_id if found else ""
 
+        result.subject = asyncio.run(overclaimer_report(workdir, address, officer_tls, result, truth))
+        show(subject_table(result.subject))
         result.verified_size, result.trace_id = asyncio.run(verify_and_find_trace())
         say(f"security officer: audit log verified, {result.verified_size} entries, every checkpoint signed "
             f"by the pinned gateway key (state kept in {officer_state})")
@@ -419,6 +466,8 @@ def _run_demo(workdir: Path, rows: int, seed: int, say: Callable[[str], None],
     wrong = [s.title for s, got, expected in result.scenarios
              if isinstance(got, MatchResult) and not agrees(got.cardinality, expected, got.within(CHECKED))]
     wrong += [question for question, _, _, ok in result.checks if ok is False]
+    if result.subject is not None and not result.subject.ok:
+        wrong.append(f"subject report on {result.subject.masked}")
     if wrong:
         raise FailedPrecondition(f"answers differ from the generator's ground truth: {'; '.join(wrong)}")
     # Spans are flushed when the servers stop, so the trace is read afterwards.

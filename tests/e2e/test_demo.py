@@ -35,12 +35,23 @@ def _alive(pid: int) -> bool:
 
 
 def test_demo_runs_and_exits_0(tmp_path: Path) -> None:
+    # Wide enough that no table title wraps in the middle of what is asserted below.
     result = subprocess.run([sys.executable, "-m", "fedgate", "demo", "--workdir", str(tmp_path), "--rows", ROWS],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for name in ("subsidies", "pensions", "companies", "insured_employees", "deaths", "allowances", "vehicles"):
         assert name in out
+    # The pension rows: held by hrss's own rule, in its queue, approved by a named approver, then collected.
+    assert "rule 'pension-rows-need-approval' needs 1 approval(s)" in out
+    assert "hrss's queue: supervisor/dcb/zhangwei asks for" in out and "hrss.pensions.name:masked" in out
+    assert "approved by hrss-zhang (signed note, audit entry #" in out and "request approved" in out
+    assert "5 rows served under entry #" in out
+    # A subject report on a planted over-claimer, agreeing with the demo's queries, naming it only masked.
+    assert "Subject report by hrss's data office on planted over-claimer" in out
+    assert "exactly the demo's queries on it ✓" in out
+    truth = json.loads((tmp_path / "ground_truth.json").read_text(encoding="utf-8"))
+    assert not [u for u in truth["overclaim"]["usccs"] if u in out]
     assert "all servers stopped cleanly" in out
     assert (tmp_path / "ground_truth.json").exists()
     pids = _pids(tmp_path)
@@ -164,3 +175,30 @@ def test_demo_matching_scenarios_equal_ground_truth(demo) -> None:
             assert got.left.rows == got.right.rows == 0  # the sides' exact counts are withheld
     first = result.scenarios[0][1]
     assert len(first.rows) == 5 and all("*" in row[0] for row in first.rows)
+
+
+def test_demo_pension_rows_wait_for_hrss_approval_then_are_collected(demo) -> None:
+    from fedgate.demo.runner import DEMO_CASE, DEMO_PURPOSE
+
+    _, result = demo
+    a = result.approval
+    assert len(a.query_id) == 32 and "'pension-rows-need-approval'" in a.rule
+    # The queue line hrss's approver read: who asks, why, and which of its fields in which form.
+    assert (a.queued["purpose"], a.queued["case_number"], a.queued["kind"]) == (DEMO_PURPOSE, DEMO_CASE, "disclose")
+    assert a.queued["fields"] == ["hrss.pensions.last_paid_on:plaintext", "hrss.pensions.monthly_amount_fen:masked",
+                                  "hrss.pensions.name:masked"]
+    assert a.state == "approved" and a.decide_index > a.held_index
+    # Collected once, under the entry logged when it was held: the rows the graded disclosure shows.
+    assert result.disclosed is a.collected and a.collected.audit_index == a.held_index
+
+
+def test_demo_subject_report_lists_exactly_the_demo_queries_on_an_overclaimer(demo) -> None:
+    workdir, result = demo
+    s = result.subject
+    assert s.ok, (s.report.entries, s.expected)
+    assert [(kind, disclosed) for _, kind, _, disclosed in s.expected] == [
+        ("count", False), ("match", False), ("sum", False), ("compare", True)]
+    assert len({query_id for query_id, _, _, _ in s.expected}) == 4
+    truth = json.loads((workdir / "ground_truth.json").read_text(encoding="utf-8"))
+    (uscc,) = [u for u in truth["overclaim"]["usccs"] if (u[:6], u[-4:]) == (s.masked[:6], s.masked[-4:])]
+    assert "*" in s.masked and uscc not in s.masked

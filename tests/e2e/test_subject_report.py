@@ -16,7 +16,7 @@ from deployment import Deployment, deployed
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.subject_rules import DAY_S
 from fedgate.adapters.subject_uses import SubjectUses
-from fedgate.cli.subject_report import make_report
+from fedgate.adapters.subject_report import make_report
 
 # hrss.subsidies holds uscc(1..20) with amount_fen 1000 * i; samr.companies uscc(0..14).
 COVERT = """

@@ -15,7 +15,7 @@ from fedgate.adapters.ref_sets import RefSet
 from fedgate.adapters.subject_refs import KEY_FILE, SubjectRefs, refs_of_id
 from fedgate.adapters.subject_rules import DAY_S, CovertRule, SubjectReportSettings
 from fedgate.adapters.subject_uses import STORE_FILE, SubjectUse, SubjectUses
-from fedgate.cli.subject_report import make_report
+from fedgate.adapters.subject_report import make_report
 from fedgate.core.errors import ConfigError, InvalidInput, NotFound
 from fedgate.crypto.ids import make_resident_id, make_uscc
 from fedgate.crypto.psi import hmac_tokens as keyed_tokens
