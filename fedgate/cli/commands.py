@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import faulthandler
+import signal
 import datetime as dt
 import time
 import json
@@ -1010,4 +1012,8 @@ def department_subject_report(
 
 
 def main() -> None:
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how an operator (or a test) sees where a
+    # server or the demo is stuck, without stopping it.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -72,7 +73,17 @@ def test_demo_ctrl_c_stops_every_server(tmp_path: Path) -> None:
     pids = _pids(tmp_path)
     assert len(pids) == 6 and all(_alive(p) for p in pids)
     proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # every thread's stack (faulthandler, fedgate.cli.commands.main)
+        time.sleep(2)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        rest, _ = proc.communicate()
+        pytest.fail(f"the demo did not stop within 60 s of Ctrl-C; its output and stacks:\n{seen}{rest}")
     assert proc.returncode == 0, seen + rest
     assert "all servers stopped cleanly" in rest
     assert not [p for p in pids if _alive(p)]
