@@ -33,6 +33,7 @@ from fedgate.core.identity import Identity, Role
 from fedgate.crypto.approval import APPROVE, DENY, ApprovalStatement, open_approval
 from fedgate.crypto.checkpoint import parse_verifier_key
 from fedgate.gateway.audit_log import AuditLog
+from fedgate.gateway.audit_store import StoredEntry
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import SqlStore
 from fedgate.query.audit_params import QueryParams, decode
@@ -273,8 +274,7 @@ class ApprovalDesk:
             record.result_sizes[AWAITING_SIZE] = sum(h.missing(now).values())
             raise AwaitingApproval(_waiting(query_id, h.needs, h.expires_at, h.missing(now)), query_id,
                                    format_nonces(record.filter_nonces))
-        logged = next(iter(await asyncio.to_thread(lambda: list(self._log.store.entries(h.entry_index,
-                                                                                         h.entry_index + 1)))))
+        logged = await self._logged(h)
         _check_same(AuditEntry.from_canonical(logged.body), entry)
         if not await asyncio.to_thread(self._store.mark_collected, query_id, int(now)):
             raise FailedPrecondition(f"request {query_id} was collected already: an approved request is served once")
@@ -298,8 +298,7 @@ class ApprovalDesk:
         except FedgateError as exc:
             raise PermissionDenied(f"the decision is not signed by one of department {caller.org}'s approvers "
                                    f"as registered ({exc})") from None
-        logged = next(iter(await asyncio.to_thread(lambda: list(self._log.store.entries(h.entry_index,
-                                                                                         h.entry_index + 1)))))
+        logged = await self._logged(h)
         _check_statement(statement, h, caller.org, self._log.origin, logged.body)
         asked = AuditEntry.from_canonical(logged.body)
         # Filed under the request's datasets and case: the department (and officers) find it beside the request.
@@ -334,9 +333,15 @@ class ApprovalDesk:
         return await asyncio.to_thread(self._store.for_department, department, since)
 
     async def entry(self, h: Held) -> AuditEntry:
-        logged = next(iter(await asyncio.to_thread(lambda: list(self._log.store.entries(h.entry_index,
-                                                                                         h.entry_index + 1)))))
-        return AuditEntry.from_canonical(logged.body)
+        return AuditEntry.from_canonical((await self._logged(h)).body)
+
+    async def _logged(self, h: Held) -> StoredEntry:
+        """The held request's entry as the log stores it (the bytes an approval's hash binds)."""
+        found = await asyncio.to_thread(lambda: list(self._log.store.entries(h.entry_index, h.entry_index + 1)))
+        if not found:
+            raise FailedPrecondition(f"the audit log has no entry {h.entry_index} for held request {h.query_id}: "
+                                     "run `fedgate audit verify`")
+        return found[0]
 
     def now(self) -> float:
         return self._clock()

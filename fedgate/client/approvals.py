@@ -89,7 +89,8 @@ class HeldRequest:
         return sign_approval(statement, approver, key)
 
 
-def _when(t: int) -> str:
+def minute_utc(t: int) -> str:
+    """A Unix time to the minute, UTC, as approvals are shown."""
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
@@ -106,13 +107,13 @@ def held_summary(h: HeldRequest, department: str) -> dict[str, Any]:
             sides[ref.suffix] = {"key": side.key_field, "values": list(side.value_fields),
                                  "filter": side.filter.redacted if side.filter else ""}
     return {
-        "query_id": h.query_id, "state": h.state, "audit_index": h.entry_index, "asked": _when(h.created_at),
-        "expires": _when(h.expires_at), "supervisor": e.subject, "purpose": e.purpose, "case_number": e.case_number,
+        "query_id": h.query_id, "state": h.state, "audit_index": h.entry_index, "asked": minute_utc(h.created_at),
+        "expires": minute_utc(h.expires_at), "supervisor": e.subject, "purpose": e.purpose, "case_number": e.case_number,
         "kind": e.action.removeprefix("query."), "datasets": list(e.datasets), "fields": forms, "sides": sides,
         "limit": params.limit, "min_set_size": params.min_set_size,
         "noisy": params.noise_epsilon_micro is not None, "rule": e.rule,
         "needs": [{"department": n.department, "rule": n.rule, "approvers": n.approvers, "missing": n.missing}
                   for n in h.needs],
         "decisions": [{"department": d.department, "approver": d.approver, "decision": d.decision,
-                       "reason": d.reason, "at": _when(d.decided_at)} for d in h.decisions],
+                       "reason": d.reason, "at": minute_utc(d.decided_at)} for d in h.decisions],
     }

@@ -9,7 +9,6 @@ subject report for one planted over-claimer, from its adapter's own store.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ from rich.table import Table
 from fedgate.adapters.config import AdapterConfig
 from fedgate.adapters.disclosure_log import read_disclosures
 from fedgate.adapters.subject_report import SubjectReport, make_report
-from fedgate.client.approvals import Collect, HeldForApproval, held_summary
+from fedgate.client.approvals import Collect, HeldForApproval, held_summary, minute_utc
 from fedgate.client.gateway import Disclosure, GatewayClient
 from fedgate.core.errors import FailedPrecondition
 from fedgate.core.identity import Identity
@@ -74,10 +73,6 @@ class Approval:
     collected: Disclosure | None = None
 
 
-def _when(t: int) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 async def approved_disclosure(address: str, supervisor: TlsFiles, officer: TlsFiles, certs: Path, key: Ed25519PrivateKey,
                               ask: dict[str, Any]) -> Approval:
     """Ask for `ask` (GatewayClient.disclose's arguments), expect it held; hrss approves; the supervisor collects."""
@@ -92,7 +87,7 @@ async def approved_disclosure(address: str, supervisor: TlsFiles, officer: TlsFi
     async with GatewayClient(address, TlsFiles.in_dir(certs, Identity.department(APPROVING))) as dept:
         (h,) = [q for q in await dept.held_requests() if q.query_id == held.query_id]
         out.queued = held_summary(h, APPROVING)
-        out.held_index, out.expires = h.entry_index, _when(h.expires_at)
+        out.held_index, out.expires = h.entry_index, minute_utc(h.expires_at) + " UTC"
         out.rule = "; ".join(n.rule for n in h.needs)
         note = h.sign(APPROVING, "approve", APPROVER, key, int(time.time()), 600)
         out.state = (await dept.decide(h.query_id, note, "case file DEMO-2026-001 checked")).state
