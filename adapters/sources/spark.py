@@ -299,13 +299,15 @@ class SparkSource:
                         '= "thrift://…" })')
             raise DataSourceError(f"{self._label}: cannot read: {_scrubbed(exc)}{hint}") from None
 
-    def _run(self, doing: str, job: Callable[[], Any]) -> Any:
-        """Run `job` (Spark actions) as this query's job group, its errors scrubbed of values."""
-        spark = self._sessions.get()
+    def _group(self, doing: str) -> None:
+        """Label the Spark jobs this thread starts from now on (reading files' schemas too) with the query served."""
         query = serving_query()
         # The query id, and what is done: never a filter's value or an identifier (the Spark UI shows it).
-        spark.sparkContext.setJobGroup(query or HOUSEKEEPING_GROUP, f"fedgate: {doing} ({self._label})",
-                                       interruptOnCancel=True)
+        self._sessions.get().sparkContext.setJobGroup(query or HOUSEKEEPING_GROUP,
+                                                      f"fedgate: {doing} ({self._label})", interruptOnCancel=True)
+
+    def _run(self, doing: str, job: Callable[[], Any]) -> Any:
+        """Run `job` (Spark actions), its errors scrubbed of values."""
         try:
             return job()
         except (DataSourceError, InvalidInput):
@@ -314,10 +316,12 @@ class SparkSource:
             raise DataSourceError(f"{self._label}: Spark failed while {doing}: {_scrubbed(exc)}") from None
 
     def columns(self) -> list[str]:
+        self._group("reading columns")
         return list(self._frame().columns)
 
     def check_types(self, types: Mapping[str, FieldType]) -> None:
         """Refuse a declared field whose column cannot hold its type, or a string column of dates with another value."""
+        self._group("checking values")
         df = self._frame()
         kinds = {field.name: field.dataType.simpleString() for field in df.schema.fields}
         for name, declared in types.items():
@@ -336,12 +340,14 @@ class SparkSource:
                         "hold a value that is not a YYYY-MM-DD date")
 
     def count(self, where: Filter | None = None) -> int:
+        self._group("counting rows")
         df = self._frame()
         if where is not None:
             df = df.filter(to_spark(where, df))
         return int(self._run("counting rows", df.count))
 
     def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
+        self._group("reading rows")
         df = self._frame()
         if where is not None:
             df = df.filter(to_spark(where, df))
