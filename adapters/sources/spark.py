@@ -57,6 +57,7 @@ class SparkSpec(SourceSpec):
     """`kind = "spark"`: where the rows are (table, path + format, or a JDBC table) and the session's settings."""
 
     format: str = ""               # with path: parquet | orc
+    location: str = ""             # a path on the cluster's storage (hdfs://, s3a://, abfss://...), kept as written
     jdbc_user: str = ""
     password_env: str = ""         # the environment variable holding the JDBC password
     master: str = ""               # "" means local[N], N the cores this process may use
@@ -256,8 +257,8 @@ class SparkSource:
         if spec.jdbc:
             assert spec.url is not None
             self._label = f"spark jdbc {spec.url.split('?')[0].split(';')[0]} table {spec.table}"
-        elif spec.path is not None:
-            self._label = f"spark {spec.format} {spec.path}"
+        elif spec.path is not None or spec.location:
+            self._label = f"spark {spec.format} {spec.location or spec.path}"
         else:
             self._label = f"spark table {spec.table}"
         sessions.join(spec.session_settings(), self._label)
@@ -283,6 +284,8 @@ class SparkSource:
                                               "(password_env) is not set; set it to the database password")
                     reader = reader.option("password", password)
                 return reader.load()
+            if spec.location:
+                return spark.read.format(spec.format).load(spec.location)
             if spec.path is not None:
                 if not spec.path.exists():
                     raise DataSourceError(f"{self._label}: no such file or directory")
@@ -398,6 +401,8 @@ def _read(table: Table) -> SourceSpec:
         fmt = table.text("format", "")
         if fmt not in FORMATS:
             raise table.error("format", f"a Spark path needs format = {' or '.join(repr(f) for f in FORMATS)}")
+        if "://" in table.text("path"):  # the cluster's storage, not a file beside this TOML
+            return SparkSpec("spark", location=table.text("path"), format=fmt, **common)
         return SparkSpec("spark", path=table.path("path"), format=fmt, **common)
     if table.has("format"):
         raise table.error("format", "only a Spark `path` takes a format")

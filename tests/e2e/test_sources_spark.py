@@ -3,6 +3,7 @@ departments' adapters read CSV/SQLite or Parquet through Spark in local mode. Re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 import support
 from deployment import Deployment, deployed
+from fedgate.adapters.sources.spark import SESSIONS, SparkSource, SparkSpec
+from fedgate.demo.deployment import datasets_toml
 
 pytestmark = pytest.mark.spark
 
@@ -86,3 +89,28 @@ def _jobs(events: Path, app: str) -> list[tuple[str, str]]:
             return [(e["Properties"].get("spark.jobGroup.id", ""), e["Properties"].get("spark.job.description", ""))
                     for e in lines if e["Event"] == "SparkListenerJobStart"]
     raise AssertionError(f"no Spark event log of {app} in {events}")
+
+
+async def test_a_stopped_adapter_ends_its_spark_session_and_jvm(servers) -> None:
+    why = support.spark_missing()
+    if why:
+        pytest.skip(why)
+    from pyspark import SparkContext
+
+    parquet = servers.tmp / "companies.parquet"
+    source = {"kind": "spark", "path": str(parquet), "format": "parquet", "master": "local[1]",
+              "conf": support.SPARK_TEST_CONF}
+    # The file is written by this process's own Spark session, the one the adapter's source then joins.
+    writer = SparkSource(SparkSpec("spark", table="unread", master="local[1]", conf=tuple(support.SPARK_TEST_CONF.items())))
+    SESSIONS.get().createDataFrame([(support.uscc(i), "存续") for i in range(12)], "uscc string, status string") \
+        .write.parquet(str(parquet))
+    decl = support.COMPANIES_DECL.spec(kind="sqlite", where='path = "x"')
+    gw = await servers.gateway()
+    adapter = await servers.adapter("samr", gw, datasets_toml([dataclasses.replace(decl, source=source)]))
+    writer.close()  # the adapter's source still uses the session
+    assert adapter.datasets[0].row_count == 12
+    jvm = SparkContext._gateway.proc  # the start-up checks started it, in this process
+    assert jvm.poll() is None
+    servers.adapters.remove(adapter)
+    await adapter.stop(0)
+    assert jvm.poll() is not None and SparkContext._gateway is None

@@ -235,6 +235,9 @@ def test_configuration_of_each_place_rows_can_be(tmp_path: Path) -> None:
         ("spark.executor.memory", "2g"), ("spark.executor.instances", "4")))
     spec = _load(tmp_path, '{ kind = "spark", path = "data/s.parquet", format = "parquet", app_name = "hrss" }')
     assert (spec.path, spec.format, spec.master, spec.app_name) == (tmp_path / "data/s.parquet", "parquet", "", "hrss")
+    spec = _load(tmp_path, '{ kind = "spark", path = "hdfs://nn.hrss:8020/warehouse/s", format = "orc" }')
+    assert (spec.path, spec.location, SparkSource(spec, _Sessions()).describe()) == (
+        None, "hdfs://nn.hrss:8020/warehouse/s", "spark orc hdfs://nn.hrss:8020/warehouse/s")
     spec = _load(tmp_path, '{ kind = "spark", master = "spark://10.0.0.5:7077", jdbc = { url = '
                            '"jdbc:postgresql://db/hrss", table = "subsidies", user = "reader", '
                            'password_env = "HRSS_DB_PASSWORD" } }')
