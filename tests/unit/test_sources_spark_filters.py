@@ -4,6 +4,9 @@ job groups. One local Spark (one core, no UI) serves the whole module: a JVM cos
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +268,17 @@ def test_configuration_of_each_place_rows_can_be(tmp_path: Path) -> None:
 def test_configuration_errors_name_the_key_and_the_fix(tmp_path: Path, source_toml: str, said: str) -> None:
     with pytest.raises(ConfigError, match=said):
         _load(tmp_path, source_toml)
+
+
+def test_without_java_the_error_says_what_spark_needs() -> None:
+    why = support.spark_missing()
+    if why:
+        pytest.skip(why)
+    script = ("from fedgate.adapters.sources.spark import SparkSource, SparkSpec\n"
+              "SparkSource(SparkSpec('spark', table='t', master='local[1]')).columns()\n")
+    # A process of its own: in this one, the module's JVM would be reused.
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JAVA_HOME": "/nonexistent"})
+    assert done.returncode == 1
+    assert ("DataSourceError: cannot start Spark (master local[1]): PySparkRuntimeError [JAVA_GATEWAY_EXITED]; "
+            "Spark needs Java 17 (java on the PATH or JAVA_HOME set)") in done.stderr
