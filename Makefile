@@ -8,20 +8,28 @@ BIN := $(VENV)/bin
 # The stamp is older than pyproject.toml when dependencies or packages changed,
 # and missing when the venv is new or broken: either way, (re)install.
 STAMP := $(VENV)/.fedgate-installed
+# The extras installed: `make test EXTRAS=dev,spark` adds PySpark (the Spark source's tests then run, not skip).
+EXTRAS ?= dev
+EXTRAS_FILE := $(VENV)/.fedgate-extras
 
 BENCH_STAMP := $(VENV)/.fedgate-bench-installed
 PEERS := .bench-peers
 
-.PHONY: demo test bench protos typecheck lint clean venv
+.PHONY: demo test bench protos typecheck lint clean venv FORCE
 
-$(STAMP): pyproject.toml
+# Rewritten only when EXTRAS differs from what was installed, so that the stamp is remade then.
+$(EXTRAS_FILE): FORCE
+	@if [ -d $(VENV) ] && [ "$$(cat $@ 2>/dev/null)" != "$(EXTRAS)" ]; then echo "$(EXTRAS)" > $@; fi
+
+$(STAMP): pyproject.toml $(EXTRAS_FILE)
 	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
 		rm -rf $(VENV); \
 		$(PYTHON) -c 'import sys; sys.exit("fedgate needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None' && \
 		$(PYTHON) -m venv $(VENV); \
 	fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23" "setuptools>=77" wheel
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@echo "$(EXTRAS)" > $(EXTRAS_FILE)
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -35,7 +43,7 @@ test: $(STAMP)
 # The peers' side-by-side benchmark: 10k and 100k rows per side, about 3.5 minutes on 2 cores
 # (BENCH_ARGS="--size 1000000" adds a million, about 10 minutes; docs/performance.md). Results in bench/results/latest/.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS),bench]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PEERS) openmined-psi==2.0.6
 	@touch $(BENCH_STAMP)
 

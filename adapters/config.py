@@ -83,6 +83,13 @@ source = { kind = "csv", path = "data/hrss/subsidies.csv" }
 # source = { kind = "sqlite", path = "data/hrss.db", table = "subsidies" }
 # source = { kind = "sql", url = "postgresql+psycopg://user@db/hrss", table = "subsidies" }
 # table = "dept_a.subsidies" names a table outside the default schema; a view is named like a table.
+# Spark (pip install 'fedgate[spark]', Java 17): a catalog (Hive) table, a Parquet/ORC path, or a JDBC table.
+# source = { kind = "spark", table = "warehouse.subsidies", conf = { "spark.sql.catalogImplementation" = "hive" } }
+# source = { kind = "spark", path = "data/hrss/subsidies.parquet", format = "parquet" }   # or format = "orc"
+# source = { kind = "spark", jdbc = { url = "jdbc:postgresql://db/hrss", table = "subsidies", password_env = "HRSS_DB_PW" } }
+#          (jdbc also takes user = "reader"; the password is read from the environment variable password_env names)
+# master = "spark://spark-master:7077" (or "yarn", "k8s://https://…"; default local[<cores>]), app_name = "…",
+# conf = { "spark.executor.memory" = "2g", … } go in the same source table; every Spark dataset shares them.
 
 [[datasets.fields]]
 name = "uscc"

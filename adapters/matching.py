@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import itertools
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -27,7 +28,7 @@ from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.pool_tasks import ChunkTokens, local_hash, tokens_for
 from fedgate.adapters.row_history import RowSets
-from fedgate.adapters.sources import Source
+from fedgate.adapters.sources import Source, serving
 from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs, digest, new_hasher
 from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
@@ -220,12 +221,14 @@ class _Session:
         self.disclosed = SubjectRefs(subjects.secret, [plan.key_kind]) if subjects else None
 
     async def run(self, requests: AsyncIterator[adapter_pb2.MatchIn]) -> None:
-        try:
-            await asyncio.gather(self.produce_own(), self.consume(requests))
-            await self.carry_out(self.machine.close())
-            await self.out.put(None)  # the stream ends only after the session is recorded
-        except BaseException as exc:  # handed to the writer, which raises it in the handler
-            await self.out.put(exc)
+        # Every source read of the session serves its query (a Spark source makes it its jobs' group).
+        with serving(self.admission.ticket.claims.query_id):
+            try:
+                await asyncio.gather(self.produce_own(), self.consume(requests))
+                await self.carry_out(self.machine.close())
+                await self.out.put(None)  # the stream ends only after the session is recorded
+            except BaseException as exc:  # handed to the writer, which raises it in the handler
+                await self.out.put(exc)
 
     async def produce_own(self) -> None:
         plan, st = self.plan, self.plan.start
@@ -393,7 +396,8 @@ async def _chunks(source: Source, columns: list[str], where: Filter | None,
             if not stop.is_set():
                 put(exc)
 
-    reader = loop.run_in_executor(None, read)
+    # With this task's context: the thread's reads serve its query (sources label their work with it).
+    reader = loop.run_in_executor(None, contextvars.copy_context().run, read)
     try:
         while (item := await queue.get()) is not None:
             if isinstance(item, BaseException):

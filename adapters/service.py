@@ -14,7 +14,7 @@ from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
 from fedgate.adapters.matching import MatchSessions
 from fedgate.adapters.row_history import RowRefs, RowSets
-from fedgate.adapters.sources import Source
+from fedgate.adapters.sources import Source, serving
 from fedgate.adapters.subject_refs import SubjectRefs, subject_columns
 from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import Admission
@@ -114,7 +114,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         async with recording_stops(admission):
             await context.send_initial_metadata(admitted_metadata(admission.cosignature))
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
-            with tracer.start_as_current_span("source.count") as span:
+            with tracer.start_as_current_span("source.count") as span, serving(admission.ticket.claims.query_id):
                 rows, total, refused = await asyncio.to_thread(count, where)
                 span.set_attributes(safe_attributes(**{"fedgate.rows": rows}))
         if refused is not None:
@@ -161,7 +161,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         async with recording_stops(admission):
             await context.send_initial_metadata(admitted_metadata(admission.cosignature))
             where = parse_checked(request.filter, decl.field_types)  # its own parse, trusting none other
-            with tracer.start_as_current_span("source.disclose") as span:
+            with tracer.start_as_current_span("source.disclose") as span, serving(admission.ticket.claims.query_id):
                 matched, rows = await asyncio.to_thread(read, where)
                 span.set_attributes(safe_attributes(**{
                     "fedgate.matched_rows": matched,

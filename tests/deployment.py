@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -39,10 +40,11 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: int = 0,
-             noisy: bool = False, tables: dict[str, str] | None = None) -> Iterator[Deployment]:
+             noisy: bool = False, tables: dict[str, str] | None = None, spark: bool = False) -> Iterator[Deployment]:
     """hrss.subsidies (20 rows, CSV) and samr.companies (15 rows, SQLite) behind a gateway, all processes;
     `workers` worker processes per adapter; `noisy`: the shipped DP policy (else every aggregate is exact);
-    `tables`: each department's own TOML tables ([approvals], [[rules]]), paths relative to `tmp_path`."""
+    `tables`: each department's own TOML tables ([approvals], [[rules]]), paths relative to `tmp_path`;
+    `spark`: the same rows as Parquet files, read by Spark sources in local mode."""
     certs = tmp_path / "certs"
     pki.init_dir(certs, [Identity.department("hrss"), Identity.department("samr"), support.SUPERVISOR,
                          support.OFFICER])
@@ -53,9 +55,22 @@ def deployed(tmp_path: Path, safeguards: str = "min_set_size = 10\n", workers: i
     gateway = GatewaySpec.in_dir(tmp_path / "gw", certs, workers=0,
                                  policy_dir=support.with_test_rules(policy_copy(tmp_path / "policies", safeguards),
                                                                    noisy))
+    decls = {"hrss": support.SUBSIDIES_DECL.spec(path=csv),
+             "samr": support.COMPANIES_DECL.spec(kind="sqlite", where=f'path = "{db}"')}
+    if spark:
+        subsidies, companies = tmp_path / "subsidies.parquet", tmp_path / "companies.parquet"
+        support.write_parquet({
+            subsidies: ("uscc string, company_name string, amount_fen bigint",
+                        support.csv_rows(support.SUBSIDIES_CSV, {"amount_fen": int})),
+            companies: ("uscc string, status string", [(support.uscc(i), "存续") for i in range(15)])})
+        # Each adapter's Spark event log (its jobs, their groups) in spark-events/, its app named for its department.
+        (events := tmp_path / "spark-events").mkdir()
+        conf = {**support.SPARK_TEST_CONF, "spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events)}
+        local = {"kind": "spark", "format": "parquet", "master": "local[1]", "conf": conf}
+        decls = {dept: dataclasses.replace(decl, source={**local, "path": str(path), "app_name": f"fedgate-{dept}"})
+                 for (dept, decl), path in zip(decls.items(), (subsidies, companies))}
     departments = [DepartmentSpec.in_dir(dept, [decl], certs, data_dir=tmp_path / dept, workers=workers,
                                          register_timeout_s=10, tables=(tables or {}).get(dept, ""))
-                   for dept, decl in (("hrss", support.SUBSIDIES_DECL.spec(path=csv)),
-                                      ("samr", support.COMPANIES_DECL.spec(kind="sqlite", where=f'path = "{db}"')))]
+                   for dept, decl in decls.items()]
     with deployment.deployed(tmp_path, gateway, departments) as servers:
         yield Deployment(tmp_path, certs, servers.procs["gateway"], {d: servers.procs[d] for d in ("hrss", "samr")})

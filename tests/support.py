@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import secrets
+import shutil
 import socket
+import subprocess
+import sys
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -165,3 +170,50 @@ def pensions_csv(n: int = 150) -> str:
 PENSIONS_DECL = DeclText(lambda path: DatasetSpec(
     "pensions", "", {"kind": "csv", "path": str(path)},
     fields("resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 district:string:L2")))
+
+
+# A small local Spark for tests: one core, no UI, one shuffle partition (the default 200 costs seconds).
+SPARK_TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
+                   "spark.driver.memory": "512m"}
+
+
+def spark_missing() -> str | None:
+    """Why the Spark tests cannot run on this machine, or None when they can."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "PySpark is not installed (the spark extra: make test EXTRAS=dev,spark)"
+    java_home = os.environ.get("JAVA_HOME")
+    if not shutil.which("java") and not (java_home and Path(java_home, "bin", "java").is_file()):
+        return "no Java found (Spark needs Java 17: apt-get install openjdk-17-jre-headless)"
+    return None
+
+
+_WRITE_PARQUET = """
+import json, sys
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+         .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+for path, (schema, rows) in json.load(sys.stdin).items():
+    spark.createDataFrame([tuple(r) for r in rows], schema).coalesce(1).write.mode("overwrite").parquet(path)
+spark.stop()
+"""
+
+
+def write_parquet(tables: dict[Path, tuple[str, list[tuple[object, ...]]]]) -> None:
+    """Write each table (a Spark DDL schema and its rows) as Parquet, in a process of its own: its JVM ends with it."""
+    payload = json.dumps({str(path): [schema, rows] for path, (schema, rows) in tables.items()})
+    done = subprocess.run([sys.executable, "-c", _WRITE_PARQUET], input=payload, text=True, capture_output=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def csv_rows(text: str, types: dict[str, type]) -> list[tuple[object, ...]]:
+    """The rows of a CSV text (header first) with each named column converted by its type; "" is null."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    convert = [types.get(name, str) for name in header]
+    return [tuple(None if v == "" else c(v) for c, v in zip(convert, row)) for row in reader if row]

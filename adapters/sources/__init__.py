@@ -1,8 +1,10 @@
-"""Data sources an adapter reads its datasets from: CSV files, SQLite files, any SQLAlchemy URL."""
+"""Data sources an adapter reads its datasets from: CSV files, SQLite files, any SQLAlchemy URL, Spark."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -64,3 +66,23 @@ class SourceKind:
     # Reads the kind's keys from a dataset's `source` table (the caller then refuses any other key).
     read: Callable[[Table], SourceSpec]
     open: Callable[[SourceSpec, Mapping[str, FieldType]], Source]
+
+
+# The query a source read serves now (the ticket's query id), for sources that can label their work with it:
+# a Spark source makes it its jobs' group, so the department's operator finds them in the Spark UI.
+_SERVING: ContextVar[str | None] = ContextVar("fedgate_serving_query", default=None)
+
+
+@contextlib.contextmanager
+def serving(query_id: str) -> Iterator[None]:
+    """Source reads in this context (and in threads started with a copy of it) serve `query_id`."""
+    token = _SERVING.set(query_id)
+    try:
+        yield
+    finally:
+        _SERVING.reset(token)
+
+
+def serving_query() -> str | None:
+    """The query id the current source read serves, or None (start-up checks, heartbeats)."""
+    return _SERVING.get()

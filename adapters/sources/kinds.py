@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fedgate.adapters.sources import Source, SourceKind, SourceSpec, csv_file, sql
+from fedgate.adapters.sources import Source, SourceKind, SourceSpec, csv_file, spark, sql
 from fedgate.core.datasets import FieldType
 from fedgate.core.tomlconfig import Table
 
 # In the order configuration errors list them.
-KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (csv_file.KIND, sql.SQLITE, sql.SQL)}
+KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (csv_file.KIND, sql.SQLITE, sql.SQL, spark.KIND)}
 
 
 def read_spec(table: Table) -> SourceSpec:

@@ -125,9 +125,14 @@ def _value(value: TomlValue) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
     # JSON string escapes are valid TOML basic-string escapes.
     return json.dumps(str(value), ensure_ascii=False)
+
+
+def _key(key: str) -> str:
+    # A key such as "spark.executor.memory" is quoted: bare, TOML reads its dots as nested tables.
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
 def _keys(values: Mapping[str, TomlValue | None]) -> list[str]:

@@ -54,7 +54,7 @@ def _read(table: Table) -> SourceSpec:
 
 def test_the_known_kinds_are_listed_in_a_refusal(tmp_path: Path) -> None:
     cfg = _adapter(tmp_path, DECL.replace('kind = "csv"', 'kind = "xls"'))
-    with pytest.raises(ConfigError, match=r"unknown source kind 'xls' \(allowed: csv, sqlite, sql\)"):
+    with pytest.raises(ConfigError, match=r"unknown source kind 'xls' \(allowed: csv, sqlite, sql, spark\)"):
         AdapterConfig.load(cfg)
 
 

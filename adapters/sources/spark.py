@@ -1,0 +1,435 @@
+"""Spark source: a Spark catalog (Hive metastore) table, a Parquet or ORC path, or a JDBC table, read through Spark.
+
+Filters become Spark Column expressions whose literals are bound with ``lit()``;
+no SQL text is ever built from configuration or request strings. Counts run as
+Spark jobs; rows stream to the adapter one partition at a time
+(``toLocalIterator``), so the adapter never holds the whole table. The per-row
+work (normalising, hashing, blinding, encryption) still runs in the adapter.
+
+One SparkSession serves every Spark dataset of an adapter process: it starts
+(with its JVM) at the first read and stops when the last Spark source closes.
+PySpark is an extra (``pip install 'fedgate[spark]'``), imported only here and
+only when a Spark source is first read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import TYPE_CHECKING, Any
+
+from fedgate.adapters.sources import SourceKind, SourceSpec, Value, serving_query
+from fedgate.core.datasets import FieldType
+from fedgate.core.errors import DataSourceError, InvalidInput
+from fedgate.core.filters import And, Comparison, Filter, InList, IsNull, LiteralValue, Not, Or
+from fedgate.core.tomlconfig import Table
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+FORMATS = ("parquet", "orc")
+ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# The job group of reads that serve no query (start-up checks, heartbeat counts).
+HOUSEKEEPING_GROUP = "fedgate-adapter"
+_OPS: Mapping[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+# Spark's simple type names that hold each declared field type, and what to say when a column holds another.
+_HOLDS: dict[FieldType, tuple[frozenset[str], str]] = {
+    FieldType.INT: (frozenset({"tinyint", "smallint", "int", "bigint"}),
+                    "an integer column (TINYINT, SMALLINT, INT, BIGINT)"),
+    FieldType.STRING: (frozenset({"string"}), "a string column"),
+    FieldType.DATE: (frozenset({"date", "string"}), "a DATE column, or a string column of YYYY-MM-DD dates"),
+}
+_INTEGRAL = _HOLDS[FieldType.INT][0]
+# A JDBC URL's credentials belong in the environment, never in the configuration file.
+_URL_SECRET = re.compile(r"password\s*=", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SparkSpec(SourceSpec):
+    """`kind = "spark"`: where the rows are (table, path + format, or a JDBC table) and the session's settings."""
+
+    format: str = ""               # with path: parquet | orc
+    location: str = ""             # a path on the cluster's storage (hdfs://, s3a://, abfss://...), kept as written
+    jdbc_user: str = ""
+    password_env: str = ""         # the environment variable holding the JDBC password
+    master: str = ""               # "" means local[N], N the cores this process may use
+    app_name: str = "fedgate-adapter"
+    conf: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def jdbc(self) -> bool:
+        return self.url is not None
+
+    def session_settings(self) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        return (self.master or default_master(), self.app_name, self.conf)
+
+
+def default_master() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return f"local[{cores}]"
+
+
+# ---------------------------------------------------------------------------
+# The process's one SparkSession
+# ---------------------------------------------------------------------------
+
+
+class _Sessions:
+    """The SparkSession this process's Spark sources share: started lazily, stopped with its last user."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: tuple[str, str, tuple[tuple[str, str], ...]] | None = None
+        self._users = 0
+        self._spark: SparkSession | None = None
+
+    def join(self, settings: tuple[str, str, tuple[tuple[str, str], ...]], label: str) -> None:
+        """Count a source as a user; refuse one whose master, app_name or conf differ from the session's."""
+        with self._lock:
+            if self._users and self._settings != settings:
+                raise DataSourceError(
+                    f"{label}: its Spark master, app_name or conf differ from another Spark dataset's of this "
+                    "adapter; one adapter process runs one Spark session, so give every Spark dataset the same ones")
+            self._settings = settings
+            self._users += 1
+
+    def get(self) -> SparkSession:
+        """The session, started at the first call (seconds: it starts a JVM)."""
+        with self._lock:
+            if self._spark is None:
+                assert self._settings is not None
+                self._spark = _start(*self._settings)
+            return self._spark
+
+    def leave(self) -> None:
+        """A source closed: the last one stops the session and its JVM."""
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users or self._spark is None:
+                return
+            spark, self._spark = self._spark, None
+        _stop(spark)
+
+
+SESSIONS = _Sessions()
+
+
+def _start(master: str, app_name: str, conf: tuple[tuple[str, str], ...]) -> SparkSession:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise DataSourceError("kind 'spark' needs PySpark: install fedgate with its spark extra "
+                              "(pip install 'fedgate[spark]') and Java 17") from None
+    builder = SparkSession.builder.master(master).appName(app_name)
+    builder = builder.config("spark.ui.showConsoleProgress", "false")  # no progress bars in the adapter's log
+    if master.startswith("local"):
+        # Nothing outside this host talks to a local driver: keep it on loopback (conf may say otherwise).
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    for key, value in conf:
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # no Java, a master that does not answer...
+        raise DataSourceError(f"cannot start Spark (master {master}): {_scrubbed(exc)}; Spark needs Java 17 "
+                              "(java on the PATH or JAVA_HOME set) and a reachable master") from None
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def _stop(spark: SparkSession) -> None:
+    """Stop the session and end its JVM (else it lives as long as this process)."""
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = getattr(SparkContext, "_gateway", None)
+    if gateway is None:
+        return
+    gateway.shutdown()
+    proc = getattr(gateway, "proc", None)  # set when PySpark launched the JVM itself
+    if proc is not None:
+        proc.stdin.close()  # the JVM leaves when its stdin closes
+        try:
+            proc.wait(timeout=15)
+        except Exception:
+            proc.kill()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
+def _scrubbed(exc: BaseException) -> str:
+    """What went wrong, without Spark's message: it can quote a stored value or a filter's literal."""
+    error_class = getattr(exc, "getErrorClass", lambda: None)()
+    if error_class:
+        return f"{type(exc).__name__} [{error_class}]"
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            return f"{type(exc).__name__} ({java.getClass().getName()})"
+        except Exception:
+            pass
+    return type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# Filters as Spark expressions
+# ---------------------------------------------------------------------------
+
+
+def _iso_date(value: LiteralValue) -> dt.date | None:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def to_spark(f: Filter | None, df: DataFrame) -> Column:
+    """A boolean Column over `df`; every literal is bound with lit(), checked against its column's Spark type.
+
+    Spark's three-valued logic is the filter language's: a comparison with a null is unknown.
+    Strings compare by code point (Spark compares UTF-8 bytes), as in the other sources.
+    """
+    from pyspark.sql import functions as F
+
+    types = {field.name: field.dataType.simpleString() for field in df.schema.fields}
+
+    def column(field: str) -> tuple[Column, str]:
+        if field not in types:
+            raise InvalidInput(f"filter: unknown field '{field}'")
+        return df[field], types[field]
+
+    def bind(kind: str, field: str, value: LiteralValue) -> Column:
+        # Checked here as well as in check(): the adapter trusts its own table, not the caller.
+        # Without it Spark would cast one side to the other's type, and compare otherwise than the other sources.
+        if kind == "date":
+            date = _iso_date(value)
+            if date is None:
+                raise InvalidInput(f"filter: field '{field}' is a date; compare it with a 'YYYY-MM-DD' string")
+            return F.lit(date)
+        if kind in _INTEGRAL and not isinstance(value, int):
+            raise InvalidInput(f"filter: field '{field}' is an integer; compare it with an integer, not a string")
+        if kind == "string" and not isinstance(value, str):
+            raise InvalidInput(f"filter: field '{field}' is a string; compare it with a 'quoted string'")
+        if kind not in _INTEGRAL and kind != "string":
+            raise InvalidInput(f"filter: field '{field}' has a type filters do not support")
+        return F.lit(value)
+
+    def build(node: Filter) -> Column:
+        if isinstance(node, Comparison):
+            col, kind = column(node.field)
+            result: Column = _OPS[node.op](col, bind(kind, node.field, node.value))
+            return result
+        if isinstance(node, InList):
+            col, kind = column(node.field)
+            return col.isin([bind(kind, node.field, v) for v in node.values])
+        if isinstance(node, IsNull):
+            col, _ = column(node.field)
+            return col.isNotNull() if node.negated else col.isNull()
+        if isinstance(node, Not):
+            return ~build(node.expr)
+        if isinstance(node, And):
+            return reduce(operator.and_, (build(item) for item in node.items))
+        if isinstance(node, Or):
+            return reduce(operator.or_, (build(item) for item in node.items))
+        raise AssertionError(node)
+
+    return F.lit(True) if f is None else build(f)
+
+
+# ---------------------------------------------------------------------------
+# The source
+# ---------------------------------------------------------------------------
+
+
+class SparkSource:
+    def __init__(self, spec: SparkSpec, sessions: _Sessions = SESSIONS) -> None:
+        self._spec = spec
+        self._sessions = sessions
+        if spec.jdbc:
+            assert spec.url is not None
+            self._label = f"spark jdbc {spec.url.split('?')[0].split(';')[0]} table {spec.table}"
+        elif spec.path is not None or spec.location:
+            self._label = f"spark {spec.format} {spec.location or spec.path}"
+        else:
+            self._label = f"spark table {spec.table}"
+        sessions.join(spec.session_settings(), self._label)
+        self._closed = False
+
+    def describe(self) -> str:
+        return self._label
+
+    def _frame(self) -> DataFrame:
+        """The rows as a DataFrame, read afresh each time (files added or a table replaced since are seen)."""
+        spec = self._spec
+        spark = self._sessions.get()
+        try:
+            if spec.jdbc:
+                reader = (spark.read.format("jdbc").option("url", spec.url).option("dbtable", spec.table)
+                          .option("pushDownAggregate", "true"))  # COUNT(*) in the database, not row by row
+                if spec.jdbc_user:
+                    reader = reader.option("user", spec.jdbc_user)
+                if spec.password_env:
+                    password = os.environ.get(spec.password_env)
+                    if password is None:
+                        raise DataSourceError(f"{self._label}: the environment variable {spec.password_env} "
+                                              "(password_env) is not set; set it to the database password")
+                    reader = reader.option("password", password)
+                return reader.load()
+            if spec.location:
+                return spark.read.format(spec.format).load(spec.location)
+            if spec.path is not None:
+                if not spec.path.exists():
+                    raise DataSourceError(f"{self._label}: no such file or directory")
+                return spark.read.format(spec.format).load(str(spec.path))
+            assert spec.table is not None
+            return spark.table(spec.table)
+        except DataSourceError:
+            raise
+        except Exception as exc:
+            hint = ""
+            if getattr(exc, "getErrorClass", lambda: None)() == "TABLE_OR_VIEW_NOT_FOUND":
+                hint = (" (no such table in the Spark catalog: a Hive metastore table needs "
+                        'conf = { "spark.sql.catalogImplementation" = "hive", "spark.hadoop.hive.metastore.uris" '
+                        '= "thrift://…" })')
+            raise DataSourceError(f"{self._label}: cannot read: {_scrubbed(exc)}{hint}") from None
+
+    def _group(self, doing: str) -> None:
+        """Label the Spark jobs this thread starts from now on (reading files' schemas too) with the query served."""
+        query = serving_query()
+        # The query id, and what is done: never a filter's value or an identifier (the Spark UI shows it).
+        self._sessions.get().sparkContext.setJobGroup(query or HOUSEKEEPING_GROUP,
+                                                      f"fedgate: {doing} ({self._label})", interruptOnCancel=True)
+
+    def _run(self, doing: str, job: Callable[[], Any]) -> Any:
+        """Run `job` (Spark actions), its errors scrubbed of values."""
+        try:
+            return job()
+        except (DataSourceError, InvalidInput):
+            raise
+        except Exception as exc:
+            raise DataSourceError(f"{self._label}: Spark failed while {doing}: {_scrubbed(exc)}") from None
+
+    def columns(self) -> list[str]:
+        self._group("reading columns")
+        return list(self._frame().columns)
+
+    def check_types(self, types: Mapping[str, FieldType]) -> None:
+        """Refuse a declared field whose column cannot hold its type, or a string column of dates with another value."""
+        self._group("checking values")
+        df = self._frame()
+        kinds = {field.name: field.dataType.simpleString() for field in df.schema.fields}
+        for name, declared in types.items():
+            kind = kinds[name]
+            allowed, wanted = _HOLDS[declared]
+            if kind not in allowed:
+                raise DataSourceError(
+                    f"{self._label}: field '{name}' is declared {declared.value}, but its column is {kind.upper()}; "
+                    f"declare the field's real type or point it at {wanted}")
+            if declared is FieldType.DATE and kind == "string":
+                misfits = df.filter(df[name].isNotNull() & ~df[name].rlike(ISO_DATE_PATTERN))
+                bad = int(self._run("checking values", misfits.count))
+                if bad:
+                    raise DataSourceError(
+                        f"{self._label}: field '{name}' is declared date, but {bad} row(s) of its STRING column "
+                        "hold a value that is not a YYYY-MM-DD date")
+
+    def count(self, where: Filter | None = None) -> int:
+        self._group("counting rows")
+        df = self._frame()
+        if where is not None:
+            df = df.filter(to_spark(where, df))
+        return int(self._run("counting rows", df.count))
+
+    def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
+        self._group("reading rows")
+        df = self._frame()
+        if where is not None:
+            df = df.filter(to_spark(where, df))
+        selected = df.select(*columns)
+        # One partition at a time: the adapter's memory holds a partition, not the table. The jobs run from
+        # a thread the JVM starts now, which takes this thread's job group with it.
+        rows = self._run("reading rows", lambda: selected.toLocalIterator(prefetchPartitions=False))
+        try:
+            for row in rows:
+                yield tuple(row)
+        except (DataSourceError, InvalidInput):
+            raise
+        except Exception as exc:
+            raise DataSourceError(f"{self._label}: Spark failed while reading rows: {_scrubbed(exc)}") from None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sessions.leave()
+
+
+# ---------------------------------------------------------------------------
+# Configuration: source = { kind = "spark", ... }
+# ---------------------------------------------------------------------------
+
+
+def _read(table: Table) -> SourceSpec:
+    where = [key for key in ("table", "path", "jdbc") if table.has(key)]
+    if len(where) != 1:
+        raise table.error("kind", "a Spark source names exactly one of `table` (a Spark catalog table), "
+                                  "`path` (with `format`) or `jdbc` (a table in a database)"
+                                  + (f"; found {', '.join(where)}" if where else ""))
+    master = table.text("master", "")
+    if master and not (re.fullmatch(r"local(\[([0-9]+|\*)(, *[0-9]+)?\])?", master)
+                       or master.startswith(("spark://", "k8s://", "mesos://")) or master == "yarn"):
+        raise table.error("master", f"{master!r} is not a Spark master: local[N], spark://host:port, yarn or "
+                                    "k8s://https://host:port")
+    conf: list[tuple[str, str]] = []
+    if table.has("conf"):
+        settings = table.table("conf")
+        for key in settings.keys():
+            if not key.startswith("spark."):
+                raise settings.error(key, 'not a Spark setting: write "spark.…" = "value"')
+            conf.append((key, settings.text(key)))  # Spark reads every setting as text: "4", "true"
+        settings.done()
+    common = {"master": master, "app_name": table.text("app_name", "fedgate-adapter"), "conf": tuple(conf)}
+    if where == ["path"]:
+        fmt = table.text("format", "")
+        if fmt not in FORMATS:
+            raise table.error("format", f"a Spark path needs format = {' or '.join(repr(f) for f in FORMATS)}")
+        if "://" in table.text("path"):  # the cluster's storage, not a file beside this TOML
+            return SparkSpec("spark", location=table.text("path"), format=fmt, **common)
+        return SparkSpec("spark", path=table.path("path"), format=fmt, **common)
+    if table.has("format"):
+        raise table.error("format", "only a Spark `path` takes a format")
+    if where == ["table"]:
+        name = table.text("table")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}", name):
+            raise table.error("table", "write a Spark catalog table as name, database.name or catalog.database.name")
+        return SparkSpec("spark", table=name, **common)
+    jdbc = table.table("jdbc")
+    url = jdbc.text("url")
+    if not url.startswith("jdbc:"):
+        raise jdbc.error("url", "a JDBC URL starts with jdbc: (jdbc:postgresql://host/db)")
+    if _URL_SECRET.search(url):
+        raise jdbc.error("url", "no password in the URL: name the environment variable holding it in `password_env`")
+    spec = SparkSpec("spark", url=url, table=jdbc.text("table"), jdbc_user=jdbc.text("user", ""),
+                     password_env=jdbc.text("password_env", ""), **common)
+    jdbc.done()
+    return spec
+
+
+def _open(spec: SourceSpec, types: Mapping[str, FieldType]) -> SparkSource:
+    assert isinstance(spec, SparkSpec)  # read by _read
+    return SparkSource(spec)
+
+
+# `source = { kind = "spark", table = "warehouse.subsidies" }`, or `path = "data/subsidies.parquet", format =
+# "parquet"`, or `jdbc = { url = "jdbc:postgresql://db/hrss", table = "subsidies", user = "reader",
+# password_env = "HRSS_DB_PASSWORD" }`; with `master`, `app_name` and `conf = { "spark.executor.memory" = "2g" }`.
+KIND = SourceKind("spark", _read, _open)
+
