@@ -130,6 +130,9 @@ def _start(master: str, app_name: str, conf: tuple[tuple[str, str], ...]) -> Spa
                               "(pip install 'fedgate[spark]') and Java 17") from None
     builder = SparkSession.builder.master(master).appName(app_name)
     builder = builder.config("spark.ui.showConsoleProgress", "false")  # no progress bars in the adapter's log
+    # The UI shows query plans, filter literals included, to whoever reaches its port: off unless the
+    # department turns it on (conf below), where its cluster's access control keeps it to its operators.
+    builder = builder.config("spark.ui.enabled", "false")
     if master.startswith("local"):
         # Nothing outside this host talks to a local driver: keep it on loopback (conf may say otherwise).
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
