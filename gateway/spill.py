@@ -16,6 +16,7 @@ query ends; a gateway starting removes what a crash left.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from fedgate.query.ciphertexts import CipherColumns
 SPILL_DIR = "spill"
 DEFAULT_ABOVE_ROWS = 250_000
 DEFAULT_BUCKETS = 64
+log = logging.getLogger(__name__)
 # A batch of ciphertext positions is read as one span when the span is at most this many times the batch.
 _SPAN_SLACK = 4
 
@@ -112,6 +114,8 @@ class SpillingIntersector(Intersector):
         if self._buckets is None and self.left_size + self.right_size > self._spill.above_rows:
             self._buckets = {s: [self._spill.open(f"{s}-bucket") for _ in range(self._spill.buckets)]
                              for s in ("left", "right")}
+            log.info("match tokens past spill_above_rows (%d): spilled to %d buckets a side", self._spill.above_rows,
+                     self._spill.buckets)
         if self._buckets is not None:
             self._flush()
 
@@ -205,6 +209,7 @@ class SpilledCiphertexts(CipherColumns):
         assert self.spill is not None
         if self._file is None and self.rows > self.spill.above_rows:
             self._file = self.spill.open("values")
+            log.info("ciphertexts past spill_above_rows (%d): spilled", self.spill.above_rows)
         if self._file is not None:
             for chunk in self.chunks:
                 self._file.write(chunk)
