@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,9 @@ class SpillConfig:
     buckets: int = DEFAULT_BUCKETS
 
     def for_query(self, query_id: str) -> QuerySpill:
-        return QuerySpill(self.root / query_id, self.above_rows, self.buckets)
+        """The query's own directory under root (a fresh name if the id is not one: never root itself)."""
+        name = query_id if re.fullmatch(r"[0-9a-f]{8,64}", query_id) else secrets.token_hex(16)
+        return QuerySpill(self.root / name, self.above_rows, self.buckets)
 
 
 def remove_leftovers(root: Path) -> None:

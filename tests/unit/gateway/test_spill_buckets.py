@@ -97,11 +97,11 @@ def test_spilled_ciphertexts_are_taken_as_in_memory(rows: int, above: int, chunk
 
 
 def test_spill_files_are_private(tmp_path: Path) -> None:
-    spill = SpillConfig(tmp_path / "spill", above_rows=0, buckets=2).for_query("abc")
+    spill = SpillConfig(tmp_path / "spill", above_rows=0, buckets=2).for_query("abc01234")
     box = spill.intersector(10, psi.TOKEN_BYTES)
     box.add("left", POOL[0])
-    assert stat.S_IMODE((tmp_path / "spill" / "abc").stat().st_mode) == 0o700
-    files = list((tmp_path / "spill" / "abc").iterdir())
+    assert stat.S_IMODE((tmp_path / "spill" / "abc01234").stat().st_mode) == 0o700
+    files = list((tmp_path / "spill" / "abc01234").iterdir())
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     remove_leftovers(tmp_path / "spill")
     assert not (tmp_path / "spill").exists()
@@ -132,3 +132,9 @@ def test_sum_and_comparison_over_spilled_ciphertexts(tmp_path: Path, above: int)
     flags = key.decrypt_flags(asyncio.run(run()), len(pl), packing)
     assert flags == [values[i] > values[j] for i, j in zip(pl.tolist(), pr.tolist())]
     spill.remove()
+
+
+@pytest.mark.parametrize("query_id", ["", "..", "../x", "a/b"])
+def test_a_query_without_a_plain_id_still_spills_into_a_directory_of_its_own(tmp_path: Path, query_id: str) -> None:
+    directory = SpillConfig(tmp_path / "spill").for_query(query_id).directory
+    assert directory.parent == tmp_path / "spill" and directory.name not in ("", "..")
