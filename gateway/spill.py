@@ -176,8 +176,8 @@ class SpillingIntersector(Intersector):
                 pl, pr = left["pos"][bucket_pairs[0]], right["pos"][bucket_pairs[1]]
                 found += len(pl)
                 paired.append((pl, pr))
-        left_positions = _readonly(np.flatnonzero(matched["left"]).astype(np.int64))
-        right_positions = _readonly(np.flatnonzero(matched["right"]).astype(np.int64))
+        left_positions = _readonly(np.flatnonzero(matched["left"]).astype(np.int64, copy=False))
+        right_positions = _readonly(np.flatnonzero(matched["right"]).astype(np.int64, copy=False))
         extra = {}
         if pairs:
             pl = np.concatenate([np.empty(0, np.int64), *(p[0] for p in paired)])
