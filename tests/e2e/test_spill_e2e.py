@@ -177,3 +177,35 @@ async def test_a_gateway_starting_removes_spill_files_a_crash_left(servers, tmp_
     (left / "left-bucket-1.bin").write_bytes(b"\x00" * 24)
     await servers.gateway(tmp_path / "gw")
     assert not (tmp_path / "gw" / spill.SPILL_DIR).exists()
+
+
+async def test_an_adapter_killed_mid_stream_leaves_no_spill_file(tmp_path: Path) -> None:
+    """The gateway and adapters as processes, and the right adapter SIGKILLed while the gateway spills."""
+    from fedgate.core.identity import Identity
+    from fedgate.demo.deployment import Deployment, GatewaySpec, policy_copy
+    from fedgate.demo.synthetic_ids import make_dataset, people_departments
+    from fedgate.server import pki
+
+    certs = tmp_path / "certs"
+    pki.init_dir(certs, [Identity.department("hrss"), Identity.department("civil"), support.SUPERVISOR])
+    data = make_dataset(tmp_path, 100_000, 0.5)  # an ECDH match of 100k x 100k takes seconds on one worker a side
+    policies = support.with_test_rules(policy_copy(tmp_path / "policies"))
+    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs, policy_dir=policies,
+                                 options={"spill_above_rows": 0, "spill_buckets": 4})
+    d = Deployment(tmp_path, gateway, people_departments(certs, 1, [("people", data)]))
+    try:
+        d.start_gateway()
+        d.start_adapters()
+        data_dir = tmp_path / "gateway-data"
+        async with GatewayClient(d.address, TlsFiles.in_dir(certs, support.SUPERVISOR), timeout=60) as client:
+            query = asyncio.create_task(client.match(left=Side("hrss.people", "resident_id"),
+                                                     right=Side("civil.people", "resident_id"), purpose=WHY[0],
+                                                     case_number=WHY[1], mode="ecdh"))
+            await _mid_stream(data_dir, query)
+            d.kill("civil")
+            with pytest.raises(RemoteCallFailed) as err:
+                await query
+            assert err.value.code == "UNAVAILABLE"
+            assert await _spill_gone(data_dir), f"spill files left after the adapter was killed: {_spill_files(data_dir)}"
+    finally:
+        d.stop()
