@@ -138,3 +138,20 @@ def test_sum_and_comparison_over_spilled_ciphertexts(tmp_path: Path, above: int)
 def test_a_query_without_a_plain_id_still_spills_into_a_directory_of_its_own(tmp_path: Path, query_id: str) -> None:
     directory = SpillConfig(tmp_path / "spill").for_query(query_id).directory
     assert directory.parent == tmp_path / "spill" and directory.name not in ("", "..")
+
+
+@pytest.mark.parametrize(("setting", "ok"), [("spill_above_rows = 0", True), ("spill_buckets = 65536", True),
+                                             ("spill_buckets = 0", False), ("spill_above_rows = -1", False)])
+def test_gateway_toml_spill_settings(tmp_path: Path, setting: str, ok: bool) -> None:
+    import support
+    from fedgate.core.errors import ConfigError
+    from fedgate.gateway.config import GatewayConfig
+
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(support.gateway_toml(tmp_path / "data", tmp_path / "certs").replace("[tls]", f"{setting}\n[tls]"))
+    if ok:
+        spill_config = GatewayConfig.load(cfg).spill
+        assert spill_config.root == tmp_path / "data" / "spill"
+    else:
+        with pytest.raises(ConfigError, match="spill"):
+            GatewayConfig.load(cfg)
