@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,7 @@ from bench.match import (
     unclean_stop,
     valid_ids,
 )
+from fedgate.demo.deployment import TomlValue
 from fedgate.server import pki
 from fedgate.adapters.pool_tasks import tokens_for
 from fedgate.query import protocols
@@ -142,13 +144,14 @@ def expected_answer(kind: str, ds: DataSet) -> tuple[int, int]:
 
 
 def run_one(kind: str, workdir: Path, certs: Path, ds: DataSet, warm: DataSet, mode: str, workers: int,
-            timeout: float, profile: Path | None = None) -> HomRun:
+            timeout: float, profile: Path | None = None,
+            gateway_options: Mapping[str, TomlValue] | None = None) -> HomRun:
     res = HomRun(kind, ds.size, mode)
     res.expected, res.expected_rows = expected_answer(kind, ds)
     stopped: dict[str, int | None] = {}
     try:
         with deployment(workdir / "runs" / f"{kind}-n{ds.size}-{mode}", certs, ds, warm, workers,
-                        stopped) as started:
+                        stopped, gateway_options) as started:
             cpu = asyncio.run(_timed(kind, f"127.0.0.1:{started[0].port}", certs, mode, res, started, timeout,
                                      profile))
             res.gateway = proc_stats(started[0].proc.pid, cpu[0])

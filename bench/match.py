@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ from fedgate.client.gateway import GatewayClient, MatchResult, Side
 from fedgate.crypto import psi
 from fedgate.core.classification import policies_dir
 from fedgate.demo import processes, synthetic_ids
-from fedgate.demo.deployment import Deployment, GatewaySpec, policy_copy
+from fedgate.demo.deployment import Deployment, GatewaySpec, TomlValue, policy_copy
 from fedgate.demo.synthetic_ids import LEFT, RIGHT, DataSet, people_departments, read_ids, valid_ids
 from fedgate.query import protocols
 from fedgate.query.protocols.ecdh import reblind
@@ -269,7 +269,8 @@ class RunResult:
 
 @contextlib.contextmanager
 def deployment(run_dir: Path, certs: Path, ds: DataSet, warm: DataSet, workers: int,
-               stopped: dict[str, int | None]) -> Iterator[list[processes.ServerProcess]]:
+               stopped: dict[str, int | None],
+               gateway_options: Mapping[str, TomlValue] | None = None) -> Iterator[list[processes.ServerProcess]]:
     """A fresh gateway and the two adapters (the timed and the warm-up datasets) as processes.
 
     Yields [gateway, left adapter, right adapter] once all are ready; on the way
@@ -278,7 +279,8 @@ def deployment(run_dir: Path, certs: Path, ds: DataSet, warm: DataSet, workers: 
     """
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs, policy_dir=policy_dir_for(run_dir, ds.size))
+    gateway = GatewaySpec.in_dir(Path("gateway-data"), certs, policy_dir=policy_dir_for(run_dir, ds.size),
+                                 options=dict(gateway_options or {}))
     servers = Deployment(run_dir, gateway, people_departments(certs, workers, [(DATASET, ds), (WARMUP, warm)]))
     try:
         servers.start_gateway()
@@ -299,12 +301,14 @@ def unclean_stop(stopped: dict[str, int | None]) -> str:
 
 
 def run_servers(workdir: Path, certs: Path, ds: DataSet, warm: DataSet, mode: str, workers: int,
-                timeout: float, profile: Path | None) -> RunResult:
+                timeout: float, profile: Path | None,
+                gateway_options: Mapping[str, TomlValue] | None = None) -> RunResult:
     res = RunResult(ds.size, mode, expected=ds.expected)
     stopped: dict[str, int | None] = {}
     t0 = time.perf_counter()
     try:
-        with deployment(workdir / "runs" / f"n{ds.size}-{mode}", certs, ds, warm, workers, stopped) as started:
+        with deployment(workdir / "runs" / f"n{ds.size}-{mode}", certs, ds, warm, workers, stopped,
+                        gateway_options) as started:
             res.startup_s = round(time.perf_counter() - t0, 2)
             gw, left, right = started
             cpu = asyncio.run(_timed_match(f"127.0.0.1:{gw.port}", certs, ds, warm, mode, res, started, timeout,

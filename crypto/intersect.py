@@ -37,7 +37,8 @@ from fedgate.core.errors import FailedPrecondition, LocalProtocolError, RemotePr
 
 from .psi import MAX_CHUNK_TOKENS, POINT_BYTES, TOKEN_BYTES
 
-__all__ = ["IntersectionResult", "Intersector", "IntersectorState", "Side", "TooManyPairs", "TooManyTokens"]
+__all__ = ["IntersectionResult", "Intersector", "IntersectorState", "Side", "TooManyPairs", "TooManyTokens",
+           "match_rows"]
 
 Side = Literal["left", "right"]
 _SIDES: tuple[Side, Side] = ("left", "right")
@@ -194,6 +195,15 @@ def _byte_size(chunk: object) -> int:
     if isinstance(chunk, memoryview):
         return chunk.nbytes
     raise LocalProtocolError(f"chunk must be bytes, got {type(chunk).__name__}")
+
+
+def match_rows(
+    rows: npt.NDArray[np.uint64], n_left: int, max_pairs: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int,
+           tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None]:
+    """Intersect token rows (left rows first, then right) as ``finish`` does: for a caller that feeds one
+    hash bucket at a time (the gateway's spilled intersection); ``max_pairs < 0`` lists no pairs."""
+    return _match(rows, n_left, max_pairs)
 
 
 def _match(

@@ -11,7 +11,11 @@ plaintext value; the gateway learns only sizes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import functools
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -32,6 +36,9 @@ from fedgate.server.worker_pool import WorkerPool
 # against the arithmetic, small enough that both workers stay busy.
 SUM_BATCH = MAX_CHUNK_CIPHERTEXTS
 COMPARE_BATCH_PACKS = 16
+# Batches handed to the pool ahead of the one awaited: enough to keep every worker busy, and what bounds the
+# ciphertexts held at once.
+IN_FLIGHT = 8
 
 __all__ = ["CipherColumns", "checked_key", "encrypted_totals", "packed_comparisons"]
 
@@ -81,31 +88,46 @@ async def encrypted_totals(pool: WorkerPool, public_key: bytes, store: CipherCol
     ciphertext per column, from the value department) is multiplied in before the total is re-randomised."""
     totals = []
     for column in range(store.columns):
-        chosen = store.take(positions, column)
-        batches = [chosen[i:i + SUM_BATCH] for i in range(0, len(chosen), SUM_BATCH)] or [[]]
-        futures = [pool.submit(partial_product, public_key, batch) for batch in batches]
-        try:
-            partials = [await f for f in futures]
-        finally:
-            for f in futures:
-                f.cancel()
+        # A window of batches in flight: the matched ciphertexts are taken a batch at a time (from disk, when
+        # the store spilled), never all at once.
+        batches = (store.take(positions[i:i + SUM_BATCH], column) for i in range(0, len(positions), SUM_BATCH))
+        partials = [p async for p in _windowed(pool, partial_product, public_key, batches)] or [
+            await pool.run(partial_product, public_key, [])]
         if noise:
             partials.append(noise[column])
         totals.append(await pool.run(final_total, public_key, partials))
     return totals
 
 
+async def _windowed(pool: WorkerPool, task: Callable[..., bytes], public_key: bytes,
+                    batches: Iterable[list[bytes]], *more: Iterable[list[bytes]]) -> AsyncIterator[bytes]:
+    """``task(public_key, batch, ...)`` for each batch in the pool, at most IN_FLIGHT at a time, results in order."""
+    pending: deque[asyncio.Future[bytes]] = deque()
+    try:
+        for args in zip(batches, *more):
+            pending.append(pool.submit(task, public_key, *args))
+            if len(pending) >= IN_FLIGHT:
+                yield await pending.popleft()
+        while pending:
+            yield await pending.popleft()
+    finally:
+        for future in pending:  # a query that failed or was cancelled stops its queued work
+            future.cancel()
+
+
 async def packed_comparisons(pool: WorkerPool, public_key: bytes, left: CipherColumns, right: CipherColumns,
                              pair_left: npt.NDArray[np.int64], pair_right: npt.NDArray[np.int64],
                              a: int, b: int, bound: int, packing: Packing) -> AsyncIterator[bytes]:
     """Packed blinded comparison results for every pair, in pair order, a batch at a time."""
-    xs, ys = left.take(pair_left, 0), right.take(pair_right, 0)
     step = packing.slots * COMPARE_BATCH_PACKS
-    futures = [pool.submit(blind_and_pack, public_key, xs[i:i + step], ys[i:i + step], a, b, bound, packing)
-               for i in range(0, len(xs), step)]
-    try:
-        for future in futures:
-            yield await future
-    finally:
-        for future in futures:  # a query that failed or was cancelled stops its queued work
-            future.cancel()
+    starts = range(0, len(pair_left), step)
+    xs = (left.take(pair_left[i:i + step], 0) for i in starts)
+    ys = (right.take(pair_right[i:i + step], 0) for i in starts)
+    bound_task = functools.partial(_blind_and_pack_args, a=a, b=b, bound=bound, packing=packing)
+    async for packed in _windowed(pool, bound_task, public_key, xs, ys):
+        yield packed
+
+
+def _blind_and_pack_args(public_key: bytes, xs: list[bytes], ys: list[bytes], *, a: int, b: int, bound: int,
+                         packing: Packing) -> bytes:
+    return blind_and_pack(public_key, xs, ys, a, b, bound, packing)

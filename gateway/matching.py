@@ -30,6 +30,7 @@ from fedgate.crypto.ticket import StaleBase, Ticket
 from fedgate.core.errors import DeadlineExceeded, LocalProtocolError, Unavailable
 from fedgate.gateway.adapter_links import AdapterLinks, StaleTicket, adapter_failure, ticket_to_proto
 from fedgate.gateway.homomorphic import encrypted_totals, packed_comparisons
+from fedgate.gateway.spill import QuerySpill
 from fedgate.gateway.tickets import Admissions
 from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
@@ -149,6 +150,8 @@ class Relay:
     pool: WorkerPool
     idle_timeout_s: float = STREAM_IDLE_S
     flags_timeout_s: float = 300.0
+    # Where a large match's tokens and ciphertexts go (None: always in memory); removed when the match ends.
+    spill: QuerySpill | None = None
 
 
 # What the pump hands its caller, in order: progress, and a comparison's results as they leave.
@@ -164,7 +167,7 @@ async def run_match(relay: Relay, plan: MatchPlan, outcome: MatchOutcome,
     `ticket_for` issues a side's ticket; `flagged` gives the client's flagged
     pairs when a comparison discloses rows.
     """
-    machine = m.MatchMachine(plan, outcome)
+    machine = m.MatchMachine(plan, outcome, relay.spill)
     pump = _Pump(relay, plan, ticket_for, flagged)
     inbox: _Inbox = asyncio.Queue()
     reads: dict[m.Side, asyncio.Task[None]] = {}
@@ -195,6 +198,9 @@ async def run_match(relay: Relay, plan: MatchPlan, outcome: MatchOutcome,
         for task in reads.values():
             task.cancel()
         pump.cancel()
+        if relay.spill is not None:
+            # Success, failure or cancellation: the spilled tokens and ciphertexts go with the match.
+            relay.spill.remove()
 
 
 class _Pump:

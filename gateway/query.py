@@ -65,6 +65,7 @@ from fedgate.query.safeguards import Release, Request
 from fedgate.core.row_limit import RowLimit, quota_rule
 from fedgate.server.telemetry import safe_attributes
 from fedgate.server.worker_pool import WorkerPool
+from fedgate.gateway.spill import SpillConfig
 
 __all__ = ["CompareQuery", "ComparisonsSent", "Decisions", "Asking", "MatchQuery", "MatchSideQuery",
            "PackedResults", "Purpose", "QueryEngine", "QueryOutcome", "SumQuery", "Timeouts"]
@@ -107,8 +108,9 @@ class QueryEngine:
     """The pump: plans each query, logs it, asks the departments and feeds their answers to its machine."""
 
     def __init__(self, decisions: Decisions, asking: Asking, pool: WorkerPool | None = None,
-                 timeouts: Timeouts = Timeouts()) -> None:
+                 timeouts: Timeouts = Timeouts(), spill: SpillConfig | None = None) -> None:
         self._decisions = decisions
+        self._spill = spill
         self._planner = Planner(decisions, asking.registry)
         self._pool = pool or WorkerPool(0)
         self._idle_timeout_s = timeouts.adapter_idle_s
@@ -227,7 +229,8 @@ class QueryEngine:
         plan = MatchPlan(left, right, protocols.get(mode), check_sizes, params.min_set_size or 0,
                          params.max_match_rows or 0, tuple(grants), limit, right_dept.matching_key,
                          homomorphic, comparison, epsilon)
-        relay = Relay(self._links, self._admissions, self._pool, self._idle_timeout_s, self._flags_timeout_s)
+        relay = Relay(self._links, self._admissions, self._pool, self._idle_timeout_s, self._flags_timeout_s,
+                      self._spill.for_query(record.query_id) if self._spill is not None else None)
         for attempt in range(TICKET_ATTEMPTS):
             try:
                 async def ticket_for(plan: SidePlan, attempt: int = attempt) -> Ticket:

@@ -12,6 +12,7 @@ from types import ModuleType
 from fedgate.server.witness_key import witness_name
 from fedgate.server import signing_key, telemetry
 from fedgate.server.data_dir_lock import DataDirLock
+from fedgate.gateway.spill import remove_leftovers
 from fedgate.core.classification import Levels
 from fedgate.gateway.adapter_links import AdapterLinks
 from fedgate.gateway.alerts import ProbeAlerts
@@ -101,6 +102,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         # First: a second gateway on this data_dir must not touch its stores at all.
         data_lock = DataDirLock.acquire(config.data_dir, "gateway")
         undo.callback(data_lock.release)
+        # Spill files a crashed gateway left: no query of this data_dir runs but ours, and none has started.
+        await asyncio.to_thread(remove_leftovers, config.spill.root)
         policy_dir = config.effective_policy_dir
         levels = Levels.from_file(policy_dir / "levels.toml")
         policy = Policy.from_dir(policy_dir, levels)
@@ -124,7 +127,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         approvals = ApprovalDesk(await asyncio.to_thread(ApprovalStore, store.engine), registry, audit_log)
         asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s), approvals)
         engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
-                             Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s))
+                             Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s), config.spill)
         services = [
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
             _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),

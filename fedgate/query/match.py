@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, NoReturn, TypeAlias
+from typing import ClassVar, Literal, NoReturn, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,27 @@ def coarse(tokens: int) -> int:
     """A side's token count as progress shows it: rounded down to the step, since an exact size would
     reach the supervisor before min_set_size is checked."""
     return tokens - tokens % PROGRESS_EVERY
+
+
+# --- where what arrives is kept ---
+
+
+class Stores(Protocol):
+    """Where a match keeps the tokens and ciphertexts it receives (the gateway may spill them to disk)."""
+
+    def intersector(self, max_tokens: int, width: int) -> Intersector: ...
+
+    def ciphertexts(self, department: str, columns: int, width: int) -> CipherColumns: ...
+
+
+class InMemory:
+    """Everything in memory: the default, and what a small match always uses."""
+
+    def intersector(self, max_tokens: int, width: int) -> Intersector:
+        return Intersector(max_tokens_per_side=max_tokens, width=width)
+
+    def ciphertexts(self, department: str, columns: int, width: int) -> CipherColumns:
+        return CipherColumns(department, columns, width)
 
 
 # --- the plan ---
@@ -428,12 +449,13 @@ class _SideStream:
 class MatchMachine:
     """One match's choreography: ``start()`` once, then ``handle(event)`` for each event; both return commands."""
 
-    def __init__(self, plan: MatchPlan, outcome: MatchOutcome) -> None:
+    def __init__(self, plan: MatchPlan, outcome: MatchOutcome, stores: Stores | None = None) -> None:
+        stores = stores or InMemory()
         self.plan = plan
         self.outcome = outcome
         self._state = MatchState.START_LEFT
         self._streams: dict[Side, _SideStream] = {"left": _SideStream(), "right": _SideStream()}
-        self._intersector = Intersector(max_tokens_per_side=plan.max_tokens, width=TOKEN_BYTES)
+        self._intersector = stores.intersector(plan.max_tokens, TOKEN_BYTES)
         self._disclose_positions: list[int] | None = None
         self._started = False
         # What follows the end of both streams besides Finished: a non-disclosing comparison's results.
@@ -443,8 +465,8 @@ class MatchMachine:
             for side in SIDES:
                 side_plan = plan.side(side)
                 if side_plan.value_fields:
-                    outcome.values[side] = CipherColumns(side_plan.department, len(side_plan.value_fields),
-                                                         plan.homomorphic.ciphertext_width)
+                    outcome.values[side] = stores.ciphertexts(side_plan.department, len(side_plan.value_fields),
+                                                              plan.homomorphic.ciphertext_width)
 
     @property
     def state(self) -> MatchState:
