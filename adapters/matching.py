@@ -59,6 +59,8 @@ from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 # ECDH 13% faster and 100k x 100k 10% slower than 2,048-row ones.
 MIN_CHUNK_ROWS = 256
 MAX_CHUNK_ROWS = 4096
+# A side reports its progress each time this many more rows are blinded (the gateway coarsens what it shows).
+REPORT_EVERY = 10_000
 
 
 def chunk_rows(row_count: int, parallelism: int) -> int:
@@ -80,7 +82,7 @@ def side_start(m: adapter_pb2.MatchStart) -> SideStart:
         matching_key_from_proto(m.peer_key), m.sealed_key, m.min_set_size,
         tuple(FieldGrant(f.name, f.level, f.form) for f in m.disclose_fields), m.limit, m.action,
         tuple(m.value_fields), m.paillier_key, m.paillier_key_signature, m.supervisor_certificate, m.peer_filter,
-        m.peer_filter_nonce)
+        m.peer_filter_nonce, m.progress_reports)
 
 
 def _from_gateway(msg: adapter_pb2.MatchIn) -> side.FromGateway:
@@ -232,11 +234,11 @@ class _Session:
 
     async def produce_own(self) -> None:
         plan, st = self.plan, self.plan.start
-        rows = invalid = missing = tokens = 0
+        rows = invalid = missing = tokens = blinded = 0
         pending: collections.deque[asyncio.Future[ChunkTokens]] = collections.deque()
 
         async def emit() -> None:
-            nonlocal invalid, missing, tokens
+            nonlocal invalid, missing, tokens, blinded
             chunk = await pending.popleft()
             invalid += chunk.invalid
             missing += chunk.missing_values
@@ -250,6 +252,10 @@ class _Session:
                 if plan.values:
                     await self.out.put(adapter_pb2.MatchOut(own_values=adapter_pb2.CipherData(
                         data=chunk.ciphertexts, rows=count)))
+            before, blinded = blinded, blinded + count + chunk.invalid + chunk.missing_values
+            if st.progress_reports and before // REPORT_EVERY != blinded // REPORT_EVERY:
+                await self.out.put(adapter_pb2.MatchOut(progress=adapter_pb2.SideProgress(
+                    rows_read=rows, rows_blinded=blinded)))
 
         size = chunk_rows(plan.decl.row_count, self.depth)
         if plan.values:  # one ciphertext chunk per token chunk, within the wire limit

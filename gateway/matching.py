@@ -320,6 +320,7 @@ def _start_message(plan: MatchPlan, command: m.StartSide, ticket: Ticket) -> ada
     return adapter_pb2.MatchIn(start=adapter_pb2.MatchStart(
         ticket=ticket_to_proto(ticket), dataset=side.dataset, key_field=side.key_field, filter=side.filter_text,
         filter_nonce=side.filter_nonce, mode=plan.protocol.name, role=command.side, min_set_size=plan.min_set_size,
+        progress_reports=True,
         peer_department=command.peer_department, sealed_key=command.sealed_key, limit=command.limit,
         disclose_fields=[adapter_pb2.FieldRequest(name=g.name, level=g.level, form=g.form) for g in command.grants],
         **extra))
@@ -337,6 +338,7 @@ _INCOMING: dict[str, Callable[[m.Side, adapter_pb2.MatchOut], m.FromDepartment]]
     "reblinded": lambda side, msg: m.Reblinded(side, msg.reblinded.data),
     "reblind_done": lambda side, msg: m.ReblindDone(side, msg.reblind_done.tokens),
     "rows": lambda side, msg: m.Rows(side, [(list(r.values), list(r.null)) for r in msg.rows.rows]),
+    "progress": lambda side, msg: m.Report(side, msg.progress.rows_read, msg.progress.rows_blinded),
 }
 
 

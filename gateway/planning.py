@@ -275,9 +275,11 @@ class Planner:
                               for name in sorted(fields_of(where)) if (f := decl.field(name)) is not None)
         if protocol.needs_peer_key and rdept.matching_key is None:
             raise FailedPrecondition(f"department '{rdept.code}' registered no matching key; restart its adapter")
-        left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lfilter.canonical, lfilter.nonce)
+        # The row count `fedgate datasets` publishes: the total a side's progress is shown against.
+        left = SidePlan(ldept.code, ldept.endpoint, ldecl.name, left_q.key_field, lfilter.canonical, lfilter.nonce,
+                        dataset_rows=ldecl.row_count)
         right = SidePlan(rdept.code, rdept.endpoint, rdecl.name, right_q.key_field, rfilter.canonical,
-                         rfilter.nonce)
+                         rfilter.nonce, dataset_rows=rdecl.row_count)
         return [(ldept, ldecl), (rdept, rdecl)], left, right, filter_levels
 
     def weights(self, caller: Identity, record: RequestRecord, left: str, right: str,

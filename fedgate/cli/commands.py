@@ -37,10 +37,12 @@ from fedgate.client.gateway import (
     IndexedEntry,
     MatchResult,
     PolicyVersion,
+    ProgressReport,
     RowCount,
     Side,
     SumResult,
 )
+from fedgate.client.progress import ProgressBoard
 from fedgate.client.approvals import Collect, HeldForApproval, HeldRequest, held_summary
 from fedgate.cli.approvals_view import HeldLocally, held_table
 from fedgate.core.datasets import RegisteredDataset
@@ -538,7 +540,7 @@ def query_match(
     async def go(progress: Progress | None) -> MatchResult:
         async with _client(gateway, ca, cert, key) as client:
             return await client.match(left=left_side, right=right_side, purpose=purpose, case_number=case, mode=mode,
-                                      disclose=disclose, limit=limit, on_progress=_progress_reporter(progress))
+                                      disclose=disclose, limit=limit, on_report=_progress_reporter(progress))
 
     result = _streamed(go, as_json)
     if as_json:
@@ -564,17 +566,19 @@ def _streamed(go: Callable[[Progress | None], Coroutine[Any, Any, T]], quiet: bo
         return _run(lambda: asyncio.run(go(bar)))
 
 
-def _progress_reporter(progress: Any) -> Callable[[str, str, int], None] | None:
-    """A progress callback that shows one spinner line per phase and department."""
+def _progress_reporter(progress: Any) -> Callable[[ProgressReport], None] | None:
+    """A progress callback that shows one spinner line per side (stage, rows done of the total, rate, time
+    left) and one per later phase."""
     if progress is None:
         return None
     tasks: dict[str, Any] = {}
+    board = ProgressBoard(time.monotonic())
 
-    def report(phase: str, department: str, count: int) -> None:
-        label = f"{phase} {department}".strip()
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=None)
-        progress.update(tasks[label], completed=count, description=f"{label}: {count:,}")
+    def report(event: ProgressReport) -> None:
+        key, line = board.update(event, time.monotonic())
+        if key not in tasks:
+            tasks[key] = progress.add_task(line, total=None)
+        progress.update(tasks[key], description=line)
 
     return report
 
@@ -606,7 +610,7 @@ def query_sum(
         async with _client(gateway, ca, cert, key) as client:
             return await client.intersection_sum(values=values_side, value_fields=field, other=other_side,
                                                  purpose=purpose, case_number=case, mode=mode, key=pair,
-                                                 on_progress=_progress_reporter(progress))
+                                                 on_report=_progress_reporter(progress))
 
     result = _streamed(go, as_json)
     if as_json:
@@ -650,7 +654,7 @@ def query_compare(
             return await client.compare(left=left_side, left_value=left_value, right=right_side,
                                         right_value=right_value, purpose=purpose, case_number=case,
                                         weights=pair_weights, mode=mode, disclose=disclose, limit=limit, key=pair,
-                                        on_progress=_progress_reporter(progress))
+                                        on_report=_progress_reporter(progress))
 
     result = _streamed(go, as_json)
     if as_json:

@@ -47,6 +47,25 @@ STREAM_TIMEOUT_S = 3600.0
 
 # (phase, department, count so far): called as tokens flow and while results are decrypted.
 OnProgress = Callable[[str, str, int], None]
+
+
+@dataclass(frozen=True)
+class ProgressReport:
+    """One progress event in full: a side's stage, its coarse counts and the dataset's published row count
+    (see MatchProgress in query.proto); rate and time left are the caller's to work out."""
+
+    phase: str
+    department: str
+    tokens: int
+    stage: str = ""
+    rows_blinded: int = 0
+    tokens_reblinded: int = 0
+    dataset_rows: int = 0
+    filtered: bool = False
+    withheld: bool = False
+
+
+OnReport = Callable[[ProgressReport], None]
 T = TypeVar("T")
 
 
@@ -256,20 +275,37 @@ def _row_limit(reply: Any) -> RowLimit | None:
     return RowLimit(msg.available, msg.returned, msg.requested, msg.applied, msg.limited_by)
 
 
-def _report(on_progress: OnProgress | None, phase: str, department: str, count: int) -> None:
-    if on_progress:
-        on_progress(phase, department, count)
+@dataclass(frozen=True)
+class _Reporter:
+    """The caller's progress callbacks: the short form (phase, department, count) and the full report."""
+
+    on_progress: OnProgress | None
+    on_report: OnReport | None = None
+
+    def __call__(self, phase: str, department: str, count: int) -> None:
+        self.send(ProgressReport(phase, department, count))
+
+    def send(self, report: ProgressReport) -> None:
+        if self.on_progress:
+            self.on_progress(report.phase, report.department, report.tokens)
+        if self.on_report:
+            self.on_report(report)
 
 
-async def _outcomes(events: AsyncIterator[Any], on_progress: OnProgress | None) -> AsyncIterator[tuple[str, Any]]:
-    """A query stream's events other than progress, as (kind, event); progress goes to `on_progress`.
+def _report_of(msg: Any) -> ProgressReport:
+    return ProgressReport(msg.phase, msg.department, msg.tokens, msg.stage, msg.rows_blinded, msg.tokens_reblinded,
+                          msg.dataset_rows, msg.filtered, msg.withheld)
+
+
+async def _outcomes(events: AsyncIterator[Any], report: _Reporter) -> AsyncIterator[tuple[str, Any]]:
+    """A query stream's events other than progress, as (kind, event); progress goes to `report`.
 
     The stream is read to its end, past the result: the server logs the outcome before it closes it.
     """
     async for event in events:
         kind = event.WhichOneof("event")
         if kind == "progress":
-            _report(on_progress, event.progress.phase, event.progress.department, event.progress.tokens)
+            report.send(_report_of(event.progress))
         else:
             yield kind, event
 
@@ -354,14 +390,15 @@ class GatewayClient:
 
     async def match(self, *, left: Side, right: Side, purpose: str, case_number: str, mode: str = protocols.DEFAULT,
                     disclose: list[str] | None = None, limit: int = 100,
-                    on_progress: OnProgress | None = None) -> MatchResult:
+                    on_progress: OnProgress | None = None, on_report: OnReport | None = None) -> MatchResult:
         """Private match of `left` rows whose key is on the `right`; `disclose` names fields of matched left rows."""
         request = query_pb2.MatchRequest(
             left=left.to_proto(), right=right.to_proto(), mode=mode, disclose_fields=disclose or [], limit=limit,
             purpose=purpose, case_number=case_number)
         result: MatchResult | None = None
         async with _calling(self._hint):
-            async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S, metadata=self._metadata), on_progress):
+            async for _, event in _outcomes(self._query.Match(request, timeout=STREAM_TIMEOUT_S, metadata=self._metadata),
+                                          _Reporter(on_progress, on_report)):
                 r = event.result
                 result = MatchResult(_stats(r.left), _stats(r.right), r.cardinality, r.distinct_matches,
                                      _grants(r.fields), _rows(r.rows), r.audit_index, _row_limit(r), r.fewer_than,
@@ -370,7 +407,8 @@ class GatewayClient:
 
     async def intersection_sum(self, *, values: Side, value_fields: list[str], other: Side, purpose: str,
                                case_number: str, mode: str = protocols.DEFAULT, key: SupervisorKey | None = None,
-                               on_progress: OnProgress | None = None) -> SumResult:
+                               on_progress: OnProgress | None = None,
+                               on_report: OnReport | None = None) -> SumResult:
         """Totals of `value_fields` over the rows of `values` whose key is in `other`.
 
         Only the public half of `key` (a fresh one by default) leaves this process;
@@ -384,11 +422,12 @@ class GatewayClient:
         result: SumResult | None = None
         async with _calling(self._hint):
             stream = self._query.IntersectionSum(request, timeout=STREAM_TIMEOUT_S, metadata=self._metadata)
-            async for _, event in _outcomes(stream, on_progress):
+            report = _Reporter(on_progress, on_report)
+            async for _, event in _outcomes(stream, report):
                 r = event.result
-                _report(on_progress, "decrypt", "", 0)
+                report("decrypt", "", 0)
                 totals = {t.field: key.decrypt_total(t.ciphertext) for t in r.totals}
-                _report(on_progress, "decrypt", "", len(totals))
+                report("decrypt", "", len(totals))
                 result = SumResult(_stats(r.values), _stats(r.other), r.cardinality, r.distinct_matches, totals,
                                    r.audit_index, r.fewer_than, r.epsilon,
                                    {t.field: t.sensitivity for t in r.totals} if r.epsilon > 0 else {})
@@ -397,7 +436,7 @@ class GatewayClient:
     async def compare(self, *, left: Side, left_value: str, right: Side, right_value: str, purpose: str,
                       case_number: str, weights: tuple[int, int] = (1, 1), mode: str = protocols.DEFAULT,
                       disclose: list[str] | None = None, limit: int = 100, key: SupervisorKey | None = None,
-                      on_progress: OnProgress | None = None) -> CompareResult:
+                      on_progress: OnProgress | None = None, on_report: OnReport | None = None) -> CompareResult:
         """Flag each matched pair where weights[0]·left_value > weights[1]·right_value; disclose flagged left rows.
 
         The flags are decrypted here; only the indices of flagged pairs go back,
@@ -419,18 +458,19 @@ class GatewayClient:
 
         packed = bytearray()
         result: CompareResult | None = None
+        report = _Reporter(on_progress, on_report)
         async with _calling(self._hint):
             try:
                 async for kind, event in _outcomes(self._query.Compare(requests(), timeout=STREAM_TIMEOUT_S, metadata=self._metadata),
-                                                   on_progress):
+                                                   report):
                     if kind == "flags":
                         packed.extend(event.flags.ciphertexts)
                     elif kind == "result":
                         r = event.result
                         packing = Packing(r.offset_bits, r.slot_bits, r.slots)
-                        _report(on_progress, "decrypt", "", 0)
+                        report("decrypt", "", 0)
                         flags = await asyncio.to_thread(key.decrypt_flags, bytes(packed), r.pairs, packing)
-                        _report(on_progress, "decrypt", "", r.pairs)
+                        report("decrypt", "", r.pairs)
                         flagged = flagged_indices(flags)
                         result = CompareResult(_stats(r.left), _stats(r.right), r.pairs, flagged, [], [],
                                                r.audit_index)

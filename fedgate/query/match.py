@@ -97,6 +97,8 @@ class SidePlan:
     filter_nonce: bytes
     # Sum, compare: integer fields this side encrypts under the supervisor's key.
     value_fields: tuple[str, ...] = ()
+    # The dataset's row count as the supervisor may see it (`fedgate datasets`): progress shows it as the total.
+    dataset_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,16 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class Report:
+    """The department's own count of rows read and blinded (exact: the gateway coarsens what it shows)."""
+
+    kind: ClassVar[str] = "progress"
+    side: Side
+    rows_read: int
+    rows_blinded: int
+
+
+@dataclass(frozen=True)
 class Unrecognised:
     """A message of no kind the gateway knows."""
 
@@ -259,7 +271,7 @@ class StreamEnded:
     side: Side
 
 
-FromDepartment: TypeAlias = (Started | OwnTokens | OwnValues | OwnDone | Reblinded | ReblindDone | Rows
+FromDepartment: TypeAlias = (Started | OwnTokens | OwnValues | OwnDone | Reblinded | ReblindDone | Report | Rows
                              | Unrecognised | StreamEnded)
 
 
@@ -370,9 +382,18 @@ class Finished:
 
 @dataclass(frozen=True)
 class Progress:
+    """What the supervisor sees of the work so far; a side's counts are coarse, or 0 where withheld."""
+
     phase: str
     department: str
     tokens: int
+    # A side's progress only ("left", "right"): see the MatchProgress message.
+    stage: str = ""
+    rows_blinded: int = 0
+    tokens_reblinded: int = 0
+    dataset_rows: int = 0
+    filtered: bool = False
+    withheld: bool = False
 
 
 @dataclass(frozen=True)
@@ -428,19 +449,22 @@ _S = MatchState
 _ACCEPTS: dict[MatchState, tuple[type, ...]] = {
     _S.START_LEFT: (Started,),
     _S.START_RIGHT: (Started,),
-    _S.STREAMING: (OwnTokens, OwnValues, OwnDone, Reblinded, ReblindDone),
+    _S.STREAMING: (OwnTokens, OwnValues, OwnDone, Reblinded, ReblindDone, Report),
     _S.INTERSECTING: (Intersected,),
     _S.TOTALS: (TotalsComputed,),
     _S.FLAGS: (FlagsReceived,),
     _S.DISCLOSING: (Rows,),
     _S.CLOSING: (StreamEnded,),
 }
-_FROM_DEPARTMENT = (Started, OwnTokens, OwnValues, OwnDone, Reblinded, ReblindDone, Rows, Unrecognised, StreamEnded)
+_FROM_DEPARTMENT = (Started, OwnTokens, OwnValues, OwnDone, Reblinded, ReblindDone, Report, Rows, Unrecognised,
+                    StreamEnded)
 
 
 @dataclass
 class _SideStream:
     own_tokens: int = 0
+    rows_blinded: int = 0   # as the department reported it
+    reblinded: int = 0      # the other side's tokens this side has blinded again
     own_done: bool = False
     reblind_done: bool = False
     ended: bool = False
@@ -516,7 +540,7 @@ class MatchMachine:
     def _dispatch(self, event: Event) -> list[Command]:
         if isinstance(event, Started):
             return self._on_started(event)
-        if isinstance(event, (OwnTokens, OwnValues, OwnDone, Reblinded, ReblindDone)):
+        if isinstance(event, (OwnTokens, OwnValues, OwnDone, Reblinded, ReblindDone, Report)):
             out = self._on_stream(event)
             if all(self._finished(s) for s in SIDES):
                 self._state = MatchState.INTERSECTING
@@ -566,11 +590,13 @@ class MatchMachine:
         self._state = MatchState.STREAMING
         return []
 
-    def _on_stream(self, event: OwnTokens | OwnValues | OwnDone | Reblinded | ReblindDone) -> list[Command]:
+    def _on_stream(self, event: OwnTokens | OwnValues | OwnDone | Reblinded | ReblindDone | Report) -> list[Command]:
         side, stream, relays = event.side, self._streams[event.side], self.plan.protocol.relays
-        department = self.plan.side(side).department
         if self._finished(side):
             self._refuse(event)
+        if isinstance(event, Report) and not stream.own_done:
+            before, stream.rows_blinded = stream.rows_blinded, max(stream.rows_blinded, event.rows_blinded)
+            return self._stepped(side, "blinding", before, stream.rows_blinded, self._rows_shown(side))
         if isinstance(event, OwnTokens) and not stream.own_done:
             before = stream.own_tokens
             stream.own_tokens += len(event.data) // self.plan.protocol.own_token_bytes
@@ -582,9 +608,7 @@ class MatchMachine:
                 out.append(Send(other(side), PeerTokens(event.data)))
             else:
                 self._add_tokens(side, event.data)
-            if stream.own_tokens // PROGRESS_EVERY != before // PROGRESS_EVERY:
-                out.append(Progress(side, department, coarse(stream.own_tokens)))
-            return out
+            return out + self._stepped(side, "blinding", before, stream.own_tokens, not self._noisy)
         if isinstance(event, OwnValues) and not stream.own_done and side in self.outcome.values:
             self.outcome.values[side].add(event.data, event.rows)
             return []
@@ -594,15 +618,18 @@ class MatchMachine:
             self._take_noise(side, event.total_noise)
             setattr(self.outcome, side, event.stats)
             stream.own_done = True
+            stream.rows_blinded = event.stats.rows  # every row is read and blinded (an older adapter reports none)
             relayed: list[Command] = [Send(other(side), PeerDone(event.stats))] if relays else []
-            return [*relayed, Progress(side, department, coarse(stream.own_tokens))]
+            return [*relayed, self._side_progress(side, "re-blinding" if relays else "done")]
         if isinstance(event, Reblinded) and relays and not stream.reblind_done:
             # This side finished the other side's tokens: they belong to the other side.
             self._add_tokens(other(side), event.data)
-            return []
+            before = stream.reblinded
+            stream.reblinded += len(event.data) // TOKEN_BYTES
+            return self._stepped(side, "re-blinding", before, stream.reblinded, not self._noisy)
         if isinstance(event, ReblindDone) and relays and not stream.reblind_done:
             stream.reblind_done = True
-            return []
+            return [self._side_progress(side, "done")]
         self._refuse(event)
         raise AssertionError("unreachable")
 
@@ -672,6 +699,33 @@ class MatchMachine:
     def _close(self) -> list[Command]:
         self._state = MatchState.CLOSING
         return [EndWriting()]
+
+    # --- progress: what the supervisor may see of a side before the safeguards ran (docs/privacy.md) ---
+
+    @property
+    def _noisy(self) -> bool:
+        """A noisy answer withholds every side's token counts (invalid identifiers are in the difference)."""
+        return self.plan.epsilon > 0
+
+    def _rows_shown(self, side: Side) -> bool:
+        """Rows blinded are shown, coarse, unless a noisy answer withholds the filtered set's size."""
+        return not (self._noisy and self.plan.side(side).filter_text)
+
+    def _stepped(self, side: Side, stage: str, before: int, now: int, shown: bool) -> list[Command]:
+        """A side's progress when a count it may show passes a step; none for a withheld one (even the number
+        of events would count its steps)."""
+        if not shown or before // PROGRESS_EVERY == now // PROGRESS_EVERY:
+            return []
+        return [self._side_progress(side, stage)]
+
+    def _side_progress(self, side: Side, stage: str) -> Progress:
+        stream, side_plan = self._streams[side], self.plan.side(side)
+        tokens_shown = not self._noisy
+        return Progress(side, side_plan.department, coarse(stream.own_tokens) if tokens_shown else 0, stage=stage,
+                        rows_blinded=coarse(stream.rows_blinded) if self._rows_shown(side) else 0,
+                        tokens_reblinded=coarse(stream.reblinded) if tokens_shown else 0,
+                        dataset_rows=side_plan.dataset_rows, filtered=bool(side_plan.filter_text),
+                        withheld=not self._rows_shown(side))
 
     # --- helpers ---
 

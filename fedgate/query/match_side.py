@@ -59,6 +59,8 @@ class SideStart:
     # A self-join's left side: the right side's filter (checked against the entry by `self_join_peer`).
     peer_filter_text: str = ""
     peer_filter_nonce: bytes = b""
+    # The gateway takes progress reports (an older one would refuse them as unknown messages).
+    progress_reports: bool = False
 
 
 @dataclass(frozen=True)

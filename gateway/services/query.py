@@ -72,8 +72,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         outcome = QueryOutcome()
         async for event in self._engine.match(current_identity(), record, query,
                                               Purpose(request.purpose, request.case_number), outcome):
-            yield query_pb2.MatchEvent(progress=query_pb2.MatchProgress(
-                phase=event.phase, department=event.department, tokens=event.tokens))
+            yield query_pb2.MatchEvent(progress=_progress(event))
         cardinality, distinct = _matched(outcome)
         assert outcome.left and outcome.right
         yield query_pb2.MatchEvent(result=query_pb2.MatchResult(
@@ -176,7 +175,10 @@ def _row_limit(limit: RowLimit | None) -> query_pb2.RowLimit | None:
 
 
 def _progress(event: Any) -> query_pb2.MatchProgress:
-    return query_pb2.MatchProgress(phase=event.phase, department=event.department, tokens=event.tokens)
+    return query_pb2.MatchProgress(
+        phase=event.phase, department=event.department, tokens=event.tokens, stage=event.stage,
+        rows_blinded=event.rows_blinded, tokens_reblinded=event.tokens_reblinded, dataset_rows=event.dataset_rows,
+        filtered=event.filtered, withheld=event.withheld)
 
 
 def _stats(dataset: str, stats: SideStats, epsilon: float = 0.0) -> query_pb2.MatchSideStats:

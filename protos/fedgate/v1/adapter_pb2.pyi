@@ -106,7 +106,7 @@ class AdapterDiscloseResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[_common_pb2.DisclosedRow, _Mapping]]] = ..., matched_rows: _Optional[int] = ...) -> None: ...
 
 class MatchStart(_message.Message):
-    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key", "paillier_key_signature", "supervisor_certificate", "peer_filter", "peer_filter_nonce")
+    __slots__ = ("ticket", "dataset", "key_field", "filter", "filter_nonce", "mode", "role", "peer_key", "peer_department", "sealed_key", "min_set_size", "disclose_fields", "limit", "action", "value_fields", "paillier_key", "paillier_key_signature", "supervisor_certificate", "peer_filter", "peer_filter_nonce", "progress_reports")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,7 @@ class MatchStart(_message.Message):
     SUPERVISOR_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     PEER_FILTER_FIELD_NUMBER: _ClassVar[int]
     PEER_FILTER_NONCE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_REPORTS_FIELD_NUMBER: _ClassVar[int]
     ticket: QueryTicket
     dataset: str
     key_field: str
@@ -147,7 +148,8 @@ class MatchStart(_message.Message):
     supervisor_certificate: str
     peer_filter: str
     peer_filter_nonce: bytes
-    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ..., peer_filter: _Optional[str] = ..., peer_filter_nonce: _Optional[bytes] = ...) -> None: ...
+    progress_reports: bool
+    def __init__(self, ticket: _Optional[_Union[QueryTicket, _Mapping]] = ..., dataset: _Optional[str] = ..., key_field: _Optional[str] = ..., filter: _Optional[str] = ..., filter_nonce: _Optional[bytes] = ..., mode: _Optional[str] = ..., role: _Optional[str] = ..., peer_key: _Optional[_Union[_common_pb2.MatchingKey, _Mapping]] = ..., peer_department: _Optional[str] = ..., sealed_key: _Optional[bytes] = ..., min_set_size: _Optional[int] = ..., disclose_fields: _Optional[_Iterable[_Union[FieldRequest, _Mapping]]] = ..., limit: _Optional[int] = ..., action: _Optional[str] = ..., value_fields: _Optional[_Iterable[str]] = ..., paillier_key: _Optional[bytes] = ..., paillier_key_signature: _Optional[bytes] = ..., supervisor_certificate: _Optional[str] = ..., peer_filter: _Optional[str] = ..., peer_filter_nonce: _Optional[bytes] = ..., progress_reports: _Optional[bool] = ...) -> None: ...
 
 class MatchStarted(_message.Message):
     __slots__ = ("sealed_key", "cosignature")
@@ -212,7 +214,7 @@ class MatchIn(_message.Message):
     def __init__(self, start: _Optional[_Union[MatchStart, _Mapping]] = ..., peer_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., peer_done: _Optional[_Union[SideDone, _Mapping]] = ..., disclose: _Optional[_Union[DiscloseMatched, _Mapping]] = ...) -> None: ...
 
 class MatchOut(_message.Message):
-    __slots__ = ("started", "own_tokens", "own_done", "reblinded", "reblind_done", "rows", "own_values")
+    __slots__ = ("started", "own_tokens", "own_done", "reblinded", "reblind_done", "rows", "own_values", "progress")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     OWN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OWN_DONE_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +222,7 @@ class MatchOut(_message.Message):
     REBLIND_DONE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     OWN_VALUES_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     started: MatchStarted
     own_tokens: TokenData
     own_done: SideDone
@@ -227,4 +230,13 @@ class MatchOut(_message.Message):
     reblind_done: SideDone
     rows: DisclosedRows
     own_values: CipherData
-    def __init__(self, started: _Optional[_Union[MatchStarted, _Mapping]] = ..., own_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., own_done: _Optional[_Union[SideDone, _Mapping]] = ..., reblinded: _Optional[_Union[TokenData, _Mapping]] = ..., reblind_done: _Optional[_Union[SideDone, _Mapping]] = ..., rows: _Optional[_Union[DisclosedRows, _Mapping]] = ..., own_values: _Optional[_Union[CipherData, _Mapping]] = ...) -> None: ...
+    progress: SideProgress
+    def __init__(self, started: _Optional[_Union[MatchStarted, _Mapping]] = ..., own_tokens: _Optional[_Union[TokenData, _Mapping]] = ..., own_done: _Optional[_Union[SideDone, _Mapping]] = ..., reblinded: _Optional[_Union[TokenData, _Mapping]] = ..., reblind_done: _Optional[_Union[SideDone, _Mapping]] = ..., rows: _Optional[_Union[DisclosedRows, _Mapping]] = ..., own_values: _Optional[_Union[CipherData, _Mapping]] = ..., progress: _Optional[_Union[SideProgress, _Mapping]] = ...) -> None: ...
+
+class SideProgress(_message.Message):
+    __slots__ = ("rows_read", "rows_blinded")
+    ROWS_READ_FIELD_NUMBER: _ClassVar[int]
+    ROWS_BLINDED_FIELD_NUMBER: _ClassVar[int]
+    rows_read: int
+    rows_blinded: int
+    def __init__(self, rows_read: _Optional[int] = ..., rows_blinded: _Optional[int] = ...) -> None: ...

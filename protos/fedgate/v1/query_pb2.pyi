@@ -114,14 +114,26 @@ class MatchRequest(_message.Message):
     def __init__(self, left: _Optional[_Union[MatchSide, _Mapping]] = ..., right: _Optional[_Union[MatchSide, _Mapping]] = ..., mode: _Optional[str] = ..., disclose_fields: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., purpose: _Optional[str] = ..., case_number: _Optional[str] = ...) -> None: ...
 
 class MatchProgress(_message.Message):
-    __slots__ = ("phase", "department", "tokens")
+    __slots__ = ("phase", "department", "tokens", "stage", "rows_blinded", "tokens_reblinded", "dataset_rows", "filtered", "withheld")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DEPARTMENT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_BLINDED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REBLINDED_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ROWS_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
+    WITHHELD_FIELD_NUMBER: _ClassVar[int]
     phase: str
     department: str
     tokens: int
-    def __init__(self, phase: _Optional[str] = ..., department: _Optional[str] = ..., tokens: _Optional[int] = ...) -> None: ...
+    stage: str
+    rows_blinded: int
+    tokens_reblinded: int
+    dataset_rows: int
+    filtered: bool
+    withheld: bool
+    def __init__(self, phase: _Optional[str] = ..., department: _Optional[str] = ..., tokens: _Optional[int] = ..., stage: _Optional[str] = ..., rows_blinded: _Optional[int] = ..., tokens_reblinded: _Optional[int] = ..., dataset_rows: _Optional[int] = ..., filtered: _Optional[bool] = ..., withheld: _Optional[bool] = ...) -> None: ...
 
 class MatchSideStats(_message.Message):
     __slots__ = ("dataset", "rows", "invalid_identifiers", "tokens", "missing_values")

@@ -119,13 +119,13 @@ def test_ecdh_match_relays_own_tokens_and_intersects_what_each_side_reblinded() 
     points = tok(7, 8, width=32)
     assert machine.handle(m.OwnTokens("left", points)) == [m.Send("right", m.PeerTokens(points))]
     assert machine.handle(m.OwnDone("left", stats(2))) == [m.Send("right", m.PeerDone(stats(2))),
-                                                           m.Progress("left", "hrss", 0)]
+                                                           m.Progress("left", "hrss", 0, stage="re-blinding")]
     assert machine.reading == {"left", "right"}  # the left still re-blinds the right's points
     machine.handle(m.OwnTokens("right", tok(9, width=32)))
     machine.handle(m.OwnDone("right", stats(1)))
     # Each side re-blinds the OTHER side's tokens: the right's reblinded are the left's rows.
     assert machine.handle(m.Reblinded("right", tok(1, 2))) == []
-    assert machine.handle(m.ReblindDone("right", 2)) == []
+    assert machine.handle(m.ReblindDone("right", 2)) == [m.Progress("right", "samr", 0, stage="done")]
     machine.handle(m.Reblinded("left", tok(2)))
     out = feed(machine, m.ReblindDone("left", 1))
     assert out[-1] == m.EndWriting()
@@ -139,8 +139,9 @@ def test_progress_is_coarse_and_comes_at_each_step() -> None:
     started(machine)
     step = m.PROGRESS_EVERY
     assert machine.handle(m.OwnTokens("left", tok(*range(step - 1)))) == []
-    assert machine.handle(m.OwnTokens("left", tok(1, 2))) == [m.Progress("left", "hrss", step)]
-    assert machine.handle(m.OwnDone("left", stats(step + 1))) == [m.Progress("left", "hrss", step)]
+    assert machine.handle(m.OwnTokens("left", tok(1, 2))) == [m.Progress("left", "hrss", step, stage="blinding")]
+    assert machine.handle(m.OwnDone("left", stats(step + 1))) == [
+        m.Progress("left", "hrss", step, stage="done", rows_blinded=step)]
 
 
 def test_sum_checks_the_aggregate_then_asks_for_totals() -> None:
