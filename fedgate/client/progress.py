@@ -49,7 +49,9 @@ class ProgressBoard:
     def _side_line(self, report: ProgressReport, stage: _Stage, count: int, now: float) -> str:
         head = f"{report.phase} {report.department}: {report.stage}"
         if report.stage == "done":
-            return head if report.withheld else f"{head}, {report.tokens:,} tokens"
+            if report.withheld or not report.rows_blinded:
+                return head
+            return f"{head}, {report.rows_blinded:,} rows" + (f", {report.tokens:,} tokens" if report.tokens else "")
         if report.withheld:
             # A noisy answer's filtered side: any count, rate or time left would show its size.
             return f"{head} (counts withheld: noisy answer), {_duration(now - stage.since)} so far"

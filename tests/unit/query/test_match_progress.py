@@ -91,3 +91,11 @@ def test_the_board_shows_percent_rate_and_time_left_and_only_a_bound_for_a_filte
     _, line = board.update(ProgressReport("right", "samr", 0, stage="blinding", withheld=True), 75.0)
     assert line == "right samr: blinding (counts withheld: noisy answer), 1m 5s so far"
     assert board.update(ProgressReport("intersect", "", 0), 80.0) == ("intersect", "intersect: 0")
+
+
+def test_a_done_side_shows_its_coarse_rows_and_tokens_and_a_withheld_one_only_its_stage() -> None:
+    board = ProgressBoard(0.0)
+    done = ProgressReport("left", "hrss", 950_000, stage="done", rows_blinded=1_000_000, dataset_rows=1_000_000)
+    assert board.update(done, 5.0)[1] == "left hrss: done, 1,000,000 rows, 950,000 tokens"
+    noisy = ProgressReport("right", "samr", 0, stage="done", dataset_rows=1_000_000, filtered=True, withheld=True)
+    assert board.update(noisy, 5.0)[1] == "right samr: done"
