@@ -46,6 +46,31 @@ class ChunkTokens:
     hashes: bytes
     ciphertexts: bytes
     subject_refs: bytes = b""  # the token rows' subject references (`subject_refs.digest`), 8 bytes each
+    rows: int = 0  # the rows read for this chunk, valid or not
+
+
+@dataclass(frozen=True)
+class TokenJob:
+    """What turns a side's chunks into tokens, keys included: sent to a worker (or broadcast to Spark's
+    executors) with each chunk, never stored."""
+
+    tokens_of: TokensFn
+    secret: bytes
+    kind: str
+    keep_hashes: bool
+    value_fields: tuple[str, ...] = ()
+    paillier_key: bytes = b""
+    clamp_to: tuple[tuple[int, int], ...] = ()
+    subject_key: bytes = b""
+
+    def __repr__(self) -> str:  # never a key in a log line or a traceback
+        return f"TokenJob(kind={self.kind!r}, values={self.value_fields!r})"
+
+
+def job_tokens(job: TokenJob, rows: list[tuple[object, ...]]) -> ChunkTokens:
+    """`tokens_for` one chunk under `job` (the shape a source's `map_chunks` and the pool both run)."""
+    return tokens_for(job.tokens_of, job.secret, job.kind, rows, job.keep_hashes, job.value_fields,
+                      job.paillier_key, job.clamp_to, job.subject_key)
 
 
 def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[object, ...]], keep_hashes: bool,
@@ -99,7 +124,7 @@ def tokens_for(tokens_of: TokensFn, secret: bytes, kind: str, rows: list[tuple[o
         enc = encryptor_for(paillier_key)
         width = ciphertext_bytes(enc.n)
         ciphertexts = b"".join(c.to_bytes(width, "big") for c in enc.encrypt_many(values))
-    return ChunkTokens(tokens, invalid, missing, b"".join(hashes), ciphertexts, bytes(subject_refs))
+    return ChunkTokens(tokens, invalid, missing, b"".join(hashes), ciphertexts, bytes(subject_refs), len(rows))
 
 
 def _checked_value(name: str, value: object) -> int:

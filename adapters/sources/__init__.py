@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from fedgate.core.datasets import FieldType
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from fedgate.core.tomlconfig import Table
 
 Value = str | int | None
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 class Source(Protocol):
@@ -46,6 +48,27 @@ class Source(Protocol):
     def close(self) -> None:
         """Release what the source holds open (a database's connection pool); called when the adapter stops."""
         ...
+
+
+@runtime_checkable
+class ChunkMapper(Protocol):
+    """A source that runs the per-row work where its rows are (a Spark source: on the executors).
+
+    Optional: sources without it stream rows to the adapter, whose worker pool does the work.
+    """
+
+    def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
+                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0) -> Iterator[T]:
+        """``task(keyed, chunk)`` for every chunk of at most `size` rows passing `where`, results streamed back.
+
+        `keyed` (the keys the task needs) lives outside the adapter only while the iterator runs.
+        """
+        ...
+
+
+def chunk_mapper(source: Source) -> ChunkMapper | None:
+    """The source's own per-row execution, or None: its rows are then worked on in the adapter."""
+    return source if isinstance(source, ChunkMapper) else None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 Filters become Spark Column expressions whose literals are bound with ``lit()``;
 no SQL text is ever built from configuration or request strings. Counts run as
 Spark jobs; rows stream to the adapter one partition at a time
-(``toLocalIterator``), so the adapter never holds the whole table. The per-row
-work (normalising, hashing, blinding, encryption) still runs in the adapter.
+(``toLocalIterator``), so the adapter never holds the whole table. A match's
+per-row work (normalising, hashing, blinding, encryption) runs on the executors
+(``map_chunks``): the keys reach them in a broadcast destroyed when the job ends,
+and the results come back a few partitions at a time.
 
 One SparkSession serves every Spark dataset of an adapter process: it starts
 (with its JVM) at the first read and stops when the last Spark source closes.
@@ -15,23 +17,30 @@ only when a Spark source is first read.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import operator
 import os
 import re
+import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fedgate.adapters.sources import SourceKind, SourceSpec, Value, serving_query
 from fedgate.core.datasets import FieldType
-from fedgate.core.errors import DataSourceError, InvalidInput
+from fedgate.core.errors import DataSourceError, FedgateError, InvalidInput
 from fedgate.core.filters import And, Comparison, Filter, InList, IsNull, LiteralValue, Not, Or
 from fedgate.core.tomlconfig import Table
 
 if TYPE_CHECKING:
+    from pyspark import Broadcast
     from pyspark.sql import Column, DataFrame, SparkSession
+
+K = TypeVar("K")
+T = TypeVar("T")
 
 FORMATS = ("parquet", "orc")
 ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -50,6 +59,9 @@ _HOLDS: dict[FieldType, tuple[frozenset[str], str]] = {
 _INTEGRAL = _HOLDS[FieldType.INT][0]
 # A JDBC URL's credentials belong in the environment, never in the configuration file.
 _URL_SECRET = re.compile(r"password\s*=", re.IGNORECASE)
+# Rows per partition of a match's work: a task of a few seconds (ECDH blinds ~10^4 rows/s per core), and a
+# group of one partition per core small enough for the adapter to hold its results.
+PARTITION_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -133,9 +145,15 @@ def _start(master: str, app_name: str, conf: tuple[tuple[str, str], ...]) -> Spa
     # The UI shows query plans, filter literals included, to whoever reaches its port: off unless the
     # department turns it on (conf below), where its cluster's access control keeps it to its operators.
     builder = builder.config("spark.ui.enabled", "false")
+    # Broadcasts (a match's keys) and shuffle or spill files (raw rows) are encrypted with a key held in memory:
+    # without it PySpark writes a broadcast's pickle in the clear to the driver's temporary directory.
+    builder = builder.config("spark.io.encryption.enabled", "true")
     if master.startswith("local"):
         # Nothing outside this host talks to a local driver: keep it on loopback (conf may say otherwise).
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+        # Its Python workers run fedgate's code: the adapter's own interpreter has it, `python3` on the PATH may
+        # not (PySpark reads only the environment). A cluster's executors need the fedgate wheel, README "Spark sources".
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in conf:
         builder = builder.config(key, value)
     try:
@@ -369,10 +387,63 @@ class SparkSource:
         except Exception as exc:
             raise DataSourceError(f"{self._label}: Spark failed while reading rows: {_scrubbed(exc)}") from None
 
+    def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
+                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0) -> Iterator[T]:
+        """Run `task` on the executors over chunks of the selected rows; results come back one group of
+        partitions (one per core) at a time, so the adapter holds a group's results, not the table's."""
+        self._group("computing tokens")
+        spark = self._sessions.get()
+        sc = spark.sparkContext
+        df = self._frame()
+        if where is not None:
+            df = df.filter(to_spark(where, df))
+        selected = df.select(*columns)
+        cores = max(1, sc.defaultParallelism)
+        wanted = max(cores, -(-rows_hint // PARTITION_ROWS))
+        if selected.rdd.getNumPartitions() < wanted:
+            # A file of a few row groups is one or two partitions: spread it over every core. (The shuffle's
+            # files are encrypted, see _start.)
+            selected = selected.repartition(wanted)
+        rdd = selected.rdd
+        partitions = rdd.getNumPartitions()
+        keys = sc.broadcast(keyed)
+        try:
+            def work(rows: Iterable[Any]) -> Iterable[Any]:
+                return _run_chunks(keys, task, size, iter(rows))
+
+            for first in range(0, partitions, cores):
+                group = range(first, min(partitions, first + cores))
+                results: list[Any] = self._run("computing tokens", functools.partial(sc.runJob, rdd, work, group))
+                for item in results:
+                    if isinstance(item, _Failed):
+                        raise item.error
+                    yield item
+        finally:
+            keys.destroy()  # the keys leave the executors (and the driver's broadcast file) with the job
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._sessions.leave()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A domain error an executor's task raised (a value out of range), carried back to be raised as itself."""
+
+    error: FedgateError
+
+
+def _run_chunks(keys: Broadcast[Any], task: Callable[[Any, list[tuple[Any, ...]]], Any], size: int,
+                rows: Iterator[Any]) -> Iterator[Any]:
+    """On an executor: `task` over a partition's rows, `size` rows at a time."""
+    keyed = keys.value
+    while chunk := [tuple(row) for row in itertools.islice(rows, size)]:
+        try:
+            yield task(keyed, chunk)
+        except FedgateError as exc:
+            yield _Failed(exc)
+            return
 
 
 # ---------------------------------------------------------------------------

@@ -77,8 +77,17 @@ def test_spark_sources_answer_as_csv_and_sqlite_sources_do(tmp_path: Path) -> No
     groups = {group for group, _ in jobs} - {"fedgate-adapter"}  # (start-up checks, heartbeats)
     served = [name for name, args in QUERIES.items() if "hrss.subsidies" in " ".join(args)]
     assert len(groups) == len(served) and all(re.fullmatch("[0-9a-f]{32}", g) for g in groups), jobs
+    # Every match's tokens (and the sum's and comparison's ciphertexts) were made on the executors, not streamed.
+    made = {group for group, text in jobs if text.startswith("fedgate: computing tokens")}
+    matched = [name for name in served if args_match(QUERIES[name])]
+    assert len(made) == len(matched), jobs
     ids = {support.uscc(i) for i in range(21)}
     assert not [text for _, text in jobs if "10000" in text or any(i in text for i in ids)]
+
+
+def args_match(args: tuple[str, ...]) -> bool:
+    """Whether the query matches two sets (its adapters make tokens), rather than counting or disclosing rows."""
+    return args[0] in ("match", "sum", "compare")
 
 
 def _jobs(events: Path, app: str) -> list[tuple[str, str]]:
