@@ -16,6 +16,8 @@ only when a Spark source is first read.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures as cf
 import datetime as dt
 import functools
 import itertools
@@ -406,19 +408,31 @@ class SparkSource:
             selected = selected.repartition(wanted)
         rdd = selected.rdd
         partitions = rdd.getNumPartitions()
+        groups = [range(first, min(partitions, first + cores)) for first in range(0, partitions, cores)]
         keys = sc.broadcast(keyed)
-        try:
-            def work(rows: Iterable[Any]) -> Iterable[Any]:
-                return _run_chunks(keys, task, size, iter(rows))
+        from pyspark import inheritable_thread_target
 
-            for first in range(0, partitions, cores):
-                group = range(first, min(partitions, first + cores))
-                results: list[Any] = self._run("computing tokens", functools.partial(sc.runJob, rdd, work, group))
-                for item in results:
-                    if isinstance(item, _Failed):
-                        raise item.error
-                    yield item
+        def work(rows: Iterable[Any]) -> Iterable[Any]:
+            return _run_chunks(keys, task, size, iter(rows))
+
+        # Each group's job on a thread carrying this thread's job group (the query id).
+        run = inheritable_thread_target(lambda group: self._run("computing tokens",
+                                                                functools.partial(sc.runJob, rdd, work, group)))
+        # Two groups in flight: the cores a group's last tasks leave idle take the next group's first.
+        jobs: collections.deque[cf.Future[list[Any]]] = collections.deque()
+        threads = cf.ThreadPoolExecutor(2, thread_name_prefix="fedgate-spark-job")
+        try:
+            for group in groups:
+                jobs.append(threads.submit(run, group))
+                if len(jobs) < 2:
+                    continue
+                yield from _results(jobs.popleft().result())
+            while jobs:
+                yield from _results(jobs.popleft().result())
         finally:
+            for job in jobs:
+                job.cancel()
+            threads.shutdown(wait=True)  # no task may still read the keys when they are destroyed
             keys.destroy()  # the keys leave the executors (and the driver's broadcast file) with the job
 
     def close(self) -> None:
@@ -432,6 +446,13 @@ class _Failed:
     """A domain error an executor's task raised (a value out of range), carried back to be raised as itself."""
 
     error: FedgateError
+
+
+def _results(items: list[Any]) -> Iterator[Any]:
+    for item in items:
+        if isinstance(item, _Failed):
+            raise item.error
+        yield item
 
 
 def _run_chunks(keys: Broadcast[Any], task: Callable[[Any, list[tuple[Any, ...]]], Any], size: int,

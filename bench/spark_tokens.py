@@ -1,0 +1,136 @@
+"""A match's per-row work on Spark's executors against the adapter's own worker pool, on the same rows.
+
+Usage::
+
+    python -m bench.spark_tokens [--sizes 100000,1000000] [--modes keyed,ecdh] [--cores 2] [--json out.json]
+
+For each size N and mode, N valid USCCs are written once as Parquet, then turned into tokens
+(``pool_tasks.job_tokens``: normalise, keyed hash or hash-to-curve and blind) twice:
+
+* **pool**: the adapter's path for an in-process source: chunks of ``matching.chunk_rows`` rows, already
+  in memory (the source's read is not counted), on a spawn process pool of ``--cores`` workers;
+* **spark**: ``SparkSource.map_chunks`` on ``local[--cores]``: the Parquet read, the executors' work and
+  the results back in the adapter, everything a Spark source's match does before the gRPC stream.
+
+Then the ECDH second round (re-blinding the peer's points), chunk by chunk as the adapter receives them:
+on the pool, and as one Spark job per chunk (``sc.parallelize`` with the key broadcast).
+Reported: rows/s and rows/s per core. Results and the decision they support: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fedgate.adapters.matching import chunk_rows
+from fedgate.adapters.pool_tasks import TokenJob, job_tokens
+from fedgate.adapters.sources import chunk_mapper
+from fedgate.adapters.sources.spark import SESSIONS, SparkSource, SparkSpec
+from fedgate.crypto import psi
+from fedgate.crypto.ids import make_uscc
+from fedgate.query.protocols import ecdh
+
+REBLIND_CHUNKS = 24
+
+
+def _rows(n: int) -> list[tuple[str]]:
+    return [(make_uscc(f"91330100MA{i:07d}"),) for i in range(n)]
+
+
+def _job(mode: str) -> TokenJob:
+    if mode == "keyed":
+        return TokenJob(psi.hmac_tokens, b"k" * 32, "uscc", keep_hashes=False)
+    return TokenJob(psi.hash_and_blind, psi.new_scalar(), "uscc", keep_hashes=False)
+
+
+def _pool_rate(pool: cf.ProcessPoolExecutor, job: TokenJob, rows: list[tuple[str]], cores: int) -> float:
+    size = chunk_rows(len(rows), cores)
+    chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+    start = time.perf_counter()
+    done = sum(c.rows for c in pool.map(job_tokens, [job] * len(chunks), chunks))
+    assert done == len(rows)
+    return len(rows) / (time.perf_counter() - start)
+
+
+def _spark_rate(path: Path, job: TokenJob, n: int, cores: int, master: str) -> float:
+    source = SparkSource(SparkSpec("spark", path=path, format="parquet", master=master))
+    try:
+        mapper = chunk_mapper(source)
+        assert mapper is not None
+        start = time.perf_counter()
+        done = sum(c.rows for c in mapper.map_chunks(["uscc"], None, chunk_rows(n, cores), job_tokens, job, n))
+        assert done == n
+        return n / (time.perf_counter() - start)
+    finally:
+        source.close()
+
+
+def _reblind_rates(pool: cf.ProcessPoolExecutor, master: str, cores: int) -> dict[str, float]:
+    """Points re-blinded per second, chunks of MAX_CHUNK_ROWS points, `cores` chunks in flight on the pool and
+    one Spark job per chunk (the peer's chunks arrive one by one)."""
+    size = chunk_rows(10**6, cores)
+    points = psi.hash_and_blind(psi.new_scalar(), b"d", [str(i).encode() for i in range(size)])
+    scalar = psi.new_scalar()
+    start = time.perf_counter()
+    list(pool.map(ecdh.reblind, [scalar] * REBLIND_CHUNKS, [points] * REBLIND_CHUNKS))
+    pool_rate = REBLIND_CHUNKS * size / (time.perf_counter() - start)
+    sc = SESSIONS.get().sparkContext
+    step = size // cores * psi.POINT_BYTES
+    parts = [points[i:i + step] for i in range(0, len(points), step)]
+    start = time.perf_counter()
+    for _ in range(REBLIND_CHUNKS):
+        keys = sc.broadcast(scalar)
+        try:
+            out = sc.parallelize(parts, len(parts)).map(lambda p, k=keys: ecdh.reblind(k.value, p)).collect()
+            assert sum(len(o) for o in out) == size * psi.TOKEN_BYTES
+        finally:
+            keys.destroy()
+    spark_rate = REBLIND_CHUNKS * size / (time.perf_counter() - start)
+    return {"chunk_points": size, "pool": pool_rate, "spark": spark_rate}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000")
+    parser.add_argument("--modes", default="keyed,ecdh")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    cores, master = args.cores, f"local[{args.cores}]"
+    results: dict[str, Any] = {"cores": cores, "runs": []}
+    # One session for the whole run (as an adapter's, started at its start-up checks), warmed up by one job.
+    holder = SparkSource(SparkSpec("spark", table="unread", master=master))
+    SESSIONS.get().sparkContext.parallelize(range(cores), cores).map(lambda i: i).collect()
+    with tempfile.TemporaryDirectory() as tmp, \
+            cf.ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(job_tokens, [_job("keyed")] * cores, [_rows(10)] * cores))  # workers started
+        for n in (int(s) for s in args.sizes.split(",")):
+            rows = _rows(n)
+            path = Path(tmp) / f"rows-{n}.parquet"
+            SESSIONS.get().createDataFrame(rows, "uscc string").coalesce(1).write.parquet(str(path))
+            for mode in args.modes.split(","):
+                job = _job(mode)
+                pool_rate = _pool_rate(pool, job, rows, cores)
+                spark_rate = _spark_rate(path, job, n, cores, master)
+                run = {"rows": n, "mode": mode, "pool_rows_s": round(pool_rate), "spark_rows_s": round(spark_rate),
+                       "pool_per_core": round(pool_rate / cores), "spark_per_core": round(spark_rate / cores),
+                       "spark_vs_pool": round(spark_rate / pool_rate, 2)}
+                results["runs"].append(run)
+                print(json.dumps(run), flush=True)
+        if "ecdh" in args.modes:
+            results["reblind"] = {k: round(v) for k, v in _reblind_rates(pool, master, cores).items()}
+            print(json.dumps(results["reblind"]), flush=True)
+    holder.close()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
