@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m bench.spark_tokens [--sizes 100000,1000000] [--modes keyed,ecdh] [--cores 2] [--json out.json]
+    python -m bench.spark_tokens [--sizes 100000,1000000] [--modes keyed,ecdh] [--cores 2] [--repeat 2]
+                                 [--json out.json]
 
 For each size N and mode, N valid USCCs are written once as Parquet, then turned into tokens
 (``pool_tasks.job_tokens``: normalise, keyed hash or hash-to-curve and blind) twice:
@@ -14,7 +15,8 @@ For each size N and mode, N valid USCCs are written once as Parquet, then turned
 
 Then the ECDH second round (re-blinding the peer's points), chunk by chunk as the adapter receives them:
 on the pool, and as one Spark job per chunk (``sc.parallelize`` with the key broadcast).
-Reported: rows/s and rows/s per core. Results and the decision they support: docs/performance.md.
+Each is run ``--repeat`` times and the best kept (a serving adapter is warm). Reported: rows/s and
+rows/s per core. Results and the decision they support: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--modes", default="keyed,ecdh")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     cores, master = args.cores, f"local[{args.cores}]"
@@ -116,8 +119,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             SESSIONS.get().createDataFrame(rows, "uscc string").coalesce(1).write.parquet(str(path))
             for mode in args.modes.split(","):
                 job = _job(mode)
-                pool_rate = _pool_rate(pool, job, rows, cores)
-                spark_rate = _spark_rate(path, job, n, cores, master)
+                # Best of --repeat: an adapter serving queries all day is warm (JIT, page cache, Python workers).
+                pool_rate = max(_pool_rate(pool, job, rows, cores) for _ in range(args.repeat))
+                spark_rate = max(_spark_rate(path, job, n, cores, master) for _ in range(args.repeat))
                 run = {"rows": n, "mode": mode, "pool_rows_s": round(pool_rate), "spark_rows_s": round(spark_rate),
                        "pool_per_core": round(pool_rate / cores), "spark_per_core": round(spark_rate / cores),
                        "spark_vs_pool": round(spark_rate / pool_rate, 2)}
