@@ -26,7 +26,7 @@ from fedgate.core.identity import Identity
 from fedgate.core.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
 from fedgate.adapters.disclosure import Ask, render
-from fedgate.adapters.pool_tasks import ChunkTokens, TokenJob, job_tokens, local_hash
+from fedgate.adapters.pool_tasks import ChunkTokens, TokenJob, job_tokens, local_hash, tokens_for
 from fedgate.adapters.row_history import RowSets
 from fedgate.adapters.sources import Source, chunk_mapper, serving
 from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs, digest, new_hasher
@@ -58,14 +58,6 @@ from fedgate.protos.fedgate.v1 import adapter_pb2, common_pb2
 # message overhead stays small against the blinding. Measured: 1,024-row chunks made 10k x 10k
 # ECDH 13% faster and 100k x 100k 10% slower than 2,048-row ones.
 MIN_CHUNK_ROWS = 256
-T = TypeVar("T")
-
-
-class _End:
-    """The end of a threaded iteration (None may be an item)."""
-
-
-_END = _End()
 MAX_CHUNK_ROWS = 4096
 # A side reports its progress each time this many more rows are blinded (the gateway coarsens what it shows).
 REPORT_EVERY = 10_000
@@ -75,6 +67,8 @@ def chunk_rows(row_count: int, parallelism: int) -> int:
     """About four chunks per worker, within bounds."""
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, row_count // (4 * max(parallelism, 1))))
 
+
+T = TypeVar("T")
 
 # The most peer tokens one session takes (the safeguards will feed it from the logged entry).
 
@@ -285,7 +279,9 @@ class _Session:
         else:
             async for raw in _chunks(self.source, columns, plan.where, size):
                 rows += len(raw)
-                pending.append(asyncio.ensure_future(self.pool.run(job_tokens, job, raw)))
+                pending.append(asyncio.ensure_future(self.pool.run(
+                    tokens_for, job.tokens_of, job.secret, job.kind, raw, job.keep_hashes, job.value_fields,
+                    job.paillier_key, job.clamp_to, job.subject_key)))
                 if len(pending) >= self.depth:
                     await emit()
         while pending:
@@ -408,6 +404,13 @@ def _chunks(source: Source, columns: list[str], where: Filter | None,
         while chunk := list(itertools.islice(it, size)):
             yield chunk
     return _threaded(read)
+
+
+class _End:
+    """The end of a threaded iteration (None may be an item)."""
+
+
+_END = _End()
 
 
 def _ready(value: T) -> asyncio.Future[T]:
