@@ -68,7 +68,10 @@ class ChunkMapper(Protocol):
 
 def chunk_mapper(source: Source) -> ChunkMapper | None:
     """The source's own per-row execution, or None: its rows are then worked on in the adapter."""
-    return source if isinstance(source, ChunkMapper) else None
+    if isinstance(source, ChunkMapper):
+        return source
+    wrapped = getattr(source, "mapper", None)  # a wrapper (GuardedSource) offers its source's, guarded
+    return wrapped() if callable(wrapped) else None
 
 
 @dataclass(frozen=True)

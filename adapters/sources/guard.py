@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
-from fedgate.adapters.sources import Source, Value
+from fedgate.adapters.sources import ChunkMapper, Source, Value, chunk_mapper
 from fedgate.core.datasets import FieldType
 from fedgate.core.errors import DataSourceError, FedgateError, SourceFailed
 from fedgate.core.filters import Filter
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 def new_ref() -> str:
@@ -80,3 +82,23 @@ class GuardedSource:
             if self._passes(exc):
                 raise
             self._failed("reading rows", exc)
+
+    def mapper(self) -> ChunkMapper | None:
+        """The wrapped source's own per-row execution (a Spark source's executors), guarded alike; or None."""
+        inner = chunk_mapper(self._source)
+        return None if inner is None else _GuardedMapper(self, inner)
+
+
+class _GuardedMapper:
+    def __init__(self, guard: GuardedSource, inner: ChunkMapper) -> None:
+        self._guard = guard
+        self._inner = inner
+
+    def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
+                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0) -> Iterator[T]:
+        try:
+            yield from self._inner.map_chunks(columns, where, size, task, keyed, rows_hint)
+        except Exception as exc:
+            if self._guard._passes(exc):
+                raise
+            self._guard._failed("working on rows", exc)

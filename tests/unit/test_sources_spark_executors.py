@@ -14,6 +14,7 @@ import support
 from fedgate.adapters.pool_tasks import ChunkTokens, TokenJob, ValueOutOfRange, job_tokens
 from fedgate.adapters.sources import chunk_mapper, serving
 from fedgate.adapters.sources.csv_file import CsvSource
+from fedgate.adapters.sources.guard import GuardedSource
 from fedgate.adapters.sources.spark import SESSIONS, SparkSource, SparkSpec
 from fedgate.crypto import paillier, psi
 from fedgate.core.filters import parse
@@ -64,6 +65,9 @@ def test_executors_make_the_tokens_the_pool_makes(parquet: Path, mode: str) -> N
     try:
         mapper = chunk_mapper(source)
         assert mapper is not None and chunk_mapper(CsvSource.__new__(CsvSource)) is None
+        # As the adapter serves it: wrapped in its guard, which offers the executors too.
+        mapper = chunk_mapper(GuardedSource("subsidies", source))
+        assert mapper is not None and chunk_mapper(GuardedSource("x", CsvSource.__new__(CsvSource))) is None
         where = parse("amount_fen > 500")
         spark = list(mapper.map_chunks(["uscc", "amount_fen"], where, 7, job_tokens, job, rows_hint=len(ROWS)))
         local = [job_tokens(job, list(source.rows(["uscc", "amount_fen"], where)))]
