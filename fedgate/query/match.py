@@ -620,7 +620,9 @@ class MatchMachine:
             stream.own_done = True
             stream.rows_blinded = event.stats.rows  # every row is read and blinded (an older adapter reports none)
             relayed: list[Command] = [Send(other(side), PeerDone(event.stats))] if relays else []
-            return [*relayed, self._side_progress(side, "re-blinding" if relays else "done")]
+            # A side may finish the peer's tokens before its own: then it is done, not re-blinding.
+            stage = "re-blinding" if relays and not stream.reblind_done else "done"
+            return [*relayed, self._side_progress(side, stage)]
         if isinstance(event, Reblinded) and relays and not stream.reblind_done:
             # This side finished the other side's tokens: they belong to the other side.
             self._add_tokens(other(side), event.data)
@@ -629,7 +631,7 @@ class MatchMachine:
             return self._stepped(side, "re-blinding", before, stream.reblinded, not self._noisy)
         if isinstance(event, ReblindDone) and relays and not stream.reblind_done:
             stream.reblind_done = True
-            return [self._side_progress(side, "done")]
+            return [self._side_progress(side, "done" if stream.own_done else "blinding")]
         self._refuse(event)
         raise AssertionError("unreachable")
 

@@ -99,3 +99,15 @@ def test_a_done_side_shows_its_coarse_rows_and_tokens_and_a_withheld_one_only_it
     assert board.update(done, 5.0)[1] == "left hrss: done, 1,000,000 rows, 950,000 tokens"
     noisy = ProgressReport("right", "samr", 0, stage="done", dataset_rows=1_000_000, filtered=True, withheld=True)
     assert board.update(noisy, 5.0)[1] == "right samr: done"
+
+
+def test_a_side_that_finishes_the_peers_tokens_before_its_own_ends_done() -> None:
+    # ECDH: the left side may re-blind all of the right's tokens before it has sent the last of its own.
+    machine = make(mode="ecdh")
+    machine.handle(m.OwnTokens("right", tok(5)))
+    machine.handle(m.Reblinded("left", tok(5)))
+    early = progress(machine.handle(m.ReblindDone("left", 5)))
+    assert [p.stage for p in early] == ["blinding"]
+    machine.handle(m.OwnTokens("left", tok(5)))
+    last = progress(machine.handle(m.OwnDone("left", m.SideStats(5, 0, 5))))
+    assert [p.stage for p in last] == ["done"]
