@@ -33,6 +33,7 @@ from fedgate.core.errors import InvalidInput, RemoteCallFailed
 from fedgate.core.identity import GATEWAY, identity_from_pem
 from fedgate.core.row_limit import RowLimit
 from fedgate.query import noise, protocols
+from fedgate.query.match import Progress
 from fedgate.client.approvals import NONCES_KEY, QUERY_ID_KEY, Collect, HeldForApproval, HeldRequest
 from fedgate.protos.fedgate.v1 import approvals_pb2, approvals_pb2_grpc, audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
 from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
@@ -49,22 +50,9 @@ STREAM_TIMEOUT_S = 3600.0
 OnProgress = Callable[[str, str, int], None]
 
 
-@dataclass(frozen=True)
-class ProgressReport:
-    """One progress event in full: a side's stage, its coarse counts and the dataset's published row count
-    (see MatchProgress in query.proto); rate and time left are the caller's to work out."""
-
-    phase: str
-    department: str
-    tokens: int
-    stage: str = ""
-    rows_blinded: int = 0
-    tokens_reblinded: int = 0
-    dataset_rows: int = 0
-    filtered: bool = False
-    withheld: bool = False
-
-
+# A progress event in full, as the gateway's match machine made it (see MatchProgress in query.proto); rate and
+# time left are the caller's to work out.
+ProgressReport = Progress
 OnReport = Callable[[ProgressReport], None]
 T = TypeVar("T")
 
