@@ -215,9 +215,7 @@ class OwnRules:
             except FedgateError as exc:
                 problems.append(str(exc))
                 continue
-            claims = ticket.claims
-            if (s.origin, s.query_id, s.entry_index, s.entry_sha256, s.department) != (
-                    origin, claims.query_id, claims.entry_index, claims.entry_sha256.hex(), department):
+            if not s.binds(origin, ticket.claims.query_id, ticket.claims.entry_index, ticket.entry, department):
                 problems.append(f"the approval by {name} is for another request")
             elif s.decision != APPROVED:
                 problems.append(f"{name} denied the request")

@@ -20,6 +20,7 @@ request. Sans-I/O like ``checkpoint.py``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ class ApprovalStatement:
             raise MalformedProof("approval department is not a department code")
         if self.decision not in (APPROVE, DENY):
             raise MalformedProof("approval decision is neither approve nor deny")
+
+    def binds(self, origin: str, query_id: str, entry_index: int, entry: bytes, department: str) -> bool:
+        """Whether this is a decision on exactly that entry (its canonical bytes) of that log, for that department."""
+        return ((self.origin, self.query_id, self.entry_index, self.department) == (origin, query_id, entry_index,
+                                                                                   department)
+                and self.entry_sha256 == hashlib.sha256(entry).hexdigest())
 
     def to_text(self) -> str:
         return (f"{APPROVAL_TAG}\n{self.origin}\n{self.query_id}\n{self.entry_index}\n{self.entry_sha256}\n"

@@ -114,7 +114,8 @@ def sign_claims(claims: TicketClaims, signer_name: str, key: Ed25519PrivateKey) 
     return sign_note(claims.to_text(), signer_name, key)
 
 
-def _utc(t: int) -> str:
+def utc_text(t: int) -> str:
+    """A Unix time as people read it in a refusal (UTC, to the second; the number itself beyond the calendar)."""
     try:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):  # beyond the calendar: the number itself says enough
@@ -123,7 +124,7 @@ def _utc(t: int) -> str:
 
 def _check_time(claims: TicketClaims, now: int, skew_s: int) -> None:
     """Refuse a ticket issued in this adapter's future, or expired; either way, name the clocks."""
-    issued = _utc(claims.issued_at)
+    issued = utc_text(claims.issued_at)
     clocks = f"check the clocks of gateway and adapter (allowed skew {skew_s} s)"
     if claims.issued_at - now > skew_s:
         raise TicketRefused(f"ticket issued at {issued} is {claims.issued_at - now} s in this adapter's future: "

@@ -17,7 +17,6 @@ filter nonces (which its pending reply gave it), and sends both back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from fedgate.core.errors import (AwaitingApproval, FailedPrecondition, FedgateEr
 from fedgate.core.identity import Identity, Role
 from fedgate.crypto.approval import APPROVE, DENY, ApprovalStatement, open_approval
 from fedgate.crypto.checkpoint import parse_verifier_key
+from fedgate.crypto.ticket import utc_text
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
 from fedgate.gateway.registry import Registry
@@ -268,7 +268,7 @@ class ApprovalDesk:
             raise PermissionDenied(f"department {d.department} denied request {query_id} (approver {d.approver}"
                                    + (f": {d.reason}" if d.reason else "") + ")")
         if state == EXPIRED:
-            raise FailedPrecondition(f"request {query_id} expired at {_utc(h.expires_at)} before it was approved; "
+            raise FailedPrecondition(f"request {query_id} expired at {utc_text(h.expires_at)} before it was approved; "
                                      "ask again")
         if state == PENDING:
             record.result_sizes[AWAITING_SIZE] = sum(h.missing(now).values())
@@ -308,7 +308,7 @@ class ApprovalDesk:
         if state != PENDING:
             raise FailedPrecondition(f"request {query_id} is {state}: it takes no more decisions")
         if statement.expires_at <= now + APPROVAL_MARGIN_S:
-            raise InvalidInput(f"the signed decision expires at {_utc(statement.expires_at)}, too soon to be used: "
+            raise InvalidInput(f"the signed decision expires at {utc_text(statement.expires_at)}, too soon to be used: "
                                "sign it again")
         record.params.update({"decision": statement.decision, "approver": approver, "approval": note})
         # In the log before it counts: a decision the log lacks never reaches a ticket.
@@ -348,8 +348,7 @@ class ApprovalDesk:
 
 
 def _check_statement(s: ApprovalStatement, h: Held, department: str, origin: str, entry: bytes) -> None:
-    if (s.origin, s.query_id, s.entry_index, s.department) != (origin, h.query_id, h.entry_index, department) \
-            or s.entry_sha256 != hashlib.sha256(entry).hexdigest():
+    if not s.binds(origin, h.query_id, h.entry_index, entry, department):
         raise PermissionDenied("the signed decision is for another request, entry or log: sign the request as "
                                "`fedgate approvals show` lists it")
 
@@ -371,9 +370,5 @@ def _check_same(logged: AuditEntry, now: AuditEntry) -> None:
 def _waiting(query_id: str, needs: Mapping[str, Need], expires: int, missing: Mapping[str, int] | None = None) -> str:
     waits = "; ".join(f"{n.rule}" + (f" ({missing[d]} still missing)" if missing and d in missing else "")
                       for d, n in needs.items() if missing is None or d in missing)
-    return (f"request {query_id} is logged and waits for approval: {waits}; it expires at {_utc(expires)}. "
+    return (f"request {query_id} is logged and waits for approval: {waits}; it expires at {utc_text(expires)}. "
             f"Collect the answer once approved: fedgate query collect {query_id}")
-
-
-def _utc(t: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
