@@ -25,22 +25,21 @@ from fedgate.core import certified
 from fedgate.core.identity import Identity
 from fedgate.core.supervisor_keys import key_statement
 from fedgate.adapters.catalogue import Catalogue
-from fedgate.adapters.disclosure import Ask, render
-from fedgate.adapters.pool_tasks import ChunkTokens, TokenJob, job_tokens, local_hash, tokens_for
+from fedgate.adapters.disclose_tasks import DiscloseJob, FoundRow, disclose_chunk, disclosed
+from fedgate.adapters.disclosure import Ask
+from fedgate.adapters.pool_tasks import ChunkTokens, TokenJob, job_tokens, tokens_for
 from fedgate.adapters.row_history import RowSets
 from fedgate.adapters.sources import Source, chunk_mapper, serving
-from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs, digest, new_hasher
+from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs
 from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
 from fedgate.server.worker_pool import WorkerPool
 from fedgate.core.classification import Levels
-from fedgate.crypto.ids import normalise
 from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, ciphertext_bytes
 from fedgate.crypto.ticket import TicketRefused
 from fedgate.core.encryptors import encryptor_for
 from fedgate.core.datasets import FieldGrant
 from fedgate.core.errors import (
-    InvalidIdentifier,
     RemoteProtocolError,
     VerificationError,
 )
@@ -374,26 +373,33 @@ class _Session:
         count = len(hashes) // width
         if any(not 0 <= p < count for p in positions) or positions != sorted(set(positions)):
             raise RemoteProtocolError("disclosure positions must be distinct, ascending and within this set")
-        wanted = {hashes[p * width:(p + 1) * width] for p in positions}
-        out: list[common_pb2.DisclosedRow] = []
-        values = len(plan.values)
-        hasher = new_hasher(self.subjects.secret) if self.subjects else None
+        job = DiscloseJob(frozenset(hashes[p * width:(p + 1) * width] for p in positions), plan.key_kind,
+                          len(plan.values), plan.grants, plan.decl, self.levels, st.limit,
+                          self.subjects.secret if self.subjects else b"")
         columns = [st.key_field, *plan.values, *(g.name for g in plan.grants)]
-        for row in self.source.rows(columns, plan.where):
-            if len(out) >= st.limit:
-                break
+        mapper = chunk_mapper(self.source)
+        found: list[FoundRow] = []
+        if mapper is None:
+            found = list(itertools.islice(disclosed(job, self.source.rows(columns, plan.where)), st.limit))
+        else:
+            # Found and masked where the rows are (Spark: on the executors); only the disclosed rows come back.
+            # More rows than `limit` match only where rows share a key and values (one local hash): the first
+            # `limit` are kept in partition order then, which may differ from the table's row order.
+            size = chunk_rows(plan.decl.row_count, self.depth)
+            chunks = mapper.map_chunks(columns, plan.where, size, disclose_chunk, job, plan.decl.row_count,
+                                       "masking disclosed rows")
             try:
-                ident = normalise(plan.key_kind, str(row[0])).encode() if row[0] is not None else None
-            except InvalidIdentifier:
-                continue
-            if ident is None or any(not isinstance(v, int) for v in row[1:1 + values]):
-                continue
-            if local_hash(ident, row[1:1 + values]) in wanted:  # type: ignore[arg-type]
-                rendered, nulls = render(row[1 + values:], plan.grants, plan.decl, self.levels)
-                out.append(common_pb2.DisclosedRow(values=rendered, null=nulls))
-                if hasher is not None and self.disclosed is not None:
-                    self.disclosed.add_digests(digest(hasher, plan.key_kind, ident))
-        return out
+                for chunk in chunks:
+                    found += chunk[:st.limit - len(found)]
+                    if len(found) >= st.limit:
+                        break
+            finally:  # now, not when collected: the job's tasks end and its broadcast (the hashes) is destroyed
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+        if self.disclosed is not None:
+            self.disclosed.add_digests(b"".join(row.subject_ref for row in found))
+        return [common_pb2.DisclosedRow(values=row.values, null=row.nulls) for row in found]
 
 
 def _chunks(source: Source, columns: list[str], where: Filter | None,

@@ -95,9 +95,10 @@ class _GuardedMapper:
         self._inner = inner
 
     def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
-                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0) -> Iterator[T]:
+                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0,
+                   doing: str = "computing tokens") -> Iterator[T]:
         try:
-            yield from self._inner.map_chunks(columns, where, size, task, keyed, rows_hint)
+            yield from self._inner.map_chunks(columns, where, size, task, keyed, rows_hint, doing)
         except Exception as exc:
             if self._guard._passes(exc):
                 raise

@@ -4,9 +4,10 @@ Filters become Spark Column expressions whose literals are bound with ``lit()``;
 no SQL text is ever built from configuration or request strings. Counts run as
 Spark jobs; rows stream to the adapter one partition at a time
 (``toLocalIterator``), so the adapter never holds the whole table. A match's
-per-row work (normalising, hashing, blinding, encryption) runs on the executors
-(``map_chunks``): the keys reach them in a broadcast destroyed when the job ends,
-and the results come back a few partitions at a time.
+per-row work (normalising, hashing, blinding, encryption, and finding and
+masking its disclosed rows) runs on the executors (``map_chunks``): the keys
+reach them in a broadcast destroyed when the job ends, and the results come
+back a few partitions at a time.
 
 One SparkSession serves every Spark dataset of an adapter process: it starts
 (with its JVM) at the first read and stops when the last Spark source closes.
@@ -390,10 +391,11 @@ class SparkSource:
             raise DataSourceError(f"{self._label}: Spark failed while reading rows: {_scrubbed(exc)}") from None
 
     def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
-                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0) -> Iterator[T]:
+                   task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0,
+                   doing: str = "computing tokens") -> Iterator[T]:
         """Run `task` on the executors over chunks of the selected rows; results come back one group of
         partitions (one per core) at a time, so the adapter holds a group's results, not the table's."""
-        self._group("computing tokens")
+        self._group(doing)
         spark = self._sessions.get()
         sc = spark.sparkContext
         df = self._frame()
@@ -416,7 +418,7 @@ class SparkSource:
             return _run_chunks(keys, task, size, iter(rows))
 
         # Each group's job on a thread carrying this thread's job group (the query id).
-        run = inheritable_thread_target(lambda group: self._run("computing tokens",
+        run = inheritable_thread_target(lambda group: self._run(doing,
                                                                 functools.partial(sc.runJob, rdd, work, group)))
         # Two groups in flight: the cores a group's last tasks leave idle take the next group's first.
         jobs: collections.deque[cf.Future[list[Any]]] = collections.deque()

@@ -81,6 +81,9 @@ def test_spark_sources_answer_as_csv_and_sqlite_sources_do(tmp_path: Path) -> No
     made = {group for group, text in jobs if text.startswith("fedgate: computing tokens")}
     matched = [name for name in served if args_match(QUERIES[name])]
     assert len(made) == len(matched), jobs
+    # And every matched row they disclosed was found again and masked there too, not streamed to the adapter.
+    masked = {group for group, text in jobs if text.startswith("fedgate: masking disclosed rows")}
+    assert masked <= made and len(masked) == len([name for name in matched if "--disclose" in QUERIES[name]]), jobs
     ids = {support.uscc(i) for i in range(21)}
     assert not [text for _, text in jobs if "10000" in text or any(i in text for i in ids)]
 
