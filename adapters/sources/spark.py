@@ -7,6 +7,7 @@ Spark jobs; rows stream to the adapter one partition at a time
 per-row work (normalising, hashing, blinding, encryption) runs on the executors
 (``map_chunks``): the keys reach them in a broadcast destroyed when the job ends,
 and the results come back a few partitions at a time.
+
 The second round of an ECDH match (re-blinding the peer's points) runs there
 too, in batches of chunks (``map_parts``): one job per chunk would cost as much
 as the chunk's work.

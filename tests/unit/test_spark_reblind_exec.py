@@ -77,14 +77,14 @@ async def _sent(reblinding: Reblinding, chunks: list[bytes], out: list[bytes]) -
 
 
 def _run(reblind: Callable[[bytes, bytes], bytes], secret: bytes, mapper: ChunkMapper | None,
-         chunks: list[bytes]) -> list[bytes]:
+         chunks: list[bytes], query: str = QUERY) -> list[bytes]:
     out: list[bytes] = []
 
     async def send(data: bytes) -> None:
         out.append(data)
 
     reblinding = Reblinding(reblind, secret, psi.POINT_BYTES, WorkerPool(0), mapper, send)
-    with serving(QUERY):
+    with serving(query):
         return asyncio.run(_sent(reblinding, chunks, out))
 
 
@@ -151,11 +151,12 @@ def test_the_sessions_batches_send_each_chunk_in_order_as_the_pool_does(source: 
     inner = chunk_mapper(GuardedSource("subsidies", source))
     assert inner is not None
     mapper = _Small(inner, 12)
-    spark = _run(ecdh.reblind, secret, mapper, CHUNKS)
+    spark = _run(ecdh.reblind, secret, mapper, CHUNKS, query="ef" * 16)
     pooled = _run(ecdh.reblind, secret, None, CHUNKS)
     assert spark == pooled == [ecdh.reblind(secret, chunk) for chunk in CHUNKS]  # message for message
     # Filled to 12 points or more, the last partial batch flushed at the end: one job (one key) per batch.
     assert mapper.batches == [2, 3, 3, 1]
+    assert SESSIONS.get().sparkContext.statusTracker().getJobIdsForGroup("ef" * 16)  # from the jobs' threads
     assert len(broadcasts) == 4 and all(_destroyed(keys) for keys in broadcasts)
 
 
