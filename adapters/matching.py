@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import itertools
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -29,7 +29,7 @@ from fedgate.adapters.disclose_tasks import DiscloseJob, FoundRow, disclose_chun
 from fedgate.adapters.disclosure import Ask
 from fedgate.adapters.pool_tasks import ChunkTokens, TokenJob, job_tokens, tokens_for
 from fedgate.adapters.row_history import RowSets
-from fedgate.adapters.sources import Source, chunk_mapper, serving
+from fedgate.adapters.sources import ChunkMapper, Source, chunk_mapper, serving
 from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs
 from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
@@ -216,7 +216,9 @@ class _Session:
         self.hashes = bytearray()
         # Up to one chunk per worker in flight, results taken in order: every core blinds.
         self.depth = pool.parallelism
-        self.reblinding: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self.reblinding = (None if plan.protocol.reblind is None else
+                           Reblinding(plan.protocol.reblind, secret, plan.protocol.own_token_bytes, pool,
+                                      chunk_mapper(source), self._send_reblinded))
         self.disclosed_rows: list[common_pb2.DisclosedRow] = []
         # The subject references of this side's token rows (hashed in the workers) and of its disclosed rows.
         self.subjects = subjects
@@ -302,14 +304,11 @@ class _Session:
     async def carry_out(self, commands: list[side.SideCommand]) -> None:
         for command in commands:
             if isinstance(command, side.Reblind):
-                assert self.plan.protocol.reblind is not None
-                self.reblinding.append(asyncio.ensure_future(
-                    self.pool.run(self.plan.protocol.reblind, self.secret, command.data)))
-                if len(self.reblinding) >= self.depth:
-                    await self._emit_reblinded()
+                assert self.reblinding is not None
+                await self.reblinding.add(command.data)
             elif isinstance(command, side.FinishReblind):
-                while self.reblinding:
-                    await self._emit_reblinded()
+                assert self.reblinding is not None
+                await self.reblinding.finish()
                 await self.out.put(adapter_pb2.MatchOut(reblind_done=adapter_pb2.SideDone(tokens=command.tokens)))
             elif isinstance(command, side.Disclose):
                 self.disclosed_rows = await asyncio.to_thread(self._disclose, command.positions,
@@ -320,8 +319,7 @@ class _Session:
             else:
                 await self.out.put(adapter_pb2.MatchOut(rows=adapter_pb2.DisclosedRows(rows=self.disclosed_rows)))
 
-    async def _emit_reblinded(self) -> None:
-        data = await self.reblinding.popleft()
+    async def _send_reblinded(self, data: bytes) -> None:
         await self.out.put(adapter_pb2.MatchOut(reblinded=adapter_pb2.TokenData(data=data)))
 
     async def _record_served(self, rows: int) -> None:
@@ -400,6 +398,65 @@ class _Session:
         if self.disclosed is not None:
             self.disclosed.add_digests(b"".join(row.subject_ref for row in found))
         return [common_pb2.DisclosedRow(values=row.values, null=row.nulls) for row in found]
+
+
+class Reblinding:
+    """The peer's tokens blinded again, each chunk sent on in the order it came, as its own message.
+
+    In the pool: one chunk per worker in flight. With a source that works where its rows are (Spark's
+    executors), in batches of chunks, one job each: a job per chunk costs about the chunk's work
+    (docs/performance.md). A batch fills to a partition's points for every core; two are in flight, so the
+    cores a batch's last tasks leave idle take the next's first.
+    """
+
+    BATCHES_IN_FLIGHT = 2
+
+    def __init__(self, reblind: Callable[[bytes, bytes], bytes], secret: bytes, point_bytes: int, pool: WorkerPool,
+                 mapper: ChunkMapper | None, send: Callable[[bytes], Awaitable[None]]) -> None:
+        self._reblind, self._secret, self._point_bytes = reblind, secret, point_bytes
+        self._pool, self._mapper, self._send = pool, mapper, send
+        self._pending: collections.deque[asyncio.Future[list[bytes]]] = collections.deque()
+        self._batch: list[bytes] = []
+        self._batch_points = 0
+        self._batch_limit = 0  # asked of the mapper at the first chunk, off the loop (it may start Spark)
+
+    async def add(self, data: bytes) -> None:
+        """Start on one chunk; wait for the oldest work if enough is in flight."""
+        if self._mapper is None:
+            self._pending.append(asyncio.ensure_future(self._pooled(data)))
+            if len(self._pending) >= self._pool.parallelism:
+                await self._emit()
+            return
+        if not self._batch_limit:
+            self._batch_limit = await asyncio.to_thread(self._mapper.batch_rows)
+        self._batch.append(data)
+        self._batch_points += len(data) // self._point_bytes
+        if self._batch_points >= self._batch_limit:
+            self._submit()
+            if len(self._pending) >= self.BATCHES_IN_FLIGHT:
+                await self._emit()
+
+    async def finish(self) -> None:
+        """Send every chunk still pending (a partial batch too)."""
+        self._submit()
+        while self._pending:
+            await self._emit()
+
+    async def _pooled(self, data: bytes) -> list[bytes]:
+        return [await self._pool.run(self._reblind, self._secret, data)]
+
+    def _submit(self) -> None:
+        if not self._batch:
+            return
+        assert self._mapper is not None
+        batch, self._batch, self._batch_points = self._batch, [], 0
+        # On a thread with this task's context: the job's group is the query served (serving_query()).
+        self._pending.append(asyncio.ensure_future(asyncio.to_thread(
+            self._mapper.map_parts, self._reblind, self._secret, batch, "re-blinding tokens")))
+
+    async def _emit(self) -> None:
+        for data in await self._pending.popleft():
+            await self._send(data)
 
 
 def _chunks(source: Source, columns: list[str], where: Filter | None,

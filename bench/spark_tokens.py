@@ -13,15 +13,17 @@ For each size N and mode, N valid USCCs are written once as Parquet, then turned
 * **spark**: ``SparkSource.map_chunks`` on ``local[--cores]``: the Parquet read, the executors' work and
   the results back in the adapter, everything a Spark source's match does before the gRPC stream.
 
-Then the ECDH second round (re-blinding the peer's points), chunk by chunk as the adapter receives them:
-on the pool, and as one Spark job per chunk (``sc.parallelize`` with the key broadcast).
-Each is run ``--repeat`` times and the best kept (a serving adapter is warm). Reported: rows/s and
-rows/s per core. Results and the decision they support: docs/performance.md.
+Then the ECDH second round (re-blinding the peer's points, as many as the largest size), in chunks of
+``matching.chunk_rows`` points as the adapter receives them: on the pool, ``--cores`` chunks in flight,
+and as a Spark source's session does it (``matching.Reblinding``: batches of ``batch_rows()`` points, one
+``map_parts`` job each, two in flight). Each is run ``--repeat`` times and the best kept (a serving adapter
+is warm). Reported: rows/s and rows/s per core. Results and the decision they support: docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures as cf
 import json
 import multiprocessing
@@ -30,15 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedgate.adapters.matching import chunk_rows
+from fedgate.adapters.matching import Reblinding, chunk_rows
 from fedgate.adapters.pool_tasks import TokenJob, job_tokens
 from fedgate.adapters.sources import chunk_mapper
 from fedgate.adapters.sources.spark import SESSIONS, SparkSource, SparkSpec
 from fedgate.crypto import psi
 from fedgate.crypto.ids import make_uscc
 from fedgate.query.protocols import ecdh
-
-REBLIND_CHUNKS = 24
+from fedgate.server.worker_pool import WorkerPool
 
 
 def _rows(n: int) -> list[tuple[str]]:
@@ -73,28 +74,49 @@ def _spark_rate(path: Path, job: TokenJob, n: int, cores: int, master: str) -> f
         source.close()
 
 
-def _reblind_rates(pool: cf.ProcessPoolExecutor, master: str, cores: int) -> dict[str, float]:
-    """Points re-blinded per second, chunks of MAX_CHUNK_ROWS points, `cores` chunks in flight on the pool and
-    one Spark job per chunk (the peer's chunks arrive one by one)."""
+def _reblind_rates(pool: cf.ProcessPoolExecutor, master: str, cores: int, points: int,
+                   repeat: int) -> dict[str, float]:
+    """Points re-blinded per second, `points` of them in chunks of `chunk_rows` points (as a 10^6-row peer
+    sends them): on the pool, `cores` chunks in flight; through a Spark source's batches (``map_parts``)."""
     size = chunk_rows(10**6, cores)
-    points = psi.hash_and_blind(psi.new_scalar(), b"d", [str(i).encode() for i in range(size)])
+    chunk = psi.hash_and_blind(psi.new_scalar(), b"d", [str(i).encode() for i in range(size)])
+    count = -(-points // size)
     scalar = psi.new_scalar()
-    start = time.perf_counter()
-    list(pool.map(ecdh.reblind, [scalar] * REBLIND_CHUNKS, [points] * REBLIND_CHUNKS))
-    pool_rate = REBLIND_CHUNKS * size / (time.perf_counter() - start)
-    sc = SESSIONS.get().sparkContext
-    step = size // cores * psi.POINT_BYTES
-    parts = [points[i:i + step] for i in range(0, len(points), step)]
-    start = time.perf_counter()
-    for _ in range(REBLIND_CHUNKS):
-        keys = sc.broadcast(scalar)
-        try:
-            out = sc.parallelize(parts, len(parts)).map(lambda p, k=keys: ecdh.reblind(k.value, p)).collect()
-            assert sum(len(o) for o in out) == size * psi.TOKEN_BYTES
-        finally:
-            keys.destroy()
-    spark_rate = REBLIND_CHUNKS * size / (time.perf_counter() - start)
-    return {"chunk_points": size, "pool": pool_rate, "spark": spark_rate}
+
+    def on_pool() -> float:
+        start = time.perf_counter()
+        list(pool.map(ecdh.reblind, [scalar] * count, [chunk] * count, chunksize=1))
+        return count * size / (time.perf_counter() - start)
+
+    source = SparkSource(SparkSpec("spark", table="unread", master=master))
+    mapper = chunk_mapper(source)
+    assert mapper is not None
+    sent: list[int] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(len(data))
+
+    async def batched() -> None:
+        reblinding = Reblinding(ecdh.reblind, scalar, psi.POINT_BYTES, WorkerPool(0), mapper, send)
+        for _ in range(count):
+            await reblinding.add(chunk)
+        await reblinding.finish()
+
+    def on_spark() -> float:
+        sent.clear()
+        start = time.perf_counter()
+        asyncio.run(batched())
+        rate = count * size / (time.perf_counter() - start)
+        assert sent == [size * psi.TOKEN_BYTES] * count
+        return rate
+
+    try:
+        pool_rate = max(on_pool() for _ in range(repeat))
+        spark_rate = max(on_spark() for _ in range(repeat))
+        return {"chunk_points": size, "points": count * size, "batch_points": mapper.batch_rows(),
+                "pool": pool_rate, "spark": spark_rate, "spark_vs_pool": spark_rate / pool_rate}
+    finally:
+        source.close()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -128,7 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results["runs"].append(run)
                 print(json.dumps(run), flush=True)
         if "ecdh" in args.modes:
-            results["reblind"] = {k: round(v) for k, v in _reblind_rates(pool, master, cores).items()}
+            most = max(int(s) for s in args.sizes.split(","))
+            rates = _reblind_rates(pool, master, cores, most, args.repeat)
+            results["reblind"] = {k: round(v, 2) if k == "spark_vs_pool" else round(v) for k, v in rates.items()}
             print(json.dumps(results["reblind"]), flush=True)
     holder.close()
     if args.json:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 Value = str | int | None
 K = TypeVar("K")
+P = TypeVar("P")
 T = TypeVar("T")
 
 
@@ -65,6 +66,18 @@ class ChunkMapper(Protocol):
         `keyed` (the keys the task needs) lives outside the adapter only while the iterator runs; `doing` says
         what the task does, value-free (a Spark job's description). Close the iterator to stop early.
         """
+        ...
+
+    def batch_rows(self) -> int:
+        """How many rows (or points) one `map_parts` job should carry to give every core a partition's worth.
+
+        A method, not a property: it may start the engine (seconds), so call it off the event loop."""
+        ...
+
+    def map_parts(self, task: Callable[[K, P], T], keyed: K, parts: Sequence[P], doing: str) -> list[T]:
+        """``task(keyed, part)`` for every part, as one job, results in the parts' order (blocking).
+
+        `keyed` lives outside the adapter only while the job runs; `doing` (value-free) labels the job."""
         ...
 
 

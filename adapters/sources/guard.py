@@ -22,6 +22,7 @@ from fedgate.core.filters import Filter
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
+P = TypeVar("P")
 T = TypeVar("T")
 
 
@@ -103,3 +104,19 @@ class _GuardedMapper:
             if self._guard._passes(exc):
                 raise
             self._guard._failed("working on rows", exc)
+
+    def batch_rows(self) -> int:
+        try:
+            return self._inner.batch_rows()
+        except Exception as exc:
+            if self._guard._passes(exc):
+                raise
+            self._guard._failed("starting its engine", exc)
+
+    def map_parts(self, task: Callable[[K, P], T], keyed: K, parts: Sequence[P], doing: str) -> list[T]:
+        try:
+            return self._inner.map_parts(task, keyed, parts, doing)
+        except Exception as exc:
+            if self._guard._passes(exc):
+                raise
+            self._guard._failed(doing, exc)

@@ -9,6 +9,10 @@ masking its disclosed rows) runs on the executors (``map_chunks``): the keys
 reach them in a broadcast destroyed when the job ends, and the results come
 back a few partitions at a time.
 
+The second round of an ECDH match (re-blinding the peer's points) runs there
+too, in batches of chunks (``map_parts``): one job per chunk would cost as much
+as the chunk's work.
+
 One SparkSession serves every Spark dataset of an adapter process: it starts
 (with its JVM) at the first read and stops when the last Spark source closes.
 PySpark is an extra (``pip install 'fedgate[spark]'``), imported only here and
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 K = TypeVar("K")
+P = TypeVar("P")
 T = TypeVar("T")
 
 FORMATS = ("parquet", "orc")
@@ -437,6 +442,26 @@ class SparkSource:
             threads.shutdown(wait=True)  # no task may still read the keys when they are destroyed
             keys.destroy()  # the keys leave the executors (and the driver's broadcast file) with the job
 
+    def batch_rows(self) -> int:
+        """A partition's rows for every core: a job's fixed cost (about a chunk's work) is small against that."""
+        return max(1, self._sessions.get().sparkContext.defaultParallelism) * PARTITION_ROWS
+
+    def map_parts(self, task: Callable[[K, P], T], keyed: K, parts: Sequence[P], doing: str) -> list[T]:
+        """Run `task` on the executors over `parts` in one job, spread over every core; results in order."""
+        if not parts:
+            return []
+        self._group(doing)  # this thread's jobs from now on: run it on the thread that runs the job
+        sc = self._sessions.get().sparkContext
+        keys = sc.broadcast(keyed)
+        try:
+            # Consecutive runs of parts, one per core: collect() keeps partitions' and parts' order.
+            slices = min(len(parts), max(1, sc.defaultParallelism))
+            work = functools.partial(_run_parts, keys, task)
+            return list(_results(self._run(doing, lambda: sc.parallelize(list(parts), slices)
+                                           .mapPartitions(work).collect())))
+        finally:
+            keys.destroy()  # the keys leave the executors (and the driver's broadcast file) with the job
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -464,6 +489,17 @@ def _run_chunks(keys: Broadcast[Any], task: Callable[[Any, list[tuple[Any, ...]]
     while chunk := [tuple(row) for row in itertools.islice(rows, size)]:
         try:
             yield task(keyed, chunk)
+        except FedgateError as exc:
+            yield _Failed(exc)
+            return
+
+
+def _run_parts(keys: Broadcast[Any], task: Callable[[Any, Any], Any], parts: Iterable[Any]) -> Iterator[Any]:
+    """On an executor: `task` over a partition's parts; a domain error ends the partition, carried back."""
+    keyed = keys.value
+    for part in parts:
+        try:
+            yield task(keyed, part)
         except FedgateError as exc:
             yield _Failed(exc)
             return
