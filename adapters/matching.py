@@ -272,8 +272,9 @@ class _Session:
         columns = [st.key_field, *plan.values]
         mapper = chunk_mapper(self.source)
         if mapper is not None:  # the source works on its rows where they are (Spark: on the executors)
+            row_bytes = job.result_bytes(plan.protocol.own_token_bytes)
             async for done in _threaded(lambda: mapper.map_chunks(columns, plan.where, size, job_tokens, job,
-                                                                  plan.decl.row_count)):
+                                                                  plan.decl.row_count, row_bytes=row_bytes)):
                 rows += done.rows
                 pending.append(_ready(done))
                 await emit()

@@ -66,6 +66,12 @@ class TokenJob:
     def __repr__(self) -> str:  # never a key in a log line or a traceback
         return f"TokenJob(kind={self.kind!r}, values={self.value_fields!r})"
 
+    def result_bytes(self, token_bytes: int) -> int:
+        """About how many bytes of results a row makes (a token, its hash, its subject reference, ciphertexts)."""
+        width = ciphertext_bytes(encryptor_for(self.paillier_key).n) if self.value_fields else 0
+        return (token_bytes + (16 if self.keep_hashes else 0) + (8 if self.subject_key else 0)
+                + width * len(self.value_fields))
+
 
 def job_tokens(job: TokenJob, rows: list[tuple[object, ...]]) -> ChunkTokens:
     """`tokens_for` one chunk under `job` (the shape a source's `map_chunks` and the pool both run)."""

@@ -52,6 +52,10 @@ def _job(mode: str) -> TokenJob:
     return TokenJob(psi.hash_and_blind, psi.new_scalar(), "uscc", keep_hashes=False)
 
 
+def _token_bytes(job: TokenJob) -> int:
+    return psi.TOKEN_BYTES if job.tokens_of is psi.hmac_tokens else psi.POINT_BYTES
+
+
 def _pool_rate(pool: cf.ProcessPoolExecutor, job: TokenJob, rows: list[tuple[str]], cores: int) -> float:
     size = chunk_rows(len(rows), cores)
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
@@ -67,7 +71,8 @@ def _spark_rate(path: Path, job: TokenJob, n: int, cores: int, master: str) -> f
         mapper = chunk_mapper(source)
         assert mapper is not None
         start = time.perf_counter()
-        done = sum(c.rows for c in mapper.map_chunks(["uscc"], None, chunk_rows(n, cores), job_tokens, job, n))
+        done = sum(c.rows for c in mapper.map_chunks(["uscc"], None, chunk_rows(n, cores), job_tokens, job, n,
+                                                        row_bytes=job.result_bytes(_token_bytes(job))))
         assert done == n
         return n / (time.perf_counter() - start)
     finally:

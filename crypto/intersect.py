@@ -172,7 +172,7 @@ class Intersector:
         # the per-chunk views (and the caller's bytes, if unshared) go away.
         chunks = [np.empty(0, np.uint8), *self._chunks["left"], *self._chunks["right"]]
         self._chunks = {"left": [], "right": []}
-        words = np.concatenate(chunks).view(np.uint64)
+        words: npt.NDArray[np.uint64] = np.concatenate(chunks).view(np.uint64)
         return words.reshape(len(words) * 8 // self.width, self.width // 8)
 
     def _transition(self, event: str) -> IntersectorState:

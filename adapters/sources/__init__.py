@@ -60,7 +60,7 @@ class ChunkMapper(Protocol):
 
     def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
                    task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0,
-                   doing: str = "computing tokens") -> Iterator[T]:
+                   doing: str = "computing tokens", row_bytes: int = 64) -> Iterator[T]:
         """``task(keyed, chunk)`` for every chunk of at most `size` rows passing `where`, results streamed back.
 
         `keyed` (the keys the task needs) lives outside the adapter only while the iterator runs; `doing` says

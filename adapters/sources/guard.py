@@ -97,9 +97,9 @@ class _GuardedMapper:
 
     def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
                    task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0,
-                   doing: str = "computing tokens") -> Iterator[T]:
+                   doing: str = "computing tokens", row_bytes: int = 64) -> Iterator[T]:
         try:
-            yield from self._inner.map_chunks(columns, where, size, task, keyed, rows_hint, doing)
+            yield from self._inner.map_chunks(columns, where, size, task, keyed, rows_hint, doing, row_bytes)
         except Exception as exc:
             if self._guard._passes(exc):
                 raise

@@ -25,9 +25,9 @@ import collections
 import concurrent.futures as cf
 import datetime as dt
 import functools
-import itertools
 import operator
 import os
+import pickle
 import re
 import sys
 import threading
@@ -67,9 +67,20 @@ _HOLDS: dict[FieldType, tuple[frozenset[str], str]] = {
 _INTEGRAL = _HOLDS[FieldType.INT][0]
 # A JDBC URL's credentials belong in the environment, never in the configuration file.
 _URL_SECRET = re.compile(r"password\s*=", re.IGNORECASE)
-# Rows per partition of a match's work: a task of a few seconds (ECDH blinds ~10^4 rows/s per core), and a
-# group of one partition per core small enough for the adapter to hold its results.
-PARTITION_ROWS = 32_768
+# Rows per partition of a match's work. A task has a fixed cost (a Python worker taking Arrow batches: about
+# 0.1-0.25 s of CPU measured on 2 cores), so a partition should hold seconds of work: 2^18 rows is 1.3 s of
+# keyed hashing, 10 s of X25519. But the adapter holds two groups of one partition per core of results, so a
+# partition's results stay under PARTITION_RESULT_BYTES (a Paillier ciphertext is 512 bytes a row).
+PARTITION_ROWS = 1 << 18
+MIN_PARTITION_ROWS = 1 << 14
+PARTITION_RESULT_BYTES = 8 << 20
+# ECDH's re-blinding batches: a partition of the peer's points per core (32 bytes each: 1 MiB).
+BATCH_PART_POINTS = 32_768
+
+
+def partition_rows(row_bytes: int) -> int:
+    """Rows per partition for results of about `row_bytes` a row: seconds of work, bounded bytes."""
+    return max(MIN_PARTITION_ROWS, min(PARTITION_ROWS, PARTITION_RESULT_BYTES // max(1, row_bytes)))
 
 
 @dataclass(frozen=True)
@@ -397,7 +408,7 @@ class SparkSource:
 
     def map_chunks(self, columns: Sequence[str], where: Filter | None, size: int,
                    task: Callable[[K, list[tuple[Any, ...]]], T], keyed: K, rows_hint: int = 0,
-                   doing: str = "computing tokens") -> Iterator[T]:
+                   doing: str = "computing tokens", row_bytes: int = 64) -> Iterator[T]:
         """Run `task` on the executors over chunks of the selected rows; results come back one group of
         partitions (one per core) at a time, so the adapter holds a group's results, not the table's."""
         self._group(doing)
@@ -406,29 +417,32 @@ class SparkSource:
         df = self._frame()
         if where is not None:
             df = df.filter(to_spark(where, df))
-        selected = df.select(*columns)
+        # Positional names: Arrow refuses a batch with two columns of one name (a key field also disclosed).
+        selected = df.select(*(df[name].alias(f"c{i}") for i, name in enumerate(columns)))
         cores = max(1, sc.defaultParallelism)
-        wanted = max(cores, -(-rows_hint // PARTITION_ROWS))
+        wanted = max(cores, -(-rows_hint // partition_rows(row_bytes)))
         if selected.rdd.getNumPartitions() < wanted:
             # A file of a few row groups is one or two partitions: spread it over every core. (The shuffle's
             # files are encrypted, see _start.)
             selected = selected.repartition(wanted)
-        rdd = selected.rdd
-        partitions = rdd.getNumPartitions()
-        groups = [range(first, min(partitions, first + cores)) for first in range(0, partitions, cores)]
-        keys = sc.broadcast(keyed)
         from pyspark import inheritable_thread_target
 
-        def work(rows: Iterable[Any]) -> Iterable[Any]:
-            return _run_chunks(keys, task, size, iter(rows))
-
-        # Each group's job on a thread carrying this thread's job group (the query id).
-        run = inheritable_thread_target(lambda group: self._run(doing,
-                                                                functools.partial(sc.runJob, rdd, work, group)))
-        # Two groups in flight: the cores a group's last tasks leave idle take the next group's first.
+        keys = sc.broadcast(keyed)
         jobs: collections.deque[cf.Future[list[Any]]] = collections.deque()
         threads = cf.ThreadPoolExecutor(2, thread_name_prefix="fedgate-spark-job")
         try:
+            def arrow_work(batches: Iterable[Any]) -> Iterable[Any]:
+                return _run_arrow_chunks(keys, task, size, iter(batches))
+
+            # Rows reach the Python workers as Arrow batches (columnar, no pickled Row per row: about 4x cheaper
+            # than the RDD of Rows), and each chunk's result comes back as one pickled value in a one-column frame.
+            rdd = selected.mapInArrow(arrow_work, "chunk binary").rdd.map(_unpickled_chunk)
+            partitions = rdd.getNumPartitions()
+            groups = [range(first, min(partitions, first + cores)) for first in range(0, partitions, cores)]
+            # Each group's job on a thread carrying this thread's job group (the query id).
+            run = inheritable_thread_target(lambda group: self._run(
+                doing, functools.partial(sc.runJob, rdd, _listed, group)))
+            # Two groups in flight: the cores a group's last tasks leave idle take the next group's first.
             for group in groups:
                 jobs.append(threads.submit(run, group))
                 if len(jobs) < 2:
@@ -444,7 +458,7 @@ class SparkSource:
 
     def batch_rows(self) -> int:
         """A partition's rows for every core: a job's fixed cost (about a chunk's work) is small against that."""
-        return max(1, self._sessions.get().sparkContext.defaultParallelism) * PARTITION_ROWS
+        return max(1, self._sessions.get().sparkContext.defaultParallelism) * BATCH_PART_POINTS
 
     def map_parts(self, task: Callable[[K, P], T], keyed: K, parts: Sequence[P], doing: str) -> list[T]:
         """Run `task` on the executors over `parts` in one job, spread over every core; results in order."""
@@ -482,16 +496,42 @@ def _results(items: list[Any]) -> Iterator[Any]:
         yield item
 
 
-def _run_chunks(keys: Broadcast[Any], task: Callable[[Any, list[tuple[Any, ...]]], Any], size: int,
-                rows: Iterator[Any]) -> Iterator[Any]:
-    """On an executor: `task` over a partition's rows, `size` rows at a time."""
+def _listed(items: Iterable[Any]) -> list[Any]:
+    return list(items)
+
+
+def _unpickled_chunk(row: Any) -> Any:
+    # The adapter's own executors pickled it (_run_arrow_chunks): as trusted as PySpark's own results.
+    return pickle.loads(row[0])
+
+
+def _run_arrow_chunks(keys: Broadcast[Any], task: Callable[[Any, list[tuple[Any, ...]]], Any], size: int,
+                      batches: Iterator[Any]) -> Iterator[Any]:
+    """On an executor: `task` over a partition's Arrow batches, `size` rows at a time, each result one pickled row."""
+    import pyarrow as pa
+
     keyed = keys.value
-    while chunk := [tuple(row) for row in itertools.islice(rows, size)]:
+    pending: list[tuple[Any, ...]] = []
+
+    def result(chunk: list[tuple[Any, ...]]) -> tuple[Any, bool]:
         try:
-            yield task(keyed, chunk)
+            return task(keyed, chunk), False
         except FedgateError as exc:
-            yield _Failed(exc)
-            return
+            return _Failed(exc), True
+
+    def batch(value: Any) -> Any:
+        return pa.RecordBatch.from_arrays([pa.array([pickle.dumps(value)], pa.binary())], ["chunk"])
+
+    for columnar in batches:
+        pending.extend(zip(*(column.to_pylist() for column in columnar.columns)))
+        while len(pending) >= size:
+            chunk, pending = pending[:size], pending[size:]
+            value, failed = result(chunk)
+            yield batch(value)
+            if failed:
+                return
+    if pending:
+        yield batch(result(pending)[0])
 
 
 def _run_parts(keys: Broadcast[Any], task: Callable[[Any, Any], Any], parts: Iterable[Any]) -> Iterator[Any]:
