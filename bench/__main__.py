@@ -2,6 +2,7 @@
 
 Usage::
 
+    python -m bench --spark [...]   # Spark mode: the departments' rows read through Spark (bench/spark_match.py)
     python -m bench [--sizes 10000,100000] [--size 1000000] [--modes keyed,ecdh,sum,compare]
                     [--openmined-path DIR] [--out bench/results/latest] [--workdir DIR]
 
@@ -259,6 +260,10 @@ def plot(rows: list[Row], path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--spark" in (sys.argv[1:] if argv is None else argv):  # Spark mode: bench/spark_match.py
+        from bench import spark_match
+
+        return spark_match.main(argv)
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000", help="rows per side, comma-separated")
     ap.add_argument("--size", type=int, action="append", default=[], help="one more size (repeatable), e.g. 1000000")

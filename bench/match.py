@@ -273,7 +273,8 @@ class RunResult:
 @contextlib.contextmanager
 def deployment(run_dir: Path, certs: Path, ds: DataSet, warm: DataSet, workers: int,
                stopped: dict[str, int | None],
-               gateway_options: Mapping[str, TomlValue] | None = None) -> Iterator[list[processes.ServerProcess]]:
+               gateway_options: Mapping[str, TomlValue] | None = None,
+               source: str = "csv") -> Iterator[list[processes.ServerProcess]]:
     """A fresh gateway and the two adapters (the timed and the warm-up datasets) as processes.
 
     Yields [gateway, left adapter, right adapter] once all are ready; on the way
@@ -284,7 +285,8 @@ def deployment(run_dir: Path, certs: Path, ds: DataSet, warm: DataSet, workers: 
     run_dir.mkdir(parents=True)
     gateway = GatewaySpec.in_dir(Path("gateway-data"), certs, policy_dir=policy_dir_for(run_dir, ds.size),
                                  options=dict(gateway_options or {}))
-    servers = Deployment(run_dir, gateway, people_departments(certs, workers, [(DATASET, ds), (WARMUP, warm)]))
+    servers = Deployment(run_dir, gateway, people_departments(certs, workers, [(DATASET, ds), (WARMUP, warm)],
+                                                                  source=source))
     try:
         servers.start_gateway()
         servers.start_adapters(timeout=300)
@@ -305,13 +307,13 @@ def unclean_stop(stopped: dict[str, int | None]) -> str:
 
 def run_servers(workdir: Path, certs: Path, ds: DataSet, warm: DataSet, mode: str, workers: int,
                 timeout: float, profile: Path | None,
-                gateway_options: Mapping[str, TomlValue] | None = None) -> RunResult:
+                gateway_options: Mapping[str, TomlValue] | None = None, source: str = "csv") -> RunResult:
     res = RunResult(ds.size, mode, expected=ds.expected)
     stopped: dict[str, int | None] = {}
     t0 = time.perf_counter()
     try:
-        with deployment(workdir / "runs" / f"n{ds.size}-{mode}", certs, ds, warm, workers, stopped,
-                        gateway_options) as started:
+        with deployment(workdir / "runs" / f"n{ds.size}-{mode}-{source}", certs, ds, warm, workers, stopped,
+                        gateway_options, source) as started:
             res.startup_s = round(time.perf_counter() - t0, 2)
             gw, left, right = started
             cpu = asyncio.run(_timed_match(f"127.0.0.1:{gw.port}", certs, ds, warm, mode, res, started, timeout,

@@ -141,12 +141,22 @@ def valid_ids(raw: list[str]) -> list[bytes]:
 PEOPLE_FIELDS = fields("resident_id:string:L4:resident_id value:int:L3")
 
 
+def parquet_path(csv: Path) -> Path:
+    """Where a side's rows are kept as Parquet, for Spark sources (`bench.spark_match` writes them)."""
+    return csv.with_suffix(".parquet")
+
+
 def people_departments(certs: Path, workers: int, datasets: Sequence[tuple[str, DataSet]],
-                       register_timeout_s: int = 60) -> tuple[DepartmentSpec, DepartmentSpec]:
-    """hrss (left sides) and civil (right sides), each serving the named data sets as CSV datasets."""
+                       register_timeout_s: int = 60, source: str = "csv") -> tuple[DepartmentSpec, DepartmentSpec]:
+    """hrss (left sides) and civil (right sides), each serving the named data sets as CSV datasets, or with
+    `source="spark"` as the same rows in Parquet read through Spark (local mode, every core)."""
+    def table(path: Path) -> dict[str, str]:
+        if source == "spark":
+            return {"kind": "spark", "path": str(parquet_path(path)), "format": "parquet"}
+        return {"kind": "csv", "path": str(path)}
+
     def side(code: str, pick: Callable[[DataSet], Path]) -> DepartmentSpec:
-        decls = [DatasetSpec(name, "benchmark people", {"kind": "csv", "path": str(pick(ds))}, PEOPLE_FIELDS)
-                 for name, ds in datasets]
+        decls = [DatasetSpec(name, "benchmark people", table(pick(ds)), PEOPLE_FIELDS) for name, ds in datasets]
         return DepartmentSpec.in_dir(code, decls, certs, data_dir=Path("adapter-data") / code, workers=workers,
                                      register_timeout_s=register_timeout_s)
 
