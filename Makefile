@@ -42,6 +42,8 @@ test: $(STAMP)
 
 # The peers' side-by-side benchmark: 10k and 100k rows per side, about 3.5 minutes on 2 cores
 # (BENCH_ARGS="--size 1000000" adds a million, about 10 minutes; docs/performance.md). Results in bench/results/latest/.
+# Spark mode, the same matches with the departments' rows read through Spark against CSV (needs Java 17):
+#   make bench EXTRAS=dev,spark BENCH_ARGS="--spark --sizes 1000000,10000000"   (about an hour; bench/results/spark/)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS),bench]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PEERS) openmined-psi==2.0.6

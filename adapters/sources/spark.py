@@ -74,6 +74,8 @@ _URL_SECRET = re.compile(r"password\s*=", re.IGNORECASE)
 PARTITION_ROWS = 1 << 18
 MIN_PARTITION_ROWS = 1 << 14
 PARTITION_RESULT_BYTES = 8 << 20
+# Rows per partition read back to the adapter (`rows`): a partition at a time is in the driver's memory.
+LOCAL_PARTITION_ROWS = 1 << 17
 # ECDH's re-blinding batches: a partition of the peer's points per core (32 bytes each: 1 MiB).
 BATCH_PART_POINTS = 32_768
 
@@ -395,8 +397,14 @@ class SparkSource:
         if where is not None:
             df = df.filter(to_spark(where, df))
         selected = df.select(*columns)
-        # One partition at a time: the adapter's memory holds a partition, not the table. The jobs run from
-        # a thread the JVM starts now, which takes this thread's job group with it.
+        # One partition at a time: the adapter's memory holds a partition, not the table. A file's partition
+        # can hold millions of rows (a row group each), more than a default driver's heap takes at once, so
+        # the table's rows (a count Parquet, ORC and JDBC answer from metadata or the database) set how many.
+        total = int(self._run("reading rows", self._frame().count))
+        wanted = -(-total // LOCAL_PARTITION_ROWS)
+        if selected.rdd.getNumPartitions() < wanted:
+            selected = selected.repartition(wanted)
+        # The jobs run from a thread the JVM starts now, which takes this thread's job group with it.
         rows = self._run("reading rows", lambda: selected.toLocalIterator(prefetchPartitions=False))
         try:
             for row in rows:
