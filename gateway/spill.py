@@ -23,7 +23,7 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -35,23 +35,29 @@ from fedgate.query.ciphertexts import CipherColumns
 SPILL_DIR = "spill"
 DEFAULT_ABOVE_ROWS = 250_000
 DEFAULT_BUCKETS = 64
+# Records (left plus right) a gateway intersects at once: a larger bucket is split by the tokens' next bytes.
+DEFAULT_BUCKET_ROWS = 1 << 20
 log = logging.getLogger(__name__)
 # A batch of ciphertext positions is read as one span when the span is at most this many times the batch.
 _SPAN_SLACK = 4
+# Rows of a file-backed array scanned at once when the matched flags become positions.
+_SCAN_ROWS = 1 << 18
 
 
 @dataclass(frozen=True)
 class SpillConfig:
-    """Where and from what size a gateway spills (``spill_above_rows``, ``spill_buckets`` in gateway.toml)."""
+    """Where and from what size a gateway spills (``spill_above_rows``, ``spill_buckets``, ``spill_bucket_rows``
+    in gateway.toml)."""
 
     root: Path
     above_rows: int = DEFAULT_ABOVE_ROWS
     buckets: int = DEFAULT_BUCKETS
+    bucket_rows: int = DEFAULT_BUCKET_ROWS
 
     def for_query(self, query_id: str) -> QuerySpill:
         """The query's own directory under root (a fresh name if the id is not one: never root itself)."""
         name = query_id if re.fullmatch(r"[0-9a-f]{8,64}", query_id) else secrets.token_hex(16)
-        return QuerySpill(self.root / name, self.above_rows, self.buckets)
+        return QuerySpill(self.root / name, self.above_rows, self.buckets, self.bucket_rows)
 
 
 def remove_leftovers(root: Path) -> None:
@@ -66,6 +72,7 @@ class QuerySpill:
     directory: Path
     above_rows: int
     buckets: int
+    bucket_rows: int = DEFAULT_BUCKET_ROWS
     _files: list[BinaryIO] = field(default_factory=list)
     _names: int = 0
 
@@ -85,6 +92,25 @@ class QuerySpill:
         fh = open(path, "a+b", opener=lambda p, flags: os.open(p, flags, 0o600))  # closed in remove()
         self._files.append(fh)
         return fh
+
+    def discard(self, fh: BinaryIO) -> None:
+        """Close and delete one file of this query's before the query ends (a bucket already intersected)."""
+        with contextlib.suppress(ValueError):
+            self._files.remove(fh)
+        with contextlib.suppress(OSError):
+            fh.close()
+        with contextlib.suppress(OSError):
+            os.unlink(fh.name)
+
+    def array(self, stem: str, dtype: npt.DTypeLike, count: int) -> tuple[npt.NDArray[Any], BinaryIO | None]:
+        """A zeroed array of ``count`` items in a file of this query's, and the file: its pages are the file's,
+        which the kernel may write back and drop, not the gateway's anonymous memory."""
+        if count == 0:
+            return np.zeros(0, dtype), None
+        fh = self.open(stem)
+        fh.truncate(count * np.dtype(dtype).itemsize)
+        # The mapping outlives the file: remove() closes and unlinks it, the pages go with the last reference.
+        return np.memmap(fh, dtype=dtype, mode="r+", shape=(count,)), fh
 
     def remove(self) -> None:
         """Close every file and remove the directory (a no-op when nothing spilled)."""
@@ -150,43 +176,74 @@ class SpillingIntersector(Intersector):
             start = end
 
     def finish(self, *, pairs: bool = False, max_pairs: int = 0) -> IntersectionResult:
-        """As ``Intersector.finish``; once spilled, one bucket at a time."""
+        """As ``Intersector.finish``; once spilled, one bucket at a time, none larger than ``bucket_rows``."""
         if self._buckets is None:
             return super().finish(pairs=pairs, max_pairs=max_pairs)
         next_state = self._transition("finish")
         self._flush()
         self._state = next_state
         n_left, n_right = self.left_size, self.right_size
-        matched = {"left": np.zeros(n_left, dtype=bool), "right": np.zeros(n_right, dtype=bool)}
-        distinct, paired, found = 0, [], 0
+        done = _Matched(self._spill, n_left, n_right, max_pairs if pairs else -1)
         for b in range(self._spill.buckets):
-            left, right = self._read(self._buckets["left"][b]), self._read(self._buckets["right"][b])
-            tokens = np.concatenate([left["token"], right["token"]])
-            words = np.ascontiguousarray(tokens).view(np.uint64).reshape(len(tokens), self.width // 8)
-            budget = max_pairs - found if pairs else -1
-            try:
-                lpos, rpos, d, bucket_pairs = match_rows(words, len(left), budget)
-            except TooManyPairs:
-                raise TooManyPairs(f"the match has more than {max_pairs:,} (left, right) pairs, the limit (keys "
-                                   "repeated on both sides)") from None
-            distinct += d
-            matched["left"][left["pos"][lpos]] = True
-            matched["right"][right["pos"][rpos]] = True
-            if bucket_pairs is not None:
-                pl, pr = left["pos"][bucket_pairs[0]], right["pos"][bucket_pairs[1]]
-                found += len(pl)
-                paired.append((pl, pr))
-        left_positions = _readonly(np.flatnonzero(matched["left"]).astype(np.int64, copy=False))
-        right_positions = _readonly(np.flatnonzero(matched["right"]).astype(np.int64, copy=False))
+            self._bucket(self._buckets["left"][b], self._buckets["right"][b], 2, done)
+        left_positions, right_positions = done.positions()
         extra = {}
         if pairs:
-            pl = np.concatenate([np.empty(0, np.int64), *(p[0] for p in paired)])
-            pr = np.concatenate([np.empty(0, np.int64), *(p[1] for p in paired)])
+            pl = np.concatenate([np.empty(0, np.int64), *(p[0] for p in done.paired)])
+            pr = np.concatenate([np.empty(0, np.int64), *(p[1] for p in done.paired)])
             by_left = np.lexsort((pr, pl))
             extra = {"pair_left": _readonly(pl[by_left]), "pair_right": _readonly(pr[by_left])}
         return IntersectionResult(left_size=n_left, right_size=n_right, cardinality=len(left_positions),
-                                  distinct_matches=distinct, left_positions=left_positions,
+                                  distinct_matches=done.distinct, left_positions=left_positions,
                                   right_positions=right_positions, **extra)
+
+    def _bucket(self, left_fh: BinaryIO, right_fh: BinaryIO, byte: int, done: _Matched) -> None:
+        """Intersect one bucket, or, past ``bucket_rows`` records, split it by the tokens' byte ``byte``
+        (equal tokens stay together) and intersect each part in turn."""
+        sizes = [_size(fh) // self._dtype.itemsize for fh in (left_fh, right_fh)]
+        total = sizes[0] + sizes[1]
+        if total > self._spill.bucket_rows and byte < self.width:
+            fanout = min(256, max(2, -(-2 * total // max(self._spill.bucket_rows, 1))))
+            parts = {s: [self._spill.open(f"{s}-sub") for _ in range(fanout)] for s in ("left", "right")}
+            for side, fh in (("left", left_fh), ("right", right_fh)):
+                self._split(fh, byte, parts[side])
+                self._spill.discard(fh)
+            for p in range(fanout):
+                self._bucket(parts["left"][p], parts["right"][p], byte + 1, done)
+            return
+        left, right = self._read(left_fh), self._read(right_fh)
+        if byte > 2:
+            self._spill.discard(left_fh)
+            self._spill.discard(right_fh)
+        tokens = np.concatenate([left["token"], right["token"]])
+        words = np.ascontiguousarray(tokens).view(np.uint64).reshape(len(tokens), self.width // 8)
+        del tokens
+        try:
+            lpos, rpos, distinct, bucket_pairs = match_rows(words, len(left), done.budget())
+        except TooManyPairs:
+            raise TooManyPairs(f"the match has more than {done.max_pairs:,} (left, right) pairs, the limit (keys "
+                               "repeated on both sides)") from None
+        done.add(left["pos"][lpos], right["pos"][rpos], distinct,
+                 None if bucket_pairs is None else (left["pos"][bucket_pairs[0]], right["pos"][bucket_pairs[1]]))
+
+    def _split(self, fh: BinaryIO, byte: int, parts: list[BinaryIO]) -> None:
+        """Copy a bucket's records to ``parts`` by their token's byte ``byte``, ``bucket_rows`` at a time."""
+        fh.flush()
+        step = max(self._spill.bucket_rows, 1) * self._dtype.itemsize
+        offset, fanout = 0, len(parts)
+        while data := os.pread(fh.fileno(), step, offset):
+            offset += len(data)
+            records = np.frombuffer(data, dtype=self._dtype)
+            key = np.frombuffer(records["token"].tobytes(), np.uint8).reshape(len(records), self.width)[:, byte]
+            part = (key.astype(np.int64) * fanout) >> 8
+            order = np.argsort(part, kind="stable")
+            ends = np.cumsum(np.bincount(part, minlength=fanout))
+            ordered = records[order]
+            start = 0
+            for p, end in enumerate(ends.tolist()):
+                if end > start:
+                    parts[p].write(ordered[start:end].tobytes())
+                start = end
 
     def _read(self, fh: BinaryIO) -> npt.NDArray[np.void]:
         fh.flush()
@@ -195,6 +252,56 @@ class SpillingIntersector(Intersector):
         # The bucket is read once: its file can go now.
         fh.truncate(0)
         return np.frombuffer(data, dtype=self._dtype)
+
+
+class _Matched:
+    """What a spilled intersection found so far, bucket by bucket: matched rows flagged in file-backed arrays."""
+
+    def __init__(self, spill: QuerySpill, n_left: int, n_right: int, max_pairs: int) -> None:
+        self.spill, self.max_pairs = spill, max_pairs
+        self.flags = {side: spill.array(f"{side}-matched", np.bool_, n)
+                      for side, n in (("left", n_left), ("right", n_right))}
+        self.counts = {"left": 0, "right": 0}
+        self.distinct, self.found = 0, 0
+        self.paired: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+
+    def budget(self) -> int:
+        return self.max_pairs - self.found if self.max_pairs >= 0 else -1
+
+    def add(self, left: npt.NDArray[np.int64], right: npt.NDArray[np.int64], distinct: int,
+            paired: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None) -> None:
+        # A row lies in exactly one bucket: its positions are counted once.
+        self.flags["left"][0][left] = True
+        self.flags["right"][0][right] = True
+        self.counts["left"] += len(left)
+        self.counts["right"] += len(right)
+        self.distinct += distinct
+        if paired is not None:
+            self.found += len(paired[0])
+            self.paired.append(paired)
+
+    def positions(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Each side's matched positions, ascending, in a file-backed array (the flags' files go)."""
+        out = []
+        for side in ("left", "right"):
+            flags, flags_file = self.flags[side]
+            positions, _ = self.spill.array(f"{side}-positions", np.int64, self.counts[side])
+            at = 0
+            for start in range(0, len(flags), _SCAN_ROWS):
+                found = np.flatnonzero(flags[start:start + _SCAN_ROWS]) + start
+                positions[at:at + len(found)] = found
+                at += len(found)
+            assert at == len(positions)
+            if flags_file is not None:
+                self.spill.discard(flags_file)
+            out.append(_readonly(positions))
+        self.flags = {}
+        return out[0], out[1]
+
+
+def _size(fh: BinaryIO) -> int:
+    fh.flush()
+    return os.fstat(fh.fileno()).st_size
 
 
 @dataclass
