@@ -4,9 +4,12 @@ Up to ``spill_above_rows`` a match keeps everything in memory (``fedgate.query.m
 each token goes with its arrival position to one of ``spill_buckets`` files per side, chosen by the
 token's first two bytes (keyed hashes and blinded points are uniform), so equal tokens always share a
 bucket: each bucket is intersected on its own with the in-memory algorithm
-(``fedgate.crypto.intersect.match_rows``) and the positions are put back in arrival order, which gives
-the same ``IntersectionResult`` as in memory. A value holder's ciphertexts go to one file in arrival
-order (fixed width) and are read back by position, a batch at a time, only when the arithmetic takes them.
+(``fedgate.crypto.intersect.match_rows``). A bucket of more than ``spill_bucket_rows`` records is split
+into sub-bucket files by the tokens' next bits, recursively, so what is intersected at once does not grow
+with the match. Matched rows are flagged, and their positions collected in arrival order, in files mapped
+into memory (pages the kernel can drop, not anonymous memory); the result is the in-memory
+``IntersectionResult``. A value holder's ciphertexts go to one file in arrival order (fixed width) and are
+read back by position, a batch at a time, only when the arithmetic takes them.
 
 Files live in ``<data_dir>/spill/<query_id>/`` (0700) and hold only what the gateway receives anyway:
 tokens, positions and ciphertexts, never an identifier. The pump removes the directory however the
@@ -185,7 +188,7 @@ class SpillingIntersector(Intersector):
         n_left, n_right = self.left_size, self.right_size
         done = _Matched(self._spill, n_left, n_right, max_pairs if pairs else -1)
         for b in range(self._spill.buckets):
-            self._bucket(self._buckets["left"][b], self._buckets["right"][b], 2, done)
+            self._bucket(self._buckets["left"][b], self._buckets["right"][b], 0, done)
         left_positions, right_positions = done.positions()
         extra = {}
         if pairs:
@@ -197,22 +200,30 @@ class SpillingIntersector(Intersector):
                                   distinct_matches=done.distinct, left_positions=left_positions,
                                   right_positions=right_positions, **extra)
 
-    def _bucket(self, left_fh: BinaryIO, right_fh: BinaryIO, byte: int, done: _Matched) -> None:
-        """Intersect one bucket, or, past ``bucket_rows`` records, split it by the tokens' byte ``byte``
-        (equal tokens stay together) and intersect each part in turn."""
-        sizes = [_size(fh) // self._dtype.itemsize for fh in (left_fh, right_fh)]
-        total = sizes[0] + sizes[1]
-        if total > self._spill.bucket_rows and byte < self.width:
-            fanout = min(256, max(2, -(-2 * total // max(self._spill.bucket_rows, 1))))
-            parts = {s: [self._spill.open(f"{s}-sub") for _ in range(fanout)] for s in ("left", "right")}
+    def _bucket(self, left_fh: BinaryIO, right_fh: BinaryIO, used: int, done: _Matched) -> None:
+        """Intersect one bucket, or, past ``bucket_rows`` records, split it by the tokens' next bits (equal
+        tokens stay together) and intersect each part in turn; ``used`` bits were split on so far."""
+        total = (_size(left_fh) + _size(right_fh)) // self._dtype.itemsize
+        # Bits 16, 17, ... to the end, then 0 to 15, which the top-level bucket fixed only in part: a part
+        # split on every bit holds one token, however often repeated (equal tokens are intersected together).
+        if total > self._spill.bucket_rows and used < 8 * self.width:
+            bits = min(8, 8 * self.width - used, max(1, (2 * total - 1) // self._spill.bucket_rows).bit_length())
+            parts = {s: [self._spill.open(f"{s}-sub") for _ in range(1 << bits)] for s in ("left", "right")}
             for side, fh in (("left", left_fh), ("right", right_fh)):
-                self._split(fh, byte, parts[side])
+                self._split(fh, (16 + used) % (8 * self.width), bits, parts[side])
                 self._spill.discard(fh)
-            for p in range(fanout):
-                self._bucket(parts["left"][p], parts["right"][p], byte + 1, done)
+            for left_part, right_part in zip(parts["left"], parts["right"]):
+                if _size(left_part) and _size(right_part):
+                    continue
+                # Nothing to match with on the other side: gone before the other parts are intersected.
+                self._spill.discard(left_part)
+                self._spill.discard(right_part)
+            for left_part, right_part in zip(parts["left"], parts["right"]):
+                if not left_part.closed:
+                    self._bucket(left_part, right_part, used + bits, done)
             return
         left, right = self._read(left_fh), self._read(right_fh)
-        if byte > 2:
+        if used:
             self._spill.discard(left_fh)
             self._spill.discard(right_fh)
         tokens = np.concatenate([left["token"], right["token"]])
@@ -226,18 +237,20 @@ class SpillingIntersector(Intersector):
         done.add(left["pos"][lpos], right["pos"][rpos], distinct,
                  None if bucket_pairs is None else (left["pos"][bucket_pairs[0]], right["pos"][bucket_pairs[1]]))
 
-    def _split(self, fh: BinaryIO, byte: int, parts: list[BinaryIO]) -> None:
-        """Copy a bucket's records to ``parts`` by their token's byte ``byte``, ``bucket_rows`` at a time."""
+    def _split(self, fh: BinaryIO, offset: int, bits: int, parts: list[BinaryIO]) -> None:
+        """Copy a bucket's records to ``parts`` by ``bits`` bits of their token from bit ``offset`` (wrapping
+        round to the first byte), ``bucket_rows`` records at a time."""
         fh.flush()
-        step = max(self._spill.bucket_rows, 1) * self._dtype.itemsize
-        offset, fanout = 0, len(parts)
-        while data := os.pread(fh.fileno(), step, offset):
-            offset += len(data)
+        step = self._spill.bucket_rows * self._dtype.itemsize
+        at, byte, shift = 0, offset // 8, 16 - offset % 8 - bits
+        while data := os.pread(fh.fileno(), step, at):
+            at += len(data)
             records = np.frombuffer(data, dtype=self._dtype)
-            key = np.frombuffer(records["token"].tobytes(), np.uint8).reshape(len(records), self.width)[:, byte]
-            part = (key.astype(np.int64) * fanout) >> 8
+            tokens = np.frombuffer(records["token"].tobytes(), np.uint8).reshape(len(records), self.width)
+            pair = (tokens[:, byte].astype(np.int64) << 8) | tokens[:, (byte + 1) % self.width]
+            part = (pair >> shift) & ((1 << bits) - 1)
             order = np.argsort(part, kind="stable")
-            ends = np.cumsum(np.bincount(part, minlength=fanout))
+            ends = np.cumsum(np.bincount(part, minlength=len(parts)))
             ordered = records[order]
             start = 0
             for p, end in enumerate(ends.tolist()):

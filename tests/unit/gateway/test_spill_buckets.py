@@ -64,9 +64,12 @@ def test_bucketed_intersection_equals_the_in_memory_one(left: list[bytes], right
         assert not (Path(tmp) / "q").exists()
 
 
-# Tokens sharing their first 2..15 bytes, so splitting a bucket by the next byte leaves some together.
-PREFIXED = [bytes(16 - n) + bytes([n]) * n for n in range(1, 15)] + [b"\x07" * 15 + bytes([i]) for i in range(4)]
+# Tokens sharing long prefixes (splitting by the next bits leaves them together), and tokens in one top-level
+# bucket that differ only in their first two bytes (told apart only once the split wraps round to them).
+PREFIXED = ([bytes(16 - n) + bytes([n]) * n for n in range(1, 15)] + [b"\x07" * 15 + bytes([i]) for i in range(4)]
+            + [bytes([0x40, i]) + b"\x05" * 14 for i in range(3)] + [b"\x41\x00" + b"\x05" * 14])
 DEEP_SIDE = st.lists(st.sampled_from(POOL[:3] + PREFIXED), max_size=80)
+assert len(set(PREFIXED)) == len(PREFIXED)
 
 
 @FAST
@@ -110,7 +113,7 @@ def test_a_bucket_past_bucket_rows_is_split_and_its_files_go(tmp_path: Path, mon
     memory.add("left", left)
     memory.add("right", right)
     _same(result, memory.finish())
-    assert result.cardinality == 300 and sizes and max(sizes) <= 64 and sum(sizes) == 1800
+    assert result.cardinality == 300 and sizes and max(sizes) <= 64 and 600 <= sum(sizes) <= 1800
     names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "q").iterdir() if p.stat().st_size)
     assert names == ["left-positions", "right-positions"]
     assert isinstance(result.left_positions, np.memmap) and not result.left_positions.flags.writeable
