@@ -209,9 +209,13 @@ class SpillingIntersector(Intersector):
         if total > self._spill.bucket_rows and used < 8 * self.width:
             bits = min(8, 8 * self.width - used, max(1, (2 * total - 1) // self._spill.bucket_rows).bit_length())
             parts = {s: [self._spill.open(f"{s}-sub") for _ in range(1 << bits)] for s in ("left", "right")}
+            alone = []
             for side, fh in (("left", left_fh), ("right", right_fh)):
-                self._split(fh, (16 + used) % (8 * self.width), bits, parts[side])
+                alone.append(self._split(fh, (16 + used) % (8 * self.width), bits, parts[side]))
                 self._spill.discard(fh)
+            # One token repeated on both sides: no further split divides it, so it is intersected now rather
+            # than copied once per remaining bit.
+            then = 8 * self.width if alone[0] is not None and alone[0] == alone[1] else used + bits
             for left_part, right_part in zip(parts["left"], parts["right"]):
                 if _size(left_part) and _size(right_part):
                     continue
@@ -220,7 +224,7 @@ class SpillingIntersector(Intersector):
                 self._spill.discard(right_part)
             for left_part, right_part in zip(parts["left"], parts["right"]):
                 if not left_part.closed:
-                    self._bucket(left_part, right_part, used + bits, done)
+                    self._bucket(left_part, right_part, then, done)
             return
         left, right = self._read(left_fh), self._read(right_fh)
         if used:
@@ -237,16 +241,20 @@ class SpillingIntersector(Intersector):
         done.add(left["pos"][lpos], right["pos"][rpos], distinct,
                  None if bucket_pairs is None else (left["pos"][bucket_pairs[0]], right["pos"][bucket_pairs[1]]))
 
-    def _split(self, fh: BinaryIO, offset: int, bits: int, parts: list[BinaryIO]) -> None:
+    def _split(self, fh: BinaryIO, offset: int, bits: int, parts: list[BinaryIO]) -> bytes | None:
         """Copy a bucket's records to ``parts`` by ``bits`` bits of their token from bit ``offset`` (wrapping
-        round to the first byte), ``bucket_rows`` records at a time."""
+        round to the first byte), ``bucket_rows`` records at a time; the token if all records hold one."""
         fh.flush()
         step = self._spill.bucket_rows * self._dtype.itemsize
         at, byte, shift = 0, offset // 8, 16 - offset % 8 - bits
+        first: npt.NDArray[np.uint8] | None = None
+        alone = True
         while data := os.pread(fh.fileno(), step, at):
             at += len(data)
             records = np.frombuffer(data, dtype=self._dtype)
             tokens = np.frombuffer(records["token"].tobytes(), np.uint8).reshape(len(records), self.width)
+            first = tokens[0].copy() if first is None else first
+            alone = alone and bool((tokens == first).all())
             pair = (tokens[:, byte].astype(np.int64) << 8) | tokens[:, (byte + 1) % self.width]
             part = (pair >> shift) & ((1 << bits) - 1)
             order = np.argsort(part, kind="stable")
@@ -257,6 +265,7 @@ class SpillingIntersector(Intersector):
                 if end > start:
                     parts[p].write(ordered[start:end].tobytes())
                 start = end
+        return first.tobytes() if first is not None and alone else None
 
     def _read(self, fh: BinaryIO) -> npt.NDArray[np.void]:
         fh.flush()

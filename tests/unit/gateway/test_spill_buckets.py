@@ -122,6 +122,29 @@ def test_a_bucket_past_bucket_rows_is_split_and_its_files_go(tmp_path: Path, mon
     assert result.left_positions.tolist() == list(range(300))
 
 
+def test_one_token_repeated_past_bucket_rows_is_split_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal tokens cannot be divided: after one split shows a bucket is one token, it is intersected, not split
+    once per remaining bit."""
+    splits: list[int] = []
+    split = SpillingIntersector._split
+
+    def counting(self, fh, offset, bits, parts):  # type: ignore[no-untyped-def]
+        splits.append(offset)
+        return split(self, fh, offset, bits, parts)
+
+    monkeypatch.setattr(SpillingIntersector, "_split", counting)
+    spill = QuerySpill(tmp_path / "q", 0, 1, 8)
+    box = spill.intersector(100, psi.TOKEN_BYTES)
+    box.add("left", POOL[0] * 40 + POOL[1] * 3)
+    box.add("right", POOL[0] * 30)
+    result = box.finish(pairs=True, max_pairs=10_000)
+    assert (result.cardinality, result.distinct_matches, len(result.pair_left)) == (40, 1, 1200)
+    assert result.left_positions.tolist() == list(range(40))
+    assert len(splits) <= 8  # a few levels until POOL[0] and POOL[1] part, not 128 bits' worth
+    spill.remove()
+    assert not (tmp_path / "q").exists()
+
+
 def test_too_many_pairs_is_refused_across_buckets(tmp_path: Path) -> None:
     spill = QuerySpill(tmp_path / "q", 0, 4)
     box = spill.intersector(100, psi.TOKEN_BYTES)
