@@ -38,7 +38,7 @@ from fedgate.query.ciphertexts import CipherColumns
 SPILL_DIR = "spill"
 DEFAULT_ABOVE_ROWS = 250_000
 DEFAULT_BUCKETS = 64
-# Records (left plus right) a gateway intersects at once: a larger bucket is split by the tokens' next bytes.
+# Records (left plus right) a gateway intersects at once: a larger bucket is split by the tokens' next bits.
 DEFAULT_BUCKET_ROWS = 1 << 20
 log = logging.getLogger(__name__)
 # A batch of ciphertext positions is read as one span when the span is at most this many times the batch.
@@ -179,7 +179,7 @@ class SpillingIntersector(Intersector):
             start = end
 
     def finish(self, *, pairs: bool = False, max_pairs: int = 0) -> IntersectionResult:
-        """As ``Intersector.finish``; once spilled, one bucket at a time, none larger than ``bucket_rows``."""
+        """As ``Intersector.finish``; once spilled, a bucket at a time, none past ``bucket_rows`` but one token repeated."""
         if self._buckets is None:
             return super().finish(pairs=pairs, max_pairs=max_pairs)
         next_state = self._transition("finish")
