@@ -12,7 +12,7 @@ from fedgate.server.tls import TlsFiles
 from fedgate.core.tomlconfig import Table
 from fedgate.core.errors import ConfigError
 from fedgate.server.worker_pool import default_workers
-from fedgate.gateway.spill import DEFAULT_ABOVE_ROWS, DEFAULT_BUCKETS, SPILL_DIR, SpillConfig
+from fedgate.gateway.spill import DEFAULT_ABOVE_ROWS, DEFAULT_BUCKET_ROWS, DEFAULT_BUCKETS, SPILL_DIR, SpillConfig
 
 DEFAULT_ORIGIN = "fedgate.local/audit"
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults 
 # flags_timeout_s = 300                # how long a comparison waits for the client's flagged pairs
 # health_check_s = 30                  # ask every registered adapter's health service this often
 # spill_above_rows = 250000            # a match holding more tokens, or ciphertexts of one side, spills them to data_dir/spill/
-# spill_buckets = 64                   # hash buckets a spilled match is intersected in: memory ~ rows / spill_buckets
+# spill_buckets = 64                   # hash-bucket files a side a spilled match's tokens are spread over
+# spill_bucket_rows = 1048576          # tokens (both sides) intersected at once: a larger bucket is split further
 # The security officers' public key (`fedgate certs init` writes the pair beside the certificates): exact filters
 # are logged sealed to it, for officers only (`fedgate audit open`). Keep officer-seal.key away from the gateway.
 # Without it the gateway still runs, logging filters redacted only, and says so at start.
@@ -67,10 +68,12 @@ class GatewayConfig:
     officer_seal_key: Path | None = None
     spill_above_rows: int = DEFAULT_ABOVE_ROWS
     spill_buckets: int = DEFAULT_BUCKETS
+    spill_bucket_rows: int = DEFAULT_BUCKET_ROWS
 
     @property
     def spill(self) -> SpillConfig:
-        return SpillConfig(self.data_dir / SPILL_DIR, self.spill_above_rows, self.spill_buckets)
+        return SpillConfig(self.data_dir / SPILL_DIR, self.spill_above_rows, self.spill_buckets,
+                           self.spill_bucket_rows)
 
     @property
     def effective_policy_dir(self) -> Path:
@@ -109,11 +112,13 @@ class GatewayConfig:
             officer_seal_key=table.path("officer_seal_key", None),
             spill_above_rows=table.integer("spill_above_rows", DEFAULT_ABOVE_ROWS),
             spill_buckets=table.integer("spill_buckets", DEFAULT_BUCKETS),
+            spill_bucket_rows=table.integer("spill_bucket_rows", DEFAULT_BUCKET_ROWS),
             tls=TlsFiles.from_table(table.table("tls")),
         )
         table.done()
-        if config.spill_above_rows < 0 or not 1 <= config.spill_buckets <= 65536:
-            raise ConfigError(str(path), "spill_above_rows must be >= 0 and spill_buckets within 1..65536")
+        if config.spill_above_rows < 0 or not 1 <= config.spill_buckets <= 65536 or config.spill_bucket_rows < 1:
+            raise ConfigError(str(path), "spill_above_rows must be >= 0, spill_buckets within 1..65536 and "
+                              "spill_bucket_rows >= 1")
         return config
 
 

@@ -64,6 +64,87 @@ def test_bucketed_intersection_equals_the_in_memory_one(left: list[bytes], right
         assert not (Path(tmp) / "q").exists()
 
 
+# Tokens sharing long prefixes (splitting by the next bits leaves them together), and tokens in one top-level
+# bucket that differ only in their first two bytes (told apart only once the split wraps round to them).
+PREFIXED = ([bytes(16 - n) + bytes([n]) * n for n in range(1, 15)] + [b"\x07" * 15 + bytes([i]) for i in range(4)]
+            + [bytes([0x40, i]) + b"\x05" * 14 for i in range(3)] + [b"\x41\x00" + b"\x05" * 14])
+DEEP_SIDE = st.lists(st.sampled_from(POOL[:3] + PREFIXED), max_size=80)
+assert len(set(PREFIXED)) == len(PREFIXED)
+
+
+@FAST
+@given(left=DEEP_SIDE, right=DEEP_SIDE, chunk=CHUNKS, bucket_rows=st.integers(1, 8),
+       buckets=st.sampled_from([1, 2, 64]), pairs=st.booleans())
+def test_buckets_split_past_bucket_rows_give_the_in_memory_intersection(
+        left: list[bytes], right: list[bytes], chunk: int, bucket_rows: int, buckets: int, pairs: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        spill = QuerySpill(Path(tmp) / "q", 0, buckets, bucket_rows)
+        memory, spilled = Intersector(max_tokens_per_side=100), spill.intersector(100, psi.TOKEN_BYTES)
+        _feed(memory, left, right, chunk)
+        _feed(spilled, left, right, chunk)
+        _same(spilled.finish(pairs=pairs, max_pairs=10_000), memory.finish(pairs=pairs, max_pairs=10_000))
+        spill.remove()
+        assert not (Path(tmp) / "q").exists()
+
+
+def test_a_bucket_past_bucket_rows_is_split_and_its_files_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random tokens, one bucket, at most 64 records intersected at once; sub-bucket files are deleted as they are
+    done, the positions stay readable in files of the query's until it ends."""
+    from fedgate.crypto import intersect as intersect_module
+    from fedgate.gateway import spill as spill_module
+
+    rng = np.random.default_rng(16)
+    common = rng.bytes(16 * 300)
+    left, right = common + rng.bytes(16 * 700), rng.bytes(16 * 500) + common
+    sizes: list[int] = []
+    match_rows = intersect_module.match_rows
+
+    def recording(rows, n_left, max_pairs):  # type: ignore[no-untyped-def]
+        sizes.append(len(rows))
+        return match_rows(rows, n_left, max_pairs)
+
+    monkeypatch.setattr(spill_module, "match_rows", recording)
+    spill = QuerySpill(tmp_path / "q", 0, 1, 64)
+    box = spill.intersector(2000, psi.TOKEN_BYTES)
+    box.add("left", left)
+    box.add("right", right)
+    result = box.finish()
+    memory = Intersector(max_tokens_per_side=2000)
+    memory.add("left", left)
+    memory.add("right", right)
+    _same(result, memory.finish())
+    assert result.cardinality == 300 and sizes and max(sizes) <= 64 and 600 <= sum(sizes) <= 1800
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "q").iterdir() if p.stat().st_size)
+    assert names == ["left-positions", "right-positions"]
+    assert isinstance(result.left_positions, np.memmap) and not result.left_positions.flags.writeable
+    spill.remove()
+    assert not (tmp_path / "q").exists()
+    assert result.left_positions.tolist() == list(range(300))
+
+
+def test_one_token_repeated_past_bucket_rows_is_split_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal tokens cannot be divided: after one split shows a bucket is one token, it is intersected, not split
+    once per remaining bit."""
+    splits: list[int] = []
+    split = SpillingIntersector._split
+
+    def counting(self, fh, offset, bits, parts):  # type: ignore[no-untyped-def]
+        splits.append(offset)
+        return split(self, fh, offset, bits, parts)
+
+    monkeypatch.setattr(SpillingIntersector, "_split", counting)
+    spill = QuerySpill(tmp_path / "q", 0, 1, 8)
+    box = spill.intersector(100, psi.TOKEN_BYTES)
+    box.add("left", POOL[0] * 40 + POOL[1] * 3)
+    box.add("right", POOL[0] * 30)
+    result = box.finish(pairs=True, max_pairs=10_000)
+    assert (result.cardinality, result.distinct_matches, len(result.pair_left)) == (40, 1, 1200)
+    assert result.left_positions.tolist() == list(range(40))
+    assert len(splits) <= 8  # a few levels until POOL[0] and POOL[1] part, not 128 bits' worth
+    spill.remove()
+    assert not (tmp_path / "q").exists()
+
+
 def test_too_many_pairs_is_refused_across_buckets(tmp_path: Path) -> None:
     spill = QuerySpill(tmp_path / "q", 0, 4)
     box = spill.intersector(100, psi.TOKEN_BYTES)
@@ -141,6 +222,7 @@ def test_a_query_without_a_plain_id_still_spills_into_a_directory_of_its_own(tmp
 
 
 @pytest.mark.parametrize(("setting", "ok"), [("spill_above_rows = 0", True), ("spill_buckets = 65536", True),
+                                             ("spill_bucket_rows = 1", True), ("spill_bucket_rows = 0", False),
                                              ("spill_buckets = 0", False), ("spill_above_rows = -1", False)])
 def test_gateway_toml_spill_settings(tmp_path: Path, setting: str, ok: bool) -> None:
     import support
@@ -152,6 +234,8 @@ def test_gateway_toml_spill_settings(tmp_path: Path, setting: str, ok: bool) -> 
     if ok:
         spill_config = GatewayConfig.load(cfg).spill
         assert spill_config.root == tmp_path / "data" / "spill"
+        if setting.startswith("spill_bucket_rows"):
+            assert spill_config.for_query("abc01234").bucket_rows == 1
     else:
         with pytest.raises(ConfigError, match="spill"):
             GatewayConfig.load(cfg)
