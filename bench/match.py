@@ -55,6 +55,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -196,6 +197,32 @@ class ProcStats:
     main_cpu_s: float
 
 
+class AnonPeak:
+    """The peak RssAnon of one process, sampled on a thread every 50 ms until `stop`."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid, self._peak_kib = pid, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                for line in Path(f"/proc/{self._pid}/status").read_text().splitlines():
+                    if line.startswith("RssAnon:"):
+                        self._peak_kib = max(self._peak_kib, int(line.split()[1]))
+            except OSError:
+                return
+            if self._done.wait(0.05):
+                return
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return round(self._peak_kib / 1024, 1)
+
+
 def proc_stats(pid: int, cpu_before: dict[int, float]) -> ProcStats:
     kids = descendants(pid)
     main = vm_hwm_kib(pid)
@@ -267,6 +294,9 @@ class RunResult:
     steal_s: float = 0.0
     # Bytes sent over loopback during the timed match (TLS records, HTTP/2 framing and all).
     wire_bytes: int = 0
+    # The gateway's anonymous memory (RssAnon: its heap, not the files it maps), peak sampled every 50 ms during
+    # the timed match: what spilling bounds. VmHWM (ProcStats.peak_mib) also counts mapped spill files' pages.
+    gateway_anon_peak_mib: float = 0.0
     error: str = ""
 
 
@@ -360,6 +390,7 @@ async def _timed_match(address: str, certs: Path, ds: DataSet, warm: DataSet, mo
             phases.setdefault(key + ":first", round(time.perf_counter() - t0, 2))
             phases[key + ":last"] = round(time.perf_counter() - t0, 2)
 
+        sampler = AnonPeak(gw.proc.pid)
         try:
             result: MatchResult = await asyncio.wait_for(client.match(
                 left=Side(f"{LEFT}.{DATASET}", "resident_id"), right=Side(f"{RIGHT}.{DATASET}", "resident_id"),
@@ -370,6 +401,7 @@ async def _timed_match(address: str, certs: Path, ds: DataSet, warm: DataSet, mo
             phases.update(_busy_cpu=busy1 - busy0, _steal_cpu=steal1 - steal0,
                           _self_cpu=cpu_seconds(os.getpid()) - self0)
         finally:
+            res.gateway_anon_peak_mib = sampler.stop()
             if spies:
                 res.profiles = stop_profilers(spies)
     res.wall_s = round(wall, 3)

@@ -32,14 +32,14 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import match as matching
-from bench.match import LEFT, RIGHT, SUPERVISOR, console
+from bench.match import SUPERVISOR, console
 from fedgate.core.identity import Identity
-from fedgate.demo.synthetic_ids import DataSet, parquet_path
+from fedgate.demo.synthetic_ids import LEFT, RIGHT, DataSet, parquet_path
 from fedgate.server import pki
 from fedgate.server.worker_pool import default_workers
 
@@ -58,10 +58,13 @@ class Run:
     rows_per_s: float | None
     per_core: float | None
     gateway_peak_mib: float | None
+    gateway_anon_peak_mib: float | None
     left_peak_mib: float | None
     right_peak_mib: float | None
     startup_s: float | None
     error: str = ""
+    # Seconds from the query's start to the first and last progress report of each phase and department.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def write_parquet(ds: DataSet) -> None:
@@ -85,10 +88,11 @@ def run_one(source: str, mode: str, workdir: Path, certs: Path, ds: DataSet, war
     r = matching.run_servers(workdir, certs, ds, warm, mode, workers, timeout, None, source=source)
     error = r.error or ("" if r.ok else f"wrong answer: {r.cardinality} matched, {r.expected} expected")
     if r.error:
-        return Run(source, mode, ds.size, False, None, None, None, None, None, None, None, error)
+        return Run(source, mode, ds.size, False, None, None, None, None, None, None, None, None, error)
     assert r.gateway and r.adapter_left and r.adapter_right
     return Run(source, mode, ds.size, r.ok, r.wall_s, r.rows_per_s, round(r.rows_per_s / matching.CORES),
-               r.gateway.peak_mib, r.adapter_left.peak_mib, r.adapter_right.peak_mib, r.startup_s, error)
+               r.gateway.peak_mib, r.gateway_anon_peak_mib, r.adapter_left.peak_mib, r.adapter_right.peak_mib,
+               r.startup_s, error, r.phases)
 
 
 def ratios(runs: list[Run]) -> list[dict[str, Any]]:
@@ -109,18 +113,22 @@ def markdown(runs: list[Run], info: dict[str, Any]) -> str:
              f"{m['python']}; adapters with `workers = {info['workers']}`, Spark `local[{m['cores']}]`.", "",
              f"Command: `{info['command']}`", "",
              "| mode | rows/side | source | end to end | rows/s | rows/s per core | Spark / in-process | "
-             "peak MiB gateway / left / right | answer |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "peak MiB gateway / left / right | gateway RssAnon peak MiB | answer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     by_key = {(x["mode"], x["size"]): x["spark_vs_in_process"] for x in ratios(runs)}
     for r in runs:
         if r.wall_s is None:
-            lines.append(f"| {r.mode} | {r.size:,} | {r.source} | failed: {r.error} | | | | | |")
+            lines.append(f"| {r.mode} | {r.size:,} | {r.source} | failed: {r.error} | | | | | | |")
             continue
         ratio = f"{by_key[(r.mode, r.size)]:.2f}×" if r.source == "spark" and (r.mode, r.size) in by_key else ""
         lines.append(f"| {r.mode} | {r.size:,} | {r.source} | {r.wall_s:.1f} s | {r.rows_per_s:,.0f} | "
                      f"{r.per_core:,.0f} | {ratio} | {r.gateway_peak_mib:,.0f} / {r.left_peak_mib:,.0f} / "
-                     f"{r.right_peak_mib:,.0f} | {'✓' if r.ok else '✗ ' + r.error} |")
+                     f"{r.right_peak_mib:,.0f} | {_mib(r.gateway_anon_peak_mib)} | {'✓' if r.ok else '✗ ' + r.error} |")
     return "\n".join(lines) + "\n"
+
+
+def _mib(value: float | None) -> str:
+    return "—" if not value else f"{value:,.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
