@@ -142,3 +142,30 @@ def test_a_domain_error_on_an_executor_is_raised_as_itself(parquet: Path) -> Non
             list(mapper.map_chunks(["uscc", "amount_fen"], None, 8, refuse, None))
     finally:
         source.close()
+
+
+def test_rows_read_back_in_bounded_partitions_are_every_row_once(parquet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's one partition is split before it is read back (a partition at a time is in the driver's heap),
+    and the split loses or repeats no row, filtered or not."""
+    from fedgate.adapters.sources import spark
+
+    monkeypatch.setattr(spark, "LOCAL_PARTITION_ROWS", 8)
+    source = _source(parquet)
+    reads: list[int] = []
+    from pyspark.sql import DataFrame
+
+    original = DataFrame.toLocalIterator
+
+    def counting(self: DataFrame, prefetchPartitions: bool = False) -> Any:
+        reads.append(self.rdd.getNumPartitions())
+        return original(self, prefetchPartitions)
+
+    monkeypatch.setattr(DataFrame, "toLocalIterator", counting)
+    try:
+        everything = sorted(source.rows(["uscc", "amount_fen"]), key=repr)
+        filtered = sorted(source.rows(["uscc"], parse("amount_fen > 500")), key=repr)
+    finally:
+        source.close()
+    assert everything == sorted(ROWS, key=repr)
+    assert filtered == sorted(((u,) for u, a in ROWS if a is not None and a > 500), key=repr)
+    assert reads and all(parts >= -(-len(ROWS) // 8) for parts in reads)  # 44 rows, at most 8 a partition
