@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -175,6 +176,39 @@ PENSIONS_DECL = DeclText(lambda path: DatasetSpec(
 # A small local Spark for tests: one core, no UI, one shuffle partition (the default 200 costs seconds).
 SPARK_TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
                    "spark.driver.memory": "512m"}
+
+
+@dataclass
+class Broadcasts:
+    """Every broadcast a Spark test makes (`record_broadcasts`): their values, and whether each was destroyed."""
+
+    made: list[Any]
+    values: list[Any]
+
+    @staticmethod
+    def destroyed(keys: Any) -> bool:
+        """Gone from the driver's file and unreadable by any executor."""
+        return keys._jbroadcast is not None and not Path(keys._path).exists() and not keys._jbroadcast.isValid()
+
+    def all_destroyed(self) -> bool:
+        return all(self.destroyed(keys) for keys in self.made)
+
+
+def record_broadcasts(monkeypatch: Any) -> Broadcasts:
+    """Record every broadcast of the running SparkContext until the test ends (`monkeypatch` undoes it)."""
+    from fedgate.adapters.sources.spark import SESSIONS
+
+    sc = SESSIONS.get().sparkContext
+    seen = Broadcasts([], [])
+    broadcast = sc.broadcast
+
+    def recording(value: Any) -> Any:
+        seen.values.append(value)
+        seen.made.append(broadcast(value))
+        return seen.made[-1]
+
+    monkeypatch.setattr(sc, "broadcast", recording)
+    return seen
 
 
 def spark_missing() -> str | None:

@@ -101,14 +101,7 @@ def test_the_job_runs_under_the_query_id_and_its_keys_are_destroyed_after(parque
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     source = _source(parquet)
     sc = SESSIONS.get().sparkContext
-    made: list[Any] = []
-    broadcast = sc.broadcast
-
-    def recording(value: Any) -> Any:
-        made.append(broadcast(value))
-        return made[-1]
-
-    monkeypatch.setattr(sc, "broadcast", recording)
+    made = support.record_broadcasts(monkeypatch).made
     job = TokenJob(psi.hmac_tokens, b"s" * 32, "uscc", False)
     try:
         mapper = chunk_mapper(source)
@@ -124,9 +117,8 @@ def test_the_job_runs_under_the_query_id_and_its_keys_are_destroyed_after(parque
     finally:
         source.close()
     assert len(made) == 2
-    for keys in made:
-        assert keys._jbroadcast is not None and not Path(keys._path).exists()
-        assert not keys._jbroadcast.isValid()  # destroyed: no executor can read the keys any more
+    # Destroyed: no executor can read the keys any more.
+    assert all(support.Broadcasts.destroyed(keys) for keys in made)
 
 
 def test_a_domain_error_on_an_executor_is_raised_as_itself(parquet: Path) -> None:

@@ -132,17 +132,8 @@ def test_executors_disclose_the_rows_the_adapter_would(spark_only: GuardedSource
 
 def test_more_matches_than_the_limit_give_exactly_limit_rows(spark_only: GuardedSource,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    sc = SESSIONS.get().sparkContext
-    made: list[Any] = []
-    jobs: list[DiscloseJob] = []
-    broadcast = sc.broadcast
-
-    def recording(value: Any) -> Any:
-        jobs.append(value)
-        made.append(broadcast(value))
-        return made[-1]
-
-    monkeypatch.setattr(sc, "broadcast", recording)
+    seen = support.record_broadcasts(monkeypatch)
+    made, jobs = seen.made, seen.values
     everything, _ = _disclose(cast(Source, _Rows()), list(range(30)), limit=50)
     spark, refs = _disclose(spark_only, list(range(30)), limit=4)
     local, local_refs = _disclose(cast(Source, _Rows()), list(range(30)), limit=4)
@@ -150,6 +141,7 @@ def test_more_matches_than_the_limit_give_exactly_limit_rows(spark_only: Guarded
     # Stopped at the limit: the job's broadcast of the matched rows' hashes is destroyed, not left to a collector.
     assert len(made) == 1 and not made[0]._jbroadcast.isValid()
     job = jobs[0]
+    assert isinstance(job, DiscloseJob)
     shown = repr(job) + str(job)
     assert len(job.wanted) == 30 and job.subject_key == b"r" * 32
     assert not [h for h in job.wanted if h.hex() in shown or repr(h) in shown] and repr(job.subject_key) not in shown

@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -53,20 +52,10 @@ def source() -> Iterator[SparkSource]:
 @pytest.fixture
 def broadcasts(source: SparkSource, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every broadcast the tests make, to check each is destroyed."""
-    sc = SESSIONS.get().sparkContext
-    made: list[Any] = []
-    broadcast = sc.broadcast
-
-    def recording(value: Any) -> Any:
-        made.append(broadcast(value))
-        return made[-1]
-
-    monkeypatch.setattr(sc, "broadcast", recording)
-    return made
+    return support.record_broadcasts(monkeypatch).made
 
 
-def _destroyed(keys: Any) -> bool:
-    return keys._jbroadcast is not None and not Path(keys._path).exists() and not keys._jbroadcast.isValid()
+_destroyed = support.Broadcasts.destroyed
 
 
 async def _sent(reblinding: Reblinding, chunks: list[bytes], out: list[bytes]) -> list[bytes]:
