@@ -393,14 +393,13 @@ class SparkSource:
 
     def rows(self, columns: Sequence[str], where: Filter | None = None) -> Iterator[tuple[Value, ...]]:
         self._group("reading rows")
-        df = self._frame()
-        if where is not None:
-            df = df.filter(to_spark(where, df))
+        table = self._frame()
+        df = table if where is None else table.filter(to_spark(where, table))
         selected = df.select(*columns)
         # One partition at a time: the adapter's memory holds a partition, not the table. A file's partition
         # can hold millions of rows (a row group each), more than a default driver's heap takes at once, so
         # the table's rows (a count Parquet, ORC and JDBC answer from metadata or the database) set how many.
-        total = int(self._run("reading rows", self._frame().count))
+        total = int(self._run("reading rows", table.count))
         wanted = -(-total // LOCAL_PARTITION_ROWS)
         if selected.rdd.getNumPartitions() < wanted:
             selected = selected.repartition(wanted)
