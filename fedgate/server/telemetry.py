@@ -282,6 +282,13 @@ def _traced_stream(inner: Callable[..., AsyncGenerator[Any, None]], method: str)
                     async for message in stream:
                         try:
                             await context.write(message)
+                        except asyncio.CancelledError:
+                            # The other way grpc.aio ends such a call (it races the failed send): the task is
+                            # cancelled in the write. Closing the stream alone would end the handler with
+                            # GeneratorExit, recorded by nobody; it is told it was cancelled, as below.
+                            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                                await stream.athrow(asyncio.CancelledError())
+                            raise
                         except Exception as exc:
                             if not _call_gone(exc):
                                 raise
