@@ -61,8 +61,11 @@ def test_demo_runs_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_demo_ctrl_c_stops_every_server(tmp_path: Path) -> None:
+    # Ctrl-C as at a terminal: a run started in the background by a non-interactive shell (CI under nohup ... &)
+    # inherits SIGINT ignored, and Python then leaves it ignored in the demo too.
     proc = subprocess.Popen([sys.executable, "-m", "fedgate", "demo", "--workdir", str(tmp_path), "--rows", ROWS,
-                             "--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     deadline = time.monotonic() + 240
     seen = ""
