@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,31 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pki.init_dir(directory, [*(Identity.department(d) for d in support.DEPARTMENTS),
                              support.SUPERVISOR, support.OFFICER])
     return directory
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """The local Spark session every unit test that runs Spark shares, held by a source of the test settings.
+
+    A JVM costs about 10 s to start: one for the run, not one per module. Stopped at the end of the run,
+    where the last source's close must end it and its JVM (no process outlives the tests).
+    """
+    why = support.spark_missing()
+    if why:
+        pytest.skip(why)
+    from pyspark import SparkContext
+
+    from fedgate.adapters.sources.spark import SESSIONS, SparkSource, SparkSpec
+
+    holder = SparkSource(SparkSpec("spark", table="held", master=support.SPARK_TEST_MASTER,
+                                   conf=tuple(support.SPARK_TEST_CONF.items())))
+    try:
+        yield SESSIONS.get()
+    finally:
+        proc = getattr(SparkContext._gateway, "proc", None)
+        holder.close()
+        assert SparkContext._gateway is None and SparkContext._active_spark_context is None
+        assert proc is None or proc.poll() is not None
 
 
 @pytest.fixture

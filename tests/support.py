@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
 import shutil
 import socket
-import subprocess
-import sys
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -176,6 +173,8 @@ PENSIONS_DECL = DeclText(lambda path: DatasetSpec(
 # A small local Spark for tests: one core, no UI, one shuffle partition (the default 200 costs seconds).
 SPARK_TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
                    "spark.driver.memory": "512m"}
+# The unit tests' one Spark session (conftest's `spark` fixture): every source they make uses these settings.
+SPARK_TEST_MASTER = "local[2]"
 
 
 @dataclass
@@ -223,23 +222,22 @@ def spark_missing() -> str | None:
     return None
 
 
-_WRITE_PARQUET = """
-import json, sys
-from pyspark.sql import SparkSession
-spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
-         .config("spark.ui.showConsoleProgress", "false").getOrCreate())
-for path, (schema, rows) in json.load(sys.stdin).items():
-    spark.createDataFrame([tuple(r) for r in rows], schema).coalesce(1).write.mode("overwrite").parquet(path)
-spark.stop()
-"""
+# Spark's DDL types as Arrow's, for the few the tests' tables use.
+_ARROW_TYPES = {"string": "string", "bigint": "int64", "int": "int32", "double": "float64", "date": "date32",
+                "boolean": "bool_"}
 
 
 def write_parquet(tables: dict[Path, tuple[str, list[tuple[object, ...]]]]) -> None:
-    """Write each table (a Spark DDL schema and its rows) as Parquet, in a process of its own: its JVM ends with it."""
-    payload = json.dumps({str(path): [schema, rows] for path, (schema, rows) in tables.items()})
-    done = subprocess.run([sys.executable, "-c", _WRITE_PARQUET], input=payload, text=True, capture_output=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    """Write each table (a Spark DDL schema and its rows) as one Parquet file, with pyarrow: no JVM to start."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path, (schema, rows) in tables.items():
+        columns = [column.split() for column in schema.split(",")]
+        fields = [pa.field(name, getattr(pa, _ARROW_TYPES[kind])()) for name, kind in columns]
+        table = pa.Table.from_pylist([dict(zip((f.name for f in fields), row)) for row in rows], pa.schema(fields))
+        path.mkdir(parents=True)  # a directory of part files, as Spark writes a table
+        pq.write_table(table, path / "part-00000.parquet")
 
 
 def csv_rows(text: str, types: dict[str, type]) -> list[tuple[object, ...]]:

@@ -3,7 +3,6 @@ adapter's pool makes from the same rows, under the query's job group, with the k
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,14 @@ ROWS = [(support.uscc(i), 100 * i) for i in range(40)] + [("not-a-uscc", 5), (No
 
 
 @pytest.fixture(scope="module")
-def parquet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    why = support.spark_missing()
-    if why:
-        pytest.skip(why)
+def parquet(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
     directory = tmp_path_factory.mktemp("spark-exec")
-    holder = SparkSource(SparkSpec("spark", table="held", master="local[2]", conf=CONF))
-    spark = SESSIONS.get()
     spark.createDataFrame(ROWS, SCHEMA).coalesce(1).write.parquet(str(directory / "rows.parquet"))
-    try:
-        yield directory / "rows.parquet"
-    finally:
-        holder.close()
+    return directory / "rows.parquet"
 
 
 def _source(path: Path) -> SparkSource:
-    return SparkSource(SparkSpec("spark", path=path, format="parquet", master="local[2]", conf=CONF))
+    return SparkSource(SparkSpec("spark", path=path, format="parquet", master=support.SPARK_TEST_MASTER, conf=CONF))
 
 
 def _joined(chunks: list[ChunkTokens]) -> tuple[bytes, bytes, int, int, int]:

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,33 +47,18 @@ FILTERS = [
 
 
 @pytest.fixture(scope="module")
-def spark_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A Parquet copy of ROWS; the module's Spark session held open by one source, its JVM ended afterwards."""
-    why = support.spark_missing()
-    if why:
-        pytest.skip(why)
+def spark_dir(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
+    """A Parquet and an ORC copy of ROWS, and a temporary view of them, in the run's Spark session."""
     directory = tmp_path_factory.mktemp("spark")
-    holder = SparkSource(SparkSpec("spark", table="held", master="local[1]", conf=CONF))
-    spark = SESSIONS.get()
     spark.createDataFrame(ROWS, SCHEMA).coalesce(1).write.parquet(str(directory / "rows.parquet"))
     spark.createDataFrame(ROWS, SCHEMA).write.orc(str(directory / "rows.orc"))
     spark.createDataFrame(ROWS, SCHEMA).createOrReplaceTempView("subsidies")
-    try:
-        yield directory
-    finally:
-        from pyspark import SparkContext
-
-        gateway = SparkContext._gateway
-        proc = getattr(gateway, "proc", None)
-        holder.close()
-        # The last source closed: the session stopped and its JVM ended (no process outlives the tests).
-        assert SparkContext._gateway is None and SparkContext._active_spark_context is None
-        assert proc is None or proc.poll() is not None
+    return directory
 
 
 def source(directory: Path, **where: object) -> SparkSource:
     where = where or {"path": directory / "rows.parquet", "format": "parquet"}
-    return SparkSource(SparkSpec("spark", master="local[1]", conf=CONF, **where))
+    return SparkSource(SparkSpec("spark", master=support.SPARK_TEST_MASTER, conf=CONF, **where))
 
 
 def test_every_filter_selects_what_the_python_predicate_selects(spark_dir: Path) -> None:

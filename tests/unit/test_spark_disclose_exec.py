@@ -16,7 +16,7 @@ from fedgate.adapters.matching import _Session
 from fedgate.adapters.pool_tasks import local_hash
 from fedgate.adapters.sources import Source, Value, chunk_mapper
 from fedgate.adapters.sources.guard import GuardedSource
-from fedgate.adapters.sources.spark import SESSIONS, SparkSource, SparkSpec
+from fedgate.adapters.sources.spark import SparkSource, SparkSpec
 from fedgate.core.classification import default_levels
 from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
 from fedgate.core.filters import Filter
@@ -56,17 +56,10 @@ class _Release:
 
 
 @pytest.fixture(scope="module")
-def parquet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    why = support.spark_missing()
-    if why:
-        pytest.skip(why)
+def parquet(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
     directory = tmp_path_factory.mktemp("spark-disclose")
-    holder = SparkSource(SparkSpec("spark", table="held", master="local[2]", conf=CONF))
-    SESSIONS.get().createDataFrame(ROWS, SCHEMA).coalesce(1).write.parquet(str(directory / "rows.parquet"))
-    try:
-        yield directory / "rows.parquet"
-    finally:
-        holder.close()
+    spark.createDataFrame(ROWS, SCHEMA).coalesce(1).write.parquet(str(directory / "rows.parquet"))
+    return directory / "rows.parquet"
 
 
 def _hash(row: tuple[Any, ...]) -> bytes:
@@ -109,7 +102,7 @@ def spark_only(parquet: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Guard
         raise AssertionError("the disclosure streamed the table's rows to the adapter")
 
     monkeypatch.setattr(SparkSource, "rows", streamed)
-    source = SparkSource(SparkSpec("spark", path=parquet, format="parquet", master="local[2]", conf=CONF))
+    source = SparkSource(SparkSpec("spark", path=parquet, format="parquet", master=support.SPARK_TEST_MASTER, conf=CONF))
     try:
         yield GuardedSource("subsidies", source)
     finally:

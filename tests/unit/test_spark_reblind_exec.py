@@ -38,11 +38,8 @@ CHUNKS = [_points(n, i) for i, n in enumerate([5, 9, 1, 7, 7, 3, 8, 2, 6])]
 
 
 @pytest.fixture(scope="module")
-def source() -> Iterator[SparkSource]:
-    why = support.spark_missing()
-    if why:
-        pytest.skip(why)
-    held = SparkSource(SparkSpec("spark", table="held", master="local[2]", conf=CONF))
+def source(spark: Any) -> Iterator[SparkSource]:
+    held = SparkSource(SparkSpec("spark", table="held", master=support.SPARK_TEST_MASTER, conf=CONF))
     try:
         yield held
     finally:
