@@ -171,8 +171,11 @@ PENSIONS_DECL = DeclText(lambda path: DatasetSpec(
 
 
 # A small local Spark for tests: one core, no UI, one shuffle partition (the default 200 costs seconds).
+# The JVM's quick compiler only and a serial GC: the tests' jobs are small and short, and the optimising
+# compiler's and parallel GC's threads would take about half of a test JVM's CPU, shared with the servers.
 SPARK_TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
-                   "spark.driver.memory": "512m"}
+                   "spark.driver.memory": "512m",
+                   "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
 # The unit tests' one Spark session (conftest's `spark` fixture): every source they make uses these settings.
 SPARK_TEST_MASTER = "local[2]"
 
