@@ -10,7 +10,7 @@ from fedgate.demo.load import GREEDY_EXTRA, deploy, run_load
 
 SUPERVISORS = 24
 ROUNDS = 4
-ROWS = 1000
+ROWS = 400
 
 
 def test_many_supervisors_at_once_get_only_intended_refusals_and_memory_stays_flat(tmp_path: Path) -> None:
