@@ -395,7 +395,13 @@ class SparkSource:
         self._group("reading rows")
         table = self._frame()
         df = table if where is None else table.filter(to_spark(where, table))
-        selected = df.select(*columns)
+        # Positional names, as in map_chunks: Arrow refuses a batch with two columns of one name. Rows of no
+        # column (a count's rows) carry one constant column, dropped again in _ipc_rows: Arrow sends no batch
+        # of no column.
+        from pyspark.sql import functions as F
+
+        picked = [df[name].alias(f"c{i}") for i, name in enumerate(columns)] or [F.lit(True).alias("none")]
+        selected = df.select(*picked)
         # One partition at a time: the adapter's memory holds a partition, not the table. A file's partition
         # can hold millions of rows (a row group each), more than a default driver's heap takes at once, so
         # the table's rows (a count Parquet, ORC and JDBC answer from metadata or the database) set how many.
@@ -403,11 +409,14 @@ class SparkSource:
         wanted = -(-total // LOCAL_PARTITION_ROWS)
         if selected.rdd.getNumPartitions() < wanted:
             selected = selected.repartition(wanted)
+        # Rows come back as Arrow batches, each one value of a one-column frame (its IPC stream), and become
+        # tuples here: a pickled Row a row cost about 3x the CPU, in the JVM and in the adapter.
+        batches = selected.mapInArrow(_ipc_batches, "batch binary").rdd.map(_first)
         # The jobs run from a thread the JVM starts now, which takes this thread's job group with it.
-        rows = self._run("reading rows", lambda: selected.toLocalIterator(prefetchPartitions=False))
+        blobs = self._run("reading rows", lambda: batches.toLocalIterator(prefetchPartitions=False))
         try:
-            for row in rows:
-                yield tuple(row)
+            for blob in blobs:
+                yield from _ipc_rows(blob)
         except (DataSourceError, InvalidInput):
             raise
         except Exception as exc:
@@ -510,6 +519,32 @@ def _listed(items: Iterable[Any]) -> list[Any]:
 def _unpickled_chunk(row: Any) -> Any:
     # The adapter's own executors pickled it (_run_arrow_chunks): as trusted as PySpark's own results.
     return pickle.loads(row[0])
+
+
+def _first(row: Any) -> Any:
+    return row[0]
+
+
+def _ipc_batches(batches: Iterable[Any]) -> Iterator[Any]:
+    """On an executor: each Arrow batch of rows as one value, its IPC stream."""
+    import pyarrow as pa
+
+    for columnar in batches:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, columnar.schema) as writer:
+            writer.write_batch(columnar)
+        yield pa.RecordBatch.from_arrays([pa.array([sink.getvalue().to_pybytes()], pa.binary())], ["batch"])
+
+
+def _ipc_rows(blob: bytes) -> Iterator[tuple[Value, ...]]:
+    """In the adapter: the rows of one batch `_ipc_batches` made, as tuples of Python values."""
+    import pyarrow as pa
+
+    for columnar in pa.ipc.open_stream(blob):
+        if columnar.schema.names == ["none"]:  # rows with no column asked for: as many empty tuples
+            yield from [()] * columnar.num_rows
+        else:
+            yield from zip(*(column.to_pylist() for column in columnar.columns))
 
 
 def _run_arrow_chunks(keys: Broadcast[Any], task: Callable[[Any, list[tuple[Any, ...]]], Any], size: int,

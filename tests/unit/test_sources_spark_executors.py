@@ -135,15 +135,15 @@ def test_rows_read_back_in_bounded_partitions_are_every_row_once(parquet: Path, 
     monkeypatch.setattr(spark, "LOCAL_PARTITION_ROWS", 8)
     source = _source(parquet)
     reads: list[int] = []
-    from pyspark.sql import DataFrame
+    from pyspark import RDD
 
-    original = DataFrame.toLocalIterator
+    original = RDD.toLocalIterator
 
-    def counting(self: DataFrame, prefetchPartitions: bool = False) -> Any:
-        reads.append(self.rdd.getNumPartitions())
+    def counting(self: RDD[Any], prefetchPartitions: bool = False) -> Any:
+        reads.append(self.getNumPartitions())
         return original(self, prefetchPartitions)
 
-    monkeypatch.setattr(DataFrame, "toLocalIterator", counting)
+    monkeypatch.setattr(RDD, "toLocalIterator", counting)
     try:
         everything = sorted(source.rows(["uscc", "amount_fen"]), key=repr)
         filtered = sorted(source.rows(["uscc"], parse("amount_fen > 500")), key=repr)
