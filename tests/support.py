@@ -170,7 +170,7 @@ PENSIONS_DECL = DeclText(lambda path: DatasetSpec(
     fields("resident_id:string:L4:resident_id name:string:L3 monthly_amount_fen:int:L3 district:string:L2")))
 
 
-# A small local Spark for tests: one core, no UI, one shuffle partition (the default 200 costs seconds).
+# A small local Spark for tests: no UI, one shuffle partition (the default 200 costs seconds), a 512 MiB heap.
 # The JVM's quick compiler only and a serial GC: the tests' jobs are small and short, and the optimising
 # compiler's and parallel GC's threads would take about half of a test JVM's CPU, shared with the servers.
 SPARK_TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "1",
