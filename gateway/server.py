@@ -32,6 +32,7 @@ from fedgate.gateway.budget import BudgetBook, Privacy
 from fedgate.gateway.safeguards import QuotaBook
 from fedgate.gateway.services.approvals import ApprovalServicer
 from fedgate.gateway.services.audit import AuditServicer
+from fedgate.gateway.traces import TraceGatherer
 from fedgate.gateway.services.policy import PolicyServicer
 from fedgate.gateway.services.query import QueryServicer
 from fedgate.gateway.services.registry import RegistryServicer
@@ -130,7 +131,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
                              Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s), config.spill)
         services = [
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
-            _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),
+            _service(audit_pb2, "AuditService", AuditServicer(
+                AuditReader(audit_log, policy), TraceGatherer(config.data_dir / "spans.db", store, links))),
             _service(query_pb2, "QueryService", QueryServicer(engine)),
             _service(policy_pb2, "PolicyService", PolicyServicer(policy, budgets)),
             _service(approvals_pb2, "ApprovalService", ApprovalServicer(approvals, policy, config.log_origin)),
