@@ -16,6 +16,7 @@ from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
 from fedgate.gateway.policy import Policy, PolicyDenied
 from fedgate.core.identity import Identity
+from fedgate.query.probing import SUPPRESSED_SIZE
 from fedgate.server.interceptors import RequestRecord
 
 _DENIALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -101,6 +102,8 @@ class SearchCriteria(audit_search.Criteria):
     department: str = ""
     # Paging: only entries below this index (0: no bound).
     before: int = 0
+    # Only answers suppressed as too small (their outcome's result sizes say so).
+    suppressed: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.limit <= MAX_SEARCH:
@@ -123,6 +126,7 @@ class SearchCriteria(audit_search.Criteria):
                 and (not self.since or e.time >= self.since)
                 and (not self.until or e.time < self.until)
                 and (not self.agency or audit_search.of_agency(e.subject, self.agency))
+                and (not self.suppressed or dict(e.result_sizes).get(SUPPRESSED_SIZE, 0) > 0)
                 and (not self.department or names_department(e, self.department)))
 
 

@@ -282,6 +282,8 @@ def audit_search(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     alerts: Annotated[bool, typer.Option("--alerts", help="Only probing alerts the gateway raised (action "
                                                           "audit.alert): who, which pattern, which entries.")] = False,
+    suppressed: Annotated[bool, typer.Option("--suppressed", help="Only answers suppressed as too small (\"fewer "
+                                                                  "than k\").")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Entries matching every given criterion, newest first.
@@ -293,7 +295,7 @@ def audit_search(
         wanted = criteria.checked(subject, dataset, case, decision, action, since, until, alerts=alerts,
                                   agency=agency)
         async with _client(gateway, ca, cert, key) as client:
-            found = await client.search(**vars(wanted), before=before, limit=limit)
+            found = await client.search(**vars(wanted), before=before, suppressed=suppressed, limit=limit)
             if not found and wanted.dataset:
                 # Entries may name a dataset that is gone (or never was: refused requests are logged too),
                 # so only an empty answer for a name nobody registers is a mistake.

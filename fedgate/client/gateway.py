@@ -560,7 +560,8 @@ class GatewayClient:
         return TraceView([span_from_proto(s) for s in reply.spans], tuple(reply.missing))
 
     async def search(self, **criteria: str | int) -> list[IndexedEntry]:
-        """Entries matching every criterion (subject, dataset, case_number, decision, action, since, until, limit)."""
+        """Entries matching every criterion (subject, agency, dataset, case_number, decision, action, since, until,
+        suppressed), newest first: at most `limit`, below index `before` if given."""
         async with _calling(self._hint):
             return [IndexedEntry(e.index, AuditEntry.from_canonical(e.body)) async for e in self._audit.SearchEntries(
                 audit_pb2.SearchEntriesRequest(**criteria), timeout=self._timeout)]  # type: ignore[arg-type]

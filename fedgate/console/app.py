@@ -42,6 +42,7 @@ from fedgate.server.signing_key import read_vkey
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
+MAX_PAGE = 500
 # gRPC status names of a failed gateway call, as the HTTP status the page carries.
 _HTTP_OF = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
             "FAILED_PRECONDITION": 409, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
@@ -89,6 +90,16 @@ def _templates() -> Jinja2Templates:
     templates.env.filters["who"] = lambda subject: who(subject)[1]
     templates.env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False, indent=2)
     return templates
+
+
+def _page_size(request: Request) -> int:
+    try:
+        size = int(request.query_params.get("limit", PAGE_SIZE))
+    except ValueError:
+        raise InvalidInput("limit must be a number of entries per page") from None
+    if not 1 <= size <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE} entries per page")
+    return size
 
 
 def _entry_row(index: int, e: AuditEntry) -> dict[str, Any]:
@@ -144,16 +155,22 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             raise InvalidInput("before must be an entry index") from None
         return q, wanted, before
 
-    async def entries(request: Request, title: str = "Search the audit log", **fixed: str) -> Response:
+    async def entries(request: Request, title: str = "Search the audit log", suppressed: bool = False,
+                      **fixed: str) -> Response:
         q, wanted, before = _criteria(request, **fixed)
-        found = await con.gateway.search(**vars(wanted), before=before, limit=PAGE_SIZE)
+        size = _page_size(request)
+        found = await con.gateway.search(**vars(wanted), before=before, limit=size, suppressed=suppressed)
         rows = [_entry_row(i, e) for i, e in found]
-        next_before = found[-1].audit_index if len(found) == PAGE_SIZE else None
+        next_before = found[-1].audit_index if len(found) == size else None
         query = {k: v for k, v in q.items() if v and k not in fixed}
+        if size != PAGE_SIZE:
+            query["limit"] = str(size)
         return page(request, "entries.html", title=title, q=q, rows=rows, before=before, next_before=next_before,
-                    query=query, fixed=fixed)
+                    query=query, fixed=fixed, suppressed=suppressed)
 
     async def refused(request: Request) -> Response:
+        if request.query_params.get("suppressed") == "1":
+            return await entries(request, "Answers suppressed as too small", suppressed=True)
         return await entries(request, "Refused requests", decision="deny")
 
     async def alerts(request: Request) -> Response:

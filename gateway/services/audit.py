@@ -62,7 +62,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         criteria = SearchCriteria(subject=request.subject, dataset=request.dataset,
                                   case_number=request.case_number, decision=request.decision,
                                   action=request.action, since=request.since, until=request.until,
-                                  agency=request.agency, before=request.before, limit=request.limit or 50)
+                                  agency=request.agency, before=request.before, suppressed=request.suppressed,
+                                  limit=request.limit or 50)
         if own:
             criteria = self._reader.own_part(caller, criteria)
         found = await self._reader.search(criteria)

@@ -134,6 +134,9 @@ def test_officer_and_department_consoles_in_a_browser(tmp_path: Path, browser: A
         counted = d.fedgate("query", "count", "hrss.subsidies", "--purpose", "稳岗补贴核查", "--case", "DC-2026-129")
         assert counted.returncode == 0, counted.stderr
         assert d.fedgate("audit", "tail").returncode == 1  # a supervisor may not read the log: refused, logged
+        small = d.fedgate("query", "count", "hrss.subsidies", "--filter", "amount_fen >= 18000",
+                          "--purpose", "稳岗补贴核查", "--case", "DC-2026-128")
+        assert small.returncode == 0 and "fewer than" in small.stdout, small.stdout + small.stderr
         asked = d.fedgate(*ASK)
         assert asked.returncode == 3, asked.stdout + asked.stderr  # held for hrss's approval
         (pending,) = (d.tmp / "state-supervisor-dcb-alice" / "pending").glob("*.json")
@@ -189,6 +192,26 @@ def test_officer_and_department_consoles_in_a_browser(tmp_path: Path, browser: A
             refused = page.locator("#entries").inner_text()
             assert "supervisor/dcb/alice" in refused and "audit.read" in refused, refused
             _shot(page, tmp_path, "refused")
+            page.click("#suppressed-link")
+            suppressed = page.locator("#entries").inner_text()
+            assert "DC-2026-128" in suppressed and "DC-2026-129" not in suppressed, suppressed
+
+            # Paging (3 a page) walks the same entries as one long page (below the first page's newest entry:
+            # every page view appends entries of its own); an agency narrows to its people.
+            page.goto(url + "entries?limit=3")
+            first = page.locator("#entries tbody tr td:first-child").all_inner_texts()
+            page.click("#next-page")
+            second = page.locator("#entries tbody tr td:first-child").all_inner_texts()
+            page.goto(url + f"entries?limit=6&before={int(first[0]) + 1}")
+            assert page.locator("#entries tbody tr td:first-child").all_inner_texts() == first + second
+            assert len(first) == 3 and int(second[0]) < int(first[-1])
+            page.goto(url + "entries?agency=dcb")
+            callers = page.locator("#entries tbody tr td:nth-child(4)").all_inner_texts()
+            assert callers and set(callers) == {"supervisor/dcb/alice"}, callers
+            # A criterion that cannot match is a 400 naming it, not an empty page.
+            response = page.goto(url + "entries?decision=maybe")
+            assert response is not None and response.status == 400
+            assert "--decision 'maybe' is not one of" in page.locator("#error-message").inner_text()
 
             page.goto(url + "verify")
             page.click("#verify-start")
@@ -220,6 +243,17 @@ def test_officer_and_department_consoles_in_a_browser(tmp_path: Path, browser: A
             page.goto(url + "requests")
             assert "served" in page.locator("#requests").inner_text()
             _shot(page, tmp_path, "requests")
+            # A subject report: the identifier goes in a POST body, is only hashed, and the uses come back.
+            page.goto(url + "subject-report")
+            page.fill("#identifier", support.uscc(1))
+            page.click("#subject-form button[type=submit]")
+            report = page.locator("#report").inner_text()
+            assert "DC-2026-129" in report, report
+            assert support.uscc(1) not in page.content()  # not echoed back into the page
+            _shot(page, tmp_path, "subject-report")
+            page.goto(url + "certificates")
+            assert "spiffe://fedgate/dept/hrss" in page.locator("#certificates").inner_text()
+            _shot(page, tmp_path, "certificates")
 
 
 def test_a_browser_without_the_owners_certificate_gets_nothing(tmp_path: Path, browser: Any) -> None:

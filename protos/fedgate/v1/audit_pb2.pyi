@@ -46,7 +46,7 @@ class GetCheckpointsRequest(_message.Message):
     def __init__(self, start_size: _Optional[int] = ..., stop_size: _Optional[int] = ...) -> None: ...
 
 class SearchEntriesRequest(_message.Message):
-    __slots__ = ("subject", "dataset", "case_number", "decision", "since", "until", "action", "limit", "agency", "before")
+    __slots__ = ("subject", "dataset", "case_number", "decision", "since", "until", "action", "limit", "agency", "before", "suppressed")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class SearchEntriesRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     AGENCY_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     subject: str
     dataset: str
     case_number: str
@@ -67,7 +68,8 @@ class SearchEntriesRequest(_message.Message):
     limit: int
     agency: str
     before: int
-    def __init__(self, subject: _Optional[str] = ..., dataset: _Optional[str] = ..., case_number: _Optional[str] = ..., decision: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., action: _Optional[str] = ..., limit: _Optional[int] = ..., agency: _Optional[str] = ..., before: _Optional[int] = ...) -> None: ...
+    suppressed: bool
+    def __init__(self, subject: _Optional[str] = ..., dataset: _Optional[str] = ..., case_number: _Optional[str] = ..., decision: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., action: _Optional[str] = ..., limit: _Optional[int] = ..., agency: _Optional[str] = ..., before: _Optional[int] = ..., suppressed: _Optional[bool] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
     __slots__ = ("index", "size")
