@@ -29,6 +29,7 @@ from fedgate.server.interceptors import current_identity, current_record
 from fedgate.server.span_wire import own_spans, spans_reply
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, DifferenceRefused, Release, Safeguards, difference_k
+from fedgate.server import metrics
 from fedgate.server.telemetry import safe_attributes
 from fedgate.server.wire import admitted_metadata
 from fedgate.server.wire import dataset_to_proto
@@ -186,6 +187,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                                                 f"of {request.min_set_size}")
             raise rows
         await admission.served(len(rows))
+        metrics.record_disclosed_rows(admission.action, len(rows))
         return adapter_pb2.AdapterDiscloseResponse(rows=rows, matched_rows=matched)
 
     async def Match(self, request_iterator: AsyncIterator[adapter_pb2.MatchIn],

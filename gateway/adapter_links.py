@@ -11,8 +11,8 @@ import grpc
 
 from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.core.errors import (DisclosureLogFailed, FailedPrecondition, FedgateError, PermissionDenied, SourceFailed,
-                            Unavailable)
+from fedgate.core.errors import (DepartmentDeclined, DisclosureLogFailed, FailedPrecondition, FedgateError,
+                                 PermissionDenied, SourceFailed, Unavailable)
 from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
@@ -49,7 +49,7 @@ def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED) \
             or _transport_reset(exc):
         return Unavailable(f"department '{department}' is unavailable ({code.name}); retry later")
-    return FailedPrecondition(f"department '{department}' refused the request ({code.name}): {exc.details()}")
+    return DepartmentDeclined(f"department '{department}' refused the request ({code.name}): {exc.details()}")
 
 
 # How gRPC's transport reports a stream cut under it (the adapter stopped or its connection broke): no

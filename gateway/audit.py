@@ -14,7 +14,8 @@ from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.core.errors import InvalidInput, NotFound
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
-from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.core.errors import PolicyDenied
+from fedgate.gateway.policy import Policy
 from fedgate.core.identity import Identity
 from fedgate.query.probing import SUPPRESSED_SIZE
 from fedgate.server.interceptors import RequestRecord

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 from fedgate.server.witness_key import witness_name
-from fedgate.server import signing_key, telemetry
+from fedgate.server import metrics, signing_key, telemetry
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.gateway.spill import remove_leftovers
 from fedgate.core.classification import Levels
@@ -69,12 +70,15 @@ class Gateway:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     data_lock: DataDirLock | None = None
     approvals: ApprovalDesk | None = None
+    unwatch: list[Callable[[], None]] = field(default_factory=list)  # metrics read from the stores
 
     @property
     def port(self) -> int:
         return self.running.port
 
     async def stop(self, grace: float = 5.0) -> None:
+        for unwatch in self.unwatch:  # before the stores close: a disposed engine would open a new pool
+            unwatch()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,6 +130,8 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
                               config.tls.read()[0], load_officer_seal(config), Privacy(levels, budgets))
         approvals = ApprovalDesk(await asyncio.to_thread(ApprovalStore, store.engine), registry, audit_log)
+        unwatch_approvals = metrics.watch_approvals(approvals.waiting)
+        undo.callback(unwatch_approvals)
         asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s), approvals)
         engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
                              Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s), config.spill)
@@ -142,7 +148,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         running = await start_server(config.listen, config.tls, services, on_complete=recorder)
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
-                      data_lock=data_lock, approvals=approvals)
+                      data_lock=data_lock, approvals=approvals, unwatch=[unwatch_approvals])
     if config.policy_watch_s > 0:
         gateway.tasks.append(asyncio.create_task(watch_policy(policy, audit_log, config.policy_watch_s)))
     gateway.tasks.append(asyncio.create_task(registry.watch_health()))
