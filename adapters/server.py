@@ -221,6 +221,7 @@ async def keep_registered(adapter: Adapter) -> None:
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
     """Check every source, start the adapter server, then register with the gateway."""
     check_own(config.tls, Identity.department(config.department))  # its key, its CA, this department's
+    revocations = config.tls.revocations()  # callers (the gateway included) the CA revoked are refused
     vkey = read_vkey(config.gateway_log_key)
     async with contextlib.AsyncExitStack() as undo:  # what is started so far, stopped if a later step fails
         # Before its disclosure log is opened: one adapter per data_dir.
@@ -254,7 +255,7 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
                             AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
                                             row_sets, subjects),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
-        running = await start_server(config.listen, config.tls, services)
+        running = await start_server(config.listen, config.tls, services, revocations=revocations)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
         undo.push_async_callback(running.stop, 0)
         adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),

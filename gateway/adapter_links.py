@@ -11,11 +11,12 @@ import grpc
 
 from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.core.errors import (DisclosureLogFailed, FailedPrecondition, FedgateError, PermissionDenied, SourceFailed,
-                            Unavailable)
+from fedgate.core.errors import (DepartmentRevoked, DisclosureLogFailed, FailedPrecondition, FedgateError,
+                                 PermissionDenied, SourceFailed, Unavailable)
 from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
+from fedgate.server.revocation import Revocations, serial_of
 from fedgate.server.tls import TlsFiles, secure_channel
 from fedgate.server.wire import cosignature_from_metadata, dataset_from_proto
 
@@ -77,9 +78,14 @@ Witnessed = Callable[[str, str, str], Awaitable[None]]
 class AdapterLinks:
     """One channel per (department, endpoint), reused across calls."""
 
-    def __init__(self, tls: TlsFiles, witnessed: Witnessed | None = None) -> None:
+    def __init__(self, tls: TlsFiles, witnessed: Witnessed | None = None,
+                 revocations: Revocations | None = None) -> None:
         self._tls = tls
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        # The serial of the certificate each department's adapter registered with: it serves with the same one,
+        # so a department whose serial the CA revoked is dialled no more (see `channel`).
+        self._revocations = revocations
+        self._serials: dict[str, int] = {}
         # Where an adapter's cosignature goes once it admitted a ticket (the gateway's audit log).
         self.witnessed = witnessed
 
@@ -93,7 +99,34 @@ class AdapterLinks:
             log.warning("did not keep the cosignature of department '%s': %s", department,
                         exc if isinstance(exc, FedgateError) else type(exc).__name__)
 
+    def note_certificate(self, department: str, serial: int) -> None:
+        """The department's adapter proved it holds the certificate with `serial` (a registration, a heartbeat)."""
+        if serial:
+            self._serials[department] = serial
+
+    def learn_certificate(self, department: str, certificate_pem: str) -> None:
+        """The department's certificate as the registry stored it (with its matching key), unless one is known."""
+        if department not in self._serials and certificate_pem:
+            try:
+                self._serials[department] = serial_of(certificate_pem.encode())
+            except ValueError:
+                pass
+
+    def check_not_revoked(self, department: str) -> None:
+        """Raise DepartmentRevoked if the certificate the department's adapter registered with is revoked."""
+        serial = self._serials.get(department)
+        if self._revocations is None or serial is None:
+            return
+        found = self._revocations.revoked(serial)
+        if found is not None:
+            raise DepartmentRevoked(
+                f"department '{department}' is sent no requests: the certificate its adapter registered with "
+                f"(serial {found.serial:x}) was revoked by the CA on {found.revoked_at:%Y-%m-%d %H:%M} UTC; the "
+                "department needs a new certificate from the CA operator, then its adapter registers again")
+
     def channel(self, department: str, endpoint: str) -> grpc.aio.Channel:
+        """The channel to the department's adapter; DepartmentRevoked if its certificate is revoked."""
+        self.check_not_revoked(department)  # every call to an adapter dials through here
         key = (department, endpoint)
         if key not in self._channels:
             self._channels[key] = secure_channel(endpoint, self._tls, Identity.department(department))

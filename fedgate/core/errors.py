@@ -46,6 +46,10 @@ class Unauthenticated(FedgateError):
     """The caller presented no usable identity."""
 
 
+class CertificateRevoked(Unauthenticated):
+    """The caller's certificate is on the CA's revocation list."""
+
+
 class PermissionDenied(FedgateError):
     """The caller's identity is known but not allowed to do this."""
 
@@ -63,6 +67,10 @@ class NotFound(FedgateError):
 
 class FailedPrecondition(FedgateError):
     """The request is well formed but the system is not in a state to serve it."""
+
+
+class DepartmentRevoked(FailedPrecondition):
+    """The certificate a department's adapter registered (and serves) with is revoked: it is sent no work."""
 
 
 class AwaitingApproval(FailedPrecondition):
