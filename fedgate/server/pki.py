@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -258,6 +259,13 @@ def check_request(csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, Ident
     except ValueError:
         raise InvalidInput("not a PEM certificate signing request (expected -----BEGIN CERTIFICATE REQUEST-----)"
                            ) from None
+    try:  # the parts of a CSR parse lazily: a damaged key or extension fails only when read
+        return _check_parsed(csr)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidInput(f"the request is malformed ({exc}); make it again with `fedgate certs request`") from None
+
+
+def _check_parsed(csr: x509.CertificateSigningRequest) -> tuple[x509.CertificateSigningRequest, Identity, list[str]]:
     if not csr.is_signature_valid:
         raise InvalidInput("the request's signature does not verify: it was altered after it was made, or forged; "
                            "ask the requester to run `fedgate certs request` again and send the new .csr")
