@@ -17,7 +17,7 @@ from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
 from fedgate.server.revocation import Revocations, serial_of
-from fedgate.server.tls import TlsFiles, secure_channel
+from fedgate.server.tls import RenewedFiles, TlsFiles, secure_channel
 from fedgate.server.wire import cosignature_from_metadata, dataset_from_proto
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class AdapterLinks:
         # so a department whose serial the CA revoked is dialled no more (see `channel`).
         self._revocations = revocations
         self._serials: dict[str, int] = {}
+        # A renewed gateway certificate: new channels present it (adapters may revoke the old one).
+        self._renewed = RenewedFiles(tls)
+        self._retired: list[grpc.aio.Channel] = []
         # Where an adapter's cosignature goes once it admitted a ticket (the gateway's audit log).
         self.witnessed = witnessed
 
@@ -127,6 +130,11 @@ class AdapterLinks:
     def channel(self, department: str, endpoint: str) -> grpc.aio.Channel:
         """The channel to the department's adapter; DepartmentRevoked if its certificate is revoked."""
         self.check_not_revoked(department)  # every call to an adapter dials through here
+        if self._renewed():
+            log.info("the gateway's certificate was renewed: new connections to adapters present it")
+            # Calls in flight finish on the old channels; they are closed with the links.
+            self._retired += self._channels.values()
+            self._channels.clear()
         key = (department, endpoint)
         if key not in self._channels:
             self._channels[key] = secure_channel(endpoint, self._tls, Identity.department(department))
@@ -195,9 +203,10 @@ class AdapterLinks:
         return int(reply.matched_rows), [(list(r.values), list(r.null)) for r in reply.rows]
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._retired]:
             await channel.close()
         self._channels.clear()
+        self._retired.clear()
 
 
 def check_same_datasets(declared: list[DatasetDecl], served: list[DatasetDecl]) -> None:

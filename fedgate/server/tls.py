@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +170,37 @@ def _files_signature(files: TlsFiles) -> tuple[tuple[int, int, int], ...] | None
     except OSError:
         return None
     return tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in stats)
+
+
+class RenewedFiles:
+    """Whether a party's certificate files were replaced by a usable set since last asked, for clients whose
+    channels hold the files' contents (a renewal is then used by a new channel, not the old one).
+
+    At most one look (three stats) every `every_s` seconds; a set that does not check out yet (a renewal
+    half copied in) is not reported until it does.
+    """
+
+    def __init__(self, files: TlsFiles, every_s: float = 1.0) -> None:
+        self._files = files
+        self._every_s = every_s
+        self._seen = _files_signature(files)
+        self._looked = time.monotonic()
+        self._identity = identity_from_pem(files.read()[1])
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self._looked < self._every_s:
+            return False
+        self._looked = now
+        seen = _files_signature(self._files)
+        if seen is None or seen == self._seen:
+            return False
+        try:
+            _check_pems(self._files, *self._files.read(), self._identity)
+        except ConfigError:
+            return False
+        self._seen = seen
+        return True
 
 
 class ServerCertificates:
