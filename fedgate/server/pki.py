@@ -1,11 +1,18 @@
-"""A private CA and the certificates of every fedgate party (`fedgate certs init`).
+"""A private CA and the certificates of every fedgate party.
 
+`init_dir` (`fedgate certs init`) makes every key on the CA's machine, for the demo and tests.
 Keys are ECDSA P-256 (every TLS stack gRPC uses accepts them). Private keys are
 written with mode 0600. An existing CA in the directory is reused, so adding a
 department later does not invalidate everyone else's certificates; an
 existing certificate is kept unless `force` is given. Beside them goes the
 security officers' X25519 seal key pair (`officer-seal.pub` for the gateway's
 config, `officer-seal.key` for the officers only), also kept once made.
+
+In a deployment each party makes its own key and a signing request (`write_request`,
+`renewal_request`); the CA operator checks and signs it (`sign_request`). Every issued
+certificate is recorded in the CA's index.json (`CaIndex`); `revoke` marks one revoked and
+writes a signed crl.pem (`write_crl`). `certificate_status` says whose a certificate is,
+until when, and whether a CRL revokes it.
 """
 
 from __future__ import annotations
