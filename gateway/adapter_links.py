@@ -11,7 +11,7 @@ import grpc
 
 from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.core.errors import (DepartmentRevoked, DisclosureLogFailed, FailedPrecondition, FedgateError,
+from fedgate.core.errors import (CertificateRevoked, DepartmentRevoked, DisclosureLogFailed, FailedPrecondition, FedgateError,
                                  PermissionDenied, SourceFailed, Unavailable)
 from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
@@ -41,6 +41,11 @@ def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
         # Only the reference is taken from the adapter's words: nothing else of its source leaves it.
         ref = re.search(r"\(ref ([0-9a-f]{8})\)", exc.details() or "")
         return SourceFailed(ref.group(1) if ref else "none given", department)
+    if error_class(exc) == CertificateRevoked.__name__:
+        # "your certificate" is the gateway's here: not something the supervisor can fix.
+        return FailedPrecondition(f"department '{department}' refuses the gateway: the gateway's certificate was "
+                                  "revoked by the CA, so the gateway's operator must install a new one "
+                                  f"(the department said: {exc.details()})")
     if error_class(exc) == DisclosureLogFailed.__name__:
         # The department's storage failed (a full disk): not a refusal, and its cause stays there.
         return Unavailable(f"department '{department}' could not record the request in its disclosure log, "

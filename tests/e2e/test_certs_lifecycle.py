@@ -180,3 +180,19 @@ async def test_a_renewed_adapter_registers_again_so_revoking_its_old_certificate
     await asyncio.sleep(revocation.RECHECK_S + 0.2)
     async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(certs, support.SUPERVISOR)) as sup:
         assert (await sup.count_rows("samr.companies", "核查", "C-1")).rows == 15
+
+
+async def test_an_adapter_refuses_a_gateway_whose_certificate_is_revoked(own_ca_servers, tmp_path: Path) -> None:
+    s = own_ca_servers
+    gw = await s.gateway()
+    samr = await s.adapter("samr", gw, _companies(tmp_path))
+    async with GatewayClient(f"127.0.0.1:{gw.port}", TlsFiles.in_dir(s.certs, support.SUPERVISOR)) as sup:
+        assert (await sup.count_rows("samr.companies", "核查", "C-1")).rows == 15
+        served = _served_rows(samr.config.data_dir)
+        pki.revoke(s.certs, pki.certificate_status((s.certs / "gateway.pem").read_bytes()).serial)
+        await asyncio.sleep(revocation.RECHECK_S + 0.2)
+        with pytest.raises(RemoteCallFailed) as refused:
+            await sup.count_rows("samr.companies", "核查", "C-2")
+    assert "department 'samr' refuses the gateway: the gateway's certificate was revoked" in refused.value.details
+    assert "was revoked by the CA" in refused.value.details
+    assert _served_rows(samr.config.data_dir) == served
