@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -112,6 +113,21 @@ class AdapterLinks:
         if serial:
             self._serials[department] = serial
 
+    @contextlib.contextmanager
+    def registering(self, department: str, serial: int) -> Iterator[int | None]:
+        """Check the department's adapter as holding `serial` while it registers, yielding the serial checked
+        before, which comes back if the registration fails (a refused second adapter must not change it)."""
+        before = self._serials.get(department)
+        self.note_certificate(department, serial)
+        try:
+            yield before
+        except BaseException:
+            if before is None:
+                self._serials.pop(department, None)
+            else:
+                self._serials[department] = before
+            raise
+
     def learn_certificate(self, department: str, certificate_pem: str) -> None:
         """The department's certificate as the registry stored it (with its matching key), unless one is known."""
         if department not in self._serials and certificate_pem:
@@ -119,6 +135,9 @@ class AdapterLinks:
                 self._serials[department] = serial_of(certificate_pem.encode())
             except ValueError:
                 pass
+
+    def is_revoked(self, serial: int | None) -> bool:
+        return serial is not None and self._revocations is not None and self._revocations.revoked(serial) is not None
 
     def check_not_revoked(self, department: str) -> None:
         """Raise DepartmentRevoked if the certificate the department's adapter registered with is revoked."""

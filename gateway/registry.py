@@ -107,20 +107,21 @@ class Registry:
         if not reg.endpoint:
             raise InvalidInput("adapter_endpoint is required (host:port the gateway can dial)")
         # The adapter serves with the certificate it registers with (the interceptor refused it if revoked).
-        self._links.note_certificate(reg.department, record.certificate_serial)
-        served = await self._links.describe(reg.department, reg.endpoint)
-        check_same_datasets(list(reg.datasets), served)
-        previous = await asyncio.to_thread(self._store.department, reg.department)
-        if previous is not None and previous.endpoint != reg.endpoint:
-            if await self._answers(previous):
-                raise FailedPrecondition(
-                    f"department '{reg.department}' already has a live adapter at {previous.endpoint}; stop it "
-                    f"before starting another one (this one would serve at {reg.endpoint})")
-            record.params["replaced_endpoint"] = previous.endpoint
-        result = await asyncio.to_thread(
-            self._store.replace_department, reg.department, reg.display_name or reg.department,
-            reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None,
-            rules=reg.rules)
+        with self._links.registering(reg.department, record.certificate_serial) as before:
+            served = await self._links.describe(reg.department, reg.endpoint)
+            check_same_datasets(list(reg.datasets), served)
+            previous = await asyncio.to_thread(self._store.department, reg.department)
+            if previous is not None and previous.endpoint != reg.endpoint:
+                # An adapter whose certificate is revoked is not the department's any more, answering or not.
+                if not self._links.is_revoked(before) and await self._answers(previous):
+                    raise FailedPrecondition(
+                        f"department '{reg.department}' already has a live adapter at {previous.endpoint}; stop it "
+                        f"before starting another one (this one would serve at {reg.endpoint})")
+                record.params["replaced_endpoint"] = previous.endpoint
+            result = await asyncio.to_thread(
+                self._store.replace_department, reg.department, reg.display_name or reg.department,
+                reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None,
+                rules=reg.rules)
         self._reachable[reg.department] = True
         if previous is not None and previous.endpoint != reg.endpoint:
             log.warning("department %s: the adapter at %s replaces the one registered at %s, which does not "

@@ -67,7 +67,7 @@ class Revocations:
         self._ca_pem = ca_pem
         self._label = label
         self._recheck_s = recheck_s
-        self._lock = threading.Lock()  # also called from gRPC's handshake threads' neighbours: keep it simple
+        self._lock = threading.Lock()  # one reload at a time, whichever caller notices the change
         self._seen = _signature(path)
         try:
             crl = load_crl(path.read_bytes(), ca_pem)

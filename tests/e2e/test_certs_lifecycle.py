@@ -111,6 +111,18 @@ async def test_a_revoked_department_is_refused_without_a_restart(own_ca_servers,
     assert at_adapter.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "was revoked by the CA" in (at_adapter.value.details() or "")
 
+    # hrss gets a new certificate; its new adapter takes over even though the revoked one still answers.
+    again = tmp_path / "hrss-again"
+    _cli("certs", "request", "dept/hrss", "--out", str(again))
+    _cli("certs", "sign", str(again / "dept-hrss.csr"), "--ca-dir", str(certs), "--out", str(certs / "hrss2.pem"))
+    shutil.copy(again / "dept-hrss.key", certs / "hrss2.key")
+    config = dataclasses.replace(s.adapter_config("hrss", gw, _subsidies(tmp_path), cert_stem="hrss2"),
+                                 data_dir=tmp_path / "hrss2-data")
+    s.adapters.append(await build_adapter(config))
+    async with GatewayClient(address, TlsFiles.in_dir(certs, support.SUPERVISOR)) as sup:
+        assert (await sup.count_rows("hrss.subsidies", "核查", "C-4")).rows == 20
+    assert _served_rows(hrss.config.data_dir) == served  # the new adapter answered, not the revoked one
+
 
 def _served_serial(port: int, certs: Path, server: Identity = GATEWAY) -> int:
     """The serial of the certificate the server on `port` presents to a new connection."""
