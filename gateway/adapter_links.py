@@ -129,8 +129,9 @@ class AdapterLinks:
             raise
 
     def learn_certificate(self, department: str, certificate_pem: str) -> None:
-        """The department's certificate as the registry stored it (with its matching key), unless one is known."""
-        if department not in self._serials and certificate_pem:
+        """The department's certificate as the registry stored it (with its matching key), unless a serial not
+        revoked is known: another replica may have taken the registration of a renewed certificate."""
+        if certificate_pem and (department not in self._serials or self.is_revoked(self._serials[department])):
             try:
                 self._serials[department] = serial_of(certificate_pem.encode())
             except ValueError:
