@@ -15,7 +15,7 @@ EXTRAS_FILE := $(VENV)/.fedgate-extras
 BENCH_STAMP := $(VENV)/.fedgate-bench-installed
 PEERS := .bench-peers
 
-.PHONY: demo test bench protos typecheck lint clean venv FORCE
+.PHONY: demo test bench protos typecheck lint clean venv screenshots FORCE
 
 # Rewritten only when EXTRAS differs from what was installed, so that the stamp is remade then.
 $(EXTRAS_FILE): FORCE
@@ -51,6 +51,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The console's browser tests, saving each main page's screenshot into docs/console/ (needs Debian's chromium).
+screenshots: $(STAMP)
+	FEDGATE_SCREENSHOTS=docs/console $(BIN)/python -m pytest tests/e2e/test_console_browser.py -q
 
 # mypy --strict over the whole fedgate package (every subpackage).
 typecheck: $(STAMP)

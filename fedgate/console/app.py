@@ -89,7 +89,21 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(directory))
     templates.env.filters["who"] = lambda subject: who(subject)[1]
     templates.env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False, indent=2)
+    templates.env.filters["plain"] = _plain
     return templates
+
+
+def _plain(value: Any) -> str | None:
+    """A value shown as one line of text (strings, numbers, lists of them), or None for JSON in a block."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
+        return ", ".join(map(str, value)) or "-"
+    if isinstance(value, dict) and all(isinstance(v, (str, int)) for v in value.values()):
+        return "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    return None
 
 
 def _page_size(request: Request) -> int:
