@@ -231,8 +231,13 @@ def test_officer_and_department_consoles_in_a_browser(tmp_path: Path, browser: A
             page.goto(url + "approvals")
             assert qid[:12] in page.locator("#approvals").inner_text()
             _shot(page, tmp_path, "approvals")
+            # Another site making this browser post an approval (the certificate goes along, the page's token
+            # does not) is refused, and the request stays pending.
+            forged = page.request.post(url + f"approvals/{qid}", form={"decision": "approve", "csrf": "0" * 64})
+            assert forged.status == 403 and "not sent from this console" in forged.text()
             page.click(f"a[href='/approvals/{qid}']")
             assert "稳岗补贴抽查" in page.locator("#held").inner_text()
+            assert "pending" in page.locator("#held").inner_text()
             page.fill("#reason", "立案审批表 2026-130")
             page.click("#approve")
             assert "approved" in page.locator("#decision-result").inner_text()
