@@ -254,7 +254,7 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
                             AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
                                             row_sets, subjects),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
-        running = await start_server(config.listen, config.tls, services)
+        running = await start_server(config.listen, config.tls, services, health_listen=config.health_listen)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
         undo.push_async_callback(running.stop, 0)
         adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),
