@@ -166,6 +166,22 @@ def adapter_serve(config: Annotated[Path, typer.Option("--config", help="The dep
     _serve("adapter", config, ready_file)
 
 
+@app.command("health")
+def health_cmd(
+    address: Annotated[str, typer.Argument(envvar="FEDGATE_HEALTH_ADDRESS",
+                                           help="A server's plaintext health port (health_listen).")] = "127.0.0.1:8081",
+    service: Annotated[str, typer.Option("--service", help="A service name; default: the whole server.")] = "",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the answer.")] = 3.0,
+) -> None:
+    """Ask a gateway's or adapter's health-only port; exit 0 when SERVING, 1 otherwise (a container health check)."""
+    from fedgate.client.health import health_status
+
+    status = _run(lambda: asyncio.run(health_status(address, service, timeout)))
+    console.print(status, highlight=False)
+    if status != "SERVING":
+        raise typer.Exit(1)
+
+
 def _serve(party: str, config: Path, ready_file: Path | None) -> None:
     """Load `party`'s config and serve until SIGINT or SIGTERM."""
     _setup_logging()

@@ -103,6 +103,28 @@ def test_health_listen_is_read_and_checked(tmp_path: Path, certs: Path) -> None:
         GatewayConfig.load(cfg)
 
 
+async def test_health_command_asks_the_health_port(servers) -> None:
+    """`fedgate health`, the image's HEALTHCHECK, reads the plaintext port (tests/unit/test_deploy_files.py runs it
+    as a process against a gateway started as the container starts it)."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from fedgate.cli.commands import app
+
+    gw: Gateway = await servers.gateway(settings='health_listen = "127.0.0.1:0"')
+    runner = CliRunner()
+    ok = await asyncio.to_thread(runner.invoke, app, ["health", f"127.0.0.1:{gw.running.health_port}"])
+    assert (ok.exit_code, ok.output.strip()) == (0, "SERVING")
+    unknown = await asyncio.to_thread(runner.invoke, app, ["health", f"127.0.0.1:{gw.running.health_port}",
+                                                           "--service", "no.such.Service"])
+    assert unknown.exit_code == 1
+    # The main port takes no plaintext caller: not healthy, as far as a probe can tell.
+    refused = await asyncio.to_thread(runner.invoke, app, ["health", f"127.0.0.1:{gw.port}", "--timeout", "2"])
+    assert refused.exit_code == 1
+    assert "UNAVAILABLE" in refused.output
+
+
 async def test_a_port_in_use_stops_the_start_naming_it_and_gives_the_other_back(certs: Path) -> None:
     """Like the main port: a health_listen address another process holds is a ConfigError naming it. And
     when the main port is taken, the health port, bound already, is given back (a second start on it works)."""
