@@ -159,6 +159,29 @@ def gateway_serve(config: Annotated[Path, typer.Option("--config", help="gateway
     _serve("gateway", config, ready_file)
 
 
+@gateway_app.command("keygen")
+def gateway_keygen(
+    out: Annotated[Path, typer.Argument(help="Directory for log-signing.key and log-signing.vkey.")],
+    origin: Annotated[str, typer.Option("--origin", help="The gateway's log_origin (names the log).")]
+    = "fedgate.local/audit",
+) -> None:
+    """Create the gateway's log-signing key ahead of its first start (to share between replicas, or mount read-only).
+
+    Point `signing_key` in gateway.toml at log-signing.key (the .vkey beside it); copy log-signing.vkey to every
+    department (`gateway_log_key`) and security officer.
+    """
+    def go() -> Path:
+        path = out / "log-signing.key"
+        if path.exists():
+            raise InvalidInput(f"{path} exists: a log-signing key is never overwritten")
+        out.mkdir(parents=True, exist_ok=True)
+        load_or_create(path, origin)
+        return vkey_path(path)
+    vkey = _run(go)
+    console.print(f"log-signing key {out / 'log-signing.key'} (0600) for log {origin!r}; verifier key {vkey}",
+                  highlight=False)
+
+
 @adapter_app.command("serve")
 def adapter_serve(config: Annotated[Path, typer.Option("--config", help="The department's adapter TOML.")],
                   ready_file: ReadyOpt = None) -> None:
