@@ -175,10 +175,10 @@ def wait_healthy(health_argv: list[str], env: dict[str, str], running: Running, 
         time.sleep(0.5)
 
 
-@pytest.fixture
-def deploy_dir(tmp_path: Path) -> Path:
-    """A copy of deploy/ in which compose.yaml's set-up commands have been run."""
-    work = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def deploy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of deploy/ in which compose.yaml's set-up commands have been run (read-only to the tests)."""
+    work = tmp_path_factory.mktemp("repo")
     shutil.copytree(DEPLOY, work / "deploy", ignore=shutil.ignore_patterns("certs", "keys", "demo", ".env"))
     commands = setup_commands()
     assert [c[:3] for c in commands if c[0] == "fedgate"] == [["fedgate", "certs", "init"],
