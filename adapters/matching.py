@@ -33,6 +33,7 @@ from fedgate.adapters.sources import ChunkMapper, Source, chunk_mapper, serving
 from fedgate.adapters.subject_refs import SUBJECT_KINDS, SubjectRefs
 from fedgate.adapters.subject_uses import SubjectUse, SubjectUses
 from fedgate.adapters.tickets import CANCELLED, Admission, TicketGate, recording_stops, stop_reason
+from fedgate.server import metrics
 from fedgate.server.worker_pool import WorkerPool
 from fedgate.core.classification import Levels
 from fedgate.crypto.paillier import MAX_CHUNK_CIPHERTEXTS, ciphertext_bytes
@@ -342,6 +343,7 @@ class _Session:
                                 self.plan.start.role)
             await asyncio.to_thread(self.subjects.record, use)
         await self.admission.served(rows)
+        metrics.record_disclosed_rows(self.admission.action, len(self.disclosed_rows))
 
     def _check_difference(self) -> None:
         """The difference check on this side's rows, read by their reference columns only (blocking);

@@ -252,7 +252,7 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
                                  row_sets, subjects)
         services = [Service(adapter_pb2.DESCRIPTOR.services_by_name["AdapterService"].full_name,
                             AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
-                                            row_sets, subjects),
+                                            row_sets, subjects, span_store=config.data_dir / "spans.db"),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
         running = await start_server(config.listen, config.tls, services, health_listen=config.health_listen)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.

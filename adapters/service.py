@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from opentelemetry import trace
@@ -24,9 +25,11 @@ from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.core.errors import FailedPrecondition, InvalidInput, PermissionDenied
 from fedgate.core.filters import Filter, parse_checked
 from fedgate.core.identity import Role
-from fedgate.server.interceptors import current_identity
+from fedgate.server.interceptors import current_identity, current_record
+from fedgate.server.span_wire import own_spans, spans_reply
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from fedgate.query.safeguards import MAX_DISCLOSE_ROWS, DifferenceRefused, Release, Safeguards, difference_k
+from fedgate.server import metrics
 from fedgate.server.telemetry import safe_attributes
 from fedgate.server.wire import admitted_metadata
 from fedgate.server.wire import dataset_to_proto
@@ -43,7 +46,9 @@ def require_gateway() -> None:
 
 class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
     def __init__(self, department: str, catalogue: Catalogue, gate: TicketGate, levels: Levels,
-                 sessions: MatchSessions, row_sets: RowSets, subjects: SubjectUses | None = None) -> None:
+                 sessions: MatchSessions, row_sets: RowSets, subjects: SubjectUses | None = None,
+                 span_store: Path | None = None) -> None:
+        self._span_store = span_store  # this adapter's own spans, for GetSpans
         self._sessions = sessions
         self._subjects = subjects  # None: whose records each answer covered is not recorded
         self._row_sets = row_sets
@@ -79,6 +84,13 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
         if covered is not None:
             self._subjects.record(SubjectUse.of(admission, covered, disclosed.refs() if disclosed else None,
                                                 [f"{f.name}:{f.form}" for f in fields]))
+
+    async def GetSpans(self, request: common_pb2.GetSpansRequest,
+                       context: grpc.aio.ServicerContext) -> common_pb2.Spans:
+        require_gateway()
+        spans = await own_spans(self._span_store, request.trace_id) if self._span_store else []
+        current_record().result_sizes["spans"] = len(spans)
+        return spans_reply(spans)
 
     async def Describe(self, request: adapter_pb2.DescribeRequest,
                        context: grpc.aio.ServicerContext) -> adapter_pb2.DescribeResponse:
@@ -175,6 +187,7 @@ class AdapterServicer(adapter_pb2_grpc.AdapterServiceServicer):
                                                 f"of {request.min_set_size}")
             raise rows
         await admission.served(len(rows))
+        metrics.record_disclosed_rows(admission.action, len(rows))
         return adapter_pb2.AdapterDiscloseResponse(rows=rows, matched_rows=matched)
 
     async def Match(self, request_iterator: AsyncIterator[adapter_pb2.MatchIn],

@@ -11,11 +11,13 @@ import grpc
 
 from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.core.errors import (DisclosureLogFailed, FailedPrecondition, FedgateError, PermissionDenied, SourceFailed,
-                            Unavailable)
+from fedgate.core.errors import (DepartmentDeclined, DisclosureLogFailed, FailedPrecondition, FedgateError,
+                                 PermissionDenied, SourceFailed, Unavailable)
 from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
-from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc
+from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
+from fedgate.server.span_wire import span_from_proto
+from fedgate.server.trace_store import StoredSpan
 from fedgate.server.tls import TlsFiles, secure_channel
 from fedgate.server.wire import cosignature_from_metadata, dataset_from_proto
 
@@ -47,7 +49,7 @@ def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED) \
             or _transport_reset(exc):
         return Unavailable(f"department '{department}' is unavailable ({code.name}); retry later")
-    return FailedPrecondition(f"department '{department}' refused the request ({code.name}): {exc.details()}")
+    return DepartmentDeclined(f"department '{department}' refused the request ({code.name}): {exc.details()}")
 
 
 # How gRPC's transport reports a stream cut under it (the adapter stopped or its connection broke): no
@@ -118,6 +120,12 @@ class AdapterLinks:
         reply = await self._call(department, endpoint, "GetLogState", adapter_pb2.GetLogStateRequest(),
                                  STATE_TIMEOUT_S)
         return int(reply.seen_size)
+
+    async def spans(self, department: str, endpoint: str, trace_id: str, timeout: float) -> list[StoredSpan]:
+        """The adapter's own spans of one trace."""
+        stub = adapter_pb2_grpc.AdapterServiceStub(self.channel(department, endpoint))
+        reply = await stub.GetSpans(common_pb2.GetSpansRequest(trace_id=trace_id), timeout=call_timeout(timeout))
+        return [span_from_proto(s) for s in reply.spans]
 
     async def _call(self, department: str, endpoint: str, method: str, request: Any,
                     timeout: float = QUERY_TIMEOUT_S, admitted: Callable[[], None] | None = None) -> Any:

@@ -26,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedgate.core.audit_entry import AuditEntry
-from fedgate.core.errors import (AwaitingApproval, FailedPrecondition, FedgateError, InvalidInput, NotFound,
-                                 PermissionDenied)
+from fedgate.core.errors import (AwaitingApproval, DepartmentRefused, FailedPrecondition, FedgateError,
+                                 InvalidInput, NotFound, PermissionDenied)
 from fedgate.core.identity import Identity, Role
 from fedgate.crypto.approval import APPROVE, DENY, ApprovalStatement, open_approval
 from fedgate.crypto.checkpoint import parse_verifier_key
@@ -67,10 +67,6 @@ votes = sa.Table(
     sa.Column("decided_at", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=False),  # the signed note's own expiry
 )
-
-
-class DepartmentRefused(PermissionDenied):
-    """A department's own rule refuses the request, whatever the central policy allows."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +164,27 @@ class ApprovalStore(SqlStore):
             by_id.setdefault(v.query_id, []).append(v)
         return [h for h in (_held(r, by_id.get(r.query_id, [])) for r in rows) if department in h.needs]
 
+    def waiting(self, now: float) -> dict[str, int]:
+        """Requests still waiting for each department's approvals (state pending), for the metrics gauge.
+
+        Reads only the requests neither collected nor expired, and their votes: few, as requests expire
+        within hours. Every replica reads the same rows, so each reports the same numbers.
+        """
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(held).where(held.c.collected_at.is_(None),
+                                                      held.c.expires_at > int(now))).all()
+            ids = [r.query_id for r in rows]
+            found = conn.execute(sa.select(votes).where(votes.c.query_id.in_(ids))).all() if ids else []
+        by_id: dict[str, list[sa.Row[Any]]] = {}
+        for v in found:
+            by_id.setdefault(v.query_id, []).append(v)
+        out: dict[str, int] = {}
+        for h in (_held(r, by_id.get(r.query_id, [])) for r in rows):
+            if h.state(now) == PENDING:
+                for department in h.missing(now):
+                    out[department] = out.get(department, 0) + 1
+        return out
+
     def add_vote(self, query_id: str, vote: Vote) -> bool:
         """Keep a decision; False if this approver decided on this request already."""
         try:
@@ -211,6 +228,10 @@ class ApprovalDesk:
         self._registry = registry
         self._log = log
         self._clock = clock
+
+    def waiting(self) -> dict[str, int]:
+        """Requests still waiting for each department's approvals (blocking: the metrics reader's thread)."""
+        return self._store.waiting(self._clock())
 
     async def verdicts(self, entry: AuditEntry, params: QueryParams) -> dict[str, Verdict]:
         """Each department's verdict on the request, by its own registered rules."""

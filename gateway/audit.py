@@ -14,8 +14,10 @@ from fedgate.core.audit_entry import AuditEntry, utc_now
 from fedgate.core.errors import InvalidInput, NotFound
 from fedgate.gateway.audit_log import AuditLog
 from fedgate.gateway.audit_store import StoredEntry
-from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.core.errors import PolicyDenied
+from fedgate.gateway.policy import Policy
 from fedgate.core.identity import Identity
+from fedgate.query.probing import SUPPRESSED_SIZE
 from fedgate.server.interceptors import RequestRecord
 
 _DENIALS = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -99,13 +101,19 @@ class SearchCriteria(audit_search.Criteria):
     # A department's code: only entries naming one of its datasets (department.dataset) match. Set from the
     # caller's certificate for a department's search, never from the request.
     department: str = ""
+    # Paging: only entries below this index (0: no bound).
+    before: int = 0
+    # Only answers suppressed as too small (their outcome's result sizes say so).
+    suppressed: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.limit <= MAX_SEARCH:
             raise InvalidInput(f"limit must be between 1 and {MAX_SEARCH}")
+        if self.before < 0:
+            raise InvalidInput("before must be an entry index (0: from the newest entry)")
         # Every criterion in the form entries hold, or InvalidInput: one that cannot match is not an empty answer.
         normal = audit_search.checked(self.subject, self.dataset, self.case_number, self.decision, self.action,
-                                      self.since, self.until)
+                                      self.since, self.until, agency=self.agency)
         for name, value in vars(normal).items():
             object.__setattr__(self, name, value)
 
@@ -118,6 +126,8 @@ class SearchCriteria(audit_search.Criteria):
                 and (not self.action or e.action == self.action)
                 and (not self.since or e.time >= self.since)
                 and (not self.until or e.time < self.until)
+                and (not self.agency or audit_search.of_agency(e.subject, self.agency))
+                and (not self.suppressed or dict(e.result_sizes).get(SUPPRESSED_SIZE, 0) > 0)
                 and (not self.department or names_department(e, self.department)))
 
 
@@ -175,7 +185,7 @@ class AuditReader:
     async def search(self, criteria: SearchCriteria) -> list[StoredEntry]:
         def scan() -> list[StoredEntry]:
             found = []
-            for item in self.log.store.entries_newest_first():
+            for item in self.log.store.entries_newest_first(before=criteria.before or None):
                 if criteria.matches(AuditEntry.from_canonical(item.body)):
                     found.append(item)
                     if len(found) >= criteria.limit:

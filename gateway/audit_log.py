@@ -22,6 +22,7 @@ from fedgate.crypto.cosignature import parse_cosignature_line
 from fedgate.crypto.merkle import RFC6962_SHA256, CompactRange, consistency_nodes, inclusion_nodes
 from fedgate.core.errors import FailedPrecondition, InvalidInput
 from fedgate.gateway.audit_store import AuditStore
+from fedgate.server import metrics
 
 HASHER = RFC6962_SHA256
 # Index ranges of other writers' entries remembered (newest kept); a reader far behind loses the oldest.
@@ -95,10 +96,12 @@ class AuditLog:
                 await asyncio.wait([write])
                 if not write.cancelled() and write.exception() is None:
                     self._advance(write.result()[0])
+                    metrics.record_audit_append(entry.status, entry.decision)
                 raise
             # Only a committed append moves the in-memory tree forward.
             tree, note = write.result()
             self._advance(tree)
+        metrics.record_audit_append(entry.status, entry.decision)
         return Appended(tree.size - 1, note)
 
     def _advance(self, tree: CompactRange) -> None:

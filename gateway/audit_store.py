@@ -209,9 +209,9 @@ class AuditStore(SqlStore):
         """Entries in index order from `start` (inclusive) to `stop` (exclusive), read in batches."""
         return self._scan(start, stop, batch, newest_first=False)
 
-    def entries_newest_first(self, batch: int = 1000) -> Iterator[StoredEntry]:
-        """Every entry, newest first, read in batches."""
-        return self._scan(0, None, batch, newest_first=True)
+    def entries_newest_first(self, batch: int = 1000, before: int | None = None) -> Iterator[StoredEntry]:
+        """Every entry (below index `before`, if given), newest first, read in batches."""
+        return self._scan(0, before, batch, newest_first=True)
 
     def _scan(self, start: int, stop: int | None, batch: int, *, newest_first: bool) -> Iterator[StoredEntry]:
         """Entries within [start, stop), one short read transaction per batch."""

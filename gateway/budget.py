@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fedgate.core.classification import DpPolicy, Levels
-from fedgate.core.errors import QuotaExceeded
+from fedgate.core.errors import BudgetExhausted
 from fedgate.query.noise import to_micro
 
 _meta = sa.MetaData()
@@ -69,7 +69,7 @@ class BudgetBook:
         _meta.create_all(engine)
 
     def charge(self, agency: str, dataset: str, policy: DpPolicy, now: dt.datetime | None = None) -> Charge:
-        """Spend one noisy answer's ε; QuotaExceeded, naming when the budget renews, if it would overspend."""
+        """Spend one noisy answer's ε; BudgetExhausted (a QuotaExceeded), naming when the budget renews, if it would overspend."""
         return self.charge_all(agency, {dataset: policy}, now)
 
     def charge_all(self, agency: str, policies: dict[str, DpPolicy], now: dt.datetime | None = None) -> Charge:
@@ -91,7 +91,7 @@ class BudgetBook:
                                        .values(spent_micro=spent.c.spent_micro + cost, budget_micro=budget))
                 if charged.rowcount != 1:
                     # Raised inside the transaction: the charges made to the other datasets roll back.
-                    raise QuotaExceeded(f"privacy budget for dataset {dataset} used up until {renews.isoformat()} "
+                    raise BudgetExhausted(f"privacy budget for dataset {dataset} used up until {renews.isoformat()} "
                                         f"(ε {policy.budget:g} per {policy.period} for each agency; each answer "
                                         f"spends ε {policy.epsilon:g}; levels.toml dp_budget)")
                 used = int(conn.execute(sa.select(spent.c.spent_micro).where(mine)).scalar_one())

@@ -23,7 +23,8 @@ from fedgate.gateway.budget import Privacy
 from fedgate.query.noise import from_micro, to_micro
 from fedgate.gateway.homomorphic import checked_key
 from fedgate.gateway.matching import SidePlan
-from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.core.errors import PolicyDenied
+from fedgate.gateway.policy import Policy
 from fedgate.gateway.registry import Registry
 from fedgate.gateway.registry_store import Department
 from fedgate.core.identity import Identity

@@ -22,7 +22,7 @@ import casbin
 from casbin.util import key_match
 
 from fedgate.core.classification import Levels, form_rank
-from fedgate.core.errors import ConfigError, PermissionDenied
+from fedgate.core.errors import ConfigError, PolicyDenied
 from fedgate.core.identity import Identity
 
 ACTIONS = frozenset({
@@ -33,10 +33,6 @@ ANY_LEVEL = "*"
 # A compare.weights rule's last column: the weights it allows, "a:b" in lowest terms, separated by spaces.
 WEIGHTS_ACTION = "compare.weights"
 _WEIGHT = re.compile(r"^([1-9][0-9]{0,18}):([1-9][0-9]{0,18})$")
-
-
-class PolicyDenied(PermissionDenied):
-    """No rule of the policy allows the request."""
 
 
 @dataclass(frozen=True)

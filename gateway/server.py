@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 from fedgate.server.witness_key import witness_name
-from fedgate.server import signing_key, telemetry
+from fedgate.server import metrics, signing_key, telemetry
 from fedgate.server.data_dir_lock import DataDirLock
 from fedgate.gateway.spill import remove_leftovers
 from fedgate.core.classification import Levels
@@ -32,6 +33,7 @@ from fedgate.gateway.budget import BudgetBook, Privacy
 from fedgate.gateway.safeguards import QuotaBook
 from fedgate.gateway.services.approvals import ApprovalServicer
 from fedgate.gateway.services.audit import AuditServicer
+from fedgate.gateway.traces import TraceGatherer
 from fedgate.gateway.services.policy import PolicyServicer
 from fedgate.gateway.services.query import QueryServicer
 from fedgate.gateway.services.registry import RegistryServicer
@@ -68,12 +70,15 @@ class Gateway:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     data_lock: DataDirLock | None = None
     approvals: ApprovalDesk | None = None
+    unwatch: list[Callable[[], None]] = field(default_factory=list)  # metrics read from the stores
 
     @property
     def port(self) -> int:
         return self.running.port
 
     async def stop(self, grace: float = 5.0) -> None:
+        for unwatch in self.unwatch:  # before the stores close: a disposed engine would open a new pool
+            unwatch()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,12 +130,15 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
                               config.tls.read()[0], load_officer_seal(config), Privacy(levels, budgets))
         approvals = ApprovalDesk(await asyncio.to_thread(ApprovalStore, store.engine), registry, audit_log)
+        unwatch_approvals = metrics.watch_approvals(approvals.waiting)
+        undo.callback(unwatch_approvals)
         asking = Asking(registry, links, audit_log, TicketIssuer(audit_log, key, config.ticket_ttl_s), approvals)
         engine = QueryEngine(decisions, asking, WorkerPool(config.workers),
                              Timeouts(config.adapter_idle_timeout_s, config.flags_timeout_s), config.spill)
         services = [
             _service(registry_pb2, "RegistryService", RegistryServicer(registry)),
-            _service(audit_pb2, "AuditService", AuditServicer(AuditReader(audit_log, policy))),
+            _service(audit_pb2, "AuditService", AuditServicer(
+                AuditReader(audit_log, policy), TraceGatherer(config.data_dir / "spans.db", store, links))),
             _service(query_pb2, "QueryService", QueryServicer(engine)),
             _service(policy_pb2, "PolicyService", PolicyServicer(policy, budgets)),
             _service(approvals_pb2, "ApprovalService", ApprovalServicer(approvals, policy, config.log_origin)),
@@ -141,7 +149,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
                                      health_listen=config.health_listen)
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
-                      data_lock=data_lock, approvals=approvals)
+                      data_lock=data_lock, approvals=approvals, unwatch=[unwatch_approvals])
     if config.policy_watch_s > 0:
         gateway.tasks.append(asyncio.create_task(watch_policy(policy, audit_log, config.policy_watch_s)))
     gateway.tasks.append(asyncio.create_task(registry.watch_health()))

@@ -314,9 +314,15 @@ def audit_search(
     since: Annotated[str, typer.Option(help="Inclusive: 2026-11-29, 2026-11-29T08:00:00+08:00, today, "
                                             "yesterday, or an age such as 30m, 24h, 7d (UTC).")] = "",
     until: Annotated[str, typer.Option(help="Exclusive; the same forms as --since.")] = "",
+    agency: Annotated[str, typer.Option(help="Only supervisors' and officers' requests of this agency, e.g. dcb.")]
+    = "",
+    before: Annotated[int, typer.Option(min=0, help="Only entries below this index (the next page of a "
+                                                    "search: the last index shown).")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     alerts: Annotated[bool, typer.Option("--alerts", help="Only probing alerts the gateway raised (action "
                                                           "audit.alert): who, which pattern, which entries.")] = False,
+    suppressed: Annotated[bool, typer.Option("--suppressed", help="Only answers suppressed as too small (\"fewer "
+                                                                  "than k\").")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Entries matching every given criterion, newest first.
@@ -325,9 +331,10 @@ def audit_search(
     action, time or subject, a dataset no department registered) is an error.
     """
     async def go() -> list[IndexedEntry]:
-        wanted = criteria.checked(subject, dataset, case, decision, action, since, until, alerts=alerts)
+        wanted = criteria.checked(subject, dataset, case, decision, action, since, until, alerts=alerts,
+                                  agency=agency)
         async with _client(gateway, ca, cert, key) as client:
-            found = await client.search(**vars(wanted), limit=limit)
+            found = await client.search(**vars(wanted), before=before, suppressed=suppressed, limit=limit)
             if not found and wanted.dataset:
                 # Entries may name a dataset that is gone (or never was: refused requests are logged too),
                 # so only an empty answer for a name nobody registers is a mistake.
@@ -368,6 +375,40 @@ def audit_proof(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, vkey
         console.print(f"  {h}")
     console.print(f"[green]OK:[/] entry {proof.index} is included in the signed tree of size {cp.size}, "
                   f"root {out['root']}")
+
+
+@audit_app.command("check-bundle")
+def audit_check_bundle(bundle: Annotated[Path, typer.Argument(help="A proof bundle the console downloaded.")],
+                       vkey: VkeyOpt, as_json: JsonOpt = False) -> None:
+    """Check an entry's proof bundle offline, against your pinned log key (never the key inside the bundle).
+
+    Exit 0 when the entry is in the signed tree; exit 1 with what failed otherwise.
+    """
+    from fedgate.console.audit_views import check_entry, read_bundle
+
+    def go() -> Any:
+        try:
+            data = bundle.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {bundle}: {exc.strerror}") from None
+        return check_entry(read_bundle(data), read_vkey(vkey))
+
+    try:
+        proven = go()
+    except FedgateError as exc:
+        if as_json:
+            print(json.dumps({"ok": False, "error": exc.diagnostics()}, ensure_ascii=False))
+        else:
+            err_console.print(f"[bold red]FAIL:[/] {escape(exc.diagnostics())}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps({"ok": True, "index": proven.proof.index, "size": proven.checkpoint.size,
+                          "root": proven.checkpoint.root_hash.hex(), "entry": proven.entry.to_dict()},
+                         ensure_ascii=False, indent=2))
+        return
+    console.print(entries_table([(proven.proof.index, proven.entry)]))
+    console.print(f"[green]OK:[/] entry {proven.proof.index} is included in the signed tree of size "
+                  f"{proven.checkpoint.size}, root {proven.checkpoint.root_hash.hex()}")
 
 
 SealKeyOpt = Annotated[Path, typer.Option("--seal-key", envvar="FEDGATE_OFFICER_SEAL_KEY",
@@ -1018,6 +1059,49 @@ def approvals_deny(gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt, a
     """Deny a held request: it is never served; the supervisor sees your reason."""
     h = _run(lambda: _decide(gateway, ca, cert, key, query_id, approver_key, "deny", reason))
     console.print(f"request {query_id}: {h.state}")
+
+
+@app.command("console")
+def console_cmd(
+    gateway: GatewayOpt, ca: CaOpt, cert: CertOpt, key: KeyOpt,
+    listen: Annotated[str, typer.Option(help="host:port for the browser (loopback by default: the console acts "
+                                             "with your certificate; port 0 picks a free one).")]
+    = "127.0.0.1:8443",
+    vkey: Annotated[Path | None, typer.Option("--vkey", envvar="FEDGATE_LOG_VKEY",
+                                              help="Officers: the gateway's pinned log verifier key.")] = None,
+    state: Annotated[Path | None, typer.Option(help="Officers: where verified log state is kept (default: as "
+                                                    "`audit verify` keeps it for this gateway).")] = None,
+    witness_keys: Annotated[Path | None, typer.Option("--witness-keys", envvar="FEDGATE_WITNESS_KEYS",
+                                                      help="Officers: pinned department witness keys.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Departments: the adapter's TOML.")] = None,
+    approver_key: Annotated[Path | None, typer.Option("--approver-key", envvar="FEDGATE_APPROVER_KEY",
+                                                      help="Departments: your approver key, to approve or "
+                                                           "deny in the browser.")] = None,
+    crl: Annotated[Path | None, typer.Option("--crl", help="The CA's revocation list (PEM): a browser "
+                                                           "certificate on it is refused.")] = None,
+    ready_file: ReadyOpt = None,
+) -> None:
+    """A web console for a security officer or a department, on your own machine, with your own certificate.
+
+    The browser must present your certificate (import it, and trust the fedgate CA); every page is
+    an audited request to the gateway under your identity. An officer's certificate opens the audit
+    pages, a department's its requests, approvals and subject reports.
+    """
+    from fedgate.console.serve import serve
+    from fedgate.console.settings import ConsoleSettings
+
+    def go() -> None:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise InvalidInput(f"--listen {listen!r} is not host:port")
+        state_dir = state or Path.home() / ".local/state/fedgate/audit" / "".join(
+            c if c.isalnum() else "_" for c in gateway)
+        settings = ConsoleSettings(gateway, TlsFiles(ca, cert, key), host.strip("[]"), int(port), vkey,
+                                   state_dir if vkey else None, witness_keys, config, approver_key, crl)
+        asyncio.run(serve(settings, ready_file))
+
+    _setup_logging()
+    _run(go)
 
 
 @department_app.command("subject-report")

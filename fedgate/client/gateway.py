@@ -36,7 +36,9 @@ from fedgate.query import noise, protocols
 from fedgate.query.match import Progress
 from fedgate.client.approvals import NONCES_KEY, QUERY_ID_KEY, Collect, HeldForApproval, HeldRequest
 from fedgate.protos.fedgate.v1 import approvals_pb2, approvals_pb2_grpc, audit_pb2, audit_pb2_grpc, policy_pb2, policy_pb2_grpc
-from fedgate.protos.fedgate.v1 import query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
+from fedgate.protos.fedgate.v1 import common_pb2, query_pb2, query_pb2_grpc, registry_pb2, registry_pb2_grpc
+from fedgate.server.span_wire import span_from_proto
+from fedgate.server.trace_store import StoredSpan
 from fedgate.core.supervisor_keys import SupervisorKey, flagged_indices, key_statement
 from fedgate.server.tls import TlsFiles, check_own, handshake_hint, secure_channel
 from fedgate.server.wire import dataset_from_proto
@@ -140,6 +142,14 @@ class IndexedEntry(NamedTuple):
 
     audit_index: int
     entry: AuditEntry
+
+
+@dataclass(frozen=True)
+class TraceView:
+    """A trace's spans, ordered by start, and the departments whose spans could not be read."""
+
+    spans: list[StoredSpan]
+    missing: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -536,8 +546,22 @@ class GatewayClient:
             return {c.size: c.note async for c in self._audit.GetCheckpoints(
                 audit_pb2.GetCheckpointsRequest(start_size=start_size, stop_size=stop_size))}
 
+    async def consistency_proof(self, size1: int, size2: int) -> tuple[bytes, ...]:
+        """The hashes proving the tree of `size2` extends the tree of `size1`."""
+        async with _calling(self._hint):
+            reply = await self._audit.GetConsistencyProof(
+                audit_pb2.GetConsistencyProofRequest(size1=size1, size2=size2), timeout=self._timeout)
+        return tuple(reply.hashes)
+
+    async def trace(self, trace_id: str) -> TraceView:
+        """One trace's spans from the gateway and its departments (security officers)."""
+        async with _calling(self._hint):
+            reply = await self._audit.GetTrace(common_pb2.GetSpansRequest(trace_id=trace_id), timeout=self._timeout)
+        return TraceView([span_from_proto(s) for s in reply.spans], tuple(reply.missing))
+
     async def search(self, **criteria: str | int) -> list[IndexedEntry]:
-        """Entries matching every criterion (subject, dataset, case_number, decision, action, since, until, limit)."""
+        """Entries matching every criterion (subject, agency, dataset, case_number, decision, action, since, until,
+        suppressed), newest first: at most `limit`, below index `before` if given."""
         async with _calling(self._hint):
             return [IndexedEntry(e.index, AuditEntry.from_canonical(e.body)) async for e in self._audit.SearchEntries(
                 audit_pb2.SearchEntriesRequest(**criteria), timeout=self._timeout)]  # type: ignore[arg-type]

@@ -12,13 +12,13 @@ import re
 from dataclasses import dataclass
 
 from fedgate.core.errors import InvalidInput
-from fedgate.core.identity import TRUST_DOMAIN, Identity
+from fedgate.core.identity import TRUST_DOMAIN, Identity, Role
 
 # Every action the gateway writes to its log. A new action must be added here, or it cannot be searched for.
 ALERT_ACTION = "audit.alert"  # a probing alert the gateway raised (fedgate.query.probing); `--alerts` lists them
 ACTIONS = (
     ALERT_ACTION, "approval.decide", "approval.list", "approval.show", "audit.checkpoint", "audit.proof",
-    "audit.read", "audit.search", "budget.show", "policy.reload",
+    "audit.read", "audit.search", "audit.trace", "budget.show", "policy.reload",
     "query.compare", "query.count", "query.disclose", "query.match", "query.sum",
     "registry.list", "registry.register",
 )
@@ -27,6 +27,7 @@ DECISIONS = ("allow", "deny", "error", "alert")  # alert: a probing alert, not a
 _METHOD = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _AGE = re.compile(r"^(\d{1,6})\s*(m|min|h|d|w)$")
 _AGE_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_AGENCY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DATASET = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\.[a-z][a-z0-9_]{0,62}$")
 TIME_FORMS = ("an ISO date (2026-11-29, midnight UTC), an RFC 3339 time (2026-11-29T08:00:00Z or "
               "2026-11-29T16:00:00+08:00; without an offset it is UTC), now, today, yesterday (midnight UTC), "
@@ -44,10 +45,12 @@ class Criteria:
     action: str = ""
     since: str = ""
     until: str = ""
+    agency: str = ""  # callers (supervisors, officers) of this agency
 
 
 def checked(subject: str = "", dataset: str = "", case_number: str = "", decision: str = "", action: str = "",
-            since: str = "", until: str = "", now: dt.datetime | None = None, alerts: bool = False) -> Criteria:
+            since: str = "", until: str = "", now: dt.datetime | None = None, alerts: bool = False,
+            agency: str = "") -> Criteria:
     """Check every criterion; InvalidInput names the one that cannot match and the forms accepted.
 
     `alerts` asks for probing alerts only (the action `audit.alert`), beside the other criteria.
@@ -61,7 +64,25 @@ def checked(subject: str = "", dataset: str = "", case_number: str = "", decisio
     if start and end and end <= start:
         raise InvalidInput(f"--until ({end}) must be later than --since ({start})")
     return Criteria(normal_subject(subject), normal_dataset(dataset), case_number.strip(),
-                    normal_decision(decision), normal_action(action), start, end)
+                    normal_decision(decision), normal_action(action), start, end, normal_agency(agency))
+
+
+_AGENCY_ROLES = (Role.SUPERVISOR, Role.OFFICER)
+
+
+def normal_agency(text: str) -> str:
+    """An agency code as SPIFFE IDs hold it (supervisor/<agency>/<user>), or InvalidInput."""
+    text = text.strip().lower()
+    if text and not _AGENCY.match(text):
+        raise InvalidInput(f"--agency {text[:64]!r} is not an agency code (lower-case letters, digits, '-' or '_', "
+                           "as in supervisor/<agency>/<user>)")
+    return text
+
+
+def of_agency(subject: str, agency: str) -> bool:
+    """Whether an entry's subject (a SPIFFE ID) is a supervisor or officer of `agency`."""
+    prefix = f"spiffe://{TRUST_DOMAIN}/"
+    return any(subject.startswith(f"{prefix}{role.value}/{agency}/") for role in _AGENCY_ROLES)
 
 
 def rfc3339(moment: dt.datetime) -> str:

@@ -50,6 +50,14 @@ class PermissionDenied(FedgateError):
     """The caller's identity is known but not allowed to do this."""
 
 
+class PolicyDenied(PermissionDenied):
+    """No rule of the central policy allows the request."""
+
+
+class DepartmentRefused(PermissionDenied):
+    """A department's own rule refuses the request, whatever the central policy allows."""
+
+
 class TicketReplayed(PermissionDenied):
     """A department already served this logged request for this action: a logged entry is served once.
 
@@ -65,6 +73,16 @@ class FailedPrecondition(FedgateError):
     """The request is well formed but the system is not in a state to serve it."""
 
 
+class ProbeRefused(FailedPrecondition):
+    """A safeguard against probing refused the answer: a set (or what its filter leaves out) smaller than the
+    minimum, a comparison on too few pairs, or an answer too close to one given before (the difference check)."""
+
+
+class DepartmentDeclined(FailedPrecondition):
+    """At the gateway: a department refused a request the gateway forwarded (its ticket check, its rules or
+    its own safeguards); the message says why, in the department's words."""
+
+
 class AwaitingApproval(FailedPrecondition):
     """A logged request waits for its departments' approval; the caller collects the answer by query id."""
 
@@ -77,6 +95,10 @@ class AwaitingApproval(FailedPrecondition):
 
 class QuotaExceeded(FedgateError):
     """A per-caller volume quota is used up."""
+
+
+class BudgetExhausted(QuotaExceeded):
+    """An agency's differential-privacy budget for a dataset is used up for the period."""
 
 
 class Unavailable(FedgateError):

@@ -33,7 +33,7 @@ from typing import ClassVar, Protocol
 
 from fedgate.core.classification import Levels, form_rank
 from fedgate.crypto.ticket import TicketRefused
-from fedgate.core.errors import FailedPrecondition, InvalidInput, QuotaExceeded, RemoteProtocolError
+from fedgate.core.errors import InvalidInput, ProbeRefused, QuotaExceeded, RemoteProtocolError
 from fedgate.core.identity import Identity
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.sizes import SizeCheck, Sizes, Suppressed
@@ -276,11 +276,11 @@ class MinSetSize(Safeguard):
         for side, rows in sizes.set_rows.items():
             # An empty set is refused like a set of one: answering it would tell 0 from 1.
             if rows < minimum:
-                raise FailedPrecondition(f"the {side} set has fewer than {minimum} rows after its filter "
+                raise ProbeRefused(f"the {side} set has fewer than {minimum} rows after its filter "
                                          "(safeguard min_set_size): no result")
             total = sizes.total_rows.get(side)
             if total is not None and total - rows < minimum:
-                raise FailedPrecondition(f"the {side} filter leaves out fewer than {minimum} rows of its dataset "
+                raise ProbeRefused(f"the {side} filter leaves out fewer than {minimum} rows of its dataset "
                                          "(safeguard min_set_size, both ways): no result")
 
     def release(self, release: Release) -> None:
@@ -289,10 +289,10 @@ class MinSetSize(Safeguard):
             return
         # The exact sizes are not told: that would itself be a probe answer.
         if release.set_rows < max(minimum, 1):
-            raise FailedPrecondition(f"the filtered set has fewer than {minimum} rows (safeguard min_set_size): "
+            raise ProbeRefused(f"the filtered set has fewer than {minimum} rows (safeguard min_set_size): "
                                      "nothing disclosed")
         if release.total_rows is not None and release.total_rows - release.set_rows < minimum:
-            raise FailedPrecondition(f"the filter leaves out fewer than {minimum} rows of its dataset (safeguard "
+            raise ProbeRefused(f"the filter leaves out fewer than {minimum} rows of its dataset (safeguard "
                                      "min_set_size, both ways): nothing disclosed")
 
 
@@ -347,7 +347,7 @@ class MinAggregate(Safeguard):
         why = f"the minimum aggregation size for level {level} (safeguard min_aggregate)"
         if request.kind == "compare":
             if sizes.pairs is not None and sizes.pairs < k:
-                raise FailedPrecondition(f"comparison refused: fewer than {k} matched pairs, {why}")
+                raise ProbeRefused(f"comparison refused: fewer than {k} matched pairs, {why}")
             return
         rows = sizes.aggregated_rows
         if rows is None:
@@ -356,7 +356,7 @@ class MinAggregate(Safeguard):
             raise Suppressed(k, f"{request.kind} suppressed: fewer than {k} {self._NOUNS[request.kind]}, {why}")
         total = sizes.total_rows.get("filtered")
         if request.kind == "count" and total is not None and total - rows < k:
-            raise FailedPrecondition(f"count refused: its filter leaves out fewer than {k} rows of the dataset, "
+            raise ProbeRefused(f"count refused: its filter leaves out fewer than {k} rows of the dataset, "
                                      f"{why}, both ways")
 
     def floor(self, request: Request) -> tuple[int, str]:
@@ -383,7 +383,7 @@ class DisclosureCeiling(Safeguard):
                                     f"{ceiling}, not {f.form}")
 
 
-class DifferenceRefused(FailedPrecondition):
+class DifferenceRefused(ProbeRefused):
     """An answer refused by the difference check (FAILED_PRECONDITION, like a min_set_size refusal)."""
 
 

@@ -21,7 +21,11 @@ For every method except health and reflection, in this order:
    logged here, never sent to the caller).
 
 A call the client cancels (or whose deadline passes) is recorded too, as
-CANCELLED, before the cancellation goes on. The caller's deadline is kept for
+CANCELLED, before the cancellation goes on.
+
+Every call's end is also measured (``fedgate.server.metrics``): its duration by
+method and final status code, and, for a refusal, its reason, derived from the
+domain error's class there and nowhere else (``_measured``). The caller's deadline is kept for
 the call (``call_timeout``), so the calls a server makes on its behalf never
 outlive it.
 """
@@ -33,13 +37,16 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from fedgate.core.errors import FedgateError, InvalidInput, Unauthenticated, Unavailable
 from fedgate.core.identity import Identity, identity_from_pem
+from fedgate.query.probing import SUPPRESSED_SIZE
+from fedgate.query.sizes import Suppressed
+from fedgate.server import metrics
 from fedgate.server.status import status_for
 from fedgate.server.telemetry import current_trace_id
 
@@ -76,6 +83,9 @@ class RequestRecord:
     # when it covers the whole call, so nothing more is appended for it.
     outcome_logged: bool = False
     final_logged: bool = False
+    # For the metrics: when the call began (metrics.now), and the domain error that refused it, if one did.
+    started: float = 0.0
+    error: FedgateError | None = None
 
 
 NOT_SERVED = "the audit log is unavailable, so the request was not served; retry later"
@@ -232,7 +242,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
 
     def _begin(self, method: str) -> RequestRecord:
         """The record of this call, in place before anything can fail, so a refusal is recorded too."""
-        record = RequestRecord(method, trace_id=current_trace_id())
+        record = RequestRecord(method, trace_id=current_trace_id(), started=metrics.now())
         _record.set(record)
         _hook.set(self._on_complete)
         return record
@@ -298,20 +308,23 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
             await self._cancelled(record)
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, CANCELLED_MESSAGE)
         elif isinstance(exc, Exception):
+            if isinstance(exc, FedgateError):
+                record.error = exc
             await self._finish(record, *_status_of(exc, method, context), context, sent)
 
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str,
                     streaming: bool) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             record = self._begin(method)
-            try:
-                self._identify(record, context)
-                result = await behavior(_checked(request, method, streaming), context)
-            except BaseException as exc:
-                await self._ended(record, exc, method, context)
-                raise  # unreachable when _ended aborts
-            await self._finish(record, grpc.StatusCode.OK, "", context)
-            return result
+            with _measured(record, context):
+                try:
+                    self._identify(record, context)
+                    result = await behavior(_checked(request, method, streaming), context)
+                except BaseException as exc:
+                    await self._ended(record, exc, method, context)
+                    raise  # unreachable when _ended aborts
+                await self._finish(record, grpc.StatusCode.OK, "", context)
+                return result
         return wrapper
 
     def _wrap_stream(self, behavior: Callable[..., AsyncGenerator[Any, None]], method: str,
@@ -324,25 +337,58 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
             record = self._begin(method)
             held: list[Any] = []  # the last message, until the outcome is logged
             sent = False
-            try:
-                self._identify(record, context)
-                # Closed here, in the call's task, when the call ends early (see telemetry.StreamServerSpans).
-                async with contextlib.aclosing(behavior(_checked(request, method, streaming), context)) as stream:
-                    async for item in stream:
-                        if hold_last:
-                            held.append(item)
-                            if len(held) == 1:
-                                continue
-                            item = held.pop(0)
-                        sent = True
-                        yield item
-            except BaseException as exc:
-                await self._ended(record, exc, method, context, sent)
-                raise
-            await self._finish(record, grpc.StatusCode.OK, "", context, sent)
-            for item in held:
-                yield item
+            with _measured(record, context):
+                try:
+                    self._identify(record, context)
+                    # Closed here, in the call's task, when the call ends early (see telemetry.StreamServerSpans).
+                    async with contextlib.aclosing(behavior(_checked(request, method, streaming), context)) as stream:
+                        async for item in stream:
+                            if hold_last:
+                                held.append(item)
+                                if len(held) == 1:
+                                    continue
+                                item = held.pop(0)
+                            sent = True
+                            yield item
+                except BaseException as exc:
+                    await self._ended(record, exc, method, context, sent)
+                    raise
+                await self._finish(record, grpc.StatusCode.OK, "", context, sent)
+                for item in held:
+                    yield item
         return wrapper
+
+
+# A query whose aggregate was suppressed ends OK with "fewer than k"; the gateway marks its record
+# (SUPPRESSED_SIZE), and it is counted as the refusal a Suppressed error is.
+_SUPPRESSED = Suppressed(0, "")
+
+
+@contextlib.contextmanager
+def _measured(record: RequestRecord, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """Measure the call inside: its final status code, duration and refusal reason (fedgate.server.metrics)."""
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except grpc.aio.AbortError:
+        code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except BaseException:
+        code = grpc.StatusCode.UNKNOWN
+        raise
+    finally:
+        try:
+            error: BaseException | None = None
+            if record.error is not None and code is status_for(record.error):  # not an audit failure after it
+                error = record.error
+            elif code is grpc.StatusCode.OK and record.result_sizes.get(SUPPRESSED_SIZE):
+                error = _SUPPRESSED
+            metrics.record_call(record.method, code, metrics.now() - record.started, metrics.refusal_reason(error))
+        except Exception:  # the call's outcome must never depend on its metrics
+            log.warning("could not record the metrics of %s", record.method, exc_info=True)
 
 
 class _Undecodable:

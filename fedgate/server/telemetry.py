@@ -9,6 +9,15 @@ shut down. After ``shutdown_tracing`` the forwarder yields no-op spans. So tests
 and the demo can set up tracing again and again, with another service name or
 store, in one process.
 
+Metrics sit beside the traces: whenever spans go out over OTLP, ``setup_tracing``
+also builds an SDK ``MeterProvider`` with the same resource, whose periodic reader
+exports over OTLP too (``OTEL_METRIC_EXPORT_INTERVAL``/``_TIMEOUT``, the
+``OTEL_EXPORTER_OTLP_METRICS_*`` variables, and ``OTEL_METRICS_EXPORTER=none`` to
+switch them off), and hands it to ``fedgate.server.metrics``, which owns the
+instruments. It is never installed as the global meter provider, so it can be
+switched like the tracer provider. Stopping exports once more, waiting at most
+``METRICS_SHUTDOWN_TIMEOUT_MS`` for a collector that does not answer.
+
 What may reach a span (docs/architecture.md: "sizes, indexes and ids"):
 - app code passes attributes through ``safe_attributes``, which raises on
   anything that is not a number or a short identifier-like string;
@@ -44,6 +53,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -54,12 +65,17 @@ from opentelemetry.util.types import AttributeValue
 
 from fedgate.crypto import ids
 from fedgate.core.errors import ConfigError, LocalProtocolError
+from fedgate.server import metrics
 from fedgate.server.trace_store import SqliteSpanExporter
 
 log = logging.getLogger(__name__)
 
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_REQUIREMENT = "opentelemetry-exporter-otlp-proto-grpc"
+METRICS_EXPORTER_ENV = "OTEL_METRICS_EXPORTER"  # "none" keeps metrics off while spans go out over OTLP
+# How long stopping a server waits for the last metrics export: a collector that is down must not hold up
+# a shutdown for the exporter's full timeout and retries.
+METRICS_SHUTDOWN_TIMEOUT_MS = 5_000
 # Health checks and reflection would flood the store with spans that say nothing.
 UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 # What the next server interceptor (or the service) is reached through.
@@ -99,12 +115,14 @@ class TracingInfo:
     service_name: str
     span_db: Path | None
     otlp_endpoint: str | None
+    metrics_exported: bool = False
 
 
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.provider: TracerProvider | None = None
+        self.meter_provider: MeterProvider | None = None
         self.info: TracingInfo | None = None
         self.forwarder_installed = False
 
@@ -185,8 +203,15 @@ def setup_tracing(service_name: str, span_db: Path | None) -> TracerProvider:
             for exporter, _ in exporters:
                 exporter.shutdown()
             raise
+    resource = Resource.create({SERVICE_NAME: service_name})
+    try:
+        meter_provider = _meter_provider(resource) if endpoint is not None and _metrics_wanted() else None
+    except BaseException:
+        for exporter, _ in exporters:
+            exporter.shutdown()
+        raise
     provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: service_name}),
+        resource=resource,
         # A caller's traceparent with the sampled flag off must not switch off
         # tracing of its queries at the gateway and the adapters.
         sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON),
@@ -202,9 +227,12 @@ def setup_tracing(service_name: str, span_db: Path | None) -> TracerProvider:
     with _state.lock:
         propagate.set_global_textmap(TraceContextOnlyPropagator())
         old, _state.provider = _state.provider, provider
-        _state.info = TracingInfo(service_name, span_db, endpoint)
+        old_meters, _state.meter_provider = _state.meter_provider, meter_provider
+        _state.info = TracingInfo(service_name, span_db, endpoint, meter_provider is not None)
+        metrics.install(meter_provider)
     if old is not None:
         old.shutdown()
+    _shutdown_meters(old_meters)
     return provider
 
 
@@ -212,13 +240,22 @@ def shutdown_tracing() -> None:
     """Flush and shut down the provider ``setup_tracing`` installed; later spans are no-ops."""
     with _state.lock:
         old, _state.provider, _state.info = _state.provider, None, None
+        old_meters, _state.meter_provider = _state.meter_provider, None
+        metrics.install(None)
     if old is not None:
         old.shutdown()
+    _shutdown_meters(old_meters)
 
 
 def force_flush(timeout_millis: int = 5_000) -> bool:
     """Export every span ended so far (e.g. before the CLI reads the store); False on timeout."""
     provider = _state.provider
+    return True if provider is None else provider.force_flush(timeout_millis)
+
+
+def flush_metrics(timeout_millis: int = 5_000) -> bool:
+    """Collect and export every metric now (e.g. before a test reads its collector); False on timeout."""
+    provider = _state.meter_provider
     return True if provider is None else provider.force_flush(timeout_millis)
 
 
@@ -525,6 +562,36 @@ def _otlp_exporter() -> SpanExporter:
     # Endpoint, TLS, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
     exporter: SpanExporter = OTLPSpanExporter()
     return exporter
+
+
+def _metrics_wanted() -> bool:
+    return os.environ.get(METRICS_EXPORTER_ENV, "otlp").strip().lower() != "none"
+
+
+def _meter_provider(resource: Resource) -> MeterProvider:
+    """A meter provider exporting over OTLP; interval and timeout from OTEL_METRIC_EXPORT_* (the SDK reads them)."""
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    except ImportError:
+        raise ConfigError(
+            OTLP_ENDPOINT_ENV,
+            f"is set but {OTLP_REQUIREMENT} is not installed; install it or unset the variable",
+        ) from None
+    # Endpoint, TLS, headers, timeout, temporality and histogram aggregation come from the standard
+    # OTEL_EXPORTER_OTLP_* / OTEL_EXPORTER_OTLP_METRICS_* variables.
+    exporter: MetricExporter = OTLPMetricExporter()
+    return MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)],
+                         shutdown_on_exit=False)
+
+
+def _shutdown_meters(provider: MeterProvider | None) -> None:
+    """Export one last time and stop, within METRICS_SHUTDOWN_TIMEOUT_MS whatever the collector does."""
+    if provider is None:
+        return
+    try:
+        provider.shutdown(timeout_millis=METRICS_SHUTDOWN_TIMEOUT_MS)
+    except Exception:  # stopping a server must never fail because metrics did
+        log.warning("could not shut the meter provider down cleanly", exc_info=True)
 
 
 def _install_forwarder() -> None:

@@ -10,12 +10,16 @@ from fedgate.gateway.audit import AuditReader, SearchCriteria
 from fedgate.gateway.audit_log import HASHER
 from fedgate.core.identity import Role
 from fedgate.server.interceptors import current_identity, current_record
-from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc
+from fedgate.protos.fedgate.v1 import audit_pb2, audit_pb2_grpc, common_pb2
+from fedgate.gateway.traces import TraceGatherer
+from fedgate.core.errors import FailedPrecondition
+from fedgate.server.span_wire import spans_reply
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, reader: AuditReader) -> None:
+    def __init__(self, reader: AuditReader, traces: TraceGatherer | None = None) -> None:
         self._reader = reader
+        self._traces = traces
 
     def _begin(self, action: str) -> None:
         record = current_record()
@@ -58,6 +62,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         criteria = SearchCriteria(subject=request.subject, dataset=request.dataset,
                                   case_number=request.case_number, decision=request.decision,
                                   action=request.action, since=request.since, until=request.until,
+                                  agency=request.agency, before=request.before, suppressed=request.suppressed,
                                   limit=request.limit or 50)
         if own:
             criteria = self._reader.own_part(caller, criteria)
@@ -74,6 +79,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         (entry,) = [e async for e in self._reader.entries(request.index, request.index + 1)]
         return audit_pb2.InclusionProof(index=request.index, size=size, leaf_hash=HASHER.hash_leaf(entry.body),
                                         hashes=hashes, checkpoint=note, body=entry.body)
+
+    async def GetTrace(self, request: common_pb2.GetSpansRequest,
+                       context: grpc.aio.ServicerContext) -> common_pb2.Spans:
+        self._begin("audit.trace")
+        if self._traces is None:
+            raise FailedPrecondition("this gateway keeps no spans (no span store)")
+        spans, missing = await self._traces.gather(request.trace_id)
+        current_record().result_sizes["spans"] = len(spans)
+        return spans_reply(spans, missing)
 
     async def GetConsistencyProof(self, request: audit_pb2.GetConsistencyProofRequest,
                                   context: grpc.aio.ServicerContext) -> audit_pb2.ConsistencyProof:

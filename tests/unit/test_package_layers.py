@@ -1,7 +1,8 @@
 """The package layers: every import, function-level ones included, points down (or sideways where allowed).
 
 Bottom to top: errors, crypto, core, query, protos, server, gateway and adapters, client, demo,
-cli. A module may import its own layer and the layers below it, never one above, and the
+cli and console.
+A module may import its own layer and the layers below it, never one above, and the
 pairs in APART never import each other. The lower layers also stay free of the transport:
 crypto, core and query import no gRPC and no OpenTelemetry.
 """
@@ -33,6 +34,7 @@ LAYERS = {
     "fedgate.client": 7,
     "fedgate.demo": 8,
     "fedgate.cli": 9,
+    "fedgate.console": 9,       # the web console: the CLI's peer, over the same library calls
     "fedgate": 10,              # fedgate/__init__.py and __main__.py
 }
 # (importer prefix, imported prefix): never, whatever the layers say.

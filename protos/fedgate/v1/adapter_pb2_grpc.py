@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from . import adapter_pb2 as fedgate_dot_v1_dot_adapter__pb2
+from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -59,6 +60,11 @@ class AdapterServiceStub:
                 request_serializer=fedgate_dot_v1_dot_adapter__pb2.MatchIn.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_adapter__pb2.MatchOut.FromString,
                 _registered_method=True)
+        self.GetSpans = channel.unary_unary(
+                '/fedgate.v1.AdapterService/GetSpans',
+                request_serializer=fedgate_dot_v1_dot_common__pb2.GetSpansRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_common__pb2.Spans.FromString,
+                _registered_method=True)
 
 
 class AdapterServiceServicer:
@@ -101,6 +107,13 @@ class AdapterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpans(self, request, context):
+        """This adapter's spans of one trace, for a security officer's view of a query across processes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_AdapterServiceServicer_to_server(servicer, server):
                     servicer.Match,
                     request_deserializer=fedgate_dot_v1_dot_adapter__pb2.MatchIn.FromString,
                     response_serializer=fedgate_dot_v1_dot_adapter__pb2.MatchOut.SerializeToString,
+            ),
+            'GetSpans': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpans,
+                    request_deserializer=fedgate_dot_v1_dot_common__pb2.GetSpansRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_common__pb2.Spans.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class AdapterService:
             '/fedgate.v1.AdapterService/Match',
             fedgate_dot_v1_dot_adapter__pb2.MatchIn.SerializeToString,
             fedgate_dot_v1_dot_adapter__pb2.MatchOut.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AdapterService/GetSpans',
+            fedgate_dot_v1_dot_common__pb2.GetSpansRequest.SerializeToString,
+            fedgate_dot_v1_dot_common__pb2.Spans.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,35 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gate/v1/audit.proto\x12\nfedgate.v1\"$\n\x14GetCheckpointRequest\x12\x0c\n\x04size\x18\x01 \x01(\x03\".\n\x10SignedCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"0\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\">\n\x15GetCheckpointsRequest\x12\x12\n\nstart_size\x18\x01 \x01(\x03\x12\x11\n\tstop_size\x18\x02 \x01(\x03\"\x9c\x01\n\x14SearchEntriesRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\r\n\x05until\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\r\n\x05limit\x18\x08 \x01(\x05\"7\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\"r\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\":\n\x1aGetConsistencyProofRequest\x12\r\n\x05size1\x18\x01 \x01(\x03\x12\r\n\x05size2\x18\x02 \x01(\x03\"@\n\x10\x43onsistencyProof\x12\r\n\x05size1\x18\x01 \x01(\x03\x12\r\n\x05size2\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x32\xf8\x03\n\x0c\x41uditService\x12O\n\rGetCheckpoint\x12 .fedgate.v1.GetCheckpointRequest\x1a\x1c.fedgate.v1.SignedCheckpoint\x12\x43\n\nGetEntries\x12\x1d.fedgate.v1.GetEntriesRequest\x1a\x14.fedgate.v1.LogEntry0\x01\x12S\n\x0eGetCheckpoints\x12!.fedgate.v1.GetCheckpointsRequest\x1a\x1c.fedgate.v1.SignedCheckpoint0\x01\x12I\n\rSearchEntries\x12 .fedgate.v1.SearchEntriesRequest\x1a\x14.fedgate.v1.LogEntry0\x01\x12U\n\x11GetInclusionProof\x12$.fedgate.v1.GetInclusionProofRequest\x1a\x1a.fedgate.v1.InclusionProof\x12[\n\x13GetConsistencyProof\x12&.fedgate.v1.GetConsistencyProofRequest\x1a\x1c.fedgate.v1.ConsistencyProofb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64gate/v1/audit.proto\x12\nfedgate.v1\x1a\x17\x66\x65\x64gate/v1/common.proto\"$\n\x14GetCheckpointRequest\x12\x0c\n\x04size\x18\x01 \x01(\x03\".\n\x10SignedCheckpoint\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04note\x18\x02 \x01(\t\"0\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\">\n\x15GetCheckpointsRequest\x12\x12\n\nstart_size\x18\x01 \x01(\x03\x12\x11\n\tstop_size\x18\x02 \x01(\x03\"\xd0\x01\n\x14SearchEntriesRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\r\n\x05until\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\r\n\x05limit\x18\x08 \x01(\x05\x12\x0e\n\x06\x61gency\x18\t \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\n \x01(\x03\x12\x12\n\nsuppressed\x18\x0b \x01(\x08\"7\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\"r\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\":\n\x1aGetConsistencyProofRequest\x12\r\n\x05size1\x18\x01 \x01(\x03\x12\r\n\x05size2\x18\x02 \x01(\x03\"@\n\x10\x43onsistencyProof\x12\r\n\x05size1\x18\x01 \x01(\x03\x12\r\n\x05size2\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x32\xb4\x04\n\x0c\x41uditService\x12O\n\rGetCheckpoint\x12 .fedgate.v1.GetCheckpointRequest\x1a\x1c.fedgate.v1.SignedCheckpoint\x12\x43\n\nGetEntries\x12\x1d.fedgate.v1.GetEntriesRequest\x1a\x14.fedgate.v1.LogEntry0\x01\x12S\n\x0eGetCheckpoints\x12!.fedgate.v1.GetCheckpointsRequest\x1a\x1c.fedgate.v1.SignedCheckpoint0\x01\x12I\n\rSearchEntries\x12 .fedgate.v1.SearchEntriesRequest\x1a\x14.fedgate.v1.LogEntry0\x01\x12U\n\x11GetInclusionProof\x12$.fedgate.v1.GetInclusionProofRequest\x1a\x1a.fedgate.v1.InclusionProof\x12[\n\x13GetConsistencyProof\x12&.fedgate.v1.GetConsistencyProofRequest\x1a\x1c.fedgate.v1.ConsistencyProof\x12:\n\x08GetTrace\x12\x1b.fedgate.v1.GetSpansRequest\x1a\x11.fedgate.v1.Spansb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedgate.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=38
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=74
-  _globals['_SIGNEDCHECKPOINT']._serialized_start=76
-  _globals['_SIGNEDCHECKPOINT']._serialized_end=122
-  _globals['_GETENTRIESREQUEST']._serialized_start=124
-  _globals['_GETENTRIESREQUEST']._serialized_end=172
-  _globals['_LOGENTRY']._serialized_start=174
-  _globals['_LOGENTRY']._serialized_end=213
-  _globals['_GETCHECKPOINTSREQUEST']._serialized_start=215
-  _globals['_GETCHECKPOINTSREQUEST']._serialized_end=277
-  _globals['_SEARCHENTRIESREQUEST']._serialized_start=280
-  _globals['_SEARCHENTRIESREQUEST']._serialized_end=436
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=438
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=493
-  _globals['_INCLUSIONPROOF']._serialized_start=495
-  _globals['_INCLUSIONPROOF']._serialized_end=609
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=611
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=669
-  _globals['_CONSISTENCYPROOF']._serialized_start=671
-  _globals['_CONSISTENCYPROOF']._serialized_end=735
-  _globals['_AUDITSERVICE']._serialized_start=738
-  _globals['_AUDITSERVICE']._serialized_end=1242
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=63
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=99
+  _globals['_SIGNEDCHECKPOINT']._serialized_start=101
+  _globals['_SIGNEDCHECKPOINT']._serialized_end=147
+  _globals['_GETENTRIESREQUEST']._serialized_start=149
+  _globals['_GETENTRIESREQUEST']._serialized_end=197
+  _globals['_LOGENTRY']._serialized_start=199
+  _globals['_LOGENTRY']._serialized_end=238
+  _globals['_GETCHECKPOINTSREQUEST']._serialized_start=240
+  _globals['_GETCHECKPOINTSREQUEST']._serialized_end=302
+  _globals['_SEARCHENTRIESREQUEST']._serialized_start=305
+  _globals['_SEARCHENTRIESREQUEST']._serialized_end=513
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=515
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=570
+  _globals['_INCLUSIONPROOF']._serialized_start=572
+  _globals['_INCLUSIONPROOF']._serialized_end=686
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=688
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=746
+  _globals['_CONSISTENCYPROOF']._serialized_start=748
+  _globals['_CONSISTENCYPROOF']._serialized_end=812
+  _globals['_AUDITSERVICE']._serialized_start=815
+  _globals['_AUDITSERVICE']._serialized_end=1379
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from . import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -45,7 +46,7 @@ class GetCheckpointsRequest(_message.Message):
     def __init__(self, start_size: _Optional[int] = ..., stop_size: _Optional[int] = ...) -> None: ...
 
 class SearchEntriesRequest(_message.Message):
-    __slots__ = ("subject", "dataset", "case_number", "decision", "since", "until", "action", "limit")
+    __slots__ = ("subject", "dataset", "case_number", "decision", "since", "until", "action", "limit", "agency", "before", "suppressed")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +55,9 @@ class SearchEntriesRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AGENCY_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     subject: str
     dataset: str
     case_number: str
@@ -62,7 +66,10 @@ class SearchEntriesRequest(_message.Message):
     until: str
     action: str
     limit: int
-    def __init__(self, subject: _Optional[str] = ..., dataset: _Optional[str] = ..., case_number: _Optional[str] = ..., decision: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., action: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    agency: str
+    before: int
+    suppressed: bool
+    def __init__(self, subject: _Optional[str] = ..., dataset: _Optional[str] = ..., case_number: _Optional[str] = ..., decision: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., action: _Optional[str] = ..., limit: _Optional[int] = ..., agency: _Optional[str] = ..., before: _Optional[int] = ..., suppressed: _Optional[bool] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
     __slots__ = ("index", "size")

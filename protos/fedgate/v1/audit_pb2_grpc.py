@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from . import audit_pb2 as fedgate_dot_v1_dot_audit__pb2
+from . import common_pb2 as fedgate_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -64,6 +65,11 @@ class AuditServiceStub:
                 request_serializer=fedgate_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=fedgate_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
                 _registered_method=True)
+        self.GetTrace = channel.unary_unary(
+                '/fedgate.v1.AuditService/GetTrace',
+                request_serializer=fedgate_dot_v1_dot_common__pb2.GetSpansRequest.SerializeToString,
+                response_deserializer=fedgate_dot_v1_dot_common__pb2.Spans.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -110,6 +116,13 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrace(self, request, context):
+        """One trace's spans from the gateway and from every registered department (security officers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +155,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetConsistencyProof,
                     request_deserializer=fedgate_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=fedgate_dot_v1_dot_audit__pb2.ConsistencyProof.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=fedgate_dot_v1_dot_common__pb2.GetSpansRequest.FromString,
+                    response_serializer=fedgate_dot_v1_dot_common__pb2.Spans.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +324,33 @@ class AuditService:
             '/fedgate.v1.AuditService/GetConsistencyProof',
             fedgate_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
             fedgate_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedgate.v1.AuditService/GetTrace',
+            fedgate_dot_v1_dot_common__pb2.GetSpansRequest.SerializeToString,
+            fedgate_dot_v1_dot_common__pb2.Spans.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,7 +15,8 @@ from fedgate.core.classification import default_levels, policies_dir
 from fedgate.core.datasets import DatasetDecl, FieldDecl, FieldGrant
 from fedgate.core.errors import FailedPrecondition, InvalidInput, LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from fedgate.gateway.planning import Decisions, Planner, Purpose, logged_params
-from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.core.errors import PolicyDenied
+from fedgate.gateway.policy import Policy
 from fedgate.gateway.registry_store import Department
 from fedgate.core.identity import Identity, Role
 from fedgate.server.interceptors import RequestRecord

@@ -10,7 +10,8 @@ import pytest
 from fedgate.core.classification import default_levels, policies_dir
 from fedgate.core.errors import ConfigError, FailedPrecondition
 from fedgate.core.identity import Identity, Role
-from fedgate.gateway.policy import Policy, PolicyDenied
+from fedgate.core.errors import PolicyDenied
+from fedgate.gateway.policy import Policy
 from fedgate.query.audit_params import QueryParams
 from fedgate.query.safeguards import MinAggregate, MinSetSize, Release, Request
 from fedgate.query.sizes import Sizes, Suppressed

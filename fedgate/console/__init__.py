@@ -1,0 +1,1 @@
+"""`fedgate console`: the web console for security officers and departments."""
