@@ -224,14 +224,17 @@ def test_compose_services_run_the_image_as_built() -> None:
     assert not re.search(r"fedgate:[^@]*@", gateway_toml), "no password in a URL"
 
 
-def test_collector_config_receives_otlp_and_exports_to_debug() -> None:
+def test_collector_config_receives_spans_and_metrics_and_exports_to_debug() -> None:
     config = yaml_module().safe_load((DEPLOY / "otel-collector.yaml").read_text())
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
     assert "logging" not in config["exporters"], "the logging exporter was removed from the collector: use debug"
-    pipeline = config["service"]["pipelines"]["traces"]
-    assert pipeline["exporters"] == ["debug"]
-    for kind in ("receivers", "processors", "exporters"):
-        assert set(pipeline.get(kind, [])) <= set(config[kind]), kind
+    # fedgate sends spans and metrics to the one endpoint: a collector without a metrics pipeline refuses them.
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics"}
+    for pipeline in pipelines.values():
+        assert "otlp" in pipeline["receivers"] and pipeline["exporters"] == ["debug"]
+        for kind in ("receivers", "processors", "exporters"):
+            assert set(pipeline.get(kind, [])) <= set(config[kind]), kind
     assert set(config["service"].get("extensions", [])) <= set(config.get("extensions", {}))
     collector = compose()["services"]["otel-collector"]
     assert re.fullmatch(r"otel/opentelemetry-collector:\d+\.\d+\.\d+", collector["image"]), "pin the version"
