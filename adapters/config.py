@@ -47,6 +47,9 @@ gateway_log_key = "certs/log-signing.vkey"   # the gateway's pinned log key (cop
 ca = "certs/ca.pem"
 cert = "certs/dept-hrss.pem"
 key = "certs/dept-hrss.key"
+# The CA's revocation list (`fedgate certs revoke` / `certs crl` write it); re-read when it changes.
+# Without it no caller is checked against one.
+crl = "certs/crl.pem"
 
 # The department's own rules (optional): requests for its data it refuses, or that wait for its approval,
 # whatever the gateway's policy allows. An empty criterion matches anything; the strictest matching rule

@@ -31,7 +31,7 @@ from fedgate.server import telemetry
 from fedgate.server import witness_key
 from fedgate.server.signing_key import read_vkey
 from fedgate.server.serving import RunningServer, Service, run_until_signalled, start_server, write_ready_file
-from fedgate.server.tls import check_own, handshake_hint, secure_channel
+from fedgate.server.tls import RenewedFiles, check_own, handshake_hint, secure_channel
 from fedgate.core import matching_keys
 from fedgate.core.matching_keys import MatchingKey
 from fedgate.server.wire import dataset_to_proto, matching_key_to_proto
@@ -55,6 +55,8 @@ class Adapter:
     subjects: SubjectUses | None = None  # None: uses not recorded ([subject_reports] record = false)
     # The registration's lease (keep_registered); ends with an exception if the adapter must stop.
     lease: asyncio.Task[None] | None = None
+    # Whether the certificate files were renewed since the adapter started (keep_registered registers again).
+    renewed: RenewedFiles | None = None
 
     @property
     def port(self) -> int:
@@ -175,15 +177,30 @@ async def keep_registered(adapter: Adapter) -> None:
     The gateway unreachable: retry with backoff, saying so. The gateway no longer
     knows the registration (a new registry): register again. Another adapter of
     the department registered since: raise Replaced, so this one stops rather
-    than fight the other for the department's queries.
+    than fight the other for the department's queries. The certificate renewed on
+    disk: register again with it (a new channel, the matching key vouched for by
+    the new certificate), so the gateway knows the certificate this adapter now serves with.
     """
     config = adapter.config
     delay = float(config.heartbeat_s)
     failing = False
-    async with secure_channel(config.gateway, config.tls, GATEWAY) as channel:
+    renewed = adapter.renewed or RenewedFiles(config.tls)
+    channel = secure_channel(config.gateway, config.tls, GATEWAY)
+    try:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         while True:
             await asyncio.sleep(delay)
+            if renewed():
+                log.info("the adapter's certificate was renewed; registering again with it")
+                await channel.close()
+                channel = secure_channel(config.gateway, config.tls, GATEWAY)
+                stub = registry_pb2_grpc.RegistryServiceStub(channel)
+                private = matching_keys.load_or_create(config.data_dir / "matching.key")
+                adapter.matching_key = matching_keys.vouch(config.department, private, config.tls)
+                try:
+                    await register(config, adapter.endpoint, adapter.datasets, adapter.matching_key)
+                except (ConfigError, Unavailable) as exc:  # the heartbeats go on; the operator has the reason
+                    log.error("registering again with the renewed certificate failed: %s", exc)
             counts = await asyncio.to_thread(current_counts, adapter)
             request = registry_pb2.HeartbeatRequest(
                 department=config.department, adapter_endpoint=adapter.endpoint,
@@ -216,11 +233,14 @@ async def keep_registered(adapter: Adapter) -> None:
                 datasets = [dataclasses.replace(d, row_count=counts.get(d.name, d.row_count))
                             for d in adapter.datasets]
                 await register(config, adapter.endpoint, datasets, adapter.matching_key)
+    finally:
+        await channel.close()
 
 
 async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> Adapter:
     """Check every source, start the adapter server, then register with the gateway."""
     check_own(config.tls, Identity.department(config.department))  # its key, its CA, this department's
+    revocations = config.tls.revocations()  # callers (the gateway included) the CA revoked are refused
     vkey = read_vkey(config.gateway_log_key)
     async with contextlib.AsyncExitStack() as undo:  # what is started so far, stopped if a later step fails
         # Before its disclosure log is opened: one adapter per data_dir.
@@ -254,11 +274,13 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
                             AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
                                             row_sets, subjects, span_store=config.data_dir / "spans.db"),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
-        running = await start_server(config.listen, config.tls, services, health_listen=config.health_listen)
+        running = await start_server(config.listen, config.tls, services, revocations=revocations,
+                                     health_listen=config.health_listen)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
         undo.push_async_callback(running.stop, 0)
         adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),
-                          disclosures, matching_key, sessions, row_sets, data_lock, subjects=subjects)
+                          disclosures, matching_key, sessions, row_sets, data_lock, subjects=subjects,
+                          renewed=RenewedFiles(config.tls))
         if register_now:
             await register(config, adapter.endpoint, datasets, adapter.matching_key)
             adapter.lease = asyncio.create_task(keep_registered(adapter), name=f"lease-{config.department}")

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
 from fedgate.core.datasets import DatasetDecl, FieldGrant
 from fedgate.crypto.ticket import StaleBase, Ticket
-from fedgate.core.errors import (DepartmentDeclined, DisclosureLogFailed, FailedPrecondition, FedgateError,
-                                 PermissionDenied, SourceFailed, Unavailable)
+from fedgate.core.errors import (CertificateRevoked, DepartmentDeclined, DepartmentRevoked, DisclosureLogFailed,
+                                 FailedPrecondition, FedgateError, PermissionDenied, SourceFailed, Unavailable)
 from fedgate.core.identity import Identity
 from fedgate.server.interceptors import call_timeout, error_class
 from fedgate.protos.fedgate.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
+from fedgate.server.revocation import Revocations, serial_of
 from fedgate.server.span_wire import span_from_proto
 from fedgate.server.trace_store import StoredSpan
-from fedgate.server.tls import TlsFiles, secure_channel
+from fedgate.server.tls import RenewedFiles, TlsFiles, secure_channel
 from fedgate.server.wire import cosignature_from_metadata, dataset_from_proto
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,11 @@ def adapter_failure(department: str, exc: grpc.aio.AioRpcError) -> FedgateError:
         # Only the reference is taken from the adapter's words: nothing else of its source leaves it.
         ref = re.search(r"\(ref ([0-9a-f]{8})\)", exc.details() or "")
         return SourceFailed(ref.group(1) if ref else "none given", department)
+    if error_class(exc) == CertificateRevoked.__name__:
+        # "your certificate" is the gateway's here: not something the supervisor can fix.
+        return FailedPrecondition(f"department '{department}' refuses the gateway: the gateway's certificate was "
+                                  "revoked by the CA, so the gateway's operator must install a new one "
+                                  f"(the department said: {exc.details()})")
     if error_class(exc) == DisclosureLogFailed.__name__:
         # The department's storage failed (a full disk): not a refusal, and its cause stays there.
         return Unavailable(f"department '{department}' could not record the request in its disclosure log, "
@@ -79,9 +86,17 @@ Witnessed = Callable[[str, str, str], Awaitable[None]]
 class AdapterLinks:
     """One channel per (department, endpoint), reused across calls."""
 
-    def __init__(self, tls: TlsFiles, witnessed: Witnessed | None = None) -> None:
+    def __init__(self, tls: TlsFiles, witnessed: Witnessed | None = None,
+                 revocations: Revocations | None = None) -> None:
         self._tls = tls
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        # The serial of the certificate each department's adapter registered with: it serves with the same one,
+        # so a department whose serial the CA revoked is dialled no more (see `channel`).
+        self._revocations = revocations
+        self._serials: dict[str, int] = {}
+        # A renewed gateway certificate: new channels present it (adapters may revoke the old one).
+        self._renewed = RenewedFiles(tls)
+        self._retired: list[grpc.aio.Channel] = []
         # Where an adapter's cosignature goes once it admitted a ticket (the gateway's audit log).
         self.witnessed = witnessed
 
@@ -95,7 +110,58 @@ class AdapterLinks:
             log.warning("did not keep the cosignature of department '%s': %s", department,
                         exc if isinstance(exc, FedgateError) else type(exc).__name__)
 
+    def note_certificate(self, department: str, serial: int) -> None:
+        """The department's adapter proved it holds the certificate with `serial` (a registration, a heartbeat)."""
+        if serial:
+            self._serials[department] = serial
+
+    @contextlib.contextmanager
+    def registering(self, department: str, serial: int) -> Iterator[int | None]:
+        """Check the department's adapter as holding `serial` while it registers, yielding the serial checked
+        before, which comes back if the registration fails (a refused second adapter must not change it)."""
+        before = self._serials.get(department)
+        self.note_certificate(department, serial)
+        try:
+            yield before
+        except BaseException:
+            if before is None:
+                self._serials.pop(department, None)
+            else:
+                self._serials[department] = before
+            raise
+
+    def learn_certificate(self, department: str, certificate_pem: str) -> None:
+        """The department's certificate as the registry stored it (with its matching key), unless a serial not
+        revoked is known: another replica may have taken the registration of a renewed certificate."""
+        if certificate_pem and (department not in self._serials or self.is_revoked(self._serials[department])):
+            try:
+                self._serials[department] = serial_of(certificate_pem.encode())
+            except ValueError:
+                pass
+
+    def is_revoked(self, serial: int | None) -> bool:
+        return serial is not None and self._revocations is not None and self._revocations.revoked(serial) is not None
+
+    def check_not_revoked(self, department: str) -> None:
+        """Raise DepartmentRevoked if the certificate the department's adapter registered with is revoked."""
+        serial = self._serials.get(department)
+        if self._revocations is None or serial is None:
+            return
+        found = self._revocations.revoked(serial)
+        if found is not None:
+            raise DepartmentRevoked(
+                f"department '{department}' is sent no requests: the certificate its adapter registered with "
+                f"(serial {found.serial:x}) was revoked by the CA on {found.revoked_at:%Y-%m-%d %H:%M} UTC; the "
+                "department needs a new certificate from the CA operator, then its adapter registers again")
+
     def channel(self, department: str, endpoint: str) -> grpc.aio.Channel:
+        """The channel to the department's adapter; DepartmentRevoked if its certificate is revoked."""
+        self.check_not_revoked(department)  # every call to an adapter dials through here
+        if self._renewed():
+            log.info("the gateway's certificate was renewed: new connections to adapters present it")
+            # Calls in flight finish on the old channels; they are closed with the links.
+            self._retired += self._channels.values()
+            self._channels.clear()
         key = (department, endpoint)
         if key not in self._channels:
             self._channels[key] = secure_channel(endpoint, self._tls, Identity.department(department))
@@ -170,9 +236,10 @@ class AdapterLinks:
         return int(reply.matched_rows), [(list(r.values), list(r.null)) for r in reply.rows]
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._retired]:
             await channel.close()
         self._channels.clear()
+        self._retired.clear()
 
 
 def check_same_datasets(declared: list[DatasetDecl], served: list[DatasetDecl]) -> None:

@@ -47,6 +47,9 @@ officer_seal_key = "certs/officer-seal.pub"
 ca = "certs/ca.pem"
 cert = "certs/gateway.pem"
 key = "certs/gateway.key"
+# The CA's revocation list (`fedgate certs revoke` / `certs crl` write it); re-read when it changes.
+# Without it no caller is checked against one.
+crl = "certs/crl.pem"
 """
 
 

@@ -15,7 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedgate.core.datasets import DatasetDecl, RegisteredDataset
-from fedgate.core.errors import FailedPrecondition, FedgateError, InvalidInput, NotFound, PermissionDenied
+from fedgate.core.errors import (DepartmentRevoked, FailedPrecondition, FedgateError, InvalidInput, NotFound,
+                                 PermissionDenied)
 from fedgate.gateway.adapter_links import AdapterLinks, check_same_datasets
 from fedgate.gateway.registry_store import Department, RegistryStore
 from fedgate.gateway.policy import Policy
@@ -105,19 +106,22 @@ class Registry:
             decl.check_levels(self._levels)
         if not reg.endpoint:
             raise InvalidInput("adapter_endpoint is required (host:port the gateway can dial)")
-        served = await self._links.describe(reg.department, reg.endpoint)
-        check_same_datasets(list(reg.datasets), served)
-        previous = await asyncio.to_thread(self._store.department, reg.department)
-        if previous is not None and previous.endpoint != reg.endpoint:
-            if await self._answers(previous):
-                raise FailedPrecondition(
-                    f"department '{reg.department}' already has a live adapter at {previous.endpoint}; stop it "
-                    f"before starting another one (this one would serve at {reg.endpoint})")
-            record.params["replaced_endpoint"] = previous.endpoint
-        result = await asyncio.to_thread(
-            self._store.replace_department, reg.department, reg.display_name or reg.department,
-            reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None,
-            rules=reg.rules)
+        # The adapter serves with the certificate it registers with (the interceptor refused it if revoked).
+        with self._links.registering(reg.department, record.certificate_serial) as before:
+            served = await self._links.describe(reg.department, reg.endpoint)
+            check_same_datasets(list(reg.datasets), served)
+            previous = await asyncio.to_thread(self._store.department, reg.department)
+            if previous is not None and previous.endpoint != reg.endpoint:
+                # An adapter whose certificate is revoked is not the department's any more, answering or not.
+                if not self._links.is_revoked(before) and await self._answers(previous):
+                    raise FailedPrecondition(
+                        f"department '{reg.department}' already has a live adapter at {previous.endpoint}; stop it "
+                        f"before starting another one (this one would serve at {reg.endpoint})")
+                record.params["replaced_endpoint"] = previous.endpoint
+            result = await asyncio.to_thread(
+                self._store.replace_department, reg.department, reg.display_name or reg.department,
+                reg.endpoint, list(reg.datasets), reg.matching_key, expected=previous.endpoint if previous else None,
+                rules=reg.rules)
         self._reachable[reg.department] = True
         if previous is not None and previous.endpoint != reg.endpoint:
             log.warning("department %s: the adapter at %s replaces the one registered at %s, which does not "
@@ -151,6 +155,7 @@ class Registry:
                         "told it so", department, endpoint, current.endpoint)
             return Lease.REPLACED, current.endpoint
         await asyncio.to_thread(self._store.record_heartbeat, department, endpoint, counts)
+        self._links.note_certificate(department, record.certificate_serial)  # a renewed certificate, say
         record.audit = False  # a current lease renewed discloses nothing: not worth an audit entry each time
         return Lease.CURRENT, current.endpoint
 
@@ -167,8 +172,18 @@ class Registry:
             elif reachable and before is False:
                 log.info("department %s: adapter at %s is reachable again", department.code, department.endpoint)
 
+    def _learn(self, department: Department) -> None:
+        """After a restart the registration's stored certificate tells the links which serial to check."""
+        if department.matching_key is not None:
+            self._links.learn_certificate(department.code, department.matching_key.certificate_pem)
+
     async def _probe(self, department: Department) -> tuple[bool, str]:
-        stub = health_pb2_grpc.HealthStub(self._links.channel(department.code, department.endpoint))
+        self._learn(department)
+        try:
+            channel = self._links.channel(department.code, department.endpoint)
+        except DepartmentRevoked:
+            return False, "its certificate is revoked"
+        stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(),
                                      timeout=min(HEALTH_TIMEOUT_S, float(self.health_check_s)))
@@ -232,4 +247,6 @@ class Registry:
         department = await asyncio.to_thread(self._store.department, dept)
         if not found or department is None:
             raise NotFound(f"no dataset '{qualified}' is registered")
+        self._learn(department)
+        self._links.check_not_revoked(department.code)  # before any ticket or log entry is made for it
         return department, found[0].decl

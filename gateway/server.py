@@ -103,6 +103,7 @@ _GRPC = {registry_pb2: registry_pb2_grpc, audit_pb2: audit_pb2_grpc, query_pb2: 
 async def build_gateway(config: GatewayConfig) -> Gateway:
     """Load policy and keys, open the stores and start serving; returns once the port is bound."""
     check_own(config.tls, GATEWAY)  # the gateway's own certificate: its key, its CA, its identity
+    revocations = config.tls.revocations()  # a CRL not from our CA stops the start here
     async with contextlib.AsyncExitStack() as undo:  # a start that fails gives back what it took, in reverse
         # First: a second gateway on this data_dir must not touch its stores at all.
         data_lock = DataDirLock.acquire(config.data_dir, "gateway")
@@ -124,7 +125,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         quotas = await asyncio.to_thread(QuotaBook, store.engine, safeguard_config)
         budgets = await asyncio.to_thread(BudgetBook, store.engine)
         links = AdapterLinks(config.tls, witnessed=lambda department, note, line: audit_log.add_cosignature(
-            note, witness_name(department), line))
+            note, witness_name(department), line), revocations=revocations)
         undo.push_async_callback(links.close)
         registry = Registry(store, policy, links, config.health_check_s)
         decisions = Decisions(policy, Safeguards.for_gateway(safeguard_config, levels, quotas), quotas,
@@ -146,7 +147,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
         recorder = AuditRecorder(audit_log, alerts, approvals.collect_failed)
         running = await start_server(config.listen, config.tls, services, on_complete=recorder,
-                                     health_listen=config.health_listen)
+                                     revocations=revocations, health_listen=config.health_listen)
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
                       data_lock=data_lock, approvals=approvals, unwatch=[unwatch_approvals])

@@ -64,12 +64,26 @@ async def servers(tmp_path: Path, certs: Path) -> AsyncIterator[Servers]:
         await s.stop_all()
 
 
+@pytest.fixture
+async def own_ca_servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    """Servers whose CA is this test's own (tmp_path/certs: gateway, samr, the supervisor and the officer;
+    no hrss), every server checking callers against tmp_path/certs/crl.pem, which starts empty."""
+    directory = tmp_path / "certs"
+    pki.init_dir(directory, [Identity.department("samr"), support.SUPERVISOR, support.OFFICER])
+    s = Servers(tmp_path, directory, crl=pki.write_crl(directory))
+    try:
+        yield s
+    finally:
+        await s.stop_all()
+
+
 class Servers:
     """Starts real gateway and adapter servers in this event loop; stops them all at the end."""
 
-    def __init__(self, tmp: Path, certs: Path) -> None:
+    def __init__(self, tmp: Path, certs: Path, crl: Path | None = None) -> None:
         self.tmp = tmp
         self.certs = certs
+        self.crl = crl  # every server's tls.crl, if given
         self.gateways: list[Gateway] = []
         self.adapters: list[Adapter] = []
 
@@ -81,7 +95,7 @@ class Servers:
             if not policies.exists():
                 support.with_test_rules(policy_copy(policies))
             settings += f'\npolicy_dir = "{policies}"'
-        cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs).replace(
+        cfg.write_text(support.gateway_toml(data_dir or self.tmp / "gw-data", self.certs, self.crl).replace(
             "[tls]", f"{settings}\n[tls]"))
         gw = await build_gateway(GatewayConfig.load(cfg))
         self.gateways.append(gw)
@@ -91,7 +105,7 @@ class Servers:
         cfg = self.tmp / f"adapter-{dept}.toml"
         vkey = gateway.vkey_path
         cfg.write_text(support.adapter_toml(dept, f"127.0.0.1:{gateway.port}", self.certs, datasets, cert_stem,
-                                            vkey=vkey))
+                                            vkey=vkey, crl=self.crl))
         return AdapterConfig.load(cfg)
 
     async def adapter(self, dept: str, gateway: Gateway, datasets: str) -> Adapter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -65,16 +66,18 @@ def with_test_rules(policy_dir: Path, noisy: bool = False) -> Path:
 
 
 
-def gateway_toml(data_dir: Path, certs: Path) -> str:
-    """A gateway.toml on a free loopback port, worker threads, [tls] last (tests append or replace lines)."""
-    return deployment.gateway_toml(GatewaySpec.in_dir(data_dir, certs, workers=0))
+def gateway_toml(data_dir: Path, certs: Path, crl: Path | None = None) -> str:
+    """A gateway.toml on a free loopback port, worker threads, [tls] last (tests append or replace lines);
+    `crl`: the tls.crl it checks callers against."""
+    spec = GatewaySpec.in_dir(data_dir, certs, workers=0)
+    return deployment.gateway_toml(dataclasses.replace(spec, tls=dataclasses.replace(spec.tls, crl=crl)))
 
 
 def adapter_toml(dept: str, gateway: str, certs: Path, datasets: str, cert_stem: str | None = None,
-                 vkey: Path | None = None) -> str:
+                 vkey: Path | None = None, crl: Path | None = None) -> str:
     """An adapter.toml with `datasets` (declarations as TOML text) appended; `cert_stem` picks other certificates."""
     stem = cert_stem or f"dept-{dept}"
-    spec = DepartmentSpec(dept, (), TlsFiles(certs / "ca.pem", certs / f"{stem}.pem", certs / f"{stem}.key"),
+    spec = DepartmentSpec(dept, (), TlsFiles(certs / "ca.pem", certs / f"{stem}.pem", certs / f"{stem}.key", crl=crl),
                           workers=0, register_timeout_s=10)
     return deployment.adapter_toml(spec, gateway, vkey or certs / "log-signing.vkey") + "\n" + datasets
 

@@ -152,6 +152,184 @@ def certs_init(
     console.print(table)
 
 
+def _parse_identity(text: str) -> Identity:
+    """An identity as `certs request` takes it: a SPIFFE ID, `gateway`, `dept/CODE` or `ROLE/AGENCY/USER`."""
+    try:
+        if text.startswith("spiffe://"):
+            return Identity.parse(text)
+        return Identity.parse(f"spiffe://fedgate/{text}")
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (e.g. dept/hrss, supervisor/dcb/alice, officer/audit/bob, gateway)") from None
+
+
+def _status_line(status: pki.CertificateStatus) -> str:
+    left = (f"[bold red]expired {-status.days_left} days ago[/]" if status.expired
+            else f"[yellow]{status.days_left} days left: renew it (`fedgate certs renew`)[/]" if status.renew_soon
+            else f"{status.days_left} days left")
+    return f"valid until {status.not_after:%Y-%m-%d %H:%M} UTC, {left}"
+
+
+@certs_app.command("request")
+def certs_request(
+    identity: Annotated[str, typer.Argument(help="Whose certificate: dept/CODE, supervisor/AGENCY/USER, "
+                                                 "officer/AGENCY/USER or gateway.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the new key (stays here) and the .csr.")],
+    hosts: Annotated[str, typer.Option("--hosts", help="Extra DNS names or IPs, comma-separated "
+                                                      "(servers: the names peers dial).")] = "",
+) -> None:
+    """Make your own private key and a signing request (CSR) for the CA operator; the key never leaves."""
+    who = _parse_identity(identity)
+    extra = [h.strip() for h in hosts.split(",") if h.strip()]
+    made = _run(lambda: pki.write_request(out, who, [*pki.DEFAULT_HOSTS, *extra]))
+    console.print(f"private key: {made.key} (mode 0600; keep it on this machine, never send it)", highlight=False)
+    console.print(f"request:     {made.csr}", highlight=False)
+    console.print(f"Send {made.csr.name} to the CA operator, who runs `fedgate certs sign {made.csr.name} --ca-dir DIR` "
+                  f"and sends back {who.file_stem}.pem (and ca.pem); put both beside the key.", highlight=False)
+
+
+@certs_app.command("sign")
+def certs_sign(
+    csr: Annotated[Path, typer.Argument(help="The .csr the requester sent.")],
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="The CA's directory (ca.pem, ca.key, index.json).")],
+    days: Annotated[int, typer.Option("--days", help="Validity in days.")] = pki.DEFAULT_DAYS,
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the certificate "
+                                                          "(default: <stem>.pem beside the .csr).")] = None,
+) -> None:
+    """Check a signing request and issue its certificate (CA operator); recorded in the CA's index."""
+    def go() -> tuple[pki.SignedCertificate, Path]:
+        try:
+            data = csr.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"{csr}: cannot read the request: {exc.strerror}") from None
+        signed = pki.sign_request(ca_dir, data, days)
+        target = out or csr.with_name(f"{signed.identity.file_stem}.pem")
+        target.write_bytes(signed.pem)
+        return signed, target
+
+    signed, target = _run(go)
+    console.print(f"issued {signed.identity.spiffe_id}: serial {signed.serial:x}, valid until "
+                  f"{signed.not_after:%Y-%m-%d} UTC", highlight=False)
+    console.print(f"certificate: {target}; send it with {ca_dir / 'ca.pem'} back to the requester", highlight=False)
+
+
+@certs_app.command("renew")
+def certs_renew(
+    cert: Annotated[Path, typer.Option("--cert", help="The certificate in use.")],
+    key: Annotated[Path, typer.Option("--key", help="Its private key (only checked to be the certificate's).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the new key and .csr (not the one in use).")],
+) -> None:
+    """A fresh key and signing request for the same identity and hosts as the certificate in use."""
+    def go() -> tuple[pki.RequestFiles, pki.CertificateStatus]:
+        return pki.renewal_request(cert, key, out)
+
+    made, status = _run(go)
+    if not status.renew_soon:
+        err_console.print(f"[yellow]note:[/] the certificate still has {status.days_left} days left; renewing now "
+                          "is fine, but usually waits until fewer than "
+                          f"{pki.RENEW_WITHIN_DAYS} remain", highlight=False)
+    console.print(f"new private key: {made.key} (mode 0600; never send it)", highlight=False)
+    console.print(f"request:         {made.csr}", highlight=False)
+    console.print("Send the .csr to the CA operator (`fedgate certs sign`). When the new .pem comes back, copy the "
+                  f"new key over {key} and the new certificate over {cert}: running servers serve it from their "
+                  "next connection on, without a restart.", highlight=False)
+
+
+@certs_app.command("revoke")
+def certs_revoke(
+    serial: Annotated[str | None, typer.Argument(help="Serial number (hex, as `certs status` shows it).")] = None,
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="The CA's directory.")] = Path("."),
+    cert: Annotated[Path | None, typer.Option("--cert", help="Revoke this certificate instead of a serial.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="keyCompromise, superseded, cessationOfOperation, "
+                                                        "affiliationChanged, ... (RFC 5280).")] = "unspecified",
+) -> None:
+    """Revoke a certificate and re-write the CA's crl.pem (CA operator); servers with tls.crl reload it."""
+    def go() -> pki.IndexEntry:
+        if (serial is None) == (cert is None):
+            raise InvalidInput("give either a SERIAL or --cert FILE")
+        pem = None
+        if cert is not None:
+            try:
+                pem = cert.read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"{cert}: cannot read: {exc.strerror}") from None
+            number = pki.certificate_status(pem).serial
+        else:
+            try:
+                number = int(str(serial).removeprefix("0x").replace(":", ""), 16)
+            except ValueError:
+                raise InvalidInput(f"{serial!r} is not a hexadecimal serial number") from None
+        return pki.revoke(ca_dir, number, reason, pem)
+
+    entry = _run(go)
+    who = f" ({entry.identity})" if entry.identity else ""
+    console.print(f"revoked serial {entry.serial:x}{who} on {entry.revoked_at:%Y-%m-%d %H:%M} UTC "
+                  f"({entry.reason}); wrote {ca_dir / pki.CRL_FILE}", highlight=False)
+    console.print("Copy crl.pem to every server's tls.crl path: they re-read it within a second or so.",
+                  highlight=False)
+
+
+@certs_app.command("crl")
+def certs_crl(
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="The CA's directory.")],
+    days: Annotated[int, typer.Option("--days", help="Days until its next update.")] = pki.CRL_DAYS,
+) -> None:
+    """Re-issue crl.pem from the CA's index (do it before the current one's next update)."""
+    path = _run(lambda: pki.write_crl(ca_dir, days))
+    console.print(f"wrote {path}, valid for {days} days", highlight=False)
+
+
+@certs_app.command("status")
+def certs_status(
+    files: Annotated[list[Path] | None, typer.Argument(help="Certificates (PEM) to show.")] = None,
+    ca_dir: Annotated[Path | None, typer.Option("--ca-dir", help="Show every certificate in this directory, "
+                                                                "checked against its crl.pem.")] = None,
+    crl: Annotated[Path | None, typer.Option("--crl", help="A CRL to check against (signed by --ca).")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="The CA certificate that signs --crl.")] = None,
+) -> None:
+    """Each certificate's identity, serial, expiry and whether it is revoked; warns under 30 days left."""
+    def go() -> list[tuple[Path, pki.CertificateStatus]]:
+        paths = list(files or [])
+        crl_path, ca_path = crl, ca
+        if ca_dir is not None:
+            paths += sorted(p for p in ca_dir.glob("*.pem") if p.name not in ("ca.pem", pki.CRL_FILE))
+            crl_path = crl_path or (ca_dir / pki.CRL_FILE if (ca_dir / pki.CRL_FILE).exists() else None)
+            ca_path = ca_path or ca_dir / "ca.pem"
+        revocations = None
+        if crl_path is not None:
+            if ca_path is None:
+                raise InvalidInput("--crl needs --ca, the CA certificate that signed it")
+            try:
+                revocations = pki.load_crl(crl_path.read_bytes(), ca_path.read_bytes())
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {exc.filename}: {exc.strerror}") from None
+            except ValueError as exc:
+                raise InvalidInput(f"{crl_path}: {exc}") from None
+        if not paths:
+            raise InvalidInput("name certificate files, or --ca-dir")
+        out = []
+        for path in paths:
+            try:
+                out.append((path, pki.certificate_status(path.read_bytes(), revocations)))
+            except OSError as exc:
+                raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+            except InvalidInput as exc:
+                raise InvalidInput(f"{path}: {exc}") from None
+        return out
+
+    rows = _run(go)
+    table = RichTable("certificate", "identity", "serial", "not after (UTC)", "days left", "revoked")
+    for path, st in rows:
+        left = (f"[bold red]{st.days_left}[/]" if st.expired else f"[yellow]{st.days_left}[/]" if st.renew_soon
+                else str(st.days_left))
+        revoked = f"[bold red]yes, {st.revoked_at:%Y-%m-%d}[/]" if st.revoked_at else "no"
+        table.add_row(path.name, st.identity.spiffe_id if st.identity else "-", st.serial_hex,
+                      f"{st.not_after:%Y-%m-%d %H:%M}", left, revoked)
+    console.print(table)
+    for path, st in rows:
+        if st.renew_soon and not st.revoked:
+            err_console.print(f"[yellow]warning:[/] {path.name}: {_status_line(st)}", highlight=False)
+
+
 @gateway_app.command("serve")
 def gateway_serve(config: Annotated[Path, typer.Option("--config", help="gateway.toml")],
                   ready_file: ReadyOpt = None) -> None:

@@ -46,6 +46,10 @@ class Unauthenticated(FedgateError):
     """The caller presented no usable identity."""
 
 
+class CertificateRevoked(Unauthenticated):
+    """The caller's certificate is on the CA's revocation list."""
+
+
 class PermissionDenied(FedgateError):
     """The caller's identity is known but not allowed to do this."""
 
@@ -81,6 +85,10 @@ class ProbeRefused(FailedPrecondition):
 class DepartmentDeclined(FailedPrecondition):
     """At the gateway: a department refused a request the gateway forwarded (its ticket check, its rules or
     its own safeguards); the message says why, in the department's words."""
+
+
+class DepartmentRevoked(FailedPrecondition):
+    """The certificate a department's adapter registered (and serves) with is revoked: it is sent no work."""
 
 
 class AwaitingApproval(FailedPrecondition):

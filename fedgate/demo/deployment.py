@@ -140,7 +140,7 @@ def _keys(values: Mapping[str, TomlValue | None]) -> list[str]:
 
 
 def _tls(tls: TlsFiles) -> list[str]:
-    return ["", "[tls]", *_keys({"ca": tls.ca, "cert": tls.cert, "key": tls.key})]
+    return ["", "[tls]", *_keys({"ca": tls.ca, "cert": tls.cert, "key": tls.key, "crl": tls.crl})]
 
 
 def gateway_toml(spec: GatewaySpec) -> str:

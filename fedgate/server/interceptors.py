@@ -47,6 +47,7 @@ from fedgate.core.identity import Identity, identity_from_pem
 from fedgate.query.probing import SUPPRESSED_SIZE
 from fedgate.query.sizes import Suppressed
 from fedgate.server import metrics
+from fedgate.server.revocation import Revocations, serial_of
 from fedgate.server.status import status_for
 from fedgate.server.telemetry import current_trace_id
 
@@ -77,6 +78,7 @@ class RequestRecord:
     collect_query_id: str = ""
     filter_nonces: dict[str, bytes] = field(default_factory=dict)
     approvals: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a collected request's, by department
+    certificate_serial: int = 0  # of the caller's verified certificate (the registry keeps a department's)
     # False: a routine call the service judged not worth an entry when it succeeds (a lease renewal).
     audit: bool = True
     # Set by `log_outcome`: an OK outcome covering what was sent so far is in the log; `final_logged`
@@ -163,12 +165,15 @@ async def log_outcome(record: RequestRecord, reason: str = "", final: bool = Tru
     record.final_logged = final
 
 
-def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
-    auth = context.auth_context()
-    pems = auth.get("x509_pem_cert") or []
+def _peer_pem(context: grpc.aio.ServicerContext) -> bytes:
+    pems = context.auth_context().get("x509_pem_cert") or []
     if not pems:
         raise Unauthenticated("a client certificate issued by the fedgate CA is required")
-    return identity_from_pem(pems[0])
+    return bytes(pems[0])
+
+
+def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
+    return identity_from_pem(_peer_pem(context))
 
 
 ERROR_CLASS_KEY = "fedgate-error"  # trailing metadata: the domain error's class name, for our own clients
@@ -218,8 +223,10 @@ _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHand
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc ships no type information)
     """Identity, completion hook (audit) and error mapping for every fedgate service method."""
 
-    def __init__(self, on_complete: CompletionHook | None = None) -> None:
+    def __init__(self, on_complete: CompletionHook | None = None, revocations: Revocations | None = None) -> None:
         self._on_complete = on_complete
+        # With a CRL, a caller whose certificate it revokes is refused (and recorded) like any unauthenticated one.
+        self._revocations = revocations
         # With a hook, a response stream holds back its last message until the outcome is logged.
         self._hold_last = on_complete is not None
 
@@ -247,11 +254,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (
         _hook.set(self._on_complete)
         return record
 
-    @staticmethod
-    def _identify(record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
+    def _identify(self, record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
         remaining = context.time_remaining()
         _deadline.set(None if remaining is None else time.monotonic() + remaining)
-        record.identity = peer_identity(context)
+        pem = _peer_pem(context)
+        record.identity = identity_from_pem(pem)
+        record.certificate_serial = serial_of(pem)
+        if self._revocations is not None:
+            self._revocations.check(pem)  # after the identity is known, so the refusal's entry names the caller
         _identity.set(record.identity)
         for key, value in context.invocation_metadata() or ():
             if key == COLLECT_KEY and isinstance(value, str):

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from fedgate.server import telemetry
 from fedgate.core.errors import ConfigError
 from fedgate.server.interceptors import CompletionHook, ServiceInterceptor
+from fedgate.server.revocation import Revocations
 from fedgate.server.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,17 @@ def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredenti
 
 async def start_server(listen: str, tls: TlsFiles, services: Iterable[Service],
                        options: list[tuple[str, Any]] | None = None,
-                       on_complete: CompletionHook | None = None, health_listen: str = "") -> RunningServer:
-    """Start a grpc.aio server with mTLS on `listen` (port 0 picks a free port).
+                       on_complete: CompletionHook | None = None,
+                       revocations: Revocations | None = None, health_listen: str = "") -> RunningServer:
+    """Start a grpc.aio server with mTLS on `listen` (port 0 picks a free port); with `revocations`, callers
+    whose certificate the CA revoked are refused.
 
     With `health_listen`, also a plaintext server there with the same health service and no other
     (no interceptors, no reflection): what a probe that cannot present a client certificate asks.
     """
     services = list(services)
     # Tracing first, so its span covers identity, the audit append and error mapping.
-    interceptors = [*telemetry.server_interceptors(), ServiceInterceptor(on_complete)]
+    interceptors = [*telemetry.server_interceptors(), ServiceInterceptor(on_complete, revocations)]
     # gRPC sets SO_REUSEPORT by default: a second server on a port in use would then start and
     # share it, silently. Without it the bind fails and the second server says so.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0), *(options or [])])

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +19,9 @@ from fedgate.server import telemetry
 from fedgate.core.errors import ConfigError
 from fedgate.core.identity import Identity, identity_from_pem
 from fedgate.core.tomlconfig import Table
+from fedgate.server.revocation import Revocations
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,12 +34,21 @@ class TlsFiles:
     # Where they were named, for messages: the config file and its table ("tls."), or "" for CLI options.
     config: Path | None = field(default=None, compare=False)
     section: str = field(default="", compare=False)
+    # The CA's revocation list (`fedgate certs revoke` writes it); None: no caller is checked against one.
+    crl: Path | None = None
 
     @classmethod
     def from_table(cls, table: Table) -> TlsFiles:
-        files = cls(table.path("ca"), table.path("cert"), table.path("key"), table.file, table.prefix)
+        files = cls(table.path("ca"), table.path("cert"), table.path("key"), table.file, table.prefix,
+                    crl=table.path("crl", None))
         table.done()
         return files
+
+    def revocations(self) -> Revocations | None:
+        """The CRL loaded and verified against our CA (ConfigError naming the file if it does not), or None."""
+        if self.crl is None:
+            return None
+        return Revocations(self.crl, self.read()[0], self.label("crl"))
 
     def label(self, which: str) -> str:
         """The key or option that named a file: "tls.cert" in a config, "--cert" on the command line."""
@@ -70,6 +86,11 @@ def check_own(files: TlsFiles, expected: Identity | None = None) -> None:
     ("Socket closed", "Invalid private key") at the first connection.
     """
     ca_pem, cert_pem, key_pem = files.read()
+    _check_pems(files, ca_pem, cert_pem, key_pem, expected)
+
+
+def _check_pems(files: TlsFiles, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, expected: Identity | None) -> None:
+    """`check_own` on contents already read (a reload checks exactly the bytes it will serve)."""
     try:
         cas = x509.load_pem_x509_certificates(ca_pem)
     except ValueError:
@@ -143,10 +164,94 @@ def handshake_hint(details: str, address: str, files: TlsFiles, peer: str) -> st
             f"{files.ca}, and is your certificate ({files.cert}) from that CA too? ({details})")
 
 
+def _files_signature(files: TlsFiles) -> tuple[tuple[int, int, int], ...] | None:
+    try:
+        stats = [os.stat(p) for p in (files.ca, files.cert, files.key)]
+    except OSError:
+        return None
+    return tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in stats)
+
+
+class RenewedFiles:
+    """Whether a party's certificate files were replaced by a usable set since last asked, for clients whose
+    channels hold the files' contents (a renewal is then used by a new channel, not the old one).
+
+    At most one look (three stats) every `every_s` seconds; a set that does not check out yet (a renewal
+    half copied in) is not reported until it does.
+    """
+
+    def __init__(self, files: TlsFiles, every_s: float = 1.0) -> None:
+        self._files = files
+        self._every_s = every_s
+        self._seen = _files_signature(files)
+        self._looked = time.monotonic()
+        self._identity = identity_from_pem(files.read()[1])
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self._looked < self._every_s:
+            return False
+        self._looked = now
+        seen = _files_signature(self._files)
+        if seen is None or seen == self._seen:
+            return False
+        try:
+            _check_pems(self._files, *self._files.read(), self._identity)
+        except ConfigError:
+            return False
+        self._seen = seen
+        return True
+
+
+class ServerCertificates:
+    """The certificate configuration a server hands each new TLS handshake: the files on disk as they are now.
+
+    gRPC calls this fetcher before every handshake; returning None keeps the configuration it has, so
+    the files are only stat'ed unless they changed. A changed set is served only once it checks out
+    (the key is the certificate's, our CA issued it, it is valid now, it is the same identity as
+    before): a renewal half copied in, or a file half written, keeps the previous configuration, and
+    the fetcher tries again at the next handshake.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self._files = files
+        self._seen = _files_signature(files)
+        ca, cert, key = files.read()
+        self.identity = identity_from_pem(cert)
+        self.initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        self._lock = threading.Lock()
+        self.reloads = 0
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        try:
+            with self._lock:
+                return self._fetch()
+        except Exception as exc:  # noqa: BLE001 - raising into gRPC's handshake would fail the connection
+            log.warning("certificate reload failed (%s); keeping the previous certificate", type(exc).__name__)
+            return None
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        seen = _files_signature(self._files)
+        if seen is None or seen == self._seen:
+            return None
+        try:
+            ca, cert, key = self._files.read()
+            _check_pems(self._files, ca, cert, key, self.identity)
+        except ConfigError as exc:
+            log.warning("the certificate files changed but are not usable yet (%s); serving the previous "
+                        "certificate", exc)
+            return None
+        self._seen = seen
+        self.reloads += 1
+        log.info("serving a new certificate from %s", self._files.cert)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """Server credentials that require and verify a client certificate from our CA."""
-    ca, cert, key = files.read()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    """Server credentials that require and verify a client certificate from our CA, picking up a renewed
+    certificate (or CA bundle) on disk at the next handshake, without a restart."""
+    fetcher = ServerCertificates(files)
+    return grpc.dynamic_ssl_server_credentials(fetcher.initial, fetcher, require_client_authentication=True)
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
