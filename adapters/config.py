@@ -25,6 +25,8 @@ EXAMPLE = """\
 department = "hrss"                     # must match the department in the certificate
 display_name = "人力资源和社会保障局"      # default: the department code
 listen = "127.0.0.1:0"                  # host:port; port 0 picks a free port
+# health_listen = "0.0.0.0:8081"          # a plaintext port serving only grpc.health.v1, for probes without mTLS
+#                                          # (default: off)
 # advertise = "adapter.hrss.example:7443"  # what the gateway dials; default: listen host + bound port
 #                                          # (required when listening on all interfaces)
 gateway = "127.0.0.1:50051"             # the gateway's host:port
@@ -137,6 +139,7 @@ class AdapterConfig:
     difference_window_days: int = DEFAULT_WINDOW_DAYS
     rules: DepartmentRules = NO_RULES
     subject_reports: SubjectReportSettings = SubjectReportSettings()
+    health_listen: str = ""  # "": no plaintext health port
 
     @classmethod
     def load(cls, path: Path, levels: Levels | None = None) -> AdapterConfig:
@@ -150,6 +153,7 @@ class AdapterConfig:
             display_name=table.text("display_name", department),
             listen=table.address("listen", listen=True),
             advertise=table.address("advertise", ""),
+            health_listen=table.address("health_listen", "", listen=True),
             gateway=table.address("gateway"),
             gateway_log_key=table.path("gateway_log_key"),
             data_dir=table.path("data_dir", None) or (path.parent / f"{department}-adapter-data").resolve(),

@@ -274,7 +274,8 @@ async def build_adapter(config: AdapterConfig, *, register_now: bool = True) -> 
                             AdapterServicer(config.department, catalogue, gate, config.levels, sessions,
                                             row_sets, subjects, span_store=config.data_dir / "spans.db"),
                             adapter_pb2_grpc.add_AdapterServiceServicer_to_server)]
-        running = await start_server(config.listen, config.tls, services, revocations=revocations)
+        running = await start_server(config.listen, config.tls, services, revocations=revocations,
+                                     health_listen=config.health_listen)
         # Stopped in this loop if a later step fails: left running, it outlives the loop and dies with a traceback.
         undo.push_async_callback(running.stop, 0)
         adapter = Adapter(config, running, datasets, sources, advertised_endpoint(config, running.port),

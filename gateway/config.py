@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 EXAMPLE = """\
 # fedgate gateway configuration. Paths are relative to this file.
 listen = "127.0.0.1:50051"      # host:port; port 0 picks a free port
+# health_listen = "0.0.0.0:8081"       # a plaintext port serving only grpc.health.v1, for probes without mTLS (default: off)
 data_dir = "gateway-data"       # SQLite registry.db and audit.db (the defaults below), log-signing key, spans.db
 # registry_url = "postgresql+psycopg://fedgate@db/fedgate"  # registry and daily quotas; default: SQLite in data_dir
 # audit_url = "postgresql+psycopg://fedgate@db/fedgate"     # default: SQLite in data_dir; replicas share one PostgreSQL log
@@ -57,6 +58,7 @@ class GatewayConfig:
     listen: str
     data_dir: Path
     tls: TlsFiles
+    health_listen: str = ""  # "": no plaintext health port
     registry_url: str = ""
     audit_url: str = ""
     log_origin: str = DEFAULT_ORIGIN
@@ -100,6 +102,7 @@ class GatewayConfig:
         table = Table.load(path)
         config = cls(
             listen=table.address("listen", listen=True),
+            health_listen=table.address("health_listen", "", listen=True),
             data_dir=table.path("data_dir"),
             registry_url=table.text("registry_url", ""),
             audit_url=table.text("audit_url", ""),

@@ -147,7 +147,7 @@ async def build_gateway(config: GatewayConfig) -> Gateway:
         alerts = await ProbeAlerts.open(audit_log, safeguard_config.alerts)
         recorder = AuditRecorder(audit_log, alerts, approvals.collect_failed)
         running = await start_server(config.listen, config.tls, services, on_complete=recorder,
-                                     revocations=revocations)
+                                     revocations=revocations, health_listen=config.health_listen)
         undo.pop_all()  # started: all of it is the Gateway's now, and Gateway.stop gives it back
     gateway = Gateway(running, store, links, audit_log, policy, signing_key.vkey_path(config.effective_signing_key),
                       data_lock=data_lock, approvals=approvals, unwatch=[unwatch_approvals])

@@ -337,11 +337,50 @@ def gateway_serve(config: Annotated[Path, typer.Option("--config", help="gateway
     _serve("gateway", config, ready_file)
 
 
+@gateway_app.command("keygen")
+def gateway_keygen(
+    out: Annotated[Path, typer.Argument(help="Directory for log-signing.key and log-signing.vkey.")],
+    origin: Annotated[str, typer.Option("--origin", help="The gateway's log_origin (names the log).")]
+    = "fedgate.local/audit",
+) -> None:
+    """Create the gateway's log-signing key ahead of its first start (to share between replicas, or mount read-only).
+
+    Point `signing_key` in gateway.toml at log-signing.key (the .vkey beside it); copy log-signing.vkey to every
+    department (`gateway_log_key`) and security officer.
+    """
+    def go() -> Path:
+        path = out / "log-signing.key"
+        if path.exists():
+            raise InvalidInput(f"{path} exists: a log-signing key is never overwritten")
+        out.mkdir(parents=True, exist_ok=True)
+        load_or_create(path, origin)
+        return vkey_path(path)
+    vkey = _run(go)
+    console.print(f"log-signing key {out / 'log-signing.key'} (0600) for log {origin!r}; verifier key {vkey}",
+                  highlight=False)
+
+
 @adapter_app.command("serve")
 def adapter_serve(config: Annotated[Path, typer.Option("--config", help="The department's adapter TOML.")],
                   ready_file: ReadyOpt = None) -> None:
     """Run a department adapter: check its sources, serve, register with the gateway."""
     _serve("adapter", config, ready_file)
+
+
+@app.command("health")
+def health_cmd(
+    address: Annotated[str, typer.Argument(envvar="FEDGATE_HEALTH_ADDRESS",
+                                           help="A server's plaintext health port (health_listen).")] = "127.0.0.1:8081",
+    service: Annotated[str, typer.Option("--service", help="A service name; default: the whole server.")] = "",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the answer.")] = 3.0,
+) -> None:
+    """Ask a gateway's or adapter's health-only port; exit 0 when SERVING, 1 otherwise (a container health check)."""
+    from fedgate.client.health import health_status
+
+    status = _run(lambda: asyncio.run(health_status(address, service, timeout)))
+    console.print(status, highlight=False)
+    if status != "SERVING":
+        raise typer.Exit(1)
 
 
 def _serve(party: str, config: Path, ready_file: Path | None) -> None:

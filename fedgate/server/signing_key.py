@@ -38,9 +38,28 @@ def ed25519_key(path: Path, what: str) -> Ed25519PrivateKey:
 
 
 def load_or_create(path: Path, name: str) -> Ed25519PrivateKey:
-    """Load the PEM key at `path`, or create it (mode 0600) with its .vkey beside it."""
+    """Load the PEM key at `path`, or create it (mode 0600) with its .vkey beside it.
+
+    The .vkey is written only when it is missing or says something else (another name), so a key
+    provisioned ahead with its .vkey (`fedgate gateway keygen`) is read from a read-only mount, such
+    as a Kubernetes Secret shared by the gateway's replicas.
+    """
     key = ed25519_key(path, "log-signing key")
-    vkey_path(path).write_text(encode_verifier_key(name, key.public_key()) + "\n")
+    vkey = vkey_path(path)
+    text = encode_verifier_key(name, key.public_key()) + "\n"
+    try:
+        current: str | None = vkey.read_text()
+    except FileNotFoundError:
+        current = None
+    except OSError as exc:
+        raise ConfigError(str(vkey), f"cannot read the verifier key beside the key: {exc.strerror}") from None
+    if current != text:
+        try:
+            vkey.write_text(text)
+        except OSError as exc:
+            raise ConfigError(str(vkey), f"cannot write the verifier key beside {path.name} ({exc.strerror}): on a "
+                              f"read-only mount, provide {vkey.name} beside the key, made with it for the name "
+                              f"{name!r} (`fedgate gateway keygen`)") from None
     return key
 
 
