@@ -255,3 +255,16 @@ def csv_rows(text: str, types: dict[str, type]) -> list[tuple[object, ...]]:
     header = next(reader)
     convert = [types.get(name, str) for name in header]
     return [tuple(None if v == "" else c(v) for c, v in zip(convert, row)) for row in reader if row]
+
+
+# A department rule holding every disclosure for one approver, hrss-zhang, whose keys are in {dir}: the
+# adapter TOML tables of the approval tests (tests/e2e/test_approvals_cli.py, test_console_browser.py).
+APPROVAL_TABLES = """
+[approvals]
+keys = ["{dir}/hrss-zhang.vkey"]
+
+[[rules]]
+name = "names-leave-with-approval"
+effect = "approve"
+kinds = ["disclose"]
+"""

@@ -551,14 +551,16 @@ def _safe_text(text: str) -> bool:
     return not any(_is_identifier(word) for word in re.split(r"[\s,;'\"()\[\]{}=]+", text) if word)
 
 
+def _exporter_missing() -> ConfigError:
+    return ConfigError(OTLP_ENDPOINT_ENV, f"is set but {OTLP_REQUIREMENT} is not installed; install it or unset "
+                                          "the variable")
+
+
 def _otlp_exporter() -> SpanExporter:
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     except ImportError:
-        raise ConfigError(
-            OTLP_ENDPOINT_ENV,
-            f"is set but {OTLP_REQUIREMENT} is not installed; install it or unset the variable",
-        ) from None
+        raise _exporter_missing() from None
     # Endpoint, TLS, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
     exporter: SpanExporter = OTLPSpanExporter()
     return exporter
@@ -573,10 +575,7 @@ def _meter_provider(resource: Resource) -> MeterProvider:
     try:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     except ImportError:
-        raise ConfigError(
-            OTLP_ENDPOINT_ENV,
-            f"is set but {OTLP_REQUIREMENT} is not installed; install it or unset the variable",
-        ) from None
+        raise _exporter_missing() from None
     # Endpoint, TLS, headers, timeout, temporality and histogram aggregation come from the standard
     # OTEL_EXPORTER_OTLP_* / OTEL_EXPORTER_OTLP_METRICS_* variables.
     exporter: MetricExporter = OTLPMetricExporter()

@@ -8,20 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import support
 from deployment import Deployment, deployed
 from fedgate.core.identity import Identity
 from fedgate.server.signing_key import load_or_create
 
 HRSS = Identity.department("hrss")
-TABLES = """
-[approvals]
-keys = ["{dir}/hrss-zhang.vkey"]
-
-[[rules]]
-name = "names-leave-with-approval"
-effect = "approve"
-kinds = ["disclose"]
-"""
+TABLES = support.APPROVAL_TABLES
 ASK = ("query", "disclose", "hrss.subsidies", "--field", "company_name", "--limit", "5",
        "--purpose", "稳岗补贴抽查", "--case", "DC-2026-120")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import os
 import shutil
@@ -39,15 +40,7 @@ from fedgate.server.tls import TlsFiles
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HRSS = Identity.department("hrss")
-TABLES = """
-[approvals]
-keys = ["{dir}/hrss-zhang.vkey"]
-
-[[rules]]
-name = "names-leave-with-approval"
-effect = "approve"
-kinds = ["disclose"]
-"""
+TABLES = support.APPROVAL_TABLES
 ASK = ("query", "disclose", "hrss.subsidies", "--field", "company_name", "--limit", "5",
        "--purpose", "稳岗补贴抽查", "--case", "DC-2026-130")
 
@@ -121,6 +114,18 @@ def _shot(page: Any, tmp: Path, name: str) -> None:
     page.screenshot(path=str(target / f"{name}.png"), full_page=True)
 
 
+def _altering_entry(route: Any) -> None:
+    """Serve the entry page with one character of the logged entry changed inside its proof bundle."""
+    response = route.fetch()
+    text = response.text()
+    start = text.index('data-bundle="') + len('data-bundle="')
+    end = text.index('"', start)
+    bundle = json.loads(html.unescape(text[start:end]))
+    body = base64.b64decode(bundle["entry"]).replace(b"DC-2026-129", b"DC-2026-120")
+    bundle["entry"] = base64.b64encode(body).decode()
+    route.fulfill(response=response, body=text[:start] + html.escape(json.dumps(bundle)) + text[end:])
+
+
 def _audit(d: Deployment) -> list[dict[str, Any]]:
     out = d.fedgate("audit", "search", "--limit", "10000", "--json", who=support.OFFICER)
     assert out.returncode == 0, out.stderr
@@ -164,6 +169,16 @@ def test_officer_and_department_consoles_in_a_browser(tmp_path: Path, browser: A
                 page.locator("#page-check").inner_text()
             assert "console checked it" in page.locator("#console-check").inner_text()
             _shot(page, tmp_path, "entry")
+            entry_url = page.url
+            # The page's own check does not take the server's word: an entry altered on its way to the
+            # browser (a compromised console or proxy) fails in the page.
+            page.route(entry_url, _altering_entry)
+            page.goto(entry_url)
+            page.wait_for_selector("#page-check[data-verified]")
+            assert page.locator("#page-check").get_attribute("data-verified") == "false"
+            assert "does not lead to the signed root" in page.locator("#page-check").inner_text()
+            page.unroute(entry_url)
+            page.goto(entry_url)
             with page.expect_download() as download:
                 page.click("#bundle-link")
             bundle = tmp_path / "bundle.json"
