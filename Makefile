@@ -37,8 +37,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fedgate demo
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file's tests in one process (their module
+# fixtures are shared); TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The peers' side-by-side benchmark: 10k and 100k rows per side, about 3.5 minutes on 2 cores
 # (BENCH_ARGS="--size 1000000" adds a million, about 10 minutes; docs/performance.md). Results in bench/results/latest/.
