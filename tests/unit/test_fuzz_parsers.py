@@ -209,10 +209,12 @@ def test_valid_identifiers_survive_reformatting(data: st.DataObject, pair: tuple
 def test_over_long_raw_identifiers_are_refused_unread(pair: tuple[IdKind, str], pad: int, where: str) -> None:
     kind, canonical = pair
     raw = " " * pad + canonical if where == "before" else canonical + " " * pad
-    start = time.perf_counter()
+    # This thread's CPU time, not wall time: a blow-up (backtracking, deep recursion) shows in it, and
+    # other processes on a loaded machine (two CI runs at once) do not.
+    start = time.thread_time()
     with pytest.raises(InvalidIdentifier, match="longer than 100 characters") as err:
         ids.normalise(kind, raw)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     _assert_clean_id_refusal(err.value)
 
 
@@ -508,10 +510,10 @@ HOSTILE_FILTERS = [
 @pytest.mark.parametrize(("text", "words"), HOSTILE_FILTERS, ids=[f"{i}:{w[:24]}" for i, (_, w) in
                                                                   enumerate(HOSTILE_FILTERS)])
 def test_hostile_filters_are_refused_fast_without_echo(text: str, words: str) -> None:
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(InvalidInput) as err:
         filters.parse_checked(text, TYPES)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     message = str(err.value)
     _assert_clean_filter_refusal(err.value)
     assert words in message, message
@@ -529,10 +531,10 @@ def test_hostile_filters_are_refused_fast_without_echo(text: str, words: str) ->
     lambda: Comparison("name", "= 1 or 1 =", "x"),
 ], ids=["10MB-string", "5000-digit-int", "19-digit-int", "100k-in-list", "nul", "field-injection", "op-injection"])
 def test_filter_nodes_refuse_hostile_values_without_echo(build: Callable[[], Filter]) -> None:
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(InvalidInput) as err:
         build()
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     message = str(err.value)
     assert len(message) < 200 and "xxxxxx" not in message and "DROP" not in message and "00000" not in message
 
@@ -647,10 +649,10 @@ def test_arbitrary_notes_raise_only_verification_errors(note: str | bytes, how: 
 
 def test_oversized_notes_are_refused_unread() -> None:
     for note in (NOTE + "x" * 300_000, NOTE.encode() + b"\xff" * 300_000, NOTE[:-1] + "\u4e00" * 90_000 + "\n"):
-        start = time.perf_counter()
+        start = time.thread_time()
         with pytest.raises(MalformedProof, match="larger than"):
             open_note(note, ORIGIN, PUB)
-        assert time.perf_counter() - start < 0.5
+        assert time.thread_time() - start < 0.5
 
 
 @FUZZ_CRYPTO
@@ -811,7 +813,7 @@ def test_random_proofs_never_verify(index: int, size: int, leaf: bytes, proof: l
     # and a tree "consistent" with itself (same size, same root, no proof).
     assume(not (leaf == root and not proof and (index, size) in ((0, 1), (size, size))))
     assume(not (leaf == H.empty_root() and not proof and (index, size) == (0, 1)))
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises((MalformedProof, RootMismatch)):
         verify_inclusion(H, index, size, leaf, proof, root)
     with pytest.raises((MalformedProof, RootMismatch)):
@@ -821,7 +823,7 @@ def test_random_proofs_never_verify(index: int, size: int, leaf: bytes, proof: l
             root_from_inclusion_proof(H, index, size, leaf, proof)
     with pytest.raises((MalformedProof, RootMismatch)):
         verify_consistency(H, index, size, proof, leaf, root)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
 
 
 # ===========================================================================
