@@ -179,6 +179,8 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         query = {k: v for k, v in q.items() if v and k not in fixed}
         if size != PAGE_SIZE:
             query["limit"] = str(size)
+        if suppressed:
+            query["suppressed"] = "1"
         return page(request, "entries.html", title=title, q=q, rows=rows, before=before, next_before=next_before,
                     query=query, fixed=fixed, suppressed=suppressed)
 
