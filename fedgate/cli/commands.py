@@ -348,14 +348,7 @@ def gateway_keygen(
     Point `signing_key` in gateway.toml at log-signing.key (the .vkey beside it); copy log-signing.vkey to every
     department (`gateway_log_key`) and security officer.
     """
-    def go() -> Path:
-        path = out / "log-signing.key"
-        if path.exists():
-            raise InvalidInput(f"{path} exists: a log-signing key is never overwritten")
-        out.mkdir(parents=True, exist_ok=True)
-        load_or_create(path, origin)
-        return vkey_path(path)
-    vkey = _run(go)
+    vkey = _run(lambda: _new_signing_key(out / "log-signing.key", origin, "a log-signing key"))
     console.print(f"log-signing key {out / 'log-signing.key'} (0600) for log {origin!r}; verifier key {vkey}",
                   highlight=False)
 
@@ -1141,6 +1134,15 @@ ApproverKeyOpt = Annotated[Path, typer.Option("--approver-key", envvar="FEDGATE_
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: kept in the audit log, shown to the supervisor.")]
 
 
+def _new_signing_key(path: Path, name: str, what: str) -> Path:
+    """Create an Ed25519 signing key at `path` (0600) named `name`, never over an existing one; its .vkey's path."""
+    if path.exists():
+        raise InvalidInput(f"{path} exists: {what} is never overwritten")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    load_or_create(path, name)
+    return vkey_path(path)
+
+
 def _department_of(cert: Path) -> str:
     who = identity_from_pem(cert.read_bytes())
     if who.role is not Role.DEPARTMENT:
@@ -1153,14 +1155,7 @@ def approvals_keygen(name: Annotated[str, typer.Argument(help="The approver's na
                      out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.vkey.")]
                      = Path(".")) -> None:
     """Create an approver's signing key (NAME.key, 0600) and verifier key (NAME.vkey, for [approvals] keys)."""
-    def go() -> Path:
-        path = out / f"{name}.key"
-        if path.exists():
-            raise InvalidInput(f"{path} exists: an approver key is never overwritten")
-        out.mkdir(parents=True, exist_ok=True)
-        load_or_create(path, name)
-        return vkey_path(path)
-    vkey = _run(go)
+    vkey = _run(lambda: _new_signing_key(out / f"{name}.key", name, "an approver key"))
     console.print(f"approver key {out / (name + '.key')}; list {vkey} under [approvals] keys in the adapter "
                   "configuration")
 

@@ -86,3 +86,15 @@ def test_policy_check_reports_a_broken_policy_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["policy", "check", "supervisor/dcb/a", "dcb", "x", "list",
                                  "--policy-dir", str(tmp_path / "p")])
     assert result.exit_code == 1 and "unknown action 'teleport'" in result.output
+
+
+def test_approvals_keygen_makes_a_private_key_and_its_verifier_key_and_never_overwrites(tmp_path: Path) -> None:
+    keys = tmp_path / "approvers"
+    made = runner.invoke(app, ["approvals", "keygen", "hrss-zhang", "--out", str(keys)])
+    assert made.exit_code == 0, made.output
+    assert stat.S_IMODE((keys / "hrss-zhang.key").stat().st_mode) == 0o600
+    assert (keys / "hrss-zhang.vkey").read_text().startswith("hrss-zhang+")
+    before = (keys / "hrss-zhang.key").read_bytes()
+    again = runner.invoke(app, ["approvals", "keygen", "hrss-zhang", "--out", str(keys)])
+    assert again.exit_code == 1 and "an approver key is never overwritten" in again.output
+    assert (keys / "hrss-zhang.key").read_bytes() == before
