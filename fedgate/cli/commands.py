@@ -1246,6 +1246,10 @@ def console_cmd(
                                                     "`audit verify` keeps it for this gateway).")] = None,
     witness_keys: Annotated[Path | None, typer.Option("--witness-keys", envvar="FEDGATE_WITNESS_KEYS",
                                                       help="Officers: pinned department witness keys.")] = None,
+    witnesses: Annotated[int | None, typer.Option(
+        "--witnesses", min=0, help="Officers: how many pinned witnesses must have cosigned a checkpoint covering "
+                                   "the newest query entry for a verification to pass (default: 1 with "
+                                   "--witness-keys, else 0).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Departments: the adapter's TOML.")] = None,
     approver_key: Annotated[Path | None, typer.Option("--approver-key", envvar="FEDGATE_APPROVER_KEY",
                                                       help="Departments: your approver key, to approve or "
@@ -1269,8 +1273,10 @@ def console_cmd(
             raise InvalidInput(f"--listen {listen!r} is not host:port")
         state_dir = state or Path.home() / ".local/state/fedgate/audit" / "".join(
             c if c.isalnum() else "_" for c in gateway)
+        if witnesses and witness_keys is None:
+            raise InvalidInput("--witnesses needs --witness-keys (the departments' witness.vkey lines)")
         settings = ConsoleSettings(gateway, TlsFiles(ca, cert, key), host.strip("[]"), int(port), vkey,
-                                   state_dir if vkey else None, witness_keys, config, approver_key, crl)
+                                   state_dir if vkey else None, witness_keys, witnesses, config, approver_key, crl)
         asyncio.run(serve(settings, ready_file))
 
     _setup_logging()

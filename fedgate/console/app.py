@@ -37,6 +37,7 @@ from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.errors import FedgateError, InvalidInput, NotFound, RemoteCallFailed
 from fedgate.core.identity import Identity, Role, identity_from_pem, who
 from fedgate.crypto.checkpoint import VerifierKey
+from fedgate.crypto.cosignature import WitnessKey
 from fedgate.server.signing_key import read_vkey
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Console:
     csrf_key: bytes
     client: GatewayClient | None = None
     job: audit_views.VerificationJob | None = None
+    witnesses: tuple[WitnessKey, ...] = ()
 
     @property
     def gateway(self) -> GatewayClient:
@@ -133,7 +135,9 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     if vkey is not None:
         from fedgate.server.witness_key import read_witness_keys
         witnesses = read_witness_keys(settings.witness_keys) if settings.witness_keys else []
-        con.job = audit_views.VerificationJob(vkey, settings.state_dir, witnesses, 1 if witnesses else 0)
+        con.witnesses = tuple(witnesses)
+        quorum = settings.witness_quorum if settings.witness_quorum is not None else (1 if witnesses else 0)
+        con.job = audit_views.VerificationJob(vkey, settings.state_dir, witnesses, quorum)
     templates = _templates()
     officer = owner.role is Role.OFFICER
 
@@ -154,7 +158,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
     async def log_head(request: Request) -> Response:
         assert vkey is not None
-        head = await audit_views.read_head(con.gateway, vkey, settings.state_dir)
+        head = await audit_views.read_head(con.gateway, vkey, settings.state_dir, con.witnesses)
         return page(request, "log.html", head=head, job=con.job.state if con.job else None)
 
     def _criteria(request: Request, **fixed: str) -> tuple[dict[str, str], audit_search.Criteria, int]:

@@ -21,11 +21,12 @@ from fedgate.core.audit_entry import AuditEntry
 from fedgate.core.errors import FedgateError, InvalidInput
 from fedgate.crypto.checkpoint import Checkpoint, VerifierKey, split_note, verify_checkpoint
 from fedgate.crypto.merkle.verify import verify_consistency
-from fedgate.crypto.cosignature import WitnessKey
+from fedgate.crypto.cosignature import WitnessKey, verified_cosigners
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "fedgate-inclusion-proof/v1"
+WITNESS_WINDOW = 500  # recent checkpoints searched for each witness's newest cosignature
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class LogHead:
     root: str
     origin: str
     note: str
-    cosigners: tuple[str, ...]  # names of other signatures on the checkpoint (department witnesses)
+    # Department witnesses: (name, newest size it cosigned among the recent checkpoints, verified with a pinned
+    # witness key: True, or None when the officer pinned none for it).
+    cosigners: tuple[tuple[str, int, bool | None], ...]
     saved_size: int | None = None
     saved_at: str | None = None  # when this officer's state was last saved by a verification
     consistent: bool | None = None  # the latest tree extends the saved one (None: nothing saved)
@@ -53,13 +56,36 @@ def _saved(state_dir: Path | None) -> tuple[TrustedState | None, str | None]:
     return state, when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-async def read_head(client: GatewayClient, vkey: VerifierKey, state_dir: Path | None) -> LogHead:
-    """The gateway's latest checkpoint, verified with the pinned key, and its consistency with the saved state."""
+async def _cosigners(client: GatewayClient, vkey: VerifierKey, size: int,
+                     witnesses: Sequence[WitnessKey]) -> tuple[tuple[str, int, bool | None], ...]:
+    """Each witness's newest cosigned checkpoint among the last WITNESS_WINDOW, verified where its key is pinned.
+
+    Departments cosign the checkpoints their tickets carry, not every one, so the head itself (which
+    every audited call moves on) is rarely cosigned; how far behind it each witness is says more.
+    """
+    if not size:
+        return ()
+    notes = await client.checkpoints(max(1, size - WITNESS_WINDOW + 1), size)
+    newest: dict[str, int] = {}
+    verified: set[str] = set()
+    for at, text in notes.items():
+        _, signatures = split_note(text)
+        for name, _ in signatures:
+            if name != vkey.name and at > newest.get(name, 0):
+                newest[name] = at
+        # A pinned witness's line that does not verify raises VerificationError: someone was shown another log.
+        verified.update(verified_cosigners(text, witnesses))
+    pinned = {w.name for w in witnesses}
+    return tuple((name, at, (name in verified) if name in pinned else None) for name, at in sorted(newest.items()))
+
+
+async def read_head(client: GatewayClient, vkey: VerifierKey, state_dir: Path | None,
+                    witnesses: Sequence[WitnessKey] = ()) -> LogHead:
+    """The gateway's latest checkpoint, verified with the pinned key, its witnesses, and its consistency with the
+    saved state."""
     size, note = await client.checkpoint()
     cp = verify_checkpoint(note, vkey.name, vkey.public_key)
-    _, signatures = split_note(note)
-    cosigners = tuple(dict.fromkeys(name for name, _ in signatures if name != vkey.name))
-    head = LogHead(cp.size, cp.root_hash.hex(), cp.origin, note, cosigners)
+    head = LogHead(cp.size, cp.root_hash.hex(), cp.origin, note, await _cosigners(client, vkey, cp.size, witnesses))
     state, saved_at = _saved(state_dir)
     if state is None:
         return head

@@ -24,6 +24,9 @@ class ConsoleSettings:
     vkey: Path | None = None
     state_dir: Path | None = None
     witness_keys: Path | None = None
+    # How many pinned witnesses must have cosigned a checkpoint covering the newest query entry for a whole-log
+    # verification to pass (None: 1 with witness keys, else 0, as `fedgate audit verify`).
+    witness_quorum: int | None = None
     # Departments: the adapter's TOML (its disclosure log and subject-use store) and an approver key.
     adapter_config: Path | None = None
     approver_key: Path | None = None

@@ -149,10 +149,18 @@ def test_officer_and_department_consoles_in_a_browser(tmp_path: Path, browser: A
         officer = TlsFiles.in_dir(d.certs, support.OFFICER)
         vkey = d.tmp / "gw" / "log-signing.vkey"
 
-        with console(d, support.OFFICER, "--vkey", str(vkey), "--state", str(d.tmp / "officer-state")) as url:
+        witnesses = d.tmp / "witnesses.vkeys"  # the departments' witness keys, as an officer pins them
+        witnesses.write_text("".join((d.tmp / dept / "witness.vkey").read_text() for dept in ("hrss", "samr")))
+        with console(d, support.OFFICER, "--vkey", str(vkey), "--state", str(d.tmp / "officer-state"),
+                     "--witness-keys", str(witnesses), "--witnesses", "0") as url:
+            # (With --witnesses 1 the verification below would fail, rightly: the held request's entry is the newest
+            # query entry, and no department has seen a checkpoint covering it yet.)
             page = _context(browser, url, officer).new_page()
             page.goto(url)
             assert page.locator("#log-size").inner_text().strip().isdigit()
+            # hrss admitted tickets, so it cosigned the checkpoints they carried; samr was never asked.
+            cosigners = page.locator("#cosigners").inner_text()
+            assert "hrss" in cosigners and "cosignature verified" in cosigners and "samr" not in cosigners, cosigners
             _shot(page, tmp_path, "log")
 
             # Search by case number: the count query's entries, with the page's proof check.
