@@ -263,7 +263,7 @@ def check_request(csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, Ident
     fedgate identity that asks for nothing else; InvalidInput saying what is wrong otherwise."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: a damaged version field
         raise InvalidInput("not a PEM certificate signing request (expected -----BEGIN CERTIFICATE REQUEST-----)"
                            ) from None
     try:  # the parts of a CSR parse lazily: a damaged key or extension fails only when read
@@ -551,7 +551,7 @@ def certificate_status(pem: bytes, crl: x509.CertificateRevocationList | None = 
     """The status of the PEM certificate `pem`, revoked or not according to `crl` (a verified one)."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise InvalidInput("not a PEM certificate") from None
     identity: Identity | None
     try:

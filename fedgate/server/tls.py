@@ -93,11 +93,11 @@ def _check_pems(files: TlsFiles, ca_pem: bytes, cert_pem: bytes, key_pem: bytes,
     """`check_own` on contents already read (a reload checks exactly the bytes it will serve)."""
     try:
         cas = x509.load_pem_x509_certificates(ca_pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion (a damaged version field) is no ValueError
         raise files.error(f"{files.named('ca')} is not a PEM CA certificate") from None
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise files.error(f"{files.named('cert')} is not a PEM certificate") from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)

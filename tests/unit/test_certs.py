@@ -148,6 +148,18 @@ def test_no_single_bit_flip_of_a_request_gets_signed(ca_dir: Path, position: int
 _REQUEST = pki.make_request(HRSS)
 
 
+def test_a_request_with_a_damaged_version_is_refused_not_a_crash() -> None:
+    """Hypothesis found it: cryptography raises InvalidVersion, which is no ValueError, for a version of 1."""
+    import base64
+    der = x509.load_pem_x509_csr(_REQUEST[1]).public_bytes(serialization.Encoding.DER)
+    version = der.index(b"\x02\x01\x00")  # CertificationRequestInfo's first field: INTEGER 0 (v1)
+    mangled = der[:version] + b"\x02\x01\x01" + der[version + 3:]
+    pem = (b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(mangled)
+           + b"-----END CERTIFICATE REQUEST-----\n")
+    with pytest.raises(InvalidInput, match="not a PEM certificate signing request"):
+        pki.check_request(pem)
+
+
 def test_the_index_survives_a_crash_mid_write(ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = pki.CaIndex(ca_dir)
     before = index.path.read_bytes()
