@@ -245,10 +245,14 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
     # --- departments ---
 
-    def _adapter_config() -> Any:
+    # A department's adapter configuration, read once at start (a broken one fails the start, not a page).
+    adapter_config: Any = None
+    if settings.adapter_config is not None:
         from fedgate.adapters.config import AdapterConfig
-        assert settings.adapter_config is not None
-        return AdapterConfig.load(settings.adapter_config)
+        adapter_config = AdapterConfig.load(settings.adapter_config)
+
+    def _adapter_config() -> Any:
+        return adapter_config
 
     async def requests_page(request: Request) -> Response:
         from fedgate.cli.department_view import read_view
@@ -276,11 +280,12 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             decision = str(form.get("decision", ""))
             if decision not in ("approve", "deny"):
                 raise InvalidInput("decision must be approve or deny")
-            decided = await _decide(query_id, decision, str(form.get("reason", ""))[:1000])
-            missing = sum(n.missing for n in decided.needs if n.department == owner.org)
-            message = f"{decision}d: the request is now {decided.state}" + (
-                f" ({missing} approval(s) still missing)" if missing and decided.state == "pending" else "")
-        h = await con.gateway.held_request(query_id)
+            h = await _decide(query_id, decision, str(form.get("reason", ""))[:1000])
+            missing = sum(n.missing for n in h.needs if n.department == owner.org)
+            message = f"{decision}d: the request is now {h.state}" + (
+                f" ({missing} approval(s) still missing)" if missing and h.state == "pending" else "")
+        else:
+            h = await con.gateway.held_request(query_id)
         summary = held_summary(h, owner.org)
         datasets = await con.gateway.list_datasets(owner.org)
         summary["rows"] = {d.decl.qualified_name: d.live_row_count if d.live_row_count is not None
